@@ -1,0 +1,75 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+
+const MIGRATIONS_DIR = join(__dirname, 'migrations');
+// one migrator at a time per database (the launcher, tests and workers may race)
+const MIGRATION_LOCK_ID = 0x511ce;
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
+  return readdirSync(dir)
+    .filter((f) => /^\d{3}_[a-z0-9_]+\.sql$/.test(f))
+    .sort()
+    .map((file) => ({ version: Number(file.slice(0, 3)), name: file.replace(/\.sql$/, ''), sql: readFileSync(join(dir, file), 'utf8') }));
+}
+
+/**
+ * Applies the versioned migrations not yet applied, each in its own transaction,
+ * then makes sure the read-only role can read everything. Returns the versions applied.
+ */
+export async function migrate(url: string, readonlyRole = 'sluice_readonly'): Promise<number[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    await client.query('select pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
+    await client.query(`create table if not exists schema_migrations (
+      version integer primary key, name text not null, applied_at timestamptz not null default now())`);
+    const { rows } = await client.query<{ version: number }>('select version from schema_migrations');
+    const done = new Set(rows.map((r) => r.version));
+    const applied: number[] = [];
+    for (const m of loadMigrations()) {
+      if (done.has(m.version)) continue;
+      await client.query('begin');
+      try {
+        await client.query(m.sql);
+        await client.query('insert into schema_migrations (version, name) values ($1, $2)', [m.version, m.name]);
+        await client.query('commit');
+        applied.push(m.version);
+      } catch (error) {
+        await client.query('rollback');
+        throw new Error(`migration ${m.name} failed: ${(error as Error).message}`);
+      }
+    }
+    await grantReadonly(client, readonlyRole);
+    return applied;
+  } finally {
+    await client.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_ID]).catch(() => undefined);
+    await client.end();
+  }
+}
+
+/**
+ * The read-only role: may connect and SELECT, nothing else (no DML, no DDL). Roles
+ * are cluster-wide, so creating it tolerates a concurrent creator.
+ */
+async function grantReadonly(client: pg.Client, role: string): Promise<void> {
+  const ident = pg.escapeIdentifier(role);
+  const db = pg.escapeIdentifier((await client.query<{ db: string }>('select current_database() as db')).rows[0]!.db);
+  await client.query(`do $$ begin
+      if not exists (select 1 from pg_roles where rolname = ${pg.escapeLiteral(role)}) then
+        create role ${ident} login nosuperuser nocreatedb nocreaterole noinherit;
+      end if;
+    exception when unique_violation or duplicate_object then null;
+    end $$`);
+  await client.query(`grant connect on database ${db} to ${ident}`);
+  await client.query(`grant usage on schema public to ${ident}`);
+  await client.query(`revoke create on schema public from ${ident}`);
+  await client.query(`grant select on all tables in schema public to ${ident}`);
+  await client.query(`alter default privileges in schema public grant select on tables to ${ident}`);
+}

@@ -1,0 +1,123 @@
+import { randomBytes } from 'node:crypto';
+import type { Queryable, PoolClient } from '../db/pool';
+import { notFound, SluiceError } from '../domain/errors';
+import { appendEvent } from './events';
+
+export const ACCOUNT_KINDS = ['user', 'entity', 'subaccount', 'pool', 'escrow', 'world'] as const;
+export type AccountKind = (typeof ACCOUNT_KINDS)[number];
+
+export interface Account {
+  id: string;
+  ownerId: string;
+  kind: AccountKind;
+  currency: string;
+  balance: number;
+  held: number;
+  available: number;
+  createdAt: string;
+}
+
+interface AccountRow {
+  id: string;
+  owner_id: string;
+  kind: AccountKind;
+  currency: string;
+  balance: number;
+  held: number;
+  created_at: Date;
+}
+
+const toAccount = (r: AccountRow): Account => ({
+  id: r.id,
+  ownerId: r.owner_id,
+  kind: r.kind,
+  currency: r.currency,
+  balance: r.balance,
+  held: r.held,
+  available: r.balance - r.held,
+  createdAt: r.created_at.toISOString(),
+});
+
+export const newAccountId = (ownerId: string) => `${ownerId}.${randomBytes(5).toString('hex')}`;
+
+export async function createAccount(
+  db: Queryable,
+  input: { id?: string; ownerId: string; kind: AccountKind; currency?: string },
+): Promise<Account> {
+  const id = input.id ?? newAccountId(input.ownerId);
+  try {
+    const { rows } = await db.query<AccountRow>(
+      `insert into accounts (id, owner_id, kind, currency) values ($1, $2, $3, $4) returning *`,
+      [id, input.ownerId, input.kind, input.currency ?? 'UNIT'],
+    );
+    const account = toAccount(rows[0]!);
+    await appendEvent(db, {
+      type: 'account.created',
+      subject: id,
+      payload: { account: id, owner: input.ownerId, kind: input.kind, currency: account.currency },
+      parties: [input.ownerId],
+    });
+    return account;
+  } catch (error) {
+    const e = error as { code?: string; constraint?: string };
+    if (e.code === '23505') throw new SluiceError('already_exists', `account ${id} already exists`, { account: id });
+    if (e.code === '23503') throw notFound('party', input.ownerId);
+    throw error;
+  }
+}
+
+export async function getAccount(db: Queryable, id: string): Promise<Account> {
+  const { rows } = await db.query<AccountRow>('select * from accounts where id = $1', [id]);
+  if (!rows[0]) throw notFound('account', id);
+  return toAccount(rows[0]);
+}
+
+export async function listAccounts(db: Queryable, ownerId: string): Promise<Account[]> {
+  const { rows } = await db.query<AccountRow>('select * from accounts where owner_id = $1 order by id limit 1000', [ownerId]);
+  return rows.map(toAccount);
+}
+
+/** The world account of a currency: the other side of every deposit and withdrawal. */
+export async function worldAccountId(db: Queryable, currency: string): Promise<string> {
+  const { rows } = await db.query<{ id: string }>(`select id from accounts where kind = 'world' and currency = $1`, [currency]);
+  if (!rows[0]) throw new SluiceError('invalid_request', `no world account for currency ${currency}`, { currency });
+  return rows[0].id;
+}
+
+/**
+ * Locks accounts FOR UPDATE in one global order (ascending id), so two transactions
+ * touching the same accounts always queue instead of deadlocking. Every money
+ * movement locks through here before it reads a balance. Holds past their expiry
+ * on these accounts are released first (under the lock), so the balances returned
+ * are the ones the movement must respect.
+ */
+export async function lockAccounts(client: PoolClient, ids: string[]): Promise<Map<string, Account>> {
+  const unique = [...new Set(ids)];
+  const lock = () => client.query<AccountRow>('select * from accounts where id = any($1) order by id for update', [unique]);
+  let { rows } = await lock();
+  if (await expireOverdueHolds(client, unique)) ({ rows } = await lock());
+  const byId = new Map(rows.map((r) => [r.id, toAccount(r)]));
+  for (const id of unique) if (!byId.has(id)) throw notFound('account', id);
+  return byId;
+}
+
+/** Releases open holds past their expiry (status `expired`). The caller holds the account locks. */
+async function expireOverdueHolds(db: Queryable, accountIds: string[]): Promise<number> {
+  const { rows } = await db.query<{ id: number; account_id: string; released: number; owner_id: string }>(
+    `with expired as (
+       update holds set released = amount - captured, status = 'expired', resolved_at = now()
+        where status = 'open' and expires_at <= now() and account_id = any($1)
+        returning id, account_id, released)
+     select e.*, a.owner_id from expired e join accounts a on a.id = e.account_id`,
+    [accountIds],
+  );
+  for (const r of rows) {
+    await appendEvent(db, {
+      type: 'hold.expired',
+      subject: String(r.id),
+      payload: { hold: r.id, account: r.account_id, released: r.released },
+      parties: [r.owner_id],
+    });
+  }
+  return rows.length;
+}

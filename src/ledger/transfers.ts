@@ -1,0 +1,147 @@
+import type { Pool, PoolClient, Queryable } from '../db/pool';
+import { withTransaction } from '../db/pool';
+import { SluiceError } from '../domain/errors';
+import { assertUnits } from '../domain/money';
+import { lockAccounts, worldAccountId, type Account } from './accounts';
+import { appendEvent } from './events';
+import { idempotent } from './idempotency';
+
+/** What a transfer row may point at, so the auditor can tie money to its cause. */
+export interface TransferRefs {
+  holdId?: number;
+  paymentRef?: string;
+  streamRef?: string;
+  tick?: number;
+  jobId?: string;
+  subaccountId?: string;
+}
+
+export interface TransferInput extends TransferRefs {
+  key: string;
+  kind: string;
+  debitAccountId: string;
+  creditAccountId: string;
+  amount: number;
+  memo?: string;
+}
+
+export interface Transfer extends TransferRefs {
+  id: number;
+  key: string;
+  kind: string;
+  debitAccountId: string;
+  creditAccountId: string;
+  amount: number;
+  memo?: string;
+  createdAt: string;
+}
+
+export function toTransfer(r: Record<string, any>): Transfer {
+  const t: Transfer = {
+    id: r.id,
+    key: r.idempotency_key,
+    kind: r.kind,
+    debitAccountId: r.debit_account_id,
+    creditAccountId: r.credit_account_id,
+    amount: r.amount,
+    createdAt: r.created_at.toISOString(),
+  };
+  if (r.hold_id != null) t.holdId = r.hold_id;
+  if (r.payment_ref != null) t.paymentRef = r.payment_ref;
+  if (r.stream_ref != null) t.streamRef = r.stream_ref;
+  if (r.tick != null) t.tick = r.tick;
+  if (r.job_id != null) t.jobId = r.job_id;
+  if (r.subaccount_id != null) t.subaccountId = r.subaccount_id;
+  if (r.memo != null) t.memo = r.memo;
+  return t;
+}
+
+export function assertCanDebit(account: Account, amount: number): void {
+  if (account.kind !== 'world' && account.available < amount) {
+    throw new SluiceError('insufficient_funds', `account ${account.id} has ${account.available} available, needs ${amount}`, {
+      account: account.id,
+      available: account.available,
+      required: amount,
+    });
+  }
+}
+
+/**
+ * Posts one transfer inside the caller's transaction: locks both accounts (global
+ * order), checks the currency and the funds, inserts the row (the database trigger
+ * moves the balances and, for a capture, the hold) and appends the event.
+ * With `holdId` the debit comes out of that hold (a capture), not out of available funds.
+ */
+export async function postTransfer(client: PoolClient, input: TransferInput): Promise<Transfer> {
+  assertUnits(input.amount, 'amount');
+  if (input.debitAccountId === input.creditAccountId) {
+    throw new SluiceError('invalid_request', 'a transfer needs two different accounts', { account: input.debitAccountId });
+  }
+  const accounts = await lockAccounts(client, [input.debitAccountId, input.creditAccountId]);
+  const debit = accounts.get(input.debitAccountId)!;
+  const credit = accounts.get(input.creditAccountId)!;
+  if (debit.currency !== credit.currency) {
+    throw new SluiceError('currency_mismatch', `cannot move ${debit.currency} into a ${credit.currency} account`, {
+      debit: debit.id,
+      credit: credit.id,
+    });
+  }
+  if (input.holdId === undefined) assertCanDebit(debit, input.amount);
+  const { rows } = await client.query(
+    `insert into transfers (idempotency_key, kind, debit_account_id, credit_account_id, amount,
+                            hold_id, payment_ref, stream_ref, tick, job_id, subaccount_id, memo)
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) returning *`,
+    [
+      input.key,
+      input.kind,
+      debit.id,
+      credit.id,
+      input.amount,
+      input.holdId ?? null,
+      input.paymentRef ?? null,
+      input.streamRef ?? null,
+      input.tick ?? null,
+      input.jobId ?? null,
+      input.subaccountId ?? null,
+      input.memo ?? null,
+    ],
+  );
+  const transfer = toTransfer(rows[0]);
+  await appendEvent(client, {
+    type: 'transfer.posted',
+    subject: String(transfer.id),
+    payload: { ...transfer },
+    parties: [debit.ownerId, credit.ownerId],
+  });
+  return transfer;
+}
+
+/** A standalone idempotent transfer: its own transaction, keyed by `input.key`. */
+export function transfer(pool: Pool, input: TransferInput): Promise<Transfer> {
+  return withTransaction(pool, (client) =>
+    idempotent(client, input.key, `transfer:${input.kind}`, input, () => postTransfer(client, input)),
+  );
+}
+
+/** Money enters from the world account of the account's currency. */
+export async function deposit(pool: Pool, input: { key: string; accountId: string; amount: number; memo?: string }): Promise<Transfer> {
+  const world = await worldFor(pool, input.accountId);
+  return transfer(pool, { key: input.key, kind: 'deposit', debitAccountId: world, creditAccountId: input.accountId, amount: input.amount, memo: input.memo });
+}
+
+/** Money leaves to the world account; refused beyond the available balance. */
+export async function withdraw(pool: Pool, input: { key: string; accountId: string; amount: number; memo?: string }): Promise<Transfer> {
+  const world = await worldFor(pool, input.accountId);
+  return transfer(pool, { key: input.key, kind: 'withdrawal', debitAccountId: input.accountId, creditAccountId: world, amount: input.amount, memo: input.memo });
+}
+
+async function worldFor(db: Queryable, accountId: string): Promise<string> {
+  const { rows } = await db.query<{ currency: string }>('select currency from accounts where id = $1', [accountId]);
+  if (!rows[0]) throw new SluiceError('not_found', `account ${accountId} not found`, { account: accountId });
+  return worldAccountId(db, rows[0].currency);
+}
+
+export async function getTransfer(db: Queryable, id: number): Promise<Transfer | undefined> {
+  const { rows } = await db.query('select * from transfers where id = $1', [id]);
+  return rows[0] ? toTransfer(rows[0]) : undefined;
+}
