@@ -1,1 +1,5 @@
-export default async function globalTeardown(): Promise<void> {}
+import type { DevServer } from '../../src/temporal/devServer';
+
+export default async function globalTeardown(): Promise<void> {
+  await (globalThis as { __temporalDevServer?: DevServer }).__temporalDevServer?.stop();
+}

@@ -1,0 +1,70 @@
+import fastifySwagger from '@fastify/swagger';
+import fastifySwaggerUi from '@fastify/swagger-ui';
+import type { Client } from '@temporalio/client';
+import Fastify, { type FastifyInstance } from 'fastify';
+import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
+import type { Pool } from '../db/pool';
+import type { Logger } from '../logger';
+import { createAuthenticator } from './auth';
+import { errorHandler, notFoundHandler } from './errors';
+import { createMetrics } from './metrics';
+import { ledgerRoutes } from './routes/ledger';
+import { paymentRoutes } from './routes/payments';
+
+export interface ApiDeps {
+  pool: Pool;
+  temporal: Client;
+  taskQueue: string;
+  adminKey: string;
+  bodyLimitBytes: number;
+  logger: Logger;
+}
+
+export type Api = FastifyInstance<any, any, any, any, ZodTypeProvider> & { deps: ApiDeps };
+
+export async function buildApp(deps: ApiDeps): Promise<Api> {
+  const app = Fastify({ loggerInstance: deps.logger, bodyLimit: deps.bodyLimitBytes }).withTypeProvider<ZodTypeProvider>() as Api;
+  app.decorate('deps', deps);
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.setErrorHandler(errorHandler);
+  app.setNotFoundHandler(notFoundHandler);
+  app.decorateRequest('actor', null as never);
+  app.addHook('onRequest', createAuthenticator(deps.pool, deps.adminKey));
+
+  const metrics = createMetrics();
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) });
+    metrics.httpDuration.observe({ method: req.method, route }, reply.elapsedTime / 1000);
+  });
+
+  // the docs UI's own routes are public
+  app.addHook('onRoute', (route) => {
+    if (route.url.startsWith('/docs')) route.config = { ...(route.config as object), auth: 'public' };
+  });
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      info: { title: 'Sluice API', version: '0.1.0', description: 'Per-tick payments between machines, over a double-entry ledger.' },
+      components: { securitySchemes: { apiKey: { type: 'http', scheme: 'bearer' } } },
+      security: [{ apiKey: [] }],
+    },
+    transform: jsonSchemaTransform,
+  });
+  await app.register(fastifySwaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list' } });
+
+  app.get('/healthz', { config: { auth: 'public' }, schema: { hide: true } }, async () => {
+    await deps.pool.query('select 1');
+    return { status: 'ok' };
+  });
+  app.get('/metrics', { config: { auth: 'public' }, schema: { hide: true } }, async (_req, reply) => {
+    reply.header('content-type', metrics.registry.contentType);
+    return metrics.registry.metrics();
+  });
+  app.get('/openapi.json', { config: { auth: 'public' }, schema: { hide: true } }, async () => app.swagger());
+
+  ledgerRoutes(app);
+  paymentRoutes(app);
+  return app;
+}

@@ -1,0 +1,57 @@
+import { timingSafeEqual, createHash } from 'node:crypto';
+import type { FastifyRequest } from 'fastify';
+import type { Pool } from '../db/pool';
+import { forbidden, SluiceError } from '../domain/errors';
+import { getAccount, type Account } from '../ledger/accounts';
+import { partyForKey } from '../ledger/parties';
+
+/** Who is calling: the admin, or one party acting on its own accounts. */
+export type Actor = { kind: 'admin' } | { kind: 'party'; party: string };
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    actor: Actor;
+  }
+  interface FastifyContextConfig {
+    /** 'public': no key; 'party': a party key or the admin key; 'admin': the admin key only. */
+    auth?: 'public' | 'party' | 'admin';
+  }
+}
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+const sameSecret = (a: string, b: string) => timingSafeEqual(digest(a), digest(b));
+
+export function createAuthenticator(pool: Pool, adminKey: string) {
+  return async function authenticate(request: FastifyRequest): Promise<void> {
+    const required = request.routeOptions.config.auth ?? 'party';
+    if (required === 'public') return;
+    const header = request.headers.authorization;
+    const key = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
+    if (!key) throw new SluiceError('unauthorized', 'missing API key: send Authorization: Bearer <key>');
+    if (sameSecret(key, adminKey)) {
+      request.actor = { kind: 'admin' };
+      return;
+    }
+    const party = key.length <= 200 ? await partyForKey(pool, key) : undefined;
+    if (!party) throw new SluiceError('unauthorized', 'unknown API key');
+    if (required === 'admin') throw forbidden('this route needs the admin key');
+    request.actor = { kind: 'party', party };
+  };
+}
+
+export const isAdmin = (actor: Actor) => actor.kind === 'admin';
+
+/** The party a request acts for; the admin may name any. */
+export const actorName = (actor: Actor) => (actor.kind === 'admin' ? 'admin' : actor.party);
+
+/** Loads an account the actor may act on (its own; the admin may act on any). */
+export async function ownAccount(pool: Pool, actor: Actor, accountId: string): Promise<Account> {
+  const account = await getAccount(pool, accountId);
+  if (actor.kind === 'party' && account.ownerId !== actor.party) {
+    throw forbidden(`account ${accountId} belongs to another party`);
+  }
+  return account;
+}
+
+/** Idempotency keys are scoped to the caller, so two parties never collide on a key. */
+export const scopedKey = (actor: Actor, key: string) => `${actorName(actor)}:${key}`;

@@ -1,0 +1,49 @@
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
+import { SluiceError, type ErrorCode } from '../domain/errors';
+import { sluiceErrorFromTemporal } from '../temporal/failures';
+
+/** One HTTP status per error code, in one place. */
+export const HTTP_STATUS: Record<ErrorCode, number> = {
+  invalid_request: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  idempotency_conflict: 409,
+  payment_conflict: 409,
+  already_exists: 409,
+  hold_closed: 409,
+  hold_expired: 409,
+  insufficient_funds: 422,
+  amount_exceeds_hold: 422,
+  currency_mismatch: 422,
+  refund_exceeds_payment: 422,
+  rate_limited: 429,
+};
+
+const body = (code: string, message: string, details: Record<string, unknown> = {}) => ({ error: { code, message, details } });
+
+/**
+ * Every error leaves as `{error: {code, message, details}}`. Errors the caller
+ * caused keep their 4xx; anything unexpected is logged and answered 500 without
+ * internals (a 5xx is a bug to fix, never a way to report bad input).
+ */
+export function errorHandler(error: FastifyError | Error, request: FastifyRequest, reply: FastifyReply) {
+  if (hasZodFastifySchemaValidationErrors(error)) {
+    const issues = error.validation.map((v) => ({ path: v.instancePath, message: v.message }));
+    return reply.status(400).send(body('invalid_request', `invalid ${error.validationContext ?? 'request'}: ${issues.map((i) => `${i.path} ${i.message}`.trim()).join('; ')}`, { issues }));
+  }
+  const known = error instanceof SluiceError ? error : sluiceErrorFromTemporal(error);
+  if (known) return reply.status(HTTP_STATUS[known.code]).send(body(known.code, known.message, known.details));
+  const status = (error as FastifyError).statusCode;
+  if (status && status >= 400 && status < 500) {
+    // Fastify's own 4xx: malformed JSON, body too large, unsupported media type…
+    return reply.status(status).send(body(status === 429 ? 'rate_limited' : 'invalid_request', error.message));
+  }
+  request.log.error({ err: error }, 'unhandled error');
+  return reply.status(500).send(body('internal', 'internal error; the request may be retried with the same idempotency key'));
+}
+
+export function notFoundHandler(request: FastifyRequest, reply: FastifyReply) {
+  return reply.status(404).send(body('not_found', `no route ${request.method} ${request.url.split('?')[0]}`));
+}

@@ -1,0 +1,104 @@
+import { z } from 'zod';
+import { AMOUNT_UNITS_MAX } from '../domain/money';
+import { IDEMPOTENCY_KEY_CHARS_MAX } from '../ledger/idempotency';
+
+/** Request and response shapes of the HTTP API; the OpenAPI document is generated from them. */
+export const Units = z.number().int().positive().max(AMOUNT_UNITS_MAX).describe('integer minor units');
+export const PartyId = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/, 'lowercase letters, digits, _ . -; at most 63');
+export const AccountId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$/, 'letters, digits, _ . : / -; at most 128');
+export const Ref = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/, 'letters, digits, _ . : -; at most 128');
+export const Currency = z.string().regex(/^[A-Z]{3,8}$/);
+export const Memo = z.string().max(500);
+
+export const IdempotencyHeaders = z.object({
+  'idempotency-key': z
+    .string()
+    .min(1)
+    .max(IDEMPOTENCY_KEY_CHARS_MAX)
+    .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
+    .describe('the same key with the same request returns the first result'),
+});
+
+export const IdParam = z.object({ id: AccountId });
+export const HoldIdParam = z.object({ id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER) });
+export const RefParam = z.object({ ref: Ref });
+
+export const Account = z.object({
+  id: z.string(),
+  ownerId: z.string(),
+  kind: z.string(),
+  currency: z.string(),
+  balance: z.number().int(),
+  held: z.number().int(),
+  available: z.number().int(),
+  createdAt: z.string(),
+});
+
+export const Transfer = z.object({
+  id: z.number().int(),
+  key: z.string(),
+  kind: z.string(),
+  debitAccountId: z.string(),
+  creditAccountId: z.string(),
+  amount: z.number().int(),
+  holdId: z.number().int().optional(),
+  paymentRef: z.string().optional(),
+  streamRef: z.string().optional(),
+  tick: z.number().int().optional(),
+  jobId: z.string().optional(),
+  subaccountId: z.string().optional(),
+  memo: z.string().optional(),
+  createdAt: z.string(),
+});
+
+export const Hold = z.object({
+  id: z.number().int(),
+  key: z.string(),
+  accountId: z.string(),
+  amount: z.number().int(),
+  captured: z.number().int(),
+  released: z.number().int(),
+  remaining: z.number().int(),
+  multiCapture: z.boolean(),
+  status: z.enum(['open', 'captured', 'released', 'expired']),
+  expiresAt: z.string().optional(),
+  reference: z.record(z.string(), z.unknown()),
+  createdAt: z.string(),
+  resolvedAt: z.string().optional(),
+});
+
+export const PaymentReceipt = z.object({
+  ref: z.string(),
+  status: z.literal('CONFIRMED'),
+  payer: z.string(),
+  payee: z.string(),
+  payerAccountId: z.string(),
+  payeeAccountId: z.string(),
+  amount: z.number().int(),
+  refunded: z.number().int(),
+  transferId: z.number().int(),
+  memo: z.string().optional(),
+  paidAt: z.string(),
+});
+
+export const RefundReceipt = z.object({
+  ref: z.string(),
+  refundKey: z.string(),
+  amount: z.number().int(),
+  refundedTotal: z.number().int(),
+  paymentAmount: z.number().int(),
+  transferId: z.number().int(),
+  refundedAt: z.string(),
+});
+
+export const Event = z.object({
+  id: z.number().int(),
+  type: z.string(),
+  subject: z.string(),
+  payload: z.record(z.string(), z.unknown()),
+  createdAt: z.string(),
+});
+
+export const ErrorBody = z.object({
+  error: z.object({ code: z.string(), message: z.string(), details: z.record(z.string(), z.unknown()) }),
+});

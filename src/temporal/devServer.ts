@@ -1,0 +1,58 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { devServerSearchAttributeFlags, waitForTemporal } from './connection';
+
+export interface DevServer {
+  address: string;
+  uiUrl?: string;
+  process: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export interface DevServerOptions {
+  cliPath: string;
+  port: number;
+  namespace?: string;
+  /** SQLite file (state survives restarts); omitted: in memory. */
+  dbFile?: string;
+  /** Web UI port; omitted: headless. */
+  uiPort?: number;
+  logLevel?: 'debug' | 'info' | 'warn' | 'error';
+  inheritOutput?: boolean;
+}
+
+/** Starts `temporal server start-dev` and waits until its frontend answers. */
+export async function startDevServer(opts: DevServerOptions): Promise<DevServer> {
+  const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(opts.port), '--log-level', opts.logLevel ?? 'error'];
+  args.push('--namespace', opts.namespace ?? 'default', ...devServerSearchAttributeFlags());
+  if (opts.dbFile) {
+    mkdirSync(dirname(opts.dbFile), { recursive: true });
+    args.push('--db-filename', opts.dbFile);
+  }
+  if (opts.uiPort) args.push('--ui-port', String(opts.uiPort));
+  else args.push('--headless');
+  const child = spawn(opts.cliPath, args, { stdio: ['ignore', opts.inheritOutput ? 'inherit' : 'ignore', 'inherit'] });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const address = `127.0.0.1:${opts.port}`;
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    }
+  };
+  try {
+    await Promise.race([
+      waitForTemporal(address),
+      exited.then(() => {
+        throw new Error(`temporal server start-dev exited with code ${child.exitCode}`);
+      }),
+    ]);
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+  return { address, uiUrl: opts.uiPort ? `http://127.0.0.1:${opts.uiPort}` : undefined, process: child, stop };
+}

@@ -1,0 +1,16 @@
+import { isErrorCode, SluiceError } from '../domain/errors';
+
+/**
+ * A business error raised in an activity travels back as a chain
+ * WorkflowFailedError → ActivityFailure → ApplicationFailure(type = error code).
+ * This walks the cause chain and rebuilds the SluiceError, or returns undefined.
+ */
+export function sluiceErrorFromTemporal(error: unknown): SluiceError | undefined {
+  for (let e: any = error, depth = 0; e && depth < 8; e = e.cause, depth++) {
+    if (e.name === 'ApplicationFailure' && isErrorCode(e.type)) {
+      const details = Array.isArray(e.details) && e.details[0] && typeof e.details[0] === 'object' ? e.details[0] : {};
+      return new SluiceError(e.type, e.message, details);
+    }
+  }
+  return undefined;
+}

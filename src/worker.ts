@@ -1,0 +1,49 @@
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { createActivities } from '../activities';
+import type { Pool } from './db/pool';
+import { sweepExpiredHolds } from './ledger/holds';
+import type { Logger } from './logger';
+
+export interface WorkerDeps {
+  pool: Pool;
+  address: string;
+  namespace: string;
+  taskQueue: string;
+  /** A pre-built bundle (tests build it once); otherwise the worker bundles workflows/. */
+  workflowBundlePath?: string;
+}
+
+export const WORKFLOWS_PATH = require.resolve('../workflows');
+
+export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; connection: NativeConnection }> {
+  const connection = await NativeConnection.connect({ address: deps.address });
+  const workflowSource: Pick<WorkerOptions, 'workflowBundle' | 'workflowsPath'> = deps.workflowBundlePath
+    ? { workflowBundle: { codePath: deps.workflowBundlePath } }
+    : { workflowsPath: WORKFLOWS_PATH };
+  const worker = await Worker.create({
+    connection,
+    namespace: deps.namespace,
+    taskQueue: deps.taskQueue,
+    activities: createActivities({ pool: deps.pool }),
+    ...workflowSource,
+  });
+  return { worker, connection };
+}
+
+export const HOLD_SWEEP_INTERVAL_MS = 30_000;
+
+/** Runs a worker until it is shut down (SIGINT/SIGTERM are handled by the SDK). */
+export async function runWorker(deps: WorkerDeps, log: Logger): Promise<void> {
+  const { worker, connection } = await createWorker(deps);
+  // expired holds are released lazily on the next movement; the sweep frees the rest
+  const sweep = setInterval(() => {
+    sweepExpiredHolds(deps.pool).catch((error) => log.warn({ err: error }, 'hold sweep failed'));
+  }, HOLD_SWEEP_INTERVAL_MS);
+  log.info({ taskQueue: deps.taskQueue, namespace: deps.namespace, address: deps.address }, 'worker started');
+  try {
+    await worker.run();
+  } finally {
+    clearInterval(sweep);
+    await connection.close();
+  }
+}

@@ -1,0 +1,90 @@
+import { randomBytes } from 'node:crypto';
+import type { Client } from '@temporalio/client';
+import { DefaultLogger, Runtime, type Worker } from '@temporalio/worker';
+import { buildApp, type Api } from '../../src/api/app';
+import { createLogger } from '../../src/logger';
+import { connectClient } from '../../src/temporal/connection';
+import { createWorker } from '../../src/worker';
+import { createTestDatabase, type TestDatabase } from './db';
+
+export const ADMIN_KEY = 'test-admin-key-0123456789';
+
+// business failures (a refused payment) are logged by the SDK as warnings; tests assert them instead
+let runtimeInstalled = false;
+function quietTemporalRuntime() {
+  if (runtimeInstalled) return;
+  Runtime.install({ logger: new DefaultLogger((process.env.TEST_TEMPORAL_LOG_LEVEL as 'ERROR') ?? 'ERROR') });
+  runtimeInstalled = true;
+}
+
+export interface TestStack {
+  db: TestDatabase;
+  client: Client;
+  worker: Worker;
+  taskQueue: string;
+  app: Api;
+  stop(): Promise<void>;
+}
+
+/**
+ * A fresh database, a worker on a task queue of its own on the shared dev server,
+ * and the API (driven with `app.inject`, no port). One per test file.
+ */
+export async function startTestStack(): Promise<TestStack> {
+  const address = process.env.SLUICE_TEST_TEMPORAL_ADDRESS;
+  const bundle = process.env.SLUICE_TEST_WORKFLOW_BUNDLE;
+  if (!address || !bundle) throw new Error('the jest globalSetup did not start Temporal');
+  quietTemporalRuntime();
+  const db = await createTestDatabase();
+  const taskQueue = `test-${randomBytes(4).toString('hex')}`;
+  const client = await connectClient(address, 'default');
+  const { worker, connection } = await createWorker({ pool: db.pool, address, namespace: 'default', taskQueue, workflowBundlePath: bundle });
+  const running = worker.run();
+  const app = await buildApp({
+    pool: db.pool,
+    temporal: client,
+    taskQueue,
+    adminKey: ADMIN_KEY,
+    bodyLimitBytes: 65_536,
+    logger: createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
+  });
+  return {
+    db,
+    client,
+    worker,
+    taskQueue,
+    app,
+    async stop() {
+      await app.close();
+      worker.shutdown();
+      await running;
+      await connection.close();
+      await client.connection.close();
+      await db.drop();
+    },
+  };
+}
+
+/** A tiny client for the API under test: every call returns status and JSON body. */
+export function api(app: Api, key?: string) {
+  const call = async (method: 'GET' | 'POST', url: string, payload?: unknown, headers: Record<string, string> = {}) => {
+    const res = await app.inject({
+      method,
+      url,
+      payload: payload as never,
+      headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), ...headers },
+    });
+    let body: any;
+    try {
+      body = res.json();
+    } catch {
+      body = res.body;
+    }
+    return { status: res.statusCode, body };
+  };
+  return {
+    get: (url: string, headers?: Record<string, string>) => call('GET', url, undefined, headers),
+    post: (url: string, payload?: unknown, idempotencyKey?: string, headers: Record<string, string> = {}) =>
+      call('POST', url, payload, idempotencyKey ? { ...headers, 'idempotency-key': idempotencyKey } : headers),
+  };
+}

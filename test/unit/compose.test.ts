@@ -1,0 +1,357 @@
+/**
+ * The production-shaped stack (docker-compose.yml + Dockerfile) cannot be started
+ * here, so its wiring is checked statically: which services exist, what they wait
+ * for, what they publish, and that the environment handed to the Sluice image is
+ * exactly what src/config.ts accepts.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parse } from 'yaml';
+import { ConfigSchema } from '../../src/config';
+
+const ROOT = resolve(__dirname, '../..');
+const COMPOSE_TEXT = readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8');
+
+// ---- a small model of the compose file -------------------------------------------------
+
+type Env = Record<string, string>;
+interface DependsOn {
+  condition: string;
+}
+interface Port {
+  hostIp?: string;
+  published: number;
+  target: number;
+}
+interface RawService {
+  image?: string;
+  build?: unknown;
+  command?: string | string[];
+  entrypoint?: string | string[];
+  environment?: Record<string, string | number | boolean | null> | string[];
+  depends_on?: string[] | Record<string, { condition?: string }>;
+  ports?: (string | number | { target: number; published?: number | string; host_ip?: string })[];
+  healthcheck?: { test?: string | string[] };
+  volumes?: (string | { type?: string; source?: string; target?: string })[];
+  deploy?: { replicas?: number };
+  restart?: string;
+}
+interface ComposeFile {
+  services: Record<string, RawService>;
+  volumes?: Record<string, unknown>;
+}
+
+// docker compose resolves `<<` merge keys, so the parser must too
+const compose = parse(COMPOSE_TEXT, { merge: true }) as ComposeFile;
+
+const APP_SERVICES = ['migrate', 'worker', 'api'] as const;
+
+function service(name: string): RawService {
+  const s = compose.services[name];
+  if (!s) throw new Error(`docker-compose.yml has no service ${name}`);
+  return s;
+}
+
+/** The environment as compose passes it, before ${VAR} interpolation. */
+function envOf(name: string): Env {
+  const raw = service(name).environment ?? {};
+  const env: Env = {};
+  if (Array.isArray(raw)) {
+    for (const item of raw) {
+      const i = item.indexOf('=');
+      env[i < 0 ? item : item.slice(0, i)] = i < 0 ? '' : item.slice(i + 1);
+    }
+  } else {
+    for (const [k, v] of Object.entries(raw)) env[k] = v === null ? '' : String(v);
+  }
+  return env;
+}
+
+function dependsOn(name: string): Record<string, DependsOn> {
+  const raw = service(name).depends_on ?? {};
+  if (Array.isArray(raw)) return Object.fromEntries(raw.map((d) => [d, { condition: 'service_started' }]));
+  return Object.fromEntries(Object.entries(raw).map(([d, v]) => [d, { condition: v.condition ?? 'service_started' }]));
+}
+
+function portsOf(name: string): Port[] {
+  return (service(name).ports ?? []).map((p) => {
+    if (typeof p === 'object') return { hostIp: p.host_ip, published: Number(p.published ?? p.target), target: Number(p.target) };
+    // [host_ip:][host_port:]container_port[/protocol]
+    const parts = String(p).replace(/\/(tcp|udp)$/, '').split(':');
+    const target = Number(parts.pop());
+    const published = parts.length ? Number(parts.pop()) : target;
+    return { hostIp: parts.length ? parts.join(':') : undefined, published, target };
+  });
+}
+
+function asArray(x: string | string[] | undefined): string[] {
+  if (x === undefined) return [];
+  return Array.isArray(x) ? x : x.split(/\s+/).filter(Boolean);
+}
+
+/**
+ * Compose's variable interpolation: ${VAR}, ${VAR:-default}, ${VAR-default},
+ * ${VAR:?error}, ${VAR?error}, and $$ for a literal $.
+ */
+function interpolate(value: string, vars: Record<string, string | undefined>): string {
+  return value.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?)([-?])([^}]*))?\}/g, (all, name?: string, colon?: string, op?: string, arg?: string) => {
+    if (all === '$$') return '$';
+    const v = vars[name!];
+    const missing = v === undefined || (colon === ':' && v === '');
+    if (op === '?' && missing) throw new Error(`required variable ${name} is missing a value: ${arg}`);
+    if (op === '-' && missing) return arg ?? '';
+    return v ?? '';
+  });
+}
+
+function resolvedEnv(name: string, vars: Record<string, string | undefined>): Env {
+  return Object.fromEntries(Object.entries(envOf(name)).map(([k, v]) => [k, interpolate(v, vars)]));
+}
+
+const CONFIG_KEYS = Object.keys(ConfigSchema.shape) as (keyof typeof ConfigSchema.shape)[];
+const ADMIN_KEY = 'a-real-admin-key-0123456789abcdef';
+
+// ---- services --------------------------------------------------------------------------
+
+describe('docker-compose.yml', () => {
+  test('defines postgres, temporal, temporal-setup, temporal-ui, migrate, worker and api', () => {
+    expect(Object.keys(compose.services).sort()).toEqual(
+      ['api', 'migrate', 'postgres', 'temporal', 'temporal-setup', 'temporal-ui', 'worker'].sort(),
+    );
+  });
+
+  test('postgres is PostgreSQL 15 with a pg_isready healthcheck and its data in a named volume', () => {
+    const pg = service('postgres');
+    expect(pg.image).toBe('postgres:15');
+    expect(asArray(pg.healthcheck?.test).join(' ')).toMatch(/pg_isready/);
+    const dataVolume = (pg.volumes ?? []).find((v) => (typeof v === 'string' ? v.endsWith(':/var/lib/postgresql/data') : v.target === '/var/lib/postgresql/data'));
+    expect(dataVolume).toBeDefined();
+    const source = typeof dataVolume === 'string' ? dataVolume.split(':')[0]! : dataVolume!.source!;
+    expect(Object.keys(compose.volumes ?? {})).toContain(source);
+  });
+
+  test('temporal uses the compose postgres (postgres12 plugin, same credentials) and starts only once it is healthy', () => {
+    const temporal = envOf('temporal');
+    const pg = envOf('postgres');
+    expect(service('temporal').image).toMatch(/^temporalio\/auto-setup:/);
+    expect(temporal.DB).toBe('postgres12');
+    expect(temporal.POSTGRES_SEEDS).toBe('postgres');
+    expect(Object.keys(compose.services)).toContain(temporal.POSTGRES_SEEDS);
+    expect(temporal.DB_PORT).toBe('5432');
+    expect(temporal.POSTGRES_USER).toBe(pg.POSTGRES_USER);
+    expect(temporal.POSTGRES_PWD).toBe(pg.POSTGRES_PASSWORD);
+    expect(dependsOn('temporal').postgres).toEqual({ condition: 'service_healthy' });
+  });
+
+  test('the Temporal UI talks to the temporal service', () => {
+    expect(service('temporal-ui').image).toMatch(/^temporalio\/ui:/);
+    expect(envOf('temporal-ui').TEMPORAL_ADDRESS).toBe('temporal:7233');
+  });
+
+  test('every third-party Temporal image is pinned to an exact version', () => {
+    for (const name of ['temporal', 'temporal-ui', 'temporal-setup']) {
+      expect(service(name).image).toMatch(/^temporalio\/[a-z-]+:\d+\.\d+\.\d+(-[\w.-]+)?$/);
+    }
+  });
+
+  test('publishes Temporal gRPC on 7233, the Temporal UI on 8233 and the API on 3000', () => {
+    expect(portsOf('temporal')).toContainEqual(expect.objectContaining({ published: 7233, target: 7233 }));
+    expect(portsOf('temporal-ui')).toContainEqual(expect.objectContaining({ published: 8233, target: 8080 }));
+    expect(portsOf('api')).toContainEqual(expect.objectContaining({ published: 3000, target: 3000 }));
+  });
+
+  test('the API listens on all interfaces at the container port it publishes', () => {
+    const env = resolvedEnv('api', { SLUICE_ADMIN_KEY: ADMIN_KEY });
+    expect(env.SLUICE_API_HOST).toBe('0.0.0.0');
+    expect(portsOf('api').map((p) => p.target)).toContain(Number(env.SLUICE_API_PORT));
+  });
+
+  // ---- the Sluice image --------------------------------------------------------------
+
+  test('migrate, worker and api run one image built from the Dockerfile, with commands migrate, worker and api', () => {
+    const [first, ...rest] = APP_SERVICES.map((n) => service(n));
+    expect(first!.image).toBeTruthy();
+    expect(first!.build).toBeDefined();
+    const dockerfile = typeof first!.build === 'string' ? 'Dockerfile' : ((first!.build as { dockerfile?: string }).dockerfile ?? 'Dockerfile');
+    const context = typeof first!.build === 'string' ? first!.build : (first!.build as { context?: string }).context ?? '.';
+    expect(existsSync(join(ROOT, context, dockerfile))).toBe(true);
+    for (const s of rest) {
+      expect(s.image).toBe(first!.image);
+      expect(s.build).toEqual(first!.build);
+    }
+    expect(APP_SERVICES.map((n) => asArray(service(n).command))).toEqual([['migrate'], ['worker'], ['api']]);
+  });
+
+  test('every app service reaches PostgreSQL and Temporal through the compose services', () => {
+    const pg = envOf('postgres');
+    for (const name of APP_SERVICES) {
+      const env = envOf(name);
+      const db = new URL(env.DATABASE_URL!);
+      expect(db.protocol).toMatch(/^postgres(ql)?:$/);
+      expect(db.hostname).toBe('postgres');
+      expect(db.port || '5432').toBe('5432');
+      expect(decodeURIComponent(db.username)).toBe(pg.POSTGRES_USER);
+      expect(decodeURIComponent(db.password)).toBe(pg.POSTGRES_PASSWORD);
+      expect(db.pathname).toBe(`/${pg.POSTGRES_DB}`);
+      expect(env.TEMPORAL_ADDRESS).toBe('temporal:7233');
+      expect(env.TEMPORAL_NAMESPACE).toBe('default');
+      expect(env.SLUICE_TASK_QUEUE).toBe('sluice');
+    }
+  });
+
+  test('every variable the app services set is a ConfigSchema setting (a typo fails here)', () => {
+    for (const name of APP_SERVICES) {
+      const unknown = Object.keys(envOf(name)).filter((k) => !(CONFIG_KEYS as string[]).includes(k));
+      expect({ service: name, unknown }).toEqual({ service: name, unknown: [] });
+    }
+  });
+
+  test('every ConfigSchema setting without a default is set for the app services', () => {
+    // a setting has no default when parsing "absent" yields nothing (optional) or fails (required)
+    const withoutDefault = CONFIG_KEYS.filter((k) => {
+      const r = ConfigSchema.shape[k].safeParse(undefined);
+      return !r.success || r.data === undefined;
+    });
+    expect(withoutDefault).toContain('DATABASE_URL');
+    for (const name of APP_SERVICES) {
+      const env = envOf(name);
+      const unset = withoutDefault.filter((k) => !env[k]);
+      expect({ service: name, unset }).toEqual({ service: name, unset: [] });
+    }
+  });
+
+  test('the app environment is valid for ConfigSchema once an admin key is supplied', () => {
+    for (const name of APP_SERVICES) {
+      const parsed = ConfigSchema.safeParse(resolvedEnv(name, { SLUICE_ADMIN_KEY: ADMIN_KEY }));
+      if (!parsed.success) throw new Error(`${name}: ${JSON.stringify(parsed.error.issues)}`);
+      expect(parsed.data).toMatchObject({
+        DATABASE_URL: 'postgres://sluice:sluice@postgres:5432/sluice',
+        TEMPORAL_ADDRESS: 'temporal:7233',
+        TEMPORAL_NAMESPACE: 'default',
+        SLUICE_TASK_QUEUE: 'sluice',
+        SLUICE_API_HOST: '0.0.0.0',
+        SLUICE_API_PORT: 3000,
+        SLUICE_ADMIN_KEY: ADMIN_KEY,
+      });
+    }
+  });
+
+  test('the stack refuses to start without SLUICE_ADMIN_KEY (no built-in admin key)', () => {
+    for (const name of APP_SERVICES) {
+      expect(() => resolvedEnv(name, {})).toThrow(/SLUICE_ADMIN_KEY.*set an admin key/);
+      expect(() => resolvedEnv(name, { SLUICE_ADMIN_KEY: '' })).toThrow(/SLUICE_ADMIN_KEY/);
+    }
+  });
+
+  test('the shared app environment is written once and identical for migrate, worker and api', () => {
+    expect(COMPOSE_TEXT.match(/^\s*DATABASE_URL\s*:/gm)).toHaveLength(1);
+    expect(envOf('worker')).toEqual(envOf('migrate'));
+    expect(envOf('api')).toEqual(envOf('migrate'));
+  });
+
+  // ---- start-up order ------------------------------------------------------------------
+
+  test('migrate runs once, after postgres is healthy', () => {
+    expect(dependsOn('migrate').postgres).toEqual({ condition: 'service_healthy' });
+    expect(service('migrate').restart ?? 'no').toBe('no');
+    expect(service('migrate').deploy?.replicas ?? 1).toBe(1);
+  });
+
+  test('worker and api start only after migrations and search-attribute setup completed, and Temporal is up', () => {
+    for (const name of ['worker', 'api']) {
+      const deps = dependsOn(name);
+      expect(deps.migrate).toEqual({ condition: 'service_completed_successfully' });
+      expect(deps['temporal-setup']).toEqual({ condition: 'service_completed_successfully' });
+      expect(['service_started', 'service_healthy']).toContain(deps.temporal?.condition);
+    }
+  });
+
+  test('two workers poll the one task queue', () => {
+    expect(service('worker').deploy?.replicas).toBe(2);
+    // replicas cannot share a fixed container name or host port
+    expect(service('worker').ports ?? []).toEqual([]);
+    expect(service('worker')).not.toHaveProperty('container_name');
+  });
+
+  test('temporal-setup registers SluiceKind, SluicePayer, SluicePayee and SluiceStatus as Keyword once Temporal is healthy', () => {
+    const setup = service('temporal-setup');
+    expect(setup.image).toMatch(/^temporalio\/admin-tools:/);
+    expect(setup.restart ?? 'no').toBe('no');
+    expect(dependsOn('temporal-setup').temporal).toEqual({ condition: 'service_healthy' });
+    expect(envOf('temporal-setup').TEMPORAL_ADDRESS).toBe('temporal:7233');
+    // the script it runs is mounted from the repository
+    const entry = [...asArray(setup.entrypoint), ...asArray(setup.command)];
+    const mounts = (setup.volumes ?? []).filter((v): v is string => typeof v === 'string').map((v) => v.split(':'));
+    const mount = mounts.find(([, target]) => entry.includes(target!));
+    expect(mount).toBeDefined();
+    const script = readFileSync(join(ROOT, mount![0]!), 'utf8');
+    expect(script).toMatch(/temporal operator search-attribute create/);
+    for (const attr of ['SluiceKind', 'SluicePayer', 'SluicePayee', 'SluiceStatus']) {
+      // the CLI pairs each --name with the --type at the same position
+      expect(script).toMatch(new RegExp(`--name ${attr} --type Keyword\\b`));
+    }
+  });
+});
+
+// ---- Dockerfile --------------------------------------------------------------------------
+
+describe('Dockerfile', () => {
+  const path = join(ROOT, 'Dockerfile');
+  const instructions = existsSync(path)
+    ? readFileSync(path, 'utf8')
+        .replace(/\\\n/g, ' ')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter((l) => l && !l.startsWith('#'))
+        .map((l) => {
+          const [op, ...rest] = l.split(/\s+/);
+          return { op: op!.toUpperCase(), args: rest.join(' ') };
+        })
+    : [];
+  const index = (pred: (i: { op: string; args: string }) => boolean) => instructions.findIndex(pred);
+  const jsonArgs = (op: string): string[] => {
+    const i = instructions.filter((x) => x.op === op).at(-1);
+    if (!i) return [];
+    return JSON.parse(i.args) as string[];
+  };
+
+  test('exists and builds on node:20-bookworm-slim', () => {
+    expect(existsSync(path)).toBe(true);
+    expect(instructions.filter((i) => i.op === 'FROM').map((i) => i.args)).toEqual(['node:20-bookworm-slim']);
+  });
+
+  test('installs production dependencies with npm ci after copying only package*.json, then copies the source', () => {
+    const copyManifests = index((i) => i.op === 'COPY' && /package(-lock)?\.json|package\*\.json/.test(i.args) && !/^\.\s/.test(i.args));
+    const npmCi = index((i) => i.op === 'RUN' && /\bnpm ci\b/.test(i.args));
+    const copySource = index((i) => i.op === 'COPY' && /^(--\S+\s+)*\.\s/.test(i.args));
+    expect(copyManifests).toBeGreaterThanOrEqual(0);
+    expect(npmCi).toBeGreaterThan(copyManifests);
+    expect(copySource).toBeGreaterThan(npmCi);
+    expect(instructions[npmCi]!.args).toMatch(/--omit=dev|--production/);
+  });
+
+  test('runs as a non-root user', () => {
+    const user = instructions.filter((i) => i.op === 'USER').at(-1)?.args;
+    expect(user).toBeDefined();
+    expect(['root', '0', '0:0']).not.toContain(user);
+  });
+
+  test('its entry point runs src/cli.ts through tsx, with api as the default command', () => {
+    const entry = jsonArgs('ENTRYPOINT');
+    expect(entry).toContain('src/cli.ts');
+    expect(entry.some((a) => a === 'tsx' || a.endsWith('/tsx'))).toBe(true);
+    expect(jsonArgs('CMD')).toEqual(['api']);
+    expect(existsSync(join(ROOT, 'package.json'))).toBe(true);
+  });
+
+  test('.dockerignore keeps host node_modules and secrets out, and the source and lockfile in', () => {
+    const ignored = readFileSync(join(ROOT, '.dockerignore'), 'utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l && !l.startsWith('#'));
+    expect(ignored).toEqual(expect.arrayContaining(['node_modules', '.env', '.git']));
+    for (const needed of ['src', 'workflows', 'activities', 'package.json', 'package-lock.json', 'tsconfig.json']) {
+      expect(ignored).not.toContain(needed);
+    }
+  });
+});

@@ -1,0 +1,2 @@
+// The workflow bundle entry: every workflow type the worker runs.
+export { paymentWorkflow, refundWorkflow } from './payment';
