@@ -1,0 +1,30 @@
+import type { Config } from '../config';
+import { createPool } from '../db/pool';
+import { createLogger } from '../logger';
+import { connectClient } from '../temporal/connection';
+import { buildApp } from './app';
+
+/** Runs the HTTP API until SIGINT/SIGTERM, then closes it, the Temporal client and the pool. */
+export async function runApi(config: Config): Promise<void> {
+  if (!config.DATABASE_URL) throw new Error('DATABASE_URL is required for the API');
+  const logger = createLogger(config.LOG_LEVEL, 'sluice-api');
+  const pool = createPool(config.DATABASE_URL);
+  const temporal = await connectClient(config.TEMPORAL_ADDRESS, config.TEMPORAL_NAMESPACE);
+  const app = await buildApp({
+    pool,
+    temporal,
+    taskQueue: config.SLUICE_TASK_QUEUE,
+    adminKey: config.SLUICE_ADMIN_KEY,
+    bodyLimitBytes: config.SLUICE_BODY_LIMIT_BYTES,
+    logger,
+  });
+  await app.listen({ host: config.SLUICE_API_HOST, port: config.SLUICE_API_PORT });
+  await new Promise<void>((resolve) => {
+    for (const signal of ['SIGINT', 'SIGTERM'] as const) process.once(signal, () => resolve());
+    // started by the launcher: leave with it, never outlive it as an orphan
+    process.once('disconnect', () => resolve());
+  });
+  await app.close();
+  await temporal.connection.close();
+  await pool.end();
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env node
+import { Command } from 'commander';
+import { loadConfig } from './config';
+import { createPool } from './db/pool';
+import { migrate } from './db/migrate';
+import { ensureTemporalTools } from './temporal/tools';
+
+/** `sluice` — the dev stack, the services, and the operator's commands. */
+const program = new Command('sluice').description('Sluice: per-tick payments between machines').showHelpAfterError();
+
+program
+  .command('dev')
+  .description('bring up PostgreSQL, Temporal, the worker and the API, and run the demo (same as npm start)')
+  .option('--no-demo', 'skip the demo')
+  .option('--exit-after-demo', 'stop what was started once the demo has run')
+  .action(async (opts: { demo: boolean; exitAfterDemo?: boolean }) => {
+    const { launch } = await import('./dev/launcher');
+    await launch(loadConfig(), { demo: opts.demo, exitAfterDemo: opts.exitAfterDemo ?? false });
+  });
+
+program
+  .command('worker')
+  .description('run a Temporal worker (workflows + activities) on the task queue')
+  .action(async () => {
+    const config = loadConfig();
+    if (!config.DATABASE_URL) throw new Error('DATABASE_URL is required for the worker');
+    const { runWorker } = await import('./worker');
+    const { createLogger } = await import('./logger');
+    const pool = createPool(config.DATABASE_URL);
+    // started by the launcher: leave with it, never outlive it as an orphan
+    process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
+    await runWorker(
+      { pool, address: config.TEMPORAL_ADDRESS, namespace: config.TEMPORAL_NAMESPACE, taskQueue: config.SLUICE_TASK_QUEUE },
+      createLogger(config.LOG_LEVEL, 'sluice-worker'),
+    );
+    await pool.end();
+  });
+
+program
+  .command('api')
+  .description('run the HTTP API')
+  .action(async () => {
+    const { runApi } = await import('./api/server');
+    await runApi(loadConfig());
+  });
+
+program
+  .command('migrate')
+  .description('apply the database migrations to DATABASE_URL')
+  .action(async () => {
+    const config = loadConfig();
+    if (!config.DATABASE_URL) throw new Error('DATABASE_URL is required');
+    const applied = await migrate(config.DATABASE_URL, config.SLUICE_READONLY_ROLE);
+    console.log(applied.length ? `applied migrations ${applied.join(', ')}` : 'migrations up to date');
+  });
+
+program
+  .command('tools')
+  .description('find (or install into .tools/) the Temporal CLI and the time-skipping test server, and print them')
+  .action(() => {
+    const { cli } = ensureTemporalTools();
+    if (!cli.path) process.exitCode = 1;
+  });
+
+program.parseAsync().catch((error: Error) => {
+  console.error(`sluice: ${error.message}`);
+  process.exit(1);
+});

