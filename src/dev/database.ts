@@ -1,3 +1,4 @@
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import pg from 'pg';
 import { ensureDatabase, withDatabase } from '../db/pool';
@@ -51,7 +52,9 @@ export async function resolveDatabase(opts: { databaseUrl?: string; localUrl?: s
     createPostgresUser: true,
     onLog: () => undefined,
   });
-  const { existsSync } = await import('node:fs');
+  // initdb runs as the `postgres` user, which must be able to enter the data dir
+  mkdirSync(opts.dataDir, { recursive: true });
+  if (process.getuid?.() === 0) chmodSync(opts.dataDir, 0o755);
   if (!existsSync(join(databaseDir, 'PG_VERSION'))) await server.initialise();
   await server.start();
   const url = `postgres://postgres:sluice@127.0.0.1:${EMBEDDED_PORT}/sluice`;

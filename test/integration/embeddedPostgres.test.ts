@@ -1,0 +1,22 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+test('with no DATABASE_URL and no local server, the launcher runs an embedded PostgreSQL (as root too) that takes the migrations', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'sluice-embedded-'));
+  try {
+    const out = execFileSync(process.execPath, ['--import', 'tsx', resolve(__dirname, '../support/embeddedProbe.ts'), dataDir], {
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    const seen = JSON.parse(out.trim().split('\n').at(-1)!);
+    expect(seen.source).toBe('embedded');
+    expect(seen.lines.join('\n')).toContain('starting an embedded one');
+    expect(seen.applied).toEqual([1, 2, 3]);
+    expect(seen.rows).toEqual([{ id: 'world', kind: 'world', balance: 0 }]);
+    expect(seen.version).toMatch(/^\d+\.\d+/);
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
