@@ -23,7 +23,15 @@ export interface ApiDeps {
 export type Api = FastifyInstance<any, any, any, any, ZodTypeProvider> & { deps: ApiDeps };
 
 export async function buildApp(deps: ApiDeps): Promise<Api> {
-  const app = Fastify({ loggerInstance: deps.logger, bodyLimit: deps.bodyLimitBytes }).withTypeProvider<ZodTypeProvider>() as Api;
+  const app = Fastify({
+    loggerInstance: deps.logger,
+    bodyLimit: deps.bodyLimitBytes,
+    // ids in paths (accounts, payment refs) run to 128 characters; the router's default
+    // of 100 would refuse valid ones before the schemas see them
+    routerOptions: { maxParamLength: 256 },
+    // the router's own refusals (a malformed %-escape, an overlong path segment) leave in the same error shape
+    frameworkErrors: errorHandler,
+  }).withTypeProvider<ZodTypeProvider>() as Api;
   app.decorate('deps', deps);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);

@@ -53,5 +53,9 @@ export async function ownAccount(pool: Pool, actor: Actor, accountId: string): P
   return account;
 }
 
-/** Idempotency keys are scoped to the caller, so two parties never collide on a key. */
-export const scopedKey = (actor: Actor, key: string) => `${actorName(actor)}:${key}`;
+/**
+ * Idempotency keys are scoped to the caller, so two parties never collide on a key.
+ * The scope is `admin:` or `party:<id>:`, so no party id (not even `admin`, `payment`
+ * or `refund`) can reach the admin's keys or the workflows' `payment:` and `refund:` keys.
+ */
+export const scopedKey = (actor: Actor, key: string) => (actor.kind === 'admin' ? `admin:${key}` : `party:${actor.party}:${key}`);

@@ -8,7 +8,10 @@ export const PartyId = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/, 'lowercas
 export const AccountId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$/, 'letters, digits, _ . : / -; at most 128');
 export const Ref = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/, 'letters, digits, _ . : -; at most 128');
 export const Currency = z.string().regex(/^[A-Z]{3,8}$/);
-export const Memo = z.string().max(500);
+/** Free text. PostgreSQL text cannot hold a NUL character, so it is refused here instead of failing the insert. */
+const Text = z.string().regex(/^[^\u0000]*$/, 'no NUL characters');
+export const Memo = Text.max(500);
+export const PartyName = Text.min(1).max(200);
 
 export const IdempotencyHeaders = z.object({
   'idempotency-key': z
@@ -20,7 +23,13 @@ export const IdempotencyHeaders = z.object({
 });
 
 export const IdParam = z.object({ id: AccountId });
-export const HoldIdParam = z.object({ id: z.coerce.number().int().positive().max(Number.MAX_SAFE_INTEGER) });
+// decimal digits only: Number() would also read '0x1', ' 1' or '1.0' as hold 1
+export const HoldIdParam = z.object({
+  id: z
+    .string()
+    .regex(/^[1-9][0-9]{0,15}$/, 'a positive decimal integer')
+    .pipe(z.coerce.number<string>().int().max(Number.MAX_SAFE_INTEGER)),
+});
 export const RefParam = z.object({ ref: Ref });
 
 export const Account = z.object({

@@ -3,7 +3,12 @@ import type { PoolClient } from '../db/pool';
 import { canonicalJson } from '../domain/canonical';
 import { SluiceError } from '../domain/errors';
 
-export const IDEMPOTENCY_KEY_CHARS_MAX = 255;
+/**
+ * The longest key a caller may send. It is stored with a prefix (`party:<id ≤63>:`
+ * from the API, `refund:<ref ≤128>:` for refunds) in a column that holds at most 300
+ * characters, so 128 always fits.
+ */
+export const IDEMPOTENCY_KEY_CHARS_MAX = 128;
 
 export function requestHash(operation: string, request: unknown): string {
   return createHash('sha256').update(operation).update('\0').update(canonicalJson(request)).digest('hex');

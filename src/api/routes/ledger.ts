@@ -20,7 +20,7 @@ export function ledgerRoutes(app: Api) {
     schema: {
       tags: ['parties'],
       summary: 'Register a party and issue its API key (admin)',
-      body: z.object({ id: S.PartyId, name: z.string().min(1).max(200) }),
+      body: z.object({ id: S.PartyId, name: S.PartyName }),
       response: { 201: z.object({ id: z.string(), name: z.string(), apiKey: z.string() }), ...errors },
     },
     handler: async (req, reply) => reply.status(201).send(await createParty(pool, req.body)),

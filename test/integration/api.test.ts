@@ -1,0 +1,689 @@
+import { randomBytes } from 'node:crypto';
+import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
+
+/**
+ * The HTTP API against the real stack (a database of its own, a worker on the shared
+ * Temporal dev server): bad input is a 4xx JSON error that changes nothing,
+ * authorization holds on every route, idempotency keys are scoped per caller, and the
+ * OpenAPI document and metrics describe the routes that exist.
+ */
+
+let stack: TestStack;
+const keys: Record<string, string> = {};
+
+// Workflow ids (payment-<ref>) are shared by every test file on the dev server: refs carry this run's id.
+const RUN = randomBytes(4).toString('hex');
+const ref = (name: string) => `api-${RUN}-${name}`;
+let uniq = 0;
+const fresh = (prefix: string) => `${prefix}-${RUN}-${++uniq}`;
+
+type Who = 'admin' | 'alice' | 'bob' | 'carol' | 'nobody' | 'wrong-key';
+type Method = 'GET' | 'POST';
+
+/** One request. `{token}`s in url and body are filled from the fixture (see `fill`). */
+interface Req {
+  as: Who;
+  url?: string;
+  body?: unknown;
+  /** A payload sent verbatim (malformed JSON, a wrong media type…). */
+  raw?: string;
+  type?: string;
+  /** Idempotency-Key: omitted = a fresh one on routes that take it; null = none sent. */
+  key?: string | null;
+}
+interface Case extends Partial<Req> {
+  what: string;
+  status: number;
+  code?: string;
+}
+
+// ---------------------------------------------------------------- the routes
+
+const ROUTES = {
+  'POST /v1/parties': { keyed: false, body: true },
+  'POST /v1/accounts': { keyed: false, body: true },
+  'GET /v1/accounts': { keyed: false, body: false },
+  'GET /v1/accounts/:id': { keyed: false, body: false },
+  'POST /v1/deposits': { keyed: true, body: true },
+  'POST /v1/withdrawals': { keyed: true, body: true },
+  'POST /v1/transfers': { keyed: true, body: true },
+  'POST /v1/holds': { keyed: true, body: true },
+  'GET /v1/holds/:id': { keyed: false, body: false },
+  'POST /v1/holds/:id/capture': { keyed: true, body: true },
+  'POST /v1/holds/:id/release': { keyed: true, body: false },
+  'POST /v1/payments': { keyed: false, body: true },
+  'GET /v1/payments/:ref': { keyed: false, body: false },
+  'POST /v1/payments/:ref/refunds': { keyed: true, body: true },
+  'GET /v1/events': { keyed: false, body: false },
+} as const;
+type Route = keyof typeof ROUTES;
+const ALL_ROUTES = Object.keys(ROUTES) as Route[];
+
+/**
+ * A request each route accepts, sent by its natural caller. Bad-input cases are this
+ * request with one thing broken, so the broken thing is the only reason for a refusal.
+ * Fixture: alice.wallet has 1000 in, 200 paid to bob ({paid}), 100 held ({open}):
+ * available 700. {closed} is a released hold. alice.eur is in another currency.
+ */
+const VALID: Record<Route, Req> = {
+  'POST /v1/parties': { as: 'admin', body: { id: 'dave', name: 'Dave' } },
+  'POST /v1/accounts': { as: 'alice', body: { id: 'alice.savings', ownerId: 'alice' } },
+  'GET /v1/accounts': { as: 'alice', url: '/v1/accounts?ownerId=alice' },
+  'GET /v1/accounts/:id': { as: 'alice', url: '/v1/accounts/alice.wallet' },
+  'POST /v1/deposits': { as: 'admin', body: { accountId: 'alice.wallet', amount: 10 } },
+  'POST /v1/withdrawals': { as: 'admin', body: { accountId: 'alice.wallet', amount: 10 } },
+  'POST /v1/transfers': { as: 'alice', body: { fromAccountId: 'alice.wallet', toAccountId: 'bob.wallet', amount: 10 } },
+  'POST /v1/holds': { as: 'alice', body: { accountId: 'alice.wallet', amount: 10 } },
+  'GET /v1/holds/:id': { as: 'alice', url: '/v1/holds/{open}' },
+  'POST /v1/holds/:id/capture': { as: 'alice', url: '/v1/holds/{open}/capture', body: { amount: 10, toAccountId: 'bob.wallet' } },
+  'POST /v1/holds/:id/release': { as: 'alice', url: '/v1/holds/{open}/release' },
+  'POST /v1/payments': { as: 'alice', body: { ref: '{newRef}', fromAccountId: 'alice.wallet', toAccountId: 'bob.wallet', amount: 10 } },
+  'GET /v1/payments/:ref': { as: 'alice', url: '/v1/payments/{paid}' },
+  'POST /v1/payments/:ref/refunds': { as: 'bob', url: '/v1/payments/{paid}/refunds', body: { amount: 1 } },
+  'GET /v1/events': { as: 'alice', url: '/v1/events?after=0&limit=10' },
+};
+
+const fixture: Record<string, number | string> = {};
+
+/** Replaces `{name}` tokens in strings (deeply) with fixture values; `{newRef}` is a payment ref never used before. */
+function fill<T>(value: T): T {
+  if (typeof value === 'string') {
+    return value.replace(/\{(\w+)\}/g, (_, name: string) => (name === 'newRef' ? ref(`new-${++uniq}`) : String(fixture[name]))) as T;
+  }
+  if (Array.isArray(value)) return value.map(fill) as T;
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, fill(v)])) as T;
+  return value;
+}
+
+const authHeader = (as: Who): Record<string, string> => {
+  if (as === 'nobody') return {};
+  if (as === 'wrong-key') return { authorization: 'Bearer sk_alice_not-a-real-key' };
+  return { authorization: `Bearer ${as === 'admin' ? ADMIN_KEY : keys[as]}` };
+};
+
+async function send(route: Route, req: Req) {
+  const [method, path] = route.split(' ') as [Method, string];
+  const headers: Record<string, string> = { ...authHeader(req.as) };
+  if (ROUTES[route].keyed && req.key !== null) headers['idempotency-key'] = req.key ?? fresh('key');
+  let payload: string | undefined;
+  if (req.raw !== undefined) {
+    payload = req.raw;
+    headers['content-type'] = req.type ?? 'application/json';
+  } else if (req.body !== undefined) {
+    payload = JSON.stringify(fill(req.body));
+    headers['content-type'] = 'application/json';
+  }
+  const res = await stack.app.inject({ method, url: fill(req.url ?? path), payload, headers });
+  let body: any;
+  try {
+    body = res.json();
+  } catch {
+    body = res.body;
+  }
+  return { status: res.statusCode, contentType: String(res.headers['content-type']), body };
+}
+
+/** Everything a request could change, as one string: byte-identical before and after means nothing changed. */
+async function ledgerSnapshot(): Promise<string> {
+  const rows = async (sql: string) => (await stack.db.pool.query(sql)).rows;
+  return JSON.stringify({
+    parties: await rows('select id, name, api_key_hash from parties order by id'),
+    accounts: await rows('select id, owner_id, kind, currency, balance, held from accounts order by id'),
+    holds: await rows('select id, account_id, amount, captured, released, status from holds order by id'),
+    transfers: await rows('select count(*)::int as n, coalesce(max(id), 0)::int as last from transfers'),
+    events: await rows('select count(*)::int as n, coalesce(max(id), 0)::int as last from events'),
+    payments: await rows('select ref, amount, refunded from payments order by ref'),
+    refunds: await rows('select count(*)::int as n from refunds'),
+    idempotencyKeys: await rows('select count(*)::int as n from idempotency_keys'),
+  });
+}
+
+const ERROR_SHAPE = { error: { code: expect.any(String), message: expect.any(String), details: expect.any(Object) } };
+
+/** Sends a request that must be refused: a 4xx (never a 5xx) in the error shape, and the ledger untouched. */
+async function expectRefusedWithoutChange(route: Route, req: Req, status: number, code?: string) {
+  const before = await ledgerSnapshot();
+  const res = await send(route, req);
+  expect(res.status).toBeLessThan(500);
+  expect({ status: res.status, body: res.body }).toEqual({ status, body: ERROR_SHAPE });
+  expect(res.contentType).toMatch(/^application\/json/);
+  if (code) expect(res.body.error.code).toBe(code);
+  expect(await ledgerSnapshot()).toBe(before);
+  return res;
+}
+
+// ---------------------------------------------------------------- bad input, per route
+
+const without = (o: Record<string, unknown>, field: string) => Object.fromEntries(Object.entries(o).filter(([k]) => k !== field));
+
+/** Amounts that are not a positive integer count of minor units ≤ 10^15. */
+function badAmounts(route: Route, { required = true } = {}): Case[] {
+  const valid = VALID[route].body as Record<string, unknown>;
+  const withAmount = (amount: unknown) => ({ body: { ...valid, amount } });
+  return [
+    ...(required ? [{ what: 'no amount', body: without(valid, 'amount') }] : []),
+    { what: 'amount 0', ...withAmount(0) },
+    { what: 'a negative amount', ...withAmount(-10) },
+    { what: 'a fractional amount', ...withAmount(10.5) },
+    { what: 'an amount above 10^15', ...withAmount(1e15 + 1) },
+    { what: 'an amount beyond 2^53', ...withAmount(2 ** 53 + 2) },
+    { what: 'the amount as a string', ...withAmount('10') },
+    { what: 'the amount as null', ...withAmount(null) },
+    { what: 'an amount that overflows to Infinity', raw: JSON.stringify({ ...valid, amount: 0 }).replace('"amount":0', '"amount":1e400') },
+  ].map((c) => ({ ...c, status: 400, code: 'invalid_request' }));
+}
+
+/** Idempotency-Key headers the API refuses. */
+const badKeys = (): Case[] =>
+  [
+    { what: 'no Idempotency-Key', key: null },
+    { what: 'an empty Idempotency-Key', key: '' },
+    { what: 'an Idempotency-Key of 129 characters', key: 'k'.repeat(129) },
+    { what: 'an Idempotency-Key with a space', key: 'my key' },
+    { what: 'an Idempotency-Key with a non-ASCII character', key: 'clé-1' },
+  ].map((c) => ({ ...c, status: 400, code: 'invalid_request' }));
+
+/** Bodies that are not a JSON object of acceptable size. */
+const badBodies = (): Case[] => [
+  { what: 'a malformed JSON body', raw: '{"amount": 1,', status: 400, code: 'invalid_request' },
+  { what: 'an empty body declared as JSON', raw: '', status: 400, code: 'invalid_request' },
+  { what: 'a JSON array as body', raw: '[]', status: 400, code: 'invalid_request' },
+  { what: 'JSON null as body', raw: 'null', status: 400, code: 'invalid_request' },
+  { what: 'an XML body', raw: '<transfer/>', type: 'application/xml', status: 415 },
+  { what: 'a body over the size limit', raw: JSON.stringify({ memo: 'x'.repeat(70_000) }), status: 413 },
+];
+
+const memoCases = (route: Route): Case[] => {
+  const valid = VALID[route].body as Record<string, unknown>;
+  return [
+    { what: 'a memo of 501 characters', body: { ...valid, memo: 'm'.repeat(501) }, status: 400 },
+    { what: 'a memo with a NUL character', body: { ...valid, memo: 'a\u0000b' }, status: 400 },
+    { what: 'the memo as a number', body: { ...valid, memo: 7 }, status: 400 },
+  ];
+};
+
+const BAD_INPUT: Record<Route, Case[]> = {
+  'POST /v1/parties': [
+    { what: 'no id', body: { name: 'Eve' }, status: 400 },
+    { what: 'no name', body: { id: 'eve' }, status: 400 },
+    { what: 'an id with capitals', body: { id: 'Eve', name: 'Eve' }, status: 400 },
+    { what: 'an id with a space', body: { id: 'e ve', name: 'Eve' }, status: 400 },
+    { what: 'an id of 64 characters', body: { id: 'e'.repeat(64), name: 'Eve' }, status: 400 },
+    { what: 'the id as a number', body: { id: 42, name: 'Eve' }, status: 400 },
+    { what: 'an empty name', body: { id: 'eve', name: '' }, status: 400 },
+    { what: 'a name of 201 characters', body: { id: 'eve', name: 'n'.repeat(201) }, status: 400 },
+    { what: 'a name with a NUL character', body: { id: 'eve', name: 'E\u0000ve' }, status: 400 },
+    { what: 'an id already taken', body: { id: 'alice', name: 'Alice again' }, status: 409, code: 'already_exists' },
+    ...badBodies(),
+  ],
+  'POST /v1/accounts': [
+    { what: 'an id with a space', body: { id: 'alice wallet' }, status: 400 },
+    { what: 'an id starting with a dash', body: { id: '-alice' }, status: 400 },
+    { what: 'an id of 129 characters', body: { id: 'a'.repeat(129) }, status: 400 },
+    { what: 'the id as a number', body: { id: 12 }, status: 400 },
+    { what: 'a lowercase currency', body: { id: 'alice.x', currency: 'eur' }, status: 400 },
+    { what: 'a kind that does not exist', body: { id: 'alice.x', kind: 'vault' }, status: 400 },
+    { what: 'the world kind', as: 'admin', body: { id: 'alice.x', ownerId: 'alice', kind: 'world' }, status: 400 },
+    { what: 'an id already taken', body: { id: 'alice.wallet' }, status: 409, code: 'already_exists' },
+    { what: "another party's id already taken", body: { id: 'bob.wallet' }, status: 409, code: 'already_exists' },
+    { what: 'no owner (admin)', as: 'admin', body: { id: 'orphan' }, status: 400, code: 'invalid_request' },
+    { what: 'an unknown owner (admin)', as: 'admin', body: { id: 'orphan', ownerId: 'nobody' }, status: 404, code: 'not_found' },
+    { what: 'an owner id with bad characters (admin)', as: 'admin', body: { id: 'orphan', ownerId: 'No Body' }, status: 400 },
+    ...badBodies(),
+  ],
+  'GET /v1/accounts': [
+    { what: 'an ownerId with bad characters', as: 'admin', url: '/v1/accounts?ownerId=Bad%20Owner', status: 400 },
+    { what: 'no ownerId (admin)', as: 'admin', url: '/v1/accounts', status: 400, code: 'invalid_request' },
+  ],
+  'GET /v1/accounts/:id': [
+    { what: 'an unknown id', url: '/v1/accounts/no.such.account', as: 'admin', status: 404, code: 'not_found' },
+    { what: 'an id with a space', url: '/v1/accounts/alice%20wallet', status: 400 },
+    { what: 'an id with a NUL character', url: '/v1/accounts/alice%00', status: 400 },
+    { what: 'an id of 129 characters', url: `/v1/accounts/${'a'.repeat(129)}`, status: 400 },
+    { what: 'an id of 300 characters', url: `/v1/accounts/${'a'.repeat(300)}`, status: 414 },
+    { what: 'a malformed %-escape', url: '/v1/accounts/%E0%A4%A', status: 400 },
+  ],
+  'POST /v1/deposits': [
+    { what: 'no accountId', body: { amount: 10 }, status: 400 },
+    { what: 'an unknown account', body: { accountId: 'no.such.account', amount: 10 }, status: 404, code: 'not_found' },
+    { what: 'an account id with bad characters', body: { accountId: 'alice wallet', amount: 10 }, status: 400 },
+    { what: 'the world account', body: { accountId: 'world', amount: 10 }, status: 400, code: 'invalid_request' },
+    { what: 'a currency without a world account', body: { accountId: 'alice.eur', amount: 10 }, status: 400, code: 'invalid_request' },
+    ...badAmounts('POST /v1/deposits'),
+    ...memoCases('POST /v1/deposits'),
+    ...badKeys(),
+    ...badBodies(),
+  ],
+  'POST /v1/withdrawals': [
+    { what: 'more than is available (held funds do not count)', body: { accountId: 'alice.wallet', amount: 701 }, status: 422, code: 'insufficient_funds' },
+    { what: 'the largest amount accepted, far above the balance', body: { accountId: 'alice.wallet', amount: 1e15 }, status: 422, code: 'insufficient_funds' },
+    { what: 'an unknown account', body: { accountId: 'no.such.account', amount: 10 }, status: 404, code: 'not_found' },
+    ...badAmounts('POST /v1/withdrawals'),
+    ...badKeys(),
+    ...badBodies(),
+  ],
+  'POST /v1/transfers': [
+    { what: 'no toAccountId', body: { fromAccountId: 'alice.wallet', amount: 10 }, status: 400 },
+    { what: 'the fromAccountId as a number', body: { fromAccountId: 1, toAccountId: 'bob.wallet', amount: 10 }, status: 400 },
+    { what: 'an unknown destination', body: { fromAccountId: 'alice.wallet', toAccountId: 'no.such.account', amount: 10 }, status: 404, code: 'not_found' },
+    { what: 'an unknown source', body: { fromAccountId: 'no.such.account', toAccountId: 'bob.wallet', amount: 10 }, status: 404, code: 'not_found' },
+    { what: 'a destination id of 129 characters', body: { fromAccountId: 'alice.wallet', toAccountId: 'b'.repeat(129), amount: 10 }, status: 400 },
+    { what: 'the same account on both sides', body: { fromAccountId: 'alice.wallet', toAccountId: 'alice.wallet', amount: 10 }, status: 400 },
+    { what: 'more than is available', body: { fromAccountId: 'alice.wallet', toAccountId: 'bob.wallet', amount: 701 }, status: 422, code: 'insufficient_funds' },
+    { what: 'an account in another currency', body: { fromAccountId: 'alice.wallet', toAccountId: 'alice.eur', amount: 10 }, status: 422, code: 'currency_mismatch' },
+    ...badAmounts('POST /v1/transfers'),
+    ...memoCases('POST /v1/transfers'),
+    ...badKeys(),
+    ...badBodies(),
+  ],
+  'POST /v1/holds': [
+    { what: 'no accountId', body: { amount: 10 }, status: 400 },
+    { what: 'an unknown account', body: { accountId: 'no.such.account', amount: 10 }, status: 404, code: 'not_found' },
+    { what: 'more than is available', body: { accountId: 'alice.wallet', amount: 701 }, status: 422, code: 'insufficient_funds' },
+    { what: 'an expiry in the past', body: { accountId: 'alice.wallet', amount: 10, expiresAt: '2020-01-01T00:00:00Z' }, status: 400 },
+    { what: 'an expiry that is not a date', body: { accountId: 'alice.wallet', amount: 10, expiresAt: 'tomorrow' }, status: 400 },
+    { what: 'an expiry on February 30th', body: { accountId: 'alice.wallet', amount: 10, expiresAt: '2031-02-30T00:00:00Z' }, status: 400 },
+    { what: 'an expiry without a time zone', body: { accountId: 'alice.wallet', amount: 10, expiresAt: '2031-01-01T00:00:00' }, status: 400 },
+    { what: 'the expiry as a number', body: { accountId: 'alice.wallet', amount: 10, expiresAt: 1924992000000 }, status: 400 },
+    { what: 'a hold on the world account (admin)', as: 'admin', body: { accountId: 'world', amount: 10 }, status: 400, code: 'invalid_request' },
+    ...badAmounts('POST /v1/holds'),
+    ...badKeys(),
+    ...badBodies(),
+  ],
+  'GET /v1/holds/:id': [
+    { what: 'an unknown hold', as: 'admin', url: '/v1/holds/999999', status: 404, code: 'not_found' },
+    { what: 'a non-numeric id', url: '/v1/holds/abc', status: 400 },
+    { what: 'id 0', url: '/v1/holds/0', status: 400 },
+    { what: 'a negative id', url: '/v1/holds/-1', status: 400 },
+    { what: 'a fractional id', url: '/v1/holds/1.5', status: 400 },
+    { what: 'a hexadecimal id', url: '/v1/holds/0x1', status: 400 },
+    { what: 'an id with an exponent', url: '/v1/holds/1e1', status: 400 },
+    { what: 'an id padded with a space', url: '/v1/holds/%201', status: 400 },
+    { what: 'an id beyond 2^53', url: '/v1/holds/9007199254740993', status: 400 },
+    { what: 'an id of 40 digits', url: `/v1/holds/${'9'.repeat(40)}`, status: 400 },
+  ],
+  'POST /v1/holds/:id/capture': [
+    { what: 'more than remains on the hold', body: { amount: 101, toAccountId: 'bob.wallet' }, status: 422, code: 'amount_exceeds_hold' },
+    { what: 'an unknown destination', body: { amount: 10, toAccountId: 'no.such.account' }, status: 404, code: 'not_found' },
+    { what: 'no destination', body: { amount: 10 }, status: 400 },
+    { what: "the held account as destination", body: { amount: 10, toAccountId: 'alice.wallet' }, status: 400 },
+    { what: 'a destination in another currency', body: { amount: 10, toAccountId: 'alice.eur' }, status: 422, code: 'currency_mismatch' },
+    { what: 'a released hold', url: '/v1/holds/{closed}/capture', status: 409, code: 'hold_closed' },
+    { what: 'an unknown hold', as: 'admin', url: '/v1/holds/999999/capture', status: 404, code: 'not_found' },
+    { what: 'a non-numeric hold id', url: '/v1/holds/abc/capture', status: 400 },
+    ...badAmounts('POST /v1/holds/:id/capture'),
+    ...memoCases('POST /v1/holds/:id/capture'),
+    ...badKeys(),
+    ...badBodies(),
+  ],
+  'POST /v1/holds/:id/release': [
+    { what: 'a released hold', url: '/v1/holds/{closed}/release', status: 409, code: 'hold_closed' },
+    { what: 'an unknown hold', as: 'admin', url: '/v1/holds/999999/release', status: 404, code: 'not_found' },
+    { what: 'a non-numeric hold id', url: '/v1/holds/abc/release', status: 400 },
+    { what: 'a hexadecimal hold id', url: '/v1/holds/0x1/release', status: 400 },
+    { what: 'a malformed JSON body', raw: '{', status: 400 },
+    ...badKeys(),
+  ],
+  'POST /v1/payments': [
+    { what: 'no ref', body: { fromAccountId: 'alice.wallet', toAccountId: 'bob.wallet', amount: 10 }, status: 400 },
+    { what: 'a ref with a slash', body: { ref: '../etc', fromAccountId: 'alice.wallet', toAccountId: 'bob.wallet', amount: 10 }, status: 400 },
+    { what: 'a ref of 129 characters', body: { ref: 'r'.repeat(129), fromAccountId: 'alice.wallet', toAccountId: 'bob.wallet', amount: 10 }, status: 400 },
+    { what: 'an unknown payee account', body: { ref: '{newRef}', fromAccountId: 'alice.wallet', toAccountId: 'no.such.account', amount: 10 }, status: 404, code: 'not_found' },
+    { what: 'an unknown payer account', body: { ref: '{newRef}', fromAccountId: 'no.such.account', toAccountId: 'bob.wallet', amount: 10 }, status: 404, code: 'not_found' },
+    { what: 'more than is available', body: { ref: '{newRef}', fromAccountId: 'alice.wallet', toAccountId: 'bob.wallet', amount: 701 }, status: 422, code: 'insufficient_funds' },
+    { what: 'a payee in another currency', body: { ref: '{newRef}', fromAccountId: 'alice.wallet', toAccountId: 'alice.eur', amount: 10 }, status: 422, code: 'currency_mismatch' },
+    { what: 'the same account on both sides', body: { ref: '{newRef}', fromAccountId: 'alice.wallet', toAccountId: 'alice.wallet', amount: 10 }, status: 400 },
+    { what: 'a ref already paid with another amount', body: { ref: '{paid}', fromAccountId: 'alice.wallet', toAccountId: 'bob.wallet', amount: 201 }, status: 409, code: 'payment_conflict' },
+    ...badAmounts('POST /v1/payments'),
+    ...memoCases('POST /v1/payments'),
+    ...badBodies(),
+  ],
+  'GET /v1/payments/:ref': [
+    { what: 'an unknown ref', url: '/v1/payments/no-such-ref', status: 404, code: 'not_found' },
+    { what: 'a ref with an encoded slash', url: '/v1/payments/a%2Fb', status: 400 },
+    { what: 'a ref with a space', url: '/v1/payments/a%20b', status: 400 },
+    { what: 'a ref of 129 characters', url: `/v1/payments/${'r'.repeat(129)}`, status: 400 },
+    { what: 'a malformed %-escape', url: '/v1/payments/%', status: 400 },
+  ],
+  'POST /v1/payments/:ref/refunds': [
+    { what: 'more than is left to refund', body: { amount: 201 }, status: 422, code: 'refund_exceeds_payment' },
+    { what: 'an unknown ref', as: 'admin', url: '/v1/payments/no-such-ref/refunds', status: 404, code: 'not_found' },
+    { what: 'a ref with bad characters', url: '/v1/payments/a%20b/refunds', status: 400 },
+    ...badAmounts('POST /v1/payments/:ref/refunds', { required: false }),
+    ...badKeys(),
+    ...badBodies(),
+  ],
+  'GET /v1/events': [
+    { what: 'limit=0', url: '/v1/events?limit=0', status: 400 },
+    { what: 'limit=100000', url: '/v1/events?limit=100000', status: 400 },
+    { what: 'a non-numeric limit', url: '/v1/events?limit=ten', status: 400 },
+    { what: 'limit given twice', url: '/v1/events?limit=1&limit=2', status: 400 },
+    { what: 'after=-1', url: '/v1/events?after=-1', status: 400 },
+    { what: 'a fractional after', url: '/v1/events?after=1.5', status: 400 },
+    { what: 'an after beyond 2^53', url: '/v1/events?after=1e20', status: 400 },
+    { what: 'a non-numeric after', url: '/v1/events?after=abc', status: 400 },
+  ],
+};
+
+// ---------------------------------------------------------------- fixture
+
+beforeAll(async () => {
+  stack = await startTestStack();
+  const admin = api(stack.app, ADMIN_KEY);
+  for (const id of ['alice', 'bob', 'carol']) {
+    const party = await admin.post('/v1/parties', { id, name: id });
+    expect(party.status).toBe(201);
+    keys[id] = party.body.apiKey;
+    expect((await api(stack.app, keys[id]).post('/v1/accounts', { id: `${id}.wallet` })).status).toBe(201);
+  }
+  const alice = api(stack.app, keys.alice!);
+  expect((await alice.post('/v1/accounts', { id: 'alice.eur', currency: 'EUR' })).status).toBe(201);
+  expect((await admin.post('/v1/deposits', { accountId: 'alice.wallet', amount: 1000 }, 'seed-alice')).status).toBe(201);
+  expect((await admin.post('/v1/deposits', { accountId: 'bob.wallet', amount: 500 }, 'seed-bob')).status).toBe(201);
+  fixture.paid = ref('paid');
+  expect((await alice.post('/v1/payments', { ref: fixture.paid, fromAccountId: 'alice.wallet', toAccountId: 'bob.wallet', amount: 200 })).status).toBe(200);
+  const open = await alice.post('/v1/holds', { accountId: 'alice.wallet', amount: 100 }, 'seed-open');
+  const closed = await alice.post('/v1/holds', { accountId: 'alice.wallet', amount: 50 }, 'seed-closed');
+  expect((await alice.post(`/v1/holds/${closed.body.id}/release`, undefined, 'seed-release')).status).toBe(200);
+  fixture.open = open.body.id;
+  fixture.closed = closed.body.id;
+  expect((await alice.get('/v1/accounts/alice.wallet')).body).toMatchObject({ balance: 800, held: 100, available: 700 });
+});
+afterAll(() => stack.stop());
+
+// ---------------------------------------------------------------- 1. bad input
+
+describe.each(ALL_ROUTES)('bad input to %s is a 4xx JSON error and changes nothing', (route) => {
+  test.each(BAD_INPUT[route])('$what → $status', async ({ what: _what, status, code, ...broken }) => {
+    await expectRefusedWithoutChange(route, { ...VALID[route], ...broken }, status, code);
+  });
+});
+
+describe('unknown routes', () => {
+  test('an unknown route is a 404 in the same error shape', async () => {
+    const res = await api(stack.app, ADMIN_KEY).get('/v1/nothing-here');
+    expect(res).toEqual({ status: 404, body: ERROR_SHAPE });
+    expect(res.body.error.code).toBe('not_found');
+  });
+});
+
+// ---------------------------------------------------------------- 2. authentication and authorization
+
+describe('authentication and authorization', () => {
+  test.each(ALL_ROUTES)('%s without a key is 401 and changes nothing', async (route) => {
+    await expectRefusedWithoutChange(route, { ...VALID[route], as: 'nobody' }, 401, 'unauthorized');
+  });
+
+  test.each(ALL_ROUTES)('%s with an unknown key is 401 and changes nothing', async (route) => {
+    await expectRefusedWithoutChange(route, { ...VALID[route], as: 'wrong-key' }, 401, 'unauthorized');
+  });
+
+  test.each([
+    ['a Basic scheme', { authorization: `Basic ${Buffer.from(`admin:${ADMIN_KEY}`).toString('base64')}` }],
+    ['an empty bearer', { authorization: 'Bearer ' }],
+    ['the admin key without the scheme', { authorization: ADMIN_KEY }],
+    ['a key of 10 000 characters', { authorization: `Bearer ${'k'.repeat(10_000)}` }],
+  ])('an Authorization header with %s is 401', async (_what, headers) => {
+    const res = await stack.app.inject({ method: 'GET', url: '/v1/accounts/alice.wallet', headers });
+    expect({ status: res.statusCode, body: res.json() }).toEqual({ status: 401, body: ERROR_SHAPE });
+  });
+
+  test.each(['/healthz', '/metrics', '/openapi.json', '/docs'])('%s is public (200 without a key)', async (url) => {
+    expect((await stack.app.inject({ method: 'GET', url })).statusCode).toBe(200);
+  });
+
+  const ADMIN_ONLY: [string, Route, Partial<Req>][] = [
+    ['register a party', 'POST /v1/parties', {}],
+    ['deposit', 'POST /v1/deposits', {}],
+    ['withdraw', 'POST /v1/withdrawals', {}],
+    ['open an account for another party', 'POST /v1/accounts', { body: { id: 'bob.gift', ownerId: 'bob' } }],
+    ['open a pool account', 'POST /v1/accounts', { body: { id: 'alice.pool', kind: 'pool' } }],
+  ];
+  test.each(ADMIN_ONLY)('a party key may not %s (403, nothing changes)', async (_what, route, change) => {
+    await expectRefusedWithoutChange(route, { ...VALID[route], ...change, as: 'alice' }, 403, 'forbidden');
+  });
+
+  const CROSS_PARTY: [string, Route, Req][] = [
+    ["read another party's account", 'GET /v1/accounts/:id', { as: 'carol', url: '/v1/accounts/alice.wallet' }],
+    ["transfer out of another party's account", 'POST /v1/transfers', { as: 'carol', body: { fromAccountId: 'alice.wallet', toAccountId: 'carol.wallet', amount: 10 } }],
+    ["hold funds on another party's account", 'POST /v1/holds', { as: 'carol', body: { accountId: 'alice.wallet', amount: 10 } }],
+    ["read another party's hold", 'GET /v1/holds/:id', { as: 'carol', url: '/v1/holds/{open}' }],
+    ["capture another party's hold", 'POST /v1/holds/:id/capture', { as: 'carol', url: '/v1/holds/{open}/capture', body: { amount: 10, toAccountId: 'carol.wallet' } }],
+    ["capture another party's hold, even as its payee elsewhere", 'POST /v1/holds/:id/capture', { as: 'bob', url: '/v1/holds/{open}/capture', body: { amount: 10, toAccountId: 'bob.wallet' } }],
+    ["release another party's hold", 'POST /v1/holds/:id/release', { as: 'carol', url: '/v1/holds/{open}/release' }],
+    ["pay out of another party's account", 'POST /v1/payments', { as: 'carol', body: { ref: '{newRef}', fromAccountId: 'alice.wallet', toAccountId: 'carol.wallet', amount: 10 } }],
+    ['read a payment it is not a party to', 'GET /v1/payments/:ref', { as: 'carol', url: '/v1/payments/{paid}' }],
+    ['refund a payment it is not a party to', 'POST /v1/payments/:ref/refunds', { as: 'carol', url: '/v1/payments/{paid}/refunds', body: { amount: 1 } }],
+    ['refund a payment as its payer', 'POST /v1/payments/:ref/refunds', { as: 'alice', url: '/v1/payments/{paid}/refunds', body: { amount: 1 } }],
+  ];
+  test.each(CROSS_PARTY)('a party may not %s (403, nothing changes)', async (_what, route, req) => {
+    await expectRefusedWithoutChange(route, req, 403, 'forbidden');
+  });
+
+  test("a party's event tail holds only events it is a party to", async () => {
+    const carol = await api(stack.app, keys.carol!).get('/v1/events?limit=1000');
+    expect(carol.status).toBe(200);
+    const subjects = carol.body.events.map((e: { subject: string }) => e.subject);
+    expect(subjects).toEqual(expect.arrayContaining(['carol', 'carol.wallet']));
+    expect(JSON.stringify(carol.body.events)).not.toMatch(/alice|bob/);
+  });
+
+  // last in this block: it captures and releases the fixture's open hold
+  test('the admin key is accepted on every route', async () => {
+    const statuses: Record<string, number> = {};
+    for (const route of ALL_ROUTES) {
+      const req = { ...VALID[route], as: 'admin' as const };
+      if (route === 'GET /v1/accounts') req.url = '/v1/accounts?ownerId=alice';
+      const res = await send(route, req);
+      statuses[route] = res.status;
+    }
+    expect(statuses).toEqual({
+      'POST /v1/parties': 201,
+      'POST /v1/accounts': 201,
+      'GET /v1/accounts': 200,
+      'GET /v1/accounts/:id': 200,
+      'POST /v1/deposits': 201,
+      'POST /v1/withdrawals': 201,
+      'POST /v1/transfers': 201,
+      'POST /v1/holds': 201,
+      'GET /v1/holds/:id': 200,
+      'POST /v1/holds/:id/capture': 200,
+      'POST /v1/holds/:id/release': 200,
+      'POST /v1/payments': 200,
+      'GET /v1/payments/:ref': 200,
+      'POST /v1/payments/:ref/refunds': 200,
+      'GET /v1/events': 200,
+    });
+  });
+});
+
+// ---------------------------------------------------------------- 3. idempotency
+
+describe('idempotency at the API', () => {
+  const balanceOf = async (id: string) => (await api(stack.app, ADMIN_KEY).get(`/v1/accounts/${id}`)).body.balance as number;
+  const transfersWithKey = async (key: string) =>
+    (await stack.db.pool.query('select count(*)::int as n from transfers where idempotency_key = $1', [key])).rows[0].n as number;
+
+  test('the same key and body returns the same transfer and moves the money once', async () => {
+    const alice = api(stack.app, keys.alice!);
+    const body = { fromAccountId: 'alice.wallet', toAccountId: 'carol.wallet', amount: 3, memo: 'once' };
+    const [aliceBefore, carolBefore] = [await balanceOf('alice.wallet'), await balanceOf('carol.wallet')];
+    const first = await alice.post('/v1/transfers', body, 'same-key');
+    const again = await alice.post('/v1/transfers', body, 'same-key');
+    expect(first.status).toBe(201);
+    expect(again).toEqual(first);
+    expect(await transfersWithKey(first.body.key)).toBe(1);
+    expect(await balanceOf('alice.wallet')).toBe(aliceBefore - 3);
+    expect(await balanceOf('carol.wallet')).toBe(carolBefore + 3);
+  });
+
+  test('concurrent requests with one key move the money once', async () => {
+    const alice = api(stack.app, keys.alice!);
+    const before = await balanceOf('alice.wallet');
+    const body = { fromAccountId: 'alice.wallet', toAccountId: 'carol.wallet', amount: 2 };
+    const results = await Promise.all(Array.from({ length: 6 }, () => alice.post('/v1/transfers', body, 'race-key')));
+    expect(results.map((r) => r.status)).toEqual(Array(6).fill(201));
+    expect(new Set(results.map((r) => r.body.id)).size).toBe(1);
+    expect(await balanceOf('alice.wallet')).toBe(before - 2);
+  });
+
+  test('the same key with a different body is 409 idempotency_conflict and changes nothing', async () => {
+    const body = { fromAccountId: 'alice.wallet', toAccountId: 'carol.wallet', amount: 4, memo: 'once' };
+    const res = await expectRefusedWithoutChange('POST /v1/transfers', { as: 'alice', body, key: 'same-key' }, 409, 'idempotency_conflict');
+    expect(res.body.error.details).toMatchObject({ operation: 'transfer:transfer' });
+  });
+
+  test('the same key on another operation is 409 idempotency_conflict and changes nothing', async () => {
+    await expectRefusedWithoutChange('POST /v1/holds', { as: 'alice', body: { accountId: 'alice.wallet', amount: 3 }, key: 'same-key' }, 409, 'idempotency_conflict');
+  });
+
+  test('two parties using the same key string do not collide', async () => {
+    const body = (from: string) => ({ fromAccountId: from, toAccountId: 'carol.wallet', amount: 5 });
+    const [aliceBefore, bobBefore] = [await balanceOf('alice.wallet'), await balanceOf('bob.wallet')];
+    const a = await api(stack.app, keys.alice!).post('/v1/transfers', body('alice.wallet'), 'shared-key');
+    const b = await api(stack.app, keys.bob!).post('/v1/transfers', body('bob.wallet'), 'shared-key');
+    expect([a.status, b.status]).toEqual([201, 201]);
+    expect(a.body.id).not.toBe(b.body.id);
+    expect(await balanceOf('alice.wallet')).toBe(aliceBefore - 5);
+    expect(await balanceOf('bob.wallet')).toBe(bobBefore - 5);
+  });
+
+  test("a party whose id is 'admin' does not share the admin's keys", async () => {
+    const admin = api(stack.app, ADMIN_KEY);
+    const party = await admin.post('/v1/parties', { id: 'admin', name: 'A party called admin' });
+    const impostor = api(stack.app, party.body.apiKey);
+    expect((await impostor.post('/v1/accounts', { id: 'impostor.wallet' })).status).toBe(201);
+    expect((await admin.post('/v1/deposits', { accountId: 'impostor.wallet', amount: 50 }, 'impostor-seed')).status).toBe(201);
+    const byParty = await impostor.post('/v1/transfers', { fromAccountId: 'impostor.wallet', toAccountId: 'carol.wallet', amount: 5 }, 'admin-key-1');
+    const byAdmin = await admin.post('/v1/deposits', { accountId: 'carol.wallet', amount: 7 }, 'admin-key-1');
+    expect([byParty.status, byAdmin.status]).toEqual([201, 201]);
+    expect(byAdmin.body).toMatchObject({ kind: 'deposit', amount: 7 });
+  });
+
+  test("a party's keys do not collide with the keys the payment workflows use", async () => {
+    const admin = api(stack.app, ADMIN_KEY);
+    const party = await admin.post('/v1/parties', { id: 'payment', name: 'A party called payment' });
+    const payment = api(stack.app, party.body.apiKey);
+    expect((await payment.post('/v1/accounts', { id: 'payment.wallet' })).status).toBe(201);
+    expect((await admin.post('/v1/deposits', { accountId: 'payment.wallet', amount: 50 }, 'payment-seed')).status).toBe(201);
+    const futureRef = ref('pre-empted');
+    expect((await payment.post('/v1/transfers', { fromAccountId: 'payment.wallet', toAccountId: 'carol.wallet', amount: 5 }, futureRef)).status).toBe(201);
+    const paid = await api(stack.app, keys.alice!).post('/v1/payments', { ref: futureRef, fromAccountId: 'alice.wallet', toAccountId: 'bob.wallet', amount: 5 });
+    expect(paid.status).toBe(200);
+    expect(paid.body).toMatchObject({ ref: futureRef, amount: 5, payer: 'alice' });
+  });
+
+  test('the longest key is accepted on every keyed route, for the longest party id and payment ref', async () => {
+    const admin = api(stack.app, ADMIN_KEY);
+    const party = await admin.post('/v1/parties', { id: 'l'.repeat(63), name: 'Longest id' });
+    expect(party.status).toBe(201);
+    const longest = api(stack.app, party.body.apiKey);
+    const key = (c: string) => c.repeat(128);
+    expect((await longest.post('/v1/accounts', { id: 'longest.wallet' })).status).toBe(201);
+    expect((await admin.post('/v1/deposits', { accountId: 'longest.wallet', amount: 100 }, key('d'))).status).toBe(201);
+    expect((await admin.post('/v1/withdrawals', { accountId: 'longest.wallet', amount: 1 }, key('w'))).status).toBe(201);
+    expect((await longest.post('/v1/transfers', { fromAccountId: 'longest.wallet', toAccountId: 'bob.wallet', amount: 1 }, key('t'))).status).toBe(201);
+    const hold = await longest.post('/v1/holds', { accountId: 'longest.wallet', amount: 10 }, key('h'));
+    expect(hold.status).toBe(201);
+    expect((await longest.post(`/v1/holds/${hold.body.id}/capture`, { amount: 4, toAccountId: 'bob.wallet' }, key('c'))).status).toBe(200);
+    expect((await longest.post(`/v1/holds/${hold.body.id}/release`, undefined, key('r'))).status).toBe(200);
+    const longRef = `${ref('long')}-`.padEnd(128, 'x');
+    const pay = await longest.post('/v1/payments', { ref: longRef, fromAccountId: 'longest.wallet', toAccountId: 'bob.wallet', amount: 20 });
+    expect(pay.status).toBe(200);
+    expect((await longest.get(`/v1/payments/${longRef}`)).status).toBe(200);
+    const refund = await api(stack.app, keys.bob!).post(`/v1/payments/${longRef}/refunds`, { amount: 5 }, key('f'));
+    expect(refund.status).toBe(200);
+    expect(refund.body).toMatchObject({ ref: longRef, amount: 5, refundedTotal: 5 });
+    expect((await longest.get('/v1/accounts/longest.wallet')).body).toMatchObject({ balance: 100 - 1 - 1 - 4 - 20 + 5, held: 0 });
+  });
+});
+
+// ---------------------------------------------------------------- 4. OpenAPI
+
+/** `METHOD /path` of every route the app registered (HEAD excepted), from `printRoutes`' tree. */
+function registeredRoutes(): string[] {
+  const out: string[] = [];
+  const prefixes: string[] = [];
+  for (const line of stack.app.printRoutes({ commonPrefix: false }).split('\n')) {
+    const m = /^([│ ]*)[├└]── (.+?)(?: \(([^)]+)\))?$/.exec(line);
+    if (!m) continue;
+    const depth = m[1]!.length / 4;
+    prefixes.length = depth;
+    prefixes.push(m[2]!);
+    for (const method of m[3]?.split(', ') ?? []) if (method !== 'HEAD') out.push(`${method} ${prefixes.join('')}`);
+  }
+  return out;
+}
+
+describe('OpenAPI document', () => {
+  const openApiPath = (route: string) => route.replace(/:(\w+)/g, '{$1}');
+  let spec: any;
+  beforeAll(async () => {
+    spec = (await stack.app.inject({ method: 'GET', url: '/openapi.json' })).json();
+  });
+  const operation = (route: Route) => {
+    const [method, path] = route.split(' ') as [string, string];
+    return spec.paths[openApiPath(path)]?.[method.toLowerCase()];
+  };
+
+  test('documents exactly the /v1 routes the app registered, and all of those this file exercises', () => {
+    const documented = Object.entries(spec.paths).flatMap(([path, ops]) => Object.keys(ops as object).map((m) => `${m.toUpperCase()} ${path}`));
+    const registered = registeredRoutes()
+      .filter((r) => r.split(' ')[1]!.startsWith('/v1/'))
+      .map(openApiPath);
+    expect(registered.length).toBeGreaterThanOrEqual(ALL_ROUTES.length);
+    expect(documented.sort()).toEqual(registered.sort());
+    expect(documented).toEqual(expect.arrayContaining(ALL_ROUTES.map(openApiPath)));
+  });
+
+  test.each(ALL_ROUTES.filter((r) => ROUTES[r].body))('%s documents its JSON request body schema', (route) => {
+    const schema = operation(route).requestBody?.content?.['application/json']?.schema;
+    expect(schema).toMatchObject({ type: 'object' });
+    expect(Object.keys(schema.properties ?? {}).length).toBeGreaterThan(0);
+  });
+
+  test('money amounts are documented as integers from 1 to 10^15', () => {
+    const amount = operation('POST /v1/transfers').requestBody.content['application/json'].schema.properties.amount;
+    // OpenAPI 3.0 spells "> 0" as minimum 0 with a boolean exclusiveMinimum
+    expect(spec.openapi).toMatch(/^3\.0\./);
+    expect(amount).toMatchObject({ type: 'integer', minimum: 0, exclusiveMinimum: true, maximum: 1e15 });
+  });
+
+  test.each(ALL_ROUTES.filter((r) => ROUTES[r].keyed))('%s documents the Idempotency-Key header as required', (route) => {
+    const header = operation(route).parameters?.find((p: any) => p.in === 'header' && p.name === 'idempotency-key');
+    expect(header).toMatchObject({ required: true, schema: { maxLength: 128 } });
+  });
+
+  test.each(ALL_ROUTES)('%s documents the error body for 400', (route) => {
+    const schema = operation(route).responses?.['400']?.content?.['application/json']?.schema;
+    expect(schema?.properties?.error?.required).toEqual(expect.arrayContaining(['code', 'message', 'details']));
+  });
+});
+
+// ---------------------------------------------------------------- 5. metrics
+
+describe('metrics', () => {
+  const scrape = async () => (await stack.app.inject({ method: 'GET', url: '/metrics' })).body;
+  const requests = (text: string, labels: Record<string, string>) => {
+    const line = text
+      .split('\n')
+      .find((l) => l.startsWith('sluice_http_requests_total{') && Object.entries(labels).every(([k, v]) => l.includes(`${k}="${v}"`)));
+    return line ? Number(line.split(' ').pop()) : 0;
+  };
+
+  test('/metrics counts requests by route pattern and status', async () => {
+    const ok = { method: 'GET', route: '/v1/accounts/:id', status: '200' };
+    const bad = { method: 'GET', route: '/v1/accounts/:id', status: '400' };
+    const before = await scrape();
+    const alice = api(stack.app, keys.alice!);
+    await alice.get('/v1/accounts/alice.wallet');
+    await alice.get('/v1/accounts/alice.wallet');
+    await alice.get('/v1/accounts/bad%20id');
+    const after = await scrape();
+    expect(after).toContain('# TYPE sluice_http_requests_total counter');
+    expect(requests(after, ok)).toBe(requests(before, ok) + 2);
+    expect(requests(after, bad)).toBe(requests(before, bad) + 1);
+    // labels carry the route pattern, never the ids in the URL
+    expect(after).not.toMatch(/sluice_http_requests_total\{[^}]*alice\.wallet/);
+  });
+});
