@@ -19,6 +19,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   currency_mismatch: 422,
   refund_exceeds_payment: 422,
   rate_limited: 429,
+  limit_exceeded: 422,
 };
 
 const body = (code: string, message: string, details: Record<string, unknown> = {}) => ({ error: { code, message, details } });

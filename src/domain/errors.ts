@@ -18,6 +18,7 @@ export const ERROR_CODES = [
   'payment_conflict',
   'already_exists',
   'rate_limited',
+  'limit_exceeded',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

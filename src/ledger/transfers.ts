@@ -56,6 +56,9 @@ export function toTransfer(r: Record<string, any>): Transfer {
   return t;
 }
 
+/** The only transfer kinds that may touch the world account. */
+const WORLD_KINDS = new Set(['deposit', 'withdrawal']);
+
 export function assertCanDebit(account: Account, amount: number): void {
   if (account.kind !== 'world' && account.available < amount) {
     throw new SluiceError('insufficient_funds', `account ${account.id} has ${account.available} available, needs ${amount}`, {
@@ -86,7 +89,16 @@ export async function postTransfer(client: PoolClient, input: TransferInput): Pr
       credit: credit.id,
     });
   }
+  if ((debit.kind === 'world' || credit.kind === 'world') && !WORLD_KINDS.has(input.kind)) {
+    throw new SluiceError('forbidden', 'the world account moves only through deposits and withdrawals (admin)', { kind: input.kind });
+  }
   if (input.holdId === undefined) assertCanDebit(debit, input.amount);
+  if (credit.balance + input.amount > Number.MAX_SAFE_INTEGER || debit.balance - input.amount < -Number.MAX_SAFE_INTEGER) {
+    throw new SluiceError('limit_exceeded', `a balance would leave the exact integer range (±${Number.MAX_SAFE_INTEGER})`, {
+      debit: debit.id,
+      credit: credit.id,
+    });
+  }
   const { rows } = await client.query(
     `insert into transfers (idempotency_key, kind, debit_account_id, credit_account_id, amount,
                             hold_id, payment_ref, stream_ref, tick, job_id, subaccount_id, memo)

@@ -195,7 +195,7 @@ describe('ledger', () => {
       }),
     );
     // every outcome is success or a clean refusal; nothing unexpected (no deadlock, no raw SQL error)
-    for (const o of outcomes) expect(['ok', 'insufficient_funds']).toContain(o);
+    expect(outcomes.filter((o) => o !== 'ok' && o !== 'insufficient_funds')).toEqual([]);
     expect(outcomes.filter((o) => o === 'ok').length).toBeGreaterThan(10);
     expect(await sumOfBalances()).toBe(0);
     const { rows: neg } = await db.pool.query(`select id from accounts where kind <> 'world' and (balance - held < 0 or held <> 0)`);
@@ -242,5 +242,28 @@ describe('ledger', () => {
     } finally {
       await ro.end();
     }
+  });
+});
+
+describe('ledger limits', () => {
+  test('only deposits and withdrawals touch the world account, in code and in the database', async () => {
+    expect(await codeOf(transfer(db.pool, { key: 'to-world', kind: 'transfer', debitAccountId: 'alice.main', creditAccountId: 'world', amount: 1 }))).toBe('forbidden');
+    await expect(
+      db.pool.query(`insert into transfers (idempotency_key, kind, debit_account_id, credit_account_id, amount)
+                     values ('raw-world', 'transfer', 'world', 'alice.main', 5)`),
+    ).rejects.toThrow(/cannot touch the world account/);
+  });
+
+  test('a balance can never leave the exact integer range', async () => {
+    // a currency of its own, so its world account starts at zero
+    await db.pool.query(`insert into accounts (id, owner_id, kind, currency) values ('world.big', 'sluice', 'world', 'BIG')`);
+    await createAccount(db.pool, { id: 'whale', ownerId: 'alice', kind: 'user', currency: 'BIG' });
+    await deposit(db.pool, { key: 'whale-1', accountId: 'whale', amount: Number.MAX_SAFE_INTEGER - 10 });
+    expect(await codeOf(deposit(db.pool, { key: 'whale-2', accountId: 'whale', amount: 11 }))).toBe('limit_exceeded');
+    expect((await getAccount(db.pool, 'whale')).balance).toBe(Number.MAX_SAFE_INTEGER - 10);
+    await expect(db.pool.query(`update accounts set balance = 9007199254740992 where id = 'whale'`)).rejects.toMatchObject({
+      constraint: 'balance_in_safe_range',
+    });
+    await withdraw(db.pool, { key: 'whale-out', accountId: 'whale', amount: Number.MAX_SAFE_INTEGER - 10 });
   });
 });

@@ -1,21 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import type { Client } from '@temporalio/client';
-import { DefaultLogger, Runtime, type Worker } from '@temporalio/worker';
+import type { Worker } from '@temporalio/worker';
 import { buildApp, type Api } from '../../src/api/app';
 import { createLogger } from '../../src/logger';
 import { connectClient } from '../../src/temporal/connection';
 import { createWorker } from '../../src/worker';
 import { createTestDatabase, type TestDatabase } from './db';
+import { quietTemporalRuntime } from './temporalRuntime';
 
 export const ADMIN_KEY = 'test-admin-key-0123456789';
-
-// business failures (a refused payment) are logged by the SDK as warnings; tests assert them instead
-let runtimeInstalled = false;
-function quietTemporalRuntime() {
-  if (runtimeInstalled) return;
-  Runtime.install({ logger: new DefaultLogger((process.env.TEST_TEMPORAL_LOG_LEVEL as 'ERROR') ?? 'ERROR') });
-  runtimeInstalled = true;
-}
 
 export interface TestStack {
   db: TestDatabase;

@@ -21,7 +21,9 @@ create table accounts (
   balance    bigint not null default 0,
   held       bigint not null default 0 check (held >= 0),
   created_at timestamptz not null default now(),
-  constraint available_not_negative check (kind = 'world' or balance - held >= 0)
+  constraint available_not_negative check (kind = 'world' or balance - held >= 0),
+  -- balances stay exact in JavaScript numbers (2^53 - 1)
+  constraint balance_in_safe_range check (balance between -9007199254740991 and 9007199254740991)
 );
 create index accounts_owner_idx on accounts (owner_id);
 -- exactly one world account per currency: the other side of deposits and withdrawals
@@ -108,6 +110,8 @@ create function apply_transfer() returns trigger language plpgsql as $$
 declare
   debit_currency text;
   credit_currency text;
+  debit_kind text;
+  credit_kind text;
 begin
   if new.hold_id is not null then
     -- a capture: the money leaves the hold first (the holds trigger lowers accounts.held)
@@ -119,10 +123,14 @@ begin
       raise exception 'hold % is not open on account %', new.hold_id, new.debit_account_id using errcode = 'check_violation';
     end if;
   end if;
-  update accounts set balance = balance - new.amount where id = new.debit_account_id returning currency into debit_currency;
-  update accounts set balance = balance + new.amount where id = new.credit_account_id returning currency into credit_currency;
+  update accounts set balance = balance - new.amount where id = new.debit_account_id returning currency, kind into debit_currency, debit_kind;
+  update accounts set balance = balance + new.amount where id = new.credit_account_id returning currency, kind into credit_currency, credit_kind;
   if debit_currency is distinct from credit_currency then
     raise exception 'transfer between % and % accounts', debit_currency, credit_currency using errcode = 'check_violation';
+  end if;
+  -- the world account is the outside world: only deposits and withdrawals touch it
+  if (debit_kind = 'world' or credit_kind = 'world') and new.kind not in ('deposit', 'withdrawal') then
+    raise exception 'a % transfer cannot touch the world account', new.kind using errcode = 'check_violation';
   end if;
   return new;
 end $$;

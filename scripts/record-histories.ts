@@ -1,0 +1,153 @@
+/**
+ * Records one workflow history per representative path into test/histories/, for
+ * the replay test (test/integration/replay.test.ts) to check that today's workflow
+ * code still replays what yesterday's code wrote.
+ *
+ *   npm run record:histories
+ *
+ * Brings up everything it needs and tears it down again: an in-memory Temporal dev
+ * server (the CLI resolved as DESIGN.md §8 orders it), a fresh migrated database on
+ * TEST_DATABASE_URL's server (dropped at the end), and a worker bundling workflows/.
+ * Re-record only after an intended, incompatible workflow change; see
+ * test/histories/README.md.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, relative, resolve } from 'node:path';
+import { WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils';
+import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
+import { paymentWorkflowId, refundWorkflowId, type PaymentRequest, type RefundRequest } from '../src/domain/payments';
+import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS } from '../src/domain/searchAttributes';
+import { createAccount } from '../src/ledger/accounts';
+import { createParty } from '../src/ledger/parties';
+import { deposit } from '../src/ledger/transfers';
+import { connectClient } from '../src/temporal/connection';
+import { startDevServer, type DevServer } from '../src/temporal/devServer';
+import { sluiceErrorFromTemporal } from '../src/temporal/failures';
+import { describeTool, resolveTool, TEMPORAL_CLI } from '../src/temporal/tools';
+import { createWorker, WORKFLOWS_PATH } from '../src/worker';
+import { createTestDatabase, type TestDatabase } from '../test/support/db';
+import { freePort } from '../test/support/globalSetup';
+import { paymentWorkflow, refundWorkflow } from '../workflows';
+
+const HISTORIES_DIR = resolve(__dirname, '..', 'test', 'histories');
+const TASK_QUEUE = 'record-histories';
+const log = (line: string) => process.stdout.write(`${line}\n`);
+
+// a refused payment is logged by the SDK as a warning; this script checks it instead
+Runtime.install({ logger: new DefaultLogger('ERROR') });
+
+/** Starts a workflow the way the API does (src/api/routes/payments.ts): same id scheme, policies and search attributes. */
+async function startPayment(client: Client, request: PaymentRequest) {
+  return client.workflow.start(paymentWorkflow, {
+    workflowId: paymentWorkflowId(request.ref),
+    taskQueue: TASK_QUEUE,
+    args: [request],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
+    typedSearchAttributes: [
+      { key: SA_KIND, value: 'payment' },
+      { key: SA_PAYER, value: 'alice' },
+      { key: SA_PAYEE, value: 'bob' },
+      { key: SA_STATUS, value: 'PENDING' },
+    ],
+  });
+}
+
+async function startRefund(client: Client, request: RefundRequest) {
+  return client.workflow.start(refundWorkflow, {
+    workflowId: refundWorkflowId(request.ref, request.refundKey),
+    taskQueue: TASK_QUEUE,
+    args: [request],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
+    typedSearchAttributes: [
+      { key: SA_KIND, value: 'refund' },
+      { key: SA_PAYER, value: 'bob' },
+      { key: SA_PAYEE, value: 'alice' },
+    ],
+  });
+}
+
+/** Writes the history in the JSON shape Temporal's tools use (historyToJSON), and checks it reads back. */
+async function save(name: string, handle: WorkflowHandle): Promise<string> {
+  const history = await handle.fetchHistory();
+  const file = join(HISTORIES_DIR, `${name}.json`);
+  writeFileSync(file, `${historyToJSON(history)}\n`);
+  const reread = historyFromJSON(JSON.parse(readFileSync(file, 'utf8')));
+  if (reread.events?.length !== history.events?.length) throw new Error(`${file} does not round-trip`);
+  log(`  wrote ${relative(process.cwd(), file)} (${history.events?.length} events)`);
+  return file;
+}
+
+async function main(): Promise<void> {
+  const cli = resolveTool(TEMPORAL_CLI);
+  log(describeTool(cli));
+  if (!cli.path) throw new Error('the Temporal CLI could not be found or installed');
+
+  let server: DevServer | undefined;
+  let db: TestDatabase | undefined;
+  let client: Client | undefined;
+  try {
+    server = await startDevServer({ cliPath: cli.path, port: await freePort() });
+    db = await createTestDatabase();
+    log(`dev server ${server.address}, database ${new URL(db.url).pathname.slice(1)}`);
+
+    await createParty(db.pool, { id: 'alice', name: 'Alice' });
+    await createParty(db.pool, { id: 'bob', name: 'Bob' });
+    await createAccount(db.pool, { id: 'alice.wallet', ownerId: 'alice', kind: 'user' });
+    await createAccount(db.pool, { id: 'bob.wallet', ownerId: 'bob', kind: 'user' });
+    await deposit(db.pool, { key: 'seed-alice', accountId: 'alice.wallet', amount: 1000 });
+
+    client = await connectClient(server.address, 'default');
+    const { worker, connection } = await createWorker({ pool: db.pool, address: server.address, namespace: 'default', taskQueue: TASK_QUEUE });
+    const files: string[] = [];
+    try {
+      await worker.runUntil(async () => {
+        // 1. paymentWorkflow, the happy path: settle, upsert SluiceStatus, return the receipt
+        const paid = await startPayment(client!, { ref: 'rec-1', payerAccountId: 'alice.wallet', payeeAccountId: 'bob.wallet', amount: 250, memo: 'gpu minutes' });
+        const receipt = await paid.result();
+        if (receipt.status !== 'CONFIRMED' || receipt.amount !== 250) throw new Error(`unexpected receipt ${JSON.stringify(receipt)}`);
+        files.push(await save('payment-success', paid));
+
+        // 2. paymentWorkflow failing: the activity's non-retryable insufficient_funds fails the workflow
+        const refused = await startPayment(client!, { ref: 'rec-big', payerAccountId: 'alice.wallet', payeeAccountId: 'bob.wallet', amount: 5000 });
+        const failure = await refused.result().then(
+          () => undefined,
+          (error: unknown) => error,
+        );
+        if (!(failure instanceof WorkflowFailedError) || sluiceErrorFromTemporal(failure)?.code !== 'insufficient_funds') {
+          throw new Error(`expected the payment to fail with insufficient_funds, got ${String(failure)}`);
+        }
+        files.push(await save('payment-insufficient-funds', refused));
+
+        // 3. refundWorkflow: part of the first payment back, payee to payer
+        const refund = await startRefund(client!, { ref: 'rec-1', refundKey: 'r1', amount: 100 });
+        const refundReceipt = await refund.result();
+        if (refundReceipt.amount !== 100 || refundReceipt.refundedTotal !== 100) throw new Error(`unexpected refund ${JSON.stringify(refundReceipt)}`);
+        files.push(await save('refund', refund));
+      });
+    } finally {
+      await connection.close();
+    }
+
+    // the files must replay against the code that wrote them, or the replay test would be born red
+    for (const file of files) {
+      await Worker.runReplayHistory({ workflowsPath: WORKFLOWS_PATH }, JSON.parse(readFileSync(file, 'utf8')));
+    }
+    log(`recorded and replayed ${files.length} histories into ${relative(process.cwd(), HISTORIES_DIR)}/`);
+  } finally {
+    await client?.connection.close();
+    await db?.drop();
+    await server?.stop();
+  }
+}
+
+mkdirSync(HISTORIES_DIR, { recursive: true });
+main().then(
+  () => process.exit(0),
+  (error) => {
+    process.stderr.write(`record-histories failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exit(1);
+  },
+);
