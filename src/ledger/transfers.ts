@@ -25,14 +25,8 @@ export interface TransferInput extends TransferRefs {
   memo?: string;
 }
 
-export interface Transfer extends TransferRefs {
+export interface Transfer extends TransferInput {
   id: number;
-  key: string;
-  kind: string;
-  debitAccountId: string;
-  creditAccountId: string;
-  amount: number;
-  memo?: string;
   createdAt: string;
 }
 

@@ -8,6 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parse } from 'yaml';
 import { ConfigSchema } from '../../src/config';
+import { SEARCH_ATTRIBUTES } from '../../src/domain/searchAttributes';
 
 const ROOT = resolve(__dirname, '../..');
 const COMPOSE_TEXT = readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8');
@@ -286,7 +287,7 @@ describe('docker-compose.yml', () => {
     expect(mount).toBeDefined();
     const script = readFileSync(join(ROOT, mount![0]!), 'utf8');
     expect(script).toMatch(/temporal operator search-attribute create/);
-    for (const attr of ['SluiceKind', 'SluicePayer', 'SluicePayee', 'SluiceStatus']) {
+    for (const attr of SEARCH_ATTRIBUTES.map((k) => k.name)) {
       // the CLI pairs each --name with the --type at the same position
       expect(script).toMatch(new RegExp(`--name ${attr} --type Keyword\\b`));
     }

@@ -1,31 +1,16 @@
-import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import { z } from 'zod';
 import { forbidden } from '../../domain/errors';
-import { paymentWorkflowId, refundWorkflowId, type PaymentReceipt, type PaymentRequest } from '../../domain/payments';
+import { paymentWorkflowId, refundWorkflowId, type PaymentRequest } from '../../domain/payments';
 import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS } from '../../domain/searchAttributes';
 import { getAccount } from '../../ledger/accounts';
 import { assertSamePayment, findPayment, getPayment } from '../../ledger/payments';
 import { paymentWorkflow, refundWorkflow } from '../../../workflows/payment';
+import { runWorkflowOnce } from '../../temporal/runOnce';
 import { ownAccount, type Actor } from '../auth';
 import type { Api } from '../app';
 import * as S from '../schemas';
 
 const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
-
-/**
- * Starts a workflow, or attaches to the one already running or completed under the
- * same id, and waits for its result. A failed earlier run may be started again
- * (ALLOW_DUPLICATE_FAILED_ONLY): a payment refused for funds can be retried.
- */
-async function runOnce<R>(client: Client, taskQueue: string, workflowId: string, start: () => ReturnType<Client['workflow']['start']>): Promise<R> {
-  try {
-    const handle = await start();
-    return (await handle.result()) as R;
-  } catch (error) {
-    if (error instanceof WorkflowExecutionAlreadyStartedError) return (await client.workflow.getHandle(workflowId).result()) as R;
-    throw error;
-  }
-}
 
 export function paymentRoutes(app: Api) {
   const { pool, temporal, taskQueue } = app.deps;
@@ -52,22 +37,17 @@ export function paymentRoutes(app: Api) {
         assertSamePayment(existing, request);
         return existing;
       }
-      const workflowId = paymentWorkflowId(request.ref);
-      const receipt = await runOnce<PaymentReceipt>(temporal, taskQueue, workflowId, () =>
-        temporal.workflow.start(paymentWorkflow, {
-          workflowId,
-          taskQueue,
-          args: [request],
-          workflowIdConflictPolicy: 'USE_EXISTING',
-          workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
-          typedSearchAttributes: [
-            { key: SA_KIND, value: 'payment' },
-            { key: SA_PAYER, value: payer.ownerId },
-            { key: SA_PAYEE, value: payee.ownerId },
-            { key: SA_STATUS, value: 'PENDING' },
-          ],
-        }),
-      );
+      const receipt = await runWorkflowOnce(temporal, paymentWorkflow, {
+        workflowId: paymentWorkflowId(request.ref),
+        taskQueue,
+        args: [request],
+        searchAttributes: [
+          { key: SA_KIND, value: 'payment' },
+          { key: SA_PAYER, value: payer.ownerId },
+          { key: SA_PAYEE, value: payee.ownerId },
+          { key: SA_STATUS, value: 'PENDING' },
+        ],
+      });
       // a concurrent request with the same ref and a different body attached to that run
       assertSamePayment(receipt, request);
       return receipt;
@@ -99,21 +79,16 @@ export function paymentRoutes(app: Api) {
       const payment = await visiblePayment(req.actor, req.params.ref);
       if (req.actor.kind === 'party' && req.actor.party !== payment.payee) throw forbidden('only the payee (or the admin) can refund a payment');
       const refundKey = req.headers['idempotency-key'];
-      const workflowId = refundWorkflowId(payment.ref, refundKey);
-      return runOnce(temporal, taskQueue, workflowId, () =>
-        temporal.workflow.start(refundWorkflow, {
-          workflowId,
-          taskQueue,
-          args: [{ ref: payment.ref, refundKey, amount: req.body?.amount }],
-          workflowIdConflictPolicy: 'USE_EXISTING',
-          workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
-          typedSearchAttributes: [
-            { key: SA_KIND, value: 'refund' },
-            { key: SA_PAYER, value: payment.payee },
-            { key: SA_PAYEE, value: payment.payer },
-          ],
-        }),
-      );
+      return runWorkflowOnce(temporal, refundWorkflow, {
+        workflowId: refundWorkflowId(payment.ref, refundKey),
+        taskQueue,
+        args: [{ ref: payment.ref, refundKey, amount: req.body?.amount }],
+        searchAttributes: [
+          { key: SA_KIND, value: 'refund' },
+          { key: SA_PAYER, value: payment.payee },
+          { key: SA_PAYEE, value: payment.payer },
+        ],
+      });
     },
   });
 }
