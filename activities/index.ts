@@ -3,6 +3,8 @@ import type { Pool } from '../src/db/pool';
 import { SluiceError } from '../src/domain/errors';
 import type { PaymentRequest, RefundRequest } from '../src/domain/payments';
 import { refundPayment, settlePayment } from '../src/ledger/payments';
+import { billTick, closeStream, openStream } from '../src/ledger/streams';
+import type { CloseReason, StreamRequest } from '../src/domain/streams';
 
 export interface ActivityDeps {
   pool: Pool;
@@ -31,6 +33,9 @@ export function createActivities({ pool }: ActivityDeps) {
   return {
     settlePayment: businessErrorsAreFinal((request: PaymentRequest) => settlePayment(pool, request)),
     refundPayment: businessErrorsAreFinal((request: RefundRequest) => refundPayment(pool, request)),
+    openStream: businessErrorsAreFinal((request: StreamRequest) => openStream(pool, request)),
+    billTick: businessErrorsAreFinal((ref: string, tick: number) => billTick(pool, ref, tick)),
+    closeStream: businessErrorsAreFinal((input: { ref: string; reason: CloseReason; closedBy: string }) => closeStream(pool, input)),
   };
 }
 

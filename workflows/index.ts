@@ -1,2 +1,3 @@
 // The workflow bundle entry: every workflow type the worker runs.
 export { paymentWorkflow, refundWorkflow } from './payment';
+export { streamWorkflow } from './stream';

@@ -10,6 +10,7 @@ import { errorHandler, notFoundHandler } from './errors';
 import { createMetrics } from './metrics';
 import { ledgerRoutes } from './routes/ledger';
 import { paymentRoutes } from './routes/payments';
+import { streamRoutes } from './routes/streams';
 
 export interface ApiDeps {
   pool: Pool;
@@ -74,5 +75,6 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
 
   ledgerRoutes(app);
   paymentRoutes(app);
+  streamRoutes(app);
   return app;
 }

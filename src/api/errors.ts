@@ -11,6 +11,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   not_found: 404,
   idempotency_conflict: 409,
   payment_conflict: 409,
+  ref_conflict: 409,
   already_exists: 409,
   hold_closed: 409,
   hold_expired: 409,

@@ -111,3 +111,28 @@ export const Event = z.object({
 export const ErrorBody = z.object({
   error: z.object({ code: z.string(), message: z.string(), details: z.record(z.string(), z.unknown()) }),
 });
+
+export const StreamReceipt = z.object({
+  ref: z.string(),
+  status: z.enum(['STREAMING', 'CONFIRMED', 'FAILED']),
+  payer: z.string(),
+  payee: z.string(),
+  mode: z.enum(['escrow', 'payg']),
+  ratePerTick: z.number().int(),
+  maxTotal: z.number().int(),
+  ticks: z.number().int(),
+  totalPaid: z.number().int(),
+  openedAt: z.string(),
+  closedAt: z.string().optional(),
+  reason: z.string().optional(),
+  closedBy: z.string().optional(),
+  failure: z.string().optional(),
+});
+
+export const StreamView = StreamReceipt.extend({
+  tickIntervalMs: z.number().int(),
+  lastTick: z.number().int(),
+  nextTickAt: z.string().optional(),
+  accruedUnbilled: z.number().int(),
+  workflowId: z.string(),
+});

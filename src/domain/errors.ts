@@ -16,6 +16,7 @@ export const ERROR_CODES = [
   'currency_mismatch',
   'refund_exceeds_payment',
   'payment_conflict',
+  'ref_conflict',
   'already_exists',
   'rate_limited',
   'limit_exceeded',

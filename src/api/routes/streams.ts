@@ -1,0 +1,149 @@
+import { randomBytes } from 'node:crypto';
+import { WithStartWorkflowOperation } from '@temporalio/client';
+import { z } from 'zod';
+import { forbidden, SluiceError } from '../../domain/errors';
+import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS } from '../../domain/searchAttributes';
+import { accruedUnbilled, streamWorkflowId, tickDueAtMs, type StreamReceipt, type StreamRequest } from '../../domain/streams';
+import { getAccount } from '../../ledger/accounts';
+import { findStream, getStream, recordHeartbeat, toReceipt, type StreamRow } from '../../ledger/streams';
+import { cancelStreamSignal, streamOpenedUpdate } from '../../../workflows/definitions';
+import { streamWorkflow } from '../../../workflows/stream';
+import { ownAccount, type Actor } from '../auth';
+import type { Api } from '../app';
+import * as S from '../schemas';
+
+const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
+
+export const TICK_INTERVAL_MS_MIN = 100;
+export const TICK_INTERVAL_MS_MAX = 86_400_000;
+
+const OpenStreamBody = z.object({
+  ref: S.Ref.optional(),
+  fromAccountId: S.AccountId,
+  toAccountId: S.AccountId,
+  ratePerTick: S.Units,
+  maxTotal: S.Units,
+  tickIntervalMs: z.number().int().min(TICK_INTERVAL_MS_MIN).max(TICK_INTERVAL_MS_MAX),
+  mode: z.enum(['escrow', 'payg']).default('escrow'),
+  livenessTimeoutMs: z.number().int().min(TICK_INTERVAL_MS_MIN).max(TICK_INTERVAL_MS_MAX).optional(),
+  graceMs: z.number().int().min(TICK_INTERVAL_MS_MIN).max(7 * TICK_INTERVAL_MS_MAX).optional(),
+});
+
+/** The parameters that define a stream: the same ref with other parameters is a conflict. */
+const sameStream = (row: StreamRow, r: StreamRequest) =>
+  row.payer_account_id === r.payerAccountId &&
+  row.payee_account_id === r.payeeAccountId &&
+  row.rate_per_tick === r.ratePerTick &&
+  row.max_total === r.maxTotal &&
+  row.tick_interval_ms === r.tickIntervalMs &&
+  row.mode === r.mode;
+
+/** A stream as the API shows it: the receipt so far plus the live view of money moving. */
+function streamView(row: StreamRow, nowMs: number) {
+  const open = row.status === 'open';
+  const openedAtMs = row.opened_at.getTime();
+  return {
+    ...toReceipt(row),
+    tickIntervalMs: row.tick_interval_ms,
+    lastTick: row.last_tick,
+    nextTickAt: open ? new Date(tickDueAtMs(openedAtMs, row.tick_interval_ms, row.last_tick + 1)).toISOString() : undefined,
+    accruedUnbilled: open
+      ? accruedUnbilled({
+          nowMs,
+          lastTickDueMs: tickDueAtMs(openedAtMs, row.tick_interval_ms, Math.max(row.last_tick, 1)),
+          tickIntervalMs: row.tick_interval_ms,
+          ratePerTick: row.rate_per_tick,
+          remaining: row.max_total - row.paid,
+        })
+      : 0,
+    workflowId: streamWorkflowId(row.ref),
+  };
+}
+
+export function streamRoutes(app: Api) {
+  const { pool, temporal, taskQueue } = app.deps;
+
+  const visibleStream = async (actor: Actor, ref: string) => {
+    const row = await getStream(pool, ref);
+    if (actor.kind === 'party' && actor.party !== row.payer && actor.party !== row.payee) throw forbidden(`stream ${ref} is not yours`);
+    return row;
+  };
+
+  app.post('/v1/streams', {
+    schema: {
+      tags: ['streams'],
+      summary: 'Open a stream (workflow stream-<ref>); the first tick is billed before this returns',
+      body: OpenStreamBody,
+      response: { 201: S.StreamReceipt, 200: S.StreamReceipt, ...errors },
+    },
+    handler: async (req, reply) => {
+      const payer = await ownAccount(pool, req.actor, req.body.fromAccountId);
+      const payee = await getAccount(pool, req.body.toAccountId);
+      if (payee.id === payer.id) throw new SluiceError('invalid_request', 'a stream needs two different accounts');
+      const { fromAccountId, toAccountId, ref = `s-${randomBytes(8).toString('hex')}`, ...terms } = req.body;
+      const request: StreamRequest = { ...terms, ref, payer: payer.ownerId, payee: payee.ownerId, payerAccountId: payer.id, payeeAccountId: payee.id };
+      const existing = await findStream(pool, ref);
+      if (existing) {
+        if (!sameStream(existing, request)) throw new SluiceError('ref_conflict', `stream ref ${ref} is already used by another stream`, { ref });
+        return reply.status(200).send(toReceipt(existing));
+      }
+      const receipt: StreamReceipt = await temporal.workflow.executeUpdateWithStart(streamOpenedUpdate, {
+        startWorkflowOperation: new WithStartWorkflowOperation(streamWorkflow, {
+          workflowId: streamWorkflowId(ref),
+          taskQueue,
+          args: [request, {}],
+          workflowIdConflictPolicy: 'USE_EXISTING',
+          typedSearchAttributes: [
+            { key: SA_KIND, value: 'stream' },
+            { key: SA_PAYER, value: request.payer },
+            { key: SA_PAYEE, value: request.payee },
+            { key: SA_STATUS, value: 'STREAMING' },
+          ],
+        }),
+      });
+      if (receipt.status === 'FAILED') {
+        throw new SluiceError('insufficient_funds', `stream ${ref} failed to open: ${receipt.failure}; nothing was charged`, { stream: receipt });
+      }
+      return reply.status(201).send(receipt);
+    },
+  });
+
+  app.get('/v1/streams/:ref', {
+    schema: { tags: ['streams'], summary: 'A stream: paid so far, ticks, next tick time, accrued but not yet billed', params: S.RefParam, response: { 200: S.StreamView, ...errors } },
+    handler: async (req) => streamView(await visibleStream(req.actor, req.params.ref), Date.now()),
+  });
+
+  app.post('/v1/streams/:ref/cancel', {
+    schema: {
+      tags: ['streams'],
+      summary: 'Close a stream now (payer or payee); returns the receipt. Cancelling again returns the same receipt',
+      params: S.RefParam,
+      body: z.object({ reason: S.Memo.optional() }).default({}),
+      response: { 200: S.StreamReceipt, ...errors },
+    },
+    handler: async (req) => {
+      const row = await visibleStream(req.actor, req.params.ref);
+      if (row.status !== 'open') return toReceipt(row);
+      const by = req.actor.kind === 'party' ? req.actor.party : 'admin';
+      const handle = temporal.workflow.getHandle(streamWorkflowId(row.ref));
+      await handle.signal(cancelStreamSignal, { by, reason: req.body?.reason }).catch(() => undefined); // already closing: read the result
+      return (await handle.result()) as StreamReceipt;
+    },
+  });
+
+  app.post('/v1/parties/:id/heartbeat', {
+    schema: {
+      tags: ['streams'],
+      summary: 'Report that a party is alive (streams with a liveness timeout bill only while both parties are)',
+      params: z.object({ id: S.PartyId }),
+      response: { 200: z.object({ party: z.string(), lastSeenAt: z.string() }), ...errors },
+    },
+    handler: async (req) => {
+      if (req.actor.kind === 'party' && req.actor.party !== req.params.id) throw forbidden('a party reports its own heartbeat');
+      return { party: req.params.id, lastSeenAt: await recordHeartbeat(pool, req.params.id).catch((e: { code?: string }) => {
+        if (e.code === '23503') throw new SluiceError('not_found', `party ${req.params.id} not found`);
+        throw e;
+      }) };
+    },
+  });
+}

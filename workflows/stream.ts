@@ -1,0 +1,95 @@
+import { condition, continueAsNew, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import { SA_STATUS } from '../src/domain/searchAttributes';
+import { effectiveGraceMs, tickDueAtMs, type CloseReason, type StreamProgress, type StreamReceipt, type StreamRequest } from '../src/domain/streams';
+import { cancelStreamSignal, streamOpenedUpdate, streamViewQuery, type CancelStream, type StreamView } from './definitions';
+
+// Billing is one idempotent transaction per tick: retry it until it commits.
+const { openStream, billTick, closeStream } = proxyActivities<Activities>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
+});
+
+/** Ticks per run before continue-as-new keeps the history bounded. */
+export const HISTORY_TICKS_MAX = 500;
+
+export interface StreamWorkflowOptions {
+  historyTicksMax?: number;
+}
+
+/**
+ * A stream (workflow id `stream-<ref>`). Opening bills tick 1; then a durable
+ * timer brings each later tick, billed exactly once by `stream:<ref>:tick:<n>`.
+ * A cancel signal from either party wakes it at once; it closes, releases the
+ * unused escrow and returns the receipt. Reaching maxTotal, an unpaid tick or a
+ * partition past the grace period closes it too.
+ */
+export async function streamWorkflow(request: StreamRequest, options: StreamWorkflowOptions = {}, carried?: StreamProgress): Promise<StreamReceipt> {
+  const historyTicksMax = options.historyTicksMax ?? HISTORY_TICKS_MAX;
+  let cancel: CancelStream | undefined;
+  let opened: StreamReceipt | undefined;
+  let progress: StreamProgress | undefined = carried;
+  let status: StreamView['status'] = 'STREAMING';
+
+  setHandler(cancelStreamSignal, (c) => {
+    cancel ??= c;
+  });
+  setHandler(streamOpenedUpdate, async (): Promise<StreamReceipt> => {
+    await condition(() => opened !== undefined || progress !== undefined);
+    if (opened) return opened;
+    // a later run (after continue-as-new) answers from what it carried
+    const p = progress!;
+    return { ref: request.ref, status, payer: request.payer, payee: request.payee, mode: request.mode, ratePerTick: request.ratePerTick,
+      maxTotal: request.maxTotal, ticks: p.ticksBilled, totalPaid: p.paid, openedAt: new Date(p.openedAtMs).toISOString() };
+  });
+  setHandler(streamViewQuery, () => ({
+    status,
+    paid: progress?.paid ?? 0,
+    ticks: progress?.ticksBilled ?? 0,
+    lastTick: progress?.lastTick ?? 0,
+    nextTickAtMs: progress && status === 'STREAMING' ? tickDueAtMs(progress.openedAtMs, request.tickIntervalMs, progress.lastTick + 1) : undefined,
+  }));
+
+  if (!progress) {
+    opened = await openStream(request);
+    if (opened.status !== 'STREAMING') {
+      status = opened.status;
+      upsertSearchAttributes([{ key: SA_STATUS, value: status }]);
+      return opened;
+    }
+    progress = { lastTick: 1, paid: opened.totalPaid, ticksBilled: opened.ticks, openedAtMs: Date.parse(opened.openedAt) };
+    if (opened.totalPaid >= request.maxTotal) return finish('completed', 'system');
+  }
+
+  const graceMs = effectiveGraceMs(request);
+  for (let ticksThisRun = 0; ; ticksThisRun++) {
+    if (ticksThisRun >= historyTicksMax && !cancel) {
+      // a signal that arrives during the hand-over is delivered to the next run
+      await condition(() => true);
+      return continueAsNew<typeof streamWorkflow>(request, options, progress);
+    }
+    const tick: number = progress.lastTick + 1;
+    const waitMs = Math.max(0, tickDueAtMs(progress.openedAtMs, request.tickIntervalMs, tick) - Date.now());
+    if (await condition(() => cancel !== undefined, waitMs)) break;
+    const outcome = await billTick(request.ref, tick);
+    progress = { ...progress, lastTick: tick };
+    if (outcome.kind === 'billed') {
+      progress = { ...progress, paid: outcome.paid, ticksBilled: outcome.ticksBilled };
+      if (outcome.completed) return finish('completed', 'system');
+    } else if (outcome.kind === 'insufficient_funds') {
+      return finish('insufficient_funds', 'system');
+    } else if (outcome.kind === 'skipped') {
+      if (graceMs !== undefined && outcome.silentMs > graceMs) return finish('partition', 'system');
+    } else {
+      break; // closed underneath us: settle and report
+    }
+  }
+  return finish(cancel ? 'cancelled' : 'completed', cancel?.by ?? 'system');
+
+  async function finish(reason: CloseReason, closedBy: string): Promise<StreamReceipt> {
+    const receipt = await closeStream({ ref: request.ref, reason, closedBy });
+    status = receipt.status;
+    upsertSearchAttributes([{ key: SA_STATUS, value: receipt.status }]);
+    return receipt;
+  }
+}
