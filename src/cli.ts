@@ -55,6 +55,21 @@ program
   });
 
 program
+  .command('audit')
+  .description('check every ledger and stream invariant over the whole database; exits 1 on any violation')
+  .option('--json', 'print the report as JSON')
+  .action(async (opts: { json?: boolean }) => {
+    const config = loadConfig();
+    if (!config.DATABASE_URL) throw new Error('DATABASE_URL is required');
+    const { runAudit, formatAudit } = await import('./audit');
+    const pool = createPool(config.DATABASE_URL, 2);
+    const report = await runAudit(pool);
+    await pool.end();
+    console.log(opts.json ? JSON.stringify(report, null, 2) : formatAudit(report));
+    if (!report.ok) process.exitCode = 1;
+  });
+
+program
   .command('tools')
   .description('find (or install into .tools/) the Temporal CLI and the time-skipping test server, and print them')
   .action(() => {

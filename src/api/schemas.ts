@@ -136,3 +136,11 @@ export const StreamView = StreamReceipt.extend({
   accruedUnbilled: z.number().int(),
   workflowId: z.string(),
 });
+
+export const AuditReport = z.object({
+  ok: z.boolean(),
+  checkedAt: z.string(),
+  checks: z.array(
+    z.object({ name: z.string(), description: z.string(), ok: z.boolean(), violations: z.number().int(), rows: z.array(z.record(z.string(), z.unknown())) }),
+  ),
+});

@@ -249,7 +249,9 @@ export function closeStream(pool: Pool, input: { ref: string; reason: CloseReaso
     const s = await findStream(client, input.ref, true);
     if (!s) throw notFound('stream', input.ref);
     if (s.status !== 'open') return toReceipt(s);
-    await client.query(`update streams set status = 'closed', closed_at = now(), close_reason = $2, closed_by = $3 where ref = $1`, [
+    // clock_timestamp(), read under the row lock: every tick committed before this
+    // close has an earlier time, and none can commit after it (the auditor relies on it)
+    await client.query(`update streams set status = 'closed', closed_at = clock_timestamp(), close_reason = $2, closed_by = $3 where ref = $1`, [
       s.ref,
       input.reason,
       input.closedBy,

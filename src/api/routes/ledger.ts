@@ -4,6 +4,7 @@ import { createAccount, getAccount, listAccounts } from '../../ledger/accounts';
 import { listEvents, EVENTS_PAGE_MAX } from '../../ledger/events';
 import { captureHold, getHold, placeHold, releaseHold } from '../../ledger/holds';
 import { createParty } from '../../ledger/parties';
+import { runAudit } from '../../audit';
 import { deposit, transfer, withdraw } from '../../ledger/transfers';
 import { ownAccount, scopedKey, type Actor } from '../auth';
 import type { Api } from '../app';
@@ -150,6 +151,16 @@ export function ledgerRoutes(app: Api) {
       await ownHold(req.actor, req.params.id);
       return releaseHold(pool, { key: scopedKey(req.actor, req.headers['idempotency-key']), holdId: req.params.id });
     },
+  });
+
+  app.get('/v1/audit', {
+    config: { auth: 'admin' },
+    schema: {
+      tags: ['audit'],
+      summary: 'Check every invariant over the whole ledger; each violation comes with the rows involved (admin)',
+      response: { 200: S.AuditReport, ...errors },
+    },
+    handler: async () => runAudit(pool),
   });
 
   app.get('/v1/events', {
