@@ -55,6 +55,31 @@ program
   });
 
 program
+  .command('simulate')
+  .description('run a seeded market of buyers and sellers against the running stack; exits 1 if the auditor finds a violation')
+  .option('--buyers <n>', 'buyers', (v) => Number.parseInt(v, 10), 5)
+  .option('--sellers <n>', 'sellers', (v) => Number.parseInt(v, 10), 5)
+  .option('--rounds <n>', 'rounds', (v) => Number.parseInt(v, 10), 100)
+  .option('--seed <n>', 'seed', (v) => Number.parseInt(v, 10), 42)
+  .option('--round-ms <n>', 'wall time of a round', (v) => Number.parseInt(v, 10), 100)
+  .option('--partition', 'some parties go silent for a stretch, then return')
+  .option('--api <url>', 'API base URL (default from SLUICE_API_HOST/PORT)')
+  .action(async (opts: { buyers: number; sellers: number; rounds: number; seed: number; roundMs: number; partition?: boolean; api?: string }) => {
+    const config = loadConfig();
+    const { runSimulation, formatSimulation, httpCaller } = await import('./simulate');
+    const api = opts.api ?? `http://${config.SLUICE_API_HOST === '0.0.0.0' ? '127.0.0.1' : config.SLUICE_API_HOST}:${config.SLUICE_API_PORT}`;
+    const result = await runSimulation({
+      ...opts,
+      partition: opts.partition ?? false,
+      call: httpCaller(api),
+      adminKey: config.SLUICE_ADMIN_KEY,
+      log: (l) => process.stderr.write(`simulate: ${l}\n`),
+    });
+    console.log(formatSimulation(result));
+    if (!result.audit.ok) process.exitCode = 1;
+  });
+
+program
   .command('audit')
   .description('check every ledger and stream invariant over the whole database; exits 1 on any violation')
   .option('--json', 'print the report as JSON')
