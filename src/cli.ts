@@ -1,9 +1,13 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
-import { loadConfig } from './config';
+import { loadConfig, type Config } from './config';
+import { LOCAL_DATABASE_URL } from './dev/database';
 import { createPool } from './db/pool';
 import { migrate } from './db/migrate';
 import { ensureTemporalTools } from './temporal/tools';
+
+/** DATABASE_URL, or the local database the dev launcher uses by default. */
+const databaseUrl = (config: Config) => config.DATABASE_URL ?? LOCAL_DATABASE_URL;
 
 /** `sluice` — the dev stack, the services, and the operator's commands. */
 const program = new Command('sluice').description('Sluice: per-tick payments between machines').showHelpAfterError();
@@ -23,10 +27,9 @@ program
   .description('run a Temporal worker (workflows + activities) on the task queue')
   .action(async () => {
     const config = loadConfig();
-    if (!config.DATABASE_URL) throw new Error('DATABASE_URL is required for the worker');
     const { runWorker } = await import('./worker');
     const { createLogger } = await import('./logger');
-    const pool = createPool(config.DATABASE_URL);
+    const pool = createPool(databaseUrl(config));
     // started by the launcher: leave with it, never outlive it as an orphan
     process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
     await runWorker(
@@ -49,8 +52,7 @@ program
   .description('apply the database migrations to DATABASE_URL')
   .action(async () => {
     const config = loadConfig();
-    if (!config.DATABASE_URL) throw new Error('DATABASE_URL is required');
-    const applied = await migrate(config.DATABASE_URL, config.SLUICE_READONLY_ROLE);
+    const applied = await migrate(databaseUrl(config), config.SLUICE_READONLY_ROLE);
     console.log(applied.length ? `applied migrations ${applied.join(', ')}` : 'migrations up to date');
   });
 
@@ -85,9 +87,8 @@ program
   .option('--json', 'print the report as JSON')
   .action(async (opts: { json?: boolean }) => {
     const config = loadConfig();
-    if (!config.DATABASE_URL) throw new Error('DATABASE_URL is required');
     const { runAudit, formatAudit } = await import('./audit');
-    const pool = createPool(config.DATABASE_URL, 2);
+    const pool = createPool(databaseUrl(config), 2);
     const report = await runAudit(pool);
     await pool.end();
     console.log(opts.json ? JSON.stringify(report, null, 2) : formatAudit(report));
