@@ -43,11 +43,13 @@ function spawnSluice(command: string, env: NodeJS.ProcessEnv, logDir: string): {
 async function stopChild(child: ChildProcess, name: string, log: (l: string) => void): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const startedMs = Date.now();
   child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  let killed = false;
+  const timer = setTimeout(() => ((killed = true), child.kill('SIGKILL')), 15_000);
   await exited;
   clearTimeout(timer);
-  log(`stopped ${name}`);
+  log(`stopped ${name} in ${((Date.now() - startedMs) / 1000).toFixed(1)} s${killed ? ' (SIGKILL after 15 s)' : ''}`);
 }
 
 /**
