@@ -1,5 +1,6 @@
 import { billTick } from '../../src/ledger/streams';
 import { streamWorkflowId } from '../../src/domain/streams';
+import { streamViewQuery } from '../../workflows/definitions';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 
 let stack: TestStack;
@@ -127,7 +128,11 @@ describe('streams on a real Temporal dev server', () => {
     // about a tenth of the interval has passed: ~100 of the next 1000 accrued
     expect(view.accruedUnbilled).toBeGreaterThanOrEqual(90);
     expect(view.accruedUnbilled).toBeLessThan(1000);
+    // the workflow's own status query agrees, and turns CONFIRMED once closed
+    const handle = stack.client.workflow.getHandle(streamWorkflowId('st-view'));
+    expect(await handle.query(streamViewQuery)).toMatchObject({ status: 'STREAMING', paid: 1000, ticks: 1, nextTickAtMs: Date.parse(view.nextTickAt) });
     await as('buyer').post('/v1/streams/st-view/cancel', {});
+    expect(await handle.query(streamViewQuery)).toMatchObject({ status: 'CONFIRMED', paid: 1000 });
   });
 
   test('only the payer and payee see or close a stream', async () => {
