@@ -13,11 +13,13 @@
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
-import { WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { WithStartWorkflowOperation, WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils';
+import type { temporal } from '@temporalio/proto';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { paymentWorkflowId, refundWorkflowId, type PaymentRequest, type RefundRequest } from '../src/domain/payments';
 import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS } from '../src/domain/searchAttributes';
+import { streamWorkflowId, type StreamReceipt, type StreamRequest } from '../src/domain/streams';
 import { createAccount } from '../src/ledger/accounts';
 import { createParty } from '../src/ledger/parties';
 import { deposit } from '../src/ledger/transfers';
@@ -28,7 +30,9 @@ import { describeTool, resolveTool, TEMPORAL_CLI } from '../src/temporal/tools';
 import { createWorker, WORKFLOWS_PATH } from '../src/worker';
 import { createTestDatabase, type TestDatabase } from '../test/support/db';
 import { freePort } from '../test/support/globalSetup';
-import { paymentWorkflow, refundWorkflow } from '../workflows';
+import { paymentWorkflow, refundWorkflow, streamWorkflow } from '../workflows';
+import { cancelStreamSignal, streamOpenedUpdate, streamViewQuery } from '../workflows/definitions';
+import { OVERDUE_TICK_AT_ONCE_PATCH, type StreamWorkflowOptions } from '../workflows/stream';
 
 const HISTORIES_DIR = resolve(__dirname, '..', 'test', 'histories');
 const TASK_QUEUE = 'record-histories';
@@ -66,6 +70,53 @@ async function startRefund(client: Client, request: RefundRequest) {
       { key: SA_PAYER, value: 'bob' },
       { key: SA_PAYEE, value: 'alice' },
     ],
+  });
+}
+
+/**
+ * Opens a stream the way the API does (src/api/routes/streams.ts): update-with-start
+ * on `stream-<ref>`, waiting on streamOpenedUpdate (tick 1 settled or opening failed).
+ */
+async function openStream(client: Client, request: StreamRequest, options: StreamWorkflowOptions = {}) {
+  const startWorkflowOperation = new WithStartWorkflowOperation(streamWorkflow, {
+    workflowId: streamWorkflowId(request.ref),
+    taskQueue: TASK_QUEUE,
+    args: [request, options],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    typedSearchAttributes: [
+      { key: SA_KIND, value: 'stream' },
+      { key: SA_PAYER, value: request.payer },
+      { key: SA_PAYEE, value: request.payee },
+      { key: SA_STATUS, value: 'STREAMING' },
+    ],
+  });
+  const opened: StreamReceipt = await client.workflow.executeUpdateWithStart(streamOpenedUpdate, { startWorkflowOperation });
+  return { opened, handle: await startWorkflowOperation.workflowHandle() };
+}
+
+const streamRequest = (ref: string, terms: Pick<StreamRequest, 'ratePerTick' | 'maxTotal' | 'tickIntervalMs'>): StreamRequest => ({
+  ref,
+  payer: 'alice',
+  payee: 'bob',
+  payerAccountId: 'alice.wallet',
+  payeeAccountId: 'bob.wallet',
+  mode: 'escrow',
+  ...terms,
+});
+
+function expectReceipt(receipt: StreamReceipt, expected: Partial<StreamReceipt>): void {
+  for (const [k, v] of Object.entries(expected)) {
+    if (receipt[k as keyof StreamReceipt] !== v) throw new Error(`unexpected stream receipt ${JSON.stringify(receipt)} (wanted ${JSON.stringify(expected)})`);
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The patch ids a history has markers for (patched() records one the first time a run takes the new path). */
+function patchesIn(history: temporal.api.history.v1.IHistory): string[] {
+  return (history.events ?? []).flatMap((e) => {
+    const data = e.markerRecordedEventAttributes?.details?.['patch-data']?.payloads?.[0]?.data;
+    return data ? [JSON.parse(Buffer.from(data).toString('utf8')).id as string] : [];
   });
 }
 
@@ -126,6 +177,53 @@ async function main(): Promise<void> {
         const refundReceipt = await refund.result();
         if (refundReceipt.amount !== 100 || refundReceipt.refundedTotal !== 100) throw new Error(`unexpected refund ${JSON.stringify(refundReceipt)}`);
         files.push(await save('refund', refund));
+
+        // 4. streamWorkflow cancelled by the payer: tick 1 at open, then ticks driven by timers; a billing
+        //    transaction held up for a second (the stream row locked) leaves the next ticks overdue, billed
+        //    at once without a timer (OVERDUE_TICK_AT_ONCE_PATCH); the cancel signal wakes it, close releases the escrow
+        const cancelled = await openStream(client!, streamRequest('rec-stream-cancel', { ratePerTick: 5, maxTotal: 500, tickIntervalMs: 200 }));
+        expectReceipt(cancelled.opened, { status: 'STREAMING', ticks: 1, totalPaid: 5 });
+        const blocker = await db!.pool.connect();
+        try {
+          await blocker.query('begin');
+          await blocker.query('select 1 from streams where ref = $1 for update', ['rec-stream-cancel']);
+          await sleep(1_000);
+          await blocker.query('commit');
+        } finally {
+          blocker.release();
+        }
+        for (let i = 0; (await cancelled.handle.query(streamViewQuery)).ticks < 8; i++) {
+          if (i > 300) throw new Error('stream rec-stream-cancel did not reach 8 ticks');
+          await sleep(100);
+        }
+        await cancelled.handle.signal(cancelStreamSignal, { by: 'alice', reason: 'done' });
+        const cancelReceipt = await cancelled.handle.result();
+        expectReceipt(cancelReceipt, { status: 'CONFIRMED', reason: 'cancelled', closedBy: 'alice', totalPaid: 5 * cancelReceipt.ticks });
+        if (cancelReceipt.ticks < 8) throw new Error(`unexpected receipt ${JSON.stringify(cancelReceipt)}`);
+        const cancelledHistory = await cancelled.handle.fetchHistory();
+        if (!patchesIn(cancelledHistory).includes(OVERDUE_TICK_AT_ONCE_PATCH)) throw new Error('rec-stream-cancel billed no overdue tick');
+        if (!cancelledHistory.events?.some((e) => e.timerStartedEventAttributes)) throw new Error('rec-stream-cancel waited on no timer');
+        files.push(await save('stream-cancelled', cancelled.handle));
+
+        // 5. streamWorkflow completing at maxTotal (last tick partial) across a continue-as-new:
+        //    historyTicksMax 2, so run 1 bills ticks 1 (open), 2 and 3 and continues as new; run 2 bills 4 and 5 (5 of 10) and completes
+        const continued = await openStream(client!, streamRequest('rec-stream-can', { ratePerTick: 10, maxTotal: 45, tickIntervalMs: 200 }), { historyTicksMax: 2 });
+        expectReceipt(continued.opened, { status: 'STREAMING', ticks: 1, totalPaid: 10 });
+        const canReceipt = await continued.handle.result(); // follows the runs to the last one
+        expectReceipt(canReceipt, { status: 'CONFIRMED', reason: 'completed', closedBy: 'system', ticks: 5, totalPaid: 45 });
+        const lastRun = client!.workflow.getHandle(continued.handle.workflowId, (await continued.handle.describe()).runId);
+        const lastStarted = (await lastRun.fetchHistory()).events?.[0]?.workflowExecutionStartedEventAttributes;
+        if (!lastStarted?.continuedExecutionRunId || !lastStarted.firstExecutionRunId) throw new Error('rec-stream-can did not continue as new');
+        const firstRun = client!.workflow.getHandle(continued.handle.workflowId, lastStarted.firstExecutionRunId);
+        if ((await firstRun.describe()).status.name !== 'CONTINUED_AS_NEW') throw new Error('the first run of rec-stream-can did not end in continue-as-new');
+        files.push(await save('stream-continued-first-run', firstRun));
+        files.push(await save('stream-continued-last-run', lastRun));
+
+        // 6. streamWorkflow that cannot open: the escrow hold is refused, the stream is recorded FAILED and nothing is charged
+        const refusedStream = await openStream(client!, streamRequest('rec-stream-poor', { ratePerTick: 1, maxTotal: 5000, tickIntervalMs: 200 }));
+        expectReceipt(refusedStream.opened, { status: 'FAILED', ticks: 0, totalPaid: 0 });
+        expectReceipt(await refusedStream.handle.result(), { status: 'FAILED' });
+        files.push(await save('stream-open-failed', refusedStream.handle));
       });
     } finally {
       await connection.close();

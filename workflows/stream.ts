@@ -1,4 +1,4 @@
-import { condition, continueAsNew, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { condition, continueAsNew, patched, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { SA_STATUS } from '../src/domain/searchAttributes';
 import { effectiveGraceMs, tickDueAtMs, type CloseReason, type StreamProgress, type StreamReceipt, type StreamRequest } from '../src/domain/streams';
@@ -12,6 +12,12 @@ const { openStream, billTick, closeStream } = proxyActivities<Activities>({
 
 /** Ticks per run before continue-as-new keeps the history bounded. */
 export const HISTORY_TICKS_MAX = 500;
+
+/**
+ * Patch: a tick that is already due is billed at once, without a timer. Runs that
+ * reached an overdue tick before it replay the old path (a 1 ms timer per overdue tick).
+ */
+export const OVERDUE_TICK_AT_ONCE_PATCH = 'stream-overdue-tick-at-once';
 
 export interface StreamWorkflowOptions {
   historyTicksMax?: number;
@@ -70,7 +76,11 @@ export async function streamWorkflow(request: StreamRequest, options: StreamWork
     }
     const tick: number = progress.lastTick + 1;
     const waitMs = Math.max(0, tickDueAtMs(progress.openedAtMs, request.tickIntervalMs, tick) - Date.now());
-    if (await condition(() => cancel !== undefined, waitMs)) break;
+    // A tick already due (the worker was down, a timer fired late) is billed now:
+    // condition(fn, 0) would still start a timer, one per overdue tick, and a stream
+    // whose timers take longer than its interval would never catch up.
+    const overdue = waitMs === 0 && patched(OVERDUE_TICK_AT_ONCE_PATCH);
+    if (overdue ? cancel !== undefined : await condition(() => cancel !== undefined, waitMs)) break;
     const outcome = await billTick(request.ref, tick);
     progress = { ...progress, lastTick: tick };
     if (outcome.kind === 'billed') {

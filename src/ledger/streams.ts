@@ -105,7 +105,9 @@ async function billTickIn(client: PoolClient, s: StreamRow, tick: number): Promi
   const { payerSeen, payeeSeen, now } = await lastSeen(client, s);
   if (s.liveness_timeout_ms !== null) {
     const silentMs = silenceMs(now.getTime(), payerSeen.getTime(), payeeSeen.getTime());
-    if (silentMs > s.liveness_timeout_ms) {
+    // `now` arrives cut to the millisecond but billed_at keeps now()'s microseconds: a
+    // silence measured at exactly the timeout is up to 1 ms longer, so it is not billed
+    if (silentMs >= s.liveness_timeout_ms) {
       await client.query(
         `insert into stream_skips (stream_ref, tick, reason, silent_ms) values ($1, $2, 'partition', $3) on conflict do nothing`,
         [s.ref, tick, silentMs],

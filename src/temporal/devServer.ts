@@ -20,6 +20,8 @@ export interface DevServerOptions {
   uiPort?: number;
   logLevel?: 'debug' | 'info' | 'warn' | 'error';
   inheritOutput?: boolean;
+  /** Server dynamic config (`--dynamic-config-value KEY=JSON`), e.g. `{ 'history.timerProcessorMaxTimeShift': '10ms' }`. */
+  dynamicConfig?: Record<string, unknown>;
 }
 
 /** Starts `temporal server start-dev` and waits until its frontend answers. */
@@ -30,6 +32,7 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
     mkdirSync(dirname(opts.dbFile), { recursive: true });
     args.push('--db-filename', opts.dbFile);
   }
+  for (const [key, value] of Object.entries(opts.dynamicConfig ?? {})) args.push('--dynamic-config-value', `${key}=${JSON.stringify(value)}`);
   if (opts.uiPort) args.push('--ui-port', String(opts.uiPort));
   else args.push('--headless');
   const child = spawn(opts.cliPath, args, { stdio: ['ignore', opts.inheritOutput ? 'inherit' : 'ignore', 'inherit'] });

@@ -59,4 +59,14 @@ describe('recorded workflow histories replay against the current workflow code',
     await expect(replay).rejects.toBeInstanceOf(DeterminismViolationError);
     await expect(replay).rejects.toThrow(/nondetermin/i);
   });
+
+  test('the check has teeth for streams: a streamWorkflow that continues as new one tick later is rejected', async () => {
+    const continued = recorded.find((r) => r.name === 'stream-continued-first-run');
+    expect(continued).toBeDefined();
+    expect(continued!.history.events.at(-1)!.eventType).toMatch(/CONTINUED_AS_NEW/);
+    const divergent: ReplayWorkerOptions = { workflowsPath: require.resolve('../fixtures/divergent-stream') };
+    const replay = Worker.runReplayHistory(divergent, continued!.history, 'replay-divergent-stream');
+    await expect(replay).rejects.toBeInstanceOf(DeterminismViolationError);
+    await expect(replay).rejects.toThrow(/nondetermin/i);
+  });
 });

@@ -12,12 +12,24 @@ export interface TestDatabase {
   drop(): Promise<void>;
 }
 
+export interface TestDatabaseOptions {
+  /**
+   * `false`: commits return before the WAL reaches the disk (synchronous_commit = off).
+   * A commit can then be lost only if PostgreSQL itself crashes, never half-applied, and
+   * no test crashes PostgreSQL; tests that commit thousands of transactions one after
+   * another (a long stream) save the fsync on each. Default: durable, as in production.
+   */
+  durableCommits?: boolean;
+}
+
 /** A fresh, migrated database for one test file; `drop()` removes it. */
-export async function createTestDatabase(): Promise<TestDatabase> {
+export async function createTestDatabase(options: TestDatabaseOptions = {}): Promise<TestDatabase> {
   const name = `sluice_test_${randomBytes(6).toString('hex')}`;
   const admin = new pg.Client({ connectionString: SERVER_URL });
   await admin.connect();
   await admin.query(`create database ${name}`);
+  // a database default: every session on it (the migrations, the pool) starts with it
+  if (options.durableCommits === false) await admin.query(`alter database ${name} set synchronous_commit = off`);
   await admin.end();
   const url = withDatabase(SERVER_URL, name);
   await migrate(url);

@@ -1,0 +1,49 @@
+import { runAudit } from '../../src/audit';
+import { createAccount } from '../../src/ledger/accounts';
+import { createParty } from '../../src/ledger/parties';
+import { billTick, openStream } from '../../src/ledger/streams';
+import { deposit } from '../../src/ledger/transfers';
+import { createTestDatabase, type TestDatabase } from '../support/db';
+
+/**
+ * No overbill on partition, at the boundary: a party last seen almost exactly the
+ * liveness timeout ago. The ledger decides on times it reads in milliseconds while
+ * PostgreSQL (billed_at, and the auditor) keeps microseconds, so a silence that
+ * measures exactly the timeout may be up to 1 ms longer: it must not be billed.
+ */
+const TIMEOUT_MS = 50;
+const ATTEMPTS = 300;
+let db: TestDatabase;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  await createParty(db.pool, { id: 'payer', name: 'payer' });
+  await createParty(db.pool, { id: 'payee', name: 'payee' });
+  await createAccount(db.pool, { id: 'payer.w', ownerId: 'payer', kind: 'user' });
+  await createAccount(db.pool, { id: 'payee.w', ownerId: 'payee', kind: 'user' });
+  await deposit(db.pool, { key: 'fund', accountId: 'payer.w', amount: 1_000_000 });
+});
+afterAll(() => db?.drop());
+
+test('ticks billed right at the liveness timeout pass the auditor: none was billed after a silence longer than the timeout', async () => {
+  await openStream(db.pool, {
+    ref: 'edge', payer: 'payer', payee: 'payee', payerAccountId: 'payer.w', payeeAccountId: 'payee.w',
+    ratePerTick: 1, maxTotal: 1_000_000, tickIntervalMs: 1_000, mode: 'payg', livenessTimeoutMs: TIMEOUT_MS,
+  });
+  const outcomes: Record<string, number> = {};
+  for (let tick = 2; tick < 2 + ATTEMPTS; tick++) {
+    // the payer just now, the payee a hair under the timeout before the billing transaction starts
+    await db.pool.query(
+      `insert into party_heartbeats (party_id, last_seen_at) values ('payer', clock_timestamp()), ('payee', clock_timestamp() - $1 * interval '1 millisecond')
+       on conflict (party_id) do update set last_seen_at = excluded.last_seen_at`,
+      [TIMEOUT_MS - 1 - Math.random() * 2],
+    );
+    const outcome = await billTick(db.pool, 'edge', tick);
+    outcomes[outcome.kind] = (outcomes[outcome.kind] ?? 0) + 1;
+  }
+  // both sides of the boundary were exercised
+  expect(outcomes.billed).toBeGreaterThan(0);
+  expect(outcomes.skipped).toBeGreaterThan(0);
+  const overbill = (await runAudit(db.pool)).checks.find((c) => c.name === 'streams.no_overbill_on_partition')!;
+  expect(overbill).toMatchObject({ ok: true, violations: 0 });
+});

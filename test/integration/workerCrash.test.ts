@@ -1,0 +1,314 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes, randomInt } from 'node:crypto';
+import { join } from 'node:path';
+import { WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
+import { temporal } from '@temporalio/proto';
+import { runAudit } from '../../src/audit';
+import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS } from '../../src/domain/searchAttributes';
+import { streamWorkflowId, type StreamMode, type StreamReceipt, type StreamRequest } from '../../src/domain/streams';
+import { createAccount, getAccount } from '../../src/ledger/accounts';
+import { createParty } from '../../src/ledger/parties';
+import { deposit } from '../../src/ledger/transfers';
+import { connectClient } from '../../src/temporal/connection';
+import { streamWorkflow } from '../../workflows';
+import { cancelStreamSignal, streamOpenedUpdate } from '../../workflows/definitions';
+import { createTestDatabase, type TestDatabase } from '../support/db';
+
+/**
+ * The worker dies mid-stream, more than once: `sluice worker` runs as a separate
+ * process (exactly as deployed: `node --import tsx src/cli.ts worker`) and is
+ * SIGKILLed at a random moment while five streams are billing, then restarted.
+ * Whatever was in flight (a billing transaction, a workflow task, a timer) is
+ * retried or replayed by Temporal; the ledger must still bill every tick at most
+ * once, with no gaps, and balance to the unit.
+ *
+ * Each kill waits until the restarted worker is billing again, so that every kill
+ * lands on work in flight: Temporal gives up on a dead worker only after its
+ * timeouts (a started workflow task or the dead worker's sticky queue: 10 s; a
+ * started activity: its 30 s start-to-close), so back-to-back kills would mostly hit
+ * a worker with nothing to do.
+ */
+const ROOT = join(__dirname, '..', '..');
+const STREAMS = 5;
+const TICK_INTERVAL_MS = 300;
+const KILLS = 4;
+/** After a restart, billing resumes once Temporal gives up on the dead worker (10 s workflow task / sticky queue timeouts, 30 s for an activity). */
+const RESUME_TIMEOUT_MS = 60_000;
+const RATE = 3;
+const MAX_TOTAL = 1_000_000;
+/** A worker start bundles workflows/ (several seconds on this machine kind). */
+const WORKER_START_TIMEOUT_MS = 60_000;
+/** An activity killed mid-flight is retried only after its start-to-close timeout (30 s). */
+const SETTLE_TIMEOUT_MS = 120_000;
+
+let db: TestDatabase;
+let client: Client;
+let worker: ChildProcess | undefined;
+let workerLog = '';
+const taskQueue = `crash-${randomBytes(4).toString('hex')}`;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function startWorker(): ChildProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'worker'], {
+    cwd: ROOT,
+    env: {
+      ...process.env,
+      DATABASE_URL: db.url,
+      TEMPORAL_ADDRESS: process.env.SLUICE_TEST_TEMPORAL_ADDRESS,
+      TEMPORAL_NAMESPACE: 'default',
+      SLUICE_TASK_QUEUE: taskQueue,
+      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const keep = (chunk: Buffer) => {
+    workerLog = (workerLog + chunk.toString()).slice(-20_000);
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  return child;
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+/** Until the server has seen this process poll both the workflow and the activity task queue. */
+async function untilPolling(child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + WORKER_START_TIMEOUT_MS;
+  const identity = `${child.pid}@`;
+  const polling = async (taskQueueType: temporal.api.enums.v1.TaskQueueType) => {
+    const res = await client.workflowService.describeTaskQueue({ namespace: 'default', taskQueue: { name: taskQueue }, taskQueueType });
+    return (res.pollers ?? []).some((p) => p.identity?.startsWith(identity));
+  };
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`the worker exited with ${child.exitCode}:\n${workerLog}`);
+    const { TASK_QUEUE_TYPE_WORKFLOW, TASK_QUEUE_TYPE_ACTIVITY } = temporal.api.enums.v1.TaskQueueType;
+    if ((await polling(TASK_QUEUE_TYPE_WORKFLOW)) && (await polling(TASK_QUEUE_TYPE_ACTIVITY))) return;
+    await sleep(200);
+  }
+  throw new Error(`the worker (pid ${child.pid}) did not poll ${taskQueue} within ${WORKER_START_TIMEOUT_MS} ms:\n${workerLog}`);
+}
+
+/** Opens a stream as the API does: update-with-start, returning once tick 1 has settled. */
+async function openStream(ref: string, mode: StreamMode): Promise<{ opened: StreamReceipt; handle: WorkflowHandle<typeof streamWorkflow> }> {
+  const request: StreamRequest = {
+    ref,
+    payer: 'buyer',
+    payee: 'seller',
+    payerAccountId: 'buyer.w',
+    payeeAccountId: 'seller.w',
+    ratePerTick: RATE,
+    maxTotal: MAX_TOTAL,
+    tickIntervalMs: TICK_INTERVAL_MS,
+    mode,
+  };
+  const startWorkflowOperation = new WithStartWorkflowOperation(streamWorkflow, {
+    workflowId: streamWorkflowId(ref),
+    taskQueue,
+    args: [request, {}],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    typedSearchAttributes: [
+      { key: SA_KIND, value: 'stream' },
+      { key: SA_PAYER, value: request.payer },
+      { key: SA_PAYEE, value: request.payee },
+      { key: SA_STATUS, value: 'STREAMING' },
+    ],
+  });
+  const opened = await client.workflow.executeUpdateWithStart(streamOpenedUpdate, { startWorkflowOperation });
+  return { opened, handle: await startWorkflowOperation.workflowHandle() };
+}
+
+/** Resolves with `promise`, or rejects after `ms` with the worker's recent output. */
+function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms; worker output:\n${workerLog}`)), ms);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}
+
+beforeAll(async () => {
+  if (!process.env.SLUICE_TEST_TEMPORAL_ADDRESS) throw new Error('the jest globalSetup did not start Temporal');
+  db = await createTestDatabase();
+  client = await connectClient(process.env.SLUICE_TEST_TEMPORAL_ADDRESS, 'default');
+  await createParty(db.pool, { id: 'buyer', name: 'Buyer' });
+  await createParty(db.pool, { id: 'seller', name: 'Seller' });
+  await createAccount(db.pool, { id: 'buyer.w', ownerId: 'buyer', kind: 'user' });
+  await createAccount(db.pool, { id: 'seller.w', ownerId: 'seller', kind: 'user' });
+  await deposit(db.pool, { key: 'fund-buyer', accountId: 'buyer.w', amount: STREAMS * MAX_TOTAL });
+});
+
+afterAll(async () => {
+  if (worker && worker.exitCode === null && worker.signalCode === null) {
+    // a graceful stop (the SDK drains on SIGTERM); a worker that hangs is killed
+    worker.kill('SIGTERM');
+    const force = setTimeout(() => worker?.kill('SIGKILL'), 15_000);
+    await exited(worker);
+    clearTimeout(force);
+  }
+  await client?.connection.close();
+  await db?.drop();
+});
+
+describe('a worker process killed mid-stream', () => {
+  test(`SIGKILLed ${KILLS} times at random moments: every tick billed at most once, no gaps, the books balance`, async () => {
+    const t0 = Date.now();
+    worker = startWorker();
+    await untilPolling(worker);
+    const startMs = [Date.now() - t0];
+
+    const refs = Array.from({ length: STREAMS }, (_, i) => `crash-${i}-${randomBytes(3).toString('hex')}`);
+    // escrow and pay-as-you-go both take the retried path
+    const streams = await Promise.all(refs.map((ref, i) => openStream(ref, i % 2 === 0 ? 'escrow' : 'payg')));
+    for (const s of streams) expect(s.opened).toMatchObject({ status: 'STREAMING', ticks: 1, totalPaid: RATE });
+
+    /** Each stream's last tick (billed or skipped), from the ledger. */
+    const lastTicks = async () =>
+      new Map((await db.pool.query(`select ref, last_tick from streams where ref = any($1)`, [refs])).rows.map((r) => [r.ref as string, r.last_tick as number]));
+    /** Until `enough` says the streams have moved on from `since`. */
+    const untilBilled = async (since: Map<string, number>, enough: (moved: number) => boolean, what: string) => {
+      const deadline = Date.now() + RESUME_TIMEOUT_MS;
+      for (;;) {
+        const now = await lastTicks();
+        if (enough(refs.filter((r) => now.get(r)! > since.get(r)!).length)) return;
+        if (Date.now() > deadline) throw new Error(`${what}: no billing within ${RESUME_TIMEOUT_MS} ms; worker output:\n${workerLog}`);
+        await sleep(100);
+      }
+    };
+
+    const killedAt: number[] = [];
+    const resumedMs: number[] = [];
+    for (let k = 0; k < KILLS; k++) {
+      // a random moment while the streams are billing on this worker
+      const since = await lastTicks();
+      const polled = Date.now();
+      await untilBilled(since, (moved) => moved > 0, `worker ${k + 1}`);
+      resumedMs.push(Date.now() - polled);
+      await sleep(randomInt(0, 1_500));
+      const dying = worker;
+      dying.kill('SIGKILL');
+      await exited(dying);
+      expect(dying.signalCode).toBe('SIGKILL');
+      killedAt.push(Date.now() - t0);
+      const restart = Date.now();
+      worker = startWorker();
+      await untilPolling(worker);
+      startMs.push(Date.now() - restart);
+    }
+    // every stream bills on the last worker before the end
+    const sinceLast = await lastTicks();
+    const polled = Date.now();
+    await untilBilled(sinceLast, (moved) => moved === STREAMS, 'the last worker');
+    resumedMs.push(Date.now() - polled);
+    // how far the streams fell behind the clock while workers died (the ticks that came due
+    // then are billed now, back to back, not lost: streamCatchUp.test.ts checks the pace)
+    const behind = async () =>
+      (
+        await db.pool.query(
+          `select max(floor(extract(epoch from clock_timestamp() - opened_at) * 1000 / tick_interval_ms)::int + 1 - last_tick) as n from streams where ref = any($1)`,
+          [refs],
+        )
+      ).rows[0].n as number;
+    const behindAtResume = await behind();
+    await sleep(2_000);
+    const behindAtCancel = await behind();
+
+    const cancelledAt = Date.now();
+    await Promise.all(streams.map((s) => s.handle.signal(cancelStreamSignal, { by: 'buyer', reason: 'crash test over' })));
+    const receipts = await within(SETTLE_TIMEOUT_MS, Promise.all(streams.map((s) => s.handle.result())), 'closing the streams');
+    const settleMs = Date.now() - cancelledAt;
+
+    let billed = 0;
+    let duplicates = 0;
+    let retriedBillings = 0;
+    let committedBeforeRetry = 0;
+    let timedOutWorkflowTasks = 0;
+    for (const [i, ref] of refs.entries()) {
+      const receipt = receipts[i]!;
+      expect(receipt).toMatchObject({ ref, status: 'CONFIRMED', reason: 'cancelled', closedBy: 'buyer' });
+
+      const ticks = (await db.pool.query(`select tick, amount, transfer_id from stream_ticks where stream_ref = $1 order by tick`, [ref])).rows;
+      const transfers = (
+        await db.pool.query(`select id, tick::int as tick, amount, idempotency_key, created_at from transfers where stream_ref = $1 and kind = 'stream_tick' order by tick, id`, [
+          ref,
+        ])
+      ).rows;
+      const skips = (await db.pool.query(`select tick from stream_skips where stream_ref = $1 order by tick`, [ref])).rows.map((r) => r.tick);
+      const row = (await db.pool.query(`select status, paid, ticks_billed, last_tick, closed_at from streams where ref = $1`, [ref])).rows[0];
+
+      // at most once: no tick number appears twice, neither as a billed tick nor as a transfer
+      const tickNumbers = ticks.map((t) => t.tick);
+      const transferTicks = transfers.map((t) => t.tick);
+      duplicates += tickNumbers.length - new Set(tickNumbers).size + (transferTicks.length - new Set(transferTicks).size);
+      expect(new Set(tickNumbers).size).toBe(tickNumbers.length);
+      expect(new Set(transferTicks).size).toBe(transferTicks.length);
+      expect(transferTicks).toEqual(tickNumbers);
+      expect(transfers.map((t) => t.id)).toEqual(ticks.map((t) => t.transfer_id));
+      expect(transfers.map((t) => t.idempotency_key)).toEqual(tickNumbers.map((n) => `stream:${ref}:tick:${n}`));
+
+      // contiguous: ticks 1..last, each either billed or recorded as skipped
+      const last = Math.max(0, ...tickNumbers, ...skips);
+      expect([...tickNumbers, ...skips].sort((a, b) => a - b)).toEqual(Array.from({ length: last }, (_, n) => n + 1));
+      expect(row.last_tick).toBe(last);
+
+      // paid == the sum of its ticks == the sum of its tick transfers == the receipt
+      const sumTicks = ticks.reduce((a, t) => a + t.amount, 0);
+      const sumTransfers = transfers.reduce((a, t) => a + t.amount, 0);
+      expect(row).toMatchObject({ status: 'closed', paid: sumTicks, ticks_billed: ticks.length });
+      expect(sumTransfers).toBe(sumTicks);
+      expect(receipt).toMatchObject({ totalPaid: sumTicks, ticks: ticks.length });
+      expect(sumTicks).toBe(RATE * ticks.length);
+      // no drain after close
+      for (const t of transfers) expect(t.created_at.getTime()).toBeLessThanOrEqual(row.closed_at.getTime());
+      billed += ticks.length;
+
+      // what the kills hit, from the workflow's history: billTick attempts retried after a
+      // kill, and among them those whose first attempt had committed (its result lost with
+      // the worker): the retry must have found the tick billed and billed nothing
+      const events = (await streams[i]!.handle.fetchHistory()).events ?? [];
+      const tickOf = new Map<string, number>();
+      for (const e of events) {
+        const a = e.activityTaskScheduledEventAttributes;
+        if (a?.activityType?.name === 'billTick') {
+          const args = (a.input?.payloads ?? []).map((p) => JSON.parse(Buffer.from(p.data ?? new Uint8Array()).toString('utf8')));
+          tickOf.set(String(e.eventId), args[1]);
+        }
+        if (e.workflowTaskTimedOutEventAttributes) timedOutWorkflowTasks++;
+      }
+      const billedAt = new Map((await db.pool.query(`select tick, billed_at from stream_ticks where stream_ref = $1`, [ref])).rows.map((r) => [r.tick, r.billed_at]));
+      for (const e of events) {
+        const a = e.activityTaskStartedEventAttributes;
+        const tick = tickOf.get(String(a?.scheduledEventId));
+        if (!a || tick === undefined || (a.attempt ?? 1) <= 1) continue;
+        retriedBillings++;
+        const startedMs = Number(e.eventTime?.seconds ?? 0) * 1000 + Math.floor((e.eventTime?.nanos ?? 0) / 1e6);
+        if (billedAt.get(tick) && billedAt.get(tick)!.getTime() < startedMs) committedBeforeRetry++;
+      }
+    }
+
+    // the books: the payer holds nothing once everything is closed, and all balances sum to zero
+    const buyer = await getAccount(db.pool, 'buyer.w');
+    const seller = await getAccount(db.pool, 'seller.w');
+    expect(buyer.held).toBe(0);
+    expect(seller.balance).toBe(RATE * billed);
+    expect(buyer.balance).toBe(STREAMS * MAX_TOTAL - RATE * billed);
+    expect((await db.pool.query(`select sum(balance)::bigint as sum from accounts`)).rows[0].sum).toBe(0);
+    expect((await db.pool.query(`select count(*)::int as n from holds where status = 'open'`)).rows[0].n).toBe(0);
+    expect(duplicates).toBe(0);
+    expect(killedAt).toHaveLength(KILLS);
+    const audit = await runAudit(db.pool);
+    expect(audit.checks.filter((c) => !c.ok)).toEqual([]);
+
+    console.log(
+      `worker crash: ${KILLS} SIGKILLs at ${killedAt.map((ms) => `${(ms / 1000).toFixed(1)}s`).join(', ')}; ` +
+        `worker starts ${startMs.map((ms) => `${(ms / 1000).toFixed(1)}s`).join(', ')}; ` +
+        `billing resumed after ${resumedMs.map((ms) => `${(ms / 1000).toFixed(1)}s`).join(', ')}; ` +
+        `at most ${behindAtResume} ticks behind the clock at the last resume, ${behindAtCancel} at the cancel 2 s later; ` +
+        `${billed} ticks billed over ${STREAMS} streams (${receipts.map((r) => r.ticks).join('/')}), duplicates ${duplicates}; ` +
+        `${timedOutWorkflowTasks} workflow tasks timed out, ${retriedBillings} billTick retries (${committedBeforeRetry} after a commit whose result was lost); ` +
+        `closed ${(settleMs / 1000).toFixed(1)}s after the cancel, ${((Date.now() - t0) / 1000).toFixed(1)}s in all`,
+    );
+  }, (WORKER_START_TIMEOUT_MS + RESUME_TIMEOUT_MS) * (KILLS + 1) + SETTLE_TIMEOUT_MS + 60_000);
+});
