@@ -15,6 +15,8 @@ let admin: ReturnType<typeof api>;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const TICK_INTERVAL_MS = 200;
 const HELD_MS = 3_000;
+/** Generous for a loaded machine (~1-4 s here); with a timer per overdue tick the stream only falls further behind. */
+const CATCH_UP_WITHIN_MS = 10_000;
 
 beforeAll(async () => {
   stack = await startTestStack();
@@ -52,10 +54,10 @@ test('a stream held up for 3 s bills the ticks that came due at once and is leve
     blocker.release();
   }
 
-  // level again (at most the tick in flight behind) long before ~15 timer round trips could pass
+  // level again (at most the tick in flight behind)
   const released = Date.now();
   let lag = await behind('st-late');
-  while (lag > 1 && Date.now() - released < 5_000) {
+  while (lag > 1 && Date.now() - released < CATCH_UP_WITHIN_MS) {
     await sleep(20);
     lag = await behind('st-late');
   }
