@@ -904,6 +904,9 @@ function printTable(r: Report): void {
 
 // ------------------------------------------------------------------ main
 
+/** Ctrl-C, a kill or an error outside the run's own awaits ends the run; cleanup still runs. */
+const abort = new AbortController();
+
 async function main(): Promise<void> {
   const o = parseOptions();
   const runId = randomBytes(3).toString('hex');
@@ -912,7 +915,6 @@ async function main(): Promise<void> {
 
   // Ctrl-C or a kill ends the run and still stops everything and drops the database.
   // The SDK's own signal handling is off (shutdownSignals: []) so the order is ours.
-  const abort = new AbortController();
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => abort.abort(new Error(`interrupted (${sig})`)));
   Runtime.install({
     logger: new DefaultLogger('WARN'),
@@ -954,6 +956,9 @@ async function main(): Promise<void> {
       port: await freePort(),
       dynamicConfig: o.timerShiftMs === undefined ? undefined : { 'history.timerProcessorMaxTimeShift': `${o.timerShiftMs}ms` },
     });
+    // if this process dies anyway, the dev server goes with it
+    const serverProcess = devServer.process;
+    process.once('exit', () => serverProcess.exitCode === null && serverProcess.signalCode === null && serverProcess.kill('SIGKILL'));
     if (abort.signal.aborted) throw abort.signal.reason;
 
     const taskQueue = `bench-streams-${runId}`;
@@ -1026,7 +1031,10 @@ async function main(): Promise<void> {
         verification,
       };
     };
-    const { streamsPhase, barePhase: bare, sequence, verification } = await Promise.race([body(), workerDown, aborted]);
+    const { streamsPhase, barePhase: bare, sequence, verification } = await Promise.race([body(), workerDown, aborted]).catch((error: unknown) => {
+      log(`failed: ${error instanceof Error ? error.message : String(error)}; stopping everything`);
+      throw error;
+    });
 
     const report: Report = {
       temporalCli: cli.version,
@@ -1056,6 +1064,10 @@ async function main(): Promise<void> {
     else printTable(report);
     if (!verification.ok) process.exitCode = 1;
   } finally {
+    // Calls still in flight after a failure (the other opens, a retrying RPC) fail as
+    // their connection closes; some of them throw from timers, outside any await.
+    // While we clean up, such errors are noted, not fatal, so the database is dropped.
+    closing = true;
     if (worker && running) {
       if (worker.getState() === 'RUNNING') worker.shutdown();
       await running.catch(() => undefined);
@@ -1072,6 +1084,18 @@ async function main(): Promise<void> {
     }
   }
 }
+
+let closing = false;
+const duringCleanup = (error: unknown) => {
+  if (closing) {
+    log(`ignored while stopping: ${error instanceof Error ? error.message : String(error)}`);
+    return;
+  }
+  // not ours to ignore: end the run the way an interrupt does (it still cleans up)
+  abort.abort(error instanceof Error ? error : new Error(String(error)));
+};
+process.on('uncaughtException', duringCleanup);
+process.on('unhandledRejection', duringCleanup);
 
 main().catch((error: unknown) => {
   console.error('bench failed:', error instanceof Error ? error.message : error);
