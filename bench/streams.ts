@@ -70,6 +70,7 @@ import { resolveTool, TEMPORAL_CLI } from '../src/temporal/tools';
 import { cancelStreamSignal, streamOpenedUpdate } from '../workflows/definitions';
 import { streamWorkflow } from '../workflows/stream';
 import { bareCancelSignal, bareOpenedUpdate, bareTickWorkflow, bareWorkflowId, type BareActivities, type BareReceipt } from './bareTickWorkflow';
+import { startStreamWorkflow } from '../src/temporal/streams';
 
 const log = (line: string) => console.error(`bench: ${line}`);
 
@@ -530,20 +531,7 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }>
 
 function startStream(s: Stack, request: StreamRequest): Promise<StreamReceipt> {
   // exactly as POST /v1/streams does it
-  return withOpenRetries(() => s.client.workflow.executeUpdateWithStart(streamOpenedUpdate, {
-    startWorkflowOperation: new WithStartWorkflowOperation(streamWorkflow, {
-      workflowId: streamWorkflowId(request.ref),
-      taskQueue: s.taskQueue,
-      args: [request, {}],
-      workflowIdConflictPolicy: 'USE_EXISTING',
-      typedSearchAttributes: [
-        { key: SA_KIND, value: 'stream' },
-        { key: SA_PAYER, value: request.payer },
-        { key: SA_PAYEE, value: request.payee },
-        { key: SA_STATUS, value: 'STREAMING' },
-      ],
-    }),
-  }));
+  return withOpenRetries(async () => (await startStreamWorkflow(s.client, s.taskQueue, request)).opened);
 }
 
 function startBare(s: Stack, id: string): Promise<BareReceipt> {

@@ -33,6 +33,7 @@ import { freePort } from '../test/support/globalSetup';
 import { paymentWorkflow, refundWorkflow, streamWorkflow } from '../workflows';
 import { cancelStreamSignal, streamOpenedUpdate, streamViewQuery } from '../workflows/definitions';
 import { OVERDUE_TICK_AT_ONCE_PATCH, type StreamWorkflowOptions } from '../workflows/stream';
+import { startStreamWorkflow } from '../src/temporal/streams';
 
 const HISTORIES_DIR = resolve(__dirname, '..', 'test', 'histories');
 const TASK_QUEUE = 'record-histories';
@@ -78,20 +79,7 @@ async function startRefund(client: Client, request: RefundRequest) {
  * on `stream-<ref>`, waiting on streamOpenedUpdate (tick 1 settled or opening failed).
  */
 async function openStream(client: Client, request: StreamRequest, options: StreamWorkflowOptions = {}) {
-  const startWorkflowOperation = new WithStartWorkflowOperation(streamWorkflow, {
-    workflowId: streamWorkflowId(request.ref),
-    taskQueue: TASK_QUEUE,
-    args: [request, options],
-    workflowIdConflictPolicy: 'USE_EXISTING',
-    typedSearchAttributes: [
-      { key: SA_KIND, value: 'stream' },
-      { key: SA_PAYER, value: request.payer },
-      { key: SA_PAYEE, value: request.payee },
-      { key: SA_STATUS, value: 'STREAMING' },
-    ],
-  });
-  const opened: StreamReceipt = await client.workflow.executeUpdateWithStart(streamOpenedUpdate, { startWorkflowOperation });
-  return { opened, handle: await startWorkflowOperation.workflowHandle() };
+  return startStreamWorkflow(client, TASK_QUEUE, request, options);
 }
 
 const streamRequest = (ref: string, terms: Pick<StreamRequest, 'ratePerTick' | 'maxTotal' | 'tickIntervalMs'>): StreamRequest => ({

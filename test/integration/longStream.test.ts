@@ -16,6 +16,7 @@ import { streamOpenedUpdate } from '../../workflows/definitions';
 import { HISTORY_TICKS_MAX } from '../../workflows/stream';
 import { createTestDatabase, type TestDatabase } from '../support/db';
 import { quietTemporalRuntime } from '../support/temporalRuntime';
+import { startStreamWorkflow } from '../../src/temporal/streams';
 
 /**
  * A long stream on the time-skipping test server: one-second ticks, billed one by
@@ -154,21 +155,8 @@ describe('a long stream on the time-skipping test server', () => {
     };
     const wallStart = Date.now();
     // opened as the API opens it: update-with-start, the update completing once tick 1 has settled
-    const startWorkflowOperation = new WithStartWorkflowOperation(streamWorkflow, {
-      workflowId: streamWorkflowId(ref),
-      taskQueue,
-      args: [request, {}],
-      workflowIdConflictPolicy: 'USE_EXISTING',
-      typedSearchAttributes: [
-        { key: SA_KIND, value: 'stream' },
-        { key: SA_PAYER, value: 'alice' },
-        { key: SA_PAYEE, value: 'bob' },
-        { key: SA_STATUS, value: 'STREAMING' },
-      ],
-    });
-    const opened: StreamReceipt = await env.client.workflow.executeUpdateWithStart(streamOpenedUpdate, { startWorkflowOperation });
+    const { opened, handle } = await startStreamWorkflow(env.client, taskQueue, request);
     expect(opened).toMatchObject({ status: 'STREAMING', ticks: 1, totalPaid: 1 });
-    const handle = await startWorkflowOperation.workflowHandle();
 
     const receipt = await resultOrStall(handle.result(), ref);
     const wallMs = Date.now() - wallStart;

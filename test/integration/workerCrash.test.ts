@@ -10,6 +10,7 @@ import { createAccount, getAccount } from '../../src/ledger/accounts';
 import { createParty } from '../../src/ledger/parties';
 import { deposit } from '../../src/ledger/transfers';
 import { connectClient } from '../../src/temporal/connection';
+import { startStreamWorkflow } from '../../src/temporal/streams';
 import { streamWorkflow } from '../../workflows';
 import { cancelStreamSignal, streamOpenedUpdate } from '../../workflows/definitions';
 import { createTestDatabase, type TestDatabase } from '../support/db';
@@ -104,20 +105,7 @@ async function openStream(ref: string, mode: StreamMode): Promise<{ opened: Stre
     tickIntervalMs: TICK_INTERVAL_MS,
     mode,
   };
-  const startWorkflowOperation = new WithStartWorkflowOperation(streamWorkflow, {
-    workflowId: streamWorkflowId(ref),
-    taskQueue,
-    args: [request, {}],
-    workflowIdConflictPolicy: 'USE_EXISTING',
-    typedSearchAttributes: [
-      { key: SA_KIND, value: 'stream' },
-      { key: SA_PAYER, value: request.payer },
-      { key: SA_PAYEE, value: request.payee },
-      { key: SA_STATUS, value: 'STREAMING' },
-    ],
-  });
-  const opened = await client.workflow.executeUpdateWithStart(streamOpenedUpdate, { startWorkflowOperation });
-  return { opened, handle: await startWorkflowOperation.workflowHandle() };
+  return startStreamWorkflow(client, taskQueue, request);
 }
 
 /** Resolves with `promise`, or rejects after `ms` with the worker's recent output. */

@@ -1,13 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { WithStartWorkflowOperation } from '@temporalio/client';
 import { z } from 'zod';
 import { forbidden, SluiceError } from '../../domain/errors';
-import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS } from '../../domain/searchAttributes';
+import { startStreamWorkflow } from '../../temporal/streams';
 import { accruedUnbilled, streamWorkflowId, tickDueAtMs, type StreamReceipt, type StreamRequest } from '../../domain/streams';
 import { getAccount } from '../../ledger/accounts';
 import { findStream, getStream, recordHeartbeat, toReceipt, type StreamRow } from '../../ledger/streams';
-import { cancelStreamSignal, streamOpenedUpdate } from '../../../workflows/definitions';
-import { streamWorkflow } from '../../../workflows/stream';
+import { cancelStreamSignal } from '../../../workflows/definitions';
 import { ownAccount, type Actor } from '../auth';
 import type { Api } from '../app';
 import * as S from '../schemas';
@@ -87,20 +85,7 @@ export function streamRoutes(app: Api) {
         if (!sameStream(existing, request)) throw new SluiceError('ref_conflict', `stream ref ${ref} is already used by another stream`, { ref });
         return reply.status(200).send(toReceipt(existing));
       }
-      const receipt: StreamReceipt = await temporal.workflow.executeUpdateWithStart(streamOpenedUpdate, {
-        startWorkflowOperation: new WithStartWorkflowOperation(streamWorkflow, {
-          workflowId: streamWorkflowId(ref),
-          taskQueue,
-          args: [request, {}],
-          workflowIdConflictPolicy: 'USE_EXISTING',
-          typedSearchAttributes: [
-            { key: SA_KIND, value: 'stream' },
-            { key: SA_PAYER, value: request.payer },
-            { key: SA_PAYEE, value: request.payee },
-            { key: SA_STATUS, value: 'STREAMING' },
-          ],
-        }),
-      });
+      const { opened: receipt } = await startStreamWorkflow(temporal, taskQueue, request);
       if (receipt.status === 'FAILED') {
         throw new SluiceError('insufficient_funds', `stream ${ref} failed to open: ${receipt.failure}; nothing was charged`, { stream: receipt });
       }
