@@ -61,16 +61,14 @@ import pg from 'pg';
 import { createActivities } from '../activities';
 import { migrate } from '../src/db/migrate';
 import { createPool, withDatabase, type Pool } from '../src/db/pool';
-import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS } from '../src/domain/searchAttributes';
 import { streamWorkflowId, tickDueAtMs, type StreamReceipt, type StreamRequest } from '../src/domain/streams';
 import { createAccount } from '../src/ledger/accounts';
 import { deposit } from '../src/ledger/transfers';
 import { startDevServer, type DevServer } from '../src/temporal/devServer';
-import { resolveTool, TEMPORAL_CLI } from '../src/temporal/tools';
-import { cancelStreamSignal, streamOpenedUpdate } from '../workflows/definitions';
-import { streamWorkflow } from '../workflows/stream';
-import { bareCancelSignal, bareOpenedUpdate, bareTickWorkflow, bareWorkflowId, type BareActivities, type BareReceipt } from './bareTickWorkflow';
 import { startStreamWorkflow } from '../src/temporal/streams';
+import { resolveTool, TEMPORAL_CLI } from '../src/temporal/tools';
+import { cancelStreamSignal } from '../workflows/definitions';
+import { bareCancelSignal, bareOpenedUpdate, bareTickWorkflow, bareWorkflowId, type BareActivities, type BareReceipt } from './bareTickWorkflow';
 
 const log = (line: string) => console.error(`bench: ${line}`);
 
@@ -530,7 +528,7 @@ async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }>
 }
 
 function startStream(s: Stack, request: StreamRequest): Promise<StreamReceipt> {
-  // exactly as POST /v1/streams does it
+  // the way POST /v1/streams opens one (update-with-start, search attributes)
   return withOpenRetries(async () => (await startStreamWorkflow(s.client, s.taskQueue, request)).opened);
 }
 
