@@ -50,7 +50,6 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, Connection, WithStartWorkflowOperation, WorkflowUpdateRPCTimeoutOrCancelledError, type WorkflowHandle } from '@temporalio/client';
@@ -69,6 +68,7 @@ import { startStreamWorkflow } from '../src/temporal/streams';
 import { resolveTool, TEMPORAL_CLI } from '../src/temporal/tools';
 import { cancelStreamSignal } from '../workflows/definitions';
 import { bareCancelSignal, bareOpenedUpdate, bareTickWorkflow, bareWorkflowId, type BareActivities, type BareReceipt } from './bareTickWorkflow';
+import { freePort } from '../src/dev/ports';
 
 const log = (line: string) => console.error(`bench: ${line}`);
 
@@ -154,16 +154,6 @@ async function onServer<T extends pg.QueryResultRow>(url: string, sql: string): 
   }
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 // ------------------------------------------------------------------ statistics
 

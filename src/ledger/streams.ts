@@ -165,28 +165,9 @@ export async function openStream(pool: Pool, request: StreamRequest): Promise<St
               reference: { stream: request.ref },
             })
           : undefined;
-      const { rows } = await client.query<StreamRow>(
-        `insert into streams (ref, payer, payee, payer_account_id, payee_account_id, rate_per_tick, max_total, tick_interval_ms,
-                              mode, liveness_timeout_ms, grace_ms, hold_id, status, workflow_id)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'open', $13) returning *`,
-        [
-          request.ref,
-          request.payer,
-          request.payee,
-          request.payerAccountId,
-          request.payeeAccountId,
-          request.ratePerTick,
-          request.maxTotal,
-          request.tickIntervalMs,
-          request.mode,
-          request.livenessTimeoutMs ?? null,
-          request.graceMs ?? null,
-          hold?.id ?? null,
-          streamWorkflowId(request.ref),
-        ],
-      );
+      const opened = (await insertStream(client, request, { holdId: hold?.id }))!;
       await appendEvent(client, { type: 'stream.opened', subject: request.ref, payload: { ...request }, parties: [request.payer, request.payee] });
-      const first = await billTickIn(client, rows[0]!, 1);
+      const first = await billTickIn(client, opened, 1);
       if (first.kind === 'insufficient_funds') throw new SluiceError('insufficient_funds', 'the payer cannot pay the first tick');
       return toReceipt((await findStream(client, request.ref))!);
     });
@@ -196,29 +177,29 @@ export async function openStream(pool: Pool, request: StreamRequest): Promise<St
   }
 }
 
+/**
+ * The stream row: `open` with its escrow hold, or `failed` (closed at once, the
+ * failure recorded). A failed row yields to a row already there (the first word wins).
+ */
+async function insertStream(client: PoolClient, r: StreamRequest, opts: { holdId?: number; failure?: string }): Promise<StreamRow | undefined> {
+  const failed = opts.failure !== undefined;
+  const { rows } = await client.query<StreamRow>(
+    `insert into streams (ref, payer, payee, payer_account_id, payee_account_id, rate_per_tick, max_total, tick_interval_ms,
+                          mode, liveness_timeout_ms, grace_ms, hold_id, status, closed_at, close_reason, failure, workflow_id)
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, case when $14 then now() end, case when $14 then 'insufficient_funds' end, $15, $16)
+     ${failed ? 'on conflict (ref) do nothing' : ''} returning *`,
+    [r.ref, r.payer, r.payee, r.payerAccountId, r.payeeAccountId, r.ratePerTick, r.maxTotal, r.tickIntervalMs, r.mode,
+     r.livenessTimeoutMs ?? null, r.graceMs ?? null, opts.holdId ?? null, failed ? 'failed' : 'open', failed, opts.failure ?? null,
+     streamWorkflowId(r.ref)],
+  );
+  return rows[0];
+}
+
 async function recordFailedOpen(pool: Pool, request: StreamRequest, failure: string): Promise<StreamReceipt> {
   return withTransaction(pool, async (client) => {
-    const { rows } = await client.query<StreamRow>(
-      `insert into streams (ref, payer, payee, payer_account_id, payee_account_id, rate_per_tick, max_total, tick_interval_ms,
-                            mode, status, closed_at, close_reason, failure, workflow_id)
-       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'failed', now(), 'insufficient_funds', $10, $11)
-       on conflict (ref) do nothing returning *`,
-      [
-        request.ref,
-        request.payer,
-        request.payee,
-        request.payerAccountId,
-        request.payeeAccountId,
-        request.ratePerTick,
-        request.maxTotal,
-        request.tickIntervalMs,
-        request.mode,
-        failure,
-        streamWorkflowId(request.ref),
-      ],
-    );
-    const row = rows[0] ?? (await getStream(client, request.ref));
-    if (rows[0]) await appendEvent(client, { type: 'stream.failed', subject: request.ref, payload: { ref: request.ref, failure }, parties: [request.payer, request.payee] });
+    const inserted = await insertStream(client, request, { failure });
+    const row = inserted ?? (await getStream(client, request.ref));
+    if (inserted) await appendEvent(client, { type: 'stream.failed', subject: request.ref, payload: { ref: request.ref, failure }, parties: [request.payer, request.payee] });
     return toReceipt(row);
   });
 }
