@@ -1,11 +1,23 @@
-import { chmodSync, existsSync, mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import pg from 'pg';
 import { ensureDatabase, withDatabase } from '../db/pool';
 
 /** The local server tried when DATABASE_URL is unset (trust auth on this machine kind). */
 export const LOCAL_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/sluice';
 export const EMBEDDED_PORT = 54329;
+
+/** Adds the traverse bit for others (not read) to each ancestor of `dir` that lacks it. */
+function allowTraversal(dir: string, log: (l: string) => void): void {
+  for (let d = dir; ; d = dirname(d)) {
+    const mode = statSync(d).mode;
+    if ((mode & 0o001) === 0) {
+      chmodSync(d, (mode & 0o7777) | 0o001);
+      log(`made ${d} traversable (o+x) so the postgres user can reach the embedded server's files`);
+    }
+    if (dirname(d) === d) return;
+  }
+}
 
 export interface ResolvedDatabase {
   url: string;
@@ -53,8 +65,12 @@ export async function resolveDatabase(opts: { databaseUrl?: string; localUrl?: s
     onLog: () => undefined,
   });
   // initdb runs as the `postgres` user, which must be able to enter the data dir
+  // and reach the binaries under node_modules (a clone in a 0700 directory cannot)
   mkdirSync(opts.dataDir, { recursive: true });
-  if (process.getuid?.() === 0) chmodSync(opts.dataDir, 0o755);
+  if (process.getuid?.() === 0) {
+    chmodSync(opts.dataDir, 0o755);
+    for (const dir of [resolve(__dirname, '..', '..'), databaseDir]) allowTraversal(dirname(dir), opts.log);
+  }
   if (!existsSync(join(databaseDir, 'PG_VERSION'))) await server.initialise();
   await server.start();
   const url = `postgres://postgres:sluice@127.0.0.1:${EMBEDDED_PORT}/sluice`;
