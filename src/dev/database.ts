@@ -69,7 +69,7 @@ export async function resolveDatabase(opts: { databaseUrl?: string; localUrl?: s
   mkdirSync(opts.dataDir, { recursive: true });
   if (process.getuid?.() === 0) {
     chmodSync(opts.dataDir, 0o755);
-    for (const dir of [resolve(__dirname, '..', '..'), databaseDir]) allowTraversal(dirname(dir), opts.log);
+    for (const dir of [resolve(__dirname, '..', '..'), resolve(opts.dataDir)]) allowTraversal(dir, opts.log);
   }
   if (!existsSync(join(databaseDir, 'PG_VERSION'))) await server.initialise();
   await server.start();
