@@ -14,16 +14,15 @@ import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
-import { Command, InvalidArgumentError } from 'commander';
-import pg from 'pg';
+import { Command } from 'commander';
 import { migrate } from '../src/db/migrate';
 import { createPool, withDatabase, type Pool } from '../src/db/pool';
 import { SluiceError } from '../src/domain/errors';
 import { createAccount } from '../src/ledger/accounts';
 import { deposit, transfer } from '../src/ledger/transfers';
+import { benchDatabaseName, checkpoint, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, pgbenchTps, runBench } from './support';
 
 const execFileAsync = promisify(execFile);
-const log = (line: string) => console.error(`bench: ${line}`);
 
 // Generous enough that no account runs dry during a run (transfers move 1..100
 // units), small enough that the world account's negative sum stays a safe integer.
@@ -36,14 +35,6 @@ interface Options {
   accounts: number;
   databaseUrl: string;
   json: boolean;
-}
-
-function integerAtLeast(min: number) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer >= ${min}`);
-    return n;
-  };
 }
 
 function parseOptions(): Options {
@@ -70,17 +61,6 @@ function parseOptions(): Options {
     .opts<Options>();
 }
 
-/** One statement on the server's maintenance connection (create/drop database, version). */
-async function onServer<T extends pg.QueryResultRow>(serverUrl: string, sql: string): Promise<T[]> {
-  const client = new pg.Client({ connectionString: serverUrl });
-  await client.connect();
-  try {
-    return (await client.query<T>(sql)).rows;
-  } finally {
-    await client.end();
-  }
-}
-
 // ------------------------------------------------------------------ pgbench
 
 async function pgbench(url: string, o: Options, signal: AbortSignal): Promise<number> {
@@ -92,18 +72,7 @@ async function pgbench(url: string, o: Options, signal: AbortSignal): Promise<nu
   const threads = Math.min(o.clients, 2);
   log(`pgbench -b tpcb-like -c ${o.clients} -j ${threads} -T ${o.seconds} -n`);
   const { stdout } = await exec(['-b', 'tpcb-like', '-c', String(o.clients), '-j', String(threads), '-T', String(o.seconds), '-n']);
-  // PostgreSQL 14+: "tps = N (without initial connection time)"; older: "(excluding connections establishing)".
-  const match = /^tps = ([\d.]+) \((?:without initial connection time|excluding connections establishing)\)$/m.exec(stdout);
-  if (!match) throw new Error(`no tps line in pgbench output:\n${stdout}`);
-  return Number(match[1]);
-}
-
-/**
- * Both measured phases start right after a checkpoint, so neither pays for flushing
- * the other's (or the setup's) dirty pages: on a small box that alone moves the ratio.
- */
-async function checkpoint(url: string): Promise<void> {
-  await onServer(url, 'checkpoint');
+  return pgbenchTps(stdout);
 }
 
 // ------------------------------------------------------------------ ledger
@@ -240,7 +209,7 @@ type Report = Omit<Options, 'databaseUrl' | 'json'> & {
 async function main(): Promise<void> {
   const o = parseOptions();
   const serverUrl = o.databaseUrl;
-  const name = `sluice_bench_${randomBytes(6).toString('hex')}`;
+  const name = benchDatabaseName();
   const url = withDatabase(serverUrl, name);
 
   // Ctrl-C or a kill stops pgbench and the loops, and still drops the database.
@@ -252,8 +221,7 @@ async function main(): Promise<void> {
     onServer<{ server_version: string }>(serverUrl, 'show server_version'),
   ]);
 
-  log(`creating database ${name}`);
-  await onServer(serverUrl, `create database ${pg.escapeIdentifier(name)}`);
+  await createBenchDatabase(serverUrl, name);
   let pool: Pool | undefined;
   try {
     const pgbenchTps = await pgbench(url, o, abort.signal);
@@ -280,13 +248,8 @@ async function main(): Promise<void> {
     if (!conservation.ok) process.exitCode = 1;
   } finally {
     await pool?.end();
-    // with (force): a pgbench killed mid-run may leave a backend behind for a moment
-    await onServer(serverUrl, `drop database if exists ${pg.escapeIdentifier(name)} with (force)`);
-    log(`dropped database ${name}`);
+    await dropBenchDatabase(serverUrl, name);
   }
 }
 
-main().catch((error: unknown) => {
-  console.error('bench failed:', error instanceof Error ? error.message : error);
-  process.exitCode = 1;
-});
+runBench(main);

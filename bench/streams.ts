@@ -54,8 +54,8 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, Connection, WithStartWorkflowOperation, WorkflowUpdateRPCTimeoutOrCancelledError, type WorkflowHandle } from '@temporalio/client';
 import type { Context } from '@temporalio/activity';
-import { DefaultLogger, NativeConnection, Runtime, Worker, type ActivityInterceptorsFactory } from '@temporalio/worker';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { NativeConnection, Worker, type ActivityInterceptorsFactory } from '@temporalio/worker';
+import { Command, Option } from 'commander';
 import pg from 'pg';
 import { createActivities } from '../activities';
 import { migrate } from '../src/db/migrate';
@@ -69,8 +69,9 @@ import { resolveTool, TEMPORAL_CLI } from '../src/temporal/tools';
 import { cancelStreamSignal } from '../workflows/definitions';
 import { bareCancelSignal, bareOpenedUpdate, bareTickWorkflow, bareWorkflowId, type BareActivities, type BareReceipt } from './bareTickWorkflow';
 import { freePort } from '../src/dev/ports';
+import { endOfRun, interruptibleRun, killWithThisProcess, stopTemporal } from './temporalRun';
+import { benchDatabaseName, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, type Quantiles, quantiles, runBench } from './support';
 
-const log = (line: string) => console.error(`bench: ${line}`);
 
 // A tick bills 1 unit; the escrow (maxTotal) is far above what a run can bill, so
 // no stream completes on its own. Each payer is funded for all its escrows.
@@ -93,14 +94,6 @@ interface Options {
   timerShiftMs?: number;
   databaseUrl: string;
   json: boolean;
-}
-
-function integerAtLeast(min: number) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer >= ${min}`);
-    return n;
-  };
 }
 
 function parseOptions(): Options {
@@ -143,40 +136,9 @@ function parseOptions(): Options {
   );
 }
 
-/** One statement on the server's maintenance connection (create/drop database, version). */
-async function onServer<T extends pg.QueryResultRow>(url: string, sql: string): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<T>(sql)).rows;
-  } finally {
-    await client.end();
-  }
-}
-
 
 // ------------------------------------------------------------------ statistics
 
-/** Nearest-rank percentile of unsorted values; NaN for none. */
-function percentile(values: number[], p: number): number {
-  if (values.length === 0) return Number.NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
-
-interface Quantiles {
-  p50: number;
-  p99: number;
-  max: number;
-  count: number;
-}
-
-const quantiles = (values: number[]): Quantiles => ({
-  p50: percentile(values, 50),
-  p99: percentile(values, 99),
-  max: values.length ? Math.max(...values) : Number.NaN,
-  count: values.length,
-});
 
 const fractionOf = (q: Quantiles, intervalMs: number): Quantiles => ({ ...q, p50: q.p50 / intervalMs, p99: q.p99 / intervalMs, max: q.max / intervalMs });
 
@@ -880,23 +842,14 @@ function printTable(r: Report): void {
 
 // ------------------------------------------------------------------ main
 
-/** Ctrl-C, a kill or an error outside the run's own awaits ends the run; cleanup still runs. */
-const abort = new AbortController();
-
 async function main(): Promise<void> {
   const o = parseOptions();
   const runId = randomBytes(3).toString('hex');
-  const name = `sluice_bench_${randomBytes(6).toString('hex')}`;
+  const name = benchDatabaseName();
   const url = withDatabase(o.databaseUrl, name);
 
-  // Ctrl-C or a kill ends the run and still stops everything and drops the database.
-  // The SDK's own signal handling is off (shutdownSignals: []) so the order is ours.
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => abort.abort(new Error(`interrupted (${sig})`)));
-  Runtime.install({
-    logger: new DefaultLogger('WARN'),
-    telemetryOptions: { logging: { filter: { core: 'WARN', other: 'WARN' }, forward: {} } },
-    shutdownSignals: [],
-  });
+  // Ctrl-C or a kill ends the run and still stops everything and drops the database
+  const run = interruptibleRun();
 
   // what the machine is doing before we start: on a shared box, the neighbours
   const before = machineCpuSeconds();
@@ -917,8 +870,7 @@ async function main(): Promise<void> {
   let clientConnection: Connection | undefined;
   let created = false;
   try {
-    log(`creating database ${name}`);
-    await onServer(o.databaseUrl, `create database ${pg.escapeIdentifier(name)}`);
+    await createBenchDatabase(o.databaseUrl, name);
     created = true;
     pool = createPool(url, o.poolSize);
     const pairs = await setUpParties(url, pool, o, runId);
@@ -932,10 +884,8 @@ async function main(): Promise<void> {
       port: await freePort(),
       dynamicConfig: o.timerShiftMs === undefined ? undefined : { 'history.timerProcessorMaxTimeShift': `${o.timerShiftMs}ms` },
     });
-    // if this process dies anyway, the dev server goes with it
-    const serverProcess = devServer.process;
-    process.once('exit', () => serverProcess.exitCode === null && serverProcess.signalCode === null && serverProcess.kill('SIGKILL'));
-    if (abort.signal.aborted) throw abort.signal.reason;
+    killWithThisProcess(devServer);
+    if (run.signal.aborted) throw run.signal.reason;
 
     const taskQueue = `bench-streams-${runId}`;
     log(`worker on ${taskQueue}: bundling workflows (the real ones and the bare baseline)`);
@@ -951,21 +901,7 @@ async function main(): Promise<void> {
       interceptors: { activity: [timingInterceptor] },
     });
     running = worker.run();
-    // a worker that dies mid-run ends the run
-    const workerDown = running.then(
-      () => {
-        throw new Error('the worker stopped');
-      },
-      (error: unknown) => {
-        throw error;
-      },
-    );
-    workerDown.catch(() => undefined);
-    const aborted = new Promise<never>((_, reject) => {
-      if (abort.signal.aborted) reject(abort.signal.reason);
-      abort.signal.addEventListener('abort', () => reject(abort.signal.reason), { once: true });
-    });
-    aborted.catch(() => undefined);
+    const ended = endOfRun(running, run.signal);
 
     clientConnection = await Connection.connect({ address: devServer.address });
     const stack: Stack = {
@@ -976,7 +912,7 @@ async function main(): Promise<void> {
       database: name,
       serverPid: devServer.process.pid,
       o,
-      signal: abort.signal,
+      signal: run.signal,
     };
 
     const body = async () => {
@@ -986,7 +922,7 @@ async function main(): Promise<void> {
       const receipts: StreamReceipt[] = [];
       const sequence = phaseSequence(o.order, o.rounds);
       for (const [i, phase] of sequence.entries()) {
-        if (i > 0) await sleep(Math.max(2000, o.intervalMs), undefined, { signal: abort.signal }); // let the last cancels settle
+        if (i > 0) await sleep(Math.max(2000, o.intervalMs), undefined, { signal: run.signal }); // let the last cancels settle
         const round = Math.floor(i / 2);
         const tag = `${runId}-${round}`;
         const label = `[${i + 1}/${sequence.length}]`;
@@ -1007,7 +943,7 @@ async function main(): Promise<void> {
         verification,
       };
     };
-    const { streamsPhase, barePhase: bare, sequence, verification } = await Promise.race([body(), workerDown, aborted]).catch((error: unknown) => {
+    const { streamsPhase, barePhase: bare, sequence, verification } = await Promise.race([body(), ended]).catch((error: unknown) => {
       log(`failed: ${error instanceof Error ? error.message : String(error)}; stopping everything`);
       throw error;
     });
@@ -1040,40 +976,14 @@ async function main(): Promise<void> {
     else printTable(report);
     if (!verification.ok) process.exitCode = 1;
   } finally {
-    // Calls still in flight after a failure (the other opens, a retrying RPC) fail as
-    // their connection closes; some of them throw from timers, outside any await.
-    // While we clean up, such errors are noted, not fatal, so the database is dropped.
-    closing = true;
-    if (worker && running) {
-      if (worker.getState() === 'RUNNING') worker.shutdown();
-      await running.catch(() => undefined);
-    }
-    await workerConnection?.close().catch(() => undefined);
-    await clientConnection?.close().catch(() => undefined);
-    await devServer?.stop();
+    run.stopping(); // from here, a call failing as its connection closes is noted, not fatal
+    await stopTemporal({ worker, running, workerConnection, clientConnection, devServer });
     await monitor?.end().catch(() => undefined);
     await pool?.end().catch(() => undefined);
     if (created) {
-      // with (force): an interrupted activity may leave a backend behind for a moment
-      await onServer(o.databaseUrl, `drop database if exists ${pg.escapeIdentifier(name)} with (force)`);
-      log(`dropped database ${name}`);
+      await dropBenchDatabase(o.databaseUrl, name);
     }
   }
 }
 
-let closing = false;
-const duringCleanup = (error: unknown) => {
-  if (closing) {
-    log(`ignored while stopping: ${error instanceof Error ? error.message : String(error)}`);
-    return;
-  }
-  // not ours to ignore: end the run the way an interrupt does (it still cleans up)
-  abort.abort(error instanceof Error ? error : new Error(String(error)));
-};
-process.on('uncaughtException', duringCleanup);
-process.on('unhandledRejection', duringCleanup);
-
-main().catch((error: unknown) => {
-  console.error('bench failed:', error instanceof Error ? error.message : error);
-  process.exitCode = 1;
-});
+runBench(main);

@@ -5,8 +5,9 @@ import { parseUnits } from '../domain/money';
 pg.types.setTypeParser(pg.types.builtins.INT8, parseUnits);
 
 export type Pool = pg.Pool;
-export type PoolClient = pg.PoolClient;
-export type Queryable = pg.Pool | pg.PoolClient;
+/** A connection the caller runs a transaction on (from the pool, or the migrator's own). */
+export type PoolClient = pg.ClientBase;
+export type Queryable = pg.Pool | pg.ClientBase;
 
 export function createPool(connectionString: string, max = 10): pg.Pool {
   const pool = new pg.Pool({ connectionString, max, application_name: 'sluice' });

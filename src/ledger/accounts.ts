@@ -93,9 +93,16 @@ export async function worldAccountId(db: Queryable, currency: string): Promise<s
  */
 export async function lockAccounts(client: PoolClient, ids: string[]): Promise<Map<string, Account>> {
   const unique = [...new Set(ids)];
-  const lock = () => client.query<AccountRow>('select * from accounts where id = any($1) order by id for update', [unique]);
+  // one round trip in the common case: the lock also says whether an overdue hold waits
+  const lock = () =>
+    client.query<AccountRow & { overdue: boolean }>({
+      name: 'lock-accounts',
+      text: `select a.*, exists (select 1 from holds h where h.account_id = a.id and h.status = 'open' and h.expires_at <= now()) as overdue
+               from accounts a where a.id = any($1) order by a.id for update of a`,
+      values: [unique],
+    });
   let { rows } = await lock();
-  if (await expireOverdueHolds(client, unique)) ({ rows } = await lock());
+  if (rows.some((r) => r.overdue) && (await expireOverdueHolds(client, unique))) ({ rows } = await lock());
   const byId = new Map(rows.map((r) => [r.id, toAccount(r)]));
   for (const id of unique) if (!byId.has(id)) throw notFound('account', id);
   return byId;

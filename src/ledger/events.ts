@@ -16,14 +16,14 @@ export interface LedgerEvent {
   createdAt: string;
 }
 
+/** An event as the values of its row (type, subject, payload, parties), for a caller's own statement. */
+export function eventValues(event: EventInput): [string, string, string, string[]] {
+  return [event.type, event.subject, JSON.stringify(event.payload), [...new Set(event.parties)]];
+}
+
 /** Appends an event. Call it inside the transaction that made the change it reports. */
 export async function appendEvent(db: Queryable, event: EventInput): Promise<void> {
-  await db.query('insert into events (type, subject, payload, parties) values ($1, $2, $3, $4)', [
-    event.type,
-    event.subject,
-    JSON.stringify(event.payload),
-    [...new Set(event.parties)],
-  ]);
+  await db.query('insert into events (type, subject, payload, parties) values ($1, $2, $3, $4)', eventValues(event));
 }
 
 export const EVENTS_PAGE_MAX = 1000;

@@ -2,10 +2,10 @@ import type { Pool, PoolClient, Queryable } from '../db/pool';
 import { withTransaction } from '../db/pool';
 import { notFound, SluiceError } from '../domain/errors';
 import { assertUnits } from '../domain/money';
-import { lockAccounts } from './accounts';
+import { lockAccounts, type Account } from './accounts';
 import { appendEvent } from './events';
 import { idempotent } from './idempotency';
-import { assertCanDebit, postTransfer, type Transfer, type TransferRefs } from './transfers';
+import { assertCanDebit, postTransfer, type AlongWithTransfer, type Transfer, type TransferRefs } from './transfers';
 
 /**
  * Two-phase money movement, the one primitive behind stream escrow, pool
@@ -32,7 +32,8 @@ export interface Hold {
   resolvedAt?: string;
 }
 
-function toHold(r: Record<string, any>): Hold {
+/** A holds row (or its to_jsonb, where times arrive as strings) as a Hold. */
+export function toHold(r: Record<string, any>): Hold {
   const h: Hold = {
     id: r.id,
     key: r.idempotency_key,
@@ -44,10 +45,10 @@ function toHold(r: Record<string, any>): Hold {
     multiCapture: r.multi_capture,
     status: r.status,
     reference: r.reference,
-    createdAt: r.created_at.toISOString(),
+    createdAt: new Date(r.created_at).toISOString(),
   };
-  if (r.expires_at) h.expiresAt = r.expires_at.toISOString();
-  if (r.resolved_at) h.resolvedAt = r.resolved_at.toISOString();
+  if (r.expires_at) h.expiresAt = new Date(r.expires_at).toISOString();
+  if (r.resolved_at) h.resolvedAt = new Date(r.resolved_at).toISOString();
   return h;
 }
 
@@ -84,19 +85,35 @@ export async function placeHoldIn(client: PoolClient, input: PlaceHoldInput): Pr
   return hold;
 }
 
-/** Locks a hold's account and then the hold, and checks it can still move money. */
-async function lockOpenHold(client: PoolClient, holdId: number): Promise<{ hold: Hold; ownerId: string }> {
-  const found = await client.query<{ account_id: string }>('select account_id from holds where id = $1', [holdId]);
-  if (!found.rows[0]) throw notFound('hold', String(holdId));
-  // account first, then the hold row: the same order postTransfer and the trigger use
-  const account = (await lockAccounts(client, [found.rows[0].account_id])).get(found.rows[0].account_id)!;
-  const { rows } = await client.query('select * from holds where id = $1 for update', [holdId]);
-  const hold = toHold(rows[0]);
+/**
+ * Locks a hold's account (with `alsoLock`, in the same global order) and then the
+ * hold, and checks it can still move money. A caller that read the hold under a lock
+ * which already serialises every change to it (a stream's escrow hold changes only
+ * under the stream's row lock) passes it as `guarded`: the lookup and the hold's row
+ * lock are skipped (the transfers trigger still refuses a hold that is not open).
+ */
+async function lockOpenHold(
+  client: PoolClient,
+  holdId: number,
+  opts: { guarded?: Hold; alsoLock?: string[] } = {},
+): Promise<{ hold: Hold; accounts: Map<string, Account>; ownerId: string }> {
+  let hold = opts.guarded;
+  let accounts: Map<string, Account>;
+  if (hold) {
+    accounts = await lockAccounts(client, [hold.accountId, ...(opts.alsoLock ?? [])]);
+  } else {
+    const found = await client.query<{ account_id: string }>('select account_id from holds where id = $1', [holdId]);
+    if (!found.rows[0]) throw notFound('hold', String(holdId));
+    // accounts first, then the hold row: the same order postTransfer and the trigger use
+    accounts = await lockAccounts(client, [found.rows[0].account_id, ...(opts.alsoLock ?? [])]);
+    const { rows } = await client.query({ name: 'lock-hold', text: 'select * from holds where id = $1 for update', values: [holdId] });
+    hold = toHold(rows[0]);
+  }
   if (hold.status === 'expired') throw new SluiceError('hold_expired', `hold ${holdId} expired`, { hold: holdId });
   if (hold.status !== 'open') {
     throw new SluiceError('hold_closed', `hold ${holdId} is already ${hold.status}`, { hold: holdId, status: hold.status });
   }
-  return { hold, ownerId: account.ownerId };
+  return { hold, accounts, ownerId: accounts.get(hold.accountId)!.ownerId };
 }
 
 export interface CaptureInput extends Omit<TransferRefs, 'holdId'> {
@@ -108,9 +125,13 @@ export interface CaptureInput extends Omit<TransferRefs, 'holdId'> {
   memo?: string;
 }
 
-export async function captureHoldIn(client: PoolClient, input: CaptureInput): Promise<{ hold: Hold; transfer: Transfer }> {
+/**
+ * Captures part of a hold into `toAccountId` (the transfers trigger moves the hold).
+ * `guarded`: the hold as read under a lock that guards it (see lockOpenHold).
+ */
+export async function captureHoldIn(client: PoolClient, input: CaptureInput, guarded?: Hold, along?: AlongWithTransfer): Promise<Transfer> {
   assertUnits(input.amount, 'amount');
-  const { hold } = await lockOpenHold(client, input.holdId);
+  const { hold, accounts } = await lockOpenHold(client, input.holdId, { guarded, alsoLock: [input.toAccountId] });
   if (!hold.multiCapture && hold.captured > 0) {
     throw new SluiceError('hold_closed', `hold ${hold.id} was already captured; release the rest`, { hold: hold.id });
   }
@@ -122,17 +143,12 @@ export async function captureHoldIn(client: PoolClient, input: CaptureInput): Pr
     });
   }
   const { key, holdId, amount, toAccountId, kind, memo, ...refs } = input;
-  const transfer = await postTransfer(client, {
-    ...refs,
-    key,
-    kind: kind ?? 'capture',
-    debitAccountId: hold.accountId,
-    creditAccountId: toAccountId,
-    amount,
-    holdId,
-    memo,
-  });
-  return { hold: await getHold(client, holdId), transfer };
+  return postTransfer(
+    client,
+    { ...refs, key, kind: kind ?? 'capture', debitAccountId: hold.accountId, creditAccountId: toAccountId, amount, holdId, memo },
+    accounts,
+    along,
+  );
 }
 
 export async function releaseHoldIn(client: PoolClient, input: { key: string; holdId: number }): Promise<Hold> {
@@ -148,14 +164,45 @@ export async function releaseHoldIn(client: PoolClient, input: { key: string; ho
   return released;
 }
 
+/** Releases what remains on a hold if it is still open; false when it was already resolved (a compensation run twice). */
+export async function releaseHoldIfOpen(client: PoolClient, input: { key: string; holdId: number }): Promise<boolean> {
+  const { rows } = await client.query<{ status: string }>('select status from holds where id = $1', [input.holdId]);
+  if (rows[0]?.status !== 'open') return false;
+  await releaseHoldIn(client, input);
+  return true;
+}
+
 export const placeHold = (pool: Pool, input: PlaceHoldInput) =>
   withTransaction(pool, (c) => idempotent(c, input.key, 'hold.place', input, () => placeHoldIn(c, input)));
 
 export const captureHold = (pool: Pool, input: CaptureInput) =>
-  withTransaction(pool, (c) => idempotent(c, input.key, 'hold.capture', input, () => captureHoldIn(c, input)));
+  withTransaction(pool, (c) =>
+    idempotent(c, input.key, 'hold.capture', input, async () => {
+      const transfer = await captureHoldIn(c, input);
+      return { hold: await getHold(c, input.holdId), transfer };
+    }),
+  );
 
 export const releaseHold = (pool: Pool, input: { key: string; holdId: number }) =>
   withTransaction(pool, (c) => idempotent(c, input.key, 'hold.release', input, () => releaseHoldIn(c, input)));
+
+/** Reference keys of holds a workflow owns: they move only through that workflow. */
+const MANAGED_BY = ['stream', 'job', 'subaccount'] as const;
+
+/**
+ * Refuses to resolve a hold that a workflow owns (a stream's escrow, a job's pool
+ * reservation, a subaccount's collateral) through the generic holds API: releasing a
+ * stream's escrow behind its back would take the payee's guarantee away.
+ */
+export function assertNotManaged(hold: Hold): void {
+  const owner = MANAGED_BY.find((k) => typeof hold.reference[k] === 'string');
+  if (owner) {
+    throw new SluiceError('forbidden', `hold ${hold.id} belongs to ${owner} ${String(hold.reference[owner])}; it moves only with that ${owner}`, {
+      hold: hold.id,
+      [owner]: hold.reference[owner],
+    });
+  }
+}
 
 export async function getHold(db: Queryable, id: number): Promise<Hold> {
   const { rows } = await db.query('select * from holds where id = $1', [id]);

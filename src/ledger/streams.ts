@@ -15,9 +15,9 @@ import {
   type StreamStatus,
   type TickOutcome,
 } from '../domain/streams';
-import { appendEvent } from './events';
-import { captureHoldIn, placeHoldIn, releaseHoldIn } from './holds';
-import { postTransfer } from './transfers';
+import { appendEvent, eventValues } from './events';
+import { captureHoldIn, placeHoldIn, releaseHoldIfOpen, toHold, type Hold } from './holds';
+import { postTransfer, type AlongWithTransfer } from './transfers';
 
 export interface StreamRow {
   ref: string;
@@ -77,68 +77,95 @@ export async function getStream(db: Queryable, ref: string): Promise<StreamRow> 
   return row;
 }
 
-/** When each party was last seen: its latest heartbeat, or the stream's opening (both were present then). */
-async function lastSeen(client: PoolClient, s: StreamRow): Promise<{ payerSeen: Date; payeeSeen: Date; now: Date }> {
-  const { rows } = await client.query<{ party_id: string; last_seen_at: Date }>(
-    'select party_id, last_seen_at from party_heartbeats where party_id = any($1)',
-    [[s.payer, s.payee]],
-  );
-  const seen = (party: string) => {
-    const hb = rows.find((r) => r.party_id === party)?.last_seen_at;
-    return hb && hb > s.opened_at ? hb : s.opened_at;
-  };
-  const { rows: t } = await client.query<{ now: Date }>('select now() as now');
-  return { payerSeen: seen(s.payer), payeeSeen: seen(s.payee), now: t[0]!.now };
+/** A stream locked for billing a tick, with everything the tick decides on, read in one round trip. */
+interface TickContext {
+  stream: StreamRow;
+  /** The transaction's time (now()): liveness is measured against it. */
+  now: Date;
+  /** The amount of this tick if it was billed before (a retry or a replay). */
+  priorAmount: number | null;
+  payerSeen: Date;
+  payeeSeen: Date;
+  /** The escrow hold (escrow mode), read under the stream's lock, which guards it. */
+  hold?: Hold;
 }
 
 /**
- * Bills tick `tick` inside the caller's transaction, the stream row already locked.
- * Exactly once: the key `stream:<ref>:tick:<n>`, the stream_ticks primary key and
- * a unique index on transfers all refuse a second billing of the same tick.
+ * Locks the stream row and reads the tick's prior billing, the parties' heartbeats
+ * and now(). When each party was last seen: its latest heartbeat, or the stream's
+ * opening (both were present then).
  */
-async function billTickIn(client: PoolClient, s: StreamRow, tick: number): Promise<TickOutcome> {
+async function lockStreamForTick(client: PoolClient, ref: string, tick: number): Promise<TickContext | undefined> {
+  const { rows } = await client.query<StreamRow & { now_at: Date; prior_amount: number | null; payer_hb: Date | null; payee_hb: Date | null; hold: Record<string, unknown> | null }>({
+    name: 'lock-stream-for-tick',
+    text: `select s.*, now() as now_at,
+                  (select amount from stream_ticks where stream_ref = s.ref and tick = $2) as prior_amount,
+                  (select last_seen_at from party_heartbeats where party_id = s.payer) as payer_hb,
+                  (select last_seen_at from party_heartbeats where party_id = s.payee) as payee_hb,
+                  (select to_jsonb(h) from holds h where h.id = s.hold_id) as hold
+             from streams s where s.ref = $1 for update of s`,
+    values: [ref, tick],
+  });
+  const r = rows[0];
+  if (!r) return undefined;
+  const { now_at, prior_amount, payer_hb, payee_hb, hold, ...stream } = r;
+  const seen = (hb: Date | null) => (hb && hb > stream.opened_at ? hb : stream.opened_at);
+  return {
+    stream,
+    now: now_at,
+    priorAmount: prior_amount,
+    payerSeen: seen(payer_hb),
+    payeeSeen: seen(payee_hb),
+    ...(hold && { hold: toHold(hold) }),
+  };
+}
+
+/**
+ * Bills tick `tick` inside the caller's transaction, the stream row locked by
+ * lockStreamForTick. Exactly once: the key `stream:<ref>:tick:<n>`, the stream_ticks
+ * primary key and a unique index on transfers all refuse a second billing of the
+ * same tick. Nothing is written before the funds are checked, so an
+ * `insufficient_funds` thrown from here leaves the transaction clean.
+ */
+async function billTickIn(client: PoolClient, ctx: TickContext, tick: number): Promise<TickOutcome> {
+  const { stream: s, now, payerSeen, payeeSeen } = ctx;
   if (s.status !== 'open') return { kind: 'closed', tick };
-  const prior = await client.query<{ amount: number }>('select amount from stream_ticks where stream_ref = $1 and tick = $2', [s.ref, tick]);
-  if (prior.rows[0]) {
-    return { kind: 'billed', tick, amount: prior.rows[0].amount, paid: s.paid, ticksBilled: s.ticks_billed, completed: s.paid >= s.max_total };
+  if (ctx.priorAmount !== null) {
+    return { kind: 'billed', tick, amount: ctx.priorAmount, paid: s.paid, ticksBilled: s.ticks_billed, completed: s.paid >= s.max_total };
   }
-  const { payerSeen, payeeSeen, now } = await lastSeen(client, s);
   if (s.liveness_timeout_ms !== null) {
     const silentMs = silenceMs(now.getTime(), payerSeen.getTime(), payeeSeen.getTime());
     // `now` arrives cut to the millisecond but billed_at keeps now()'s microseconds: a
     // silence measured at exactly the timeout is up to 1 ms longer, so it is not billed
     if (silentMs >= s.liveness_timeout_ms) {
       await client.query(
-        `insert into stream_skips (stream_ref, tick, reason, silent_ms) values ($1, $2, 'partition', $3) on conflict do nothing`,
+        `with skip as (insert into stream_skips (stream_ref, tick, reason, silent_ms) values ($1, $2, 'partition', $3) on conflict do nothing)
+         update streams set last_tick = greatest(last_tick, $2) where ref = $1`,
         [s.ref, tick, silentMs],
       );
-      await client.query('update streams set last_tick = greatest(last_tick, $2) where ref = $1', [s.ref, tick]);
       return { kind: 'skipped', tick, silentMs };
     }
   }
   const amount = tickAmount(s.rate_per_tick, s.max_total, s.paid);
   if (amount === 0) return { kind: 'billed', tick, amount: 0, paid: s.paid, ticksBilled: s.ticks_billed, completed: true };
   const refs = { key: tickKey(s.ref, tick), kind: 'stream_tick', amount, streamRef: s.ref, tick };
-  const transfer =
-    s.mode === 'escrow'
-      ? (await captureHoldIn(client, { ...refs, holdId: s.hold_id!, toAccountId: s.payee_account_id })).transfer
-      : await postTransfer(client, { ...refs, debitAccountId: s.payer_account_id, creditAccountId: s.payee_account_id });
-  await client.query(
-    `insert into stream_ticks (stream_ref, tick, amount, transfer_id, payer_seen_at, payee_seen_at) values ($1, $2, $3, $4, $5, $6)`,
-    [s.ref, tick, amount, transfer.id, payerSeen, payeeSeen],
-  );
-  const { rows } = await client.query<{ paid: number; ticks_billed: number }>(
-    `update streams set paid = paid + $2, ticks_billed = ticks_billed + 1, last_tick = greatest(last_tick, $3), last_billed_at = now()
-      where ref = $1 returning paid, ticks_billed`,
-    [s.ref, amount, tick],
-  );
-  const { paid, ticks_billed: ticksBilled } = rows[0]!;
-  await appendEvent(client, {
-    type: 'stream.tick',
-    subject: s.ref,
-    payload: { ref: s.ref, tick, amount, paid, transfer: transfer.id },
-    parties: [s.payer, s.payee],
-  });
+  // the row is ours (locked): paid and ticks_billed after this tick are known here
+  const paid = s.paid + amount;
+  const ticksBilled = s.ticks_billed + 1;
+  // the tick row, the stream's totals and the event ride in the transfer's own statement
+  const along: AlongWithTransfer = {
+    name: 'stream-tick',
+    ctes: `k as (insert into stream_ticks (stream_ref, tick, amount, transfer_id, payer_seen_at, payee_seen_at) select $15, $16, $17, t.id, $18, $19 from t),
+           u as (update streams set paid = paid + $17, ticks_billed = ticks_billed + 1, last_tick = greatest(last_tick, $16), last_billed_at = now() where ref = $15),
+           v as (insert into events (type, subject, payload, parties) select $20, $21, $22::jsonb || jsonb_build_object('transfer', t.id), $23 from t)`,
+    values: [s.ref, tick, amount, payerSeen, payeeSeen,
+      ...eventValues({ type: 'stream.tick', subject: s.ref, payload: { ref: s.ref, tick, amount, paid }, parties: [s.payer, s.payee] })],
+  };
+  if (s.mode === 'escrow') {
+    await captureHoldIn(client, { ...refs, holdId: s.hold_id!, toAccountId: s.payee_account_id }, ctx.hold, along);
+  } else {
+    await postTransfer(client, { ...refs, debitAccountId: s.payer_account_id, creditAccountId: s.payee_account_id }, undefined, along);
+  }
   return { kind: 'billed', tick, amount, paid, ticksBilled, completed: paid >= s.max_total };
 }
 
@@ -167,7 +194,7 @@ export async function openStream(pool: Pool, request: StreamRequest): Promise<St
           : undefined;
       const opened = (await insertStream(client, request, { holdId: hold?.id }))!;
       await appendEvent(client, { type: 'stream.opened', subject: request.ref, payload: { ...request }, parties: [request.payer, request.payee] });
-      const first = await billTickIn(client, opened, 1);
+      const first = await billTickIn(client, (await lockStreamForTick(client, opened.ref, 1))!, 1);
       if (first.kind === 'insufficient_funds') throw new SluiceError('insufficient_funds', 'the payer cannot pay the first tick');
       return toReceipt((await findStream(client, request.ref))!);
     });
@@ -207,16 +234,13 @@ async function recordFailedOpen(pool: Pool, request: StreamRequest, failure: str
 /** Bills one tick in its own transaction (the workflow's activity). */
 export function billTick(pool: Pool, ref: string, tick: number): Promise<TickOutcome> {
   return withTransaction(pool, async (client) => {
-    const s = await findStream(client, ref, true);
-    if (!s) throw notFound('stream', ref);
+    const ctx = await lockStreamForTick(client, ref, tick);
+    if (!ctx) throw notFound('stream', ref);
     try {
-      await client.query('savepoint tick');
-      return await billTickIn(client, s, tick);
+      return await billTickIn(client, ctx, tick);
     } catch (error) {
-      if (error instanceof SluiceError && error.code === 'insufficient_funds') {
-        await client.query('rollback to savepoint tick');
-        return { kind: 'insufficient_funds', tick };
-      }
+      // refused before anything was written (billTickIn checks funds first): commit nothing new
+      if (error instanceof SluiceError && error.code === 'insufficient_funds') return { kind: 'insufficient_funds', tick };
       throw error;
     }
   });
@@ -239,10 +263,7 @@ export function closeStream(pool: Pool, input: { ref: string; reason: CloseReaso
       input.reason,
       input.closedBy,
     ]);
-    if (s.hold_id !== null) {
-      const { rows } = await client.query<{ status: string }>('select status from holds where id = $1', [s.hold_id]);
-      if (rows[0]?.status === 'open') await releaseHoldIn(client, { key: releaseKey(s.ref), holdId: s.hold_id });
-    }
+    if (s.hold_id !== null) await releaseHoldIfOpen(client, { key: releaseKey(s.ref), holdId: s.hold_id });
     const receipt = toReceipt((await findStream(client, s.ref))!);
     await appendEvent(client, { type: 'stream.closed', subject: s.ref, payload: { ...receipt }, parties: [s.payer, s.payee] });
     return receipt;

@@ -3,7 +3,6 @@ import { withTransaction } from '../db/pool';
 import { SluiceError } from '../domain/errors';
 import { assertUnits } from '../domain/money';
 import { lockAccounts, worldAccountId, type Account } from './accounts';
-import { appendEvent } from './events';
 import { idempotent } from './idempotency';
 
 /** What a transfer row may point at, so the auditor can tie money to its cause. */
@@ -64,17 +63,33 @@ export function assertCanDebit(account: Account, amount: number): void {
 }
 
 /**
+ * More writes that belong to the same statement as the transfer: common table
+ * expressions that may read the inserted row as `t` and number their parameters from
+ * $15 (`name` keeps the prepared statement apart). A stream tick records itself this
+ * way, one round trip instead of two.
+ */
+export interface AlongWithTransfer {
+  name: string;
+  ctes: string;
+  values: unknown[];
+}
+
+/**
  * Posts one transfer inside the caller's transaction: locks both accounts (global
  * order), checks the currency and the funds, inserts the row (the database trigger
  * moves the balances and, for a capture, the hold) and appends the event.
  * With `holdId` the debit comes out of that hold (a capture), not out of available funds.
+ * A caller that already holds both accounts' locks passes them as `locked`.
  */
-export async function postTransfer(client: PoolClient, input: TransferInput): Promise<Transfer> {
+export async function postTransfer(client: PoolClient, input: TransferInput, locked?: Map<string, Account>, along?: AlongWithTransfer): Promise<Transfer> {
   assertUnits(input.amount, 'amount');
   if (input.debitAccountId === input.creditAccountId) {
     throw new SluiceError('invalid_request', 'a transfer needs two different accounts', { account: input.debitAccountId });
   }
-  const accounts = await lockAccounts(client, [input.debitAccountId, input.creditAccountId]);
+  const accounts =
+    locked?.has(input.debitAccountId) && locked.has(input.creditAccountId)
+      ? locked
+      : await lockAccounts(client, [input.debitAccountId, input.creditAccountId]);
   const debit = accounts.get(input.debitAccountId)!;
   const credit = accounts.get(input.creditAccountId)!;
   if (debit.currency !== credit.currency) {
@@ -93,33 +108,28 @@ export async function postTransfer(client: PoolClient, input: TransferInput): Pr
       credit: credit.id,
     });
   }
-  const { rows } = await client.query(
-    `insert into transfers (idempotency_key, kind, debit_account_id, credit_account_id, amount,
-                            hold_id, payment_ref, stream_ref, tick, job_id, subaccount_id, memo)
-     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) returning *`,
-    [
-      input.key,
-      input.kind,
-      debit.id,
-      credit.id,
-      input.amount,
-      input.holdId ?? null,
-      input.paymentRef ?? null,
-      input.streamRef ?? null,
-      input.tick ?? null,
-      input.jobId ?? null,
-      input.subaccountId ?? null,
-      input.memo ?? null,
-    ],
-  );
-  const transfer = toTransfer(rows[0]);
-  await appendEvent(client, {
-    type: 'transfer.posted',
-    subject: String(transfer.id),
-    payload: { ...transfer },
-    parties: [debit.ownerId, credit.ownerId],
+  const { key, kind, amount, holdId, paymentRef, streamRef, tick, jobId, subaccountId, memo } = input;
+  // the event describes the transfer as toTransfer shows it; undefined fields drop out
+  const described: TransferInput = { key, kind, debitAccountId: debit.id, creditAccountId: credit.id, amount, holdId, paymentRef, streamRef, tick, jobId, subaccountId, memo };
+  // the row and its transfer.posted event in one statement (one round trip); the
+  // event's id and createdAt are the inserted row's
+  const { rows } = await client.query({
+    name: along ? `post-transfer:${along.name}` : 'post-transfer',
+    text: `with t as (
+             insert into transfers (idempotency_key, kind, debit_account_id, credit_account_id, amount,
+                                    hold_id, payment_ref, stream_ref, tick, job_id, subaccount_id, memo)
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) returning *),
+           e as (
+             insert into events (type, subject, payload, parties)
+             select 'transfer.posted', t.id::text,
+                    $13::jsonb || jsonb_build_object('id', t.id, 'createdAt', to_char(t.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')),
+                    $14 from t)${along ? `,
+           ${along.ctes}` : ''}
+           select * from t`,
+    values: [key, kind, debit.id, credit.id, amount, holdId ?? null, paymentRef ?? null, streamRef ?? null, tick ?? null, jobId ?? null,
+      subaccountId ?? null, memo ?? null, JSON.stringify(described), [...new Set([debit.ownerId, credit.ownerId])], ...(along?.values ?? [])],
   });
-  return transfer;
+  return toTransfer(rows[0]);
 }
 
 /** A standalone idempotent transfer: its own transaction, keyed by `input.key`. */

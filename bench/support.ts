@@ -1,0 +1,89 @@
+/**
+ * What every benchmark under bench/ shares: progress lines, integer options, one-off
+ * statements on the database server, checkpoints before a measured phase and
+ * reading pgbench's rate.
+ */
+import { randomBytes } from 'node:crypto';
+import { InvalidArgumentError } from 'commander';
+import pg from 'pg';
+
+/** Progress goes to stderr; results alone go to stdout (so `--json` can be piped). */
+export const log = (line: string) => console.error(`bench: ${line}`);
+
+/** A commander parser for an integer option with a lower bound. */
+export function integerAtLeast(min: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer >= ${min}`);
+    return n;
+  };
+}
+
+/** One statement on its own connection (create/drop database, version, checkpoint). */
+export async function onServer<T extends pg.QueryResultRow>(url: string, sql: string): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<T>(sql)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** A fresh database of its own per run, `sluice_bench_<hex>`, dropped at the end. */
+export const benchDatabaseName = () => `sluice_bench_${randomBytes(6).toString('hex')}`;
+
+export async function createBenchDatabase(serverUrl: string, name: string): Promise<void> {
+  log(`creating database ${name}`);
+  await onServer(serverUrl, `create database ${pg.escapeIdentifier(name)}`);
+}
+
+export async function dropBenchDatabase(serverUrl: string, name: string): Promise<void> {
+  // with (force): a pgbench or an activity interrupted mid-run may leave a backend behind for a moment
+  await onServer(serverUrl, `drop database if exists ${pg.escapeIdentifier(name)} with (force)`);
+  log(`dropped database ${name}`);
+}
+
+/** Runs a bench's main; a failure is printed and sets a non-zero exit code. */
+export function runBench(main: () => Promise<void>): void {
+  main().catch((error: unknown) => {
+    console.error('bench failed:', error instanceof Error ? error.message : error);
+    process.exitCode = 1;
+  });
+}
+
+/**
+ * Measured phases start right after a checkpoint, so none pays for flushing the
+ * other's (or the setup's) dirty pages: on a small box that alone moves a ratio.
+ */
+export async function checkpoint(url: string): Promise<void> {
+  await onServer(url, 'checkpoint');
+}
+
+/** The rate pgbench reports. PostgreSQL 14+: "tps = N (without initial connection time)"; older: "(excluding connections establishing)". */
+export function pgbenchTps(stdout: string): number {
+  const match = /^tps = ([\d.]+) \((?:without initial connection time|excluding connections establishing)\)$/m.exec(stdout);
+  if (!match) throw new Error(`no tps line in pgbench output:\n${stdout}`);
+  return Number(match[1]);
+}
+
+/** Nearest-rank percentile of unsorted values; NaN for none. */
+export function percentile(values: number[], p: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+export interface Quantiles {
+  p50: number;
+  p99: number;
+  max: number;
+  count: number;
+}
+
+export const quantiles = (values: number[]): Quantiles => ({
+  p50: percentile(values, 50),
+  p99: percentile(values, 99),
+  max: values.length ? Math.max(...values) : Number.NaN,
+  count: values.length,
+});
