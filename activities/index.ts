@@ -1,4 +1,30 @@
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import { DEFAULT_TIER_BUDGETS, type JobRequest } from '../src/domain/grants';
+import { closeGrant, openGrant, payForGrant, refundGrantPayment, releaseGrantReservation, settleGrant, type TierBudgets } from '../src/ledger/grants';
+import { simulatedWork, type WorkRunner } from '../src/jobs/work';
+import { faultFor, type Fault } from '../src/jobs/faults';
+import { deliverWebhook } from '../src/webhooks/deliver';
+import {
+  CREATIONS_PER_HOUR_DEFAULT,
+  SUBACCOUNT_CAP_DEFAULT,
+  type SagaStep,
+  type SubaccountEvent,
+} from '../src/domain/entities';
+import {
+  activateSubaccount,
+  allocateSubaccount,
+  concludeChallenge,
+  fundSubaccount,
+  getEntity,
+  getSubaccount,
+  holdCollateral,
+  markSubaccountFailed,
+  openStreamsOf,
+  releaseCollateral,
+  settleElimination,
+  unfundSubaccount,
+  type Limits,
+} from '../src/ledger/entities';
 import type { Pool } from '../src/db/pool';
 import { SluiceError } from '../src/domain/errors';
 import type { PaymentRequest, RefundRequest } from '../src/domain/payments';
@@ -8,7 +34,28 @@ import type { CloseReason, StreamRequest } from '../src/domain/streams';
 
 export interface ActivityDeps {
   pool: Pool;
+  /** Daily pool budgets per tier (config SLUICE_TIER_BUDGETS). */
+  budgets?: TierBudgets;
+  /** The jobs' work; default: simulated (src/jobs/work.ts). */
+  work?: WorkRunner;
+  /** Subaccount cap and hourly creation limit per entity. */
+  limits?: Limits;
+  /** Injected saga faults (SLUICE_FAULTS); none in production. */
+  faults?: Fault[];
 }
+
+/** A saga step's activity: an injected fault fails it before it does anything. */
+function sagaStep<A extends unknown[], R>(faults: Fault[], step: SagaStep, entityOf: (...args: A) => string, fn: (...args: A) => Promise<R>) {
+  return businessErrorsAreFinal(async (...args: A): Promise<R> => {
+    const attempt = Context.current().info.attempt;
+    const fault = faultFor(faults, step, entityOf(...args), attempt);
+    if (fault) {
+      throw ApplicationFailure.create({ type: 'injected_fault', message: `injected fault: ${step} (attempt ${attempt})`, nonRetryable: fault.times === 'always' });
+    }
+    return fn(...args);
+  });
+}
+
 
 /**
  * A caller's error (insufficient funds, a taken ref…) will not heal on retry: it
@@ -29,13 +76,48 @@ function businessErrorsAreFinal<A extends unknown[], R>(fn: (...args: A) => Prom
   };
 }
 
-export function createActivities({ pool }: ActivityDeps) {
+export function createActivities({
+  pool,
+  budgets = DEFAULT_TIER_BUDGETS,
+  work = simulatedWork,
+  limits = { cap: SUBACCOUNT_CAP_DEFAULT, perHour: CREATIONS_PER_HOUR_DEFAULT },
+  faults = [],
+}: ActivityDeps) {
   return {
     settlePayment: businessErrorsAreFinal((request: PaymentRequest) => settlePayment(pool, request)),
     refundPayment: businessErrorsAreFinal((request: RefundRequest) => refundPayment(pool, request)),
     openStream: businessErrorsAreFinal((request: StreamRequest) => openStream(pool, request)),
     billTick: businessErrorsAreFinal((ref: string, tick: number) => billTick(pool, ref, tick)),
     closeStream: businessErrorsAreFinal((input: { ref: string; reason: CloseReason; closedBy: string }) => closeStream(pool, input)),
+    openGrant: businessErrorsAreFinal((request: JobRequest, day: string) => openGrant(pool, { request, day, budgets })),
+    payForGrant: businessErrorsAreFinal((jobId: string, day: string) => payForGrant(pool, { jobId, day, budgets })),
+    performJobWork: (job: JobRequest) => work.perform(job, Context.current().info.attempt),
+    settleGrant: businessErrorsAreFinal((jobId: string, actualCost: number) => settleGrant(pool, { jobId, actualCost })),
+    releaseGrantReservation: businessErrorsAreFinal((jobId: string) => releaseGrantReservation(pool, jobId)),
+    refundGrantPayment: businessErrorsAreFinal((jobId: string) => refundGrantPayment(pool, jobId)),
+    closeGrant: businessErrorsAreFinal((input: { jobId: string; status: 'cancelled' | 'failed'; failure: string }) => closeGrant(pool, input)),
+    allocateSubaccount: sagaStep(faults, 'allocate', (entityId: string, _requestId: string) => entityId, (entityId: string, requestId: string) => allocateSubaccount(pool, { entityId, requestId, limits })),
+    holdCollateral: sagaStep(faults, 'hold_collateral', (id: string) => id, (id: string) => holdCollateral(pool, id)),
+    fundSubaccount: sagaStep(faults, 'fund', (id: string) => id, (id: string) => fundSubaccount(pool, id)),
+    activateSubaccount: sagaStep(faults, 'activate', (id: string) => id, (id: string) => activateSubaccount(pool, id)),
+    releaseCollateral: businessErrorsAreFinal((id: string) => releaseCollateral(pool, id)),
+    unfundSubaccount: businessErrorsAreFinal((id: string) => unfundSubaccount(pool, id)),
+    markSubaccountFailed: businessErrorsAreFinal((input: { id: string; step: string; failure: string }) => markSubaccountFailed(pool, input)),
+    concludeChallenge: businessErrorsAreFinal((id: string) => concludeChallenge(pool, id)),
+    challengeOf: businessErrorsAreFinal(async (id: string) => {
+      const sub = await getSubaccount(pool, id);
+      return { challengeMs: (await getEntity(pool, sub.entityId)).challenge_ms };
+    }),
+    /** Closes the subaccount's open streams in the ledger (their workflows are signalled by the caller) and returns the receipts. */
+    closeSubaccountStreams: businessErrorsAreFinal(async (id: string, closedBy: string) => {
+      const sub = await getSubaccount(pool, id);
+      if (!sub.accountId) return [];
+      const refs = await openStreamsOf(pool, sub.accountId);
+      return Promise.all(refs.map((ref) => closeStream(pool, { ref, reason: 'cancelled', closedBy })));
+    }),
+    settleElimination: businessErrorsAreFinal((input: { id: string; reason: string }) => settleElimination(pool, input)),
+    webhookTargets: businessErrorsAreFinal(async (entityId: string) => (await getEntity(pool, entityId)).webhook_urls),
+    deliverWebhook: (event: SubaccountEvent, url: string) => deliverWebhook(pool, event, url, Context.current().info.attempt),
   };
 }
 

@@ -22,7 +22,7 @@ import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS } from '../src/domain/searchAttr
 import { streamWorkflowId, type StreamReceipt, type StreamRequest } from '../src/domain/streams';
 import { createAccount } from '../src/ledger/accounts';
 import { createParty } from '../src/ledger/parties';
-import { deposit } from '../src/ledger/transfers';
+import { deposit, transfer } from '../src/ledger/transfers';
 import { connectClient } from '../src/temporal/connection';
 import { startDevServer, type DevServer } from '../src/temporal/devServer';
 import { sluiceErrorFromTemporal } from '../src/temporal/failures';
@@ -31,9 +31,18 @@ import { createWorker, WORKFLOWS_PATH } from '../src/worker';
 import { createTestDatabase, type TestDatabase } from '../test/support/db';
 import { freePort } from '../test/support/globalSetup';
 import { paymentWorkflow, refundWorkflow, streamWorkflow } from '../workflows';
-import { cancelStreamSignal, streamOpenedUpdate, streamViewQuery } from '../workflows/definitions';
+import { cancelStreamSignal, jobPaymentUpdate, streamOpenedUpdate, streamViewQuery } from '../workflows/definitions';
 import { OVERDUE_TICK_AT_ONCE_PATCH, type StreamWorkflowOptions } from '../workflows/stream';
 import { startStreamWorkflow } from '../src/temporal/streams';
+import { startJobWorkflow } from '../src/temporal/jobs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { parseFaults } from '../src/jobs/faults';
+import { registerEntity } from '../src/ledger/entities';
+import { creationWorkflowId, eliminationWorkflowId, lifecycleWorkflowId, type CreationResult } from '../src/domain/entities';
+import { subaccountCreationWorkflow } from '../workflows/entities';
+import { setTier } from '../src/ledger/grants';
+import type { GrantView, JobRequest, WorkSimulation } from '../src/domain/grants';
 
 const HISTORIES_DIR = resolve(__dirname, '..', 'test', 'histories');
 const TASK_QUEUE = 'record-histories';
@@ -98,6 +107,20 @@ function expectReceipt(receipt: StreamReceipt, expected: Partial<StreamReceipt>)
   }
 }
 
+function jobRequest(jobId: string, estimatedCost: number, simulate: WorkSimulation): JobRequest {
+  return { jobId, payer: 'alice', payerAccountId: 'alice.wallet', estimatedCost, requestHash: jobId, work: { description: 'recorded', simulate }, paymentTimeoutMs: 60_000 };
+}
+
+function expectGrant(grant: GrantView, expected: Partial<GrantView>): void {
+  for (const [k, v] of Object.entries(expected)) {
+    if (grant[k as keyof GrantView] !== v) throw new Error(`unexpected grant ${JSON.stringify(grant)}: expected ${k} = ${String(v)}`);
+  }
+}
+
+async function createSubaccount(client: Client, entityId: string, requestId: string): Promise<CreationResult> {
+  return client.workflow.execute(subaccountCreationWorkflow, { workflowId: creationWorkflowId(entityId, requestId), taskQueue: TASK_QUEUE, args: [{ entityId, requestId }] });
+}
+
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The patch ids a history has markers for (patched() records one the first time a run takes the new path). */
@@ -139,7 +162,12 @@ async function main(): Promise<void> {
     await deposit(db.pool, { key: 'seed-alice', accountId: 'alice.wallet', amount: 1000 });
 
     client = await connectClient(server.address, 'default');
-    const { worker, connection } = await createWorker({ pool: db.pool, address: server.address, namespace: 'default', taskQueue: TASK_QUEUE });
+    // a webhook receiver that takes every delivery, and one fault: rec-ent's subaccount 2 fails to activate
+    const hooks = createServer((req, res) => req.resume().on('end', () => res.writeHead(204).end()));
+    await new Promise<void>((r) => hooks.listen(0, '127.0.0.1', r));
+    const hookUrl = `http://127.0.0.1:${(hooks.address() as AddressInfo).port}/hooks`;
+    const faults = parseFaults('activate@rec-ent/2=always');
+    const { worker, connection } = await createWorker({ pool: db.pool, address: server.address, namespace: 'default', taskQueue: TASK_QUEUE, faults });
     const files: string[] = [];
     try {
       await worker.runUntil(async () => {
@@ -212,7 +240,64 @@ async function main(): Promise<void> {
         expectReceipt(refusedStream.opened, { status: 'FAILED', ticks: 0, totalPaid: 0 });
         expectReceipt(await refusedStream.handle.result(), { status: 'FAILED' });
         files.push(await save('stream-open-failed', refusedStream.handle));
+
+        // 7. grantJobWorkflow, free: reserved at decide time, work cheaper than the estimate, settled
+        await setTier(db!.pool, 'alice', 'established');
+        const free = await startJobWorkflow(client!, TASK_QUEUE, jobRequest('rec-job-free', 30, { actualCost: 20 }));
+        expectGrant(free.decided, { decision: 'free', status: 'reserved', reserved: 30 });
+        expectGrant(await free.handle.result(), { status: 'settled', absorbed: 20, returned: 10 });
+        files.push(await save('job-free', free.handle));
+
+        // 8. partial: advisory 20 (50 − 30 used), the payment update re-grants and charges, a duplicate payment changes nothing
+        const partial = await startJobWorkflow(client!, TASK_QUEUE, jobRequest('rec-job-partial', 60, { actualCost: 60 }));
+        expectGrant(partial.decided, { decision: 'partial', status: 'awaiting_payment', advisoryAbsorb: 30 });
+        expectGrant(await partial.handle.executeUpdate(jobPaymentUpdate), { status: 'reserved', reserved: 30, paid: 30 });
+        expectGrant(await partial.handle.executeUpdate(jobPaymentUpdate), { status: 'reserved', reserved: 30, paid: 30 });
+        expectGrant(await partial.handle.result(), { status: 'settled', absorbed: 30, paid: 30, credited: 3 });
+        files.push(await save('job-partial-paid', partial.handle));
+
+        // 9. gate, paid, the work fails every attempt: the compensations refund the payment
+        const failing = await startJobWorkflow(client!, TASK_QUEUE, jobRequest('rec-job-fail', 40, { failTimes: 'always' }));
+        expectGrant(failing.decided, { decision: 'gate', status: 'awaiting_payment' });
+        await failing.handle.executeUpdate(jobPaymentUpdate);
+        expectGrant(await failing.handle.result(), { status: 'failed', paid: 40, refunded: 40 });
+        files.push(await save('job-work-failed', failing.handle));
+
+        // 10. no payment within the timeout: cancelled, nothing reserved or charged
+        const unpaid = await startJobWorkflow(client!, TASK_QUEUE, { ...jobRequest('rec-job-timeout', 40, {}), paymentTimeoutMs: 1000 });
+        expectGrant(await unpaid.handle.result(), { status: 'cancelled', paid: 0, reserved: 0 });
+        files.push(await save('job-payment-timeout', unpaid.handle));
+
+        // 11. subaccountCreationWorkflow → challenge (1 s) → the lifecycle passes it; then a failed creation
+        //     (activate fails: unfund, release collateral, mark failed); then a challenge that fails and eliminates
+        await registerEntity(db!.pool, { id: 'rec-ent', name: 'Recorded', collateral: 100, funding: 50, webhookUrls: [hookUrl], challengeMs: 1000, challengeMinBps: 5000 });
+        await deposit(db!.pool, { key: 'seed-rec-ent', accountId: 'rec-ent.main', amount: 1000 });
+        const created = await createSubaccount(client!, 'rec-ent', 'rec-1');
+        if (created.subaccount?.status !== 'challenge') throw new Error(`unexpected creation ${JSON.stringify(created)}`);
+        files.push(await save('subaccount-created', client!.workflow.getHandle(creationWorkflowId('rec-ent', 'rec-1'))));
+        const lifecycle = client!.workflow.getHandle(lifecycleWorkflowId('rec-ent/1'));
+        if ((await lifecycle.result()).status !== 'active') throw new Error('rec-ent/1 did not pass its challenge');
+        files.push(await save('subaccount-challenge-passed', lifecycle));
+        const failed = await createSubaccount(client!, 'rec-ent', 'rec-2');
+        if (failed.failedStep !== 'activate' || failed.compensated.join() !== 'unfund,release_collateral,mark_failed') throw new Error(`unexpected failure ${JSON.stringify(failed)}`);
+        files.push(await save('subaccount-creation-failed', client!.workflow.getHandle(creationWorkflowId('rec-ent', 'rec-2'))));
+        const doomed = await createSubaccount(client!, 'rec-ent', 'rec-3');
+        const doomedId = doomed.subaccount!.id;
+        await transfer(db!.pool, { key: 'rec-spend', kind: 'transfer', debitAccountId: doomedId, creditAccountId: 'bob.wallet', amount: 40 });
+        const doomedLife = client!.workflow.getHandle(lifecycleWorkflowId(doomedId));
+        if ((await doomedLife.result()).status !== 'eliminated') throw new Error(`${doomedId} was not eliminated`);
+        files.push(await save('subaccount-challenge-failed', doomedLife));
+        files.push(await save('subaccount-eliminated', client!.workflow.getHandle(eliminationWorkflowId(doomedId))));
+        let deliveryId: string | undefined;
+        for await (const w of client!.workflow.list({ query: `WorkflowType = 'webhookDeliveryWorkflow'` })) {
+          deliveryId ??= w.workflowId;
+        }
+        if (!deliveryId) throw new Error('no webhook delivery workflow ran');
+        const delivery = client!.workflow.getHandle(deliveryId);
+        await delivery.result();
+        files.push(await save('webhook-delivered', delivery));
       });
+      await new Promise((r) => hooks.close(r));
     } finally {
       await connection.close();
     }

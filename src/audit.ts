@@ -1,7 +1,7 @@
 import type { Queryable } from './db/pool';
 
 /**
- * The auditor: every invariant of DESIGN.md §3 checked over the whole database,
+ * The auditor: every invariant of DESIGN.md §2 to §5 checked over the whole database,
  * each as one SQL query that returns the offending rows. The database already
  * refuses most violations (constraints, triggers, locks); the audit proves, after
  * the fact and independently of application code, that none slipped through.
@@ -101,6 +101,69 @@ const CHECKS: Array<{ name: string; description: string; sql: string }> = [
     sql: `select p.ref, p.amount, p.refunded, coalesce(r.s, 0) as refunds_total
             from payments p left join (select payment_ref, sum(amount) as s from refunds group by 1) r on r.payment_ref = p.ref
            where p.refunded > p.amount or p.refunded <> coalesce(r.s, 0)`,
+  },
+  {
+    name: 'grants.within_daily_budget',
+    description: "no payer's grants of a UTC day used more than that day's budget (as each reservation saw it), counting in reservation order",
+    sql: `select job_id, payer, day, used_so_far, budget from (
+            select job_id, payer, day, budget,
+                   sum(reserved - returned) over (partition by payer, day order by reserved_at, job_id) as used_so_far
+              from grants where day is not null and reserved > 0) g
+           where used_so_far > budget`,
+  },
+  {
+    name: 'grants.reservation_matches_hold',
+    description: "a grant's reservation is its pool hold: same amount, absorbed = captured, returned = released, settled or closed grants leave no open hold",
+    sql: `select g.job_id, g.status, g.reserved, g.absorbed, g.returned, h.amount, h.captured, h.released, h.status as hold_status
+            from grants g left join holds h on h.id = g.hold_id
+           where (g.reserved > 0) <> (h.id is not null)
+              or (h.id is not null and (h.amount <> g.reserved or h.account_id <> 'sluice.pool'
+                  or (g.status <> 'reserved' and (h.status = 'open' or h.captured <> g.absorbed or h.released <> g.returned))))`,
+  },
+  {
+    name: 'grants.money_matches_transfers',
+    description: "each job's transfers are what its grant says: payment = paid, refunds = refunded, absorbed captured from the pool, credit = 10% of what was kept",
+    sql: `select g.job_id, g.paid, g.refunded, g.absorbed, g.credited, t.payment, t.refund, t.absorb, t.credit
+            from grants g
+            left join (select job_id,
+                              coalesce(sum(amount) filter (where kind = 'job_payment'), 0) as payment,
+                              coalesce(sum(amount) filter (where kind = 'job_refund'), 0) as refund,
+                              coalesce(sum(amount) filter (where kind = 'job_absorb'), 0) as absorb,
+                              coalesce(sum(amount) filter (where kind = 'pool_credit'), 0) as credit
+                         from transfers where job_id is not null group by 1) t on t.job_id = g.job_id
+           where g.paid <> coalesce(t.payment, 0) or g.refunded <> coalesce(t.refund, 0) or g.absorbed <> coalesce(t.absorb, 0)
+              or g.credited <> coalesce(t.credit, 0) or (g.status = 'settled' and g.credited <> (g.paid - g.refunded) / 10)`,
+  },
+  {
+    name: 'grants.pool_conservation',
+    description: 'the pool holds its deposits plus its credits minus what it absorbed: it absorbed no more than it was given',
+    sql: `select a.balance, d.deposits, c.credits, x.absorbed
+            from accounts a,
+                 (select coalesce(sum(amount), 0) as deposits from transfers where credit_account_id = 'sluice.pool' and kind = 'deposit') d,
+                 (select coalesce(sum(amount), 0) as credits from transfers where credit_account_id = 'sluice.pool' and kind = 'pool_credit') c,
+                 (select coalesce(sum(amount), 0) as absorbed from transfers where debit_account_id = 'sluice.pool' and kind = 'job_absorb') x
+           where a.id = 'sluice.pool' and (a.balance <> d.deposits + c.credits - x.absorbed or x.absorbed > d.deposits + c.credits)`,
+  },
+  {
+    name: 'subaccounts.collateral_held_while_live',
+    description: 'a live subaccount (challenge or active) has its collateral hold open on its entity; a failed or eliminated one has none open',
+    sql: `select s.id, s.status, h.id as hold, h.status as hold_status, h.account_id, e.main_account_id
+            from subaccounts s join entities e on e.id = s.entity_id left join holds h on h.id = s.hold_id
+           where (s.status in ('challenge', 'active') and (h.id is null or h.status <> 'open' or h.account_id <> e.main_account_id or h.amount <> e.collateral))
+              or (s.status in ('failed', 'eliminated') and h.status = 'open')`,
+  },
+  {
+    name: 'subaccounts.within_cap_and_sequence',
+    description: "an entity's numbers are unique and below its next number, and each subaccount's account is owned by its entity",
+    sql: `select s.id, s.seq, e.next_seq, a.owner_id
+            from subaccounts s join entities e on e.id = s.entity_id left join accounts a on a.id = s.account_id
+           where s.seq >= e.next_seq or (a.id is not null and (a.owner_id <> s.entity_id or a.kind <> 'subaccount'))`,
+  },
+  {
+    name: 'subaccounts.ended_empty',
+    description: 'a failed or eliminated subaccount holds no money: its funding went back to the entity',
+    sql: `select s.id, s.status, a.balance, a.held from subaccounts s join accounts a on a.id = s.account_id
+           where s.status in ('failed', 'eliminated') and (a.balance <> 0 or a.held <> 0)`,
   },
 ];
 

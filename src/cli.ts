@@ -22,6 +22,9 @@ program
     await launch(loadConfig(), { demo: opts.demo, exitAfterDemo: opts.exitAfterDemo ?? false });
   });
 
+/** A child of the launcher has an IPC channel open, which alone would keep the process alive after a clean shutdown. */
+const leaveLauncher = () => process.connected && process.disconnect();
+
 program
   .command('worker')
   .description('run a Temporal worker (workflows + activities) on the task queue')
@@ -33,10 +36,15 @@ program
     // started by the launcher: leave with it, never outlive it as an orphan
     process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
     await runWorker(
-      { pool, address: config.TEMPORAL_ADDRESS, namespace: config.TEMPORAL_NAMESPACE, taskQueue: config.SLUICE_TASK_QUEUE },
+      { pool, address: config.TEMPORAL_ADDRESS, namespace: config.TEMPORAL_NAMESPACE, taskQueue: config.SLUICE_TASK_QUEUE,
+        budgets: config.SLUICE_TIER_BUDGETS,
+        limits: { cap: config.SLUICE_SUBACCOUNT_CAP, perHour: config.SLUICE_SUBACCOUNT_CREATIONS_PER_HOUR },
+        faults: config.SLUICE_FAULTS,
+      },
       createLogger(config.LOG_LEVEL, 'sluice-worker'),
     );
     await pool.end();
+    leaveLauncher();
   });
 
 program
@@ -45,6 +53,7 @@ program
   .action(async () => {
     const { runApi } = await import('./api/server');
     await runApi(loadConfig());
+    leaveLauncher();
   });
 
 program
@@ -52,7 +61,7 @@ program
   .description('apply the database migrations to DATABASE_URL')
   .action(async () => {
     const config = loadConfig();
-    const applied = await migrate(databaseUrl(config), config.SLUICE_READONLY_ROLE);
+    const applied = await migrate(databaseUrl(config), { readonlyRole: config.SLUICE_READONLY_ROLE, poolSeedUnits: config.SLUICE_POOL_SEED_UNITS });
     console.log(applied.length ? `applied migrations ${applied.join(', ')}` : 'migrations up to date');
   });
 

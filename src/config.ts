@@ -1,4 +1,8 @@
 import { z } from 'zod';
+import { parseTierBudgets, POOL_SEED_UNITS_DEFAULT } from './domain/grants';
+import { CREATIONS_PER_HOUR_DEFAULT, SUBACCOUNT_CAP_DEFAULT } from './domain/entities';
+import { parseFaults } from './jobs/faults';
+
 
 /**
  * Every setting Sluice reads from the environment, validated once at start-up.
@@ -24,6 +28,32 @@ export const ConfigSchema = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Largest JSON body the API accepts. */
   SLUICE_BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).max(10_485_760).default(65_536),
+  /** Units the free-tier pool is seeded with when the database is first migrated. */
+  SLUICE_POOL_SEED_UNITS: z.coerce.number().int().min(0).max(1e15).default(POOL_SEED_UNITS_DEFAULT),
+  /** Daily pool budgets per tier, e.g. `established=50,trusted=200` (unnamed tiers keep their default). */
+  SLUICE_TIER_BUDGETS: z.string().default('').transform((text, ctx) => {
+    try {
+      return parseTierBudgets(text);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message });
+      return z.NEVER;
+    }
+  }),
+  /** How long a partial or gate job waits for its payment before it cancels itself (default 1 hour). */
+  SLUICE_JOB_PAYMENT_TIMEOUT_MS: z.coerce.number().int().min(1000).max(7 * 86_400_000).default(3_600_000),
+  /** Live subaccounts an entity may have. */
+  SLUICE_SUBACCOUNT_CAP: z.coerce.number().int().min(1).max(100_000).default(SUBACCOUNT_CAP_DEFAULT),
+  /** Subaccount creations per entity per hour (failed ones do not count). */
+  SLUICE_SUBACCOUNT_CREATIONS_PER_HOUR: z.coerce.number().int().min(1).max(100_000).default(CREATIONS_PER_HOUR_DEFAULT),
+  /** Fault injection for the creation saga, e.g. `fund=always,hold_collateral@acme=2` (tests and demos only). */
+  SLUICE_FAULTS: z.string().default('').transform((text, ctx) => {
+    try {
+      return parseFaults(text);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message });
+      return z.NEVER;
+    }
+  }),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;

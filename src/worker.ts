@@ -1,6 +1,10 @@
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
 import type { Pool } from './db/pool';
+import type { WorkRunner } from './jobs/work';
+import type { TierBudgets } from './ledger/grants';
+import type { Limits } from './ledger/entities';
+import type { Fault } from './jobs/faults';
 import { sweepExpiredHolds } from './ledger/holds';
 import type { Logger } from './logger';
 
@@ -11,6 +15,14 @@ export interface WorkerDeps {
   taskQueue: string;
   /** A pre-built bundle (tests build it once); otherwise the worker bundles workflows/. */
   workflowBundlePath?: string;
+  /** Daily pool budgets per tier (config SLUICE_TIER_BUDGETS); default DEFAULT_TIER_BUDGETS. */
+  budgets?: TierBudgets;
+  /** The jobs' work; default: simulated. */
+  work?: WorkRunner;
+  /** Subaccount cap and hourly creations per entity. */
+  limits?: Limits;
+  /** Injected saga faults (tests and demos). */
+  faults?: Fault[];
 }
 
 export const WORKFLOWS_PATH = require.resolve('../workflows');
@@ -24,7 +36,7 @@ export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; 
     connection,
     namespace: deps.namespace,
     taskQueue: deps.taskQueue,
-    activities: createActivities({ pool: deps.pool }),
+    activities: createActivities({ pool: deps.pool, budgets: deps.budgets, work: deps.work, limits: deps.limits, faults: deps.faults }),
     ...workflowSource,
   });
   return { worker, connection };

@@ -1,4 +1,5 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import type { GrantView } from '../src/domain/grants';
 import type { StreamReceipt, StreamStatus } from '../src/domain/streams';
 
 /**
@@ -23,3 +24,17 @@ export const cancelStreamSignal = defineSignal<[CancelStream]>('cancelStream');
 /** Completes once the stream's first tick has settled (or opening failed). */
 export const streamOpenedUpdate = defineUpdate<StreamReceipt>('streamOpened');
 export const streamViewQuery = defineQuery<StreamView>('streamView');
+
+export interface CancelJob {
+  /** Who asked: the payer, or `admin`. */
+  by: string;
+  reason?: string;
+}
+
+/** Completes once the job is decided (and, for a free job, reserved). */
+export const jobDecidedUpdate = defineUpdate<GrantView>('jobDecided');
+/** Pays a partial or gate job; returns the grant as reserved. Paying again returns the same grant. */
+export const jobPaymentUpdate = defineUpdate<GrantView>('jobPayment');
+/** Cancels a job that is still waiting for its payment. */
+export const cancelJobSignal = defineSignal<[CancelJob]>('cancelJob');
+export const jobViewQuery = defineQuery<GrantView | undefined>('jobView');

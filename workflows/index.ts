@@ -1,3 +1,5 @@
 // The workflow bundle entry: every workflow type the worker runs.
 export { paymentWorkflow, refundWorkflow } from './payment';
 export { streamWorkflow } from './stream';
+export { grantJobWorkflow } from './job';
+export { subaccountCreationWorkflow, subaccountEliminationWorkflow, subaccountLifecycleWorkflow, webhookDeliveryWorkflow } from './entities';

@@ -11,6 +11,10 @@ import { createMetrics } from './metrics';
 import { ledgerRoutes } from './routes/ledger';
 import { paymentRoutes } from './routes/payments';
 import { streamRoutes } from './routes/streams';
+import { jobRoutes } from './routes/jobs';
+import { entityRoutes } from './routes/entities';
+import { rateRoutes } from './routes/rates';
+import type { TierBudgets } from '../ledger/grants';
 
 export interface ApiDeps {
   pool: Pool;
@@ -19,6 +23,10 @@ export interface ApiDeps {
   adminKey: string;
   bodyLimitBytes: number;
   logger: Logger;
+  /** Daily pool budgets per tier, for estimates (the worker decides with the same config). */
+  budgets?: TierBudgets;
+  /** Default wait for a job's payment. */
+  jobPaymentTimeoutMs?: number;
 }
 
 export type Api = FastifyInstance<any, any, any, any, ZodTypeProvider> & { deps: ApiDeps };
@@ -76,5 +84,8 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
   ledgerRoutes(app);
   paymentRoutes(app);
   streamRoutes(app);
+  jobRoutes(app);
+  entityRoutes(app);
+  rateRoutes(app);
   return app;
 }

@@ -12,6 +12,8 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   idempotency_conflict: 409,
   payment_conflict: 409,
   ref_conflict: 409,
+  job_conflict: 409,
+  creation_failed: 422,
   already_exists: 409,
   hold_closed: 409,
   hold_expired: 409,

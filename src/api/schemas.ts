@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { AMOUNT_UNITS_MAX } from '../domain/money';
 import { IDEMPOTENCY_KEY_CHARS_MAX } from '../ledger/idempotency';
+import { TIERS } from '../domain/grants';
 
 /** Request and response shapes of the HTTP API; the OpenAPI document is generated from them. */
 export const Units = z.number().int().positive().max(AMOUNT_UNITS_MAX).describe('integer minor units');
@@ -127,6 +128,8 @@ export const StreamReceipt = z.object({
   reason: z.string().optional(),
   closedBy: z.string().optional(),
   failure: z.string().optional(),
+  /** Set when the stream was opened to payee "best": who held the crown and who was chosen. */
+  route: z.object({ seller: z.string(), tick: z.number().int(), holders: z.array(z.string()), bestRate: z.number().int() }).optional(),
 });
 
 export const StreamView = StreamReceipt.extend({
@@ -143,4 +146,40 @@ export const AuditReport = z.object({
   checks: z.array(
     z.object({ name: z.string(), description: z.string(), ok: z.boolean(), violations: z.number().int(), rows: z.array(z.record(z.string(), z.unknown())) }),
   ),
+});
+
+export const Tier = z.enum(TIERS);
+
+export const Grant = z.object({
+  jobId: z.string(),
+  payer: z.string(),
+  payerAccountId: z.string(),
+  requestHash: z.string(),
+  estimatedCost: z.number().int(),
+  decision: z.enum(['free', 'partial', 'gate']),
+  tier: Tier,
+  advisoryAbsorb: z.number().int(),
+  status: z.enum(['awaiting_payment', 'reserved', 'settled', 'cancelled', 'failed']),
+  day: z.string().optional(),
+  reserved: z.number().int(),
+  absorbed: z.number().int(),
+  returned: z.number().int(),
+  paid: z.number().int(),
+  refunded: z.number().int(),
+  credited: z.number().int(),
+  actualCost: z.number().int().optional(),
+  failure: z.string().optional(),
+  createdAt: z.string(),
+  resolvedAt: z.string().optional(),
+});
+
+export const PoolState = z.object({
+  accountId: z.string(),
+  balance: z.number().int(),
+  held: z.number().int(),
+  available: z.number().int(),
+  day: z.string(),
+  absorbedToday: z.number().int(),
+  creditedToday: z.number().int(),
+  reservedOpen: z.number().int(),
 });

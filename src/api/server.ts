@@ -17,6 +17,8 @@ export async function runApi(config: Config): Promise<void> {
     adminKey: config.SLUICE_ADMIN_KEY,
     bodyLimitBytes: config.SLUICE_BODY_LIMIT_BYTES,
     logger,
+    budgets: config.SLUICE_TIER_BUDGETS,
+    jobPaymentTimeoutMs: config.SLUICE_JOB_PAYMENT_TIMEOUT_MS,
   });
   await app.listen({ host: config.SLUICE_API_HOST, port: config.SLUICE_API_PORT });
   await new Promise<void>((resolve) => {

@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
+import { POOL_SEED_UNITS_DEFAULT, seedPool } from '../ledger/pool';
 
 const MIGRATIONS_DIR = join(__dirname, 'migrations');
 // one migrator at a time per database (the launcher, tests and workers may race)
@@ -23,7 +24,14 @@ export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
  * Applies the versioned migrations not yet applied, each in its own transaction,
  * then makes sure the read-only role can read everything. Returns the versions applied.
  */
-export async function migrate(url: string, readonlyRole = 'sluice_readonly'): Promise<number[]> {
+export interface MigrateOptions {
+  readonlyRole?: string;
+  /** Units the free-tier pool is seeded with, once (a keyed deposit; later runs leave it). */
+  poolSeedUnits?: number;
+}
+
+export async function migrate(url: string, options: MigrateOptions = {}): Promise<number[]> {
+  const { readonlyRole = 'sluice_readonly', poolSeedUnits = POOL_SEED_UNITS_DEFAULT } = options;
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
@@ -47,6 +55,7 @@ export async function migrate(url: string, readonlyRole = 'sluice_readonly'): Pr
       }
     }
     await grantReadonly(client, readonlyRole);
+    await seedPool(client, poolSeedUnits);
     return applied;
   } finally {
     await client.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_ID]).catch(() => undefined);

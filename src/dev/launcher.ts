@@ -79,7 +79,7 @@ export async function launch(config: Config, opts: LaunchOptions): Promise<void>
     const db = await resolveDatabase({ databaseUrl: config.DATABASE_URL, dataDir, log });
     if (db.stop) stops.push({ name: 'embedded PostgreSQL', stop: db.stop });
     log(`PostgreSQL (${db.source}): ${redact(db.url)}`);
-    const applied = await migrate(db.url, config.SLUICE_READONLY_ROLE);
+    const applied = await migrate(db.url, { readonlyRole: config.SLUICE_READONLY_ROLE, poolSeedUnits: config.SLUICE_POOL_SEED_UNITS });
     log(applied.length ? `migrations applied: ${applied.join(', ')}` : 'migrations: up to date');
 
     const uiUrl = `http://127.0.0.1:${config.TEMPORAL_UI_PORT}`;

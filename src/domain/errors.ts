@@ -17,6 +17,8 @@ export const ERROR_CODES = [
   'refund_exceeds_payment',
   'payment_conflict',
   'ref_conflict',
+  'job_conflict',
+  'creation_failed',
   'already_exists',
   'rate_limited',
   'limit_exceeded',

@@ -5,6 +5,9 @@ import { createAccount } from '../../src/ledger/accounts';
 import { billTick, closeStream, openStream } from '../../src/ledger/streams';
 import { captureHold, placeHold } from '../../src/ledger/holds';
 import { deposit } from '../../src/ledger/transfers';
+import { openGrant, payForGrant, setTier, settleGrant } from '../../src/ledger/grants';
+import { activateSubaccount, allocateSubaccount, fundSubaccount, holdCollateral, registerEntity } from '../../src/ledger/entities';
+import { DEFAULT_TIER_BUDGETS, utcDay } from '../../src/domain/grants';
 import { createTestDatabase, type TestDatabase } from '../support/db';
 
 let db: TestDatabase;
@@ -49,6 +52,22 @@ beforeAll(async () => {
   await billTick(db.pool, 's1', 2);
   await closeStream(db.pool, { ref: 's1', reason: 'cancelled', closedBy: 'p' });
   await openStream(db.pool, { ...stream, ref: 's2', mode: 'payg' });
+  // a free job of 30 that cost 20, and a gate job paid 15 that cost 12
+  await setTier(db.pool, 'p', 'trusted');
+  const job = { payer: 'p', payerAccountId: 'p.w', requestHash: 'h', work: { description: 'audit' }, paymentTimeoutMs: 60_000 };
+  const day = utcDay(Date.now());
+  await openGrant(db.pool, { request: { ...job, jobId: 'g1', estimatedCost: 30 }, day, budgets: DEFAULT_TIER_BUDGETS });
+  await settleGrant(db.pool, { jobId: 'g1', actualCost: 20 });
+  await openGrant(db.pool, { request: { ...job, jobId: 'g2', estimatedCost: 15 }, day, budgets: { ...DEFAULT_TIER_BUDGETS, trusted: 0 } });
+  await payForGrant(db.pool, { jobId: 'g2', day, budgets: { ...DEFAULT_TIER_BUDGETS, trusted: 0 } });
+  await settleGrant(db.pool, { jobId: 'g2', actualCost: 12 });
+  // an entity with one active subaccount (collateral 100 held, funded 50)
+  await registerEntity(db.pool, { id: 'ent', name: 'ent', collateral: 100, funding: 50, webhookUrls: [] });
+  await deposit(db.pool, { key: 'd-ent', accountId: 'ent.main', amount: 1000 });
+  const { id: sub } = await allocateSubaccount(db.pool, { entityId: 'ent', requestId: 'r1', limits: { cap: 5, perHour: 5 } });
+  await holdCollateral(db.pool, sub);
+  await fundSubaccount(db.pool, sub);
+  await activateSubaccount(db.pool, sub);
 });
 afterAll(() => db.drop());
 
@@ -98,5 +117,30 @@ describe('the auditor', () => {
     expect(await failing()).toContain('holds.held_matches_open_holds');
     // CHECK constraints still apply with triggers off: the database itself refuses it
     await expect(corrupt(`update holds set captured = amount + 1 where idempotency_key = 'h'`)).rejects.toMatchObject({ code: '23514' });
+  });
+
+  test('grants: a day over budget, a grant that disagrees with its hold and transfers, a pool that absorbed more than it got', async () => {
+    expect((await db.pool.query(`select status, absorbed, paid, refunded, credited from grants order by job_id`)).rows).toEqual([
+      { status: 'settled', absorbed: 20, paid: 0, refunded: 0, credited: 0 },
+      { status: 'settled', absorbed: 0, paid: 15, refunded: 3, credited: 1 },
+    ]);
+    await corrupt(`update grants set budget = 10 where job_id = 'g1'`);
+    expect(await failing()).toContain('grants.within_daily_budget');
+    await corrupt(`update grants set absorbed = absorbed - 1, returned = returned + 1 where job_id = 'g1'`);
+    expect(await failing()).toEqual(expect.arrayContaining(['grants.reservation_matches_hold', 'grants.money_matches_transfers']));
+    await corrupt(`update accounts set balance = balance - 25 where id = 'sluice.pool'`);
+    expect(await failing()).toContain('grants.pool_conservation');
+    // the CHECKs hold even with triggers off: a credit that is not a tenth of what was kept cannot be written
+    await expect(corrupt(`update grants set credited = 5 where job_id = 'g2'`)).rejects.toMatchObject({ code: '23514' });
+  });
+
+  test('subaccounts: a live one whose collateral is gone, an ended one that still holds money', async () => {
+    expect(await failing()).not.toEqual(expect.arrayContaining(['subaccounts.collateral_held_while_live']));
+    await corrupt(`update holds set released = amount, status = 'released' where idempotency_key = 'sub:ent/1:collateral'`);
+    expect(await failing()).toContain('subaccounts.collateral_held_while_live');
+    await corrupt(`update subaccounts set status = 'eliminated', ended_at = now() where id = 'ent/1'`);
+    expect(await failing()).toContain('subaccounts.ended_empty');
+    await corrupt(`update entities set next_seq = 1 where id = 'ent'`);
+    expect(await failing()).toContain('subaccounts.within_cap_and_sequence');
   });
 });

@@ -15,7 +15,13 @@ test('with no DATABASE_URL and no local server, the launcher runs an embedded Po
     expect(seen.source).toBe('embedded');
     expect(seen.lines.join('\n')).toContain('starting an embedded one');
     expect(seen.applied).toEqual(loadMigrations().map((m) => m.version));
-    expect(seen.rows).toEqual([{ id: 'world', kind: 'world', balance: 0 }]);
+    // the system accounts, the pool seeded from the world (the default 10,000)
+    expect(seen.rows).toEqual([
+      { id: 'sluice.jobs', kind: 'user', balance: 0 },
+      { id: 'sluice.pool', kind: 'pool', balance: 10_000 },
+      { id: 'sluice.rewards', kind: 'user', balance: 0 },
+      { id: 'world', kind: 'world', balance: -10_000 },
+    ]);
     expect(seen.version).toMatch(/^\d+\.\d+/);
   } finally {
     rmSync(dataDir, { recursive: true, force: true });

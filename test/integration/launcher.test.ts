@@ -88,6 +88,8 @@ test('npm start brings up Temporal, worker and API, runs the demo, a second star
   expect(await one.exited).toBe(0);
   expect(one.output()).toContain('stopped API');
   expect(one.output()).toContain('stopped worker');
+  // each child shut down on its own (an IPC channel left open once kept them alive until SIGKILL)
+  expect(one.output()).not.toContain('SIGKILL');
   for (const port of [temporalPort, uiPort, apiPort]) expect(await portOpen(port)).toBe(false);
 
   // both demos paid once each

@@ -1,22 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import { WithStartWorkflowOperation, type WorkflowHandle } from '@temporalio/client';
-import { temporal } from '@temporalio/proto';
+import { type WorkflowHandle } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { Worker } from '@temporalio/worker';
 import { createActivities } from '../../activities';
 import { runAudit } from '../../src/audit';
-import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS, SEARCH_ATTRIBUTES } from '../../src/domain/searchAttributes';
-import { streamWorkflowId, type StreamReceipt, type StreamRequest } from '../../src/domain/streams';
+import { streamWorkflowId, type StreamRequest } from '../../src/domain/streams';
 import { createAccount, getAccount } from '../../src/ledger/accounts';
 import { createParty } from '../../src/ledger/parties';
 import { deposit } from '../../src/ledger/transfers';
-import { resolveTool, sdkExecutable, TEMPORAL_TEST_SERVER } from '../../src/temporal/tools';
-import { streamWorkflow } from '../../workflows';
-import { streamOpenedUpdate } from '../../workflows/definitions';
 import { HISTORY_TICKS_MAX } from '../../workflows/stream';
 import { createTestDatabase, type TestDatabase } from '../support/db';
-import { quietTemporalRuntime } from '../support/temporalRuntime';
 import { startStreamWorkflow } from '../../src/temporal/streams';
+import { startBundleWorker, startTimeSkippingEnv } from '../support/timeSkipping';
 
 /**
  * A long stream on the time-skipping test server: one-second ticks, billed one by
@@ -42,8 +36,7 @@ const TIMEOUT_MS = 120_000 + TICKS * 250;
 
 let env: TestWorkflowEnvironment;
 let db: TestDatabase;
-let worker: Worker;
-let running: Promise<void>;
+let worker: Awaited<ReturnType<typeof startBundleWorker>> | undefined;
 const taskQueue = `longstream-${randomBytes(4).toString('hex')}`;
 
 /**
@@ -75,15 +68,7 @@ async function resultOrStall<T>(result: Promise<T>, ref: string): Promise<T> {
 }
 
 beforeAll(async () => {
-  quietTemporalRuntime();
-  const path = process.env.SLUICE_TEST_TIME_SKIPPING_SERVER;
-  const executable = path ? ({ type: 'existing-path', path } as const) : sdkExecutable(resolveTool(TEMPORAL_TEST_SERVER));
-  env = await TestWorkflowEnvironment.createTimeSkipping({ server: { executable } });
-  // the test server refuses unregistered search attributes and cannot list them (see timeskipping.test.ts)
-  await env.connection.operatorService.addSearchAttributes({
-    namespace: env.namespace ?? 'default',
-    searchAttributes: Object.fromEntries(SEARCH_ATTRIBUTES.map((k) => [k.name, temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD])),
-  });
+  env = await startTimeSkippingEnv();
 
   // one billing transaction after another: no fsync wait on each commit (~2 ms a tick here)
   db = await createTestDatabase({ durableCommits: false });
@@ -93,22 +78,11 @@ beforeAll(async () => {
   await createAccount(db.pool, { id: 'bob.wallet', ownerId: 'bob', kind: 'user' });
   await deposit(db.pool, { key: 'seed-alice', accountId: 'alice.wallet', amount: TICKS });
 
-  const bundle = process.env.SLUICE_TEST_WORKFLOW_BUNDLE;
-  worker = await Worker.create({
-    connection: env.nativeConnection,
-    namespace: env.namespace ?? 'default',
-    taskQueue,
-    ...(bundle ? { workflowBundle: { codePath: bundle } } : { workflowsPath: require.resolve('../../workflows') }),
-    activities: createActivities({ pool: db.pool }),
-  });
-  running = worker.run();
+  worker = await startBundleWorker(env, taskQueue, createActivities({ pool: db.pool }));
 });
 
 afterAll(async () => {
-  if (worker) {
-    worker.shutdown();
-    await running;
-  }
+  await worker?.stop();
   await db?.drop();
   await env?.teardown();
 });

@@ -84,6 +84,23 @@ describe('streams on a real Temporal dev server', () => {
     expect(cancel.body).toMatchObject({ status: 'CONFIRMED', reason: 'cancelled', closedBy: 'seller', ticks: 1, totalPaid: 5 });
   });
 
+  test('the payer cannot release or capture its stream’s escrow through the holds API; the stream still settles it', async () => {
+    await open('buyer', { ref: 'st-escrow', ratePerTick: 4, maxTotal: 400, tickIntervalMs: 60_000 });
+    const { rows } = await stack.db.pool.query(`select hold_id from streams where ref = 'st-escrow'`);
+    const holdId = rows[0].hold_id;
+    const held = (await as('buyer').get(`/v1/holds/${holdId}`)).body;
+    expect(held).toMatchObject({ amount: 400, captured: 4, status: 'open' });
+    const release = await as('buyer').post(`/v1/holds/${holdId}/release`, {}, 'grab-escrow');
+    expect(release.status).toBe(403);
+    expect(release.body.error).toMatchObject({ code: 'forbidden', details: { stream: 'st-escrow' } });
+    const capture = await as('buyer').post(`/v1/holds/${holdId}/capture`, { amount: 10, toAccountId: 'buyer.w' }, 'grab-escrow-2');
+    expect(capture.status).toBe(403);
+    expect((await as('buyer').get(`/v1/holds/${holdId}`)).body).toEqual(held);
+    const receipt = (await as('buyer').post('/v1/streams/st-escrow/cancel', {})).body;
+    expect(receipt).toMatchObject({ status: 'CONFIRMED', ticks: 1, totalPaid: 4 });
+    expect((await as('buyer').get(`/v1/holds/${holdId}`)).body).toMatchObject({ captured: 4, released: 396, status: 'released' });
+  });
+
   test('the last tick is partial and the stream completes exactly at maxTotal', async () => {
     await open('buyer', { ref: 'st-cap', ratePerTick: 30, maxTotal: 100, tickIntervalMs: 200 });
     const result = await stack.client.workflow.getHandle(streamWorkflowId('st-cap')).result();

@@ -1,20 +1,20 @@
 import { randomBytes } from 'node:crypto';
-import { WorkflowFailedError } from '@temporalio/client';
-import { temporal } from '@temporalio/proto';
+import { Client, WorkflowFailedError } from '@temporalio/client';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { createActivities } from '../../activities';
 import { paymentWorkflowId } from '../../src/domain/payments';
-import { SA_STATUS, SEARCH_ATTRIBUTES } from '../../src/domain/searchAttributes';
+import { SA_STATUS } from '../../src/domain/searchAttributes';
 import { createAccount, getAccount } from '../../src/ledger/accounts';
 import { createParty } from '../../src/ledger/parties';
-import { deposit } from '../../src/ledger/transfers';
+import { deposit, transfer } from '../../src/ledger/transfers';
+import { activateSubaccount, allocateSubaccount, fundSubaccount, holdCollateral, registerEntity } from '../../src/ledger/entities';
+import { lifecycleWorkflowId } from '../../src/domain/entities';
 import { sluiceErrorFromTemporal } from '../../src/temporal/failures';
-import { resolveTool, sdkExecutable, TEMPORAL_TEST_SERVER } from '../../src/temporal/tools';
-import { paymentWorkflow } from '../../workflows';
+import { paymentWorkflow, subaccountLifecycleWorkflow } from '../../workflows';
 import { sleeper } from '../fixtures/sleeper';
 import { createTestDatabase, type TestDatabase } from '../support/db';
-import { quietTemporalRuntime } from '../support/temporalRuntime';
+import { startBundleWorker, startTimeSkippingEnv, within } from '../support/timeSkipping';
 
 /**
  * The product workflows on the time-skipping test server (the Java test server,
@@ -27,33 +27,11 @@ const DAY_MS = 24 * HOUR_MS;
 
 let env: TestWorkflowEnvironment;
 let db: TestDatabase;
-let worker: Worker;
-let running: Promise<void>;
+let worker: Awaited<ReturnType<typeof startBundleWorker>> | undefined;
 const taskQueue = `timeskip-${randomBytes(4).toString('hex')}`;
 
-/** A hang (e.g. a workflow task failing in a loop) becomes a readable failure. */
-function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms (run with TEST_TEMPORAL_LOG_LEVEL=WARN to see why)`)), ms);
-  });
-  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
-}
-
 beforeAll(async () => {
-  quietTemporalRuntime();
-  const path = process.env.SLUICE_TEST_TIME_SKIPPING_SERVER;
-  const executable = path ? ({ type: 'existing-path', path } as const) : sdkExecutable(resolveTool(TEMPORAL_TEST_SERVER));
-  env = await TestWorkflowEnvironment.createTimeSkipping({ server: { executable } });
-  // The test server refuses unregistered search attributes ("search attribute SluiceStatus is
-  // not defined"), which fails paymentWorkflow's upsert task over and over. createTimeSkipping
-  // has no searchAttributes option (only the dev server config does) and the test server does
-  // not implement ListSearchAttributes (so registerSearchAttributes, which lists first, cannot
-  // be used), but it does implement AddSearchAttributes.
-  await env.connection.operatorService.addSearchAttributes({
-    namespace: env.namespace ?? 'default',
-    searchAttributes: Object.fromEntries(SEARCH_ATTRIBUTES.map((k) => [k.name, temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD])),
-  });
+  env = await startTimeSkippingEnv();
 
   db = await createTestDatabase();
   await createParty(db.pool, { id: 'alice', name: 'Alice' });
@@ -62,22 +40,11 @@ beforeAll(async () => {
   await createAccount(db.pool, { id: 'bob.wallet', ownerId: 'bob', kind: 'user' });
   await deposit(db.pool, { key: 'seed-alice', accountId: 'alice.wallet', amount: 1000 });
 
-  const bundle = process.env.SLUICE_TEST_WORKFLOW_BUNDLE;
-  worker = await Worker.create({
-    connection: env.nativeConnection,
-    namespace: env.namespace ?? 'default',
-    taskQueue,
-    ...(bundle ? { workflowBundle: { codePath: bundle } } : { workflowsPath: require.resolve('../../workflows') }),
-    activities: createActivities({ pool: db.pool }),
-  });
-  running = worker.run();
+  worker = await startBundleWorker(env, taskQueue, createActivities({ pool: db.pool }));
 });
 
 afterAll(async () => {
-  if (worker) {
-    worker.shutdown();
-    await running;
-  }
+  await worker?.stop();
   await db?.drop();
   await env?.teardown();
 });
@@ -134,5 +101,42 @@ describe('workflows on the time-skipping test server', () => {
     );
     expect(after - before).toBeGreaterThanOrEqual(DAY_MS);
     expect((await env.currentTimeMs()) - serverBefore).toBeGreaterThanOrEqual(DAY_MS);
+  });
+
+  test('a subaccount challenge of a week passes or eliminates by the balance rule, in moments', async () => {
+    await registerEntity(db.pool, { id: 'ts-ent', name: 'TS entity', collateral: 100, funding: 50, webhookUrls: [], challengeMs: 7 * DAY_MS, challengeMinBps: 5000 });
+    await deposit(db.pool, { key: 'seed-ts-ent', accountId: 'ts-ent.main', amount: 1000 });
+    // the saga's steps straight through the ledger (the saga runs on the dev server in
+    // entities.test.ts); the lifecycle, whose week-long timer is the point here, runs here
+    const ids: string[] = [];
+    for (const requestId of ['keep', 'spend']) {
+      const { id } = await allocateSubaccount(db.pool, { entityId: 'ts-ent', requestId, limits: { cap: 10, perHour: 10 } });
+      await holdCollateral(db.pool, id);
+      await fundSubaccount(db.pool, id);
+      expect((await activateSubaccount(db.pool, id)).status).toBe('challenge');
+      ids.push(id);
+    }
+    const [keep, spend] = ids as [string, string];
+    // one subaccount spends 30 of its 50: below half its funding
+    await transfer(db.pool, { key: 'ts-spend', kind: 'transfer', debitAccountId: spend, creditAccountId: 'bob.wallet', amount: 30 });
+    const serverBefore = await env.currentTimeMs();
+    // Time moves only by env.sleep here: awaiting a finished workflow through env.client can
+    // make this test server skip years ahead (the other lifecycle would then hit its run
+    // timeout), so both are started and awaited through a plain client.
+    const plain = new Client({ connection: env.connection, namespace: env.namespace ?? 'default' });
+    const handles = await Promise.all(
+      ids.map((id) => plain.workflow.start(subaccountLifecycleWorkflow, { workflowId: lifecycleWorkflowId(id), taskQueue, args: [{ id }] })),
+    );
+    // both on their week-long timer before the week is skipped
+    const onTimer = async (h: (typeof handles)[number]) => ((await h.fetchHistory()).events ?? []).some((e) => e.timerStartedEventAttributes);
+    for (let i = 0; i < 100 && !(await Promise.all(handles.map(onTimer))).every(Boolean); i++) await new Promise((r) => setTimeout(r, 100));
+    await env.sleep(7 * DAY_MS + HOUR_MS);
+    const [kept, gone] = await within(30_000, Promise.all(handles.map((h) => h.result())), 'the lifecycles');
+    expect((await env.currentTimeMs()) - serverBefore).toBeGreaterThanOrEqual(7 * DAY_MS);
+    expect(kept).toMatchObject({ id: keep, status: 'active' });
+    expect(gone).toMatchObject({ id: spend, status: 'eliminated' });
+    // eliminated: its 20 swept back, its collateral released; the kept one still holds 100
+    expect((await getAccount(db.pool, spend)).balance).toBe(0);
+    expect(await getAccount(db.pool, 'ts-ent.main')).toMatchObject({ balance: 1000 - 50 - 50 + 20, held: 100 });
   });
 });

@@ -20,6 +20,8 @@ export interface TestDatabaseOptions {
    * another (a long stream) save the fsync on each. Default: durable, as in production.
    */
   durableCommits?: boolean;
+  /** Units the free-tier pool is seeded with (default: the product's default, 10,000). */
+  poolSeedUnits?: number;
 }
 
 /** A fresh, migrated database for one test file; `drop()` removes it. */
@@ -32,7 +34,7 @@ export async function createTestDatabase(options: TestDatabaseOptions = {}): Pro
   if (options.durableCommits === false) await admin.query(`alter database ${name} set synchronous_commit = off`);
   await admin.end();
   const url = withDatabase(SERVER_URL, name);
-  await migrate(url);
+  await migrate(url, { poolSeedUnits: options.poolSeedUnits });
   const pool = createPool(url, 20);
   return {
     url,

@@ -16,7 +16,7 @@ async function main(dataDir: string) {
     const applied = await migrate(db.url);
     const client = new pg.Client({ connectionString: db.url });
     await client.connect();
-    const { rows } = await client.query(`select id, kind, balance from accounts`);
+    const { rows } = await client.query(`select id, kind, balance from accounts order by id`);
     const version = (await client.query('show server_version')).rows[0].server_version;
     await client.end();
     process.stdout.write(`${JSON.stringify({ source: db.source, lines, applied, rows, version })}\n`);

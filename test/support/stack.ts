@@ -5,7 +5,9 @@ import { buildApp, type Api } from '../../src/api/app';
 import { createLogger } from '../../src/logger';
 import { connectClient } from '../../src/temporal/connection';
 import { createWorker } from '../../src/worker';
-import { createTestDatabase, type TestDatabase } from './db';
+import type { TierBudgets } from '../../src/ledger/grants';
+import type { Fault } from '../../src/jobs/faults';
+import { createTestDatabase, type TestDatabase, type TestDatabaseOptions } from './db';
 import { quietTemporalRuntime } from './temporalRuntime';
 
 export const ADMIN_KEY = 'test-admin-key-0123456789';
@@ -23,15 +25,22 @@ export interface TestStack {
  * A fresh database, a worker on a task queue of its own on the shared dev server,
  * and the API (driven with `app.inject`, no port). One per test file.
  */
-export async function startTestStack(): Promise<TestStack> {
+export interface TestStackOptions extends TestDatabaseOptions {
+  /** Daily pool budgets per tier for the worker and the API. */
+  budgets?: TierBudgets;
+  /** Injected saga faults for the worker. */
+  faults?: Fault[];
+}
+
+export async function startTestStack(options: TestStackOptions = {}): Promise<TestStack> {
   const address = process.env.SLUICE_TEST_TEMPORAL_ADDRESS;
   const bundle = process.env.SLUICE_TEST_WORKFLOW_BUNDLE;
   if (!address || !bundle) throw new Error('the jest globalSetup did not start Temporal');
   quietTemporalRuntime();
-  const db = await createTestDatabase();
+  const db = await createTestDatabase(options);
   const taskQueue = `test-${randomBytes(4).toString('hex')}`;
   const client = await connectClient(address, 'default');
-  const { worker, connection } = await createWorker({ pool: db.pool, address, namespace: 'default', taskQueue, workflowBundlePath: bundle });
+  const { worker, connection } = await createWorker({ pool: db.pool, address, namespace: 'default', taskQueue, workflowBundlePath: bundle, budgets: options.budgets, faults: options.faults });
   const running = worker.run();
   const app = await buildApp({
     pool: db.pool,
@@ -40,6 +49,7 @@ export async function startTestStack(): Promise<TestStack> {
     adminKey: ADMIN_KEY,
     bodyLimitBytes: 65_536,
     logger: createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
+    budgets: options.budgets,
   });
   return {
     db,

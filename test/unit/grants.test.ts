@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { decide, poolCreditUnits, utcDay } from '../../src/domain/grants';
+import { decide, DEFAULT_TIER_BUDGETS, parseTierBudgets, poolCreditUnits, regrant, settle, simulatedCost, utcDay } from '../../src/domain/grants';
 
 describe('decide', () => {
   test('free when budget and pool both cover the estimate, including a budget exactly equal to it', () => {
@@ -42,4 +42,70 @@ test('the pool is credited 10% of a paid amount, rounded down', () => {
 test('budgets reset at UTC midnight', () => {
   expect(utcDay(Date.UTC(2026, 10, 23, 23, 59, 59, 999))).toBe('2026-11-23');
   expect(utcDay(Date.UTC(2026, 10, 24, 0, 0, 0, 0))).toBe('2026-11-24');
+});
+
+describe('regrant (payment time)', () => {
+  test('never more than the advisory grant, never more than what is left now', () => {
+    // budget and pool refilled since the decision: still only the advisory 20
+    expect(regrant({ estimatedCostUnits: 80, advisoryAbsorbUnits: 20, budgetRemainingUnits: 500, poolAvailableUnits: 500 })).toEqual({ mode: 'partial', absorbUnits: 20, chargeUnits: 60 });
+    // the pool drained meanwhile: what is left
+    expect(regrant({ estimatedCostUnits: 80, advisoryAbsorbUnits: 50, budgetRemainingUnits: 50, poolAvailableUnits: 7 })).toEqual({ mode: 'partial', absorbUnits: 7, chargeUnits: 73 });
+    // a gate job stays gate
+    expect(regrant({ estimatedCostUnits: 80, advisoryAbsorbUnits: 0, budgetRemainingUnits: 500, poolAvailableUnits: 500 })).toEqual({ mode: 'gate', absorbUnits: 0, chargeUnits: 80 });
+  });
+  test('property: absorb + charge = estimate and absorb ≤ advisory, budget and pool', () => {
+    const units = fc.integer({ min: 0, max: 100_000 });
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 100_000 }), units, units, units, (estimatedCostUnits, advisory, budgetRemainingUnits, poolAvailableUnits) => {
+        const advisoryAbsorbUnits = Math.min(advisory, estimatedCostUnits);
+        const d = regrant({ estimatedCostUnits, advisoryAbsorbUnits, budgetRemainingUnits, poolAvailableUnits });
+        expect(d.absorbUnits + d.chargeUnits).toBe(estimatedCostUnits);
+        expect(d.absorbUnits).toBeLessThanOrEqual(Math.min(advisoryAbsorbUnits, budgetRemainingUnits, poolAvailableUnits));
+        expect(d.absorbUnits).toBeGreaterThanOrEqual(0);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+describe('settle (actual cost)', () => {
+  test('the pool absorbs first, the payer pays the rest up to what it paid, an overrun is never charged', () => {
+    expect(settle({ reservedUnits: 40, paidUnits: 0, actualCostUnits: 30 })).toEqual({ absorbed: 30, returned: 10, payerShare: 0, refund: 0, credited: 0, overrun: 0 });
+    expect(settle({ reservedUnits: 50, paidUnits: 30, actualCostUnits: 60 })).toEqual({ absorbed: 50, returned: 0, payerShare: 10, refund: 20, credited: 1, overrun: 0 });
+    expect(settle({ reservedUnits: 50, paidUnits: 30, actualCostUnits: 95 })).toEqual({ absorbed: 50, returned: 0, payerShare: 30, refund: 0, credited: 3, overrun: 15 });
+    expect(settle({ reservedUnits: 0, paidUnits: 25, actualCostUnits: 21 })).toEqual({ absorbed: 0, returned: 0, payerShare: 21, refund: 4, credited: 2, overrun: 0 });
+  });
+  test('property: every unit is accounted for, exactly', () => {
+    const units = fc.integer({ min: 0, max: 1_000_000 });
+    fc.assert(
+      fc.property(units, units, units, (reservedUnits, paidUnits, actualCostUnits) => {
+        const s = settle({ reservedUnits, paidUnits, actualCostUnits });
+        expect(s.absorbed + s.returned).toBe(reservedUnits);
+        expect(s.payerShare + s.refund).toBe(paidUnits);
+        expect(s.absorbed + s.payerShare + s.overrun).toBe(actualCostUnits);
+        expect(s.credited).toBe(poolCreditUnits(s.payerShare));
+        for (const v of Object.values(s)) expect(v).toBeGreaterThanOrEqual(0);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+test('tier budgets are configurable by name; bad values are refused with a message', () => {
+  expect(parseTierBudgets(undefined)).toEqual(DEFAULT_TIER_BUDGETS);
+  expect(parseTierBudgets('established=75, elite=5000')).toEqual({ ...DEFAULT_TIER_BUDGETS, established: 75, elite: 5000 });
+  expect(() => parseTierBudgets('gold=10')).toThrow(/unknown tier "gold"/);
+  expect(() => parseTierBudgets('trusted=-1')).toThrow(/non-negative integer/);
+  expect(() => parseTierBudgets('trusted=1.5')).toThrow(/non-negative integer/);
+});
+
+test('the simulated cost moves the estimate by at most 20%, the same for the same request', () => {
+  fc.assert(
+    fc.property(fc.integer({ min: 1, max: 1_000_000 }), fc.string({ minLength: 1, maxLength: 64 }), (estimate, hash) => {
+      const cost = simulatedCost(estimate, hash);
+      expect(cost).toBe(simulatedCost(estimate, hash));
+      expect(cost).toBeGreaterThanOrEqual(Math.max(1, Math.floor(estimate * 0.8)));
+      expect(cost).toBeLessThanOrEqual(Math.ceil(estimate * 1.2));
+    }),
+  );
 });

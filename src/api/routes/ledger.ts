@@ -2,13 +2,14 @@ import { z } from 'zod';
 import { forbidden, SluiceError } from '../../domain/errors';
 import { createAccount, getAccount, listAccounts } from '../../ledger/accounts';
 import { listEvents, EVENTS_PAGE_MAX } from '../../ledger/events';
-import { captureHold, getHold, placeHold, releaseHold } from '../../ledger/holds';
+import { assertNotManaged, captureHold, getHold, placeHold, releaseHold } from '../../ledger/holds';
 import { createParty } from '../../ledger/parties';
 import { runAudit } from '../../audit';
 import { deposit, transfer, withdraw } from '../../ledger/transfers';
 import { ownAccount, scopedKey, type Actor } from '../auth';
 import type { Api } from '../app';
 import * as S from '../schemas';
+import { SUBACCOUNT_SEPARATOR } from '../../domain/entities';
 
 const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
 
@@ -46,6 +47,10 @@ export function ledgerRoutes(app: Api) {
       }
       const ownerId = actor.kind === 'party' ? actor.party : req.body.ownerId;
       if (!ownerId) throw new SluiceError('invalid_request', 'the admin must name the ownerId');
+      // `<entity>/<n>` names subaccounts: nobody may take such an id ahead of the saga
+      if (req.body.id?.includes(SUBACCOUNT_SEPARATOR)) {
+        throw new SluiceError('invalid_request', `account ids may not contain '${SUBACCOUNT_SEPARATOR}': it is reserved for subaccounts`, { id: req.body.id });
+      }
       const account = await createAccount(pool, { id: req.body.id, ownerId, kind: req.body.kind ?? 'user', currency: req.body.currency });
       return reply.status(201).send(account);
     },
@@ -118,10 +123,11 @@ export function ledgerRoutes(app: Api) {
     },
   });
 
-  /** A hold may be read and resolved by the owner of the held account. */
-  const ownHold = async (actor: Actor, id: number) => {
+  /** A hold may be read and resolved by the owner of the held account (resolved only if no workflow owns it). */
+  const ownHold = async (actor: Actor, id: number, resolving = false) => {
     const hold = await getHold(pool, id);
     await ownAccount(pool, actor, hold.accountId);
+    if (resolving) assertNotManaged(hold);
     return hold;
   };
 
@@ -140,7 +146,7 @@ export function ledgerRoutes(app: Api) {
       response: { 200: z.object({ hold: S.Hold, transfer: S.Transfer }), ...errors },
     },
     handler: async (req) => {
-      await ownHold(req.actor, req.params.id);
+      await ownHold(req.actor, req.params.id, true);
       return captureHold(pool, { key: scopedKey(req.actor, req.headers['idempotency-key']), holdId: req.params.id, ...req.body });
     },
   });
@@ -148,7 +154,7 @@ export function ledgerRoutes(app: Api) {
   app.post('/v1/holds/:id/release', {
     schema: { tags: ['holds'], summary: 'Void what remains on a hold', params: S.HoldIdParam, headers: S.IdempotencyHeaders, response: { 200: S.Hold, ...errors } },
     handler: async (req) => {
-      await ownHold(req.actor, req.params.id);
+      await ownHold(req.actor, req.params.id, true);
       return releaseHold(pool, { key: scopedKey(req.actor, req.headers['idempotency-key']), holdId: req.params.id });
     },
   });

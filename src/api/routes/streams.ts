@@ -6,6 +6,9 @@ import { accruedUnbilled, streamWorkflowId, tickDueAtMs, type StreamReceipt, typ
 import { getAccount } from '../../ledger/accounts';
 import { findStream, getStream, recordHeartbeat, toReceipt, type StreamRow } from '../../ledger/streams';
 import { cancelStreamSignal } from '../../../workflows/definitions';
+import { tickAt, tickOwner } from '../../domain/crown';
+import { holdersAt } from '../../ledger/rates';
+import { appendEvent } from '../../ledger/events';
 import { ownAccount, type Actor } from '../auth';
 import type { Api } from '../app';
 import * as S from '../schemas';
@@ -18,7 +21,8 @@ export const TICK_INTERVAL_MS_MAX = 86_400_000;
 const OpenStreamBody = z.object({
   ref: S.Ref.optional(),
   fromAccountId: S.AccountId,
-  toAccountId: S.AccountId,
+  toAccountId: S.AccountId.optional().describe('the payee account; or leave it out and say payee "best"'),
+  payee: z.literal('best').optional().describe('route to a current crown holder of the rate board'),
   ratePerTick: S.Units,
   maxTotal: S.Units,
   tickIntervalMs: z.number().int().min(TICK_INTERVAL_MS_MIN).max(TICK_INTERVAL_MS_MAX),
@@ -61,6 +65,21 @@ function streamView(row: StreamRow, nowMs: number) {
 export function streamRoutes(app: Api) {
   const { pool, temporal, taskQueue } = app.deps;
 
+  /**
+   * payee "best": a crown holder now, among those with a payout account; ties
+   * broken by the crown's own sharing rule (the holder this tick is credited to).
+   */
+  const routeToBest = async () => {
+    const tick = tickAt(Date.now());
+    const now = await holdersAt(pool, tick);
+    const eligible = now.holders.filter((h) => now.accounts[h]);
+    if (eligible.length === 0) {
+      throw new SluiceError('invalid_request', 'no seller holds the crown now (none is active, idle and priced with a payout account)', { tick, holders: now.holders });
+    }
+    const seller = tickOwner(tick, eligible);
+    return { seller, accountId: now.accounts[seller]!, tick, holders: now.holders, bestRate: now.bestRate! };
+  };
+
   const visibleStream = async (actor: Actor, ref: string) => {
     const row = await getStream(pool, ref);
     if (actor.kind === 'party' && actor.party !== row.payer && actor.party !== row.payee) throw forbidden(`stream ${ref} is not yours`);
@@ -76,9 +95,13 @@ export function streamRoutes(app: Api) {
     },
     handler: async (req, reply) => {
       const payer = await ownAccount(pool, req.actor, req.body.fromAccountId);
-      const payee = await getAccount(pool, req.body.toAccountId);
+      if ((req.body.toAccountId === undefined) === (req.body.payee === undefined)) {
+        throw new SluiceError('invalid_request', 'give either toAccountId or payee: "best"');
+      }
+      const route = req.body.payee === 'best' ? await routeToBest() : undefined;
+      const payee = await getAccount(pool, route?.accountId ?? req.body.toAccountId!);
       if (payee.id === payer.id) throw new SluiceError('invalid_request', 'a stream needs two different accounts');
-      const { fromAccountId, toAccountId, ref = `s-${randomBytes(8).toString('hex')}`, ...terms } = req.body;
+      const { fromAccountId, toAccountId, payee: _best, ref = `s-${randomBytes(8).toString('hex')}`, ...terms } = req.body;
       const request: StreamRequest = { ...terms, ref, payer: payer.ownerId, payee: payee.ownerId, payerAccountId: payer.id, payeeAccountId: payee.id };
       const existing = await findStream(pool, ref);
       if (existing) {
@@ -89,7 +112,10 @@ export function streamRoutes(app: Api) {
       if (receipt.status === 'FAILED') {
         throw new SluiceError('insufficient_funds', `stream ${ref} failed to open: ${receipt.failure}; nothing was charged`, { stream: receipt });
       }
-      return reply.status(201).send(receipt);
+      if (!route) return reply.status(201).send(receipt);
+      const { accountId: _a, ...routed } = route;
+      await appendEvent(pool, { type: 'stream.routed', subject: ref, payload: { ref, ...routed }, parties: [request.payer, request.payee] });
+      return reply.status(201).send({ ...receipt, route: routed });
     },
   });
 

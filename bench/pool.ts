@@ -1,0 +1,379 @@
+/**
+ * Free-tier pool reservations against a PostgreSQL baseline, on the same server and
+ * the same fresh database in one run:
+ *
+ *   A (reservations)  N grant jobs opened at once (openGrant, what POST /v1/jobs
+ *                     decides before it answers) by P payers of mixed tiers, through
+ *                     one pg pool of C connections. Every reservation locks its
+ *                     payer's row and then the one pool account row, so all of them
+ *                     queue on a single hot row.
+ *   B (pgbench)       pgbench updating one row of a one-row table, C clients for S
+ *                     seconds: the same hot-row queue with nothing else around it.
+ *
+ * The ratio reservations/pgbench is what a reservation costs over the bare row
+ * update it cannot avoid; the absolute rates depend on the machine, the ratio much
+ * less. The seed and the payers' budgets are sized so that some jobs are refused by
+ * their budget and some by the pool (partial or gate), and the checks prove that
+ * neither limit was crossed: no payer's day over its budget (over-grants, must be 0),
+ * the pool never below zero, the auditor's verdict.
+ *
+ *   npm run bench:pool -- [--reservations 1000] [--payers 50] [--concurrency 10]
+ *     [--pool-units 5000] [--estimate-min 1] [--estimate-max 40] [--seed 1]
+ *     [--seconds 10] [--database-url URL] [--json]
+ *
+ * Progress goes to stderr, results to stdout (so `--json` output can be piped).
+ * Exits non-zero if a check fails. The database sluice_bench_* is dropped at the
+ * end, also on failure or Ctrl-C.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { promisify } from 'node:util';
+import { Command } from 'commander';
+import { formatAudit, runAudit, type AuditReport } from '../src/audit';
+import { migrate } from '../src/db/migrate';
+import { createPool, withDatabase, type Pool } from '../src/db/pool';
+import { SluiceError } from '../src/domain/errors';
+import { DEFAULT_TIER_BUDGETS, utcDay, type GrantMode, type JobRequest, type Tier } from '../src/domain/grants';
+import { prng } from '../src/domain/simulation';
+import { createAccount } from '../src/ledger/accounts';
+import { openGrant, setTier } from '../src/ledger/grants';
+import { createParty } from '../src/ledger/parties';
+import { POOL_ACCOUNT, poolState } from '../src/ledger/pool';
+import { benchDatabaseName, checkpoint, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, pgbenchTps, runBench } from './support';
+
+const execFileAsync = promisify(execFile);
+
+// 'new' has a budget of 0 (every job a gate), which would only dilute the run; the
+// other three are spread round-robin. With the defaults (50 payers, 1000 jobs of
+// 1..40 units: ~20 jobs and ~410 units a payer) 'established' (50) and 'trusted'
+// (200) run out of budget, 'elite' (1000) does not, and the whole demand (~20,500)
+// is four times the 5,000-unit seed, so the pool runs dry as well.
+const PAYER_TIERS: Tier[] = ['established', 'trusted', 'elite'];
+const BUDGETS = DEFAULT_TIER_BUDGETS;
+const MODES: GrantMode[] = ['free', 'partial', 'gate'];
+
+interface Options {
+  reservations: number;
+  payers: number;
+  concurrency: number;
+  poolUnits: number;
+  estimateMin: number;
+  estimateMax: number;
+  seed: number;
+  seconds: number;
+  databaseUrl: string;
+  json: boolean;
+}
+
+function parseOptions(): Options {
+  const command = new Command()
+    .name('bench:pool')
+    .description('free-tier pool reservations/s against pgbench single-row updates/s, same server, same fresh database')
+    .option('--reservations <n>', 'grant jobs opened at once', integerAtLeast(1), 1000)
+    .option('--payers <n>', 'payers the jobs are spread over (tiers established, trusted, elite in turn)', integerAtLeast(1), 50)
+    // createPool's default max: the pool an API process reserves through
+    .option('--concurrency <n>', 'pg pool size for the reservations, and pgbench -c', integerAtLeast(1), 10)
+    .option('--pool-units <n>', 'units the free-tier pool is seeded with', integerAtLeast(0), 5000)
+    .option('--estimate-min <n>', 'smallest estimated cost of a job', integerAtLeast(1), 1)
+    .option('--estimate-max <n>', 'largest estimated cost of a job', integerAtLeast(1), 40)
+    .option('--seed <n>', 'PRNG seed for payers and estimates (the same seed, the same jobs)', integerAtLeast(0), 1)
+    .option('--seconds <n>', 'duration of the pgbench phase', integerAtLeast(1), 10)
+    .option(
+      '--database-url <url>',
+      'the server to benchmark on (a database sluice_bench_* is created there and dropped after)',
+      process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
+    )
+    .option('--json', 'print one JSON object instead of the table', false)
+    .parse();
+  const o = command.opts<Options>();
+  if (o.estimateMin > o.estimateMax) command.error('error: --estimate-min must not exceed --estimate-max');
+  return o;
+}
+
+/** pgbench's version line, or null when it is not installed (the ratio is then n/a, not a failure). */
+async function pgbenchVersion(): Promise<string | null> {
+  try {
+    return (await execFileAsync('pgbench', ['--version'])).stdout.trim();
+  } catch (error) {
+    if ((error as { code?: string }).code === 'ENOENT') return null;
+    throw error;
+  }
+}
+
+// ------------------------------------------------------------------ reservations
+
+interface Payer {
+  id: string;
+  accountId: string;
+  tier: Tier;
+}
+
+async function setUp(url: string, pool: Pool, o: Options): Promise<Payer[]> {
+  log(`migrations (pool seeded with ${o.poolUnits} units), ${o.payers} payers`);
+  await migrate(url, { poolSeedUnits: o.poolUnits });
+  const payers = Array.from({ length: o.payers }, (_, i): Payer => {
+    const id = `bench-${String(i).padStart(6, '0')}`;
+    return { id, accountId: `${id}.w`, tier: PAYER_TIERS[i % PAYER_TIERS.length]! };
+  });
+  // Sequential: setup is not what is measured, and it is a few hundred statements.
+  for (const p of payers) {
+    await createParty(pool, { id: p.id, name: p.id });
+    // a reservation takes nothing from the payer's account, but a job names one
+    await createAccount(pool, { id: p.accountId, ownerId: p.id, kind: 'user' });
+    await setTier(pool, p.id, p.tier);
+  }
+  await pool.query('vacuum analyze');
+  await checkpoint(url);
+  return payers;
+}
+
+/** The jobs of a run, from the seed alone: the same seed opens the same jobs. */
+function planJobs(payers: Payer[], o: Options): JobRequest[] {
+  const random = prng(o.seed);
+  const int = (min: number, max: number) => min + Math.floor(random() * (max - min + 1));
+  const runId = randomBytes(4).toString('hex');
+  return Array.from({ length: o.reservations }, (_, i) => {
+    const payer = payers[int(0, payers.length - 1)]!;
+    const jobId = `bench-${runId}-${i}`; // unique: every reservation does the real work, no replays
+    return {
+      jobId,
+      payer: payer.id,
+      payerAccountId: payer.accountId,
+      estimatedCost: int(o.estimateMin, o.estimateMax),
+      requestHash: jobId,
+      work: { description: 'bench:pool' },
+      paymentTimeoutMs: 60_000,
+    };
+  });
+}
+
+interface ReservationResult {
+  attempted: number;
+  decided: number;
+  decisions: Record<GrantMode, number>;
+  /** Units reserved on the pool by `free` decisions, as the answers said. */
+  reservedUnits: number;
+  /** Reservations that ended in an error (by code) instead of a decision: none is expected. */
+  errors: Record<string, number>;
+  elapsedSeconds: number;
+  perSecond: number;
+}
+
+async function reserveAll(pool: Pool, jobs: JobRequest[], o: Options, signal: AbortSignal): Promise<ReservationResult> {
+  // Open all C connections before the clock starts: pgbench's tps excludes connection time too.
+  const warm = await Promise.all(Array.from({ length: o.concurrency }, () => pool.connect()));
+  warm.forEach((c) => c.release());
+
+  const day = utcDay(Date.now()); // one day for the whole run, even across midnight
+  log(`${jobs.length} reservations at once through ${o.concurrency} connections`);
+  const started = performance.now();
+  // All at once: the pg pool queues what exceeds its connections, as it would for
+  // concurrent API requests. allSettled, so one failure does not leave the others
+  // running behind the report (and the database drop).
+  const settled = await Promise.allSettled(jobs.map((request) => openGrant(pool, { request, day, budgets: BUDGETS })));
+  const elapsedSeconds = (performance.now() - started) / 1000;
+  // Queued transactions cannot be taken back from the pg pool, so Ctrl-C lands here.
+  if (signal.aborted) throw new Error('interrupted');
+
+  const decisions: Record<GrantMode, number> = { free: 0, partial: 0, gate: 0 };
+  const errors: Record<string, number> = {};
+  let reservedUnits = 0;
+  for (const s of settled) {
+    if (s.status === 'fulfilled') {
+      decisions[s.value.decision]++;
+      reservedUnits += s.value.reserved;
+    } else {
+      // a refusal by the database's own guards (budget trigger: 23514, pool CHECK) would
+      // mean the locks let two reservations read the same figures: counted, and failed below
+      const e = s.reason as { code?: string };
+      const code = s.reason instanceof SluiceError ? s.reason.code : (e.code ?? 'error');
+      errors[code] = (errors[code] ?? 0) + 1;
+      if (Object.keys(errors).length === 1 && errors[code] === 1) log(`first error: ${(s.reason as Error).message}`);
+    }
+  }
+  const decided = decisions.free + decisions.partial + decisions.gate;
+  return { attempted: jobs.length, decided, decisions, reservedUnits, errors, elapsedSeconds, perSecond: decided / elapsedSeconds };
+}
+
+// ------------------------------------------------------------------ checks
+
+interface Checks {
+  /** (payer, day) pairs whose reservations exceed the budget in force: must be 0. */
+  overGrants: number;
+  overGrantRows: { payer: string; day: string; used: number; budget: number }[];
+  pool: { seed: number; balance: number; held: number; available: number; reservedTotal: number; ok: boolean };
+  /** The grants table agrees with the answers the bench counted (per mode, and units reserved). */
+  counts: { inDb: Record<GrantMode, number>; reservedInDb: number; ok: boolean };
+  audit: AuditReport;
+  ok: boolean;
+}
+
+async function check(pool: Pool, payers: Payer[], result: ReservationResult): Promise<Checks> {
+  log('checks: budgets, pool, counts, audit');
+  // The budget in force is the tier's budget as this bench set it, and never more
+  // than what the grant rows recorded: an over-grant cannot hide behind a wrong
+  // `budget` column. used = sum(reserved - returned), as the trigger counts it.
+  const tierBudget = Object.fromEntries(payers.map((p) => [p.id, BUDGETS[p.tier]]));
+  const { rows: overGrantRows } = await pool.query<{ payer: string; day: string; used: number; budget: number }>(
+    `select payer, to_char(day, 'YYYY-MM-DD') as day, sum(reserved - returned)::bigint as used,
+            least(min(budget), ($1::jsonb ->> payer)::bigint)::bigint as budget
+       from grants where day is not null
+      group by payer, day
+     having sum(reserved - returned) > least(min(budget), ($1::jsonb ->> payer)::bigint)
+      order by payer, day`,
+    [JSON.stringify(tierBudget)],
+  );
+
+  // Nothing settles in this run, so the pool's held only grew: available now is the
+  // lowest it ever was, and "never below zero" is "not below zero now". The seed is
+  // read back from the deposits into the pool, not taken from the options.
+  const state = await poolState(pool, utcDay(Date.now()));
+  const { rows: totals } = await pool.query<{ seed: number; reserved: number }>(
+    `select (select coalesce(sum(amount), 0)::bigint from transfers where credit_account_id = $1 and kind = 'deposit') as seed,
+            (select coalesce(sum(reserved), 0)::bigint from grants) as reserved`,
+    [POOL_ACCOUNT],
+  );
+  const { seed, reserved: reservedTotal } = totals[0]!;
+  const poolOk = state.available >= 0 && reservedTotal <= seed && state.held === reservedTotal;
+
+  const { rows: modes } = await pool.query<{ decision: GrantMode; n: number }>('select decision, count(*)::int as n from grants group by decision');
+  const inDb: Record<GrantMode, number> = { free: 0, partial: 0, gate: 0 };
+  for (const m of modes) inDb[m.decision] = m.n;
+  const countsOk = MODES.every((m) => inDb[m] === result.decisions[m]) && reservedTotal === result.reservedUnits;
+
+  const audit = await runAudit(pool);
+  return {
+    overGrants: overGrantRows.length,
+    overGrantRows,
+    pool: { seed, balance: state.balance, held: state.held, available: state.available, reservedTotal, ok: poolOk },
+    counts: { inDb, reservedInDb: reservedTotal, ok: countsOk },
+    audit,
+    ok: overGrantRows.length === 0 && poolOk && countsOk && audit.ok && Object.keys(result.errors).length === 0,
+  };
+}
+
+// ------------------------------------------------------------------ pgbench
+
+const PGBENCH_TABLE = 'bench_counter';
+
+/** Single-row update tps. */
+async function pgbenchSingleRow(url: string, o: Options, signal: AbortSignal): Promise<number> {
+  await onServer(url, `create table ${PGBENCH_TABLE} (id int primary key, n bigint not null)`);
+  await onServer(url, `insert into ${PGBENCH_TABLE} values (1, 0)`);
+  await onServer(url, `vacuum analyze ${PGBENCH_TABLE}`);
+  await checkpoint(url);
+
+  const dir = await mkdtemp(join(tmpdir(), 'sluice-bench-pool-'));
+  try {
+    const script = join(dir, 'single-row-update.sql');
+    await writeFile(script, `update ${PGBENCH_TABLE} set n = n + 1 where id = 1;\n`);
+    // -j 1: one thread drives all clients, as this process's one event loop drives the
+    // reservations. -n: no vacuum of pgbench's own tables (there are none here).
+    const args = ['-n', '-M', 'prepared', '-c', String(o.concurrency), '-j', '1', '-T', String(o.seconds), '-f', script];
+    log(`pgbench ${args.join(' ')}`);
+    // pgbench takes the URL as its dbname argument (libpq expands connection URIs).
+    const { stdout } = await execFileAsync('pgbench', [...args, url], { signal, maxBuffer: 16 << 20 });
+    return pgbenchTps(stdout);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+// ------------------------------------------------------------------ report
+
+// `reservations` is the result; its count is `reservations.attempted`
+type Report = Omit<Options, 'databaseUrl' | 'json' | 'reservations'> & {
+  pgbenchVersion: string | null;
+  postgresVersion: string;
+  budgets: Record<Tier, number>;
+  reservations: ReservationResult;
+  pgbench: { tps: number } | null;
+  /** reservations/s over pgbench single-row updates/s; null without pgbench. */
+  ratio: number | null;
+  checks: Checks;
+};
+
+function printTable(r: Report): void {
+  const c = r.checks;
+  const errors = Object.entries(r.reservations.errors);
+  const res = r.reservations;
+  const rows: [string, string][] = [
+    ['pgbench', r.pgbenchVersion ?? 'not found'],
+    ['postgresql', r.postgresVersion],
+    ['reservations', `${res.attempted} by ${r.payers} payers, estimates ${r.estimateMin}..${r.estimateMax}, seed ${r.seed}`],
+    ['concurrency', String(r.concurrency)],
+    ['pool seed', String(c.pool.seed)],
+    ['tier budgets', PAYER_TIERS.map((t) => `${t} ${r.budgets[t]}`).join(', ')],
+    ['reservations/s', `${res.perSecond.toFixed(1)} (${res.decided} in ${res.elapsedSeconds.toFixed(2)} s)`],
+    ['pgbench updates/s', r.pgbench ? `${r.pgbench.tps.toFixed(1)} (single row, ${r.seconds} s)` : 'n/a (pgbench not found)'],
+    ['ratio', r.ratio === null ? 'n/a' : r.ratio.toFixed(2)],
+    ['decisions', MODES.map((m) => `${m} ${res.decisions[m]}`).join(', ')],
+    ['reserved', `${res.reservedUnits} units`],
+    ['errors', errors.length ? errors.map(([code, n]) => `${code}: ${n}`).join(', ') : '0'],
+    ['over-grants', `${c.overGrants} (payer-days over budget)`],
+    [
+      'pool',
+      `${c.pool.ok ? 'ok' : 'FAILED'} (available ${c.pool.available} = balance ${c.pool.balance} - held ${c.pool.held}; ` +
+        `reserved ${c.pool.reservedTotal} of seed ${c.pool.seed})`,
+    ],
+    ['counts', `${c.counts.ok ? 'ok' : 'FAILED'} (in db: ${MODES.map((m) => `${m} ${c.counts.inDb[m]}`).join(', ')}; reserved ${c.counts.reservedInDb})`],
+    ['audit', `${c.audit.ok ? 'PASS' : 'FAIL'} (${c.audit.checks.filter((x) => x.ok).length}/${c.audit.checks.length} checks)`],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length));
+  for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+  for (const g of c.overGrantRows.slice(0, 20)) console.log(`  over budget: ${g.payer} on ${g.day} used ${g.used} of ${g.budget}`);
+  if (!c.audit.ok) console.log(formatAudit(c.audit));
+  console.log(`ratio reservations/pgbench: ${r.ratio === null ? 'n/a' : r.ratio.toFixed(2)}`);
+  console.log(`over-grants: ${c.overGrants}`);
+}
+
+// ------------------------------------------------------------------ main
+
+async function main(): Promise<void> {
+  const o = parseOptions();
+  const serverUrl = o.databaseUrl;
+  const name = benchDatabaseName();
+  const url = withDatabase(serverUrl, name);
+
+  // Ctrl-C or a kill stops pgbench, and still drops the database.
+  const abort = new AbortController();
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => abort.abort());
+
+  const [version, [server]] = await Promise.all([pgbenchVersion(), onServer<{ server_version: string }>(serverUrl, 'show server_version')]);
+
+  await createBenchDatabase(serverUrl, name);
+  let pool: Pool | undefined;
+  try {
+    pool = createPool(url, o.concurrency);
+    const payers = await setUp(url, pool, o);
+    const reservations = await reserveAll(pool, planJobs(payers, o), o, abort.signal);
+    const checks = await check(pool, payers, reservations);
+    // without pgbench the reservations and the checks still stand: no baseline, not a failure
+    if (version === null) log('pgbench not found: no baseline, ratio n/a');
+    const tps = version === null ? null : await pgbenchSingleRow(url, o, abort.signal);
+
+    const { databaseUrl: _url, json: _json, reservations: _count, ...shown } = o;
+    const report: Report = {
+      ...shown,
+      pgbenchVersion: version,
+      postgresVersion: server!.server_version,
+      budgets: BUDGETS,
+      reservations,
+      pgbench: tps === null ? null : { tps },
+      ratio: tps === null ? null : reservations.perSecond / tps,
+      checks,
+    };
+    if (o.json) console.log(JSON.stringify(report, null, 2));
+    else printTable(report);
+    if (!checks.ok) process.exitCode = 1;
+  } finally {
+    await pool?.end();
+    await dropBenchDatabase(serverUrl, name);
+  }
+}
+
+runBench(main);

@@ -1,0 +1,535 @@
+/**
+ * Subaccount creation throughput against the one-shot payment workflow, and the
+ * entity dashboard against a single-account read, in one run on the same stack:
+ * our own in-memory Temporal dev server, one worker as `sluice worker` runs it
+ * (src/worker.ts, the real workflows and activities, a pool of 10), a fresh database.
+ *
+ *   A (one entity)    N creation sagas (subaccountCreationWorkflow, started as POST
+ *                     /v1/entities/:id/subaccounts starts it) for one entity, C at a
+ *                     time. Allocation locks the entity's row and the collateral hold
+ *                     and the funding lock its main account: the sagas of one entity
+ *                     queue on those rows, which is the case the issue asks about.
+ *   B (E entities)    E entities creating M each, C at a time in all, the entities
+ *                     taken in turn so that all of them are busy together.
+ *   P (payments)      P one-shot payments (paymentWorkflow, started as POST /v1/payments
+ *                     starts it) from one account to another, C at a time: one
+ *                     activity, one transaction, the same two rows every time.
+ *
+ * The ratios creations/payments say what a creation (a saga of several activities,
+ * each with its workflow task) costs against the cheapest workflow the product runs; the absolute
+ * rates depend on the machine, the ratios much less. The payments run in two halves,
+ * one before the creations and one after, because an in-memory dev server grows with
+ * every history: its rate pools both halves, and each half's rate shows the drift.
+ *
+ * Then the dashboard: entityDashboard (one query over all of an entity's subaccounts,
+ * their accounts and streams) for the N-subaccount entity, against getAccount on its
+ * main account (one row by primary key); medians of R reads each, after a warm-up.
+ *
+ *   npm run bench:subaccounts -- [--subaccounts 500] [--entities 10] [--per-entity 50]
+ *     [--concurrency 20] [--payments 500] [--dashboard-reads 50] [--database-url URL] [--json]
+ *
+ * Entities have no webhook URLs (no deliveries run) and limits far above the run
+ * (the cap and the hourly rate never refuse). Progress goes to stderr, results to
+ * stdout (`--json` prints one object). Exits non-zero if a check fails: a creation
+ * that did not end `active`, an entity whose ids are not `<entity>/1..n` without
+ * gaps, a main account whose held is not collateral × n, a payment not confirmed,
+ * dashboard figures that disagree with what was created, the auditor's verdict. The database sluice_bench_* is dropped at the end, also on
+ * failure or Ctrl-C.
+ */
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import { Client, Connection } from '@temporalio/client';
+import type { NativeConnection, Worker } from '@temporalio/worker';
+import { Command } from 'commander';
+import { formatAudit, runAudit, type AuditReport } from '../src/audit';
+import { migrate } from '../src/db/migrate';
+import { createPool, withDatabase, type Pool } from '../src/db/pool';
+import { creationWorkflowId, subaccountId, type CreationResult } from '../src/domain/entities';
+import { paymentWorkflowId, type PaymentReceipt, type PaymentRequest } from '../src/domain/payments';
+import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS } from '../src/domain/searchAttributes';
+import { freePort } from '../src/dev/ports';
+import { createAccount, getAccount } from '../src/ledger/accounts';
+import { entityDashboard, registerEntity } from '../src/ledger/entities';
+import { createParty } from '../src/ledger/parties';
+import { deposit } from '../src/ledger/transfers';
+import { startDevServer, type DevServer } from '../src/temporal/devServer';
+import { runWorkflowOnce } from '../src/temporal/runOnce';
+import { resolveTool, TEMPORAL_CLI } from '../src/temporal/tools';
+import { createWorker } from '../src/worker';
+import { subaccountCreationWorkflow } from '../workflows/entities';
+import { paymentWorkflow } from '../workflows/payment';
+import { endOfRun, interruptibleRun, killWithThisProcess, stopTemporal } from './temporalRun';
+import { benchDatabaseName, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, percentile, type Quantiles, quantiles, runBench } from './support';
+
+
+const NAMESPACE = 'default';
+const TASK_QUEUE = 'bench-subaccounts';
+// What each subaccount holds on its entity's main account and is funded with.
+const COLLATERAL = 10;
+const FUNDING = 5;
+// Far above any run: neither the cap nor the hourly rate may refuse a creation here.
+const UNBOUND_LIMIT = 1_000_000;
+const PAYMENT_AMOUNT = 1;
+/** Creations and payments run before anything is timed (the bundle loaded, the code paths hot, the pool open). */
+const WARMUP = 5;
+/** Untimed reads of each kind before the timed ones. */
+const WARMUP_READS = 5;
+
+const SOLO = 'bench-solo';
+const WARMUP_ENTITY = 'bench-warmup';
+const PAYER = 'bench-payer';
+const PAYEE = 'bench-payee';
+const multiEntity = (i: number) => `bench-multi-${i}`;
+const mainAccount = (entityId: string) => `${entityId}.main`;
+
+interface Options {
+  subaccounts: number;
+  entities: number;
+  perEntity: number;
+  concurrency: number;
+  payments: number;
+  dashboardReads: number;
+  databaseUrl: string;
+  json: boolean;
+}
+
+function parseOptions(): Options {
+  return (
+    new Command()
+      .name('bench:subaccounts')
+      .description('subaccount creations/s against one-shot payments/s, and the entity dashboard against a one-account read, same stack, fresh database')
+      .option('--subaccounts <n>', 'subaccounts created for one entity (phase A)', integerAtLeast(1), 500)
+      .option('--entities <n>', 'entities creating in parallel (phase B)', integerAtLeast(1), 10)
+      // 10 × 50: phase B creates as many as phase A, so the two differ only in how
+      // the creations are spread over entities (and the default run stays short)
+      .option('--per-entity <n>', 'subaccounts created for each entity of phase B', integerAtLeast(1), 50)
+      .option('--concurrency <n>', 'workflows in flight at once (creations and payments alike)', integerAtLeast(1), 20)
+      .option('--payments <n>', 'one-shot payments, the baseline (half before the creations, half after)', integerAtLeast(2), 500)
+      .option('--dashboard-reads <n>', 'timed reads of the dashboard, and of one account', integerAtLeast(1), 50)
+      .option(
+        '--database-url <url>',
+        'the server to benchmark on (a database sluice_bench_* is created there and dropped after)',
+        process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
+      )
+      .option('--json', 'print one JSON object instead of the table', false)
+      .parse()
+      .opts<Options>()
+  );
+}
+
+// ------------------------------------------------------------------ statistics
+
+
+// ------------------------------------------------------------------ setup
+
+async function setUp(url: string, pool: Pool, o: Options): Promise<void> {
+  log(`migrations, ${o.entities + 2} entities, a payer and a payee, deposits`);
+  await migrate(url);
+  // Each creation holds the collateral and moves the funding out of the main account:
+  // every entity gets twice what its creations take, so none runs dry.
+  const entities: [string, number][] = [
+    [SOLO, o.subaccounts],
+    [WARMUP_ENTITY, WARMUP],
+    ...Array.from({ length: o.entities }, (_, i): [string, number] => [multiEntity(i), o.perEntity]),
+  ];
+  for (const [id, creations] of entities) {
+    await registerEntity(pool, {
+      id,
+      name: id,
+      collateral: COLLATERAL,
+      funding: FUNDING,
+      webhookUrls: [],
+      subaccountCap: UNBOUND_LIMIT,
+      creationsPerHour: UNBOUND_LIMIT,
+    });
+    await deposit(pool, { key: `fund-${id}`, accountId: mainAccount(id), amount: 2 * creations * (COLLATERAL + FUNDING) });
+  }
+  // parties and accounts are not on the measured path: the ledger's functions, sequentially
+  for (const id of [PAYER, PAYEE]) {
+    await createParty(pool, { id, name: id });
+    await createAccount(pool, { id, ownerId: id, kind: 'user' });
+  }
+  await deposit(pool, { key: `fund-${PAYER}`, accountId: PAYER, amount: 2 * (o.payments + WARMUP) * PAYMENT_AMOUNT });
+  await pool.query('vacuum analyze');
+}
+
+// ------------------------------------------------------------------ workflows
+
+interface Stack {
+  client: Client;
+  pool: Pool;
+  o: Options;
+  signal: AbortSignal;
+}
+
+/** A creation saga, started and awaited as POST /v1/entities/:id/subaccounts does. */
+function createSubaccount(s: Stack, entityId: string, requestId: string): Promise<CreationResult> {
+  return s.client.workflow.execute(subaccountCreationWorkflow, {
+    workflowId: creationWorkflowId(entityId, requestId),
+    taskQueue: TASK_QUEUE,
+    args: [{ entityId, requestId }],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+  });
+}
+
+/** A one-shot payment, started and awaited as POST /v1/payments does (same policies, same search attributes). */
+function pay(s: Stack, ref: string): Promise<PaymentReceipt> {
+  const request: PaymentRequest = { ref, payerAccountId: PAYER, payeeAccountId: PAYEE, amount: PAYMENT_AMOUNT };
+  return runWorkflowOnce(s.client, paymentWorkflow, {
+    workflowId: paymentWorkflowId(ref),
+    taskQueue: TASK_QUEUE,
+    args: [request],
+    searchAttributes: [
+      { key: SA_KIND, value: 'payment' },
+      { key: SA_PAYER, value: PAYER },
+      { key: SA_PAYEE, value: PAYEE },
+      { key: SA_STATUS, value: 'PENDING' },
+    ],
+  });
+}
+
+/**
+ * Runs `fn` over `items` in their order, at most `concurrency` at a time, each call
+ * timed. The first failure (or Ctrl-C) stops the lanes from taking more; the calls
+ * already in flight are awaited, so nothing runs on behind the report.
+ */
+async function runLimited<T, R>(items: T[], concurrency: number, signal: AbortSignal, fn: (item: T) => Promise<R>) {
+  const results = new Array<{ value: R; ms: number }>(items.length);
+  let next = 0;
+  let failure: { error: unknown } | undefined;
+  const lane = async () => {
+    while (next < items.length && !failure && !signal.aborted) {
+      const i = next++;
+      const t = performance.now();
+      try {
+        results[i] = { value: await fn(items[i]!), ms: performance.now() - t };
+      } catch (error) {
+        failure ??= { error };
+      }
+    }
+  };
+  const started = performance.now();
+  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, lane));
+  if (failure) throw failure.error;
+  signal.throwIfAborted();
+  return { results, seconds: (performance.now() - started) / 1000 };
+}
+
+interface PhaseResult {
+  count: number;
+  seconds: number;
+  perSecond: number;
+  /** Start to result of each workflow, queueing on the server and the worker included. */
+  latencyMs: Quantiles;
+}
+
+const phaseResult = (run: { results: { ms: number }[]; seconds: number }): PhaseResult => ({
+  count: run.results.length,
+  seconds: run.seconds,
+  perSecond: run.results.length / run.seconds,
+  latencyMs: quantiles(run.results.map((r) => r.ms)),
+});
+
+interface Creation {
+  entityId: string;
+  requestId: string;
+}
+
+/** `count` creations for each entity, interleaved (1st of each, 2nd of each, ...) so that all entities are busy together. */
+const creationPlan = (entities: string[], count: number): Creation[] =>
+  Array.from({ length: count }, (_, i) => entities.map((entityId) => ({ entityId, requestId: `${entityId}-${i + 1}` }))).flat();
+
+async function creationPhase(s: Stack, label: string, plan: Creation[]) {
+  log(`${label}: ${plan.length} creations, ${s.o.concurrency} at a time`);
+  const run = await runLimited(plan, s.o.concurrency, s.signal, (c) => createSubaccount(s, c.entityId, c.requestId));
+  const result = phaseResult(run);
+  log(`${label}: ${result.perSecond.toFixed(1)} creations/s (${result.count} in ${result.seconds.toFixed(2)} s)`);
+  return { result, created: plan.map((c, i) => ({ ...c, result: run.results[i]!.value })) };
+}
+
+async function paymentPhase(s: Stack, label: string, refs: string[]) {
+  log(`${label}: ${refs.length} payments, ${s.o.concurrency} at a time`);
+  const run = await runLimited(refs, s.o.concurrency, s.signal, (ref) => pay(s, ref));
+  const result = phaseResult(run);
+  log(`${label}: ${result.perSecond.toFixed(1)} payments/s (${result.count} in ${result.seconds.toFixed(2)} s)`);
+  return { result, receipts: run.results.map((r) => r.value), ms: run.results.map((r) => r.ms) };
+}
+
+/** Both halves of the baseline as one phase: all payments over the summed time, latencies pooled. */
+function pooled(halves: { result: PhaseResult; ms: number[] }[]): PhaseResult {
+  const count = halves.reduce((a, h) => a + h.result.count, 0);
+  const seconds = halves.reduce((a, h) => a + h.result.seconds, 0);
+  return { count, seconds, perSecond: count / seconds, latencyMs: quantiles(halves.flatMap((h) => h.ms)) };
+}
+
+// ------------------------------------------------------------------ dashboard
+
+interface ReadTiming {
+  medianMs: number;
+  p90Ms: number;
+  reads: number;
+}
+
+/** Sequential reads on the pool (one at a time: latency, not throughput), after untimed warm-up reads. */
+async function timeReads(reads: number, signal: AbortSignal, read: () => Promise<unknown>): Promise<ReadTiming> {
+  for (let i = 0; i < WARMUP_READS; i++) await read();
+  const ms: number[] = [];
+  for (let i = 0; i < reads; i++) {
+    signal.throwIfAborted();
+    const t = performance.now();
+    await read();
+    ms.push(performance.now() - t);
+  }
+  return { medianMs: percentile(ms, 50), p90Ms: percentile(ms, 90), reads };
+}
+
+interface DashboardResult {
+  /** entityDashboard for the phase-A entity (N subaccounts). */
+  dashboard: ReadTiming;
+  /** entityDashboard for one phase-B entity (M subaccounts): how the query scales. */
+  dashboardSmall: ReadTiming;
+  /** getAccount on the phase-A entity's main account. */
+  account: ReadTiming;
+  ratio: number;
+  /** The dashboard's own figures for the N-subaccount entity agree with what was created. */
+  figuresOk: boolean;
+}
+
+async function dashboardPhase(s: Stack): Promise<DashboardResult> {
+  const { o } = s;
+  // The planner's statistics as a database in service has them (autovacuum may not
+  // have come by after a few thousand inserts): the plan timed is the steady-state one.
+  await s.pool.query('analyze');
+  log(`dashboard: ${o.dashboardReads} reads each of entityDashboard (${o.subaccounts} and ${o.perEntity} subaccounts) and getAccount`);
+  const dashboard = await timeReads(o.dashboardReads, s.signal, () => entityDashboard(s.pool, SOLO));
+  const dashboardSmall = await timeReads(o.dashboardReads, s.signal, () => entityDashboard(s.pool, multiEntity(0)));
+  const account = await timeReads(o.dashboardReads, s.signal, () => getAccount(s.pool, mainAccount(SOLO)));
+  const d = await entityDashboard(s.pool, SOLO);
+  const figuresOk =
+    d.subaccounts.active === o.subaccounts &&
+    d.subaccounts.pending + d.subaccounts.challenge + d.subaccounts.failed + d.subaccounts.eliminated === 0 &&
+    d.balance === o.subaccounts * FUNDING &&
+    d.held === 0 &&
+    d.openStreams === 0;
+  return { dashboard, dashboardSmall, account, ratio: dashboard.medianMs / account.medianMs, figuresOk };
+}
+
+// ------------------------------------------------------------------ checks
+
+interface EntityCheck {
+  entity: string;
+  expected: number;
+  /** Creations whose result was not an `active` subaccount of this entity. */
+  notActive: number;
+  /** The entity's subaccounts are exactly `<entity>/1..expected`, all active, each returned by one creation. */
+  idsOk: boolean;
+  mainHeld: number;
+  expectedHeld: number;
+  ok: boolean;
+}
+
+interface Checks {
+  entities: EntityCheck[];
+  payments: { expected: number; confirmed: number; payeeBalance: number; expectedPayeeBalance: number; ok: boolean };
+  dashboardFiguresOk: boolean;
+  audit: AuditReport;
+  ok: boolean;
+}
+
+async function checkEntity(pool: Pool, entity: string, expected: number, created: { entityId: string; result: CreationResult }[]): Promise<EntityCheck> {
+  const mine = created.filter((c) => c.entityId === entity);
+  const notActive = mine.filter((c) => c.result.error || c.result.subaccount?.status !== 'active' || c.result.subaccount.entityId !== entity).length;
+  const wanted = Array.from({ length: expected }, (_, i) => subaccountId(entity, i + 1));
+  const { rows } = await pool.query<{ id: string; status: string }>('select id, status from subaccounts where entity_id = $1 order by seq', [entity]);
+  const returned = new Set(mine.map((c) => c.result.subaccount?.id));
+  const idsOk =
+    mine.length === expected &&
+    returned.size === expected &&
+    rows.length === expected &&
+    rows.every((r, i) => r.id === wanted[i] && r.status === 'active' && returned.has(r.id));
+  const mainHeld = (await getAccount(pool, mainAccount(entity))).held;
+  const expectedHeld = COLLATERAL * expected;
+  return { entity, expected, notActive, idsOk, mainHeld, expectedHeld, ok: notActive === 0 && idsOk && mainHeld === expectedHeld };
+}
+
+async function check(
+  s: Stack,
+  created: { entityId: string; result: CreationResult }[],
+  receipts: PaymentReceipt[],
+  dashboardFiguresOk: boolean,
+): Promise<Checks> {
+  const { o, pool } = s;
+  log('checks: creations, ids, collateral, payments, audit');
+  const entities: EntityCheck[] = [];
+  for (const [entity, expected] of [[SOLO, o.subaccounts] as const, ...Array.from({ length: o.entities }, (_, i) => [multiEntity(i), o.perEntity] as const)]) {
+    entities.push(await checkEntity(pool, entity, expected, created));
+  }
+  // the warm-up payments went to the same payee
+  const confirmed = receipts.filter((r) => r.status === 'CONFIRMED' && r.amount === PAYMENT_AMOUNT).length;
+  const payeeBalance = (await getAccount(pool, PAYEE)).balance;
+  const expectedPayeeBalance = (o.payments + WARMUP) * PAYMENT_AMOUNT;
+  const payments = { expected: o.payments, confirmed, payeeBalance, expectedPayeeBalance, ok: confirmed === o.payments && payeeBalance === expectedPayeeBalance };
+  const audit = await runAudit(pool);
+  return { entities, payments, dashboardFiguresOk, audit, ok: entities.every((e) => e.ok) && payments.ok && dashboardFiguresOk && audit.ok };
+}
+
+// ------------------------------------------------------------------ report
+
+// `payments` is the baseline's result; its count is `payments.count`
+type Report = Omit<Options, 'databaseUrl' | 'json' | 'payments'> & {
+  temporalCli: string;
+  postgresVersion: string;
+  collateral: number;
+  funding: number;
+  oneEntity: PhaseResult;
+  manyEntities: PhaseResult;
+  payments: PhaseResult & { before: PhaseResult; after: PhaseResult };
+  /** creations/s over payments/s. */
+  ratioOneEntity: number;
+  ratioManyEntities: number;
+  dashboard: DashboardResult;
+  checks: Checks;
+};
+
+const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : 'n/a');
+const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');
+const rate = (p: PhaseResult, what: string) => `${f1(p.perSecond)} ${what}/s (${p.count} in ${p.seconds.toFixed(2)} s)`;
+const latency = (p: PhaseResult) => `${p.latencyMs.p50.toFixed(0)} / ${p.latencyMs.p99.toFixed(0)} ms (max ${p.latencyMs.max.toFixed(0)})`;
+const read = (t: ReadTiming) => `${f2(t.medianMs)} ms median, p90 ${f2(t.p90Ms)} ms (${t.reads} reads)`;
+
+function printTable(r: Report): void {
+  const c = r.checks;
+  const failedEntities = c.entities.filter((e) => !e.ok);
+  const rows: [string, string][] = [
+    ['temporal cli', r.temporalCli],
+    ['postgresql', r.postgresVersion],
+    ['worker', 'src/worker.ts createWorker (SDK defaults), pg pool 10'],
+    ['concurrency', `${r.concurrency} workflows in flight`],
+    ['entity terms', `collateral ${r.collateral}, funding ${r.funding}, no webhooks, limits unbound`],
+    ['A one entity', rate(r.oneEntity, 'creations')],
+    [`B ${r.entities} entities`, `${rate(r.manyEntities, 'creations')}, ${r.perEntity} each`],
+    ['P payments', `${rate(r.payments, 'payments')}; before ${f1(r.payments.before.perSecond)}, after ${f1(r.payments.after.perSecond)}`],
+    ['ratio A creations/payments', f2(r.ratioOneEntity)],
+    ['ratio B creations/payments', f2(r.ratioManyEntities)],
+    ['latency p50/p99 A', latency(r.oneEntity)],
+    ['latency p50/p99 B', latency(r.manyEntities)],
+    ['latency p50/p99 P', latency(r.payments)],
+    [`dashboard ${r.subaccounts} subaccounts`, read(r.dashboard.dashboard)],
+    [`dashboard ${r.perEntity} subaccounts`, read(r.dashboard.dashboardSmall)],
+    ['getAccount', read(r.dashboard.account)],
+    ['ratio dashboard/account', f2(r.dashboard.ratio)],
+    [
+      'creations',
+      `${failedEntities.length === 0 ? 'ok' : 'FAILED'} (${c.entities.length} entities: all active, ids <entity>/1..n gap-free, main held = collateral x n` +
+        `${failedEntities.length ? `; failing: ${failedEntities.map((e) => e.entity).join(', ')}` : ''})`,
+    ],
+    ['payments', `${c.payments.ok ? 'ok' : 'FAILED'} (${c.payments.confirmed}/${c.payments.expected} confirmed; payee balance ${c.payments.payeeBalance} of ${c.payments.expectedPayeeBalance})`],
+    ['dashboard figures', c.dashboardFiguresOk ? 'ok' : 'FAILED'],
+    ['audit', `${c.audit.ok ? 'PASS' : 'FAIL'} (${c.audit.checks.filter((x) => x.ok).length}/${c.audit.checks.length} checks)`],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length));
+  for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+  for (const e of failedEntities) {
+    console.log(`  ${e.entity}: ${e.notActive} not active, ids ${e.idsOk ? 'ok' : 'WRONG'}, main held ${e.mainHeld} (expected ${e.expectedHeld})`);
+  }
+  if (!c.audit.ok) console.log(formatAudit(c.audit));
+  console.log(`ratio creations/payments, one entity: ${f2(r.ratioOneEntity)}`);
+  console.log(`ratio creations/payments, ${r.entities} entities: ${f2(r.ratioManyEntities)}`);
+  console.log(`ratio dashboard (${r.subaccounts} subaccounts)/account read: ${f2(r.dashboard.ratio)}`);
+}
+
+// ------------------------------------------------------------------ main
+
+async function main(): Promise<void> {
+  const o = parseOptions();
+  const name = benchDatabaseName();
+  const url = withDatabase(o.databaseUrl, name);
+
+  // Ctrl-C or a kill ends the run and still stops everything and drops the database
+  const run = interruptibleRun();
+
+  const cli = resolveTool(TEMPORAL_CLI);
+  if (!cli.path) throw new Error('the Temporal CLI could not be found or installed (try `npm run tools`)');
+  const [server] = await onServer<{ server_version: string }>(o.databaseUrl, 'show server_version');
+
+  let devServer: DevServer | undefined;
+  let pool: Pool | undefined;
+  let worker: Worker | undefined;
+  let running: Promise<void> | undefined;
+  let workerConnection: NativeConnection | undefined;
+  let clientConnection: Connection | undefined;
+  let created = false;
+  try {
+    await createBenchDatabase(o.databaseUrl, name);
+    created = true;
+    // the pool `sluice worker` runs its activities on (createPool's default size)
+    pool = createPool(url);
+    await setUp(url, pool, o);
+
+    log(`starting an in-memory Temporal dev server (${cli.version})`);
+    devServer = await startDevServer({ cliPath: cli.path, port: await freePort() });
+    killWithThisProcess(devServer);
+    run.signal.throwIfAborted();
+
+    log(`worker on ${TASK_QUEUE}: bundling workflows`);
+    ({ worker, connection: workerConnection } = await createWorker({ pool, address: devServer.address, namespace: NAMESPACE, taskQueue: TASK_QUEUE }));
+    running = worker.run();
+    const ended = endOfRun(running, run.signal);
+
+    clientConnection = await Connection.connect({ address: devServer.address });
+    const stack: Stack = { client: new Client({ connection: clientConnection, namespace: NAMESPACE }), pool, o, signal: run.signal };
+
+    const body = async () => {
+      log(`warm-up: ${WARMUP} creations and ${WARMUP} payments`);
+      const warmCreations = await runLimited(creationPlan([WARMUP_ENTITY], WARMUP), WARMUP, run.signal, (c) => createSubaccount(stack, c.entityId, c.requestId));
+      await runLimited(Array.from({ length: WARMUP }, (_, i) => `warmup-${i}`), WARMUP, run.signal, (ref) => pay(stack, ref));
+      // Nothing is timed yet, and a stack that cannot create once is not worth measuring. A
+      // refused payment fails its workflow (runLimited throws); a failed saga returns its failure.
+      const warmFailure = warmCreations.results.find((r) => r.value.subaccount?.status !== 'active');
+      if (warmFailure) throw new Error(`warm-up creation did not succeed: ${JSON.stringify(warmFailure.value)}`);
+
+      const half = Math.floor(o.payments / 2);
+      const refs = Array.from({ length: o.payments }, (_, i) => `bench-${i}`);
+      const before = await paymentPhase(stack, 'P payments [1/2]', refs.slice(0, half));
+      const one = await creationPhase(stack, 'A one entity', creationPlan([SOLO], o.subaccounts));
+      const many = await creationPhase(stack, `B ${o.entities} entities`, creationPlan(Array.from({ length: o.entities }, (_, i) => multiEntity(i)), o.perEntity));
+      const after = await paymentPhase(stack, 'P payments [2/2]', refs.slice(half));
+
+      const dashboard = await dashboardPhase(stack);
+      const checks = await check(stack, [...one.created, ...many.created], [...before.receipts, ...after.receipts], dashboard.figuresOk);
+      return { one: one.result, many: many.result, payments: { ...pooled([before, after]), before: before.result, after: after.result }, dashboard, checks };
+    };
+    const r = await Promise.race([body(), ended]).catch((error: unknown) => {
+      log(`failed: ${error instanceof Error ? error.message : String(error)}; stopping everything`);
+      throw error;
+    });
+
+    const { databaseUrl: _url, json: _json, payments: _count, ...shown } = o;
+    const report: Report = {
+      ...shown,
+      temporalCli: cli.version,
+      postgresVersion: server!.server_version,
+      collateral: COLLATERAL,
+      funding: FUNDING,
+      oneEntity: r.one,
+      manyEntities: r.many,
+      payments: r.payments,
+      ratioOneEntity: r.one.perSecond / r.payments.perSecond,
+      ratioManyEntities: r.many.perSecond / r.payments.perSecond,
+      dashboard: r.dashboard,
+      checks: r.checks,
+    };
+    if (o.json) console.log(JSON.stringify(report, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2));
+    else printTable(report);
+    if (!r.checks.ok) process.exitCode = 1;
+  } finally {
+    run.stopping(); // from here, a call failing as its connection closes is noted, not fatal
+    await stopTemporal({ worker, running, workerConnection, clientConnection, devServer });
+    await pool?.end().catch(() => undefined);
+    if (created) {
+      await dropBenchDatabase(o.databaseUrl, name);
+    }
+  }
+}
+
+runBench(main);

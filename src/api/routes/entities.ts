@@ -1,0 +1,196 @@
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { creationWorkflowId, eliminationWorkflowId, SUBACCOUNT_SEPARATOR, type Subaccount } from '../../domain/entities';
+import { forbidden, SluiceError } from '../../domain/errors';
+import { entityDashboard, getEntity, getSubaccount, listDeliveries, listSubaccounts, registerEntity } from '../../ledger/entities';
+import { subaccountCreationWorkflow, subaccountEliminationWorkflow } from '../../../workflows/entities';
+import { actorName, type Actor } from '../auth';
+import type { Api } from '../app';
+import * as S from '../schemas';
+
+const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody, 429: S.ErrorBody };
+
+const EntityId = z
+  .string()
+  .refine((s) => !s.includes(SUBACCOUNT_SEPARATOR), `entity ids may not contain '${SUBACCOUNT_SEPARATOR}': it separates entity and number in subaccount ids`)
+  .pipe(S.PartyId);
+const SubaccountParam = z.object({
+  id: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}\/[1-9][0-9]{0,9}$/, '<entity>/<n> (URL-encode the slash as %2F)'),
+});
+const Page = z.object({ after: z.coerce.number<string>().int().min(0).default(0), limit: z.coerce.number<string>().int().min(1).max(500).default(100) });
+
+const Subaccount = z.object({
+  id: z.string(),
+  entityId: z.string(),
+  seq: z.number().int(),
+  status: z.enum(['pending', 'challenge', 'active', 'failed', 'eliminated']),
+  accountId: z.string().optional(),
+  funding: z.number().int(),
+  failedStep: z.string().optional(),
+  failure: z.string().optional(),
+  createdAt: z.string(),
+  activatedAt: z.string().optional(),
+  endedAt: z.string().optional(),
+});
+
+export function entityRoutes(app: Api) {
+  const { pool, temporal, taskQueue } = app.deps;
+
+  /** An entity acts on its own subaccounts only; the admin on all. */
+  const ownEntity = (actor: Actor, entityId: string) => {
+    if (actor.kind === 'party' && actor.party !== entityId) throw forbidden(`entity ${entityId} is not yours`);
+  };
+  const ownSubaccount = async (actor: Actor, id: string): Promise<Subaccount> => {
+    const sub = await getSubaccount(pool, id);
+    ownEntity(actor, sub.entityId);
+    return sub;
+  };
+
+  app.post('/v1/entities', {
+    config: { auth: 'admin' },
+    schema: {
+      tags: ['entities'],
+      summary: 'Register an entity (admin): its API key, main account (collateral and funding come from it) and webhook secret, shown once',
+      body: z.object({
+        id: EntityId,
+        name: S.PartyName,
+        collateral: S.Units.describe('held on the main account per live subaccount'),
+        funding: z.number().int().min(0).max(1e15).describe('moved into each new subaccount'),
+        webhookUrls: z.array(z.url({ protocol: /^https?$/ }).max(500)).max(5).default([]),
+        challengeMs: z.number().int().min(0).max(90 * 86_400_000).optional().describe('0: active at once'),
+        challengeMinBps: z.number().int().min(0).max(10_000).optional().describe('the balance a challenged subaccount must keep, in basis points of its funding'),
+        subaccountCap: z.number().int().min(1).max(100_000).optional().describe('live subaccounts (default: SLUICE_SUBACCOUNT_CAP)'),
+        creationsPerHour: z.number().int().min(1).max(100_000).optional().describe('default: SLUICE_SUBACCOUNT_CREATIONS_PER_HOUR'),
+      }),
+      response: { 201: z.object({ id: z.string(), apiKey: z.string(), webhookSecret: z.string(), mainAccountId: z.string() }), ...errors },
+    },
+    handler: async (req, reply) => reply.status(201).send(await registerEntity(pool, req.body)),
+  });
+
+  app.get('/v1/entities/:id', {
+    schema: {
+      tags: ['entities'],
+      summary: 'An entity (itself or the admin): terms and webhook URLs (never the secret)',
+      params: z.object({ id: S.PartyId }),
+      response: {
+        200: z.object({ id: z.string(), mainAccountId: z.string(), collateral: z.number().int(), funding: z.number().int(), webhookUrls: z.array(z.string()), challengeMs: z.number().int(), challengeMinBps: z.number().int(), nextSeq: z.number().int() }),
+        ...errors,
+      },
+    },
+    handler: async (req) => {
+      ownEntity(req.actor, req.params.id);
+      const e = await getEntity(pool, req.params.id);
+      return { id: e.id, mainAccountId: e.main_account_id, collateral: e.collateral, funding: e.funding, webhookUrls: e.webhook_urls, challengeMs: e.challenge_ms, challengeMinBps: e.challenge_min_bps, nextSeq: e.next_seq };
+    },
+  });
+
+  app.post('/v1/entities/:id/subaccounts', {
+    schema: {
+      tags: ['entities'],
+      summary: 'Create a subaccount (creation saga): answers with it, or with the failed step and what was rolled back',
+      params: z.object({ id: S.PartyId }),
+      body: z.object({ requestId: S.Ref.optional().describe('the same request id returns the same creation') }).default({}),
+      response: { 201: z.object({ subaccount: Subaccount, compensated: z.array(z.string()) }), ...errors },
+    },
+    handler: async (req, reply) => {
+      ownEntity(req.actor, req.params.id);
+      await getEntity(pool, req.params.id);
+      const requestId = req.body?.requestId ?? randomBytes(8).toString('hex');
+      const result = await temporal.workflow.execute(subaccountCreationWorkflow, {
+        workflowId: creationWorkflowId(req.params.id, requestId),
+        taskQueue,
+        args: [{ entityId: req.params.id, requestId }],
+        workflowIdConflictPolicy: 'USE_EXISTING',
+      });
+      if (result.error) {
+        const code = result.error.code === 'rate_limited' || result.error.code === 'limit_exceeded' ? result.error.code : 'creation_failed';
+        if (code === 'rate_limited') reply.header('retry-after', '3600');
+        throw new SluiceError(code, result.error.message, { failedStep: result.failedStep, compensated: result.compensated, subaccount: result.subaccount ?? null });
+      }
+      return reply.status(201).send({ subaccount: result.subaccount!, compensated: result.compensated });
+    },
+  });
+
+  app.get('/v1/entities/:id/subaccounts', {
+    schema: { tags: ['entities'], summary: "An entity's subaccounts by number, a page at a time", params: z.object({ id: S.PartyId }), querystring: Page, response: { 200: z.object({ subaccounts: z.array(Subaccount) }), ...errors } },
+    handler: async (req) => {
+      ownEntity(req.actor, req.params.id);
+      return { subaccounts: await listSubaccounts(pool, req.params.id, req.query) };
+    },
+  });
+
+  app.get('/v1/subaccounts/:id', {
+    schema: { tags: ['entities'], summary: 'A subaccount (its entity or the admin)', params: SubaccountParam, response: { 200: Subaccount, ...errors } },
+    handler: async (req) => ownSubaccount(req.actor, req.params.id),
+  });
+
+  app.post('/v1/subaccounts/:id/eliminate', {
+    schema: {
+      tags: ['entities'],
+      summary: 'Eliminate a subaccount: close its streams, sweep its balance to the entity, release its collateral',
+      params: SubaccountParam,
+      body: z.object({ reason: S.Memo.optional() }).default({}),
+      response: {
+        200: z.object({ subaccount: Subaccount, swept: z.number().int(), collateralReleased: z.boolean(), streams: z.array(S.StreamReceipt) }),
+        ...errors,
+      },
+    },
+    handler: async (req) => {
+      const sub = await ownSubaccount(req.actor, req.params.id);
+      if (sub.status === 'eliminated') return { subaccount: sub, swept: 0, collateralReleased: false, streams: [] };
+      if (sub.status !== 'active' && sub.status !== 'challenge') {
+        throw new SluiceError('invalid_request', `subaccount ${sub.id} is ${sub.status}; only a live subaccount can be eliminated`, { status: sub.status });
+      }
+      return temporal.workflow.execute(subaccountEliminationWorkflow, {
+        workflowId: eliminationWorkflowId(sub.id),
+        taskQueue,
+        args: [{ id: sub.id, reason: req.body?.reason ?? 'eliminated on request', by: actorName(req.actor) }],
+        workflowIdConflictPolicy: 'USE_EXISTING',
+      });
+    },
+  });
+
+  app.get('/v1/entities/:id/dashboard', {
+    schema: {
+      tags: ['entities'],
+      summary: 'All subaccounts at once (one query): status counts, balances, held, open streams, paid and received',
+      params: z.object({ id: S.PartyId }),
+      response: {
+        200: z.object({
+          entity: z.string(),
+          subaccounts: z.object({ pending: z.number().int(), challenge: z.number().int(), active: z.number().int(), failed: z.number().int(), eliminated: z.number().int() }),
+          balance: z.number().int(),
+          held: z.number().int(),
+          openStreams: z.number().int(),
+          paid: z.number().int(),
+          received: z.number().int(),
+        }),
+        ...errors,
+      },
+    },
+    handler: async (req) => {
+      ownEntity(req.actor, req.params.id);
+      await getEntity(pool, req.params.id);
+      return entityDashboard(pool, req.params.id);
+    },
+  });
+
+  app.get('/v1/entities/:id/deliveries', {
+    schema: {
+      tags: ['entities'],
+      summary: 'Webhook delivery attempts with their outcome, oldest first',
+      params: z.object({ id: S.PartyId }),
+      querystring: Page,
+      response: {
+        200: z.object({
+          deliveries: z.array(z.object({ id: z.number().int(), eventKey: z.string(), eventType: z.string(), url: z.string(), attempt: z.number().int(), statusCode: z.number().int().optional(), ok: z.boolean(), error: z.string().optional(), at: z.string() })),
+        }),
+        ...errors,
+      },
+    },
+    handler: async (req) => {
+      ownEntity(req.actor, req.params.id);
+      return { deliveries: await listDeliveries(pool, req.params.id, req.query) };
+    },
+  });
+}

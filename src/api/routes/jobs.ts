@@ -1,0 +1,178 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { WorkflowUpdateFailedError } from '@temporalio/client';
+import { z } from 'zod';
+import { forbidden, SluiceError } from '../../domain/errors';
+import { DEFAULT_TIER_BUDGETS, jobWorkflowId, paymentState, utcDay, type GrantView, type JobRequest } from '../../domain/grants';
+import { findGrant, getGrant, noPayment, previewDecision, setTier, toGrantView } from '../../ledger/grants';
+import { poolState } from '../../ledger/pool';
+import { startJobWorkflow } from '../../temporal/jobs';
+import { sluiceErrorFromTemporal } from '../../temporal/failures';
+import { cancelJobSignal, jobPaymentUpdate } from '../../../workflows/definitions';
+import { actorName, ownAccount, type Actor } from '../auth';
+import type { Api } from '../app';
+import * as S from '../schemas';
+
+const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
+
+export const PAYMENT_TIMEOUT_MS_MIN = 1_000;
+export const PAYMENT_TIMEOUT_MS_MAX = 7 * 86_400_000;
+
+const Work = z.object({
+  description: z.string().min(1).max(500).regex(/^[^\u0000]*$/, 'no NUL characters'),
+  simulate: z
+    .object({
+      actualCost: z.number().int().min(0).max(1e15).optional(),
+      failTimes: z.union([z.number().int().min(0).max(100), z.literal('always')]).optional(),
+      durationMs: z.number().int().min(0).max(60_000).optional(),
+    })
+    .optional()
+    .describe('what the default (simulated) work does: its actual cost, failing attempts, duration'),
+});
+
+const CreateJobBody = z.object({
+  jobId: S.Ref.optional(),
+  accountId: S.AccountId.describe("the payer's account: pays the charged part, receives refunds"),
+  estimatedCost: S.Units,
+  requestHash: z.string().regex(/^[A-Za-z0-9:_-]{1,128}$/).optional().describe('identifies the request (default: sha256 of the work)'),
+  work: Work,
+  paymentTimeoutMs: z.number().int().min(PAYMENT_TIMEOUT_MS_MIN).max(PAYMENT_TIMEOUT_MS_MAX).optional(),
+});
+
+const JobIdParam = z.object({ id: S.Ref });
+
+export function jobRoutes(app: Api) {
+  const { pool, temporal, taskQueue } = app.deps;
+  const budgets = app.deps.budgets ?? DEFAULT_TIER_BUDGETS;
+  const paymentTimeoutMs = app.deps.jobPaymentTimeoutMs ?? 3_600_000;
+
+  /** A job is the payer's (and the admin's) to see and act on. */
+  const visibleJob = async (actor: Actor, jobId: string): Promise<GrantView> => {
+    const grant = await getGrant(pool, jobId);
+    if (actor.kind === 'party' && actor.party !== grant.payer) throw forbidden(`job ${jobId} is not yours`);
+    return grant;
+  };
+
+  app.get('/v1/pool', {
+    schema: { tags: ['pool'], summary: "The free-tier pool: balance, held (open reservations), absorbed and credited back today (UTC)", response: { 200: S.PoolState, ...errors } },
+    handler: async () => poolState(pool, utcDay(Date.now())),
+  });
+
+  app.get('/v1/estimate', {
+    schema: {
+      tags: ['pool'],
+      summary: 'What a job would get now: the decision preview, your budget today, the pool, the tier budgets (reserves nothing)',
+      querystring: z.object({ estimatedCost: z.coerce.number<string>().int().positive().max(1e15), payer: S.PartyId.optional() }),
+      response: {
+        200: z.object({
+          estimatedCost: z.number().int(),
+          payer: z.string(),
+          decision: z.object({ mode: z.enum(['free', 'partial', 'gate']), absorbUnits: z.number().int(), chargeUnits: z.number().int() }),
+          budget: z.object({ tier: S.Tier, daily: z.number().int(), used: z.number().int(), remaining: z.number().int() }),
+          poolAvailable: z.number().int(),
+          tierBudgets: z.record(z.string(), z.number().int()),
+        }),
+        ...errors,
+      },
+    },
+    handler: async (req) => {
+      const payer = req.actor.kind === 'party' ? req.actor.party : req.query.payer;
+      if (!payer) throw new SluiceError('invalid_request', 'the admin names the payer: ?payer=<party>');
+      if (req.actor.kind === 'party' && req.query.payer && req.query.payer !== payer) throw forbidden('a party estimates for itself');
+      const preview = await previewDecision(pool, { payer, estimatedCost: req.query.estimatedCost, day: utcDay(Date.now()), budgets });
+      return { estimatedCost: req.query.estimatedCost, payer, ...preview, tierBudgets: budgets };
+    },
+  });
+
+  app.post('/v1/parties/:id/tier', {
+    config: { auth: 'admin' },
+    schema: {
+      tags: ['pool'],
+      summary: "Set a payer's tier (admin): its daily free-tier budget",
+      params: z.object({ id: S.PartyId }),
+      body: z.object({ tier: S.Tier }),
+      response: { 200: z.object({ party: z.string(), tier: S.Tier, dailyBudget: z.number().int() }), ...errors },
+    },
+    handler: async (req) => ({ ...(await setTier(pool, req.params.id, req.body.tier)), dailyBudget: budgets[req.body.tier] }),
+  });
+
+  app.post('/v1/jobs', {
+    schema: {
+      tags: ['jobs'],
+      summary: 'Start a grant job (workflow job-<id>): decided before this returns; a free job is reserved and runs at once',
+      body: CreateJobBody,
+      response: { 201: S.Grant, 200: S.Grant, ...errors },
+    },
+    handler: async (req, reply) => {
+      const account = await ownAccount(pool, req.actor, req.body.accountId);
+      const { jobId = `j-${randomBytes(8).toString('hex')}`, work } = req.body;
+      const request: JobRequest = {
+        jobId,
+        payer: account.ownerId,
+        payerAccountId: account.id,
+        estimatedCost: req.body.estimatedCost,
+        requestHash: req.body.requestHash ?? createHash('sha256').update(JSON.stringify(work)).digest('hex'),
+        work,
+        paymentTimeoutMs: req.body.paymentTimeoutMs ?? paymentTimeoutMs,
+      };
+      const existing = await findGrant(pool, jobId);
+      if (existing) {
+        const g = toGrantView(existing);
+        if (g.payerAccountId !== request.payerAccountId || g.estimatedCost !== request.estimatedCost || g.requestHash !== request.requestHash) {
+          throw new SluiceError('ref_conflict', `job id ${jobId} is already used by another job`, { jobId });
+        }
+        return reply.status(200).send(g);
+      }
+      const { decided } = await startJobWorkflow(temporal, taskQueue, request);
+      return reply.status(201).send(decided);
+    },
+  });
+
+  app.get('/v1/jobs/:id', {
+    schema: { tags: ['jobs'], summary: 'A job and its grant: decision, reservation, payment, what was absorbed, refunded and credited', params: JobIdParam, response: { 200: S.Grant, ...errors } },
+    handler: async (req) => visibleJob(req.actor, req.params.id),
+  });
+
+  app.post('/v1/jobs/:id/payment', {
+    schema: {
+      tags: ['jobs'],
+      summary: 'Pay a partial or gate job: re-grants what is left now, reserves it, charges the rest. Paying again changes nothing',
+      params: JobIdParam,
+      response: { 200: S.Grant, ...errors },
+    },
+    handler: async (req) => {
+      const grant = await visibleJob(req.actor, req.params.id);
+      const state = paymentState(grant);
+      if (state === 'paid') return grant;
+      if (state === 'refused') throw noPayment(grant);
+      try {
+        return await temporal.workflow.getHandle(jobWorkflowId(grant.jobId)).executeUpdate(jobPaymentUpdate);
+      } catch (error) {
+        const known = sluiceErrorFromTemporal(error);
+        if (known) throw known;
+        if (error instanceof WorkflowUpdateFailedError) throw error;
+        // the job ended (timed out) between our read and the update: answer from the database
+        throw noPayment(await getGrant(pool, grant.jobId));
+      }
+    },
+  });
+
+  app.post('/v1/jobs/:id/cancel', {
+    schema: {
+      tags: ['jobs'],
+      summary: 'Cancel a job that is still waiting for its payment (payer or admin); returns the job',
+      params: JobIdParam,
+      body: z.object({ reason: S.Memo.optional() }).default({}),
+      response: { 200: S.Grant, ...errors },
+    },
+    handler: async (req) => {
+      const grant = await visibleJob(req.actor, req.params.id);
+      if (grant.status === 'cancelled') return grant;
+      if (grant.status !== 'awaiting_payment') {
+        throw new SluiceError('job_conflict', `job ${grant.jobId} is ${grant.status}: only a job waiting for its payment can be cancelled`, { jobId: grant.jobId, status: grant.status });
+      }
+      const handle = temporal.workflow.getHandle(jobWorkflowId(grant.jobId));
+      await handle.signal(cancelJobSignal, { by: actorName(req.actor), reason: req.body?.reason }).catch(() => undefined); // already ending: read the result
+      return (await handle.result()) as GrantView;
+    },
+  });
+}

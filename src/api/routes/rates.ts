@@ -1,0 +1,124 @@
+import { z } from 'zod';
+import { tickAt } from '../../domain/crown';
+import { forbidden, SluiceError } from '../../domain/errors';
+import { crownOver, holdersAt, listRateEvents, payCrownRewards, postRateEvent } from '../../ledger/rates';
+import type { Actor } from '../auth';
+import type { Api } from '../app';
+import * as S from '../schemas';
+
+const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
+
+/** The longest window the crown endpoint replays in one call (about 115 days of ticks). */
+export const CROWN_WINDOW_TICKS_MAX = 10_000_000;
+const Tick = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const QueryTick = z.coerce.number<string>().int().min(0).max(Number.MAX_SAFE_INTEGER);
+
+const RateEvent = z.object({
+  id: z.number().int(),
+  seller: z.string(),
+  tick: z.number().int(),
+  rate: z.number().int().optional(),
+  active: z.boolean().optional(),
+  busy: z.boolean().optional(),
+  createdAt: z.string(),
+});
+
+export function rateRoutes(app: Api) {
+  const { pool } = app.deps;
+  const ownSeller = (actor: Actor, seller: string) => {
+    if (actor.kind === 'party' && actor.party !== seller) throw forbidden(`a seller posts its own rates (${seller} is not you)`);
+  };
+
+  app.post('/v1/sellers/:id/rates', {
+    schema: {
+      tags: ['rates'],
+      summary: "Post a seller's price per tick, effective from `atTick` (default: now); `accountId` names where routed streams pay it",
+      params: z.object({ id: S.PartyId }),
+      body: z.object({ ratePerTick: z.number().int().min(0).max(1e15), atTick: Tick.optional(), accountId: S.AccountId.optional() }),
+      response: { 201: RateEvent, ...errors },
+    },
+    handler: async (req, reply) => {
+      ownSeller(req.actor, req.params.id);
+      const nowTick = tickAt(Date.now());
+      const event = await postRateEvent(pool, { seller: req.params.id, tick: req.body.atTick ?? nowTick, nowTick, accountId: req.body.accountId, rate: req.body.ratePerTick });
+      return reply.status(201).send(event);
+    },
+  });
+
+  app.post('/v1/sellers/:id/state', {
+    schema: {
+      tags: ['rates'],
+      summary: "Post a seller's state (active/inactive, busy/idle), effective from `atTick` (default: now)",
+      params: z.object({ id: S.PartyId }),
+      body: z
+        .object({ active: z.boolean().optional(), busy: z.boolean().optional(), atTick: Tick.optional() })
+        .refine((b) => b.active !== undefined || b.busy !== undefined, 'give active, busy or both'),
+      response: { 201: RateEvent, ...errors },
+    },
+    handler: async (req, reply) => {
+      ownSeller(req.actor, req.params.id);
+      const nowTick = tickAt(Date.now());
+      const event = await postRateEvent(pool, { seller: req.params.id, tick: req.body.atTick ?? nowTick, nowTick, active: req.body.active, busy: req.body.busy });
+      return reply.status(201).send(event);
+    },
+  });
+
+  app.get('/v1/rates/events', {
+    schema: {
+      tags: ['rates'],
+      summary: 'Tail the rate events by cursor (id), oldest first',
+      querystring: z.object({ after: z.coerce.number<string>().int().min(0).default(0), limit: z.coerce.number<string>().int().min(1).max(1000).default(100) }),
+      response: { 200: z.object({ events: z.array(RateEvent) }), ...errors },
+    },
+    handler: async (req) => ({ events: await listRateEvents(pool, req.query.after, req.query.limit) }),
+  });
+
+  app.post('/v1/crown/rewards', {
+    config: { auth: 'admin' },
+    schema: {
+      tags: ['rates'],
+      summary: 'Pay a budget from the rewards account to sellers in proportion to crown time over [from, to), once per window (admin)',
+      body: z.object({ from: Tick, to: Tick, budget: S.Units }),
+      response: {
+        200: z.object({ from: z.number().int(), to: z.number().int(), budget: z.number().int(), paid: z.number().int(), shares: z.record(z.string(), z.number().int()), alreadyPaid: z.boolean() }),
+        ...errors,
+      },
+    },
+    handler: async (req) => {
+      const { from, to, budget } = req.body;
+      if (from >= to) throw new SluiceError('invalid_request', `from (${from}) must be before to (${to})`);
+      if (to > tickAt(Date.now())) throw new SluiceError('invalid_request', `the window must be over: it ends at ${to}, now is ${tickAt(Date.now())}`);
+      if (to - from > CROWN_WINDOW_TICKS_MAX) throw new SluiceError('invalid_request', `a window is at most ${CROWN_WINDOW_TICKS_MAX} ticks`);
+      return payCrownRewards(pool, { window: { from, to }, budget });
+    },
+  });
+
+  app.get('/v1/crown', {
+    schema: {
+      tags: ['rates'],
+      summary: 'Crown time per seller over ticks [from, to) (default: the last hour), the intervals, and the holders now',
+      querystring: z.object({ from: QueryTick.optional(), to: QueryTick.optional() }),
+      response: {
+        200: z.object({
+          from: z.number().int(),
+          to: z.number().int(),
+          crownTime: z.record(z.string(), z.number().int()),
+          intervals: z.array(z.object({ start: z.number().int(), end: z.number().int(), holders: z.array(z.string()), bestRate: z.number().int().nullable() })),
+          current: z.object({ tick: z.number().int(), holders: z.array(z.string()), bestRate: z.number().int().nullable() }),
+        }),
+        ...errors,
+      },
+    },
+    handler: async (req) => {
+      const nowTick = tickAt(Date.now());
+      const to = req.query.to ?? nowTick + 1;
+      const from = req.query.from ?? Math.max(0, to - 3600);
+      if (from >= to) throw new SluiceError('invalid_request', `from (${from}) must be before to (${to})`);
+      if (to - from > CROWN_WINDOW_TICKS_MAX) throw new SluiceError('invalid_request', `a window is at most ${CROWN_WINDOW_TICKS_MAX} ticks`);
+      const { crownTime, intervals } = await crownOver(pool, { from, to });
+      // the default window ends with the current tick: its last interval already says who holds the crown now
+      const now = intervals.find((iv) => iv.start <= nowTick && nowTick < iv.end) ?? (await holdersAt(pool, nowTick));
+      return { from, to, crownTime, intervals: intervals.slice(0, 1000), current: { tick: nowTick, holders: now.holders, bestRate: now.bestRate } };
+    },
+  });
+}

@@ -1,0 +1,188 @@
+/**
+ * The rate board's crown (DESIGN §6), pure: no I/O, no clock. Time is in ticks.
+ *
+ * A seller qualifies when it is active, not busy and its rate is above 0. The
+ * crown holders at a tick are the qualifying sellers at the lowest rate; ties share.
+ * `crownIntervals` is the one replay of the rules: given each seller's state when a
+ * window opens and the events inside it, it yields the maximal runs of ticks over
+ * which the holders do not change. `crownTime` and `crownPerTick` are thin wrappers
+ * over it; neither knows the rules.
+ *
+ * Sharing rule (exact integers): a tick held by k sellers goes wholly to one of
+ * them, the holder at position `tick mod k` in id order. Over any run each holder
+ * gets ⌊L/k⌋ or ⌈L/k⌉ of its L ticks, no holder is favoured over time, the totals
+ * are exact, and the per-tick credits add up to the aggregate by construction.
+ */
+export interface SellerState {
+  active: boolean;
+  busy: boolean;
+  /** Price per tick in minor units; 0 means no offer. */
+  rate: number;
+}
+
+export const NO_OFFER: SellerState = { active: false, busy: false, rate: 0 };
+
+/** A change to one seller, effective from `tick` on. Events at the same tick apply in id order. */
+export interface RateEvent {
+  id: number;
+  seller: string;
+  tick: number;
+  rate?: number;
+  active?: boolean;
+  busy?: boolean;
+}
+
+/** Ticks [start, end) over which the holders stay the same (none: `holders` empty, `bestRate` null). */
+export interface CrownInterval {
+  start: number;
+  end: number;
+  holders: string[];
+  bestRate: number | null;
+}
+
+export interface Window {
+  /** First tick of the window (inclusive). */
+  from: number;
+  /** End of the window (exclusive). */
+  to: number;
+}
+
+/** Counts the generator's work, so a test can prove it grows with events, not ticks. */
+export interface StepCounter {
+  steps: number;
+}
+
+const qualifies = (s: SellerState) => s.active && !s.busy && s.rate > 0;
+
+/** The holders of a set of states: the qualifying sellers at the lowest rate, in id order. */
+export function holdersOf(states: ReadonlyMap<string, SellerState>): { holders: string[]; bestRate: number | null } {
+  let bestRate: number | null = null;
+  let holders: string[] = [];
+  for (const [seller, s] of states) {
+    if (!qualifies(s)) continue;
+    if (bestRate === null || s.rate < bestRate) {
+      bestRate = s.rate;
+      holders = [seller];
+    } else if (s.rate === bestRate) holders.push(seller);
+  }
+  return { holders: holders.sort(), bestRate };
+}
+
+/** Applies one event to a seller's state. */
+export function apply(state: SellerState, e: RateEvent): SellerState {
+  return { active: e.active ?? state.active, busy: e.busy ?? state.busy, rate: e.rate ?? state.rate };
+}
+
+const before_ = (a: RateEvent, b: RateEvent) => a.tick - b.tick || a.id - b.id;
+
+/** Events in (tick, id) order; the database hands them over sorted, so usually this is one check. */
+function inOrder(events: RateEvent[]): RateEvent[] {
+  for (let i = 1; i < events.length; i++) if (before_(events[i - 1]!, events[i]!) > 0) return events.sort(before_);
+  return events;
+}
+
+const sameHolders = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+/**
+ * The replay generator. `before`: each seller's state as the window opens (the
+ * effect of every event before `from`); `events`: the events with from ≤ tick < to
+ * (others are ignored), in any order. Yields maximal intervals covering [from, to).
+ */
+export function* crownIntervals(window: Window, before: ReadonlyMap<string, SellerState>, events: readonly RateEvent[], counter?: StepCounter): Generator<CrownInterval> {
+  if (window.to <= window.from) return;
+  const states = new Map(before);
+  const inside = inOrder(events.filter((e) => e.tick >= window.from && e.tick < window.to));
+  let { holders, bestRate } = holdersOf(states);
+  let start = window.from;
+  for (let i = 0; i < inside.length; ) {
+    const tick = inside[i]!.tick;
+    const was = { holders, bestRate };
+    // every event of this tick, in id order, before the holders are looked at again;
+    // most events leave the crown alone and cost O(1); only a holder leaving the best
+    // rate with nobody left at it makes a full pass over the sellers
+    let rescan = false;
+    for (; i < inside.length && inside[i]!.tick === tick; i++) {
+      const e = inside[i]!;
+      const next = apply(states.get(e.seller) ?? NO_OFFER, e);
+      states.set(e.seller, next);
+      if (counter) counter.steps++;
+      if (rescan) continue;
+      const offer = qualifies(next) ? next.rate : null;
+      const holding = holders.includes(e.seller);
+      if (offer !== null && (bestRate === null || offer < bestRate)) {
+        holders = [e.seller];
+        bestRate = offer;
+      } else if (offer !== null && offer === bestRate) {
+        if (!holding) holders = [...holders, e.seller].sort();
+      } else if (holding) {
+        holders = holders.filter((h) => h !== e.seller);
+        if (holders.length === 0) rescan = true;
+      }
+    }
+    if (rescan) ({ holders, bestRate } = holdersOf(states));
+    if (sameHolders(was.holders, holders) && was.bestRate === bestRate) continue;
+    if (tick > start) {
+      if (counter) counter.steps++;
+      yield { start, end: tick, holders: was.holders, bestRate: was.bestRate };
+    }
+    start = tick;
+  }
+  if (counter) counter.steps++;
+  yield { start, end: window.to, holders, bestRate };
+}
+
+/** How many ticks t in [start, end) have t mod k = j. */
+function ticksAt(start: number, end: number, k: number, j: number): number {
+  const upTo = (n: number) => Math.floor((n - j + k - 1) / k); // t in [0, n) with t ≡ j (mod k), for n ≥ 0
+  return upTo(end) - upTo(start);
+}
+
+/** The holder a shared tick goes to (the sharing rule above). */
+export const tickOwner = (tick: number, holders: readonly string[]) => holders[tick % holders.length]!;
+
+/** Crown time per seller over a window, in whole ticks (sharing rule above). Sellers that held nothing are absent. */
+export function crownTime(window: Window, before: ReadonlyMap<string, SellerState>, events: readonly RateEvent[], counter?: StepCounter): Record<string, number> {
+  const total: Record<string, number> = {};
+  for (const iv of crownIntervals(window, before, events, counter)) {
+    const k = iv.holders.length;
+    iv.holders.forEach((seller, j) => {
+      const n = ticksAt(iv.start, iv.end, k, j);
+      if (n > 0) total[seller] = (total[seller] ?? 0) + n;
+    });
+  }
+  return total;
+}
+
+/** Every tick of a window with its holders (expanded from the intervals; for per-tick consumers). */
+export function* crownPerTick(window: Window, before: ReadonlyMap<string, SellerState>, events: readonly RateEvent[]): Generator<{ tick: number; holders: string[]; bestRate: number | null }> {
+  for (const iv of crownIntervals(window, before, events)) {
+    for (let tick = iv.start; tick < iv.end; tick++) yield { tick, holders: iv.holders, bestRate: iv.bestRate };
+  }
+}
+
+/** The rate board's clock: one tick per second of wall time (the API reads it; the rules never do). */
+export const CROWN_TICK_MS = 1000;
+export const tickAt = (ms: number) => Math.floor(ms / CROWN_TICK_MS);
+
+/**
+ * Splits a budget in proportion to crown time, in whole units: each seller gets
+ * ⌊budget·t/T⌋, and the units left over go one each to the largest remainders (ties
+ * by seller id). The shares add up to the budget exactly (nothing when nobody held
+ * the crown).
+ */
+export function splitReward(budget: number, crownTicks: Readonly<Record<string, number>>): Record<string, number> {
+  const sellers = Object.keys(crownTicks).filter((s) => crownTicks[s]! > 0).sort();
+  const total = sellers.reduce((sum, s) => sum + crownTicks[s]!, 0);
+  if (total === 0) return {};
+  // BigInt: budget × ticks can pass 2^53 for large budgets and long windows
+  const parts = sellers.map((s) => {
+    const scaled = BigInt(budget) * BigInt(crownTicks[s]!);
+    return { s, units: Number(scaled / BigInt(total)), rest: scaled % BigInt(total) };
+  });
+  let left = budget - parts.reduce((sum, p) => sum + p.units, 0);
+  for (const p of [...parts].sort((a, b) => (a.rest === b.rest ? (a.s < b.s ? -1 : 1) : a.rest > b.rest ? -1 : 1))) {
+    if (left-- <= 0) break;
+    p.units++;
+  }
+  return Object.fromEntries(parts.filter((p) => p.units > 0).map((p) => [p.s, p.units]));
+}

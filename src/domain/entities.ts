@@ -1,0 +1,72 @@
+/**
+ * Entities and subaccounts: the pure rules (DESIGN §4). No I/O.
+ */
+
+/** `<entity>/<n>`: entity ids are party ids, which cannot contain it, so a subaccount id parses one way. */
+export const SUBACCOUNT_SEPARATOR = '/';
+
+export const subaccountId = (entityId: string, seq: number) => `${entityId}${SUBACCOUNT_SEPARATOR}${seq}`;
+
+export function parseSubaccountId(id: string): { entityId: string; seq: number } | undefined {
+  const at = id.lastIndexOf(SUBACCOUNT_SEPARATOR);
+  if (at <= 0) return undefined;
+  const seq = Number(id.slice(at + 1));
+  if (!Number.isSafeInteger(seq) || seq < 1 || String(seq) !== id.slice(at + 1)) return undefined;
+  return { entityId: id.slice(0, at), seq };
+}
+
+export const SUBACCOUNT_CAP_DEFAULT = 500;
+export const CREATIONS_PER_HOUR_DEFAULT = 10;
+
+export type SubaccountStatus = 'pending' | 'challenge' | 'active' | 'failed' | 'eliminated';
+/** Statuses that occupy one of the entity's slots. */
+export const LIVE_STATUSES: SubaccountStatus[] = ['pending', 'challenge', 'active'];
+
+/** The steps of the creation saga, in order; fault injection names them. */
+export const SAGA_STEPS = ['allocate', 'hold_collateral', 'fund', 'activate'] as const;
+export type SagaStep = (typeof SAGA_STEPS)[number];
+
+/** The challenge rule: a subaccount stays if its balance is at least `minBps`/10,000 of its funding (integer arithmetic). */
+export const passesChallenge = (balance: number, funding: number, minBps: number) => balance * 10_000 >= funding * minBps;
+
+export const collateralKey = (sub: string) => `sub:${sub}:collateral`;
+export const collateralReleaseKey = (sub: string) => `sub:${sub}:collateral-release`;
+export const fundKey = (sub: string) => `sub:${sub}:fund`;
+export const unfundKey = (sub: string) => `sub:${sub}:unfund`;
+export const sweepKey = (sub: string) => `sub:${sub}:sweep`;
+
+/** Workflow ids: `/` is fine in Temporal ids, but `-` keeps them friendly in URLs of the UI. */
+export const creationWorkflowId = (entityId: string, requestId: string) => `subaccount-create-${entityId}-${requestId}`;
+export const lifecycleWorkflowId = (sub: string) => `subaccount-${sub.replace(SUBACCOUNT_SEPARATOR, '-')}`;
+export const eliminationWorkflowId = (sub: string) => `subaccount-eliminate-${sub.replace(SUBACCOUNT_SEPARATOR, '-')}`;
+
+export interface Subaccount {
+  id: string;
+  entityId: string;
+  seq: number;
+  status: SubaccountStatus;
+  accountId?: string;
+  funding: number;
+  failedStep?: string;
+  failure?: string;
+  createdAt: string;
+  activatedAt?: string;
+  endedAt?: string;
+}
+
+/** What a creation saga reports: the subaccount, or the failure and what was rolled back. */
+export interface CreationResult {
+  subaccount?: Subaccount;
+  failedStep?: SagaStep;
+  error?: { code: string; message: string };
+  compensated: string[];
+}
+
+/** A subaccount event, as webhooks receive it. */
+export interface SubaccountEvent {
+  key: string;
+  type: 'subaccount.active' | 'subaccount.challenge' | 'subaccount.failed' | 'subaccount.eliminated';
+  entityId: string;
+  subaccount: Subaccount;
+  at: string;
+}

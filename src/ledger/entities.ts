@@ -1,0 +1,376 @@
+import { randomBytes } from 'node:crypto';
+import type { Pool, PoolClient, Queryable } from '../db/pool';
+import { withTransaction } from '../db/pool';
+import {
+  collateralKey,
+  collateralReleaseKey,
+  fundKey,
+  LIVE_STATUSES,
+  passesChallenge,
+  subaccountId,
+  sweepKey,
+  unfundKey,
+  type Subaccount,
+  type SubaccountStatus,
+} from '../domain/entities';
+import { notFound, SluiceError } from '../domain/errors';
+import { createAccount, getAccount, lockAccounts } from './accounts';
+import { appendEvent } from './events';
+import { placeHoldIn, releaseHoldIfOpen } from './holds';
+import { createParty } from './parties';
+import { postTransfer } from './transfers';
+
+/**
+ * Entities and their subaccounts (DESIGN §4): each function is one transaction,
+ * idempotent by the subaccount id, so a retried saga step finds its work done.
+ * Creations for one entity are serialised by the entity row's lock (allocate),
+ * which is what keeps the cap and the id sequence exact under load.
+ */
+export interface EntityRow {
+  id: string;
+  main_account_id: string;
+  collateral: number;
+  funding: number;
+  webhook_urls: string[];
+  webhook_secret: string;
+  challenge_ms: number;
+  challenge_min_bps: number;
+  subaccount_cap: number | null;
+  creations_per_hour: number | null;
+  next_seq: number;
+  created_at: Date;
+}
+
+interface SubaccountRow {
+  id: string;
+  entity_id: string;
+  seq: number;
+  request_id: string;
+  status: SubaccountStatus;
+  account_id: string | null;
+  hold_id: number | null;
+  funding: number;
+  failed_step: string | null;
+  failure: string | null;
+  created_at: Date;
+  activated_at: Date | null;
+  ended_at: Date | null;
+}
+
+export function toSubaccount(r: SubaccountRow): Subaccount {
+  const s: Subaccount = { id: r.id, entityId: r.entity_id, seq: r.seq, status: r.status, funding: r.funding, createdAt: r.created_at.toISOString() };
+  if (r.account_id) s.accountId = r.account_id;
+  if (r.failed_step) s.failedStep = r.failed_step;
+  if (r.failure) s.failure = r.failure;
+  if (r.activated_at) s.activatedAt = r.activated_at.toISOString();
+  if (r.ended_at) s.endedAt = r.ended_at.toISOString();
+  return s;
+}
+
+export interface EntityInput {
+  id: string;
+  name: string;
+  collateral: number;
+  funding: number;
+  webhookUrls: string[];
+  challengeMs?: number;
+  challengeMinBps?: number;
+  /** Limits of this entity, overriding the configured defaults. */
+  subaccountCap?: number;
+  creationsPerHour?: number;
+}
+
+/** Registers an entity: its party (API key), its main account and its webhook secret, together. */
+export function registerEntity(pool: Pool, input: EntityInput) {
+  return withTransaction(pool, async (client) => {
+    const party = await createParty(client, { id: input.id, name: input.name });
+    const account = await createAccount(client, { id: `${input.id}.main`, ownerId: input.id, kind: 'entity' });
+    const webhookSecret = `whsec_${randomBytes(24).toString('base64url')}`;
+    await client.query(
+      `insert into entities (id, main_account_id, collateral, funding, webhook_urls, webhook_secret, challenge_ms, challenge_min_bps, subaccount_cap, creations_per_hour)
+       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+      [input.id, account.id, input.collateral, input.funding, input.webhookUrls, webhookSecret, input.challengeMs ?? 0, input.challengeMinBps ?? 5000,
+       input.subaccountCap ?? null, input.creationsPerHour ?? null],
+    );
+    await appendEvent(client, { type: 'entity.registered', subject: input.id, payload: { entity: input.id, mainAccount: account.id }, parties: [input.id] });
+    return { id: input.id, apiKey: party.apiKey, webhookSecret, mainAccountId: account.id };
+  });
+}
+
+export async function getEntity(db: Queryable, id: string): Promise<EntityRow> {
+  const { rows } = await db.query<EntityRow>('select * from entities where id = $1', [id]);
+  if (!rows[0]) throw notFound('entity', id);
+  return rows[0];
+}
+
+export async function findSubaccount(db: Queryable, id: string, forUpdate = false): Promise<SubaccountRow | undefined> {
+  const { rows } = await db.query<SubaccountRow>(`select * from subaccounts where id = $1 ${forUpdate ? 'for update' : ''}`, [id]);
+  return rows[0];
+}
+
+export async function getSubaccount(db: Queryable, id: string): Promise<Subaccount> {
+  const row = await findSubaccount(db, id);
+  if (!row) throw notFound('subaccount', id);
+  return toSubaccount(row);
+}
+
+export async function listSubaccounts(db: Queryable, entityId: string, opts: { after?: number; limit?: number } = {}): Promise<Subaccount[]> {
+  const { rows } = await db.query<SubaccountRow>('select * from subaccounts where entity_id = $1 and seq > $2 order by seq limit $3', [
+    entityId,
+    opts.after ?? 0,
+    Math.min(Math.max(opts.limit ?? 100, 1), 500),
+  ]);
+  return rows.map(toSubaccount);
+}
+
+export interface Limits {
+  cap: number;
+  perHour: number;
+}
+
+/**
+ * Saga step 1: under the entity's row lock, checks the hourly rate (successful
+ * and in-flight creations of the last hour; failed ones do not count) and the cap
+ * (live subaccounts), then takes the next number. The same request gets its slot back.
+ */
+export function allocateSubaccount(pool: Pool, input: { entityId: string; requestId: string; limits: Limits }): Promise<Subaccount> {
+  return withTransaction(pool, async (client) => {
+    const { rows: er } = await client.query<EntityRow>('select * from entities where id = $1 for update', [input.entityId]);
+    const entity = er[0];
+    if (!entity) throw notFound('entity', input.entityId);
+    const { rows: mine } = await client.query<SubaccountRow>('select * from subaccounts where request_id = $1', [input.requestId]);
+    if (mine[0]) return toSubaccount(mine[0]);
+    const { rows: counts } = await client.query<{ live: number; last_hour: number }>(
+      `select count(*) filter (where status = any($2))::int as live,
+              count(*) filter (where status <> 'failed' and created_at > now() - interval '1 hour')::int as last_hour
+         from subaccounts where entity_id = $1`,
+      [input.entityId, LIVE_STATUSES],
+    );
+    const { live, last_hour } = counts[0]!;
+    const perHour = entity.creations_per_hour ?? input.limits.perHour;
+    const cap = entity.subaccount_cap ?? input.limits.cap;
+    if (last_hour >= perHour) {
+      throw new SluiceError('rate_limited', `entity ${input.entityId} created ${last_hour} subaccounts in the last hour (limit ${perHour})`, {
+        entity: input.entityId,
+        limit: perHour,
+      });
+    }
+    if (live >= cap) {
+      throw new SluiceError('limit_exceeded', `entity ${input.entityId} has ${live} live subaccounts (cap ${cap})`, { entity: input.entityId, cap });
+    }
+    const seq = entity.next_seq;
+    await client.query('update entities set next_seq = next_seq + 1 where id = $1', [entity.id]);
+    const { rows } = await client.query<SubaccountRow>(
+      `insert into subaccounts (id, entity_id, seq, request_id, status, funding) values ($1, $2, $3, $4, 'pending', $5) returning *`,
+      [subaccountId(entity.id, seq), entity.id, seq, input.requestId, entity.funding],
+    );
+    await appendEvent(client, { type: 'subaccount.allocated', subject: rows[0]!.id, payload: { subaccount: rows[0]!.id, seq }, parties: [entity.id] });
+    return toSubaccount(rows[0]!);
+  });
+}
+
+/** Locks the subaccount and its entity's row data (not the entity lock: only allocation takes that). */
+async function lockSubaccount(client: PoolClient, id: string): Promise<{ sub: SubaccountRow; entity: EntityRow }> {
+  const sub = await findSubaccount(client, id, true);
+  if (!sub) throw notFound('subaccount', id);
+  return { sub, entity: await getEntity(client, sub.entity_id) };
+}
+
+/** Saga step 2: holds the entity's collateral for the subaccount. */
+export function holdCollateral(pool: Pool, id: string): Promise<Subaccount> {
+  return withTransaction(pool, async (client) => {
+    const { sub, entity } = await lockSubaccount(client, id);
+    if (sub.hold_id !== null || sub.status !== 'pending') return toSubaccount(sub);
+    const hold = await placeHoldIn(client, { key: collateralKey(id), accountId: entity.main_account_id, amount: entity.collateral, reference: { subaccount: id } });
+    const { rows } = await client.query<SubaccountRow>('update subaccounts set hold_id = $2 where id = $1 returning *', [id, hold.id]);
+    return toSubaccount(rows[0]!);
+  });
+}
+
+/** Compensation of step 2 (and part of elimination): releases the collateral hold if it is still open. */
+export async function releaseCollateralIn(client: PoolClient, sub: SubaccountRow): Promise<boolean> {
+  return sub.hold_id !== null && releaseHoldIfOpen(client, { key: collateralReleaseKey(sub.id), holdId: sub.hold_id });
+}
+
+export function releaseCollateral(pool: Pool, id: string): Promise<boolean> {
+  return withTransaction(pool, async (client) => releaseCollateralIn(client, (await lockSubaccount(client, id)).sub));
+}
+
+/** Saga step 3: creates the subaccount's ledger account and funds it from the entity's main account. */
+export function fundSubaccount(pool: Pool, id: string): Promise<Subaccount> {
+  return withTransaction(pool, async (client) => {
+    const { sub, entity } = await lockSubaccount(client, id);
+    if (sub.account_id !== null || sub.status !== 'pending') return toSubaccount(sub);
+    await createAccount(client, { id, ownerId: entity.id, kind: 'subaccount' });
+    if (sub.funding > 0) {
+      await postTransfer(client, { key: fundKey(id), kind: 'subaccount_funding', debitAccountId: entity.main_account_id, creditAccountId: id, amount: sub.funding, subaccountId: id });
+    }
+    const { rows } = await client.query<SubaccountRow>('update subaccounts set account_id = $1 where id = $1 returning *', [id]);
+    return toSubaccount(rows[0]!);
+  });
+}
+
+/** Compensation of step 3: moves the funding back to the entity (the account stays, empty, for the record). */
+export function unfundSubaccount(pool: Pool, id: string): Promise<boolean> {
+  return withTransaction(pool, async (client) => {
+    const { sub, entity } = await lockSubaccount(client, id);
+    if (sub.account_id === null || sub.status !== 'pending') return false;
+    const { rows } = await client.query('select 1 from transfers where idempotency_key = $1', [unfundKey(id)]);
+    if (rows[0]) return false;
+    const accounts = await lockAccounts(client, [sub.account_id, entity.main_account_id]);
+    const balance = accounts.get(sub.account_id)!.balance;
+    if (balance <= 0) return false;
+    await postTransfer(
+      client,
+      { key: unfundKey(id), kind: 'subaccount_unfunding', debitAccountId: sub.account_id, creditAccountId: entity.main_account_id, amount: balance, subaccountId: id },
+      accounts,
+    );
+    return true;
+  });
+}
+
+/** Saga step 4: `active`, or `challenge` when the entity has a challenge period. */
+export function activateSubaccount(pool: Pool, id: string): Promise<Subaccount> {
+  return withTransaction(pool, async (client) => {
+    const { sub, entity } = await lockSubaccount(client, id);
+    if (sub.status !== 'pending') return toSubaccount(sub);
+    const status: SubaccountStatus = entity.challenge_ms > 0 ? 'challenge' : 'active';
+    const { rows } = await client.query<SubaccountRow>(
+      `update subaccounts set status = $2, activated_at = case when $2 = 'active' then now() end where id = $1 returning *`,
+      [id, status],
+    );
+    const s = toSubaccount(rows[0]!);
+    await appendEvent(client, { type: `subaccount.${status}`, subject: id, payload: { ...s }, parties: [entity.id] });
+    return s;
+  });
+}
+
+/** The saga's last compensation: the slot is `failed`; its number stays burned. */
+export function markSubaccountFailed(pool: Pool, input: { id: string; step: string; failure: string }): Promise<Subaccount> {
+  return withTransaction(pool, async (client) => {
+    const { sub, entity } = await lockSubaccount(client, input.id);
+    if (sub.status === 'failed') return toSubaccount(sub);
+    const { rows } = await client.query<SubaccountRow>(
+      `update subaccounts set status = 'failed', failed_step = $2, failure = $3, ended_at = now() where id = $1 returning *`,
+      [input.id, input.step, input.failure],
+    );
+    const s = toSubaccount(rows[0]!);
+    await appendEvent(client, { type: 'subaccount.failed', subject: input.id, payload: { ...s }, parties: [entity.id] });
+    return s;
+  });
+}
+
+/** The challenge rule at the end of the period: `active` if the balance held up, otherwise eliminate (the caller does). */
+export function concludeChallenge(pool: Pool, id: string): Promise<{ subaccount: Subaccount; passed: boolean }> {
+  return withTransaction(pool, async (client) => {
+    const { sub, entity } = await lockSubaccount(client, id);
+    if (sub.status !== 'challenge') return { subaccount: toSubaccount(sub), passed: sub.status === 'active' };
+    const balance = (await getAccount(client, sub.account_id!)).balance;
+    const passed = passesChallenge(balance, sub.funding, entity.challenge_min_bps);
+    if (!passed) return { subaccount: toSubaccount(sub), passed };
+    const { rows } = await client.query<SubaccountRow>(`update subaccounts set status = 'active', activated_at = now() where id = $1 returning *`, [id]);
+    const s = toSubaccount(rows[0]!);
+    await appendEvent(client, { type: 'subaccount.active', subject: id, payload: { ...s, challenge: { balance, funding: sub.funding } }, parties: [entity.id] });
+    return { subaccount: s, passed };
+  });
+}
+
+/**
+ * The money side of elimination, once its streams are closed: sweeps the balance
+ * back to the entity, releases the collateral, marks it `eliminated` (a slot freed,
+ * the history kept). Eliminating twice returns the same subaccount.
+ */
+export function settleElimination(pool: Pool, input: { id: string; reason: string }): Promise<{ subaccount: Subaccount; swept: number; collateralReleased: boolean }> {
+  return withTransaction(pool, async (client) => {
+    const { sub, entity } = await lockSubaccount(client, input.id);
+    if (sub.status === 'eliminated') return { subaccount: toSubaccount(sub), swept: 0, collateralReleased: false };
+    if (sub.status !== 'active' && sub.status !== 'challenge') {
+      throw new SluiceError('invalid_request', `subaccount ${input.id} is ${sub.status}; only a live subaccount can be eliminated`, { status: sub.status });
+    }
+    let swept = 0;
+    const accounts = await lockAccounts(client, [sub.account_id!, entity.main_account_id]);
+    const account = accounts.get(sub.account_id!)!;
+    if (account.available > 0) {
+      swept = account.available;
+      await postTransfer(
+        client,
+        { key: sweepKey(input.id), kind: 'subaccount_sweep', debitAccountId: sub.account_id!, creditAccountId: entity.main_account_id, amount: swept, subaccountId: input.id },
+        accounts,
+      );
+    }
+    const collateralReleased = await releaseCollateralIn(client, sub);
+    const { rows } = await client.query<SubaccountRow>(`update subaccounts set status = 'eliminated', failure = $2, ended_at = now() where id = $1 returning *`, [input.id, input.reason]);
+    const s = toSubaccount(rows[0]!);
+    await appendEvent(client, { type: 'subaccount.eliminated', subject: input.id, payload: { ...s, swept, collateralReleased }, parties: [entity.id] });
+    return { subaccount: s, swept, collateralReleased };
+  });
+}
+
+/** Open streams paid from the subaccount (elimination closes them first). */
+export async function openStreamsOf(db: Queryable, accountId: string): Promise<string[]> {
+  const { rows } = await db.query<{ ref: string }>(`select ref from streams where status = 'open' and (payer_account_id = $1 or payee_account_id = $1) order by ref`, [accountId]);
+  return rows.map((r) => r.ref);
+}
+
+export async function recordDelivery(
+  db: Queryable,
+  d: { entityId: string; eventKey: string; eventType: string; url: string; attempt: number; statusCode?: number; ok: boolean; error?: string },
+): Promise<void> {
+  await db.query(
+    `insert into webhook_deliveries (entity_id, event_key, event_type, url, attempt, status_code, ok, error) values ($1, $2, $3, $4, $5, $6, $7, $8)`,
+    [d.entityId, d.eventKey, d.eventType, d.url, d.attempt, d.statusCode ?? null, d.ok, d.error ?? null],
+  );
+}
+
+export async function listDeliveries(db: Queryable, entityId: string, opts: { after?: number; limit?: number } = {}) {
+  const { rows } = await db.query(
+    `select id, event_key, event_type, url, attempt, status_code, ok, error, at from webhook_deliveries where entity_id = $1 and id > $2 order by id limit $3`,
+    [entityId, opts.after ?? 0, Math.min(Math.max(opts.limit ?? 100, 1), 1000)],
+  );
+  return rows.map((r) => ({
+    id: r.id as number,
+    eventKey: r.event_key as string,
+    eventType: r.event_type as string,
+    url: r.url as string,
+    attempt: r.attempt as number,
+    statusCode: (r.status_code as number | null) ?? undefined,
+    ok: r.ok as boolean,
+    error: (r.error as string | null) ?? undefined,
+    at: (r.at as Date).toISOString(),
+  }));
+}
+
+/** The entity dashboard in one query: status counts and money over all its subaccounts. */
+export async function entityDashboard(db: Queryable, entityId: string) {
+  const { rows } = await db.query(
+    `select count(*) filter (where s.status = 'pending')::int as pending,
+            count(*) filter (where s.status = 'challenge')::int as challenge,
+            count(*) filter (where s.status = 'active')::int as active,
+            count(*) filter (where s.status = 'failed')::int as failed,
+            count(*) filter (where s.status = 'eliminated')::int as eliminated,
+            coalesce(sum(a.balance), 0)::bigint as balance,
+            coalesce(sum(a.held), 0)::bigint as held,
+            coalesce(sum(st.open_streams), 0)::int as open_streams,
+            coalesce(sum(st.paid), 0)::bigint as paid,
+            coalesce(sum(st.received), 0)::bigint as received
+       from subaccounts s
+       left join accounts a on a.id = s.account_id
+       left join lateral (
+         select count(*) filter (where x.status = 'open' and (x.payer_account_id = s.account_id or x.payee_account_id = s.account_id)) as open_streams,
+                coalesce(sum(x.paid) filter (where x.payer_account_id = s.account_id), 0) as paid,
+                coalesce(sum(x.paid) filter (where x.payee_account_id = s.account_id), 0) as received
+           from streams x where s.account_id is not null and (x.payer_account_id = s.account_id or x.payee_account_id = s.account_id)) st on true
+      where s.entity_id = $1`,
+    [entityId],
+  );
+  const r = rows[0];
+  return {
+    entity: entityId,
+    subaccounts: { pending: r.pending, challenge: r.challenge, active: r.active, failed: r.failed, eliminated: r.eliminated },
+    balance: r.balance as number,
+    held: r.held as number,
+    openStreams: r.open_streams as number,
+    paid: r.paid as number,
+    received: r.received as number,
+  };
+}

@@ -1,0 +1,26 @@
+import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
+import { jobWorkflowId, type GrantView, type JobRequest } from '../domain/grants';
+import { SA_KIND, SA_PAYER, SA_STATUS } from '../domain/searchAttributes';
+import { jobDecidedUpdate } from '../../workflows/definitions';
+import { grantJobWorkflow } from '../../workflows/job';
+
+/**
+ * Starts a grant job the one way Sluice does it: update-with-start on `job-<id>`,
+ * the update completing once the job is decided (and a free job reserved), with the
+ * search attributes that list a payer's jobs. Attaches to a run already going.
+ */
+export async function startJobWorkflow(client: Client, taskQueue: string, request: JobRequest) {
+  const startWorkflowOperation = new WithStartWorkflowOperation(grantJobWorkflow, {
+    workflowId: jobWorkflowId(request.jobId),
+    taskQueue,
+    args: [request],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    typedSearchAttributes: [
+      { key: SA_KIND, value: 'job' },
+      { key: SA_PAYER, value: request.payer },
+      { key: SA_STATUS, value: 'DECIDING' },
+    ],
+  });
+  const decided: GrantView = await client.workflow.executeUpdateWithStart(jobDecidedUpdate, { startWorkflowOperation });
+  return { decided, handle: await startWorkflowOperation.workflowHandle() };
+}

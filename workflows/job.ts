@@ -1,0 +1,96 @@
+import { ApplicationFailure, condition, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import { utcDay, type GrantView, type JobRequest } from '../src/domain/grants';
+import { SA_STATUS } from '../src/domain/searchAttributes';
+import { cancelJobSignal, jobDecidedUpdate, jobPaymentUpdate, jobViewQuery, type CancelJob } from './definitions';
+
+// Ledger steps are idempotent transactions keyed by the job id: retry until they commit.
+const { openGrant, payForGrant, settleGrant, releaseGrantReservation, refundGrantPayment, closeGrant } = proxyActivities<Activities>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
+});
+
+/** Attempts of the work before the job fails and compensates. */
+export const WORK_ATTEMPTS_MAX = 3;
+const { performJobWork } = proxyActivities<Activities>({
+  startToCloseTimeout: '10 minutes',
+  retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumAttempts: WORK_ATTEMPTS_MAX },
+});
+
+/**
+ * A grant job (workflow id `job-<jobId>`, DESIGN §5). Decide; a `free` job is
+ * reserved at once (pool hold + budget, one transaction). A `partial` or `gate` job
+ * waits for its payment (an update) until the payment timeout or a cancel; the
+ * payment re-grants what is left then and reserves it. Then the work runs and the job
+ * settles against its actual cost. If the work fails the compensations run in
+ * reverse: refund the payment, release the reservation (which gives the budget back).
+ * The day whose budget a job uses is the workflow's own clock's UTC day.
+ */
+export async function grantJobWorkflow(request: JobRequest): Promise<GrantView> {
+  let grant: GrantView | undefined;
+  let cancel: CancelJob | undefined;
+  let paying: Promise<GrantView> | undefined;
+  /** Set once the job stops taking payments (paid, timed out or cancelled). */
+  let closing = false;
+
+  setHandler(jobViewQuery, () => grant);
+  setHandler(jobDecidedUpdate, async () => {
+    await condition(() => grant !== undefined);
+    return grant!;
+  });
+  setHandler(cancelJobSignal, (c) => {
+    cancel ??= c;
+  });
+  setHandler(
+    jobPaymentUpdate,
+    async () => {
+      await condition(() => grant !== undefined);
+      if (grant!.status !== 'awaiting_payment') return grant!; // paid already: the same grant, nothing moves
+      // one payment at a time; a failed one (insufficient funds) leaves the job waiting
+      paying ??= payForGrant(request.jobId, utcDay(Date.now()))
+        .then((paid) => (grant = paid))
+        .finally(() => {
+          paying = undefined;
+        });
+      return paying;
+    },
+    {
+      validator: () => {
+        if (grant?.decision === 'free') throw ApplicationFailure.create({ type: 'job_conflict', message: `job ${request.jobId} is free: it takes no payment` });
+        if (closing && grant?.status === 'awaiting_payment') {
+          throw ApplicationFailure.create({ type: 'job_conflict', message: `job ${request.jobId} is cancelled: it takes no payment` });
+        }
+      },
+    },
+  );
+  const setStatus = (g: GrantView) => {
+    grant = g;
+    upsertSearchAttributes([{ key: SA_STATUS, value: g.status.toUpperCase() }]);
+    return g;
+  };
+
+  // each compensation is registered before its step, and is a no-op if the step never committed
+  const compensations: Array<() => Promise<unknown>> = [() => releaseGrantReservation(request.jobId)];
+  setStatus(await openGrant(request, utcDay(Date.now())));
+  if (grant!.status === 'awaiting_payment') {
+    compensations.push(() => refundGrantPayment(request.jobId));
+    await condition(() => grant!.status !== 'awaiting_payment' || cancel !== undefined, request.paymentTimeoutMs);
+    closing = true;
+    await condition(() => paying === undefined); // a payment in flight finishes first
+    if (grant!.status === 'awaiting_payment') {
+      const failure = cancel ? `cancelled by ${cancel.by}${cancel.reason ? `: ${cancel.reason}` : ''}` : `no payment within ${request.paymentTimeoutMs} ms`;
+      return setStatus(await closeGrant({ jobId: request.jobId, status: 'cancelled', failure }));
+    }
+    setStatus(grant!);
+  }
+  if (grant!.status !== 'reserved') return grant!; // a job already over (its workflow ran before)
+  closing = true;
+  try {
+    const { actualCost } = await performJobWork(request);
+    return setStatus(await settleGrant(request.jobId, actualCost));
+  } catch (error) {
+    for (const compensate of compensations.reverse()) await compensate();
+    const failure = error instanceof Error ? (error.cause instanceof Error ? error.cause.message : error.message) : String(error);
+    return setStatus(await closeGrant({ jobId: request.jobId, status: 'failed', failure }));
+  }
+}
