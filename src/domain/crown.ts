@@ -8,10 +8,14 @@
  * which the holders do not change. `crownTime` and `crownPerTick` are thin wrappers
  * over it; neither knows the rules.
  *
- * Sharing rule (exact integers): a tick held by k sellers goes wholly to one of
- * them, the holder at position `tick mod k` in id order. Over any run each holder
- * gets ⌊L/k⌋ or ⌈L/k⌉ of its L ticks, no holder is favoured over time, the totals
- * are exact, and the per-tick credits add up to the aggregate by construction.
+ * Sharing rule (exact integers): crown time is counted in crown units,
+ * CROWN_UNITS_PER_TICK to a tick. 720720 = lcm(1..16), so a tick held by k ≤ 16
+ * sellers gives each exactly 1/k of it, whatever else happens in the window: ties
+ * split evenly, tick by tick, and no holder is favoured by where intervals happen to
+ * start or end. Past 16 holders each gets ⌊U/k⌋ and the U mod k units left go one
+ * each to the holders from position `tick mod k` on (in id order, wrapping), a
+ * rotation that moves every tick. Totals are exact, and the per-tick shares add up
+ * to the aggregate by construction.
  */
 export interface SellerState {
   active: boolean;
@@ -47,7 +51,11 @@ export interface Window {
   to: number;
 }
 
-/** Counts the generator's work, so a test can prove it grows with events, not ticks. */
+/**
+ * Counts the generator's work, so a test can prove it grows with events, not ticks:
+ * one step per event applied, per interval yielded, and per seller visited by a full
+ * pass over the sellers.
+ */
 export interface StepCounter {
   steps: number;
 }
@@ -93,6 +101,7 @@ export function* crownIntervals(window: Window, before: ReadonlyMap<string, Sell
   const states = new Map(before);
   const inside = inOrder(events.filter((e) => e.tick >= window.from && e.tick < window.to));
   let { holders, bestRate } = holdersOf(states);
+  if (counter) counter.steps += states.size;
   let start = window.from;
   for (let i = 0; i < inside.length; ) {
     const tick = inside[i]!.tick;
@@ -119,7 +128,10 @@ export function* crownIntervals(window: Window, before: ReadonlyMap<string, Sell
         if (holders.length === 0) rescan = true;
       }
     }
-    if (rescan) ({ holders, bestRate } = holdersOf(states));
+    if (rescan) {
+      ({ holders, bestRate } = holdersOf(states));
+      if (counter) counter.steps += states.size; // the full pass visits every seller
+    }
     if (sameHolders(was.holders, holders) && was.bestRate === bestRate) continue;
     if (tick > start) {
       if (counter) counter.steps++;
@@ -131,27 +143,53 @@ export function* crownIntervals(window: Window, before: ReadonlyMap<string, Sell
   yield { start, end: window.to, holders, bestRate };
 }
 
+/** Crown units in one tick (lcm of 1..16: ties of up to 16 holders split exactly). */
+export const CROWN_UNITS_PER_TICK = 720_720;
+
 /** How many ticks t in [start, end) have t mod k = j. */
 function ticksAt(start: number, end: number, k: number, j: number): number {
   const upTo = (n: number) => Math.floor((n - j + k - 1) / k); // t in [0, n) with t ≡ j (mod k), for n ≥ 0
   return upTo(end) - upTo(start);
 }
 
-/** The holder a shared tick goes to (the sharing rule above). */
+/**
+ * One tick's crown units per holder (holders in id order; the sharing rule above).
+ * The per-tick form of what crownTime sums in closed form.
+ */
+export function tickShares(tick: number, holders: readonly string[]): Array<[string, number]> {
+  const k = holders.length;
+  const each = Math.floor(CROWN_UNITS_PER_TICK / k);
+  const left = CROWN_UNITS_PER_TICK % k;
+  // holder j gets a leftover unit when it is among the `left` positions from tick mod k on
+  return holders.map((seller, j): [string, number] => [seller, each + ((((j - (tick % k)) % k) + k) % k < left ? 1 : 0)]);
+}
+
+/** The holder that tick-by-tick rotation puts first among tied holders: a deterministic tie-break (routing). */
 export const tickOwner = (tick: number, holders: readonly string[]) => holders[tick % holders.length]!;
 
-/** Crown time per seller over a window, in whole ticks (sharing rule above). Sellers that held nothing are absent. */
+/**
+ * Crown time per seller over a window, in crown units (CROWN_UNITS_PER_TICK a tick;
+ * the sharing rule above). Sellers that held nothing are absent.
+ */
 export function crownTime(window: Window, before: ReadonlyMap<string, SellerState>, events: readonly RateEvent[], counter?: StepCounter): Record<string, number> {
   const total: Record<string, number> = {};
   for (const iv of crownIntervals(window, before, events, counter)) {
     const k = iv.holders.length;
+    if (k === 0) continue;
+    const each = Math.floor(CROWN_UNITS_PER_TICK / k);
+    const left = CROWN_UNITS_PER_TICK % k;
     iv.holders.forEach((seller, j) => {
-      const n = ticksAt(iv.start, iv.end, k, j);
-      if (n > 0) total[seller] = (total[seller] ?? 0) + n;
+      // a leftover unit at tick t when (j − t) mod k < left, i.e. t ≡ j − i (mod k) for some i < left
+      let extra = 0;
+      for (let i = 0; i < left; i++) extra += ticksAt(iv.start, iv.end, k, (((j - i) % k) + k) % k);
+      total[seller] = (total[seller] ?? 0) + each * (iv.end - iv.start) + extra;
     });
   }
   return total;
 }
+
+/** Crown units as (fractional) ticks, for people; money is always split on the units. */
+export const crownTicks = (units: number) => units / CROWN_UNITS_PER_TICK;
 
 /** Every tick of a window with its holders (expanded from the intervals; for per-tick consumers). */
 export function* crownPerTick(window: Window, before: ReadonlyMap<string, SellerState>, events: readonly RateEvent[]): Generator<{ tick: number; holders: string[]; bestRate: number | null }> {

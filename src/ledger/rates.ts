@@ -1,7 +1,7 @@
-import type { Pool, Queryable } from '../db/pool';
+import type { Pool, PoolClient, Queryable } from '../db/pool';
 import { withTransaction } from '../db/pool';
 import { postTransfer } from './transfers';
-import { apply, crownIntervals, crownTime, NO_OFFER, splitReward, type CrownInterval, type RateEvent, type SellerState, type Window } from '../domain/crown';
+import { crownIntervals, crownTicks, crownTime, NO_OFFER, splitReward, tickAt, type CrownInterval, type RateEvent, type SellerState, type Window } from '../domain/crown';
 import { notFound, SluiceError } from '../domain/errors';
 import { getAccount } from './accounts';
 import { appendEvent } from './events';
@@ -31,37 +31,58 @@ export const toRateEvent = (r: RateEventRow): RateEvent => ({
 });
 
 /**
- * Records a seller's change effective from `tick` (never in the past: replays of
- * past windows must not change). Registers the seller, and its payout account when
- * given, on first use.
+ * One lock serialises the rate board's writers: rate events commit in id order (a
+ * tail reader past id n never misses an n−1 that commits later), and "now" is read
+ * under it, so an event for tick t cannot land in a window that rewards have already
+ * paid (rewards take the same lock and only pay windows that are over).
  */
-export async function postRateEvent(
-  db: Queryable,
-  input: { seller: string; tick: number; nowTick: number; accountId?: string; rate?: number; active?: boolean; busy?: boolean },
+async function lockRateBoard(client: PoolClient): Promise<void> {
+  await client.query('select pg_advisory_xact_lock(hashtext($1))', ['rate-board']);
+}
+
+/** The rate board's clock as a tick (injectable for tests). */
+export type TickClock = () => number;
+const wallClock: TickClock = () => tickAt(Date.now());
+
+/**
+ * Records a seller's change effective from `tick` (default now; never in the past:
+ * replays of past windows must not change). Registers the seller, and its payout
+ * account when given, on first use. One transaction: the seller, the event and its
+ * log entry commit together.
+ */
+export function postRateEvent(
+  pool: Pool,
+  input: { seller: string; tick?: number; accountId?: string; rate?: number; active?: boolean; busy?: boolean },
+  clock: TickClock = wallClock,
 ): Promise<RateEvent & { createdAt: string }> {
-  if (input.tick < input.nowTick) {
-    throw new SluiceError('invalid_request', `tick ${input.tick} is in the past (now ${input.nowTick}): history is not rewritten`, { tick: input.tick, now: input.nowTick });
-  }
-  if (input.accountId !== undefined) {
-    const account = await getAccount(db, input.accountId);
-    if (account.ownerId !== input.seller) throw new SluiceError('forbidden', `account ${input.accountId} is not ${input.seller}'s`);
-  }
-  try {
-    await db.query(
-      `insert into sellers (id, account_id) values ($1, $2) on conflict (id) do update set account_id = coalesce(excluded.account_id, sellers.account_id)`,
-      [input.seller, input.accountId ?? null],
+  return withTransaction(pool, async (db) => {
+    await lockRateBoard(db);
+    const nowTick = clock();
+    const tick = input.tick ?? nowTick;
+    if (tick < nowTick) {
+      throw new SluiceError('invalid_request', `tick ${tick} is in the past (now ${nowTick}): history is not rewritten`, { tick, now: nowTick });
+    }
+    if (input.accountId !== undefined) {
+      const account = await getAccount(db, input.accountId);
+      if (account.ownerId !== input.seller) throw new SluiceError('forbidden', `account ${input.accountId} is not ${input.seller}'s`);
+    }
+    try {
+      await db.query(
+        `insert into sellers (id, account_id) values ($1, $2) on conflict (id) do update set account_id = coalesce(excluded.account_id, sellers.account_id)`,
+        [input.seller, input.accountId ?? null],
+      );
+    } catch (error) {
+      if ((error as { code?: string }).code === '23503') throw notFound('party', input.seller);
+      throw error;
+    }
+    const { rows } = await db.query<RateEventRow>(
+      `insert into rate_events (seller, tick, rate, active, busy) values ($1, $2, $3, $4, $5) returning *`,
+      [input.seller, tick, input.rate ?? null, input.active ?? null, input.busy ?? null],
     );
-  } catch (error) {
-    if ((error as { code?: string }).code === '23503') throw notFound('party', input.seller);
-    throw error;
-  }
-  const { rows } = await db.query<RateEventRow>(
-    `insert into rate_events (seller, tick, rate, active, busy) values ($1, $2, $3, $4, $5) returning *`,
-    [input.seller, input.tick, input.rate ?? null, input.active ?? null, input.busy ?? null],
-  );
-  const event = toRateEvent(rows[0]!);
-  await appendEvent(db, { type: 'rate.posted', subject: input.seller, payload: { ...event }, parties: [input.seller] });
-  return { ...event, createdAt: rows[0]!.created_at.toISOString() };
+    const event = toRateEvent(rows[0]!);
+    await appendEvent(db, { type: 'rate.posted', subject: input.seller, payload: { ...event }, parties: [input.seller] });
+    return { ...event, createdAt: rows[0]!.created_at.toISOString() };
+  });
 }
 
 /** Events after a cursor, oldest first (tail readers). */
@@ -71,14 +92,22 @@ export async function listRateEvents(db: Queryable, after: number, limit: number
 }
 
 /**
- * Each seller's state as a window opens: every event before `from`, folded in (tick,
- * id) order. A seller with no event yet is absent, which the replay reads as no offer.
+ * Each seller's state as a window opens: for each field, the seller's last event
+ * before `from` that set it (tick, then id order). Three index probes per seller
+ * (rate_events_seller_idx), not a read of the whole history. A seller with no event
+ * yet is absent, which the replay reads as no offer.
  */
 export async function statesBefore(db: Queryable, from: number): Promise<Map<string, SellerState>> {
-  const { rows } = await db.query<RateEventRow>('select * from rate_events where tick < $1 order by tick, id', [from]);
-  const states = new Map<string, SellerState>();
-  for (const r of rows) states.set(r.seller, apply(states.get(r.seller) ?? NO_OFFER, toRateEvent(r)));
-  return states;
+  const { rows } = await db.query<{ seller: string; rate: number | null; active: boolean | null; busy: boolean | null }>(
+    `select s.id as seller,
+            (select e.rate from rate_events e where e.seller = s.id and e.tick < $1 and e.rate is not null order by e.tick desc, e.id desc limit 1) as rate,
+            (select e.active from rate_events e where e.seller = s.id and e.tick < $1 and e.active is not null order by e.tick desc, e.id desc limit 1) as active,
+            (select e.busy from rate_events e where e.seller = s.id and e.tick < $1 and e.busy is not null order by e.tick desc, e.id desc limit 1) as busy
+       from sellers s
+      where exists (select 1 from rate_events e where e.seller = s.id and e.tick < $1)`,
+    [from],
+  );
+  return new Map(rows.map((r) => [r.seller, { rate: r.rate ?? NO_OFFER.rate, active: r.active ?? NO_OFFER.active, busy: r.busy ?? NO_OFFER.busy }]));
 }
 
 export async function eventsIn(db: Queryable, w: Window): Promise<RateEvent[]> {
@@ -86,7 +115,7 @@ export async function eventsIn(db: Queryable, w: Window): Promise<RateEvent[]> {
   return rows.map(toRateEvent);
 }
 
-/** Crown time per seller over a window, and the holders at its last tick. */
+/** Crown time per seller over a window (crown units), and its intervals. */
 export async function crownOver(db: Queryable, w: Window): Promise<{ crownTime: Record<string, number>; intervals: CrownInterval[] }> {
   const before = await statesBefore(db, w.from);
   const events = await eventsIn(db, w);
@@ -109,37 +138,46 @@ export const REWARDS_ACCOUNT = 'sluice.rewards';
  * payout account, and the window recorded, all in one transaction. Asking again for
  * the same window returns what was paid; another budget for it is a conflict.
  */
-export function payCrownRewards(pool: Pool, input: { window: Window; budget: number }) {
+export function payCrownRewards(pool: Pool, input: { window: Window; budget: number }, clock: TickClock = wallClock) {
+  const { from, to } = input.window;
   return withTransaction(pool, async (client) => {
-    await client.query('select pg_advisory_xact_lock(hashtext($1))', ['crown-rewards']);
-    const { rows: done } = await client.query<{ budget: number; paid: number; shares: Record<string, number>; created_at: Date }>(
-      'select * from crown_rewards where window_from = $1 and window_to = $2',
-      [input.window.from, input.window.to],
+    await lockRateBoard(client);
+    const nowTick = clock();
+    // under the lock: no rate event for a tick before nowTick can commit any more
+    if (to > nowTick) throw new SluiceError('invalid_request', `the window must be over: it ends at ${to}, now is ${nowTick}`, { to, now: nowTick });
+    // crown time is paid once: the same window answers what it paid, an overlapping one is refused
+    const { rows: done } = await client.query<{ window_from: number; window_to: number; budget: number; paid: number; shares: Record<string, number> }>(
+      'select * from crown_rewards where int8range(window_from, window_to) && int8range($1, $2) order by window_from limit 1',
+      [from, to],
     );
-    if (done[0]) {
-      if (done[0].budget !== input.budget) throw new SluiceError('idempotency_conflict', `the window [${input.window.from}, ${input.window.to}) was already rewarded with ${done[0].budget}`);
-      return { ...input.window, budget: done[0].budget, paid: done[0].paid, shares: done[0].shares, alreadyPaid: true };
+    const prior = done[0];
+    if (prior && (prior.window_from !== from || prior.window_to !== to)) {
+      throw new SluiceError('idempotency_conflict', `[${from}, ${to}) overlaps the rewarded window [${prior.window_from}, ${prior.window_to}): crown time is paid once`, {
+        rewarded: { from: prior.window_from, to: prior.window_to },
+      });
     }
-    const { crownTime: ticks } = await crownOver(client, input.window);
-    const shares = splitReward(input.budget, ticks);
+    if (prior) {
+      if (prior.budget !== input.budget) throw new SluiceError('idempotency_conflict', `the window [${from}, ${to}) was already rewarded with ${prior.budget}`);
+      return { from, to, budget: prior.budget, paid: prior.paid, shares: prior.shares, alreadyPaid: true };
+    }
+    const { crownTime: units } = await crownOver(client, input.window);
+    const shares = splitReward(input.budget, units);
     const { rows: accounts } = await client.query<{ id: string; account_id: string | null }>('select id, account_id from sellers where id = any($1)', [Object.keys(shares)]);
     const payTo = Object.fromEntries(accounts.map((a) => [a.id, a.account_id]));
     const missing = Object.keys(shares).filter((s) => !payTo[s]);
     if (missing.length) throw new SluiceError('invalid_request', `sellers without a payout account: ${missing.join(', ')}`, { sellers: missing });
     for (const [seller, amount] of Object.entries(shares).sort()) {
       await postTransfer(client, {
-        key: `crown:${input.window.from}:${input.window.to}:${seller}`,
+        key: `crown:${from}:${to}:${seller}`,
         kind: 'crown_reward',
         debitAccountId: REWARDS_ACCOUNT,
         creditAccountId: payTo[seller]!,
         amount,
-        memo: `crown time ${ticks[seller]} ticks of [${input.window.from}, ${input.window.to})`,
+        memo: `crown time ${crownTicks(units[seller]!)} ticks of [${from}, ${to})`,
       });
     }
     const paid = Object.values(shares).reduce((a, b) => a + b, 0);
-    await client.query('insert into crown_rewards (window_from, window_to, budget, paid, shares) values ($1, $2, $3, $4, $5)', [
-      input.window.from, input.window.to, input.budget, paid, JSON.stringify(shares),
-    ]);
-    return { ...input.window, budget: input.budget, paid, shares, crownTime: ticks, alreadyPaid: false };
+    await client.query('insert into crown_rewards (window_from, window_to, budget, paid, shares) values ($1, $2, $3, $4, $5)', [from, to, input.budget, paid, JSON.stringify(shares)]);
+    return { from, to, budget: input.budget, paid, shares, alreadyPaid: false };
   });
 }

@@ -1,5 +1,6 @@
 import pg from 'pg';
-import { tickAt } from '../../src/domain/crown';
+import { apply, NO_OFFER, tickAt, type SellerState } from '../../src/domain/crown';
+import { statesBefore, toRateEvent } from '../../src/ledger/rates';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 
 /**
@@ -48,11 +49,11 @@ describe('the rate board', () => {
       { start: base + 20, end: base + 25, holders: ['s1', 's2'], bestRate: 5 },
       { start: base + 25, end: base + 30, holders: ['s3'], bestRate: 4 },
     ]);
-    // 10 shared (5 + 5) + 10 alone + 5 shared (3 + 2 or 2 + 3 by tick parity) + 5 to s3
-    const t = res.body.crownTime;
-    expect(t.s1 + t.s2).toBe(25);
-    expect(t.s1).toBe(5 + 10 + (base % 2 === 0 ? 3 : 2));
-    expect(t.s3).toBe(5);
+    // 10 shared (5 + 5) + 10 alone + 5 shared (2.5 + 2.5) + 5 to s3; exact in crown units
+    expect(res.body.crownTime).toEqual({ s1: 17.5, s2: 7.5, s3: 5 });
+    const U = res.body.unitsPerTick;
+    expect(res.body.crownUnits).toEqual({ s1: 17.5 * U, s2: 7.5 * U, s3: 5 * U });
+    expect(res.body.intervalCount).toBe(4);
   });
 
   test('events are tailed by cursor; a seller posts only its own; the past is not rewritten; bad input is 400', async () => {
@@ -104,7 +105,34 @@ describe('the rate board', () => {
     const routed = await stack.db.pool.query(`select payload from events where type = 'stream.routed' and subject = 'to-best'`);
     expect(routed.rows[0].payload).toMatchObject({ ref: 'to-best', seller: 's3' });
     expect((await as('buyer').post('/v1/streams', { fromAccountId: 'buyer.w', toAccountId: 's1.w', payee: 'best', ratePerTick: 2, maxTotal: 20, tickIntervalMs: 60_000 })).status).toBe(400);
+    // the same request again answers with the stream it opened (and its route), whatever the crown does meanwhile
+    expect((await as('s1').post('/v1/sellers/s1/rates', { ratePerTick: 1 })).status).toBe(201);
+    const again = await as('buyer').post('/v1/streams', { ref: 'to-best', fromAccountId: 'buyer.w', payee: 'best', ratePerTick: 2, maxTotal: 20, tickIntervalMs: 60_000 });
+    expect(again.status).toBe(200);
+    expect(again.body).toMatchObject({ payee: 's3', ticks: 1, totalPaid: 2, route: { seller: 's3', bestRate: 2 } });
+    expect((await as('buyer').post('/v1/streams', { ref: 'to-best', fromAccountId: 'buyer.w', payee: 'best', ratePerTick: 2, maxTotal: 30, tickIntervalMs: 60_000 })).status).toBe(409);
     await as('buyer').post('/v1/streams/to-best/cancel', {});
+  });
+
+  test('payee "best" pays the holder its own rate, refuses a limit below the best offer, and never routes a seller to itself', async () => {
+    // s1 now holds alone at 1 (the previous test); a limit above pays 1 a tick, not the limit
+    const cheap = await as('buyer').post('/v1/streams', { ref: 'best-limit', fromAccountId: 'buyer.w', payee: 'best', ratePerTick: 9, maxTotal: 30, tickIntervalMs: 60_000 });
+    expect(cheap.status).toBe(201);
+    expect(cheap.body).toMatchObject({ payee: 's1', ratePerTick: 1, totalPaid: 1, route: { seller: 's1', bestRate: 1 } });
+    await as('buyer').post('/v1/streams/best-limit/cancel', {});
+    // s3 leaves and s1's price rises above the buyer's limit
+    expect((await as('s1').post('/v1/sellers/s1/rates', { ratePerTick: 50 })).status).toBe(201);
+    expect((await as('s3').post('/v1/sellers/s3/state', { active: false })).status).toBe(201);
+    const before = (await as('buyer').get('/v1/accounts/buyer.w')).body.balance;
+    const pricey = await as('buyer').post('/v1/streams', { fromAccountId: 'buyer.w', payee: 'best', ratePerTick: 10, maxTotal: 100, tickIntervalMs: 60_000 });
+    expect(pricey.status).toBe(422);
+    expect(pricey.body.error).toMatchObject({ code: 'limit_exceeded', details: { bestRate: 50, ratePerTick: 10 } });
+    expect((await as('buyer').get('/v1/accounts/buyer.w')).body.balance).toBe(before);
+    // the only holder asking for the best seller is not routed to itself
+    await admin.post('/v1/deposits', { accountId: 's1.w', amount: 500 }, 'fund-s1-self');
+    const self = await as('s1').post('/v1/streams', { fromAccountId: 's1.w', payee: 'best', ratePerTick: 60, maxTotal: 100, tickIntervalMs: 60_000 });
+    expect(self.status).toBe(400);
+    expect(self.body.error.message).toMatch(/no seller holds the crown/);
   });
 
   test('crown rewards pay a budget by crown time over a finished window, once', async () => {
@@ -124,8 +152,41 @@ describe('the rate board', () => {
     expect((await admin.get('/v1/accounts/s1.w')).body.balance).toBe(before + 60);
     expect((await admin.post('/v1/crown/rewards', { from, to: from + 9, budget: 90 })).body).toMatchObject({ paid: 90, alreadyPaid: true });
     expect((await admin.post('/v1/crown/rewards', { from, to: from + 9, budget: 50 })).status).toBe(409);
-    expect((await admin.get('/v1/accounts/sluice.rewards')).body.balance).toBe(910);
+    // an overlapping window would pay the same crown time again: refused, nothing moves
+    const overlap = await admin.post('/v1/crown/rewards', { from: from + 5, to: from + 20, budget: 90 });
+    expect(overlap.status).toBe(409);
+    expect(overlap.body.error.details).toEqual({ rewarded: { from, to: from + 9 } });
+    // and the database refuses it even past the application's check
+    await expect(
+      stack.db.pool.query(`insert into crown_rewards (window_from, window_to, budget, paid, shares) values ($1, $2, 1, 0, '{}')`, [from + 1, from + 2]),
+    ).rejects.toThrow(/crown_rewards_windows_disjoint/);
+    // an adjacent window is fine: s1 alone at 7 from from+9 (s2 repriced to 100)
+    expect((await admin.post('/v1/crown/rewards', { from: from + 9, to: from + 12, budget: 5 })).body).toMatchObject({ paid: 5, shares: { s1: 5 }, alreadyPaid: false });
+    expect((await admin.get('/v1/accounts/sluice.rewards')).body.balance).toBe(905);
     expect((await admin.post('/v1/crown/rewards', { from: now + 10, to: now + 20, budget: 5 })).status).toBe(400);
     expect((await as('s1').post('/v1/crown/rewards', { from, to: from + 9, budget: 5 })).status).toBe(403);
+  });
+
+  test("the state before a window is each seller's last value of each field, as folding every earlier event in (tick, id) order gives", async () => {
+    // random events far in the future (nothing above reads there), several per tick, fields set independently
+    const at = base + 100_000;
+    let seed = 11;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    const values: unknown[] = [];
+    const rows: string[] = [];
+    for (let i = 0; i < 300; i++) {
+      const maybe = <T,>(v: T) => (random() < 0.5 ? v : null);
+      const change: Array<number | boolean | null> = [maybe(Math.floor(random() * 5)), maybe(random() < 0.5), maybe(random() < 0.5)];
+      if (!change.some((c) => c !== null)) change[0] = 1;
+      values.push(['s1', 's2', 's3'][Math.floor(random() * 3)], at + Math.floor(random() * 40), ...change);
+      rows.push(`($${values.length - 4}, $${values.length - 3}, $${values.length - 2}, $${values.length - 1}, $${values.length})`);
+    }
+    await stack.db.pool.query(`insert into rate_events (seller, tick, rate, active, busy) values ${rows.join(', ')}`, values);
+    const all = (await stack.db.pool.query('select * from rate_events order by tick, id')).rows.map(toRateEvent);
+    for (const from of [at, at + 7, at + 20, at + 39, at + 40]) {
+      const folded = new Map<string, SellerState>();
+      for (const e of all.filter((x) => x.tick < from)) folded.set(e.seller, apply(folded.get(e.seller) ?? NO_OFFER, e));
+      expect(await statesBefore(stack.db.pool, from)).toEqual(folded);
+    }
   });
 });

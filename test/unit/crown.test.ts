@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { crownIntervals, crownPerTick, crownTime, holdersOf, NO_OFFER, splitReward, tickOwner, type RateEvent, type SellerState, type StepCounter } from '../../src/domain/crown';
+import { CROWN_UNITS_PER_TICK as U, crownIntervals, crownPerTick, crownTime, holdersOf, NO_OFFER, splitReward, tickShares, type RateEvent, type SellerState, type StepCounter } from '../../src/domain/crown';
 
 const live = (rate: number): SellerState => ({ active: true, busy: false, rate });
 const none = new Map<string, SellerState>();
@@ -11,15 +11,33 @@ describe('crown: hand-made cases', () => {
   test('a single seller holds the whole window', () => {
     const before = new Map([['a', live(5)]]);
     expect(intervals(0, 10, before, [])).toEqual([{ start: 0, end: 10, holders: ['a'], bestRate: 5 }]);
-    expect(crownTime({ from: 0, to: 10 }, before, [])).toEqual({ a: 10 });
+    expect(crownTime({ from: 0, to: 10 }, before, [])).toEqual({ a: 10 * U });
   });
 
-  test('ties share: 10 ticks between two holders, 5 each; 7 ticks between three, 3/2/2 by position', () => {
+  test('ties share evenly: 10 ticks between two holders, 5 each; 7 ticks between three, 7/3 each, to the unit', () => {
     const two = new Map([['a', live(5)], ['b', live(5)]]);
-    expect(crownTime({ from: 0, to: 10 }, two, [])).toEqual({ a: 5, b: 5 });
+    expect(crownTime({ from: 0, to: 10 }, two, [])).toEqual({ a: 5 * U, b: 5 * U });
     const three = new Map([['c', live(5)], ['a', live(5)], ['b', live(5)]]);
-    expect(crownTime({ from: 0, to: 7 }, three, [])).toEqual({ a: 3, b: 2, c: 2 }); // ticks 0,3,6 → a; 1,4 → b; 2,5 → c
+    expect(crownTime({ from: 0, to: 7 }, three, [])).toEqual({ a: (7 * U) / 3, b: (7 * U) / 3, c: (7 * U) / 3 });
     expect(holdersOf(three)).toEqual({ holders: ['a', 'b', 'c'], bestRate: 5 });
+  });
+
+  test('ties stay even whatever splits the intervals: a third seller undercutting on every other tick favours neither tied seller', () => {
+    // a and b tie at 5; c (rate 4) holds alone on even ticks, so a and b share only the odd ticks
+    const before = new Map([['a', live(5)], ['b', live(5)], ['c', live(4)]]);
+    const events: RateEvent[] = [];
+    for (let t = 0; t < 1000; t++) events.push(ev(t, 'c', { busy: t % 2 === 1 }));
+    expect(crownTime({ from: 0, to: 1000 }, before, events)).toEqual({ a: 250 * U, b: 250 * U, c: 500 * U });
+  });
+
+  test('past 16 tied holders the leftover units rotate tick by tick: 17 holders each within one unit a tick of 1/17', () => {
+    const sellers = Array.from({ length: 17 }, (_, i) => `s${String(i).padStart(2, '0')}`);
+    const before = new Map(sellers.map((s) => [s, live(5)] as const));
+    const total = crownTime({ from: 3, to: 3 + 170 }, before, []);
+    expect(Object.values(total).reduce((a, b) => a + b, 0)).toBe(170 * U);
+    for (const s of sellers) expect(Math.abs(total[s]! - (170 * U) / 17)).toBeLessThanOrEqual(170);
+    // 170 ticks is 10 full rotations: exactly even
+    expect(new Set(Object.values(total)).size).toBe(1);
   });
 
   test('a seller going busy mid-window hands the crown over and takes it back', () => {
@@ -30,13 +48,20 @@ describe('crown: hand-made cases', () => {
       { start: 4, end: 7, holders: ['b'], bestRate: 4 },
       { start: 7, end: 10, holders: ['a'], bestRate: 3 },
     ]);
-    expect(crownTime({ from: 0, to: 10 }, before, events)).toEqual({ a: 7, b: 3 });
+    expect(crownTime({ from: 0, to: 10 }, before, events)).toEqual({ a: 7 * U, b: 3 * U });
   });
 
   test('rate changes at the window edges: an event at `from` applies from the first tick, one at `to` not at all', () => {
     const before = new Map([['a', live(3)], ['b', live(4)]]);
-    const events = [ev(10, 'b', { rate: 1 }), ev(20, 'a', { rate: 0 })];
+    // b undercuts at `from`: b holds from the first tick; b going busy at `to` would hand the crown back, but `to` is outside
+    const events = [ev(10, 'b', { rate: 1 }), ev(20, 'b', { busy: true })];
     expect(intervals(10, 20, before, events)).toEqual([{ start: 10, end: 20, holders: ['b'], bestRate: 1 }]);
+    expect(crownTime({ from: 10, to: 20 }, before, events)).toEqual({ b: 10 * U });
+    // one tick further, the event at 20 is inside and takes effect at its tick
+    expect(intervals(10, 21, before, events)).toEqual([
+      { start: 10, end: 20, holders: ['b'], bestRate: 1 },
+      { start: 20, end: 21, holders: ['a'], bestRate: 3 },
+    ]);
     // events before the window are the caller's `before`; events outside are ignored
     expect(intervals(12, 15, before, [ev(5, 'b', { rate: 1 }), ev(30, 'b', { rate: 1 })])).toEqual([{ start: 12, end: 15, holders: ['a'], bestRate: 3 }]);
   });
@@ -55,10 +80,22 @@ describe('crown: hand-made cases', () => {
     ]);
   });
 
-  test('empty windows yield nothing; all sellers inactive yield one interval with no holder', () => {
+  test('empty windows yield nothing; all sellers inactive, busy or unpriced yield one interval with no holder and no crown time', () => {
     expect(intervals(5, 5, new Map([['a', live(1)]]), [])).toEqual([]);
-    expect(intervals(0, 8, new Map([['a', { ...live(1), active: false }], ['b', NO_OFFER]]), [])).toEqual([{ start: 0, end: 8, holders: [], bestRate: null }]);
+    expect(crownTime({ from: 5, to: 5 }, new Map([['a', live(1)]]), [])).toEqual({});
+    const nobody = new Map([['a', { ...live(1), active: false }], ['b', NO_OFFER], ['c', { ...live(2), busy: true }], ['d', live(0)]]);
+    expect(intervals(0, 8, nobody, [])).toEqual([{ start: 0, end: 8, holders: [], bestRate: null }]);
+    expect(crownTime({ from: 0, to: 8 }, nobody, [])).toEqual({});
     expect(crownTime({ from: 0, to: 8 }, none, [])).toEqual({});
+  });
+
+  test('a seller active and idle at rate 0 makes no offer: the priced seller holds', () => {
+    const before = new Map([['a', live(0)], ['b', live(9)]]);
+    expect(intervals(0, 4, before, [])).toEqual([{ start: 0, end: 4, holders: ['b'], bestRate: 9 }]);
+    expect(intervals(0, 4, before, [ev(2, 'b', { rate: 0 })])).toEqual([
+      { start: 0, end: 2, holders: ['b'], bestRate: 9 },
+      { start: 2, end: 4, holders: [], bestRate: null },
+    ]);
   });
 
   test('a change that leaves the holders as they were does not split the interval (maximal intervals)', () => {
@@ -70,11 +107,11 @@ describe('crown: hand-made cases', () => {
 /** Random sellers, events and windows for the properties. */
 const arbitraryCase = fc
   .record({
-    sellers: fc.integer({ min: 1, max: 5 }),
-    before: fc.array(fc.record({ active: fc.boolean(), busy: fc.boolean(), rate: fc.integer({ min: 0, max: 4 }) }), { minLength: 5, maxLength: 5 }),
+    sellers: fc.integer({ min: 1, max: 20 }),
+    before: fc.array(fc.record({ active: fc.boolean(), busy: fc.boolean(), rate: fc.integer({ min: 0, max: 4 }) }), { minLength: 20, maxLength: 20 }),
     events: fc.array(
       fc.record({
-        seller: fc.integer({ min: 0, max: 4 }),
+        seller: fc.integer({ min: 0, max: 19 }),
         tick: fc.integer({ min: 0, max: 60 }),
         rate: fc.option(fc.integer({ min: 0, max: 4 }), { nil: undefined }),
         active: fc.option(fc.boolean(), { nil: undefined }),
@@ -101,12 +138,11 @@ describe('crown: properties (fast-check)', () => {
         for (const { tick, holders } of crownPerTick(window, before, events)) {
           if (holders.length === 0) continue;
           held++;
-          const owner = tickOwner(tick, holders);
-          perTick[owner] = (perTick[owner] ?? 0) + 1;
+          for (const [seller, units] of tickShares(tick, holders)) perTick[seller] = (perTick[seller] ?? 0) + units;
         }
         const aggregate = crownTime(window, before, events);
         expect(aggregate).toEqual(perTick);
-        expect(Object.values(aggregate).reduce((a, b) => a + b, 0)).toBe(held);
+        expect(Object.values(aggregate).reduce((a, b) => a + b, 0)).toBe(held * U);
       }),
       { numRuns: 1000 },
     );
@@ -141,7 +177,7 @@ describe('crown: properties (fast-check)', () => {
   });
 });
 
-test('the replay grows with events, not ticks: 10^6 ticks with 10^4 events take fewer than 3 steps per event', () => {
+test('the replay grows with events, not ticks: 10^6 ticks with 10^4 events, and the same events over 10^9 ticks, cost the same steps', () => {
   const sellers = Array.from({ length: 20 }, (_, i) => `s${String(i).padStart(2, '0')}`);
   const before = new Map(sellers.map((s, i) => [s, live(10 + (i % 7))] as const));
   let seed = 7;
@@ -154,9 +190,13 @@ test('the replay grows with events, not ticks: 10^6 ticks with 10^4 events take 
   }));
   const counter: StepCounter = { steps: 0 };
   const total = crownTime({ from: 0, to: 1_000_000 }, before, events, counter);
-  expect(counter.steps).toBeLessThan(3 * events.length);
+  // every event, every interval and every seller a full pass visits is a step
   expect(counter.steps).toBeGreaterThanOrEqual(events.length);
-  expect(Object.values(total).reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(1_000_000);
+  expect(counter.steps).toBeLessThan(5 * events.length);
+  const longer: StepCounter = { steps: 0 };
+  crownTime({ from: 0, to: 1_000_000_000 }, before, events, longer);
+  expect(longer.steps).toBe(counter.steps);
+  expect(Object.values(total).reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(1_000_000 * U);
 });
 
 describe('crown rewards split', () => {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { tickAt } from '../../domain/crown';
+import { CROWN_UNITS_PER_TICK, crownTicks, tickAt } from '../../domain/crown';
 import { forbidden, SluiceError } from '../../domain/errors';
 import { crownOver, holdersAt, listRateEvents, payCrownRewards, postRateEvent } from '../../ledger/rates';
 import type { Actor } from '../auth';
@@ -8,6 +8,8 @@ import * as S from '../schemas';
 
 const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
 
+/** Intervals listed by GET /v1/crown (the totals always cover the whole window). */
+const CROWN_INTERVALS_SHOWN_MAX = 1000;
 /** The longest window the crown endpoint replays in one call (about 115 days of ticks). */
 export const CROWN_WINDOW_TICKS_MAX = 10_000_000;
 const Tick = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
@@ -39,8 +41,7 @@ export function rateRoutes(app: Api) {
     },
     handler: async (req, reply) => {
       ownSeller(req.actor, req.params.id);
-      const nowTick = tickAt(Date.now());
-      const event = await postRateEvent(pool, { seller: req.params.id, tick: req.body.atTick ?? nowTick, nowTick, accountId: req.body.accountId, rate: req.body.ratePerTick });
+      const event = await postRateEvent(pool, { seller: req.params.id, tick: req.body.atTick, accountId: req.body.accountId, rate: req.body.ratePerTick });
       return reply.status(201).send(event);
     },
   });
@@ -57,8 +58,7 @@ export function rateRoutes(app: Api) {
     },
     handler: async (req, reply) => {
       ownSeller(req.actor, req.params.id);
-      const nowTick = tickAt(Date.now());
-      const event = await postRateEvent(pool, { seller: req.params.id, tick: req.body.atTick ?? nowTick, nowTick, active: req.body.active, busy: req.body.busy });
+      const event = await postRateEvent(pool, { seller: req.params.id, tick: req.body.atTick, active: req.body.active, busy: req.body.busy });
       return reply.status(201).send(event);
     },
   });
@@ -77,7 +77,7 @@ export function rateRoutes(app: Api) {
     config: { auth: 'admin' },
     schema: {
       tags: ['rates'],
-      summary: 'Pay a budget from the rewards account to sellers in proportion to crown time over [from, to), once per window (admin)',
+      summary: 'Pay a budget from the rewards account to sellers in proportion to crown time over [from, to), a window that is over, once (admin; overlapping windows are refused)',
       body: z.object({ from: Tick, to: Tick, budget: S.Units }),
       response: {
         200: z.object({ from: z.number().int(), to: z.number().int(), budget: z.number().int(), paid: z.number().int(), shares: z.record(z.string(), z.number().int()), alreadyPaid: z.boolean() }),
@@ -87,7 +87,6 @@ export function rateRoutes(app: Api) {
     handler: async (req) => {
       const { from, to, budget } = req.body;
       if (from >= to) throw new SluiceError('invalid_request', `from (${from}) must be before to (${to})`);
-      if (to > tickAt(Date.now())) throw new SluiceError('invalid_request', `the window must be over: it ends at ${to}, now is ${tickAt(Date.now())}`);
       if (to - from > CROWN_WINDOW_TICKS_MAX) throw new SluiceError('invalid_request', `a window is at most ${CROWN_WINDOW_TICKS_MAX} ticks`);
       return payCrownRewards(pool, { window: { from, to }, budget });
     },
@@ -102,7 +101,10 @@ export function rateRoutes(app: Api) {
         200: z.object({
           from: z.number().int(),
           to: z.number().int(),
-          crownTime: z.record(z.string(), z.number().int()),
+          crownTime: z.record(z.string(), z.number()).describe('ticks per seller (a shared tick split evenly, so possibly fractional)'),
+          crownUnits: z.record(z.string(), z.number().int()).describe(`the same, exact: ${CROWN_UNITS_PER_TICK} units to a tick`),
+          unitsPerTick: z.number().int(),
+          intervalCount: z.number().int().describe(`intervals in the window; at most ${CROWN_INTERVALS_SHOWN_MAX} are listed`),
           intervals: z.array(z.object({ start: z.number().int(), end: z.number().int(), holders: z.array(z.string()), bestRate: z.number().int().nullable() })),
           current: z.object({ tick: z.number().int(), holders: z.array(z.string()), bestRate: z.number().int().nullable() }),
         }),
@@ -115,10 +117,19 @@ export function rateRoutes(app: Api) {
       const from = req.query.from ?? Math.max(0, to - 3600);
       if (from >= to) throw new SluiceError('invalid_request', `from (${from}) must be before to (${to})`);
       if (to - from > CROWN_WINDOW_TICKS_MAX) throw new SluiceError('invalid_request', `a window is at most ${CROWN_WINDOW_TICKS_MAX} ticks`);
-      const { crownTime, intervals } = await crownOver(pool, { from, to });
+      const { crownTime: crownUnits, intervals } = await crownOver(pool, { from, to });
       // the default window ends with the current tick: its last interval already says who holds the crown now
       const now = intervals.find((iv) => iv.start <= nowTick && nowTick < iv.end) ?? (await holdersAt(pool, nowTick));
-      return { from, to, crownTime, intervals: intervals.slice(0, 1000), current: { tick: nowTick, holders: now.holders, bestRate: now.bestRate } };
+      return {
+        from,
+        to,
+        crownTime: Object.fromEntries(Object.entries(crownUnits).map(([seller, units]) => [seller, crownTicks(units)])),
+        crownUnits,
+        unitsPerTick: CROWN_UNITS_PER_TICK,
+        intervalCount: intervals.length,
+        intervals: intervals.slice(0, CROWN_INTERVALS_SHOWN_MAX),
+        current: { tick: nowTick, holders: now.holders, bestRate: now.bestRate },
+      };
     },
   });
 }

@@ -23,7 +23,7 @@ const OpenStreamBody = z.object({
   fromAccountId: S.AccountId,
   toAccountId: S.AccountId.optional().describe('the payee account; or leave it out and say payee "best"'),
   payee: z.literal('best').optional().describe('route to a current crown holder of the rate board'),
-  ratePerTick: S.Units,
+  ratePerTick: S.Units.describe('units per tick; with payee "best", the most you pay (the stream runs at the holder\'s rate)'),
   maxTotal: S.Units,
   tickIntervalMs: z.number().int().min(TICK_INTERVAL_MS_MIN).max(TICK_INTERVAL_MS_MAX),
   mode: z.enum(['escrow', 'payg']).default('escrow'),
@@ -66,18 +66,33 @@ export function streamRoutes(app: Api) {
   const { pool, temporal, taskQueue } = app.deps;
 
   /**
-   * payee "best": a crown holder now, among those with a payout account; ties
-   * broken by the crown's own sharing rule (the holder this tick is credited to).
+   * payee "best": a crown holder now, among those with a payout account other than
+   * the payer itself; ties broken by the tick's rotation (tickOwner), so the same
+   * moment always picks the same seller. The stream pays the holder's own rate;
+   * the buyer's `ratePerTick` is the most it will pay.
    */
-  const routeToBest = async () => {
+  const routeToBest = async (payer: string, limitPerTick: number) => {
     const tick = tickAt(Date.now());
     const now = await holdersAt(pool, tick);
-    const eligible = now.holders.filter((h) => now.accounts[h]);
+    const eligible = now.holders.filter((h) => now.accounts[h] && h !== payer);
     if (eligible.length === 0) {
       throw new SluiceError('invalid_request', 'no seller holds the crown now (none is active, idle and priced with a payout account)', { tick, holders: now.holders });
     }
+    if (now.bestRate! > limitPerTick) {
+      throw new SluiceError('limit_exceeded', `the best offer is ${now.bestRate} per tick, above your ratePerTick ${limitPerTick}`, { tick, bestRate: now.bestRate, ratePerTick: limitPerTick });
+    }
     const seller = tickOwner(tick, eligible);
     return { seller, accountId: now.accounts[seller]!, tick, holders: now.holders, bestRate: now.bestRate! };
+  };
+
+  /** How a stream opened to payee "best" was routed (its stream.routed event), for a repeated request. */
+  const routeOf = async (ref: string) => {
+    const { rows } = await pool.query<{ payload: { seller: string; tick: number; holders: string[]; bestRate: number } }>(
+      `select payload from events where type = 'stream.routed' and subject = $1 order by id limit 1`,
+      [ref],
+    );
+    const p = rows[0]?.payload;
+    return p && { seller: p.seller, tick: p.tick, holders: p.holders, bestRate: p.bestRate };
   };
 
   const visibleStream = async (actor: Actor, ref: string) => {
@@ -98,16 +113,30 @@ export function streamRoutes(app: Api) {
       if ((req.body.toAccountId === undefined) === (req.body.payee === undefined)) {
         throw new SluiceError('invalid_request', 'give either toAccountId or payee: "best"');
       }
-      const route = req.body.payee === 'best' ? await routeToBest() : undefined;
-      const payee = await getAccount(pool, route?.accountId ?? req.body.toAccountId!);
-      if (payee.id === payer.id) throw new SluiceError('invalid_request', 'a stream needs two different accounts');
-      const { fromAccountId, toAccountId, payee: _best, ref = `s-${randomBytes(8).toString('hex')}`, ...terms } = req.body;
-      const request: StreamRequest = { ...terms, ref, payer: payer.ownerId, payee: payee.ownerId, payerAccountId: payer.id, payeeAccountId: payee.id };
+      const { fromAccountId, toAccountId, payee: best, ref = `s-${randomBytes(8).toString('hex')}`, ...terms } = req.body;
+      // a repeated request answers with the stream it opened, before any routing: the crown may have moved since
       const existing = await findStream(pool, ref);
       if (existing) {
-        if (!sameStream(existing, request)) throw new SluiceError('ref_conflict', `stream ref ${ref} is already used by another stream`, { ref });
-        return reply.status(200).send(toReceipt(existing));
+        const routed = best ? await routeOf(ref) : undefined;
+        const same = best
+          ? routed !== undefined && existing.payer_account_id === payer.id && existing.rate_per_tick <= terms.ratePerTick && existing.max_total === terms.maxTotal &&
+            existing.tick_interval_ms === terms.tickIntervalMs && existing.mode === terms.mode
+          : sameStream(existing, { ...terms, ref, payer: payer.ownerId, payee: '', payerAccountId: payer.id, payeeAccountId: toAccountId! });
+        if (!same) throw new SluiceError('ref_conflict', `stream ref ${ref} is already used by another stream`, { ref });
+        return reply.status(200).send(routed ? { ...toReceipt(existing), route: routed } : toReceipt(existing));
       }
+      const route = best ? await routeToBest(payer.ownerId, terms.ratePerTick) : undefined;
+      const payee = await getAccount(pool, route?.accountId ?? toAccountId!);
+      if (payee.id === payer.id) throw new SluiceError('invalid_request', 'a stream needs two different accounts');
+      const request: StreamRequest = {
+        ...terms,
+        ...(route && { ratePerTick: route.bestRate }),
+        ref,
+        payer: payer.ownerId,
+        payee: payee.ownerId,
+        payerAccountId: payer.id,
+        payeeAccountId: payee.id,
+      };
       const { opened: receipt } = await startStreamWorkflow(temporal, taskQueue, request);
       if (receipt.status === 'FAILED') {
         throw new SluiceError('insufficient_funds', `stream ${ref} failed to open: ${receipt.failure}; nothing was charged`, { stream: receipt });
