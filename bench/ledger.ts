@@ -20,7 +20,7 @@ import { createPool, withDatabase, type Pool } from '../src/db/pool';
 import { SluiceError } from '../src/domain/errors';
 import { createAccount } from '../src/ledger/accounts';
 import { deposit, transfer } from '../src/ledger/transfers';
-import { benchDatabaseName, checkpoint, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, pgbenchTps, runBench } from './support';
+import { benchDatabaseName, checkpoint, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, pgbenchTps, runBench, withServerAndJson } from './support';
 
 const execFileAsync = promisify(execFile);
 
@@ -38,7 +38,8 @@ interface Options {
 }
 
 function parseOptions(): Options {
-  return new Command()
+  return withServerAndJson(
+    new Command()
     .name('bench:ledger')
     .description('ledger transfers/s against pgbench tpcb-like tps, same server, same fresh database')
     .option('--clients <n>', 'concurrent clients (pgbench -c, ledger pool size and loops)', integerAtLeast(1), 8)
@@ -50,13 +51,8 @@ function parseOptions(): Options {
     // With 100 accounts and 8 clients, ~1 in 4 transfers waits for a lock, which keeps
     // lock waits in the picture without making one row the whole story.
     // `--accounts 2` is the everything-on-one-row worst case.
-    .option('--accounts <n>', 'accounts the transfers move money between', integerAtLeast(2), 100)
-    .option(
-      '--database-url <url>',
-      'the server to benchmark on (a database sluice_bench_* is created there and dropped after)',
-      process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
-    )
-    .option('--json', 'print one JSON object instead of the table', false)
+    .option('--accounts <n>', 'accounts the transfers move money between', integerAtLeast(2), 100),
+  )
     .parse()
     .opts<Options>();
 }

@@ -70,7 +70,7 @@ import { cancelStreamSignal } from '../workflows/definitions';
 import { bareCancelSignal, bareOpenedUpdate, bareTickWorkflow, bareWorkflowId, type BareActivities, type BareReceipt } from './bareTickWorkflow';
 import { freePort } from '../src/dev/ports';
 import { endOfRun, interruptibleRun, killWithThisProcess, stopTemporal } from './temporalRun';
-import { benchDatabaseName, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, type Quantiles, quantiles, runBench } from './support';
+import { benchDatabaseName, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, type Quantiles, quantiles, runBench, withServerAndJson } from './support';
 
 
 // A tick bills 1 unit; the escrow (maxTotal) is far above what a run can bill, so
@@ -98,7 +98,8 @@ interface Options {
 
 function parseOptions(): Options {
   return (
-    new Command()
+    withServerAndJson(
+      new Command()
       .name('bench:streams')
       .description('billed stream ticks/s against bare Temporal ticks/s, same dev server, same worker, fresh database')
       .option('--streams <n>', 'concurrent streams (and bare workflows)', integerAtLeast(1), 200)
@@ -124,13 +125,8 @@ function parseOptions(): Options {
       // Rounds alternate the order (ab, then ba, ...: 2 rounds run A B B A), so a drift over
       // the run (neighbours on a shared box, a growing server, a warming JIT) weighs on both
       // phases alike. Rates and percentiles pool all rounds; each round's rate is shown too.
-      .option('--rounds <n>', 'measured rounds, the order alternating each round', integerAtLeast(1), 1)
-      .option(
-        '--database-url <url>',
-        'the server to benchmark on (a database sluice_bench_* is created there and dropped after)',
-        process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
-      )
-      .option('--json', 'print one JSON object instead of the table', false)
+      .option('--rounds <n>', 'measured rounds, the order alternating each round', integerAtLeast(1), 1),
+    )
       .parse()
       .opts<Options>()
   );

@@ -4,7 +4,7 @@
  * reading pgbench's rate.
  */
 import { randomBytes } from 'node:crypto';
-import { InvalidArgumentError } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
 import pg from 'pg';
 
 /** Progress goes to stderr; results alone go to stdout (so `--json` can be piped). */
@@ -17,6 +17,16 @@ export function integerAtLeast(min: number) {
     if (!Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer >= ${min}`);
     return n;
   };
+}
+
+/** The server a benchmark runs on: --database-url, else TEST_DATABASE_URL, DATABASE_URL, the local server. */
+export const DEFAULT_BENCH_SERVER = process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+
+/** The options every database benchmark takes: where to run, and JSON output. */
+export function withServerAndJson(command: Command): Command {
+  return command
+    .option('--database-url <url>', 'the server to benchmark on (a database sluice_bench_* is created there and dropped after)', DEFAULT_BENCH_SERVER)
+    .option('--json', 'print one JSON object instead of the table', false);
 }
 
 /** One statement on its own connection (create/drop database, version, checkpoint). */
