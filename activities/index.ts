@@ -13,6 +13,7 @@ import {
 import {
   activateSubaccount,
   allocateSubaccount,
+  beginElimination,
   concludeChallenge,
   fundSubaccount,
   getEntity,
@@ -26,7 +27,7 @@ import {
   type Limits,
 } from '../src/ledger/entities';
 import type { Pool } from '../src/db/pool';
-import { SluiceError } from '../src/domain/errors';
+import { SluiceError, sluiceErrorFromDatabase } from '../src/domain/errors';
 import type { PaymentRequest, RefundRequest } from '../src/domain/payments';
 import { refundPayment, settlePayment } from '../src/ledger/payments';
 import { billTick, closeStream, openStream } from '../src/ledger/streams';
@@ -44,13 +45,18 @@ export interface ActivityDeps {
   faults?: Fault[];
 }
 
-/** A saga step's activity: an injected fault fails it before it does anything. */
+/**
+ * A saga step's activity: an injected fault fails it before it does anything, or
+ * (`after`) once it has committed, as a step whose reply was lost and whose retries
+ * were refused, so the compensations meet a step that did its work.
+ */
 function sagaStep<A extends unknown[], R>(faults: Fault[], step: SagaStep, entityOf: (...args: A) => string, fn: (...args: A) => Promise<R>) {
   return businessErrorsAreFinal(async (...args: A): Promise<R> => {
     const attempt = Context.current().info.attempt;
     const fault = faultFor(faults, step, entityOf(...args), attempt);
+    if (fault?.times === 'after') await fn(...args);
     if (fault) {
-      throw ApplicationFailure.create({ type: 'injected_fault', message: `injected fault: ${step} (attempt ${attempt})`, nonRetryable: fault.times === 'always' });
+      throw ApplicationFailure.create({ type: 'injected_fault', message: `injected fault: ${step} (attempt ${attempt})`, nonRetryable: typeof fault.times === 'string' });
     }
     return fn(...args);
   });
@@ -68,8 +74,10 @@ function businessErrorsAreFinal<A extends unknown[], R>(fn: (...args: A) => Prom
     try {
       return await fn(...args);
     } catch (error) {
-      if (error instanceof SluiceError) {
-        throw ApplicationFailure.create({ type: error.code, message: error.message, details: [error.details], nonRetryable: true });
+      // a database guard that refused the caller's request (a stream on an eliminated subaccount) is as final
+      const known = error instanceof SluiceError ? error : sluiceErrorFromDatabase(error);
+      if (known) {
+        throw ApplicationFailure.create({ type: known.code, message: known.message, details: [known.details], nonRetryable: true });
       }
       throw error;
     }
@@ -108,6 +116,7 @@ export function createActivities({
       const sub = await getSubaccount(pool, id);
       return { challengeMs: (await getEntity(pool, sub.entityId)).challenge_ms };
     }),
+    beginElimination: businessErrorsAreFinal((id: string) => beginElimination(pool, id)),
     /** Closes the subaccount's open streams in the ledger (their workflows are signalled by the caller) and returns the receipts. */
     closeSubaccountStreams: businessErrorsAreFinal(async (id: string, closedBy: string) => {
       const sub = await getSubaccount(pool, id);
@@ -117,7 +126,7 @@ export function createActivities({
     }),
     settleElimination: businessErrorsAreFinal((input: { id: string; reason: string }) => settleElimination(pool, input)),
     webhookTargets: businessErrorsAreFinal(async (entityId: string) => (await getEntity(pool, entityId)).webhook_urls),
-    deliverWebhook: (event: SubaccountEvent, url: string) => deliverWebhook(pool, event, url, Context.current().info.attempt),
+    deliverWebhook: (event: SubaccountEvent, url: string) => deliverWebhook(pool, event, url, Context.current().info.attempt, Context.current().log),
   };
 }
 

@@ -49,7 +49,7 @@ import { paymentWorkflowId, type PaymentReceipt, type PaymentRequest } from '../
 import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS } from '../src/domain/searchAttributes';
 import { freePort } from '../src/dev/ports';
 import { createAccount, getAccount } from '../src/ledger/accounts';
-import { entityDashboard, registerEntity } from '../src/ledger/entities';
+import { DASHBOARD_ROWS_MAX, entityDashboard, registerEntity } from '../src/ledger/entities';
 import { createParty } from '../src/ledger/parties';
 import { deposit } from '../src/ledger/transfers';
 import { startDevServer, type DevServer } from '../src/temporal/devServer';
@@ -164,11 +164,11 @@ interface Stack {
 
 /** A creation saga, started and awaited as POST /v1/entities/:id/subaccounts does. */
 function createSubaccount(s: Stack, entityId: string, requestId: string): Promise<CreationResult> {
-  return s.client.workflow.execute(subaccountCreationWorkflow, {
+  return runWorkflowOnce(s.client, subaccountCreationWorkflow, {
     workflowId: creationWorkflowId(entityId, requestId),
     taskQueue: TASK_QUEUE,
     args: [{ entityId, requestId }],
-    workflowIdConflictPolicy: 'USE_EXISTING',
+    searchAttributes: [{ key: SA_KIND, value: 'subaccount' }],
   });
 }
 
@@ -306,11 +306,14 @@ async function dashboardPhase(s: Stack): Promise<DashboardResult> {
   const account = await timeReads(o.dashboardReads, s.signal, () => getAccount(s.pool, mainAccount(SOLO)));
   const d = await entityDashboard(s.pool, SOLO);
   const figuresOk =
-    d.subaccounts.active === o.subaccounts &&
-    d.subaccounts.pending + d.subaccounts.challenge + d.subaccounts.failed + d.subaccounts.eliminated === 0 &&
-    d.balance === o.subaccounts * FUNDING &&
-    d.held === 0 &&
-    d.openStreams === 0;
+    d.statusCounts.active === o.subaccounts &&
+    Object.values(d.statusCounts).reduce((a, b) => a + b, 0) === o.subaccounts &&
+    d.subaccounts.length === Math.min(o.subaccounts, DASHBOARD_ROWS_MAX) &&
+    d.subaccounts.every((r) => r.status === 'active' && r.balance === FUNDING && r.held === 0 && r.openStreams === 0) &&
+    d.totals.balance === o.subaccounts * FUNDING &&
+    d.totals.held === 0 &&
+    d.totals.openStreams === 0 &&
+    d.totals.collateralHeld === d.totals.mainHeld;
   return { dashboard, dashboardSmall, account, ratio: dashboard.medianMs / account.medianMs, figuresOk };
 }
 

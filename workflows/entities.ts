@@ -5,11 +5,20 @@ import {
   proxyActivities,
   sleep,
   startChild,
-  workflowInfo,
   WorkflowIdReusePolicy,
 } from '@temporalio/workflow';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
 import type { Activities } from '../activities';
-import { lifecycleWorkflowId, eliminationWorkflowId, type CreationResult, type SagaStep, type Subaccount, type SubaccountEvent } from '../src/domain/entities';
+import {
+  eliminationWorkflowId,
+  lifecycleWorkflowId,
+  subaccountEventKey,
+  webhookWorkflowId,
+  type CreationResult,
+  type SagaStep,
+  type Subaccount,
+  type SubaccountEvent,
+} from '../src/domain/entities';
 import { streamWorkflowId, type StreamReceipt } from '../src/domain/streams';
 import { cancelStreamSignal } from './definitions';
 
@@ -23,7 +32,14 @@ const ledger = proxyActivities<Activities>({
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
 });
-/** Webhook delivery: exponential backoff from 1 s, up to 8 attempts per URL. */
+/** Reading the webhook URLs before announcing: bounded, so a database outage delays a saga by seconds at most. */
+const lookup = proxyActivities<Activities>({
+  startToCloseTimeout: '5 seconds',
+  retry: { initialInterval: '200 milliseconds', maximumAttempts: 2 },
+});
+/** The elimination's close-then-settle rounds: one normally, two if a stream opened as it began. */
+export const ELIMINATION_ROUNDS_MAX = 5;
+/** Webhook delivery: exponential backoff from 1 s, up to 8 attempts per URL (and for reading the URLs). */
 export const DELIVERY_ATTEMPTS_MAX = 8;
 const delivery = proxyActivities<Activities>({
   startToCloseTimeout: '15 seconds',
@@ -38,24 +54,34 @@ const failureOf = (error: unknown): { code: string; message: string } => {
 };
 
 /**
- * Announces a subaccount event without waiting for it: a delivery workflow of its
- * own (abandoned by its parent), so a slow or failing receiver never blocks a saga.
- * An entity without webhook URLs gets no delivery workflow at all.
+ * Announces a subaccount event without waiting for its delivery: a delivery workflow
+ * of its own (abandoned by its parent), so a failing receiver never blocks a saga.
+ * The URLs are read once, bounded: an entity without any gets no delivery workflow;
+ * if the read fails (the database is down) the delivery workflow is started anyway
+ * and reads them itself, with its own retries, so the saga neither waits nor loses
+ * the event. The workflow id is the event's: announcing it again (a retried or
+ * re-run step) starts nothing, and the event is delivered once.
  */
 async function announce(type: SubaccountEvent['type'], subaccount: Subaccount): Promise<void> {
-  const urls = await ledger.webhookTargets(subaccount.entityId);
-  if (urls.length === 0) return;
-  const key = `${type}:${subaccount.id}:${workflowInfo().runId}`;
+  const urls = await lookup.webhookTargets(subaccount.entityId).catch(() => undefined);
+  if (urls?.length === 0) return;
+  const key = subaccountEventKey(type, subaccount.id);
   const event: SubaccountEvent = { key, type, entityId: subaccount.entityId, subaccount, at: new Date(Date.now()).toISOString() };
-  await startChild(webhookDeliveryWorkflow, {
-    workflowId: `webhook-${key.replace(/[/:]/g, '-')}`,
-    args: [event, urls],
-    parentClosePolicy: ParentClosePolicy.ABANDON,
-  });
+  try {
+    await startChild(webhookDeliveryWorkflow, {
+      workflowId: webhookWorkflowId(key),
+      args: urls ? [event, urls] : [event],
+      parentClosePolicy: ParentClosePolicy.ABANDON,
+      workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+    });
+  } catch (error) {
+    if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
+  }
 }
 
-/** Delivers one event to each webhook URL; a URL that never accepts it is logged, not fatal. */
-export async function webhookDeliveryWorkflow(event: SubaccountEvent, urls: string[]): Promise<{ delivered: string[]; failed: string[] }> {
+/** Delivers one event to each webhook URL (read here if not given); a URL that never accepts it is logged, not fatal. */
+export async function webhookDeliveryWorkflow(event: SubaccountEvent, given?: string[]): Promise<{ delivered: string[]; failed: string[] }> {
+  const urls = given ?? (await delivery.webhookTargets(event.entityId));
   const outcome = { delivered: [] as string[], failed: [] as string[] };
   await Promise.all(
     urls.map(async (url) => {
@@ -70,21 +96,39 @@ export async function webhookDeliveryWorkflow(event: SubaccountEvent, urls: stri
   return outcome;
 }
 
+/** The codes a refused allocation answers with as such; anything else failed the creation. */
+const REFUSALS = new Set(['rate_limited', 'limit_exceeded']);
+
 /**
  * The creation saga (DESIGN §4): allocate (rate limit, cap, next number) → hold the
  * entity's collateral → create and fund the account → `active` or `challenge` →
  * announce. Each compensation is registered before its step and is a no-op if the
  * step never committed; on failure they run in reverse and the slot ends `failed`
- * (its number stays burned). A refused allocation has nothing to undo.
+ * (its number stays burned), and the run completes with that outcome, which the
+ * API returns to every re-send of the request. A refused allocation has nothing to
+ * undo and allocated nothing: the run fails, so the same request may be sent again
+ * later (runWorkflowOnce starts a new run only after a failed one).
  */
 export async function subaccountCreationWorkflow(input: { entityId: string; requestId: string }): Promise<CreationResult> {
   let sub: Subaccount;
   try {
     sub = await steps.allocateSubaccount(input.entityId, input.requestId);
   } catch (error) {
-    return { failedStep: 'allocate', error: failureOf(error), compensated: [] };
+    const failure = failureOf(error);
+    throw ApplicationFailure.create({
+      type: REFUSALS.has(failure.code) ? failure.code : 'creation_failed',
+      message: failure.message,
+      details: [{ failedStep: 'allocate', compensated: [], subaccount: null }],
+      nonRetryable: true,
+    });
   }
   const id = sub.id;
+  // the slot was concluded by an earlier run of this request (its history gone past
+  // retention): its outcome stands, announced then, not now
+  if (sub.status === 'failed') {
+    return { subaccount: sub, failedStep: (sub.failedStep ?? 'activate') as SagaStep, error: { code: 'creation_failed', message: sub.failure ?? 'failed' }, compensated: [] };
+  }
+  if (sub.status !== 'pending') return { subaccount: sub, compensated: [] };
   const compensations: Array<{ name: string; run: () => Promise<boolean> }> = [];
   let step: SagaStep = 'hold_collateral';
   try {
@@ -101,7 +145,7 @@ export async function subaccountCreationWorkflow(input: { entityId: string; requ
     for (const c of compensations.reverse()) if (await c.run()) compensated.push(c.name);
     const failed = await ledger.markSubaccountFailed({ id, step, failure: failure.message });
     compensated.push('mark_failed');
-    await announce('subaccount.failed', failed);
+    if (failed.status === 'failed') await announce('subaccount.failed', failed); // not one its elimination took over
     return { subaccount: failed, failedStep: step, error: failure, compensated };
   }
   await announce(sub.status === 'challenge' ? 'subaccount.challenge' : 'subaccount.active', sub);
@@ -146,20 +190,31 @@ export interface EliminationResult {
 }
 
 /**
- * Elimination (by request or by the challenge rule): close the subaccount's open
- * streams (the ledger closes them under each stream's lock; each stream workflow is
- * woken to finish with the same receipt), sweep its balance back to the entity,
- * release its collateral, mark it `eliminated`, announce it. It then holds nothing in
- * memory: its history stays in the database.
+ * Elimination (by request or by the challenge rule): mark it `eliminating` (from
+ * then on no stream or hold can open on it), close its open streams (the ledger
+ * closes them under each stream's lock; each stream workflow is woken to finish with
+ * the same receipt), then sweep its balance back to the entity, release its
+ * collateral and mark it `eliminated`. A stream that opened while elimination began
+ * is reported by the settlement and closed in another round. Once eliminated it is
+ * announced (also when the settlement is retried after it committed: the event's
+ * key makes it once). It then holds nothing in memory: its history is in the database.
  */
 export async function subaccountEliminationWorkflow(input: { id: string; reason: string; by: string }): Promise<EliminationResult> {
-  const streams = await ledger.closeSubaccountStreams(input.id, input.by);
-  for (const receipt of streams) {
-    await getExternalWorkflowHandle(streamWorkflowId(receipt.ref))
-      .signal(cancelStreamSignal, { by: input.by, reason: 'subaccount eliminated' })
-      .catch(() => undefined); // a stream workflow already finished needs no wake-up
+  await ledger.beginElimination(input.id);
+  const streams: StreamReceipt[] = [];
+  for (let round = 1; round <= ELIMINATION_ROUNDS_MAX; round++) {
+    const closed = await ledger.closeSubaccountStreams(input.id, input.by);
+    for (const receipt of closed) {
+      await getExternalWorkflowHandle(streamWorkflowId(receipt.ref))
+        .signal(cancelStreamSignal, { by: input.by, reason: 'subaccount eliminated' })
+        .catch(() => undefined); // a stream workflow already finished needs no wake-up
+    }
+    streams.push(...closed);
+    const { openStreams, ...settled } = await ledger.settleElimination({ id: input.id, reason: input.reason });
+    if (openStreams.length > 0) continue;
+    await announce('subaccount.eliminated', settled.subaccount);
+    return { ...settled, streams };
   }
-  const settled = await ledger.settleElimination({ id: input.id, reason: input.reason });
-  if (settled.swept > 0 || settled.collateralReleased) await announce('subaccount.eliminated', settled.subaccount);
-  return { ...settled, streams };
+  // no stream can open on an eliminating subaccount: more rounds than this is a bug
+  throw ApplicationFailure.create({ type: 'elimination_stuck', message: `subaccount ${input.id}: streams still open after ${ELIMINATION_ROUNDS_MAX} rounds`, nonRetryable: true });
 }

@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
-import { SluiceError, type ErrorCode } from '../domain/errors';
+import { SluiceError, sluiceErrorFromDatabase, type ErrorCode } from '../domain/errors';
 import { sluiceErrorFromTemporal } from '../temporal/failures';
 
 /** One HTTP status per error code, in one place. */
@@ -23,6 +23,8 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   refund_exceeds_payment: 422,
   rate_limited: 429,
   limit_exceeded: 422,
+  subaccount_not_live: 409,
+  holds_open: 409,
 };
 
 const body = (code: string, message: string, details: Record<string, unknown> = {}) => ({ error: { code, message, details } });
@@ -37,7 +39,7 @@ export function errorHandler(error: FastifyError | Error, request: FastifyReques
     const issues = error.validation.map((v) => ({ path: v.instancePath, message: v.message }));
     return reply.status(400).send(body('invalid_request', `invalid ${error.validationContext ?? 'request'}: ${issues.map((i) => `${i.path} ${i.message}`.trim()).join('; ')}`, { issues }));
   }
-  const known = error instanceof SluiceError ? error : sluiceErrorFromTemporal(error);
+  const known = error instanceof SluiceError ? error : (sluiceErrorFromTemporal(error) ?? sluiceErrorFromDatabase(error));
   if (known) return reply.status(HTTP_STATUS[known.code]).send(body(known.code, known.message, known.details));
   const status = (error as FastifyError).statusCode;
   if (status && status >= 400 && status < 500) {

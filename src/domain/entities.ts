@@ -18,9 +18,13 @@ export function parseSubaccountId(id: string): { entityId: string; seq: number }
 export const SUBACCOUNT_CAP_DEFAULT = 500;
 export const CREATIONS_PER_HOUR_DEFAULT = 10;
 
-export type SubaccountStatus = 'pending' | 'challenge' | 'active' | 'failed' | 'eliminated';
-/** Statuses that occupy one of the entity's slots. */
-export const LIVE_STATUSES: SubaccountStatus[] = ['pending', 'challenge', 'active'];
+export type SubaccountStatus = 'pending' | 'challenge' | 'active' | 'eliminating' | 'failed' | 'eliminated';
+export const SUBACCOUNT_STATUSES: readonly SubaccountStatus[] = ['pending', 'challenge', 'active', 'eliminating', 'failed', 'eliminated'];
+/** Statuses that occupy one of the entity's slots (an `eliminating` one frees it when it is `eliminated`). */
+export const LIVE_STATUSES: SubaccountStatus[] = ['pending', 'challenge', 'active', 'eliminating'];
+/** Statuses a subaccount never leaves: it holds nothing, and its account takes no more money. */
+export const ENDED_STATUSES: SubaccountStatus[] = ['failed', 'eliminated'];
+export const isEnded = (status: SubaccountStatus) => ENDED_STATUSES.includes(status);
 
 /** The steps of the creation saga, in order; fault injection names them. */
 export const SAGA_STEPS = ['allocate', 'hold_collateral', 'fund', 'activate'] as const;
@@ -35,10 +39,18 @@ export const fundKey = (sub: string) => `sub:${sub}:fund`;
 export const unfundKey = (sub: string) => `sub:${sub}:unfund`;
 export const sweepKey = (sub: string) => `sub:${sub}:sweep`;
 
-/** Workflow ids: `/` is fine in Temporal ids, but `-` keeps them friendly in URLs of the UI. */
-export const creationWorkflowId = (entityId: string, requestId: string) => `subaccount-create-${entityId}-${requestId}`;
-export const lifecycleWorkflowId = (sub: string) => `subaccount-${sub.replace(SUBACCOUNT_SEPARATOR, '-')}`;
-export const eliminationWorkflowId = (sub: string) => `subaccount-eliminate-${sub.replace(SUBACCOUNT_SEPARATOR, '-')}`;
+/**
+ * Workflow ids: a fixed prefix (none a prefix of another), then the entity id, the
+ * separator (which entity ids cannot contain) and the rest, so each id reads back
+ * one way: `-` would not do, entity ids may contain it (`a-b` + `c` = `a` + `b-c`).
+ */
+export const creationWorkflowId = (entityId: string, requestId: string) => `subaccount-create-${entityId}${SUBACCOUNT_SEPARATOR}${requestId}`;
+export const lifecycleWorkflowId = (sub: string) => `subaccount-challenge-${sub}`;
+export const eliminationWorkflowId = (sub: string) => `subaccount-eliminate-${sub}`;
+/** One delivery workflow per event: an event announced twice (a retried step, a replayed run) is delivered once. */
+export const webhookWorkflowId = (eventKey: string) => `webhook-${eventKey}`;
+/** Each subaccount event happens at most once per subaccount, so its type and subaccount name it. */
+export const subaccountEventKey = (type: SubaccountEvent['type'], sub: string) => `${type}:${sub}`;
 
 export interface Subaccount {
   id: string;

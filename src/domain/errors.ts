@@ -22,6 +22,8 @@ export const ERROR_CODES = [
   'already_exists',
   'rate_limited',
   'limit_exceeded',
+  'subaccount_not_live',
+  'holds_open',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
@@ -42,3 +44,19 @@ export const isErrorCode = (value: unknown): value is ErrorCode =>
 
 export const notFound = (what: string, id: string) => new SluiceError('not_found', `${what} ${id} not found`, { [what]: id });
 export const forbidden = (message: string) => new SluiceError('forbidden', message);
+
+/**
+ * Database guards that refuse what a caller asked for (a named constraint raised by
+ * a trigger or a CHECK), as the typed error they mean. Anything else stays what it
+ * is: a database error is a bug or an outage, not the caller's doing.
+ */
+const CALLER_CONSTRAINTS: Record<string, ErrorCode> = {
+  // migration 006: money, holds or streams on a subaccount that is not live
+  subaccount_not_live: 'subaccount_not_live',
+};
+
+export function sluiceErrorFromDatabase(error: unknown): SluiceError | undefined {
+  const e = error as { code?: string; constraint?: string; message?: string } | undefined;
+  const code = e?.code === '23514' && e.constraint ? CALLER_CONSTRAINTS[e.constraint] : undefined;
+  return code && new SluiceError(code, e!.message ?? code, { constraint: e!.constraint });
+}

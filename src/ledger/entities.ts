@@ -8,6 +8,7 @@ import {
   LIVE_STATUSES,
   passesChallenge,
   subaccountId,
+  SUBACCOUNT_STATUSES,
   sweepKey,
   unfundKey,
   type Subaccount,
@@ -138,7 +139,11 @@ export function allocateSubaccount(pool: Pool, input: { entityId: string; reques
     const { rows: er } = await client.query<EntityRow>('select * from entities where id = $1 for update', [input.entityId]);
     const entity = er[0];
     if (!entity) throw notFound('entity', input.entityId);
-    const { rows: mine } = await client.query<SubaccountRow>('select * from subaccounts where request_id = $1', [input.requestId]);
+    // the request id is the entity's own: another entity's request of the same id is another request
+    const { rows: mine } = await client.query<SubaccountRow>('select * from subaccounts where entity_id = $1 and request_id = $2', [
+      input.entityId,
+      input.requestId,
+    ]);
     if (mine[0]) return toSubaccount(mine[0]);
     const { rows: counts } = await client.query<{ live: number; last_hour: number }>(
       `select count(*) filter (where status = any($2))::int as live,
@@ -176,6 +181,14 @@ async function lockSubaccount(client: PoolClient, id: string): Promise<{ sub: Su
   return { sub, entity: await getEntity(client, sub.entity_id) };
 }
 
+/**
+ * The slot is the creation saga's to undo: pending, or `challenge`/`active` when the
+ * activation committed but was reported failed (its reply lost, its retries
+ * refused). An `eliminating` slot belongs to its elimination; an ended one is done.
+ * Every compensation asks this same question, so they agree on what to undo.
+ */
+const sagaOwns = (sub: SubaccountRow) => sub.status === 'pending' || sub.status === 'challenge' || sub.status === 'active';
+
 /** Saga step 2: holds the entity's collateral for the subaccount. */
 export function holdCollateral(pool: Pool, id: string): Promise<Subaccount> {
   return withTransaction(pool, async (client) => {
@@ -187,13 +200,17 @@ export function holdCollateral(pool: Pool, id: string): Promise<Subaccount> {
   });
 }
 
-/** Compensation of step 2 (and part of elimination): releases the collateral hold if it is still open. */
-export async function releaseCollateralIn(client: PoolClient, sub: SubaccountRow): Promise<boolean> {
+/** Releases the collateral hold if it is still open (the caller holds the subaccount's lock). */
+async function releaseCollateralIn(client: PoolClient, sub: SubaccountRow): Promise<boolean> {
   return sub.hold_id !== null && releaseHoldIfOpen(client, { key: collateralReleaseKey(sub.id), holdId: sub.hold_id });
 }
 
+/** Compensation of step 2: releases the collateral of a slot the saga still owns (idempotent). */
 export function releaseCollateral(pool: Pool, id: string): Promise<boolean> {
-  return withTransaction(pool, async (client) => releaseCollateralIn(client, (await lockSubaccount(client, id)).sub));
+  return withTransaction(pool, async (client) => {
+    const { sub } = await lockSubaccount(client, id);
+    return sagaOwns(sub) && releaseCollateralIn(client, sub);
+  });
 }
 
 /** Saga step 3: creates the subaccount's ledger account and funds it from the entity's main account. */
@@ -210,19 +227,24 @@ export function fundSubaccount(pool: Pool, id: string): Promise<Subaccount> {
   });
 }
 
-/** Compensation of step 3: moves the funding back to the entity (the account stays, empty, for the record). */
+/**
+ * Compensation of step 3: moves the funding back to the entity (the account stays,
+ * empty, for the record), whether or not the activation committed: a slot the saga
+ * owns is emptied before it is marked failed.
+ */
 export function unfundSubaccount(pool: Pool, id: string): Promise<boolean> {
   return withTransaction(pool, async (client) => {
     const { sub, entity } = await lockSubaccount(client, id);
-    if (sub.account_id === null || sub.status !== 'pending') return false;
+    if (sub.account_id === null || !sagaOwns(sub)) return false;
     const { rows } = await client.query('select 1 from transfers where idempotency_key = $1', [unfundKey(id)]);
     if (rows[0]) return false;
     const accounts = await lockAccounts(client, [sub.account_id, entity.main_account_id]);
-    const balance = accounts.get(sub.account_id)!.balance;
-    if (balance <= 0) return false;
+    // what is free to move: a hold on it (none is expected) stays, and the ended-empty guard says so
+    const available = accounts.get(sub.account_id)!.available;
+    if (available <= 0) return false;
     await postTransfer(
       client,
-      { key: unfundKey(id), kind: 'subaccount_unfunding', debitAccountId: sub.account_id, creditAccountId: entity.main_account_id, amount: balance, subaccountId: id },
+      { key: unfundKey(id), kind: 'subaccount_unfunding', debitAccountId: sub.account_id, creditAccountId: entity.main_account_id, amount: available, subaccountId: id },
       accounts,
     );
     return true;
@@ -245,11 +267,17 @@ export function activateSubaccount(pool: Pool, id: string): Promise<Subaccount> 
   });
 }
 
-/** The saga's last compensation: the slot is `failed`; its number stays burned. */
+/**
+ * The saga's last compensation: the slot is `failed`; its number stays burned. Only
+ * a slot the saga owns, and (the database refuses otherwise) only once it is empty:
+ * the account lock makes the status change the line after which no transfer can
+ * reach it.
+ */
 export function markSubaccountFailed(pool: Pool, input: { id: string; step: string; failure: string }): Promise<Subaccount> {
   return withTransaction(pool, async (client) => {
     const { sub, entity } = await lockSubaccount(client, input.id);
-    if (sub.status === 'failed') return toSubaccount(sub);
+    if (!sagaOwns(sub)) return toSubaccount(sub);
+    if (sub.account_id !== null) await lockAccounts(client, [sub.account_id]);
     const { rows } = await client.query<SubaccountRow>(
       `update subaccounts set status = 'failed', failed_step = $2, failure = $3, ended_at = now() where id = $1 returning *`,
       [input.id, input.step, input.failure],
@@ -276,22 +304,76 @@ export function concludeChallenge(pool: Pool, id: string): Promise<{ subaccount:
 }
 
 /**
- * The money side of elimination, once its streams are closed: sweeps the balance
- * back to the entity, releases the collateral, marks it `eliminated` (a slot freed,
- * the history kept). Eliminating twice returns the same subaccount.
+ * Elimination begins: under the subaccount's lock and its account's, it becomes
+ * `eliminating`, after which the database refuses any new stream or hold on it, so
+ * the streams closed next are all there will be. Refused while it holds anything
+ * but its streams' escrow (a job's reservation, a hold of its own): those resolve
+ * or are released first, so the subaccount can end empty.
  */
-export function settleElimination(pool: Pool, input: { id: string; reason: string }): Promise<{ subaccount: Subaccount; swept: number; collateralReleased: boolean }> {
+export function beginElimination(pool: Pool, id: string): Promise<Subaccount> {
+  return withTransaction(pool, async (client) => {
+    const { sub, entity } = await lockSubaccount(client, id);
+    if (sub.status === 'eliminating' || sub.status === 'eliminated') return toSubaccount(sub);
+    if (sub.status !== 'active' && sub.status !== 'challenge') {
+      throw new SluiceError('invalid_request', `subaccount ${id} is ${sub.status}; only a live subaccount can be eliminated`, { status: sub.status });
+    }
+    await lockAccounts(client, [sub.account_id!]);
+    const { rows: holds } = await client.query<{ id: number }>(
+      `select id from holds where account_id = $1 and status = 'open' and not reference ? 'stream' order by id`,
+      [sub.account_id],
+    );
+    if (holds.length > 0) {
+      throw new SluiceError('holds_open', `subaccount ${id} has open holds (${holds.map((h) => h.id).join(', ')}); release them or let them resolve before eliminating it`, {
+        holds: holds.map((h) => h.id),
+      });
+    }
+    const { rows } = await client.query<SubaccountRow>(`update subaccounts set status = 'eliminating' where id = $1 returning *`, [id]);
+    const s = toSubaccount(rows[0]!);
+    await appendEvent(client, { type: 'subaccount.eliminating', subject: id, payload: { ...s }, parties: [entity.id] });
+    return s;
+  });
+}
+
+export interface Settlement {
+  subaccount: Subaccount;
+  swept: number;
+  collateralReleased: boolean;
+  /** Streams still open on it (opened while elimination began): close them and settle again. */
+  openStreams: string[];
+}
+
+/** What an elimination settled, read back from the books (a retry after it committed answers the same). */
+async function settledBefore(client: PoolClient, sub: SubaccountRow): Promise<Settlement> {
+  const { rows } = await client.query<{ swept: number | null; released: boolean }>(
+    `select (select amount from transfers where idempotency_key = $1) as swept,
+            coalesce((select status = 'released' from holds where id = $2), false) as released`,
+    [sweepKey(sub.id), sub.hold_id],
+  );
+  return { subaccount: toSubaccount(sub), swept: rows[0]!.swept ?? 0, collateralReleased: rows[0]!.released, openStreams: [] };
+}
+
+/**
+ * The money side of elimination, once its streams are closed: sweeps the whole
+ * balance back to the entity, releases the collateral, marks it `eliminated` (a slot
+ * freed, the history kept), under the subaccount's and the accounts' locks. A stream
+ * that opened on it while elimination began is reported instead, to be closed first.
+ */
+export function settleElimination(pool: Pool, input: { id: string; reason: string }): Promise<Settlement> {
   return withTransaction(pool, async (client) => {
     const { sub, entity } = await lockSubaccount(client, input.id);
-    if (sub.status === 'eliminated') return { subaccount: toSubaccount(sub), swept: 0, collateralReleased: false };
-    if (sub.status !== 'active' && sub.status !== 'challenge') {
-      throw new SluiceError('invalid_request', `subaccount ${input.id} is ${sub.status}; only a live subaccount can be eliminated`, { status: sub.status });
+    if (sub.status === 'eliminated') return settledBefore(client, sub);
+    if (sub.status !== 'eliminating') {
+      throw new SluiceError('invalid_request', `subaccount ${input.id} is ${sub.status}; its elimination has not begun`, { status: sub.status });
     }
-    let swept = 0;
     const accounts = await lockAccounts(client, [sub.account_id!, entity.main_account_id]);
+    const openStreams = await openStreamsOf(client, sub.account_id!);
+    if (openStreams.length > 0) return { subaccount: toSubaccount(sub), swept: 0, collateralReleased: false, openStreams };
     const account = accounts.get(sub.account_id!)!;
-    if (account.available > 0) {
-      swept = account.available;
+    // beginElimination refused other holds and no new one can be placed since: with the
+    // streams closed nothing is held, so the whole balance moves
+    if (account.held !== 0) throw new Error(`subaccount ${input.id} still holds ${account.held} with its streams closed`);
+    const swept = account.balance;
+    if (swept > 0) {
       await postTransfer(
         client,
         { key: sweepKey(input.id), kind: 'subaccount_sweep', debitAccountId: sub.account_id!, creditAccountId: entity.main_account_id, amount: swept, subaccountId: input.id },
@@ -302,13 +384,17 @@ export function settleElimination(pool: Pool, input: { id: string; reason: strin
     const { rows } = await client.query<SubaccountRow>(`update subaccounts set status = 'eliminated', failure = $2, ended_at = now() where id = $1 returning *`, [input.id, input.reason]);
     const s = toSubaccount(rows[0]!);
     await appendEvent(client, { type: 'subaccount.eliminated', subject: input.id, payload: { ...s, swept, collateralReleased }, parties: [entity.id] });
-    return { subaccount: s, swept, collateralReleased };
+    return { subaccount: s, swept, collateralReleased, openStreams: [] };
   });
 }
 
-/** Open streams paid from the subaccount (elimination closes them first). */
+/** Open streams paid from or to the account (elimination closes them). */
 export async function openStreamsOf(db: Queryable, accountId: string): Promise<string[]> {
-  const { rows } = await db.query<{ ref: string }>(`select ref from streams where status = 'open' and (payer_account_id = $1 or payee_account_id = $1) order by ref`, [accountId]);
+  const { rows } = await db.query<{ ref: string }>(
+    `select ref from streams where payer_account_id = $1 and status = 'open'
+     union select ref from streams where payee_account_id = $1 and status = 'open' order by ref`,
+    [accountId],
+  );
   return rows.map((r) => r.ref);
 }
 
@@ -340,37 +426,79 @@ export async function listDeliveries(db: Queryable, entityId: string, opts: { af
   }));
 }
 
-/** The entity dashboard in one query: status counts and money over all its subaccounts. */
-export async function entityDashboard(db: Queryable, entityId: string) {
+/** The most subaccount rows one dashboard read returns: the live cap's default. */
+export const DASHBOARD_ROWS_MAX = 500;
+
+export interface DashboardRow {
+  id: string;
+  seq: number;
+  status: SubaccountStatus;
+  accountId?: string;
+  balance: number;
+  held: number;
+  openStreams: number;
+  paid: number;
+  received: number;
+}
+
+export interface Dashboard {
+  entity: string;
+  /** Subaccounts by status, all of them. */
+  statusCounts: Record<SubaccountStatus, number>;
+  /** Sums over all the entity's subaccounts, and its main account with the collateral held on it. */
+  totals: { balance: number; held: number; openStreams: number; paid: number; received: number; mainBalance: number; mainHeld: number; collateralHeld: number };
+  /** Per subaccount, by number, after `after`, at most `limit` (≤ DASHBOARD_ROWS_MAX). */
+  subaccounts: DashboardRow[];
+  /** The `after` of the next page, when there is one. */
+  nextAfter?: number;
+}
+
+/**
+ * The entity dashboard in one query: a row per subaccount (balance, held, open
+ * streams, paid out and received by its streams), the status counts and the totals
+ * over all of them, and the main account with the collateral it holds. Each
+ * subaccount's streams are found through the (account, status) indexes, as payer
+ * and as payee separately, each an index-only scan.
+ */
+export async function entityDashboard(db: Queryable, entityId: string, opts: { after?: number; limit?: number } = {}): Promise<Dashboard> {
+  const limit = Math.min(Math.max(opts.limit ?? DASHBOARD_ROWS_MAX, 1), DASHBOARD_ROWS_MAX);
   const { rows } = await db.query(
-    `select count(*) filter (where s.status = 'pending')::int as pending,
-            count(*) filter (where s.status = 'challenge')::int as challenge,
-            count(*) filter (where s.status = 'active')::int as active,
-            count(*) filter (where s.status = 'failed')::int as failed,
-            count(*) filter (where s.status = 'eliminated')::int as eliminated,
-            coalesce(sum(a.balance), 0)::bigint as balance,
-            coalesce(sum(a.held), 0)::bigint as held,
-            coalesce(sum(st.open_streams), 0)::int as open_streams,
-            coalesce(sum(st.paid), 0)::bigint as paid,
-            coalesce(sum(st.received), 0)::bigint as received
-       from subaccounts s
-       left join accounts a on a.id = s.account_id
-       left join lateral (
-         select count(*) filter (where x.status = 'open' and (x.payer_account_id = s.account_id or x.payee_account_id = s.account_id)) as open_streams,
-                coalesce(sum(x.paid) filter (where x.payer_account_id = s.account_id), 0) as paid,
-                coalesce(sum(x.paid) filter (where x.payee_account_id = s.account_id), 0) as received
-           from streams x where s.account_id is not null and (x.payer_account_id = s.account_id or x.payee_account_id = s.account_id)) st on true
-      where s.entity_id = $1`,
-    [entityId],
+    `with subs as (
+       select s.id, s.seq, s.status, s.account_id, s.hold_id,
+              coalesce(a.balance, 0) as balance, coalesce(a.held, 0) as held,
+              coalesce(o.open, 0) + coalesce(i.open, 0) as open_streams, coalesce(o.paid, 0) as paid, coalesce(i.paid, 0) as received
+         from subaccounts s
+         left join accounts a on a.id = s.account_id
+         left join lateral (select count(*) filter (where x.status = 'open') as open, sum(x.paid) as paid
+                              from streams x where x.payer_account_id = s.account_id) o on s.account_id is not null
+         left join lateral (select count(*) filter (where x.status = 'open') as open, sum(x.paid) as paid
+                              from streams x where x.payee_account_id = s.account_id) i on s.account_id is not null
+        where s.entity_id = $1),
+     page as (select * from subs where seq > $2 order by seq limit $3 + 1)
+     select (select jsonb_agg(jsonb_build_object('id', id, 'seq', seq, 'status', status, 'accountId', account_id, 'balance', balance,
+                                                 'held', held, 'openStreams', open_streams, 'paid', paid, 'received', received) order by seq)
+               from page) as rows,
+            (select jsonb_object_agg(status, n) from (select status, count(*) as n from subs group by status) c) as counts,
+            (select jsonb_build_object('balance', coalesce(sum(balance), 0), 'held', coalesce(sum(held), 0), 'openStreams', coalesce(sum(open_streams), 0),
+                                       'paid', coalesce(sum(paid), 0), 'received', coalesce(sum(received), 0),
+                                       'collateralHeld', coalesce(sum(h.amount - h.captured - h.released) filter (where h.status = 'open'), 0))
+               from subs left join holds h on h.id = subs.hold_id) as totals,
+            m.balance as main_balance, m.held as main_held
+       from entities e join accounts m on m.id = e.main_account_id
+      where e.id = $1`,
+    [entityId, opts.after ?? 0, limit],
   );
   const r = rows[0];
+  if (!r) throw notFound('entity', entityId);
+  const page: DashboardRow[] = (r.rows ?? []).map(({ accountId, ...row }: DashboardRow & { accountId: string | null }) => ({ ...row, ...(accountId && { accountId }) }));
+  const more = page.length > limit;
+  const subaccounts = more ? page.slice(0, limit) : page;
+  const statusCounts = Object.fromEntries(SUBACCOUNT_STATUSES.map((st) => [st, Number(r.counts?.[st] ?? 0)])) as Record<SubaccountStatus, number>;
   return {
     entity: entityId,
-    subaccounts: { pending: r.pending, challenge: r.challenge, active: r.active, failed: r.failed, eliminated: r.eliminated },
-    balance: r.balance as number,
-    held: r.held as number,
-    openStreams: r.open_streams as number,
-    paid: r.paid as number,
-    received: r.received as number,
+    statusCounts,
+    totals: { ...r.totals, mainBalance: r.main_balance, mainHeld: r.main_held },
+    subaccounts,
+    ...(more && { nextAfter: subaccounts[subaccounts.length - 1]!.seq }),
   };
 }

@@ -2,6 +2,7 @@ import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
 import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS } from '../domain/searchAttributes';
 import { streamWorkflowId, type StreamReceipt, type StreamRequest } from '../domain/streams';
 import { streamOpenedUpdate } from '../../workflows/definitions';
+import { sluiceErrorFromTemporal } from './failures';
 import { streamWorkflow, type StreamWorkflowOptions } from '../../workflows/stream';
 
 /**
@@ -22,6 +23,25 @@ export async function startStreamWorkflow(client: Client, taskQueue: string, req
       { key: SA_STATUS, value: 'STREAMING' },
     ],
   });
-  const opened: StreamReceipt = await client.workflow.executeUpdateWithStart(streamOpenedUpdate, { startWorkflowOperation });
+  let opened: StreamReceipt;
+  try {
+    opened = await client.workflow.executeUpdateWithStart(streamOpenedUpdate, { startWorkflowOperation });
+  } catch (error) {
+    // A refused opening (a database guard: a subaccount that is not live) fails the
+    // workflow itself, so the update only says it completed first: the run's own
+    // failure carries the caller's error.
+    await rethrowRunFailure(startWorkflowOperation);
+    throw error;
+  }
   return { opened, handle: await startWorkflowOperation.workflowHandle() };
+}
+
+async function rethrowRunFailure(operation: WithStartWorkflowOperation<typeof streamWorkflow>): Promise<void> {
+  const handle = await operation.workflowHandle().catch(() => undefined);
+  if (!handle) return;
+  const { status } = await handle.describe();
+  if (status.name !== 'FAILED') return;
+  await handle.result().catch((failed: unknown) => {
+    if (sluiceErrorFromTemporal(failed)) throw failed;
+  });
 }

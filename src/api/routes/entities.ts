@@ -1,8 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { creationWorkflowId, eliminationWorkflowId, SUBACCOUNT_SEPARATOR, type Subaccount } from '../../domain/entities';
+import { creationWorkflowId, eliminationWorkflowId, SUBACCOUNT_SEPARATOR, SUBACCOUNT_STATUSES, type Subaccount } from '../../domain/entities';
 import { forbidden, SluiceError } from '../../domain/errors';
-import { entityDashboard, getEntity, getSubaccount, listDeliveries, listSubaccounts, registerEntity } from '../../ledger/entities';
+import { SA_KIND } from '../../domain/searchAttributes';
+import { DASHBOARD_ROWS_MAX, entityDashboard, getEntity, getSubaccount, listDeliveries, listSubaccounts, registerEntity } from '../../ledger/entities';
+import { sluiceErrorFromTemporal } from '../../temporal/failures';
+import { runWorkflowOnce } from '../../temporal/runOnce';
 import { subaccountCreationWorkflow, subaccountEliminationWorkflow } from '../../../workflows/entities';
 import { actorName, type Actor } from '../auth';
 import type { Api } from '../app';
@@ -23,7 +26,7 @@ const Subaccount = z.object({
   id: z.string(),
   entityId: z.string(),
   seq: z.number().int(),
-  status: z.enum(['pending', 'challenge', 'active', 'failed', 'eliminated']),
+  status: z.enum(SUBACCOUNT_STATUSES),
   accountId: z.string().optional(),
   funding: z.number().int(),
   failedStep: z.string().optional(),
@@ -96,16 +99,20 @@ export function entityRoutes(app: Api) {
       ownEntity(req.actor, req.params.id);
       await getEntity(pool, req.params.id);
       const requestId = req.body?.requestId ?? randomBytes(8).toString('hex');
-      const result = await temporal.workflow.execute(subaccountCreationWorkflow, {
+      // once per request: a re-send attaches to the run in flight or reads the outcome
+      // of the finished one (no second saga, no second webhook); only a refused
+      // allocation (the run failed, nothing allocated) may run again
+      const result = await runWorkflowOnce(temporal, subaccountCreationWorkflow, {
         workflowId: creationWorkflowId(req.params.id, requestId),
         taskQueue,
         args: [{ entityId: req.params.id, requestId }],
-        workflowIdConflictPolicy: 'USE_EXISTING',
+        searchAttributes: [{ key: SA_KIND, value: 'subaccount' }],
+      }).catch((error) => {
+        if (sluiceErrorFromTemporal(error)?.code === 'rate_limited') reply.header('retry-after', '3600');
+        throw error;
       });
       if (result.error) {
-        const code = result.error.code === 'rate_limited' || result.error.code === 'limit_exceeded' ? result.error.code : 'creation_failed';
-        if (code === 'rate_limited') reply.header('retry-after', '3600');
-        throw new SluiceError(code, result.error.message, { failedStep: result.failedStep, compensated: result.compensated, subaccount: result.subaccount ?? null });
+        throw new SluiceError('creation_failed', result.error.message, { failedStep: result.failedStep, compensated: result.compensated, subaccount: result.subaccount ?? null });
       }
       return reply.status(201).send({ subaccount: result.subaccount!, compensated: result.compensated });
     },
@@ -138,7 +145,7 @@ export function entityRoutes(app: Api) {
     handler: async (req) => {
       const sub = await ownSubaccount(req.actor, req.params.id);
       if (sub.status === 'eliminated') return { subaccount: sub, swept: 0, collateralReleased: false, streams: [] };
-      if (sub.status !== 'active' && sub.status !== 'challenge') {
+      if (sub.status !== 'active' && sub.status !== 'challenge' && sub.status !== 'eliminating') {
         throw new SluiceError('invalid_request', `subaccount ${sub.id} is ${sub.status}; only a live subaccount can be eliminated`, { status: sub.status });
       }
       return temporal.workflow.execute(subaccountEliminationWorkflow, {
@@ -153,25 +160,47 @@ export function entityRoutes(app: Api) {
   app.get('/v1/entities/:id/dashboard', {
     schema: {
       tags: ['entities'],
-      summary: 'All subaccounts at once (one query): status counts, balances, held, open streams, paid and received',
+      summary: `All subaccounts at once (one query): a row each (balance, held, open streams, paid, received, status), status counts, and totals with the main account and the collateral it holds; rows by number, at most ${DASHBOARD_ROWS_MAX} a page`,
       params: z.object({ id: S.PartyId }),
+      querystring: z.object({
+        after: z.coerce.number<string>().int().min(0).default(0),
+        limit: z.coerce.number<string>().int().min(1).max(DASHBOARD_ROWS_MAX).default(DASHBOARD_ROWS_MAX),
+      }),
       response: {
         200: z.object({
           entity: z.string(),
-          subaccounts: z.object({ pending: z.number().int(), challenge: z.number().int(), active: z.number().int(), failed: z.number().int(), eliminated: z.number().int() }),
-          balance: z.number().int(),
-          held: z.number().int(),
-          openStreams: z.number().int(),
-          paid: z.number().int(),
-          received: z.number().int(),
+          statusCounts: z.record(z.enum(SUBACCOUNT_STATUSES), z.number().int()),
+          totals: z.object({
+            balance: z.number().int(),
+            held: z.number().int(),
+            openStreams: z.number().int(),
+            paid: z.number().int(),
+            received: z.number().int(),
+            mainBalance: z.number().int().describe("the entity's main account"),
+            mainHeld: z.number().int(),
+            collateralHeld: z.number().int().describe('held on the main account for live subaccounts'),
+          }),
+          subaccounts: z.array(
+            z.object({
+              id: z.string(),
+              seq: z.number().int(),
+              status: z.enum(SUBACCOUNT_STATUSES),
+              accountId: z.string().optional(),
+              balance: z.number().int(),
+              held: z.number().int(),
+              openStreams: z.number().int(),
+              paid: z.number().int().describe('paid out by its streams'),
+              received: z.number().int().describe('received by its streams'),
+            }),
+          ),
+          nextAfter: z.number().int().optional().describe('pass as `after` for the next page'),
         }),
         ...errors,
       },
     },
     handler: async (req) => {
       ownEntity(req.actor, req.params.id);
-      await getEntity(pool, req.params.id);
-      return entityDashboard(pool, req.params.id);
+      return entityDashboard(pool, req.params.id, req.query);
     },
   });
 
