@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseTierBudgets, POOL_SEED_UNITS_DEFAULT } from './domain/grants';
+import { parseTierBudgets, POOL_SEED_UNITS_DEFAULT, PRICE_PER_UNIT_DEFAULT } from './domain/grants';
 import { CREATIONS_PER_HOUR_DEFAULT, SUBACCOUNT_CAP_DEFAULT } from './domain/entities';
 import { parseFaults } from './jobs/faults';
 
@@ -39,6 +39,8 @@ export const ConfigSchema = z.object({
       return z.NEVER;
     }
   }),
+  /** Minor units one unit of work costs: a job's estimated cost is units × this (GET /v1/estimate, POST /v1/jobs). */
+  SLUICE_PRICE_PER_UNIT: z.coerce.number().int().min(1).max(1e9).default(PRICE_PER_UNIT_DEFAULT),
   /** How long a partial or gate job waits for its payment before it cancels itself (default 1 hour). */
   SLUICE_JOB_PAYMENT_TIMEOUT_MS: z.coerce.number().int().min(1000).max(7 * 86_400_000).default(3_600_000),
   /** Live subaccounts an entity may have. */

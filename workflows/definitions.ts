@@ -35,6 +35,6 @@ export interface CancelJob {
 export const jobDecidedUpdate = defineUpdate<GrantView>('jobDecided');
 /** Pays a partial or gate job; returns the grant as reserved. Paying again returns the same grant. */
 export const jobPaymentUpdate = defineUpdate<GrantView>('jobPayment');
-/** Cancels a job that is still waiting for its payment. */
+/** Cancels a job before it settles (waiting for its payment, or working): the compensations run. */
 export const cancelJobSignal = defineSignal<[CancelJob]>('cancelJob');
 export const jobViewQuery = defineQuery<GrantView | undefined>('jobView');

@@ -1,4 +1,4 @@
-import { ApplicationFailure, condition, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, CancelledFailure, condition, isCancellation, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { utcDay, type GrantView, type JobRequest } from '../src/domain/grants';
 import { SA_STATUS } from '../src/domain/searchAttributes';
@@ -22,8 +22,14 @@ const { performJobWork } = proxyActivities<Activities>({
  * reserved at once (pool hold + budget, one transaction). A `partial` or `gate` job
  * waits for its payment (an update) until the payment timeout or a cancel; the
  * payment re-grants what is left then and reserves it. Then the work runs and the job
- * settles against its actual cost. If the work fails the compensations run in
- * reverse: refund the payment, release the reservation (which gives the budget back).
+ * settles against its actual cost. If the work fails, or the job is cancelled at any
+ * point before it settles (the API's cancel signal, or a Temporal cancellation from
+ * the UI or CLI), the compensations run in reverse: refund the payment, release the
+ * reservation (which gives the budget back).
+ *
+ * Every ledger step runs in a non-cancellable scope: a cancelled activity stops being
+ * awaited but may still commit, so a cancel must never race a reservation, a payment
+ * or a compensation. Only the waits and the work are cancellable.
  * The day whose budget a job uses is the workflow's own clock's UTC day.
  */
 export async function grantJobWorkflow(request: JobRequest): Promise<GrantView> {
@@ -32,6 +38,9 @@ export async function grantJobWorkflow(request: JobRequest): Promise<GrantView> 
   let paying: Promise<GrantView> | undefined;
   /** Set once the job stops taking payments (paid, timed out or cancelled). */
   let closing = false;
+  const ledger = <T>(step: () => Promise<T>) => CancellationScope.nonCancellable(step);
+  // the payment wait and the work; the cancel signal cancels it, as a Temporal cancellation does
+  const cancellable = new CancellationScope();
 
   setHandler(jobViewQuery, () => grant);
   setHandler(jobDecidedUpdate, async () => {
@@ -40,6 +49,7 @@ export async function grantJobWorkflow(request: JobRequest): Promise<GrantView> 
   });
   setHandler(cancelJobSignal, (c) => {
     cancel ??= c;
+    cancellable.cancel();
   });
   setHandler(
     jobPaymentUpdate,
@@ -47,7 +57,7 @@ export async function grantJobWorkflow(request: JobRequest): Promise<GrantView> 
       await condition(() => grant !== undefined);
       if (grant!.status !== 'awaiting_payment') return grant!; // paid already: the same grant, nothing moves
       // one payment at a time; a failed one (insufficient funds) leaves the job waiting
-      paying ??= payForGrant(request.jobId, utcDay(Date.now()))
+      paying ??= ledger(() => payForGrant(request.jobId, utcDay(Date.now())))
         .then((paid) => (grant = paid))
         .finally(() => {
           paying = undefined;
@@ -71,26 +81,39 @@ export async function grantJobWorkflow(request: JobRequest): Promise<GrantView> 
 
   // each compensation is registered before its step, and is a no-op if the step never committed
   const compensations: Array<() => Promise<unknown>> = [() => releaseGrantReservation(request.jobId)];
-  setStatus(await openGrant(request, utcDay(Date.now())));
-  if (grant!.status === 'awaiting_payment') {
-    compensations.push(() => refundGrantPayment(request.jobId));
-    await condition(() => grant!.status !== 'awaiting_payment' || cancel !== undefined, request.paymentTimeoutMs);
-    closing = true;
-    await condition(() => paying === undefined); // a payment in flight finishes first
-    if (grant!.status === 'awaiting_payment') {
-      const failure = cancel ? `cancelled by ${cancel.by}${cancel.reason ? `: ${cancel.reason}` : ''}` : `no payment within ${request.paymentTimeoutMs} ms`;
-      return setStatus(await closeGrant({ jobId: request.jobId, status: 'cancelled', failure }));
-    }
-    setStatus(grant!);
-  }
-  if (grant!.status !== 'reserved') return grant!; // a job already over (its workflow ran before)
-  closing = true;
+  setStatus(await ledger(() => openGrant(request, utcDay(Date.now()))));
+  if (grant!.status !== 'reserved' && grant!.status !== 'awaiting_payment') return grant!; // a job already over (its workflow ran before)
+  if (grant!.status === 'awaiting_payment') compensations.push(() => refundGrantPayment(request.jobId));
+
+  let outcome: { actualCost: number } | { status: 'cancelled' | 'failed'; failure: string };
   try {
-    const { actualCost } = await performJobWork(request);
-    return setStatus(await settleGrant(request.jobId, actualCost));
+    outcome = await cancellable.run(async () => {
+      if (grant!.status === 'awaiting_payment') {
+        await condition(() => grant!.status !== 'awaiting_payment', request.paymentTimeoutMs);
+        closing = true;
+        await condition(() => paying === undefined); // a payment in flight at the timeout still counts
+        if (grant!.status === 'awaiting_payment') return { status: 'cancelled', failure: `no payment within ${request.paymentTimeoutMs} ms` };
+        setStatus(grant!);
+      }
+      closing = true;
+      return performJobWork(request);
+    });
   } catch (error) {
-    for (const compensate of compensations.reverse()) await compensate();
-    const failure = error instanceof Error ? (error.cause instanceof Error ? error.cause.message : error.message) : String(error);
-    return setStatus(await closeGrant({ jobId: request.jobId, status: 'failed', failure }));
+    if (!isCancellation(error)) outcome = { status: 'failed', failure: error instanceof Error ? (error.cause instanceof Error ? error.cause.message : error.message) : String(error) };
+    else outcome = { status: 'cancelled', failure: cancel ? `cancelled by ${cancel.by}${cancel.reason ? `: ${cancel.reason}` : ''}` : 'cancelled through Temporal' };
   }
+  if ('actualCost' in outcome) {
+    const { actualCost } = outcome;
+    return setStatus(await ledger(() => settleGrant(request.jobId, actualCost)));
+  }
+  const { status, failure } = outcome;
+  const closed = await ledger(async () => {
+    closing = true;
+    await condition(() => paying === undefined); // compensate what a payment in flight commits, too
+    for (const compensate of compensations.reverse()) await compensate();
+    return setStatus(await closeGrant({ jobId: request.jobId, status, failure }));
+  });
+  // a Temporal cancellation ends the workflow as cancelled (the UI shows it so), once compensated
+  if (status === 'cancelled' && CancellationScope.current().consideredCancelled) throw new CancelledFailure(failure);
+  return closed;
 }

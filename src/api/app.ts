@@ -27,6 +27,8 @@ export interface ApiDeps {
   budgets?: TierBudgets;
   /** Default wait for a job's payment. */
   jobPaymentTimeoutMs?: number;
+  /** Minor units one unit of work costs (SLUICE_PRICE_PER_UNIT); default 1. */
+  pricePerUnit?: number;
 }
 
 export type Api = FastifyInstance<any, any, any, any, ZodTypeProvider> & { deps: ApiDeps };
@@ -49,7 +51,7 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
   app.decorateRequest('actor', null as never);
   app.addHook('onRequest', createAuthenticator(deps.pool, deps.adminKey));
 
-  const metrics = createMetrics();
+  const metrics = createMetrics(deps.pool);
   app.addHook('onResponse', async (req, reply) => {
     const route = req.routeOptions.url ?? 'unmatched';
     metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) });

@@ -19,6 +19,7 @@ export async function runApi(config: Config): Promise<void> {
     logger,
     budgets: config.SLUICE_TIER_BUDGETS,
     jobPaymentTimeoutMs: config.SLUICE_JOB_PAYMENT_TIMEOUT_MS,
+    pricePerUnit: config.SLUICE_PRICE_PER_UNIT,
   });
   await app.listen({ host: config.SLUICE_API_HOST, port: config.SLUICE_API_PORT });
   await new Promise<void>((resolve) => {

@@ -1,4 +1,5 @@
-import { assertNonNegativeUnits, assertUnits } from './money';
+import { SluiceError } from './errors';
+import { AMOUNT_UNITS_MAX, assertNonNegativeUnits, assertUnits } from './money';
 
 /**
  * The free-tier pool's rules, pure: which tier gets how much per UTC day, what
@@ -12,6 +13,20 @@ export const DEFAULT_TIER_BUDGETS: Record<Tier, number> = { new: 0, established:
 
 /** The pool's seed when the database is first migrated (SLUICE_POOL_SEED_UNITS). */
 export const POOL_SEED_UNITS_DEFAULT = 10_000;
+
+/** Minor units one unit of work costs (SLUICE_PRICE_PER_UNIT). */
+export const PRICE_PER_UNIT_DEFAULT = 1;
+
+/** A job's estimated cost from its units of work: exact, or refused (a caller's 400) past the largest amount. */
+export function costOfUnits(units: number, pricePerUnit: number): number {
+  assertUnits(units, 'units');
+  assertUnits(pricePerUnit, 'pricePerUnit');
+  const cost = units * pricePerUnit;
+  if (!Number.isSafeInteger(cost) || cost > AMOUNT_UNITS_MAX) {
+    throw new SluiceError('invalid_request', `${units} units at ${pricePerUnit} a unit exceed the largest amount (${AMOUNT_UNITS_MAX})`, { units, pricePerUnit });
+  }
+  return cost;
+}
 
 export type GrantMode = 'free' | 'partial' | 'gate';
 

@@ -29,9 +29,11 @@ import { postTransfer } from './transfers';
  * The money side of grant jobs (DESIGN §5). Every function is one transaction,
  * idempotent by job id, and takes its locks in one order: the payer's party row
  * (the budget lock), the grant row, then accounts in id order. The payer's row lock
- * is what makes "read the day's usage, then reserve" safe under concurrency; the
- * grants trigger refuses a day over budget even if that lock were forgotten, and the
- * accounts CHECK refuses a pool below zero.
+ * is what makes "read the day's usage, then reserve" safe under concurrency. Behind
+ * it, the grants trigger takes its own per-payer-day lock before it sums the day, so
+ * it refuses a day over budget even from a writer that forgot the payer lock (a
+ * second writer waits for the first to commit, then sees its row); the accounts CHECK
+ * refuses a pool below zero.
  */
 export type TierBudgets = Record<Tier, number>;
 
@@ -143,13 +145,15 @@ export async function budgetOn(db: Queryable, payer: string, day: string, budget
   return { tier, daily: budgets[tier], used, remaining: Math.max(0, budgets[tier] - used) };
 }
 
-/** The decision a payer would get now, without reserving anything (GET /v1/estimate). */
+/** The decision a payer would get now, without reserving anything (GET /v1/estimate). An unknown payer is 404, not tier `new`. */
 export async function previewDecision(db: Queryable, input: { payer: string; estimatedCost: number; day: string; budgets: TierBudgets }) {
+  const { rowCount } = await db.query('select 1 from parties where id = $1', [input.payer]);
+  if (!rowCount) throw notFound('party', input.payer);
   const budget = await budgetOn(db, input.payer, input.day, input.budgets);
-  const { rows } = await db.query<{ available: number }>('select balance - held as available from accounts where id = $1', [POOL_ACCOUNT]);
-  const poolAvailable = rows[0]!.available;
-  const decision = decide({ estimatedCostUnits: input.estimatedCost, budgetRemainingUnits: budget.remaining, poolAvailableUnits: poolAvailable });
-  return { decision, budget, poolAvailable };
+  const { rows } = await db.query<{ balance: number; held: number }>('select balance, held from accounts where id = $1', [POOL_ACCOUNT]);
+  const pool = { balance: rows[0]!.balance, held: rows[0]!.held, available: rows[0]!.balance - rows[0]!.held };
+  const decision = decide({ estimatedCostUnits: input.estimatedCost, budgetRemainingUnits: budget.remaining, poolAvailableUnits: pool.available });
+  return { decision, budget, pool };
 }
 
 /**
@@ -315,9 +319,11 @@ export function refundGrantPayment(pool: Pool, jobId: string): Promise<GrantView
 }
 
 /**
- * Ends a job that will not settle: `cancelled` (no payment in time, or the payer
- * cancelled) or `failed` (the work failed). Its compensations must have run: the
- * grants CHECK refuses to close a grant whose reservation is not fully given back.
+ * Ends a job that will not settle: `cancelled` (no payment in time, or a cancel) or
+ * `failed` (the work failed). Only once its compensations ran: nothing of the
+ * reservation left and the payment refunded in full. The WHERE below refuses
+ * anything else, and the grants CHECKs (grant_resolved_in_full, grant_closed_refunded)
+ * refuse it even to code that skips this function.
  */
 export function closeGrant(pool: Pool, input: { jobId: string; status: 'cancelled' | 'failed'; failure: string }): Promise<GrantView> {
   return withTransaction(pool, async (client) => {
@@ -325,10 +331,18 @@ export function closeGrant(pool: Pool, input: { jobId: string; status: 'cancelle
     if (!g) throw notFound('job', input.jobId);
     if (g.status === 'settled' || g.status === 'cancelled' || g.status === 'failed') return toGrantView(g);
     const { rows } = await client.query<GrantRow>(
-      `update grants g set status = $2, failure = $3, resolved_at = now() where job_id = $1 returning ${GRANT_COLUMNS}`,
+      `update grants g set status = $2, failure = $3, resolved_at = now()
+        where job_id = $1 and status in ('awaiting_payment', 'reserved') and absorbed = 0 and returned = reserved and refunded = paid
+        returning ${GRANT_COLUMNS}`,
       [input.jobId, input.status, input.failure],
     );
-    const grant = toGrantView(rows[0]!);
+    if (!rows[0]) {
+      throw new SluiceError('job_conflict', `job ${g.job_id} still holds ${g.reserved - g.returned} of the pool and ${g.paid - g.refunded} of its payment: compensate before closing`, {
+        jobId: g.job_id,
+        status: g.status,
+      });
+    }
+    const grant = toGrantView(rows[0]);
     await appendEvent(client, { type: `job.${input.status}`, subject: input.jobId, payload: { ...grant }, parties: [g.payer] });
     return grant;
   });

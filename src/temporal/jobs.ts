@@ -7,7 +7,8 @@ import { grantJobWorkflow } from '../../workflows/job';
 /**
  * Starts a grant job the one way Sluice does it: update-with-start on `job-<id>`,
  * the update completing once the job is decided (and a free job reserved), with the
- * search attributes that list a payer's jobs. Attaches to a run already going.
+ * search attributes that list a payer's jobs. Attaches to a run already going, which
+ * may be another request's job under the same id: the caller compares the terms.
  */
 export async function startJobWorkflow(client: Client, taskQueue: string, request: JobRequest) {
   const startWorkflowOperation = new WithStartWorkflowOperation(grantJobWorkflow, {
@@ -15,6 +16,8 @@ export async function startJobWorkflow(client: Client, taskQueue: string, reques
     taskQueue,
     args: [request],
     workflowIdConflictPolicy: 'USE_EXISTING',
+    // a job id runs once: a finished job is answered from its grant, never started again
+    workflowIdReusePolicy: 'REJECT_DUPLICATE',
     typedSearchAttributes: [
       { key: SA_KIND, value: 'job' },
       { key: SA_PAYER, value: request.payer },

@@ -1,5 +1,10 @@
+import pg from 'pg';
+import { buildApp } from '../../src/api/app';
 import { jobWorkflowId } from '../../src/domain/grants';
 import { runAudit } from '../../src/audit';
+import { migrate } from '../../src/db/migrate';
+import { closeGrant } from '../../src/ledger/grants';
+import { createLogger } from '../../src/logger';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 
 /**
@@ -23,6 +28,17 @@ const balance = async (id: string) => (await admin.get(`/v1/accounts/${id}`)).bo
 const pool = async () => (await admin.get('/v1/pool')).body;
 const job = (by: string, body: Record<string, unknown>) => as(by).post('/v1/jobs', { accountId: `${by}.w`, work: { description: 'resize images' }, ...body });
 const result = (jobId: string) => stack.client.workflow.getHandle(jobWorkflowId(jobId)).result();
+const grantOf = async (jobId: string) => (await admin.get(`/v1/jobs/${jobId}`)).body;
+const estimate = async (by: string, units: number) => (await as(by).get(`/v1/estimate?units=${units}`)).body;
+/** Waits until the job's work has started (the workflow scheduled its activity). */
+async function workStarted(jobId: string) {
+  const handle = stack.client.workflow.getHandle(jobWorkflowId(jobId));
+  for (let i = 0; i < 100; i++) {
+    if ((await handle.describe()).raw.pendingActivities?.some((a) => a.activityType?.name === 'performJobWork')) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`the work of ${jobId} never started`);
+}
 
 beforeAll(async () => {
   stack = await startTestStack();
@@ -50,9 +66,15 @@ describe('grant jobs', () => {
     expect(await pool()).toMatchObject({ balance: 10_000 - 30, held: 0, absorbedToday: 30 });
     expect((await as('tru').get('/v1/jobs/j-free')).body).toEqual(settled);
     // the budget used is what was absorbed: 200 − 30 left
-    expect((await as('tru').get('/v1/estimate?estimatedCost=500')).body).toMatchObject({
+    expect(await estimate('tru', 500)).toEqual({
+      units: 500,
+      pricePerUnit: 1,
+      estimatedCost: 500,
+      payer: 'tru',
       decision: { mode: 'partial', absorbUnits: 170, chargeUnits: 330 },
       budget: { tier: 'trusted', daily: 200, used: 30, remaining: 170 },
+      pool: { balance: 10_000 - 30, held: 0, available: 10_000 - 30 },
+      tierBudgets: { new: 0, established: 50, trusted: 200, elite: 1000 },
     });
   });
 
@@ -75,23 +97,26 @@ describe('grant jobs', () => {
     expect((await stack.db.pool.query(`select count(*)::int as n from transfers where job_id = 'j-partial' and kind = 'job_payment'`)).rows[0].n).toBe(1);
   });
 
-  test('gate: tier new pays all; work cheaper than the estimate refunds the difference', async () => {
+  test('gate: tier new pays all; work cheaper than the estimate refunds the difference; 10% of what it kept goes to the pool', async () => {
+    const poolBefore = (await pool()).balance;
     const res = await job('fresh', { jobId: 'j-gate', estimatedCost: 25, work: { description: 'ocr', simulate: { actualCost: 21 } } });
     expect(res.body).toMatchObject({ decision: 'gate', advisoryAbsorb: 0, status: 'awaiting_payment' });
     expect((await as('fresh').post('/v1/jobs/j-gate/payment')).body).toMatchObject({ reserved: 0, paid: 25 });
     expect(await result('j-gate')).toMatchObject({ status: 'settled', absorbed: 0, paid: 25, refunded: 4, credited: 2 });
     expect(await balance('fresh.w')).toMatchObject({ balance: 1000 - 21, held: 0 });
+    expect((await pool()).balance).toBe(poolBefore + 2); // floor(21 / 10)
   });
 
   test('no payment within the timeout cancels the job; nothing is reserved or charged', async () => {
     const before = await pool();
+    const payerBefore = await balance('fresh.w');
     const res = await job('fresh', { jobId: 'j-timeout', estimatedCost: 10, paymentTimeoutMs: 1000 });
     expect(res.body.status).toBe('awaiting_payment');
     expect(await result('j-timeout')).toMatchObject({ status: 'cancelled', reserved: 0, paid: 0, failure: 'no payment within 1000 ms' });
     const late = await as('fresh').post('/v1/jobs/j-timeout/payment');
     expect(late.status).toBe(409);
     expect(late.body.error.code).toBe('job_conflict');
-    expect(await balance('fresh.w')).toMatchObject({ balance: 1000 - 21 });
+    expect(await balance('fresh.w')).toEqual(payerBefore);
     expect((await pool()).balance).toBe(before.balance);
   });
 
@@ -116,7 +141,7 @@ describe('grant jobs', () => {
     expect(await balance('est2.w')).toMatchObject({ balance: 1000, held: 0 });
     expect(await pool()).toMatchObject({ balance: poolBefore.balance, held: 0 });
     expect(await balance('est.w')).toEqual(estBefore);
-    expect((await as('est2').get('/v1/estimate?estimatedCost=50')).body).toMatchObject({ decision: { mode: 'free' }, budget: { used: 0, remaining: 50 } });
+    expect(await estimate('est2', 50)).toMatchObject({ decision: { mode: 'free' }, budget: { used: 0, remaining: 50 } });
     // a work that fails once and then succeeds settles normally
     await job('est2', { jobId: 'j-flaky', estimatedCost: 10, work: { description: 'flaky', simulate: { failTimes: 1, actualCost: 10 } } });
     expect(await result('j-flaky')).toMatchObject({ status: 'settled', decision: 'free', absorbed: 10 });
@@ -135,7 +160,13 @@ describe('grant jobs', () => {
   test('bad input is a clear 4xx and starts nothing', async () => {
     expect((await job('est', { estimatedCost: 0 })).status).toBe(400);
     expect((await job('est', { estimatedCost: -5 })).status).toBe(400);
-    expect((await as('est').get('/v1/estimate?estimatedCost=0')).status).toBe(400);
+    expect((await as('est').get('/v1/estimate?units=0')).status).toBe(400);
+    expect((await as('est').get('/v1/estimate?units=2.5')).status).toBe(400);
+    expect((await as('est').get('/v1/estimate?estimatedCost=5')).status).toBe(400); // units, not an amount
+    expect((await admin.get('/v1/estimate?units=5')).status).toBe(400); // the admin names the payer
+    expect((await as('est').get('/v1/estimate?units=5&payer=tru')).status).toBe(403);
+    expect((await job('est', { estimatedCost: 5, units: 5 })).status).toBe(400);
+    expect((await job('est', {})).status).toBe(400);
     expect((await as('est').post('/v1/jobs', { accountId: 'tru.w', estimatedCost: 5, work: { description: 'x' } })).status).toBe(403);
     expect((await as('est').post('/v1/parties/est/tier', { tier: 'elite' })).status).toBe(403);
     expect((await admin.post('/v1/parties/est/tier', { tier: 'platinum' })).status).toBe(400);
@@ -153,9 +184,168 @@ describe('grant jobs', () => {
       ),
     ).rejects.toThrow(/would use 530 of its 200 budget/) // 30 used by j-free + 500;
     await expect(stack.db.pool.query(`insert into holds (account_id, amount, idempotency_key) values ('sluice.pool', 100000000, 'sneak')`)).rejects.toThrow(
-      /check constraint/,
+      /available_not_negative/,
     );
     expect((await pool()).held).toBe(0);
+  });
+
+  test('the estimate prices units at the configured price, shows the pool and the tier budgets, and 404s an unknown payer', async () => {
+    await party('units', 1000, 'trusted');
+    const priced = await buildApp({ ...stack.app.deps, pricePerUnit: 7, logger: createLogger('silent') });
+    try {
+      const p = await pool();
+      const res = await api(priced, ADMIN_KEY).get('/v1/estimate?units=40&payer=units');
+      expect(res.status).toBe(200);
+      expect(res.body).toEqual({
+        units: 40,
+        pricePerUnit: 7,
+        estimatedCost: 280,
+        payer: 'units',
+        decision: { mode: 'partial', absorbUnits: 200, chargeUnits: 80 },
+        budget: { tier: 'trusted', daily: 200, used: 0, remaining: 200 },
+        pool: { balance: p.balance, held: p.held, available: p.available },
+        tierBudgets: { new: 0, established: 50, trusted: 200, elite: 1000 },
+      });
+      const missing = await api(priced, ADMIN_KEY).get('/v1/estimate?units=40&payer=nobody');
+      expect(missing.status).toBe(404);
+      expect(missing.body.error.code).toBe('not_found');
+      // units × price past the largest amount is the caller's 400, not a float
+      expect((await api(priced, ADMIN_KEY).get(`/v1/estimate?units=${2e14}&payer=units`)).status).toBe(400);
+      // POST /v1/jobs takes units too, at the same price
+      const made = await api(priced, keys.units).post('/v1/jobs', { jobId: 'j-units', accountId: 'units.w', units: 5, work: { description: 'five units', simulate: { actualCost: 35 } } });
+      expect(made.status).toBe(201);
+      expect(made.body).toMatchObject({ estimatedCost: 35, decision: 'free', reserved: 35 });
+      expect(await result('j-units')).toMatchObject({ status: 'settled', absorbed: 35 });
+    } finally {
+      await priced.close();
+    }
+  });
+
+  test('two concurrent jobs with one job id and different terms: one is started, the other is refused with 409', async () => {
+    await party('racer', 1000);
+    const body = (estimatedCost: number) => ({ jobId: 'j-race', estimatedCost, paymentTimeoutMs: 60_000, work: { description: 'race' } });
+    const answers = await Promise.all([job('racer', body(11)), job('racer', body(12))]);
+    expect(answers.map((a) => a.status).sort()).toEqual([201, 409]);
+    const won = answers.find((a) => a.status === 201)!.body;
+    expect(answers.find((a) => a.status === 409)!.body.error.code).toBe('ref_conflict');
+    expect(await grantOf('j-race')).toMatchObject({ estimatedCost: won.estimatedCost, status: 'awaiting_payment' });
+    // the same terms again attach to the same job
+    const again = await job('racer', body(won.estimatedCost));
+    expect(again.status).toBe(200);
+    expect(again.body.jobId).toBe('j-race');
+    expect((await job('racer', body(won.estimatedCost === 11 ? 12 : 11))).status).toBe(409);
+    await as('racer').post('/v1/jobs/j-race/cancel', {});
+  });
+
+  test('two payments at once charge once', async () => {
+    await party('dup', 1000, 'established');
+    await job('dup', { jobId: 'j-dup', estimatedCost: 80, work: { description: 'dup', simulate: { actualCost: 80 } } });
+    const paid = await Promise.all([as('dup').post('/v1/jobs/j-dup/payment'), as('dup').post('/v1/jobs/j-dup/payment')]);
+    expect(paid.map((p) => p.status)).toEqual([200, 200]);
+    for (const p of paid) expect(p.body).toMatchObject({ status: 'reserved', reserved: 50, paid: 30 });
+    expect(await result('j-dup')).toMatchObject({ status: 'settled', paid: 30, refunded: 0, credited: 3 });
+    expect(await balance('dup.w')).toMatchObject({ balance: 1000 - 30, held: 0 });
+    expect((await stack.db.pool.query(`select count(*)::int as n from transfers where job_id = 'j-dup' and kind = 'job_payment'`)).rows[0].n).toBe(1);
+  });
+
+  /** A paid partial job (50 reserved from the pool, 30 paid) whose work takes `durationMs`. */
+  async function paidSlowJob(payer: string, jobId: string, durationMs = 4000) {
+    await party(payer, 1000, 'established');
+    const before = { pool: await pool(), payer: await balance(`${payer}.w`) };
+    await job(payer, { jobId, estimatedCost: 80, work: { description: 'slow', simulate: { actualCost: 80, durationMs } } });
+    expect((await as(payer).post(`/v1/jobs/${jobId}/payment`)).body).toMatchObject({ status: 'reserved', reserved: 50, paid: 30 });
+    await workStarted(jobId);
+    return before;
+  }
+  async function expectCompensated(payer: string, jobId: string, before: Awaited<ReturnType<typeof paidSlowJob>>) {
+    expect(await grantOf(jobId)).toMatchObject({ status: 'cancelled', reserved: 50, absorbed: 0, returned: 50, paid: 30, refunded: 30, credited: 0 });
+    expect(await balance(`${payer}.w`)).toEqual(before.payer);
+    expect(await pool()).toMatchObject({ balance: before.pool.balance, held: before.pool.held });
+    expect(await estimate(payer, 50)).toMatchObject({ decision: { mode: 'free' }, budget: { used: 0, remaining: 50 } });
+    expect((await runAudit(stack.db.pool)).checks.filter((c) => !c.ok)).toEqual([]);
+  }
+
+  test('a cancel through the API during the work releases the reservation, gives the budget back and refunds the payment', async () => {
+    const before = await paidSlowJob('canc', 'j-cancel-work');
+    const res = await as('canc').post('/v1/jobs/j-cancel-work/cancel', { reason: 'too slow' });
+    expect(res.status).toBe(200);
+    expect(res.body).toMatchObject({ status: 'cancelled', failure: 'cancelled by canc: too slow' });
+    await expectCompensated('canc', 'j-cancel-work', before);
+  });
+
+  test('a Temporal cancellation during the work compensates in full, and the workflow ends cancelled', async () => {
+    const before = await paidSlowJob('tcanc', 'j-tcancel-work');
+    const handle = stack.client.workflow.getHandle(jobWorkflowId('j-tcancel-work'));
+    await handle.cancel();
+    await expect(handle.result()).rejects.toThrow(/cancel/i);
+    expect((await handle.describe()).status.name).toBe('CANCELLED');
+    await expectCompensated('tcanc', 'j-tcancel-work', before);
+    expect((await grantOf('j-tcancel-work')).failure).toBe('cancelled through Temporal');
+  });
+
+  test('a Temporal cancellation while awaiting payment cancels the grant; a late payment is refused', async () => {
+    await party('tawait', 1000, 'established');
+    await job('tawait', { jobId: 'j-tcancel-wait', estimatedCost: 80, paymentTimeoutMs: 60_000 });
+    const handle = stack.client.workflow.getHandle(jobWorkflowId('j-tcancel-wait'));
+    await handle.cancel();
+    await expect(handle.result()).rejects.toThrow(/cancel/i);
+    expect(await grantOf('j-tcancel-wait')).toMatchObject({ status: 'cancelled', reserved: 0, paid: 0 });
+    expect((await as('tawait').post('/v1/jobs/j-tcancel-wait/payment')).status).toBe(409);
+    expect(await balance('tawait.w')).toMatchObject({ balance: 1000, held: 0 });
+  });
+
+  test('a paid job cannot be closed without its refund: closeGrant refuses, and so does the database', async () => {
+    await party('closer', 1000);
+    await job('closer', { jobId: 'j-close', estimatedCost: 25, work: { description: 'slow gate', simulate: { actualCost: 25, durationMs: 3000 } } });
+    expect((await as('closer').post('/v1/jobs/j-close/payment')).body).toMatchObject({ status: 'reserved', paid: 25 });
+    await expect(closeGrant(stack.db.pool, { jobId: 'j-close', status: 'cancelled', failure: 'x' })).rejects.toMatchObject({ code: 'job_conflict' });
+    await expect(stack.db.pool.query(`update grants set status = 'cancelled', resolved_at = now() where job_id = 'j-close'`)).rejects.toThrow(/grant_closed_refunded/);
+    expect(await result('j-close')).toMatchObject({ status: 'settled', paid: 25, refunded: 0 });
+  });
+
+  test('the budget trigger refuses a day over budget from two writers that both skipped the payer lock', async () => {
+    await party('sneaky', 0, 'established'); // 50 a day
+    const insert = (c: pg.Client, jobId: string) =>
+      c.query(
+        `insert into grants (job_id, payer, payer_account_id, request_hash, work, estimated_cost, decision, tier, advisory_absorb, status, day, budget, reserved, reserved_at)
+         values ($1, 'sneaky', 'sneaky.w', 'h', '{}', 30, 'free', 'established', 30, 'reserved', current_date, 50, 30, now())`,
+        [jobId],
+      );
+    const [a, b] = [new pg.Client({ connectionString: stack.db.url }), new pg.Client({ connectionString: stack.db.url })];
+    await Promise.all([a.connect(), b.connect()]);
+    try {
+      await a.query('begin');
+      await b.query('begin');
+      await insert(a, 'j-sneak-a'); // 30 of 50, not committed yet
+      const second = insert(b, 'j-sneak-b').then(
+        () => 'inserted',
+        (error: Error) => error.message,
+      );
+      await new Promise((r) => setTimeout(r, 300)); // b sums the day only once a has committed
+      await a.query('commit');
+      expect(await second).toMatch(/would use 60 of its 50 budget/);
+    } finally {
+      await b.query('rollback').catch(() => undefined);
+      await Promise.all([a.end(), b.end()]);
+    }
+    await stack.db.pool.query(`delete from grants where payer = 'sneaky'`); // not a real job: keep the auditor's view clean
+  });
+
+  test('migrating again with another seed amount leaves the pool seed alone', async () => {
+    const before = await pool();
+    expect(await migrate(stack.db.url, { poolSeedUnits: 5 })).toEqual([]);
+    expect(await pool()).toMatchObject({ balance: before.balance, held: before.held });
+    const seeds = await stack.db.pool.query(`select amount from transfers where idempotency_key = 'pool:seed'`);
+    expect(seeds.rows).toEqual([{ amount: 10_000 }]);
+  });
+
+  test('/metrics reports the pool balance, held and available', async () => {
+    const p = await pool();
+    const res = await stack.app.inject({ method: 'GET', url: '/metrics' });
+    expect(res.statusCode).toBe(200);
+    expect(res.body).toContain(`sluice_pool_units{state="balance"} ${p.balance}`);
+    expect(res.body).toContain(`sluice_pool_units{state="held"} ${p.held}`);
+    expect(res.body).toContain(`sluice_pool_units{state="available"} ${p.available}`);
   });
 
   test('the auditor is green after all of it', async () => {

@@ -30,6 +30,8 @@ export interface TestStackOptions extends TestDatabaseOptions {
   budgets?: TierBudgets;
   /** Injected saga faults for the worker. */
   faults?: Fault[];
+  /** Minor units one unit of work costs, for the API. */
+  pricePerUnit?: number;
 }
 
 export async function startTestStack(options: TestStackOptions = {}): Promise<TestStack> {
@@ -50,6 +52,7 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     bodyLimitBytes: 65_536,
     logger: createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
     budgets: options.budgets,
+    pricePerUnit: options.pricePerUnit,
   });
   return {
     db,

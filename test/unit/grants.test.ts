@@ -1,5 +1,6 @@
 import fc from 'fast-check';
-import { decide, DEFAULT_TIER_BUDGETS, parseTierBudgets, poolCreditUnits, regrant, settle, simulatedCost, utcDay } from '../../src/domain/grants';
+import { loadConfig } from '../../src/config';
+import { costOfUnits, decide, DEFAULT_TIER_BUDGETS, parseTierBudgets, poolCreditUnits, regrant, settle, simulatedCost, utcDay } from '../../src/domain/grants';
 
 describe('decide', () => {
   test('free when budget and pool both cover the estimate, including a budget exactly equal to it', () => {
@@ -108,4 +109,18 @@ test('the simulated cost moves the estimate by at most 20%, the same for the sam
       expect(cost).toBeLessThanOrEqual(Math.ceil(estimate * 1.2));
     }),
   );
+});
+
+test('an estimate is units × the price per unit, exact; past the largest amount it is the caller\'s error', () => {
+  expect(costOfUnits(40, 7)).toBe(280);
+  expect(costOfUnits(1, 1)).toBe(1);
+  expect(() => costOfUnits(2e14, 7)).toThrow(expect.objectContaining({ code: 'invalid_request' }));
+  expect(() => costOfUnits(2 ** 40, 2 ** 20)).toThrow(expect.objectContaining({ code: 'invalid_request' })); // beyond 2^53
+  expect(() => costOfUnits(0, 7)).toThrow(/positive safe integer/);
+});
+
+test('SLUICE_PRICE_PER_UNIT: an integer of minor units, default 1', () => {
+  expect(loadConfig({}).SLUICE_PRICE_PER_UNIT).toBe(1);
+  expect(loadConfig({ SLUICE_PRICE_PER_UNIT: '25' }).SLUICE_PRICE_PER_UNIT).toBe(25);
+  for (const bad of ['0', '1.5', '-3', 'ten']) expect(() => loadConfig({ SLUICE_PRICE_PER_UNIT: bad })).toThrow(/SLUICE_PRICE_PER_UNIT/);
 });

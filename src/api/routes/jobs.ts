@@ -1,8 +1,8 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { WorkflowUpdateFailedError } from '@temporalio/client';
+import { CancelledFailure, WorkflowUpdateFailedError } from '@temporalio/client';
 import { z } from 'zod';
 import { forbidden, SluiceError } from '../../domain/errors';
-import { DEFAULT_TIER_BUDGETS, jobWorkflowId, paymentState, utcDay, type GrantView, type JobRequest } from '../../domain/grants';
+import { costOfUnits, DEFAULT_TIER_BUDGETS, jobWorkflowId, paymentState, PRICE_PER_UNIT_DEFAULT, utcDay, type GrantView, type JobRequest } from '../../domain/grants';
 import { findGrant, getGrant, noPayment, previewDecision, setTier, toGrantView } from '../../ledger/grants';
 import { poolState } from '../../ledger/pool';
 import { startJobWorkflow } from '../../temporal/jobs';
@@ -11,6 +11,7 @@ import { cancelJobSignal, jobPaymentUpdate } from '../../../workflows/definition
 import { actorName, ownAccount, type Actor } from '../auth';
 import type { Api } from '../app';
 import * as S from '../schemas';
+import { AMOUNT_UNITS_MAX } from '../../domain/money';
 
 const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
 
@@ -32,11 +33,17 @@ const Work = z.object({
 const CreateJobBody = z.object({
   jobId: S.Ref.optional(),
   accountId: S.AccountId.describe("the payer's account: pays the charged part, receives refunds"),
-  estimatedCost: S.Units,
+  estimatedCost: S.Units.optional().describe('the estimate in minor units; or give `units` (priced at SLUICE_PRICE_PER_UNIT)'),
+  units: S.Units.optional().describe('units of work; the estimate is units × the price per unit'),
   requestHash: z.string().regex(/^[A-Za-z0-9:_-]{1,128}$/).optional().describe('identifies the request (default: sha256 of the work)'),
   work: Work,
   paymentTimeoutMs: z.number().int().min(PAYMENT_TIMEOUT_MS_MIN).max(PAYMENT_TIMEOUT_MS_MAX).optional(),
-});
+}).refine((b) => (b.estimatedCost === undefined) !== (b.units === undefined), { message: 'give either estimatedCost or units, not both', path: ['estimatedCost'] });
+
+/** The terms that make a job: the same job id with other terms is another job (409), never this one's grant. */
+const sameTerms = (g: GrantView, r: JobRequest) =>
+  g.payer === r.payer && g.payerAccountId === r.payerAccountId && g.estimatedCost === r.estimatedCost && g.requestHash === r.requestHash;
+const jobIdTaken = (jobId: string) => new SluiceError('ref_conflict', `job id ${jobId} is already used by another job`, { jobId });
 
 const JobIdParam = z.object({ id: S.Ref });
 
@@ -44,6 +51,7 @@ export function jobRoutes(app: Api) {
   const { pool, temporal, taskQueue } = app.deps;
   const budgets = app.deps.budgets ?? DEFAULT_TIER_BUDGETS;
   const paymentTimeoutMs = app.deps.jobPaymentTimeoutMs ?? 3_600_000;
+  const pricePerUnit = app.deps.pricePerUnit ?? PRICE_PER_UNIT_DEFAULT;
 
   /** A job is the payer's (and the admin's) to see and act on. */
   const visibleJob = async (actor: Actor, jobId: string): Promise<GrantView> => {
@@ -60,15 +68,17 @@ export function jobRoutes(app: Api) {
   app.get('/v1/estimate', {
     schema: {
       tags: ['pool'],
-      summary: 'What a job would get now: the decision preview, your budget today, the pool, the tier budgets (reserves nothing)',
-      querystring: z.object({ estimatedCost: z.coerce.number<string>().int().positive().max(1e15), payer: S.PartyId.optional() }),
+      summary: 'What a job of N units would cost and get now: the decision preview, your budget today, the pool, the tier budgets (reserves nothing)',
+      querystring: z.object({ units: z.coerce.number<string>().int().positive().max(AMOUNT_UNITS_MAX), payer: S.PartyId.optional() }),
       response: {
         200: z.object({
+          units: z.number().int(),
+          pricePerUnit: z.number().int(),
           estimatedCost: z.number().int(),
           payer: z.string(),
           decision: z.object({ mode: z.enum(['free', 'partial', 'gate']), absorbUnits: z.number().int(), chargeUnits: z.number().int() }),
           budget: z.object({ tier: S.Tier, daily: z.number().int(), used: z.number().int(), remaining: z.number().int() }),
-          poolAvailable: z.number().int(),
+          pool: z.object({ balance: z.number().int(), held: z.number().int(), available: z.number().int() }),
           tierBudgets: z.record(z.string(), z.number().int()),
         }),
         ...errors,
@@ -78,8 +88,9 @@ export function jobRoutes(app: Api) {
       const payer = req.actor.kind === 'party' ? req.actor.party : req.query.payer;
       if (!payer) throw new SluiceError('invalid_request', 'the admin names the payer: ?payer=<party>');
       if (req.actor.kind === 'party' && req.query.payer && req.query.payer !== payer) throw forbidden('a party estimates for itself');
-      const preview = await previewDecision(pool, { payer, estimatedCost: req.query.estimatedCost, day: utcDay(Date.now()), budgets });
-      return { estimatedCost: req.query.estimatedCost, payer, ...preview, tierBudgets: budgets };
+      const estimatedCost = costOfUnits(req.query.units, pricePerUnit);
+      const preview = await previewDecision(pool, { payer, estimatedCost, day: utcDay(Date.now()), budgets });
+      return { units: req.query.units, pricePerUnit, estimatedCost, payer, ...preview, tierBudgets: budgets };
     },
   });
 
@@ -109,7 +120,7 @@ export function jobRoutes(app: Api) {
         jobId,
         payer: account.ownerId,
         payerAccountId: account.id,
-        estimatedCost: req.body.estimatedCost,
+        estimatedCost: req.body.estimatedCost ?? costOfUnits(req.body.units!, pricePerUnit),
         requestHash: req.body.requestHash ?? createHash('sha256').update(JSON.stringify(work)).digest('hex'),
         work,
         paymentTimeoutMs: req.body.paymentTimeoutMs ?? paymentTimeoutMs,
@@ -117,12 +128,20 @@ export function jobRoutes(app: Api) {
       const existing = await findGrant(pool, jobId);
       if (existing) {
         const g = toGrantView(existing);
-        if (g.payerAccountId !== request.payerAccountId || g.estimatedCost !== request.estimatedCost || g.requestHash !== request.requestHash) {
-          throw new SluiceError('ref_conflict', `job id ${jobId} is already used by another job`, { jobId });
-        }
+        if (!sameTerms(g, request)) throw jobIdTaken(jobId);
         return reply.status(200).send(g);
       }
-      const { decided } = await startJobWorkflow(temporal, taskQueue, request);
+      let decided: GrantView;
+      try {
+        ({ decided } = await startJobWorkflow(temporal, taskQueue, request));
+      } catch (error) {
+        // a job id already run to its end: its grant answers
+        const ended = await findGrant(pool, jobId);
+        if (!ended) throw error;
+        decided = toGrantView(ended);
+      }
+      // a concurrent request with this job id may have started the workflow: what it decided is its job, not this one
+      if (!sameTerms(decided, request)) throw jobIdTaken(jobId);
       return reply.status(201).send(decided);
     },
   });
@@ -149,7 +168,8 @@ export function jobRoutes(app: Api) {
       } catch (error) {
         const known = sluiceErrorFromTemporal(error);
         if (known) throw known;
-        if (error instanceof WorkflowUpdateFailedError) throw error;
+        // refused by a workflow that was being cancelled: the job takes no payment
+        if (error instanceof WorkflowUpdateFailedError && !(error.cause instanceof CancelledFailure)) throw error;
         // the job ended (timed out) between our read and the update: answer from the database
         throw noPayment(await getGrant(pool, grant.jobId));
       }
@@ -159,7 +179,7 @@ export function jobRoutes(app: Api) {
   app.post('/v1/jobs/:id/cancel', {
     schema: {
       tags: ['jobs'],
-      summary: 'Cancel a job that is still waiting for its payment (payer or admin); returns the job',
+      summary: 'Cancel a job before it settles (payer or admin): releases its reservation, gives the budget back, refunds its payment; returns the job',
       params: JobIdParam,
       body: z.object({ reason: S.Memo.optional() }).default({}),
       response: { 200: S.Grant, ...errors },
@@ -167,12 +187,14 @@ export function jobRoutes(app: Api) {
     handler: async (req) => {
       const grant = await visibleJob(req.actor, req.params.id);
       if (grant.status === 'cancelled') return grant;
-      if (grant.status !== 'awaiting_payment') {
-        throw new SluiceError('job_conflict', `job ${grant.jobId} is ${grant.status}: only a job waiting for its payment can be cancelled`, { jobId: grant.jobId, status: grant.status });
+      if (grant.status !== 'awaiting_payment' && grant.status !== 'reserved') {
+        throw new SluiceError('job_conflict', `job ${grant.jobId} is ${grant.status}: it can no longer be cancelled`, { jobId: grant.jobId, status: grant.status });
       }
       const handle = temporal.workflow.getHandle(jobWorkflowId(grant.jobId));
       await handle.signal(cancelJobSignal, { by: actorName(req.actor), reason: req.body?.reason }).catch(() => undefined); // already ending: read the result
-      return (await handle.result()) as GrantView;
+      // the workflow compensates, then ends (settled if the cancel came too late; failed or cancelled through Temporal: an error)
+      await handle.result().catch(() => undefined);
+      return getGrant(pool, grant.jobId);
     },
   });
 }

@@ -44,6 +44,8 @@ create table grants (
   resolved_at      timestamptz,
   constraint grant_resolves_at_most_reserved check (absorbed + returned <= reserved),
   constraint grant_resolved_in_full check (status not in ('settled', 'cancelled', 'failed') or (absorbed + returned = reserved and resolved_at is not null)),
+  -- a job that ends without settling ends with its payer whole: a paid job is never closed without its refund
+  constraint grant_closed_refunded check (status not in ('cancelled', 'failed') or (refunded = paid and absorbed = 0)),
   constraint grant_reservation_has_day check (reserved = 0 or (day is not null and budget is not null and reserved_at is not null)),
   -- 10% of what the payer kept paying, rounded down (domain/grants.ts poolCreditUnits)
   constraint grant_credit_is_a_tenth check (credited = (paid - refunded) / 10 or status <> 'settled')
@@ -53,7 +55,12 @@ create index grants_resolved_idx on grants (resolved_at);
 
 -- The database refuses a payer over its daily budget, whatever the application does.
 -- Writers lock the payer's party row first (FOR NO KEY UPDATE), so two reservations
--- for one payer cannot both read the same usage.
+-- for one payer cannot both read the same usage. The trigger does not count on it:
+-- under READ COMMITTED two writers that skip that lock would each sum the day without
+-- the other's uncommitted row, so it takes a transaction lock of its own on
+-- (payer, day) first. The second writer waits there for the first to commit, and its
+-- sum (a new statement, a new snapshot) then includes the first one's row. Only a
+-- write that raises the day's usage needs the check (and the lock).
 create function check_grant_budget() returns trigger language plpgsql as $$
 declare
   used bigint;
@@ -61,6 +68,10 @@ begin
   if new.day is null or new.reserved - new.returned <= 0 then
     return new;
   end if;
+  if tg_op = 'UPDATE' and old.day is not distinct from new.day and new.reserved - new.returned <= old.reserved - old.returned then
+    return new;
+  end if;
+  perform pg_advisory_xact_lock(hashtext('grant-budget:' || new.payer), new.day - date '2000-01-01');
   select coalesce(sum(reserved - returned), 0) into used from grants where payer = new.payer and day = new.day;
   if used > new.budget then
     raise exception 'payer % would use % of its % budget on %', new.payer, used, new.budget, new.day using errcode = 'check_violation';
