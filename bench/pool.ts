@@ -48,7 +48,7 @@ import { openGrant, payForGrant, setTier } from '../src/ledger/grants';
 import { createParty } from '../src/ledger/parties';
 import { POOL_ACCOUNT, poolState } from '../src/ledger/pool';
 import { deposit } from '../src/ledger/transfers';
-import { benchDatabaseName, checkpoint, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, pgbenchTps, runBench } from './support';
+import { benchDatabaseName, checkpoint, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, pgbenchTps, runBench, withServerAndJson } from './support';
 
 const execFileAsync = promisify(execFile);
 
@@ -76,7 +76,8 @@ interface Options {
 }
 
 function parseOptions(): Options {
-  const command = new Command()
+  const command = withServerAndJson(
+    new Command()
     .name('bench:pool')
     .description('free-tier pool reservations/s against pgbench single-row updates/s, same server, same fresh database')
     .option('--reservations <n>', 'grant jobs run at once (the pool holds they place are the reservations)', integerAtLeast(1), 1000)
@@ -87,14 +88,8 @@ function parseOptions(): Options {
     .option('--estimate-min <n>', 'smallest estimated cost of a job', integerAtLeast(1), 1)
     .option('--estimate-max <n>', 'largest estimated cost of a job', integerAtLeast(1), 40)
     .option('--seed <n>', 'PRNG seed for payers and estimates (the same seed, the same jobs)', integerAtLeast(0), 1)
-    .option('--seconds <n>', 'duration of the pgbench phase', integerAtLeast(1), 10)
-    .option(
-      '--database-url <url>',
-      'the server to benchmark on (a database sluice_bench_* is created there and dropped after)',
-      process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
-    )
-    .option('--json', 'print one JSON object instead of the table', false)
-    .parse();
+    .option('--seconds <n>', 'duration of the pgbench phase', integerAtLeast(1), 10),
+  ).parse();
   const o = command.opts<Options>();
   if (o.estimateMin > o.estimateMax) command.error('error: --estimate-min must not exceed --estimate-max');
   return o;

@@ -59,7 +59,7 @@ import { createWorker } from '../src/worker';
 import { subaccountCreationWorkflow } from '../workflows/entities';
 import { paymentWorkflow } from '../workflows/payment';
 import { endOfRun, interruptibleRun, killWithThisProcess, stopTemporal } from './temporalRun';
-import { benchDatabaseName, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, percentile, type Quantiles, quantiles, runBench } from './support';
+import { benchDatabaseName, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, percentile, type Quantiles, quantiles, runBench, withServerAndJson } from './support';
 
 
 const NAMESPACE = 'default';
@@ -95,7 +95,8 @@ interface Options {
 
 function parseOptions(): Options {
   return (
-    new Command()
+    withServerAndJson(
+      new Command()
       .name('bench:subaccounts')
       .description('subaccount creations/s against one-shot payments/s, and the entity dashboard against a one-account read, same stack, fresh database')
       .option('--subaccounts <n>', 'subaccounts created for one entity (phase A)', integerAtLeast(1), 500)
@@ -105,13 +106,8 @@ function parseOptions(): Options {
       .option('--per-entity <n>', 'subaccounts created for each entity of phase B', integerAtLeast(1), 50)
       .option('--concurrency <n>', 'workflows in flight at once (creations and payments alike)', integerAtLeast(1), 20)
       .option('--payments <n>', 'one-shot payments, the baseline (half before the creations, half after)', integerAtLeast(2), 500)
-      .option('--dashboard-reads <n>', 'timed reads of the dashboard, and of one account', integerAtLeast(1), 50)
-      .option(
-        '--database-url <url>',
-        'the server to benchmark on (a database sluice_bench_* is created there and dropped after)',
-        process.env.TEST_DATABASE_URL ?? process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres',
-      )
-      .option('--json', 'print one JSON object instead of the table', false)
+      .option('--dashboard-reads <n>', 'timed reads of the dashboard, and of one account', integerAtLeast(1), 50),
+    )
       .parse()
       .opts<Options>()
   );
