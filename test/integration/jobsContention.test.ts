@@ -36,7 +36,9 @@ const rand = prng(SEED);
 const between = (lo: number, hi: number) => lo + Math.floor(rand() * (hi - lo + 1));
 
 const payerId = (i: number) => `p${String(i).padStart(2, '0')}`;
-const tierOf = (i: number): Tier => (['established', 'established', 'trusted', 'trusted', 'elite'] as const)[i % 5]!;
+// the last payer is tier `new` (no budget): its jobs are gated whatever the timing, so every mode is seen
+const NEW_PAYER = PAYERS - 1;
+const tierOf = (i: number): Tier => (i === NEW_PAYER ? 'new' : (['established', 'established', 'trusted', 'trusted', 'elite'] as const)[i % 5]!);
 
 interface Plan {
   jobId: string;
@@ -187,6 +189,8 @@ describe('200 concurrent jobs from 50 payers against a pool of 1,000 units', () 
     expect(rows[0].n).toBe(0);
     const decisions = new Set(outcomes.map((o) => o.created.body.decision));
     expect(decisions).toEqual(new Set(['free', 'partial', 'gate']));
+    const unbudgeted = outcomes.filter((o) => o.plan.payer === payerId(NEW_PAYER));
+    expect(unbudgeted.map((o) => o.created.body.decision)).toEqual(['gate', 'gate', 'gate', 'gate']);
   });
 
   test('payments: the funded payers are charged estimate − grant; the broke ones are refused with 422 and nothing moves', () => {
