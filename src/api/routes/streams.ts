@@ -31,11 +31,17 @@ const OpenStreamBody = z.object({
   graceMs: z.number().int().min(TICK_INTERVAL_MS_MIN).max(7 * TICK_INTERVAL_MS_MAX).optional(),
 });
 
-/** The parameters that define a stream: the same ref with other parameters is a conflict. */
-const sameStream = (row: StreamRow, r: StreamRequest) =>
+/**
+ * The parameters that define a stream: the same ref with other parameters is a
+ * conflict. Routed to payee "best" (no payee account asked for), the payee and the
+ * rate were the router's: the rate only has to be within the buyer's limit.
+ */
+const sameStream = (
+  row: StreamRow,
+  r: Pick<StreamRequest, 'payerAccountId' | 'ratePerTick' | 'maxTotal' | 'tickIntervalMs' | 'mode'> & { payeeAccountId?: string },
+) =>
   row.payer_account_id === r.payerAccountId &&
-  row.payee_account_id === r.payeeAccountId &&
-  row.rate_per_tick === r.ratePerTick &&
+  (r.payeeAccountId === undefined ? row.rate_per_tick <= r.ratePerTick : row.payee_account_id === r.payeeAccountId && row.rate_per_tick === r.ratePerTick) &&
   row.max_total === r.maxTotal &&
   row.tick_interval_ms === r.tickIntervalMs &&
   row.mode === r.mode;
@@ -118,10 +124,7 @@ export function streamRoutes(app: Api) {
       const existing = await findStream(pool, ref);
       if (existing) {
         const routed = best ? await routeOf(ref) : undefined;
-        const same = best
-          ? routed !== undefined && existing.payer_account_id === payer.id && existing.rate_per_tick <= terms.ratePerTick && existing.max_total === terms.maxTotal &&
-            existing.tick_interval_ms === terms.tickIntervalMs && existing.mode === terms.mode
-          : sameStream(existing, { ...terms, ref, payer: payer.ownerId, payee: '', payerAccountId: payer.id, payeeAccountId: toAccountId! });
+        const same = (!best || routed !== undefined) && sameStream(existing, { ...terms, payerAccountId: payer.id, payeeAccountId: toAccountId });
         if (!same) throw new SluiceError('ref_conflict', `stream ref ${ref} is already used by another stream`, { ref });
         return reply.status(200).send(routed ? { ...toReceipt(existing), route: routed } : toReceipt(existing));
       }
