@@ -152,14 +152,16 @@ function ticksAt(start: number, end: number, k: number, j: number): number {
   return upTo(end) - upTo(start);
 }
 
+/** A tick split k ways: each holder's whole units, and the units left over (none up to 16 holders). */
+const splitTick = (k: number) => ({ each: Math.floor(CROWN_UNITS_PER_TICK / k), left: CROWN_UNITS_PER_TICK % k });
+
 /**
  * One tick's crown units per holder (holders in id order; the sharing rule above).
  * The per-tick form of what crownTime sums in closed form.
  */
 export function tickShares(tick: number, holders: readonly string[]): Array<[string, number]> {
   const k = holders.length;
-  const each = Math.floor(CROWN_UNITS_PER_TICK / k);
-  const left = CROWN_UNITS_PER_TICK % k;
+  const { each, left } = splitTick(k);
   // holder j gets a leftover unit when it is among the `left` positions from tick mod k on
   return holders.map((seller, j): [string, number] => [seller, each + ((((j - (tick % k)) % k) + k) % k < left ? 1 : 0)]);
 }
@@ -176,8 +178,7 @@ export function crownTime(window: Window, before: ReadonlyMap<string, SellerStat
   for (const iv of crownIntervals(window, before, events, counter)) {
     const k = iv.holders.length;
     if (k === 0) continue;
-    const each = Math.floor(CROWN_UNITS_PER_TICK / k);
-    const left = CROWN_UNITS_PER_TICK % k;
+    const { each, left } = splitTick(k);
     iv.holders.forEach((seller, j) => {
       // a leftover unit at tick t when (j − t) mod k < left, i.e. t ≡ j − i (mod k) for some i < left
       let extra = 0;
