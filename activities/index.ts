@@ -31,6 +31,7 @@ import { SluiceError, sluiceErrorFromDatabase } from '../src/domain/errors';
 import type { PaymentRequest, RefundRequest } from '../src/domain/payments';
 import { refundPayment, settlePayment } from '../src/ledger/payments';
 import { billTick, closeStream, openStream } from '../src/ledger/streams';
+import { leaveAllDistributions, pauseStream, resumeStream, type Actor } from '../src/ledger/streamControls';
 import type { CloseReason, StreamRequest } from '../src/domain/streams';
 
 export interface ActivityDeps {
@@ -97,6 +98,8 @@ export function createActivities({
     openStream: businessErrorsAreFinal((request: StreamRequest) => openStream(pool, request)),
     billTick: businessErrorsAreFinal((ref: string, tick: number) => billTick(pool, ref, tick)),
     closeStream: businessErrorsAreFinal((input: { ref: string; reason: CloseReason; closedBy: string }) => closeStream(pool, input)),
+    pauseStream: businessErrorsAreFinal((input: { ref: string; seq: number } & Actor) => pauseStream(pool, input)),
+    resumeStream: businessErrorsAreFinal((input: { ref: string; seq: number } & Actor) => resumeStream(pool, input)),
     openGrant: businessErrorsAreFinal((request: JobRequest, day: string) => openGrant(pool, { request, day, budgets })),
     payForGrant: businessErrorsAreFinal((jobId: string, day: string) => payForGrant(pool, { jobId, day, budgets })),
     performJobWork: (job: JobRequest) => work.perform(job, Context.current().info.attempt),
@@ -121,6 +124,8 @@ export function createActivities({
     closeSubaccountStreams: businessErrorsAreFinal(async (id: string, closedBy: string) => {
       const sub = await getSubaccount(pool, id);
       if (!sub.accountId) return [];
+      // out of the distributions it is paid by, then its own streams closed
+      await leaveAllDistributions(pool, sub.accountId, closedBy);
       const refs = await openStreamsOf(pool, sub.accountId);
       return Promise.all(refs.map((ref) => closeStream(pool, { ref, reason: 'cancelled', closedBy })));
     }),

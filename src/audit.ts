@@ -58,24 +58,39 @@ const CHECKS: Array<{ name: string; description: string; sql: string }> = [
   },
   {
     name: 'streams.paid_is_sum_of_ticks',
-    description: "every stream's paid total equals the sum of its ticks and of its tick transfers",
+    description: "every stream's paid total equals the sum of its ticks and of its tick transfers (a distribution's: its split transfers)",
     sql: `select s.ref, s.paid, coalesce(t.s, 0) as ticks_total, coalesce(x.s, 0) as transfers_total
             from streams s
             left join (select stream_ref, sum(amount) as s from stream_ticks group by 1) t on t.stream_ref = s.ref
-            left join (select stream_ref, sum(amount) as s from transfers where kind = 'stream_tick' group by 1) x on x.stream_ref = s.ref
+            left join (select stream_ref, sum(amount) as s from transfers where kind in ('stream_tick', 'stream_split') group by 1) x on x.stream_ref = s.ref
            where s.paid <> coalesce(t.s, 0) or s.paid <> coalesce(x.s, 0)`,
   },
   {
     name: 'streams.tick_billed_once',
-    description: 'each tick number of a stream is billed at most once',
-    sql: `select stream_ref, tick, count(*) as times from transfers where kind = 'stream_tick' group by 1, 2 having count(*) > 1`,
+    description: 'each tick number of a stream is billed at most once (a distribution: each member at most once per tick)',
+    sql: `select stream_ref, tick, null as member, count(*) as times from transfers where kind = 'stream_tick' group by 1, 2 having count(*) > 1
+          union all
+          select stream_ref, tick, credit_account_id, count(*) from transfers where kind = 'stream_split' group by 1, 2, 3 having count(*) > 1`,
+  },
+  {
+    name: 'streams.split_matches_members',
+    description: "a distribution's members received, each, the sum of its split transfers, and all together what the stream paid",
+    sql: `select m.stream_ref, m.account_id, m.received, coalesce(x.s, 0) as transfers_total
+            from stream_members m
+            left join (select stream_ref, credit_account_id, sum(amount) as s from transfers where kind = 'stream_split' group by 1, 2) x
+              on x.stream_ref = m.stream_ref and x.credit_account_id = m.account_id
+           where m.received <> coalesce(x.s, 0)
+          union all
+          select s.ref, null, s.paid, coalesce(sum(m.received), 0)
+            from streams s left join stream_members m on m.stream_ref = s.ref
+           where s.kind = 'distribution' group by s.ref, s.paid having s.paid <> coalesce(sum(m.received), 0)`,
   },
   {
     name: 'streams.no_drain_after_close',
     description: 'no stream debit is later than the close of its stream',
     sql: `select t.id as transfer, t.stream_ref, t.tick, t.created_at, s.closed_at
             from transfers t join streams s on s.ref = t.stream_ref
-           where t.kind = 'stream_tick' and s.closed_at is not null and t.created_at > s.closed_at`,
+           where t.kind in ('stream_tick', 'stream_split') and s.closed_at is not null and t.created_at > s.closed_at`,
   },
   {
     name: 'streams.no_overbill_on_partition',
@@ -89,6 +104,11 @@ const CHECKS: Array<{ name: string; description: string; sql: string }> = [
     name: 'streams.paid_within_cap',
     description: 'paid never exceeds maxTotal',
     sql: `select ref, paid, max_total from streams where paid > max_total`,
+  },
+  {
+    name: 'operators.within_daily_limit',
+    description: "no operator's streams committed more in a day than its limit",
+    sql: `select payer, operator, day, spent, daily_limit from operator_spend where spent > daily_limit`,
   },
   {
     name: 'streams.escrow_settled',

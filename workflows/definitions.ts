@@ -18,12 +18,23 @@ export interface StreamView {
   ticks: number;
   lastTick: number;
   nextTickAtMs?: number;
+  paused?: boolean;
+}
+
+/** Who pauses or resumes a stream: the payer, an operator for it, or the admin. */
+export interface StreamControlBy {
+  by: string;
+  onBehalfOf?: string;
 }
 
 export const cancelStreamSignal = defineSignal<[CancelStream]>('cancelStream');
 /** Completes once the stream's first tick has settled (or opening failed). */
 export const streamOpenedUpdate = defineUpdate<StreamReceipt>('streamOpened');
 export const streamViewQuery = defineQuery<StreamView>('streamView');
+/** Pauses a streaming stream (no ticks until resumed); refused (invalid_state) unless it is running. */
+export const pauseStreamUpdate = defineUpdate<StreamView, [StreamControlBy]>('pauseStream');
+/** Resumes a paused stream, the tick numbering going on; refused (invalid_state) unless it is paused. */
+export const resumeStreamUpdate = defineUpdate<StreamView, [StreamControlBy]>('resumeStream');
 
 export interface CancelJob {
   /** Who asked: the payer, or `admin`. */

@@ -1,11 +1,20 @@
-import { condition, continueAsNew, patched, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { allHandlersFinished, ApplicationFailure, condition, continueAsNew, patched, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { SA_STATUS } from '../src/domain/searchAttributes';
 import { effectiveGraceMs, tickDueAtMs, type CloseReason, type StreamProgress, type StreamReceipt, type StreamRequest } from '../src/domain/streams';
-import { cancelStreamSignal, streamOpenedUpdate, streamViewQuery, type CancelStream, type StreamView } from './definitions';
+import {
+  cancelStreamSignal,
+  pauseStreamUpdate,
+  resumeStreamUpdate,
+  streamOpenedUpdate,
+  streamViewQuery,
+  type CancelStream,
+  type StreamControlBy,
+  type StreamView,
+} from './definitions';
 
 // Billing is one idempotent transaction per tick: retry it until it commits.
-const { openStream, billTick, closeStream } = proxyActivities<Activities>({
+const { openStream, billTick, closeStream, pauseStream, resumeStream } = proxyActivities<Activities>({
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
 });
@@ -29,6 +38,11 @@ export interface StreamWorkflowOptions {
  * A cancel signal from either party wakes it at once; it closes, releases the
  * unused escrow and returns the receipt. Reaching maxTotal, an unpaid tick or a
  * partition past the grace period closes it too.
+ *
+ * Pause and resume are updates: the ledger records each (keyed by its number, so a
+ * retried activity finds its own), and the loop waits without a timer while paused.
+ * Time paused pushes every later tick back, so resuming goes on with the same tick
+ * numbers and nothing accrued before the pause is lost.
  */
 export async function streamWorkflow(request: StreamRequest, options: StreamWorkflowOptions = {}, carried?: StreamProgress): Promise<StreamReceipt> {
   const historyTicksMax = options.historyTicksMax ?? HISTORY_TICKS_MAX;
@@ -36,9 +50,40 @@ export async function streamWorkflow(request: StreamRequest, options: StreamWork
   let opened: StreamReceipt | undefined;
   let progress: StreamProgress | undefined = carried;
   let status: StreamView['status'] = 'STREAMING';
+  // `pausing`/`resuming`: the ledger call is on its way; the other control waits its turn
+  let pauseState: 'running' | 'pausing' | 'paused' | 'resuming' = carried?.pausedAtMs != null ? 'paused' : 'running';
+  let closing = false;
 
   setHandler(cancelStreamSignal, (c) => {
     cancel ??= c;
+  });
+  const refuse = (message: string) => {
+    throw ApplicationFailure.create({ type: 'invalid_state', message, nonRetryable: true, details: [{ ref: request.ref }] });
+  };
+  const control = (from: typeof pauseState, via: typeof pauseState, to: typeof pauseState, run: (seq: number, by: StreamControlBy) => Promise<{ pausedAtMs: number | null; pausedMs: number }>, seqOf: (p: StreamProgress) => number) =>
+    async (by: StreamControlBy): Promise<StreamView> => {
+      pauseState = via;
+      try {
+        const seq = seqOf(progress!);
+        const state = await run(seq, by);
+        progress = { ...progress!, pauses: Math.max(progress!.pauses ?? 0, seq), pausedMs: state.pausedMs, pausedAtMs: state.pausedAtMs ?? undefined };
+        pauseState = to;
+      } catch (error) {
+        pauseState = from;
+        throw error;
+      }
+      return view();
+    };
+  const controllable = (want: typeof pauseState, what: string) => (_by: StreamControlBy) => {
+    if (!progress || status !== 'STREAMING' || closing || cancel) refuse(`stream ${request.ref} is not streaming`);
+    if (pauseState === 'pausing' || pauseState === 'resuming') refuse(`stream ${request.ref} is ${pauseState} already`);
+    if (pauseState !== want) refuse(`stream ${request.ref} is ${pauseState === 'paused' ? 'already paused' : 'not paused'}: it cannot ${what}`);
+  };
+  setHandler(pauseStreamUpdate, control('running', 'pausing', 'paused', (seq, by) => pauseStream({ ref: request.ref, seq, ...by }), (p) => (p.pauses ?? 0) + 1), {
+    validator: controllable('running', 'pause'),
+  });
+  setHandler(resumeStreamUpdate, control('paused', 'resuming', 'running', (seq, by) => resumeStream({ ref: request.ref, seq, ...by }), (p) => p.pauses ?? 0), {
+    validator: controllable('paused', 'resume'),
   });
   setHandler(streamOpenedUpdate, async (): Promise<StreamReceipt> => {
     await condition(() => opened !== undefined || progress !== undefined);
@@ -48,13 +93,18 @@ export async function streamWorkflow(request: StreamRequest, options: StreamWork
     return { ref: request.ref, status, payer: request.payer, payee: request.payee, mode: request.mode, ratePerTick: request.ratePerTick,
       maxTotal: request.maxTotal, ticks: p.ticksBilled, totalPaid: p.paid, openedAt: new Date(p.openedAtMs).toISOString() };
   });
-  setHandler(streamViewQuery, () => ({
+  const view = (): StreamView => ({
     status,
     paid: progress?.paid ?? 0,
     ticks: progress?.ticksBilled ?? 0,
     lastTick: progress?.lastTick ?? 0,
-    nextTickAtMs: progress && status === 'STREAMING' ? tickDueAtMs(progress.openedAtMs, request.tickIntervalMs, progress.lastTick + 1) : undefined,
-  }));
+    nextTickAtMs:
+      progress && status === 'STREAMING' && pauseState === 'running'
+        ? tickDueAtMs(progress.openedAtMs, request.tickIntervalMs, progress.lastTick + 1, progress.pausedMs)
+        : undefined,
+    ...(pauseState !== 'running' && { paused: pauseState !== 'pausing' }),
+  });
+  setHandler(streamViewQuery, view);
 
   if (!progress) {
     opened = await openStream(request);
@@ -64,24 +114,38 @@ export async function streamWorkflow(request: StreamRequest, options: StreamWork
       return opened;
     }
     progress = { lastTick: 1, paid: opened.totalPaid, ticksBilled: opened.ticks, openedAtMs: Date.parse(opened.openedAt) };
-    if (opened.totalPaid >= request.maxTotal) return finish('completed', 'system');
+    if (request.maxTotal !== undefined && opened.totalPaid >= request.maxTotal) return finish('completed', 'system');
   }
 
   const graceMs = effectiveGraceMs(request);
   for (let ticksThisRun = 0; ; ticksThisRun++) {
     if (ticksThisRun >= historyTicksMax && !cancel) {
-      // a signal that arrives during the hand-over is delivered to the next run
-      await condition(() => true);
+      // a signal that arrives during the hand-over is delivered to the next run; a
+      // pause or resume on its way finishes here first
+      await condition(allHandlersFinished);
       return continueAsNew<typeof streamWorkflow>(request, options, progress);
     }
+    if (pauseState !== 'running') {
+      // paused: no timer, no tick, until resumed or cancelled
+      await condition(() => cancel !== undefined || pauseState === 'running');
+      if (cancel) break;
+    }
     const tick: number = progress.lastTick + 1;
-    const waitMs = Math.max(0, tickDueAtMs(progress.openedAtMs, request.tickIntervalMs, tick) - Date.now());
+    const waitMs = Math.max(0, tickDueAtMs(progress.openedAtMs, request.tickIntervalMs, tick, progress.pausedMs) - Date.now());
     // A tick already due (the worker was down, a timer fired late) is billed now:
     // condition(fn, 0) would still start a timer, one per overdue tick, and a stream
     // whose timers take longer than its interval would never catch up.
     const overdue = waitMs === 0 && patched(OVERDUE_TICK_AT_ONCE_PATCH);
-    if (overdue ? cancel !== undefined : await condition(() => cancel !== undefined, waitMs)) break;
+    if (overdue ? cancel !== undefined : await condition(() => cancel !== undefined || pauseState !== 'running', waitMs)) {
+      if (cancel) break;
+      continue; // paused while waiting: the tick waits for the resume
+    }
     const outcome = await billTick(request.ref, tick);
+    if (outcome.kind === 'paused') {
+      // the ledger saw a pause first; its update is on its way (or, at worst, wait a tick and look again)
+      await condition(() => cancel !== undefined || pauseState !== 'running', request.tickIntervalMs);
+      continue;
+    }
     progress = { ...progress, lastTick: tick };
     if (outcome.kind === 'billed') {
       progress = { ...progress, paid: outcome.paid, ticksBilled: outcome.ticksBilled };
@@ -97,9 +161,12 @@ export async function streamWorkflow(request: StreamRequest, options: StreamWork
   return finish(cancel ? 'cancelled' : 'completed', cancel?.by ?? 'system');
 
   async function finish(reason: CloseReason, closedBy: string): Promise<StreamReceipt> {
+    closing = true;
     const receipt = await closeStream({ ref: request.ref, reason, closedBy });
     status = receipt.status;
     upsertSearchAttributes([{ key: SA_STATUS, value: receipt.status }]);
+    // a pause or resume racing the close ends (refused by the ledger) before the run does
+    await condition(allHandlersFinished);
     return receipt;
   }
 }

@@ -11,6 +11,8 @@ import { createMetrics } from './metrics';
 import { ledgerRoutes } from './routes/ledger';
 import { paymentRoutes } from './routes/payments';
 import { streamRoutes } from './routes/streams';
+import { streamControlRoutes } from './routes/streamControls';
+import { operatorRoutes } from './routes/operators';
 import { jobRoutes } from './routes/jobs';
 import { entityRoutes } from './routes/entities';
 import { rateRoutes } from './routes/rates';
@@ -86,6 +88,8 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
   ledgerRoutes(app);
   paymentRoutes(app);
   streamRoutes(app);
+  streamControlRoutes(app);
+  operatorRoutes(app);
   jobRoutes(app);
   entityRoutes(app);
   rateRoutes(app);

@@ -25,7 +25,13 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   limit_exceeded: 422,
   subaccount_not_live: 409,
   holds_open: 409,
+  // a control that does not fit the stream's state: pausing a paused stream, topping up a closed one
+  invalid_state: 409,
 };
+
+/** The caller's error inside `error`, whichever layer raised it (the API, an activity across Temporal, a database guard). */
+export const asSluiceError = (error: unknown): SluiceError | undefined =>
+  error instanceof SluiceError ? error : (sluiceErrorFromTemporal(error) ?? sluiceErrorFromDatabase(error));
 
 const body = (code: string, message: string, details: Record<string, unknown> = {}) => ({ error: { code, message, details } });
 
@@ -39,7 +45,7 @@ export function errorHandler(error: FastifyError | Error, request: FastifyReques
     const issues = error.validation.map((v) => ({ path: v.instancePath, message: v.message }));
     return reply.status(400).send(body('invalid_request', `invalid ${error.validationContext ?? 'request'}: ${issues.map((i) => `${i.path} ${i.message}`.trim()).join('; ')}`, { issues }));
   }
-  const known = error instanceof SluiceError ? error : (sluiceErrorFromTemporal(error) ?? sluiceErrorFromDatabase(error));
+  const known = asSluiceError(error);
   if (known) return reply.status(HTTP_STATUS[known.code]).send(body(known.code, known.message, known.details));
   const status = (error as FastifyError).statusCode;
   if (status && status >= 400 && status < 500) {

@@ -116,11 +116,12 @@ export const ErrorBody = z.object({
 export const StreamReceipt = z.object({
   ref: z.string(),
   status: z.enum(['STREAMING', 'CONFIRMED', 'FAILED']),
+  kind: z.literal('distribution').optional().describe('left out for a stream to one payee'),
   payer: z.string(),
-  payee: z.string(),
+  payee: z.string().optional().describe("a direct stream's payee (a distribution lists members)"),
   mode: z.enum(['escrow', 'payg']),
   ratePerTick: z.number().int(),
-  maxTotal: z.number().int(),
+  maxTotal: z.number().int().optional().describe('left out for an open-ended payg stream'),
   ticks: z.number().int(),
   totalPaid: z.number().int(),
   openedAt: z.string(),
@@ -128,6 +129,14 @@ export const StreamReceipt = z.object({
   reason: z.string().optional(),
   closedBy: z.string().optional(),
   failure: z.string().optional(),
+  openedBy: z.string().optional().describe('the operator that opened the stream for its payer'),
+  deposited: z.number().int().optional().describe('added by top-ups (maxTotal grew by as much)'),
+  pauses: z.array(z.object({ pausedAt: z.string(), resumedAt: z.string().optional(), by: z.string() })).optional(),
+  rates: z.array(z.object({ ratePerTick: z.number().int(), fromTick: z.number().int(), at: z.string(), by: z.string() })).optional().describe('the rate history, the opening rate first'),
+  members: z
+    .array(z.object({ accountId: z.string(), party: z.string(), weight: z.number().int(), received: z.number().int(), left: z.boolean().optional() }))
+    .optional(),
+  proposedRatePerTick: z.number().int().optional().describe('a rate change waiting for the payee'),
   /** Set when the stream was opened to payee "best": who held the crown and who was chosen. */
   route: z.object({ seller: z.string(), tick: z.number().int(), holders: z.array(z.string()), bestRate: z.number().int() }).optional(),
 });
@@ -135,8 +144,18 @@ export const StreamReceipt = z.object({
 export const StreamView = StreamReceipt.extend({
   tickIntervalMs: z.number().int(),
   lastTick: z.number().int(),
-  nextTickAt: z.string().optional(),
+  nextTickAt: z.string().optional().describe('left out while paused or closed'),
   accruedUnbilled: z.number().int(),
+  pausedAt: z.string().optional(),
+  depletion: z
+    .object({
+      ticksLeft: z.number().int().describe('whole ticks the money still pays for at the current rate'),
+      at: z.string().optional().describe('when the last of them is due (left out while paused)'),
+      limitedBy: z.enum(['escrow', 'balance', 'cap']),
+      funds: z.number().int(),
+    })
+    .optional()
+    .describe('when the escrow or the payer\'s available balance runs out (open streams)'),
   workflowId: z.string(),
 });
 

@@ -24,6 +24,7 @@ export const ERROR_CODES = [
   'limit_exceeded',
   'subaccount_not_live',
   'holds_open',
+  'invalid_state',
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

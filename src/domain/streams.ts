@@ -5,17 +5,34 @@
 export type StreamMode = 'escrow' | 'payg';
 export type StreamStatus = 'STREAMING' | 'CONFIRMED' | 'FAILED';
 export type CloseReason = 'completed' | 'cancelled' | 'insufficient_funds' | 'partition';
+/** `direct`: one payee; `distribution`: a weighted group of members (src/domain/distribution.ts). */
+export type StreamKind = 'direct' | 'distribution';
+
+export interface DistributionMember {
+  accountId: string;
+  party: string;
+  weight: number;
+}
 
 export interface StreamRequest {
   ref: string;
   payer: string;
-  payee: string;
   payerAccountId: string;
-  payeeAccountId: string;
+  /** A direct stream's payee; a distribution stream has `members` instead. */
+  payee?: string;
+  payeeAccountId?: string;
+  members?: DistributionMember[];
   ratePerTick: number;
-  maxTotal: number;
+  /** The cap; left out, a payg stream is open-ended (it runs until closed, paused or out of funds). */
+  maxTotal?: number;
   tickIntervalMs: number;
   mode: StreamMode;
+  /** `payee`: a rate change by the payer applies only once the payee agrees. */
+  rateConsent?: 'payer' | 'payee';
+  /** stream.low_balance fires this many ticks before the money runs out (default 3). */
+  lowBalanceTicks?: number;
+  /** The operator that opened the stream for its payer. */
+  openedBy?: string;
   /** Partition awareness: no tick is billed while a party has been silent longer than this. */
   livenessTimeoutMs?: number;
   /** Silent longer than this: the stream closes with reason `partition`. */
@@ -28,16 +45,38 @@ export interface StreamProgress {
   paid: number;
   ticksBilled: number;
   openedAtMs: number;
+  /** Time spent paused before the current pause (pushes due times back). */
+  pausedMs?: number;
+  /** Set while paused. */
+  pausedAtMs?: number;
+  /** Pauses so far (each pause and its resume are keyed by their number). */
+  pauses?: number;
+}
+
+export interface StreamPause {
+  pausedAt: string;
+  resumedAt?: string;
+  by: string;
+}
+
+export interface StreamRate {
+  ratePerTick: number;
+  /** The first tick billed at this rate. */
+  fromTick: number;
+  at: string;
+  by: string;
 }
 
 export interface StreamReceipt {
   ref: string;
   status: StreamStatus;
+  /** Set for a distribution stream only. */
+  kind?: 'distribution';
   payer: string;
-  payee: string;
+  payee?: string;
   mode: StreamMode;
   ratePerTick: number;
-  maxTotal: number;
+  maxTotal?: number;
   ticks: number;
   totalPaid: number;
   openedAt: string;
@@ -45,26 +84,60 @@ export interface StreamReceipt {
   reason?: CloseReason;
   closedBy?: string;
   failure?: string;
+  openedBy?: string;
+  /** Added by top-ups (maxTotal grew by as much). */
+  deposited?: number;
+  pauses?: StreamPause[];
+  /** The rate history, the opening rate first. */
+  rates?: StreamRate[];
+  /** A distribution stream's members and what each received. */
+  members?: { accountId: string; party: string; weight: number; received: number; left?: boolean }[];
 }
 
 export type TickOutcome =
   | { kind: 'billed'; tick: number; amount: number; paid: number; ticksBilled: number; completed: boolean }
   | { kind: 'skipped'; tick: number; silentMs: number }
   | { kind: 'insufficient_funds'; tick: number }
-  | { kind: 'closed'; tick: number };
+  | { kind: 'closed'; tick: number }
+  /** The stream is paused: the tick waits, its number unused, until the stream resumes. */
+  | { kind: 'paused'; tick: number };
 
 export const streamWorkflowId = (ref: string) => `stream-${ref}`;
 export const tickKey = (ref: string, tick: number) => `stream:${ref}:tick:${tick}`;
 export const escrowKey = (ref: string) => `stream:${ref}:escrow`;
 export const releaseKey = (ref: string) => `stream:${ref}:release`;
 
-/** Tick n bills the rate, or what is left under the cap, whichever is smaller. */
-export function tickAmount(ratePerTick: number, maxTotal: number, paid: number): number {
-  return Math.max(0, Math.min(ratePerTick, maxTotal - paid));
+/** stream.low_balance warns this many ticks ahead unless the stream says otherwise. */
+export const LOW_BALANCE_TICKS_DEFAULT = 3;
+
+export const depositKey = (ref: string, key: string) => `stream:${ref}:deposit:${key}`;
+export const splitKey = (ref: string, tick: number, accountId: string) => `stream:${ref}:tick:${tick}:${accountId}`;
+
+/** Tick n bills the rate, or what is left under the cap (if any), whichever is smaller. */
+export function tickAmount(ratePerTick: number, maxTotal: number | null | undefined, paid: number): number {
+  return Math.max(0, maxTotal == null ? ratePerTick : Math.min(ratePerTick, maxTotal - paid));
 }
 
-/** When tick n (1-based; tick 1 is billed at open) comes due. */
-export const tickDueAtMs = (openedAtMs: number, tickIntervalMs: number, tick: number) => openedAtMs + (tick - 1) * tickIntervalMs;
+/**
+ * When tick n (1-based; tick 1 is billed at open) comes due. Time spent paused
+ * stops the clock: it pushes every later tick back by as much.
+ */
+export const tickDueAtMs = (openedAtMs: number, tickIntervalMs: number, tick: number, pausedMs = 0) =>
+  openedAtMs + (tick - 1) * tickIntervalMs + pausedMs;
+
+/**
+ * How many more ticks the stream's money pays for at the current rate: the cap left
+ * pays for a partial last tick too; the payer's available balance (payg) only for
+ * whole ticks (a tick it cannot cover closes the stream). Undefined inputs do not limit.
+ */
+export function ticksFunded(opts: { ratePerTick: number; capLeft?: number | null; available?: number }): number {
+  const byCap = opts.capLeft == null ? Infinity : Math.ceil(Math.max(0, opts.capLeft) / opts.ratePerTick);
+  const byBalance = opts.available === undefined ? Infinity : Math.floor(Math.max(0, opts.available) / opts.ratePerTick);
+  return Math.min(byCap, byBalance);
+}
+
+/** stream.low_balance is due once a tick leaves the money for `lowBalanceTicks` ticks or fewer. */
+export const isLowBalance = (ticksLeft: number, lowBalanceTicks: number) => ticksLeft <= lowBalanceTicks;
 
 /** How long the quieter party has been silent, given when each was last seen. */
 export function silenceMs(nowMs: number, payerSeenMs: number, payeeSeenMs: number): number {

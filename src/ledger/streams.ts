@@ -4,8 +4,16 @@ import { notFound, SluiceError } from '../domain/errors';
 import { assertUnits } from '../domain/money';
 import {
   escrowKey,
+  isLowBalance,
   releaseKey,
   silenceMs,
+  splitKey,
+  ticksFunded,
+  LOW_BALANCE_TICKS_DEFAULT,
+  type DistributionMember,
+  type StreamKind,
+  type StreamPause,
+  type StreamRate,
   streamWorkflowId,
   tickAmount,
   tickKey,
@@ -15,18 +23,22 @@ import {
   type StreamStatus,
   type TickOutcome,
 } from '../domain/streams';
+import { distributeTick } from '../domain/distribution';
+import { lockAccounts } from './accounts';
 import { appendEvent, eventValues } from './events';
 import { captureHoldIn, placeHoldIn, releaseHoldIfOpen, toHold, type Hold } from './holds';
-import { postTransfer, type AlongWithTransfer } from './transfers';
+import { spendOperatorAllowance } from './operators';
+import { assertCanDebit, postTransfer, type AlongWithTransfer } from './transfers';
 
 export interface StreamRow {
   ref: string;
+  kind: StreamKind;
   payer: string;
-  payee: string;
+  payee: string | null;
   payer_account_id: string;
-  payee_account_id: string;
+  payee_account_id: string | null;
   rate_per_tick: number;
-  max_total: number;
+  max_total: number | null;
   tick_interval_ms: number;
   mode: 'escrow' | 'payg';
   liveness_timeout_ms: number | null;
@@ -42,33 +54,119 @@ export interface StreamRow {
   close_reason: CloseReason | null;
   closed_by: string | null;
   failure: string | null;
+  opening_rate_per_tick: number | null;
+  deposited: number;
+  paused_at: Date | null;
+  paused_ms: number;
+  rate_consent: 'payer' | 'payee';
+  proposed_rate_per_tick: number | null;
+  low_balance_ticks: number;
+  low_balance_at: Date | null;
+  opened_by: string | null;
+  /** With withHistory: the stream's controls, oldest first, and a distribution's members. */
+  controls?: StreamControl[];
+  members?: MemberRow[];
+}
+
+export interface StreamControl {
+  action: 'deposit' | 'pause' | 'resume' | 'rate_proposed' | 'rate_changed' | 'member_joined' | 'member_left';
+  by: string;
+  onBehalfOf: string | null;
+  at: string;
+  details: Record<string, unknown>;
+}
+
+export interface MemberRow {
+  accountId: string;
+  party: string;
+  weight: number;
+  residual: number;
+  received: number;
+  left: boolean;
 }
 
 const STATUS: Record<StreamRow['status'], StreamStatus> = { open: 'STREAMING', closed: 'CONFIRMED', failed: 'FAILED' };
 
+/**
+ * A stream row as its receipt. Read with its history (withHistory), the receipt also
+ * lists the pauses, the rate history and a distribution's members.
+ */
 export function toReceipt(r: StreamRow): StreamReceipt {
   const receipt: StreamReceipt = {
     ref: r.ref,
     status: STATUS[r.status],
     payer: r.payer,
-    payee: r.payee,
     mode: r.mode,
     ratePerTick: r.rate_per_tick,
-    maxTotal: r.max_total,
     ticks: r.ticks_billed,
     totalPaid: r.paid,
     openedAt: r.opened_at.toISOString(),
   };
+  if (r.kind === 'distribution') receipt.kind = 'distribution';
+  if (r.payee !== null) receipt.payee = r.payee;
+  if (r.max_total !== null) receipt.maxTotal = r.max_total;
   if (r.closed_at) receipt.closedAt = r.closed_at.toISOString();
   if (r.close_reason) receipt.reason = r.close_reason;
   if (r.closed_by) receipt.closedBy = r.closed_by;
   if (r.failure) receipt.failure = r.failure;
+  if (r.opened_by) receipt.openedBy = r.opened_by;
+  if (r.deposited > 0) receipt.deposited = r.deposited;
+  if (r.controls) {
+    const pauses = pausesOf(r.controls);
+    if (pauses.length > 0) receipt.pauses = pauses;
+    receipt.rates = ratesOf(r);
+  }
+  if (r.members) receipt.members = r.members.map(({ residual: _r, left, ...m }) => ({ ...m, ...(left && { left }) }));
   return receipt;
+}
+
+/** Pause/resume pairs in order; a pause still running (or ended by the close) has no resumedAt. */
+function pausesOf(controls: StreamControl[]): StreamPause[] {
+  const pauses: StreamPause[] = [];
+  for (const c of controls) {
+    if (c.action === 'pause') pauses.push({ pausedAt: c.at, by: c.by });
+    else if (c.action === 'resume' && pauses.length > 0) pauses[pauses.length - 1]!.resumedAt = c.at;
+  }
+  return pauses;
+}
+
+/** The opening rate from tick 1, then each change from the tick it took effect. */
+function ratesOf(r: StreamRow): StreamRate[] {
+  const opening: StreamRate = { ratePerTick: r.opening_rate_per_tick ?? r.rate_per_tick, fromTick: 1, at: r.opened_at.toISOString(), by: r.opened_by ?? r.payer };
+  return [
+    opening,
+    ...r.controls!.filter((c) => c.action === 'rate_changed').map((c) => ({ ratePerTick: c.details.ratePerTick as number, fromTick: c.details.fromTick as number, at: c.at, by: c.by })),
+  ];
 }
 
 export async function findStream(db: Queryable, ref: string, forUpdate = false): Promise<StreamRow | undefined> {
   const { rows } = await db.query<StreamRow>(`select * from streams where ref = $1 ${forUpdate ? 'for update' : ''}`, [ref]);
   return rows[0];
+}
+
+/** A stream with its controls and members, for a full receipt or view (one round trip). */
+export async function findStreamWithHistory(db: Queryable, ref: string): Promise<StreamRow | undefined> {
+  const { rows } = await db.query<StreamRow>(
+    `select s.*,
+            (select coalesce(jsonb_agg(jsonb_build_object('action', c.action, 'by', c.by_party, 'onBehalfOf', c.on_behalf_of,
+                                                          'at', to_char(c.at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), 'details', c.details) order by c.id), '[]')
+               from stream_controls c where c.stream_ref = s.ref) as controls,
+            case when s.kind = 'distribution' then
+              (select coalesce(jsonb_agg(jsonb_build_object('accountId', m.account_id, 'party', m.party, 'weight', m.weight, 'residual', m.residual,
+                                                            'received', m.received, 'left', m.left_at is not null) order by m.account_id), '[]')
+                 from stream_members m where m.stream_ref = s.ref) end as members
+       from streams s where s.ref = $1`,
+    [ref],
+  );
+  const row = rows[0];
+  if (row && row.members === null) delete row.members;
+  return row;
+}
+
+export async function getStreamWithHistory(db: Queryable, ref: string): Promise<StreamRow> {
+  const row = await findStreamWithHistory(db, ref);
+  if (!row) throw notFound('stream', ref);
+  return row;
 }
 
 export async function getStream(db: Queryable, ref: string): Promise<StreamRow> {
@@ -88,6 +186,8 @@ interface TickContext {
   payeeSeen: Date;
   /** The escrow hold (escrow mode), read under the stream's lock, which guards it. */
   hold?: Hold;
+  /** A distribution's current members (ordered by account), read under the stream's lock, which guards them. */
+  members?: MemberRow[];
 }
 
 /**
@@ -96,19 +196,23 @@ interface TickContext {
  * opening (both were present then).
  */
 async function lockStreamForTick(client: PoolClient, ref: string, tick: number): Promise<TickContext | undefined> {
-  const { rows } = await client.query<StreamRow & { now_at: Date; prior_amount: number | null; payer_hb: Date | null; payee_hb: Date | null; hold: Record<string, unknown> | null }>({
+  const { rows } = await client.query<StreamRow & { now_at: Date; prior_amount: number | null; payer_hb: Date | null; payee_hb: Date | null; hold: Record<string, unknown> | null; members: MemberRow[] | null }>({
     name: 'lock-stream-for-tick',
     text: `select s.*, now() as now_at,
                   (select amount from stream_ticks where stream_ref = s.ref and tick = $2) as prior_amount,
                   (select last_seen_at from party_heartbeats where party_id = s.payer) as payer_hb,
                   (select last_seen_at from party_heartbeats where party_id = s.payee) as payee_hb,
-                  (select to_jsonb(h) from holds h where h.id = s.hold_id) as hold
+                  (select to_jsonb(h) from holds h where h.id = s.hold_id) as hold,
+                  case when s.kind = 'distribution' then
+                    (select coalesce(jsonb_agg(jsonb_build_object('accountId', m.account_id, 'party', m.party, 'weight', m.weight,
+                                                                  'residual', m.residual, 'received', m.received, 'left', false) order by m.account_id), '[]')
+                       from stream_members m where m.stream_ref = s.ref and m.left_at is null) end as members
              from streams s where s.ref = $1 for update of s`,
     values: [ref, tick],
   });
   const r = rows[0];
   if (!r) return undefined;
-  const { now_at, prior_amount, payer_hb, payee_hb, hold, ...stream } = r;
+  const { now_at, prior_amount, payer_hb, payee_hb, hold, members, ...stream } = r;
   const seen = (hb: Date | null) => (hb && hb > stream.opened_at ? hb : stream.opened_at);
   return {
     stream,
@@ -117,6 +221,7 @@ async function lockStreamForTick(client: PoolClient, ref: string, tick: number):
     payerSeen: seen(payer_hb),
     payeeSeen: seen(payee_hb),
     ...(hold && { hold: toHold(hold) }),
+    ...(members && { members }),
   };
 }
 
@@ -125,48 +230,122 @@ async function lockStreamForTick(client: PoolClient, ref: string, tick: number):
  * lockStreamForTick. Exactly once: the key `stream:<ref>:tick:<n>`, the stream_ticks
  * primary key and a unique index on transfers all refuse a second billing of the
  * same tick. Nothing is written before the funds are checked, so an
- * `insufficient_funds` thrown from here leaves the transaction clean.
+ * `insufficient_funds` thrown from here leaves the transaction clean. A paused stream
+ * bills nothing and keeps the tick's number for after the resume.
  */
 async function billTickIn(client: PoolClient, ctx: TickContext, tick: number): Promise<TickOutcome> {
   const { stream: s, now, payerSeen, payeeSeen } = ctx;
   if (s.status !== 'open') return { kind: 'closed', tick };
   if (ctx.priorAmount !== null) {
-    return { kind: 'billed', tick, amount: ctx.priorAmount, paid: s.paid, ticksBilled: s.ticks_billed, completed: s.paid >= s.max_total };
+    return { kind: 'billed', tick, amount: ctx.priorAmount, paid: s.paid, ticksBilled: s.ticks_billed, completed: capReached(s, s.paid) };
   }
+  if (s.paused_at !== null) return { kind: 'paused', tick };
   if (s.liveness_timeout_ms !== null) {
     const silentMs = silenceMs(now.getTime(), payerSeen.getTime(), payeeSeen.getTime());
     // `now` arrives cut to the millisecond but billed_at keeps now()'s microseconds: a
     // silence measured at exactly the timeout is up to 1 ms longer, so it is not billed
-    if (silentMs >= s.liveness_timeout_ms) {
-      await client.query(
-        `with skip as (insert into stream_skips (stream_ref, tick, reason, silent_ms) values ($1, $2, 'partition', $3) on conflict do nothing)
-         update streams set last_tick = greatest(last_tick, $2) where ref = $1`,
-        [s.ref, tick, silentMs],
-      );
-      return { kind: 'skipped', tick, silentMs };
-    }
+    if (silentMs >= s.liveness_timeout_ms) return skipTick(client, s, tick, 'partition', silentMs);
   }
   const amount = tickAmount(s.rate_per_tick, s.max_total, s.paid);
   if (amount === 0) return { kind: 'billed', tick, amount: 0, paid: s.paid, ticksBilled: s.ticks_billed, completed: true };
-  const refs = { key: tickKey(s.ref, tick), kind: 'stream_tick', amount, streamRef: s.ref, tick };
   // the row is ours (locked): paid and ticks_billed after this tick are known here
   const paid = s.paid + amount;
   const ticksBilled = s.ticks_billed + 1;
-  // the tick row, the stream's totals and the event ride in the transfer's own statement
-  const along: AlongWithTransfer = {
-    name: 'stream-tick',
-    ctes: `k as (insert into stream_ticks (stream_ref, tick, amount, transfer_id, payer_seen_at, payee_seen_at) select $15, $16, $17, t.id, $18, $19 from t),
-           u as (update streams set paid = paid + $17, ticks_billed = ticks_billed + 1, last_tick = greatest(last_tick, $16), last_billed_at = now() where ref = $15),
-           v as (insert into events (type, subject, payload, parties) select $20, $21, $22::jsonb || jsonb_build_object('transfer', t.id), $23 from t)`,
-    values: [s.ref, tick, amount, payerSeen, payeeSeen,
-      ...eventValues({ type: 'stream.tick', subject: s.ref, payload: { ref: s.ref, tick, amount, paid }, parties: [s.payer, s.payee] })],
-  };
-  if (s.mode === 'escrow') {
-    await captureHoldIn(client, { ...refs, holdId: s.hold_id!, toAccountId: s.payee_account_id }, ctx.hold, along);
+  const tickEvent = eventValues({ type: 'stream.tick', subject: s.ref, payload: { ref: s.ref, tick, amount, paid }, parties: streamParties(s, ctx.members) });
+  let fundsLeft: number | undefined;
+  if (s.kind === 'distribution') {
+    const members = ctx.members ?? [];
+    if (members.length === 0) return skipTick(client, s, tick, 'no_members', 0);
+    fundsLeft = await billSplitIn(client, ctx, tick, amount, members);
+    await client.query({
+      name: 'stream-split-tick',
+      text: `with k as (insert into stream_ticks (stream_ref, tick, amount, payer_seen_at, payee_seen_at) values ($1, $2, $3, $4, $5)),
+                  u as (update streams set paid = paid + $3, ticks_billed = ticks_billed + 1, last_tick = greatest(last_tick, $2), last_billed_at = now() where ref = $1)
+             insert into events (type, subject, payload, parties) values ($6, $7, $8, $9)`,
+      values: [s.ref, tick, amount, payerSeen, payeeSeen, ...tickEvent],
+    });
   } else {
-    await postTransfer(client, { ...refs, debitAccountId: s.payer_account_id, creditAccountId: s.payee_account_id }, undefined, along);
+    const refs = { key: tickKey(s.ref, tick), kind: 'stream_tick', amount, streamRef: s.ref, tick };
+    // the tick row, the stream's totals and the event ride in the transfer's own statement
+    const along: AlongWithTransfer = {
+      name: 'stream-tick',
+      ctes: `k as (insert into stream_ticks (stream_ref, tick, amount, transfer_id, payer_seen_at, payee_seen_at) select $15, $16, $17, t.id, $18, $19 from t),
+             u as (update streams set paid = paid + $17, ticks_billed = ticks_billed + 1, last_tick = greatest(last_tick, $16), last_billed_at = now() where ref = $15),
+             v as (insert into events (type, subject, payload, parties) select $20, $21, $22::jsonb || jsonb_build_object('transfer', t.id), $23 from t)`,
+      values: [s.ref, tick, amount, payerSeen, payeeSeen, ...tickEvent],
+    };
+    if (s.mode === 'escrow') {
+      await captureHoldIn(client, { ...refs, holdId: s.hold_id!, toAccountId: s.payee_account_id! }, ctx.hold, along);
+    } else {
+      // locked here (postTransfer would lock them anyway) to know what the payer has left
+      const locked = await lockAccounts(client, [s.payer_account_id, s.payee_account_id!]);
+      await postTransfer(client, { ...refs, debitAccountId: s.payer_account_id, creditAccountId: s.payee_account_id! }, locked, along);
+      fundsLeft = locked.get(s.payer_account_id)!.available - amount;
+    }
   }
-  return { kind: 'billed', tick, amount, paid, ticksBilled, completed: paid >= s.max_total };
+  await warnIfLowBalance(client, s, paid, fundsLeft, ctx.members);
+  return { kind: 'billed', tick, amount, paid, ticksBilled, completed: capReached(s, paid) };
+}
+
+const capReached = (s: StreamRow, paid: number) => s.max_total !== null && paid >= s.max_total;
+
+/** Who may read a stream's events: its payer and payee, or every member of a distribution. */
+const streamParties = (s: StreamRow, members?: MemberRow[]) => [s.payer, ...(s.payee ? [s.payee] : []), ...(members ?? []).map((m) => m.party)];
+
+/** A tick that came due but is not charged (a partition, a distribution with no members): recorded, its number used. */
+async function skipTick(client: PoolClient, s: StreamRow, tick: number, reason: 'partition' | 'no_members', silentMs: number): Promise<TickOutcome> {
+  await client.query(
+    `with skip as (insert into stream_skips (stream_ref, tick, reason, silent_ms) values ($1, $2, $3, $4) on conflict do nothing)
+     update streams set last_tick = greatest(last_tick, $2) where ref = $1`,
+    [s.ref, tick, reason, silentMs],
+  );
+  return { kind: 'skipped', tick, silentMs };
+}
+
+/**
+ * A distribution tick: the amount split by weight (domain/distribution.ts), one
+ * transfer per member paid (captured from the escrow, or straight from the payer in
+ * payg), the members' credits and totals updated. Returns the payer's funds left in
+ * payg (escrow: undefined, the cap says it).
+ */
+async function billSplitIn(client: PoolClient, ctx: TickContext, tick: number, amount: number, members: MemberRow[]): Promise<number | undefined> {
+  const s = ctx.stream;
+  const parts = distributeTick(amount, members.map((m) => ({ key: m.accountId, weight: m.weight, credit: m.residual })), tick);
+  const locked = await lockAccounts(client, [s.payer_account_id, ...members.map((m) => m.accountId)]);
+  const payer = locked.get(s.payer_account_id)!;
+  if (s.mode === 'payg') assertCanDebit(payer, amount);
+  for (const p of parts) {
+    if (p.part === 0) continue;
+    const refs = { key: splitKey(s.ref, tick, p.key), kind: 'stream_split', amount: p.part, streamRef: s.ref, tick };
+    if (s.mode === 'escrow') await captureHoldIn(client, { ...refs, holdId: s.hold_id!, toAccountId: p.key }, ctx.hold);
+    else await postTransfer(client, { ...refs, debitAccountId: s.payer_account_id, creditAccountId: p.key }, locked);
+  }
+  await client.query(
+    `update stream_members m set residual = p.credit, received = m.received + p.part
+       from unnest($2::text[], $3::bigint[], $4::bigint[]) as p(account_id, part, credit)
+      where m.stream_ref = $1 and m.account_id = p.account_id`,
+    [s.ref, parts.map((p) => p.key), parts.map((p) => p.part), parts.map((p) => p.credit)],
+  );
+  return s.mode === 'payg' ? payer.available - amount : undefined;
+}
+
+/**
+ * stream.low_balance, once (again after a top-up): when this tick leaves the money
+ * for `low_balance_ticks` ticks or fewer at the current rate. Escrow: what is left
+ * of the cap is what the hold still has; payg: the payer's available balance too.
+ */
+async function warnIfLowBalance(client: PoolClient, s: StreamRow, paid: number, available: number | undefined, members?: MemberRow[]): Promise<void> {
+  if (s.low_balance_at !== null) return;
+  const capLeft = s.max_total === null ? null : s.max_total - paid;
+  const ticksLeft = ticksFunded({ ratePerTick: s.rate_per_tick, capLeft, available });
+  if (!isLowBalance(ticksLeft, s.low_balance_ticks)) return;
+  await client.query('update streams set low_balance_at = now() where ref = $1', [s.ref]);
+  await appendEvent(client, {
+    type: 'stream.low_balance',
+    subject: s.ref,
+    payload: { ref: s.ref, ticksLeft, ratePerTick: s.rate_per_tick, ...(capLeft !== null && { capLeft }), ...(available !== undefined && { available }) },
+    parties: streamParties(s, members),
+  });
 }
 
 /**
@@ -177,31 +356,48 @@ async function billTickIn(client: PoolClient, ctx: TickContext, tick: number): P
  */
 export async function openStream(pool: Pool, request: StreamRequest): Promise<StreamReceipt> {
   assertUnits(request.ratePerTick, 'ratePerTick');
-  assertUnits(request.maxTotal, 'maxTotal');
+  if (request.maxTotal !== undefined) assertUnits(request.maxTotal, 'maxTotal');
   try {
     return await withTransaction(pool, async (client) => {
       const existing = await findStream(client, request.ref, true);
       if (existing) return toReceipt(existing);
+      // an operator's stream counts against its daily limit (a CHECK refuses the excess)
+      if (request.openedBy) await spendOperatorAllowance(client, { payer: request.payer, operator: request.openedBy, amount: request.maxTotal! });
       const hold =
         request.mode === 'escrow'
           ? await placeHoldIn(client, {
               key: escrowKey(request.ref),
               accountId: request.payerAccountId,
-              amount: request.maxTotal,
+              amount: request.maxTotal!,
               multiCapture: true,
               reference: { stream: request.ref },
             })
           : undefined;
       const opened = (await insertStream(client, request, { holdId: hold?.id }))!;
-      await appendEvent(client, { type: 'stream.opened', subject: request.ref, payload: { ...request }, parties: [request.payer, request.payee] });
+      if (request.members) await insertMembers(client, request.ref, request.members);
+      await appendEvent(client, { type: 'stream.opened', subject: request.ref, payload: { ...request }, parties: requestParties(request) });
       const first = await billTickIn(client, (await lockStreamForTick(client, opened.ref, 1))!, 1);
       if (first.kind === 'insufficient_funds') throw new SluiceError('insufficient_funds', 'the payer cannot pay the first tick');
-      return toReceipt((await findStream(client, request.ref))!);
+      return toReceipt((await findStreamWithHistory(client, request.ref))!);
     });
   } catch (error) {
     if (!(error instanceof SluiceError) || error.code !== 'insufficient_funds') throw error;
     return recordFailedOpen(pool, request, error.message);
   }
+}
+
+const requestParties = (r: StreamRequest) => [r.payer, ...(r.payee ? [r.payee] : []), ...(r.members ?? []).map((m) => m.party)];
+
+/** A distribution's members join (or, having left, join again with a new weight); every credit restarts at zero. */
+export async function insertMembers(client: PoolClient, ref: string, members: DistributionMember[]): Promise<void> {
+  await client.query(
+    `with joined as (
+       insert into stream_members (stream_ref, account_id, party, weight)
+       select $1, * from unnest($2::text[], $3::text[], $4::bigint[])
+       on conflict (stream_ref, account_id) do update set weight = excluded.weight, left_at = null, joined_at = now())
+     update stream_members set residual = 0 where stream_ref = $1`,
+    [ref, members.map((m) => m.accountId), members.map((m) => m.party), members.map((m) => m.weight)],
+  );
 }
 
 /**
@@ -212,12 +408,15 @@ async function insertStream(client: PoolClient, r: StreamRequest, opts: { holdId
   const failed = opts.failure !== undefined;
   const { rows } = await client.query<StreamRow>(
     `insert into streams (ref, payer, payee, payer_account_id, payee_account_id, rate_per_tick, max_total, tick_interval_ms,
-                          mode, liveness_timeout_ms, grace_ms, hold_id, status, closed_at, close_reason, failure, workflow_id)
-     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, case when $14 then now() end, case when $14 then 'insufficient_funds' end, $15, $16)
+                          mode, liveness_timeout_ms, grace_ms, hold_id, status, closed_at, close_reason, failure, workflow_id,
+                          kind, opening_rate_per_tick, rate_consent, low_balance_ticks, opened_by)
+     values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, case when $14 then now() end, case when $14 then 'insufficient_funds' end, $15, $16,
+             $17, $6, $18, $19, $20)
      ${failed ? 'on conflict (ref) do nothing' : ''} returning *`,
-    [r.ref, r.payer, r.payee, r.payerAccountId, r.payeeAccountId, r.ratePerTick, r.maxTotal, r.tickIntervalMs, r.mode,
+    [r.ref, r.payer, r.payee ?? null, r.payerAccountId, r.payeeAccountId ?? null, r.ratePerTick, r.maxTotal ?? null, r.tickIntervalMs, r.mode,
      r.livenessTimeoutMs ?? null, r.graceMs ?? null, opts.holdId ?? null, failed ? 'failed' : 'open', failed, opts.failure ?? null,
-     streamWorkflowId(r.ref)],
+     streamWorkflowId(r.ref), r.members ? 'distribution' : 'direct', r.rateConsent ?? 'payer', r.lowBalanceTicks ?? LOW_BALANCE_TICKS_DEFAULT,
+     r.openedBy ?? null],
   );
   return rows[0];
 }
@@ -226,7 +425,10 @@ async function recordFailedOpen(pool: Pool, request: StreamRequest, failure: str
   return withTransaction(pool, async (client) => {
     const inserted = await insertStream(client, request, { failure });
     const row = inserted ?? (await getStream(client, request.ref));
-    if (inserted) await appendEvent(client, { type: 'stream.failed', subject: request.ref, payload: { ref: request.ref, failure }, parties: [request.payer, request.payee] });
+    if (inserted) {
+      if (request.members) await insertMembers(client, request.ref, request.members);
+      await appendEvent(client, { type: 'stream.failed', subject: request.ref, payload: { ref: request.ref, failure }, parties: requestParties(request) });
+    }
     return toReceipt(row);
   });
 }
@@ -255,17 +457,20 @@ export function closeStream(pool: Pool, input: { ref: string; reason: CloseReaso
   return withTransaction(pool, async (client) => {
     const s = await findStream(client, input.ref, true);
     if (!s) throw notFound('stream', input.ref);
-    if (s.status !== 'open') return toReceipt(s);
+    if (s.status !== 'open') return toReceipt((await findStreamWithHistory(client, s.ref))!);
     // clock_timestamp(), read under the row lock: every tick committed before this
     // close has an earlier time, and none can commit after it (the auditor relies on it)
-    await client.query(`update streams set status = 'closed', closed_at = clock_timestamp(), close_reason = $2, closed_by = $3 where ref = $1`, [
-      s.ref,
-      input.reason,
-      input.closedBy,
-    ]);
+    // a pause still running ends with the close (its time counts as paused)
+    await client.query(
+      `update streams set status = 'closed', closed_at = clock_timestamp(), close_reason = $2, closed_by = $3,
+              paused_ms = paused_ms + coalesce(floor(extract(epoch from clock_timestamp() - paused_at) * 1000)::bigint, 0), paused_at = null
+        where ref = $1`,
+      [s.ref, input.reason, input.closedBy],
+    );
     if (s.hold_id !== null) await releaseHoldIfOpen(client, { key: releaseKey(s.ref), holdId: s.hold_id });
-    const receipt = toReceipt((await findStream(client, s.ref))!);
-    await appendEvent(client, { type: 'stream.closed', subject: s.ref, payload: { ...receipt }, parties: [s.payer, s.payee] });
+    const closed = (await findStreamWithHistory(client, s.ref))!;
+    const receipt = toReceipt(closed);
+    await appendEvent(client, { type: 'stream.closed', subject: s.ref, payload: { ...receipt }, parties: streamParties(closed, closed.members) });
     return receipt;
   });
 }

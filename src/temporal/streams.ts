@@ -19,7 +19,8 @@ export async function startStreamWorkflow(client: Client, taskQueue: string, req
     typedSearchAttributes: [
       { key: SA_KIND, value: 'stream' },
       { key: SA_PAYER, value: request.payer },
-      { key: SA_PAYEE, value: request.payee },
+      // a distribution stream has members, no single payee
+      ...(request.payee ? [{ key: SA_PAYEE, value: request.payee }] : []),
       { key: SA_STATUS, value: 'STREAMING' },
     ],
   });

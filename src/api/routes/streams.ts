@@ -2,34 +2,48 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { forbidden, SluiceError } from '../../domain/errors';
 import { startStreamWorkflow } from '../../temporal/streams';
-import { accruedUnbilled, streamWorkflowId, tickDueAtMs, type StreamReceipt, type StreamRequest } from '../../domain/streams';
+import { accruedUnbilled, streamWorkflowId, tickDueAtMs, ticksFunded, type DistributionMember, type StreamReceipt, type StreamRequest } from '../../domain/streams';
 import { getAccount } from '../../ledger/accounts';
-import { findStream, getStream, recordHeartbeat, toReceipt, type StreamRow } from '../../ledger/streams';
+import { findStream, findStreamWithHistory, recordHeartbeat, toReceipt, type StreamRow } from '../../ledger/streams';
 import { cancelStreamSignal } from '../../../workflows/definitions';
 import { tickAt, tickOwner } from '../../domain/crown';
 import { holdersAt } from '../../ledger/rates';
 import { appendEvent } from '../../ledger/events';
-import { ownAccount, type Actor } from '../auth';
+import { asSluiceError, HTTP_STATUS } from '../errors';
+import { payerAccountFor, streamActor, visibleStream } from '../streamAccess';
+import type { Actor } from '../auth';
 import type { Api } from '../app';
 import * as S from '../schemas';
 
 const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
+
+/** Members of one distribution stream at most (each tick is one transfer per member). */
+export const DISTRIBUTION_MEMBERS_MAX = 100;
+/** Items of one batch call at most. */
+export const STREAM_BATCH_MAX = 100;
+
+export const MemberInput = z.object({ accountId: S.AccountId, weight: z.number().int().min(1).max(1_000_000) });
+export const MembersInput = z.array(MemberInput).min(1).max(DISTRIBUTION_MEMBERS_MAX);
 
 export const TICK_INTERVAL_MS_MIN = 100;
 export const TICK_INTERVAL_MS_MAX = 86_400_000;
 
 const OpenStreamBody = z.object({
   ref: S.Ref.optional(),
-  fromAccountId: S.AccountId,
-  toAccountId: S.AccountId.optional().describe('the payee account; or leave it out and say payee "best"'),
+  fromAccountId: S.AccountId.describe("the payer's account (an operator names its payer's)"),
+  toAccountId: S.AccountId.optional().describe('the payee account; or say payee "best", or give members'),
   payee: z.literal('best').optional().describe('route to a current crown holder of the rate board'),
+  members: MembersInput.optional().describe('a distribution stream: each tick is split among these accounts by weight'),
   ratePerTick: S.Units.describe('units per tick; with payee "best", the most you pay (the stream runs at the holder\'s rate)'),
-  maxTotal: S.Units,
+  maxTotal: S.Units.optional().describe('the cap; required in escrow mode; left out, a payg stream is open-ended'),
   tickIntervalMs: z.number().int().min(TICK_INTERVAL_MS_MIN).max(TICK_INTERVAL_MS_MAX),
   mode: z.enum(['escrow', 'payg']).default('escrow'),
   livenessTimeoutMs: z.number().int().min(TICK_INTERVAL_MS_MIN).max(TICK_INTERVAL_MS_MAX).optional(),
   graceMs: z.number().int().min(TICK_INTERVAL_MS_MIN).max(7 * TICK_INTERVAL_MS_MAX).optional(),
+  rateConsent: z.enum(['payer', 'payee']).default('payer').describe("'payee': a rate change by the payer applies once the payee accepts it"),
+  lowBalanceTicks: z.number().int().min(0).max(1_000_000).optional().describe('stream.low_balance fires this many ticks before the money runs out (default 3)'),
 });
+type OpenStreamInput = z.output<typeof OpenStreamBody>;
 
 /**
  * The parameters that define a stream: the same ref with other parameters is a
@@ -38,34 +52,60 @@ const OpenStreamBody = z.object({
  */
 const sameStream = (
   row: StreamRow,
-  r: Pick<StreamRequest, 'payerAccountId' | 'ratePerTick' | 'maxTotal' | 'tickIntervalMs' | 'mode'> & { payeeAccountId?: string },
-) =>
-  row.payer_account_id === r.payerAccountId &&
-  (r.payeeAccountId === undefined ? row.rate_per_tick <= r.ratePerTick : row.payee_account_id === r.payeeAccountId && row.rate_per_tick === r.ratePerTick) &&
-  row.max_total === r.maxTotal &&
-  row.tick_interval_ms === r.tickIntervalMs &&
-  row.mode === r.mode;
+  r: Pick<StreamRequest, 'payerAccountId' | 'ratePerTick' | 'maxTotal' | 'tickIntervalMs' | 'mode'> & { payeeAccountId?: string; routed: boolean },
+) => {
+  // compared with the terms it opened on: top-ups and rate changes came later
+  const openingRate = row.opening_rate_per_tick ?? row.rate_per_tick;
+  const openingMax = row.max_total === null ? undefined : row.max_total - row.deposited;
+  return (
+    row.payer_account_id === r.payerAccountId &&
+    (r.routed ? openingRate <= r.ratePerTick : (row.payee_account_id ?? undefined) === r.payeeAccountId && openingRate === r.ratePerTick) &&
+    openingMax === r.maxTotal &&
+    row.tick_interval_ms === r.tickIntervalMs &&
+    row.mode === r.mode
+  );
+};
 
-/** A stream as the API shows it: the receipt so far plus the live view of money moving. */
-function streamView(row: StreamRow, nowMs: number) {
-  const open = row.status === 'open';
-  const openedAtMs = row.opened_at.getTime();
+/**
+ * A stream as the API shows it: the receipt so far plus the live view of money
+ * moving, and when it runs out (`payerAvailable`: the payer's available balance,
+ * which limits a payg stream). While paused the clock stands still: no next tick,
+ * nothing accrues, no depletion time.
+ */
+function streamView(row: StreamRow, nowMs: number, payerAvailable: number) {
+  const running = row.status === 'open' && row.paused_at === null;
+  const dueOf = (tick: number) => tickDueAtMs(row.opened_at.getTime(), row.tick_interval_ms, tick, row.paused_ms);
+  const capLeft = row.max_total === null ? null : row.max_total - row.paid;
+  const available = row.mode === 'payg' ? payerAvailable : undefined;
+  const ticksLeft = ticksFunded({ ratePerTick: row.rate_per_tick, capLeft, available });
+  const limitedBy: 'escrow' | 'cap' | 'balance' =
+    row.mode === 'escrow' ? 'escrow' : capLeft !== null && ticksLeft === ticksFunded({ ratePerTick: row.rate_per_tick, capLeft }) ? 'cap' : 'balance';
   return {
     ...toReceipt(row),
+    ...(row.proposed_rate_per_tick !== null && { proposedRatePerTick: row.proposed_rate_per_tick }),
     tickIntervalMs: row.tick_interval_ms,
     lastTick: row.last_tick,
-    nextTickAt: open ? new Date(tickDueAtMs(openedAtMs, row.tick_interval_ms, row.last_tick + 1)).toISOString() : undefined,
-    accruedUnbilled: open
+    nextTickAt: running ? new Date(dueOf(row.last_tick + 1)).toISOString() : undefined,
+    accruedUnbilled: running
       ? accruedUnbilled({
           nowMs,
-          lastTickDueMs: tickDueAtMs(openedAtMs, row.tick_interval_ms, Math.max(row.last_tick, 1)),
+          lastTickDueMs: dueOf(Math.max(row.last_tick, 1)),
           tickIntervalMs: row.tick_interval_ms,
           ratePerTick: row.rate_per_tick,
-          remaining: row.max_total - row.paid,
+          remaining: capLeft ?? Number.MAX_SAFE_INTEGER,
         })
       : 0,
+    ...(row.paused_at && { pausedAt: row.paused_at.toISOString() }),
+    ...(row.status === 'open' && {
+      depletion: {
+        ticksLeft,
+        ...(running && { at: new Date(dueOf(row.last_tick + ticksLeft)).toISOString() }),
+        limitedBy,
+        funds: Math.min(capLeft ?? Infinity, available ?? Infinity),
+      },
+    }),
     workflowId: streamWorkflowId(row.ref),
-  };
+  } as const;
 }
 
 export function streamRoutes(app: Api) {
@@ -101,10 +141,67 @@ export function streamRoutes(app: Api) {
     return p && { seller: p.seller, tick: p.tick, holders: p.holders, bestRate: p.bestRate };
   };
 
-  const visibleStream = async (actor: Actor, ref: string) => {
-    const row = await getStream(pool, ref);
-    if (actor.kind === 'party' && actor.party !== row.payer && actor.party !== row.payee) throw forbidden(`stream ${ref} is not yours`);
-    return row;
+  /** A distribution's members as the ledger takes them: distinct accounts, none the payer's, each with its owner. */
+  const membersOf = async (input: z.output<typeof MembersInput>, payerAccountId: string): Promise<DistributionMember[]> => {
+    if (new Set(input.map((m) => m.accountId)).size !== input.length) throw new SluiceError('invalid_request', 'each member account appears once');
+    if (input.some((m) => m.accountId === payerAccountId)) throw new SluiceError('invalid_request', 'the payer is not a member of its own distribution');
+    return Promise.all(input.map(async (m) => ({ accountId: m.accountId, weight: m.weight, party: (await getAccount(pool, m.accountId)).ownerId })));
+  };
+
+  /** Opens one stream (POST /v1/streams and each `open` of a batch): the status and body to answer with. */
+  const openOne = async (actor: Actor, body: OpenStreamInput): Promise<{ status: number; body: Record<string, unknown> }> => {
+    const { account: payer, openedBy } = await payerAccountFor(pool, actor, body.fromAccountId);
+    const { fromAccountId, toAccountId, payee: best, members, ref = `s-${randomBytes(8).toString('hex')}`, rateConsent, lowBalanceTicks, ...terms } = body;
+    if ([toAccountId, best, members].filter((x) => x !== undefined).length !== 1) {
+      throw new SluiceError('invalid_request', 'give exactly one of toAccountId, payee: "best" or members');
+    }
+    if (terms.maxTotal === undefined && terms.mode === 'escrow') throw new SluiceError('invalid_request', 'an escrow stream needs maxTotal (only a payg stream may be open-ended)');
+    if (terms.maxTotal === undefined && openedBy) throw new SluiceError('invalid_request', "an operator's stream needs maxTotal: it counts against the operator's daily limit");
+    if (members && terms.livenessTimeoutMs !== undefined) throw new SluiceError('invalid_request', 'a distribution stream has no liveness timeout (its members come and go)');
+    // a repeated request answers with the stream it opened, before any routing: the crown may have moved since
+    const existing = await findStreamWithHistory(pool, ref);
+    if (existing) {
+      const routed = best ? await routeOf(ref) : undefined;
+      const same =
+        (!best || routed !== undefined) &&
+        (members !== undefined) === (existing.kind === 'distribution') &&
+        sameStream(existing, { ...terms, payerAccountId: payer.id, payeeAccountId: toAccountId, routed: best !== undefined });
+      if (!same) throw new SluiceError('ref_conflict', `stream ref ${ref} is already used by another stream`, { ref });
+      return { status: 200, body: (routed ? { ...toReceipt(existing), route: routed } : toReceipt(existing)) as unknown as Record<string, unknown> };
+    }
+    const route = best ? await routeToBest(payer.ownerId, terms.ratePerTick) : undefined;
+    const payee = members ? undefined : await getAccount(pool, route?.accountId ?? toAccountId!);
+    if (payee?.id === payer.id) throw new SluiceError('invalid_request', 'a stream needs two different accounts');
+    const request: StreamRequest = {
+      ...terms,
+      ...(route && { ratePerTick: route.bestRate }),
+      ref,
+      payer: payer.ownerId,
+      payerAccountId: payer.id,
+      ...(payee && { payee: payee.ownerId, payeeAccountId: payee.id }),
+      ...(members && { members: await membersOf(members, payer.id) }),
+      ...(rateConsent === 'payee' && { rateConsent }),
+      ...(lowBalanceTicks !== undefined && { lowBalanceTicks }),
+      ...(openedBy && { openedBy }),
+    };
+    const { opened: receipt } = await startStreamWorkflow(temporal, taskQueue, request);
+    if (receipt.status === 'FAILED') {
+      throw new SluiceError('insufficient_funds', `stream ${ref} failed to open: ${receipt.failure}; nothing was charged`, { stream: receipt });
+    }
+    if (!route) return { status: 201, body: receipt as unknown as Record<string, unknown> };
+    const { accountId: _a, ...routed } = route;
+    await appendEvent(pool, { type: 'stream.routed', subject: ref, payload: { ref, ...routed }, parties: [request.payer, request.payee!] });
+    return { status: 201, body: { ...receipt, route: routed } };
+  };
+
+  /** Cancels one stream (its cancel route and each `cancel` of a batch): the receipt, the same on a repeat. */
+  const cancelOne = async (actor: Actor, ref: string, reason?: string): Promise<StreamReceipt> => {
+    const row = await visibleStream(pool, actor, ref);
+    const { by } = await streamActor(pool, actor, row, 'cancel');
+    if (row.status !== 'open') return toReceipt(row);
+    const handle = temporal.workflow.getHandle(streamWorkflowId(row.ref));
+    await handle.signal(cancelStreamSignal, { by, reason }).catch(() => undefined); // already closing: read the result
+    return (await handle.result()) as StreamReceipt;
   };
 
   app.post('/v1/streams', {
@@ -115,63 +212,83 @@ export function streamRoutes(app: Api) {
       response: { 201: S.StreamReceipt, 200: S.StreamReceipt, ...errors },
     },
     handler: async (req, reply) => {
-      const payer = await ownAccount(pool, req.actor, req.body.fromAccountId);
-      if ((req.body.toAccountId === undefined) === (req.body.payee === undefined)) {
-        throw new SluiceError('invalid_request', 'give either toAccountId or payee: "best"');
-      }
-      const { fromAccountId, toAccountId, payee: best, ref = `s-${randomBytes(8).toString('hex')}`, ...terms } = req.body;
-      // a repeated request answers with the stream it opened, before any routing: the crown may have moved since
-      const existing = await findStream(pool, ref);
-      if (existing) {
-        const routed = best ? await routeOf(ref) : undefined;
-        const same = (!best || routed !== undefined) && sameStream(existing, { ...terms, payerAccountId: payer.id, payeeAccountId: toAccountId });
-        if (!same) throw new SluiceError('ref_conflict', `stream ref ${ref} is already used by another stream`, { ref });
-        return reply.status(200).send(routed ? { ...toReceipt(existing), route: routed } : toReceipt(existing));
-      }
-      const route = best ? await routeToBest(payer.ownerId, terms.ratePerTick) : undefined;
-      const payee = await getAccount(pool, route?.accountId ?? toAccountId!);
-      if (payee.id === payer.id) throw new SluiceError('invalid_request', 'a stream needs two different accounts');
-      const request: StreamRequest = {
-        ...terms,
-        ...(route && { ratePerTick: route.bestRate }),
-        ref,
-        payer: payer.ownerId,
-        payee: payee.ownerId,
-        payerAccountId: payer.id,
-        payeeAccountId: payee.id,
+      const { status, body } = await openOne(req.actor, req.body);
+      return reply.status(status).send(body as z.infer<typeof S.StreamReceipt>);
+    },
+  });
+
+  const BatchItem = z.discriminatedUnion('op', [
+    OpenStreamBody.extend({ op: z.literal('open') }),
+    z.object({ op: z.literal('cancel'), ref: S.Ref, reason: S.Memo.optional() }),
+  ]);
+  app.post('/v1/streams/batch', {
+    schema: {
+      tags: ['streams'],
+      summary: `Open or cancel up to ${STREAM_BATCH_MAX} streams in one call; each item succeeds or fails on its own`,
+      description:
+        'Each item is `{"op": "open", ...the body of POST /v1/streams}` or `{"op": "cancel", "ref": ..., "reason"?: ...}`. ' +
+        'The answer lists one result per item, in order, with the status and body that item would have had on its own route.',
+      body: z.object({ items: z.array(z.object({ op: z.enum(['open', 'cancel']) }).passthrough()).min(1).max(STREAM_BATCH_MAX) }),
+      response: {
+        200: z.object({
+          succeeded: z.number().int(),
+          failed: z.number().int(),
+          results: z.array(z.object({ index: z.number().int(), op: z.string(), status: z.number().int(), body: z.record(z.string(), z.unknown()) })),
+        }),
+        ...errors,
+      },
+    },
+    handler: async (req) => {
+      const run = async (raw: unknown): Promise<{ status: number; body: Record<string, unknown> }> => {
+        const parsed = BatchItem.safeParse(raw);
+        if (!parsed.success) {
+          const issues = parsed.error.issues.map((i) => ({ path: `/${i.path.join('/')}`, message: i.message }));
+          throw new SluiceError('invalid_request', `invalid item: ${issues.map((i) => `${i.path} ${i.message}`).join('; ')}`, { issues });
+        }
+        const item = parsed.data;
+        if (item.op === 'cancel') return { status: 200, body: (await cancelOne(req.actor, item.ref, item.reason)) as unknown as Record<string, unknown> };
+        const { op: _op, ...open } = item;
+        return openOne(req.actor, open);
       };
-      const { opened: receipt } = await startStreamWorkflow(temporal, taskQueue, request);
-      if (receipt.status === 'FAILED') {
-        throw new SluiceError('insufficient_funds', `stream ${ref} failed to open: ${receipt.failure}; nothing was charged`, { stream: receipt });
-      }
-      if (!route) return reply.status(201).send(receipt);
-      const { accountId: _a, ...routed } = route;
-      await appendEvent(pool, { type: 'stream.routed', subject: ref, payload: { ref, ...routed }, parties: [request.payer, request.payee] });
-      return reply.status(201).send({ ...receipt, route: routed });
+      // a few at a time: each open waits for its first tick, each cancel for its receipt
+      const results = await mapWithConcurrency(req.body.items, 8, async (raw, index) => {
+        const op = String((raw as { op: string }).op);
+        try {
+          return { index, op, ...(await run(raw)) };
+        } catch (error) {
+          const known = asSluiceError(error);
+          if (!known) throw error;
+          return { index, op, status: HTTP_STATUS[known.code], body: { error: { code: known.code, message: known.message, details: known.details } } };
+        }
+      });
+      const succeeded = results.filter((r) => r.status < 300).length;
+      return { succeeded, failed: results.length - succeeded, results };
     },
   });
 
   app.get('/v1/streams/:ref', {
-    schema: { tags: ['streams'], summary: 'A stream: paid so far, ticks, next tick time, accrued but not yet billed', params: S.RefParam, response: { 200: S.StreamView, ...errors } },
-    handler: async (req) => streamView(await visibleStream(req.actor, req.params.ref), Date.now()),
+    schema: {
+      tags: ['streams'],
+      summary: 'A stream: paid so far, ticks, next tick time, accrued but not yet billed, when its money runs out',
+      params: S.RefParam,
+      response: { 200: S.StreamView, ...errors },
+    },
+    handler: async (req) => {
+      const row = await visibleStream(pool, req.actor, req.params.ref);
+      const payer = await getAccount(pool, row.payer_account_id);
+      return streamView(row, Date.now(), payer.available);
+    },
   });
 
   app.post('/v1/streams/:ref/cancel', {
     schema: {
       tags: ['streams'],
-      summary: 'Close a stream now (payer or payee); returns the receipt. Cancelling again returns the same receipt',
+      summary: 'Close a stream now (payer, payee, an operator granted cancel); returns the receipt. Cancelling again returns the same receipt',
       params: S.RefParam,
       body: z.object({ reason: S.Memo.optional() }).default({}),
       response: { 200: S.StreamReceipt, ...errors },
     },
-    handler: async (req) => {
-      const row = await visibleStream(req.actor, req.params.ref);
-      if (row.status !== 'open') return toReceipt(row);
-      const by = req.actor.kind === 'party' ? req.actor.party : 'admin';
-      const handle = temporal.workflow.getHandle(streamWorkflowId(row.ref));
-      await handle.signal(cancelStreamSignal, { by, reason: req.body?.reason }).catch(() => undefined); // already closing: read the result
-      return (await handle.result()) as StreamReceipt;
-    },
+    handler: async (req) => cancelOne(req.actor, req.params.ref, req.body?.reason),
   });
 
   app.post('/v1/parties/:id/heartbeat', {
@@ -189,4 +306,15 @@ export function streamRoutes(app: Api) {
       }) };
     },
   });
+}
+
+/** Runs `fn` over the items, at most `limit` at once, the results in the items' order. */
+async function mapWithConcurrency<T, R>(items: T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const lane = async () => {
+    for (let i = next++; i < items.length; i = next++) results[i] = await fn(items[i]!, i);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  return results;
 }

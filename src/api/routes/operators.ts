@@ -1,0 +1,79 @@
+import { z } from 'zod';
+import { forbidden } from '../../domain/errors';
+import { withTransaction } from '../../db/pool';
+import { grantOperator, listGrants, OPERATOR_SCOPES, revokeOperator } from '../../ledger/operators';
+import type { Actor } from '../auth';
+import type { Api } from '../app';
+import * as S from '../schemas';
+
+const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
+
+const Grant = z.object({
+  payer: z.string(),
+  operator: z.string(),
+  scopes: z.array(z.enum(OPERATOR_SCOPES)),
+  dailyLimit: z.number().int(),
+  grantedAt: z.string(),
+  revokedAt: z.string().optional(),
+  spentToday: z.number().int().describe("committed today (UTC) by the streams the operator opened: their maxTotal"),
+});
+
+/** A party manages its own operators (the admin anyone's). */
+const assertSelf = (actor: Actor, party: string) => {
+  if (actor.kind === 'party' && actor.party !== party) throw forbidden(`only ${party} manages its operators`);
+};
+
+/**
+ * Operators: a payer lets another party open, pause or cancel streams for it, with
+ * a daily limit on what the streams it opens commit. Every stream action an operator
+ * takes records the operator and the payer it acted for.
+ */
+export function operatorRoutes(app: Api) {
+  const { pool } = app.deps;
+
+  app.post('/v1/parties/:id/operators', {
+    schema: {
+      tags: ['operators'],
+      summary: 'Let another party open, pause or cancel your streams, within a daily limit (granting again replaces the grant)',
+      params: z.object({ id: S.PartyId }),
+      body: z.object({
+        operator: S.PartyId,
+        scopes: z.array(z.enum(OPERATOR_SCOPES)).min(1).max(OPERATOR_SCOPES.length).default([...OPERATOR_SCOPES]),
+        dailyLimit: S.Units.describe('the most the streams it opens may commit (their maxTotal) per UTC day'),
+      }),
+      response: { 201: Grant, ...errors },
+    },
+    handler: async (req, reply) => {
+      assertSelf(req.actor, req.params.id);
+      const grant = await withTransaction(pool, (c) => grantOperator(c, { payer: req.params.id, operator: req.body.operator, scopes: [...new Set(req.body.scopes)], dailyLimit: req.body.dailyLimit }));
+      return reply.status(201).send(grant);
+    },
+  });
+
+  app.post('/v1/parties/:id/operators/:operator/revoke', {
+    schema: {
+      tags: ['operators'],
+      summary: "Revoke an operator's rights from now on (its streams run on); revoking again answers the same grant",
+      params: z.object({ id: S.PartyId, operator: S.PartyId }),
+      response: { 200: Grant, ...errors },
+    },
+    handler: async (req) => {
+      assertSelf(req.actor, req.params.id);
+      return withTransaction(pool, (c) => revokeOperator(c, { payer: req.params.id, operator: req.params.operator }));
+    },
+  });
+
+  app.get('/v1/parties/:id/operators', {
+    schema: {
+      tags: ['operators'],
+      summary: "A party's operators (as=payer, the default) or the payers it operates for (as=operator)",
+      params: z.object({ id: S.PartyId }),
+      querystring: z.object({ as: z.enum(['payer', 'operator']).default('payer') }),
+      response: { 200: z.object({ grants: z.array(Grant) }), ...errors },
+    },
+    handler: async (req) => {
+      assertSelf(req.actor, req.params.id);
+      return { grants: await listGrants(pool, req.params.id, req.query.as === 'operator') };
+    },
+  });
+}
