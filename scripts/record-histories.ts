@@ -31,7 +31,7 @@ import { createWorker, WORKFLOWS_PATH } from '../src/worker';
 import { createTestDatabase, type TestDatabase } from '../test/support/db';
 import { freePort } from '../test/support/globalSetup';
 import { paymentWorkflow, refundWorkflow, streamWorkflow } from '../workflows';
-import { cancelStreamSignal, jobPaymentUpdate, streamOpenedUpdate, streamViewQuery } from '../workflows/definitions';
+import { cancelStreamSignal, jobPaymentUpdate, pauseStreamUpdate, resumeStreamUpdate, streamOpenedUpdate, streamViewQuery } from '../workflows/definitions';
 import { OVERDUE_TICK_AT_ONCE_PATCH, type StreamWorkflowOptions } from '../workflows/stream';
 import { startStreamWorkflow } from '../src/temporal/streams';
 import { startJobWorkflow } from '../src/temporal/jobs';
@@ -220,6 +220,41 @@ async function main(): Promise<void> {
         if (!patchesIn(cancelledHistory).includes(OVERDUE_TICK_AT_ONCE_PATCH)) throw new Error('rec-stream-cancel billed no overdue tick');
         if (!cancelledHistory.events?.some((e) => e.timerStartedEventAttributes)) throw new Error('rec-stream-cancel waited on no timer');
         files.push(await save('stream-cancelled', cancelled.handle));
+
+        // 4b. streamWorkflow paused and resumed (updates; the paused loop waits with no timer), continued
+        //     as new (historyTicksMax 3), paused again in the next run and cancelled while paused
+        const paused = await openStream(client!, streamRequest('rec-stream-pause', { ratePerTick: 2, maxTotal: 200, tickIntervalMs: 200 }), { historyTicksMax: 3 });
+        const ticksOf = async () => (await paused.handle.query(streamViewQuery)).ticks;
+        const untilTicks = async (n: number) => {
+          for (let i = 0; (await ticksOf()) < n; i++) {
+            if (i > 300) throw new Error(`stream rec-stream-pause did not reach ${n} ticks`);
+            await sleep(50);
+          }
+        };
+        await untilTicks(2);
+        await paused.handle.executeUpdate(pauseStreamUpdate, { args: [{ by: 'alice' }] });
+        const atPause = await ticksOf();
+        await sleep(600);
+        if ((await ticksOf()) !== atPause) throw new Error('rec-stream-pause billed a tick while paused');
+        await paused.handle.executeUpdate(resumeStreamUpdate, { args: [{ by: 'alice' }] });
+        await untilTicks(atPause + 4);
+        await paused.handle.executeUpdate(pauseStreamUpdate, { args: [{ by: 'alice' }] });
+        await paused.handle.signal(cancelStreamSignal, { by: 'alice', reason: 'done while paused' });
+        const pausedReceipt = await paused.handle.result();
+        expectReceipt(pausedReceipt, { status: 'CONFIRMED', reason: 'cancelled', closedBy: 'alice', totalPaid: 2 * pausedReceipt.ticks });
+        if (pausedReceipt.pauses?.length !== 2 || !pausedReceipt.pauses[0]!.resumedAt) throw new Error(`unexpected pauses ${JSON.stringify(pausedReceipt.pauses)}`);
+        // every run of the chain, oldest first: together they hold the open, both pauses and the resume
+        const runs: WorkflowHandle[] = [];
+        for (let runId: string | undefined = (await paused.handle.describe()).runId; runId; ) {
+          const run: WorkflowHandle = client!.workflow.getHandle(paused.handle.workflowId, runId);
+          runs.unshift(run);
+          runId = (await run.fetchHistory()).events?.[0]?.workflowExecutionStartedEventAttributes?.continuedExecutionRunId ?? undefined;
+        }
+        if (runs.length < 2) throw new Error('rec-stream-pause did not continue as new');
+        let updates = 0;
+        for (const run of runs) updates += (await run.fetchHistory()).events?.filter((e) => e.workflowExecutionUpdateAcceptedEventAttributes).length ?? 0;
+        if (updates !== 4) throw new Error(`rec-stream-pause recorded ${updates} updates, not 4 (open, pause, resume, pause)`);
+        for (const [i, run] of runs.entries()) files.push(await save(`stream-paused-resumed-run-${i + 1}`, run));
 
         // 5. streamWorkflow completing at maxTotal (last tick partial) across a continue-as-new:
         //    historyTicksMax 2, so run 1 bills ticks 1 (open), 2 and 3 and continues as new; run 2 bills 4 and 5 (5 of 10) and completes
