@@ -5,6 +5,7 @@ import { LOCAL_DATABASE_URL } from './dev/database';
 import { createPool } from './db/pool';
 import { migrate } from './db/migrate';
 import { ensureTemporalTools } from './temporal/tools';
+import { streamCommands } from './cli/streams';
 
 /** DATABASE_URL, or the local database the dev launcher uses by default. */
 const databaseUrl = (config: Config) => config.DATABASE_URL ?? LOCAL_DATABASE_URL;
@@ -111,6 +112,8 @@ program
     const { cli } = ensureTemporalTools();
     if (!cli.path) process.exitCode = 1;
   });
+
+streamCommands(program, loadConfig);
 
 program.parseAsync().catch((error: Error) => {
   console.error(`sluice: ${error.message}`);

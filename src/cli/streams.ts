@@ -1,0 +1,107 @@
+import { randomBytes } from 'node:crypto';
+import type { Command } from 'commander';
+import type { Config } from '../config';
+import { httpCaller } from '../simulate';
+
+/**
+ * `sluice streams …` and `sluice operators …`: the stream controls from a shell,
+ * through the HTTP API (the same routes, the same authorisation). The key is
+ * --key or SLUICE_API_KEY; the API --api or SLUICE_API_HOST/PORT. Each command
+ * prints the API's JSON answer and exits 1 on an error answer.
+ */
+interface Common {
+  api?: string;
+  key?: string;
+}
+
+const int = (v: string) => {
+  const n = Number(v);
+  if (!Number.isSafeInteger(n)) throw new Error(`not an integer: ${v}`);
+  return n;
+};
+
+export function streamCommands(program: Command, config: () => Config): void {
+  const call = async (opts: Common, method: 'GET' | 'POST', path: string, body?: unknown, idempotencyKey?: string) => {
+    const c = config();
+    const base = opts.api ?? `http://${c.SLUICE_API_HOST === '0.0.0.0' ? '127.0.0.1' : c.SLUICE_API_HOST}:${c.SLUICE_API_PORT}`;
+    const key = opts.key ?? process.env.SLUICE_API_KEY;
+    if (!key) throw new Error('no API key: pass --key or set SLUICE_API_KEY');
+    const res = await httpCaller(base)(method, path, body, key, idempotencyKey);
+    console.log(JSON.stringify(res.body, null, 2));
+    if (res.status >= 400) process.exitCode = 1;
+  };
+  const withCommon = (cmd: Command) => cmd.option('--api <url>', 'API base URL').option('--key <key>', 'API key (default SLUICE_API_KEY)');
+  const ref = (r: string) => encodeURIComponent(r);
+
+  const streams = program.command('streams').description('open, watch and control streams through the API');
+  withCommon(streams.command('open').description('open a stream (to --to, to --best, or split among --member account=weight …)'))
+    .requiredOption('--from <account>', "the payer's account")
+    .option('--to <account>', 'the payee account')
+    .option('--best', 'route to a current crown holder')
+    .option('--member <account=weight...>', 'a distribution member (repeat)')
+    .requiredOption('--rate <units>', 'units per tick', int)
+    .option('--max <units>', 'maxTotal (leave out with --payg for an open-ended stream)', int)
+    .option('--interval-ms <ms>', 'tick interval', int, 1000)
+    .option('--payg', 'pay as you go instead of escrow')
+    .option('--ref <ref>', 'the stream ref (default: generated)')
+    .option('--rate-consent <who>', "'payee': rate changes wait for the payee")
+    .option('--low-balance-ticks <n>', 'warn this many ticks before the money runs out', int)
+    .action((o) =>
+      call(o, 'POST', '/v1/streams', {
+        fromAccountId: o.from,
+        ...(o.to && { toAccountId: o.to }),
+        ...(o.best && { payee: 'best' }),
+        ...(o.member && {
+          members: (o.member as string[]).map((m) => {
+            const [accountId, weight] = m.split('=');
+            return { accountId, weight: int(weight ?? '1') };
+          }),
+        }),
+        ratePerTick: o.rate,
+        ...(o.max !== undefined && { maxTotal: o.max }),
+        tickIntervalMs: o.intervalMs,
+        mode: o.payg ? 'payg' : 'escrow',
+        ...(o.ref && { ref: o.ref }),
+        ...(o.rateConsent && { rateConsent: o.rateConsent }),
+        ...(o.lowBalanceTicks !== undefined && { lowBalanceTicks: o.lowBalanceTicks }),
+      }),
+    );
+  withCommon(streams.command('status <ref>').description('paid so far, ticks, next tick, when the money runs out')).action((r: string, o: Common) => call(o, 'GET', `/v1/streams/${ref(r)}`));
+  withCommon(streams.command('cancel <ref>').description('close a stream; prints the receipt'))
+    .option('--reason <text>')
+    .action((r: string, o: Common & { reason?: string }) => call(o, 'POST', `/v1/streams/${ref(r)}/cancel`, o.reason ? { reason: o.reason } : {}));
+  for (const action of ['pause', 'resume'] as const) {
+    withCommon(streams.command(`${action} <ref>`).description(`${action} a stream`)).action((r: string, o: Common) => call(o, 'POST', `/v1/streams/${ref(r)}/${action}`));
+  }
+  withCommon(streams.command('deposit <ref>').description("top a stream up from one of your accounts (maxTotal grows by the amount)"))
+    .requiredOption('--from <account>')
+    .requiredOption('--amount <units>', 'units', int)
+    .option('--idempotency-key <key>', 'repeat a top-up safely (default: a fresh key)')
+    .action((r: string, o: Common & { from: string; amount: number; idempotencyKey?: string }) =>
+      call(o, 'POST', `/v1/streams/${ref(r)}/deposits`, { fromAccountId: o.from, amount: o.amount }, o.idempotencyKey ?? `cli-${randomBytes(8).toString('hex')}`),
+    );
+  withCommon(streams.command('rate <ref> <units>').description('change the rate from the next tick (or propose it, if the payee must agree)')).action((r: string, units: string, o: Common) =>
+    call(o, 'POST', `/v1/streams/${ref(r)}/rate`, { ratePerTick: int(units) }),
+  );
+  withCommon(streams.command('accept-rate <ref> <units>').description("the payee agrees to the payer's proposed rate")).action((r: string, units: string, o: Common) =>
+    call(o, 'POST', `/v1/streams/${ref(r)}/rate/accept`, { ratePerTick: int(units) }),
+  );
+  withCommon(streams.command('batch <file>').description('open or cancel up to 100 streams from a JSON file of items ([{op: "open", ...}, {op: "cancel", ref}])')).action(
+    async (file: string, o: Common) => {
+      const { readFileSync } = await import('node:fs');
+      return call(o, 'POST', '/v1/streams/batch', { items: JSON.parse(readFileSync(file, 'utf8')) });
+    },
+  );
+
+  const operators = program.command('operators').description('let another party open, pause or cancel your streams');
+  withCommon(operators.command('grant <payer> <operator>'))
+    .requiredOption('--daily-limit <units>', 'what its streams may commit per UTC day', int)
+    .option('--scopes <list>', 'comma-separated: open,pause,cancel', 'open,pause,cancel')
+    .action((payer: string, operator: string, o: Common & { dailyLimit: number; scopes: string }) =>
+      call(o, 'POST', `/v1/parties/${payer}/operators`, { operator, dailyLimit: o.dailyLimit, scopes: o.scopes.split(',') }),
+    );
+  withCommon(operators.command('revoke <payer> <operator>')).action((payer: string, operator: string, o: Common) => call(o, 'POST', `/v1/parties/${payer}/operators/${operator}/revoke`));
+  withCommon(operators.command('list <party>')).option('--as <role>', 'payer or operator', 'payer').action((party: string, o: Common & { as: string }) =>
+    call(o, 'GET', `/v1/parties/${party}/operators?as=${o.as}`),
+  );
+}
