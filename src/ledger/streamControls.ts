@@ -107,7 +107,7 @@ export function pauseStream(pool: Pool, input: { ref: string; seq: number } & Ac
     const s = await lockOpenStream(client, input.ref);
     if ((await countControls(client, s.ref, 'pause')) < input.seq) {
       if (s.paused_at !== null) throw new SluiceError('invalid_state', `stream ${s.ref} is already paused`, { ref: s.ref });
-      await client.query(`update streams set paused_at = clock_timestamp() where ref = $1`, [s.ref]);
+      await client.query(`update streams set paused_at = now() where ref = $1`, [s.ref]);
       await recordControl(client, s, 'pause', input, { pause: input.seq });
     }
     return pauseStateOf(client, s.ref);
@@ -121,7 +121,7 @@ export function resumeStream(pool: Pool, input: { ref: string; seq: number } & A
     if ((await countControls(client, s.ref, 'resume')) < input.seq) {
       if (s.paused_at === null) throw new SluiceError('invalid_state', `stream ${s.ref} is not paused`, { ref: s.ref });
       await client.query(
-        `update streams set paused_ms = paused_ms + floor(extract(epoch from clock_timestamp() - paused_at) * 1000)::bigint, paused_at = null where ref = $1`,
+        `update streams set paused_ms = paused_ms + floor(extract(epoch from now() - paused_at) * 1000)::bigint, paused_at = null where ref = $1`,
         [s.ref],
       );
       await recordControl(client, s, 'resume', input, { resume: input.seq });

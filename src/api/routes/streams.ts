@@ -250,15 +250,27 @@ export function streamRoutes(app: Api) {
         const { op: _op, ...open } = item;
         return openOne(req.actor, open);
       };
-      // a few at a time: each open waits for its first tick, each cancel for its receipt
-      const results = await mapWithConcurrency(req.body.items, 8, async (raw, index) => {
-        const op = String((raw as { op: string }).op);
-        try {
-          return { index, op, ...(await run(raw)) };
-        } catch (error) {
-          const known = asSluiceError(error);
-          if (!known) throw error;
-          return { index, op, status: HTTP_STATUS[known.code], body: { error: { code: known.code, message: known.message, details: known.details } } };
+      // Items on different refs run a few at a time (each open waits for its first tick,
+      // each cancel for its receipt); items on the same ref run in their order, so
+      // "open r, then cancel r" in one batch means what it says.
+      const results = new Array<{ index: number; op: string; status: number; body: Record<string, unknown> }>(req.body.items.length);
+      const lanes = new Map<string, number[]>();
+      req.body.items.forEach((raw, index) => {
+        const ref = (raw as { ref?: unknown }).ref;
+        const lane = typeof ref === 'string' ? `ref:${ref}` : `item:${index}`;
+        lanes.set(lane, [...(lanes.get(lane) ?? []), index]);
+      });
+      await forEachConcurrently([...lanes.values()], 8, async (indices) => {
+        for (const index of indices) {
+          const raw = req.body.items[index]!;
+          const op = String(raw.op);
+          try {
+            results[index] = { index, op, ...(await run(raw)) };
+          } catch (error) {
+            const known = asSluiceError(error);
+            if (!known) throw error;
+            results[index] = { index, op, status: HTTP_STATUS[known.code], body: { error: { code: known.code, message: known.message, details: known.details } } };
+          }
         }
       });
       const succeeded = results.filter((r) => r.status < 300).length;
@@ -308,13 +320,11 @@ export function streamRoutes(app: Api) {
   });
 }
 
-/** Runs `fn` over the items, at most `limit` at once, the results in the items' order. */
-async function mapWithConcurrency<T, R>(items: T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length);
+/** Runs `fn` over the items, at most `limit` at once. */
+async function forEachConcurrently<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
-  const lane = async () => {
-    for (let i = next++; i < items.length; i = next++) results[i] = await fn(items[i]!, i);
+  const worker = async () => {
+    for (let i = next++; i < items.length; i = next++) await fn(items[i]!);
   };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
-  return results;
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
