@@ -132,7 +132,7 @@ export const StreamReceipt = z.object({
   openedBy: z.string().optional().describe('the operator that opened the stream for its payer'),
   deposited: z.number().int().optional().describe('added by top-ups (maxTotal grew by as much)'),
   pauses: z.array(z.object({ pausedAt: z.string(), resumedAt: z.string().optional(), by: z.string() })).optional(),
-  rates: z.array(z.object({ ratePerTick: z.number().int(), fromTick: z.number().int(), at: z.string(), by: z.string() })).optional().describe('the rate history, the opening rate first'),
+  rates: z.array(z.object({ ratePerTick: z.number().int(), fromTick: z.number().int(), at: z.string(), by: z.string(), agreedBy: z.string().optional() })).optional().describe('the rate history, the opening rate first'),
   members: z
     .array(z.object({ accountId: z.string(), party: z.string(), weight: z.number().int(), received: z.number().int(), left: z.boolean().optional() }))
     .optional(),

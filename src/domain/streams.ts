@@ -65,6 +65,8 @@ export interface StreamRate {
   fromTick: number;
   at: string;
   by: string;
+  /** The payee that agreed to the change (a stream opened with rateConsent `payee`). */
+  agreedBy?: string;
 }
 
 export interface StreamReceipt {

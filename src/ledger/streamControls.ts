@@ -168,14 +168,19 @@ export function acceptRate(pool: Pool, input: { ref: string; ratePerTick: number
         proposedRatePerTick: s.proposed_rate_per_tick,
       });
     }
-    return applyRate(client, s, input.ratePerTick, input);
+    // the change is the proposer's, agreed by the payee
+    const { rows } = await client.query<{ by_party: string }>(
+      `select by_party from stream_controls where stream_ref = $1 and action = 'rate_proposed' order by id desc limit 1`,
+      [s.ref],
+    );
+    return applyRate(client, s, input.ratePerTick, { by: rows[0]?.by_party ?? s.payer }, input.by);
   });
 }
 
-async function applyRate(client: PoolClient, s: StreamRow, ratePerTick: number, actor: Actor): Promise<StreamReceipt> {
+async function applyRate(client: PoolClient, s: StreamRow, ratePerTick: number, actor: Actor, agreedBy?: string): Promise<StreamReceipt> {
   const fromTick = s.last_tick + 1;
   await client.query(`update streams set rate_per_tick = $2, proposed_rate_per_tick = null where ref = $1`, [s.ref, ratePerTick]);
-  await recordControl(client, s, 'rate_changed', actor, { ratePerTick, from: s.rate_per_tick, fromTick });
+  await recordControl(client, s, 'rate_changed', actor, { ratePerTick, from: s.rate_per_tick, fromTick, ...(agreedBy && { agreedBy }) });
   return receiptOf(client, s.ref);
 }
 
@@ -204,9 +209,15 @@ export function leaveDistribution(pool: Pool, input: { ref: string; accountId: s
   });
 }
 
+/**
+ * Locks a distribution for a membership change. The stream row is touched too: a
+ * tick that waited on the lock sees from the row's new version that what it read
+ * beside it (the members) changed (lockStreamForTick in ledger/streams.ts).
+ */
 async function lockDistribution(client: PoolClient, ref: string): Promise<StreamRow> {
   const s = await lockOpenStream(client, ref);
   if (s.kind !== 'distribution') throw new SluiceError('invalid_request', `stream ${ref} pays one payee; members belong to distribution streams`, { ref });
+  await client.query('update streams set kind = kind where ref = $1', [ref]);
   return s;
 }
 

@@ -135,7 +135,13 @@ function ratesOf(r: StreamRow): StreamRate[] {
   const opening: StreamRate = { ratePerTick: r.opening_rate_per_tick ?? r.rate_per_tick, fromTick: 1, at: r.opened_at.toISOString(), by: r.opened_by ?? r.payer };
   return [
     opening,
-    ...r.controls!.filter((c) => c.action === 'rate_changed').map((c) => ({ ratePerTick: c.details.ratePerTick as number, fromTick: c.details.fromTick as number, at: c.at, by: c.by })),
+    ...r.controls!.filter((c) => c.action === 'rate_changed').map((c) => ({
+      ratePerTick: c.details.ratePerTick as number,
+      fromTick: c.details.fromTick as number,
+      at: c.at,
+      by: c.by,
+      ...(typeof c.details.agreedBy === 'string' && { agreedBy: c.details.agreedBy }),
+    })),
   ];
 }
 
@@ -196,23 +202,33 @@ interface TickContext {
  * opening (both were present then).
  */
 async function lockStreamForTick(client: PoolClient, ref: string, tick: number): Promise<TickContext | undefined> {
-  const { rows } = await client.query<StreamRow & { now_at: Date; prior_amount: number | null; payer_hb: Date | null; payee_hb: Date | null; hold: Record<string, unknown> | null; members: MemberRow[] | null }>({
-    name: 'lock-stream-for-tick',
-    text: `select s.*, now() as now_at,
-                  (select amount from stream_ticks where stream_ref = s.ref and tick = $2) as prior_amount,
-                  (select last_seen_at from party_heartbeats where party_id = s.payer) as payer_hb,
-                  (select last_seen_at from party_heartbeats where party_id = s.payee) as payee_hb,
-                  (select to_jsonb(h) from holds h where h.id = s.hold_id) as hold,
-                  case when s.kind = 'distribution' then
-                    (select coalesce(jsonb_agg(jsonb_build_object('accountId', m.account_id, 'party', m.party, 'weight', m.weight,
-                                                                  'residual', m.residual, 'received', m.received, 'left', false) order by m.account_id), '[]')
-                       from stream_members m where m.stream_ref = s.ref and m.left_at is null) end as members
-             from streams s where s.ref = $1 for update of s`,
-    values: [ref, tick],
-  });
+  type Row = StreamRow & { now_at: Date; prior_amount: number | null; payer_hb: Date | null; payee_hb: Date | null; hold: Record<string, unknown> | null; members: MemberRow[] | null; row_xmin: string; snapshot_xmin: string | null };
+  const lock = () =>
+    client.query<Row>({
+      name: 'lock-stream-for-tick',
+      text: `select s.*, now() as now_at, s.xmin::text as row_xmin, (select x.xmin::text from streams x where x.ref = s.ref) as snapshot_xmin,
+                    (select amount from stream_ticks where stream_ref = s.ref and tick = $2) as prior_amount,
+                    (select last_seen_at from party_heartbeats where party_id = s.payer) as payer_hb,
+                    (select last_seen_at from party_heartbeats where party_id = s.payee) as payee_hb,
+                    (select to_jsonb(h) from holds h where h.id = s.hold_id) as hold,
+                    case when s.kind = 'distribution' then
+                      (select coalesce(jsonb_agg(jsonb_build_object('accountId', m.account_id, 'party', m.party, 'weight', m.weight,
+                                                                    'residual', m.residual, 'received', m.received, 'left', false) order by m.account_id), '[]')
+                         from stream_members m where m.stream_ref = s.ref and m.left_at is null) end as members
+               from streams s where s.ref = $1 for update of s`,
+      values: [ref, tick],
+    });
+  let { rows } = await lock();
+  // A statement that waited for the lock gets the row as the other transaction left
+  // it, but its subqueries still read the snapshot taken before the wait: a tick, a
+  // top-up, a pause or a membership change committed meanwhile would go unseen.
+  // Every one of those updates the stream row, so a row version (xmin) newer than
+  // the snapshot's says so; read again, under the lock now held (rare: one round
+  // trip in the common case).
+  if (rows[0] && rows[0].row_xmin !== rows[0].snapshot_xmin) ({ rows } = await lock());
   const r = rows[0];
   if (!r) return undefined;
-  const { now_at, prior_amount, payer_hb, payee_hb, hold, members, ...stream } = r;
+  const { now_at, prior_amount, payer_hb, payee_hb, hold, members, row_xmin: _x, snapshot_xmin: _s, ...stream } = r;
   const seen = (hb: Date | null) => (hb && hb > stream.opened_at ? hb : stream.opened_at);
   return {
     stream,

@@ -72,7 +72,7 @@ describe('top-ups: POST /v1/streams/:ref/deposits', () => {
 
     const dep = await as('buyer').post('/v1/streams/sc-dep/deposits', { fromAccountId: 'buyer.w', amount: 50 }, 'dep-1');
     expect(dep.status).toBe(201);
-    expect(dep.body).toMatchObject({ ref: 'sc-dep', status: 'STREAMING', maxTotal: 150, deposited: 50, ticks: 1, totalPaid: 10 });
+    expect(dep.body).toEqual({ ref: 'sc-dep', status: 'STREAMING', amount: 50, fromAccountId: 'buyer.w', maxTotal: 150, deposited: 50 });
     expect(await account('buyer.w')).toMatchObject({ balance: before.balance - 10, held: before.held + 140 });
     const { rows: hold } = await stack.db.pool.query(`select h.amount, h.captured from holds h join streams s on s.hold_id = h.id where s.ref = 'sc-dep'`);
     expect(hold[0]).toMatchObject({ amount: 150, captured: 10 });
@@ -336,7 +336,7 @@ describe('rate changes', () => {
     expect(accepted.body.ratePerTick).toBe(8);
     expect(accepted.body.proposedRatePerTick).toBeUndefined();
     expect(accepted.body.rates).toHaveLength(2);
-    expect(accepted.body.rates[1]).toMatchObject({ ratePerTick: 8, by: 'seller' });
+    expect(accepted.body.rates[1]).toMatchObject({ ratePerTick: 8, by: 'buyer', agreedBy: 'seller' });
     const from = accepted.body.rates[1].fromTick;
     expect((await view('sc-consent')).proposedRatePerTick).toBeUndefined();
     // accepting again: no proposal left

@@ -32,13 +32,24 @@ export function streamControlRoutes(app: Api) {
       params: S.RefParam,
       headers: S.IdempotencyHeaders,
       body: z.object({ fromAccountId: S.AccountId, amount: S.Units }),
-      response: { 201: S.StreamReceipt, ...errors },
+      // anyone may top up: the answer says what the top-up did, not the stream's history
+      response: {
+        201: z.object({
+          ref: z.string(),
+          status: z.enum(['STREAMING', 'CONFIRMED', 'FAILED']),
+          amount: z.number().int(),
+          fromAccountId: z.string(),
+          maxTotal: z.number().int().optional(),
+          deposited: z.number().int().describe('all top-ups of the stream so far'),
+        }),
+        ...errors,
+      },
     },
     handler: async (req, reply) => {
       const from = await ownAccount(pool, req.actor, req.body.fromAccountId);
       const by = req.actor.kind === 'admin' ? 'admin' : req.actor.party;
       const receipt = await depositToStream(pool, { ref: req.params.ref, key: scopedKey(req.actor, req.headers['idempotency-key']), fromAccountId: from.id, amount: req.body.amount, by });
-      return reply.status(201).send(receipt);
+      return reply.status(201).send({ ref: receipt.ref, status: receipt.status, amount: req.body.amount, fromAccountId: from.id, maxTotal: receipt.maxTotal, deposited: receipt.deposited ?? 0 });
     },
   });
 
@@ -105,9 +116,12 @@ export function streamControlRoutes(app: Api) {
     handler: async (req) => {
       const row = await visibleStream(pool, req.actor, req.params.ref);
       const actor = await streamActor(pool, req.actor, row, 'payer');
+      if (new Set(req.body.members.map((m: z.output<typeof MemberInput>) => m.accountId)).size !== req.body.members.length) {
+        throw new SluiceError('invalid_request', 'each member account appears once');
+      }
       const members = await Promise.all(
         req.body.members.map(async (m: z.output<typeof MemberInput>) => {
-          if (m.accountId === row.payer_account_id) throw forbidden('the payer is not a member of its own distribution');
+          if (m.accountId === row.payer_account_id) throw new SluiceError('invalid_request', 'the payer is not a member of its own distribution');
           return { ...m, party: (await getAccount(pool, m.accountId)).ownerId };
         }),
       );
