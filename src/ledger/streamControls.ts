@@ -32,8 +32,17 @@ async function lockOpenStream(client: PoolClient, ref: string): Promise<StreamRo
   return s;
 }
 
+/**
+ * Logs a control and touches the stream row, in one statement. Every control comes
+ * through here, so every one leaves a new row version: a tick that waited on the
+ * stream's lock sees from it that what it read beside the row (members, hold) may
+ * have changed, and reads again (lockStreamForTick in ledger/streams.ts).
+ */
 async function recordControl(client: PoolClient, s: StreamRow, action: StreamControl['action'], actor: Actor, details: Record<string, unknown>): Promise<void> {
-  await client.query(`insert into stream_controls (stream_ref, action, by_party, on_behalf_of, details) values ($1, $2, $3, $4, $5)`, [
+  await client.query(
+    `with c as (insert into stream_controls (stream_ref, action, by_party, on_behalf_of, details) values ($1, $2, $3, $4, $5))
+     update streams set kind = kind where ref = $1`,
+    [
     s.ref,
     action,
     actor.by,
@@ -209,15 +218,9 @@ export function leaveDistribution(pool: Pool, input: { ref: string; accountId: s
   });
 }
 
-/**
- * Locks a distribution for a membership change. The stream row is touched too: a
- * tick that waited on the lock sees from the row's new version that what it read
- * beside it (the members) changed (lockStreamForTick in ledger/streams.ts).
- */
 async function lockDistribution(client: PoolClient, ref: string): Promise<StreamRow> {
   const s = await lockOpenStream(client, ref);
   if (s.kind !== 'distribution') throw new SluiceError('invalid_request', `stream ${ref} pays one payee; members belong to distribution streams`, { ref });
-  await client.query('update streams set kind = kind where ref = $1', [ref]);
   return s;
 }
 

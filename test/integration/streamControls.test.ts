@@ -2,20 +2,12 @@ import { runAudit } from '../../src/audit';
 import { streamWorkflowId } from '../../src/domain/streams';
 import { streamViewQuery } from '../../workflows/definitions';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
+import { sleep, testParties } from '../support/parties';
 
 let stack: TestStack;
 let admin: ReturnType<typeof api>;
-const keys: Record<string, string> = {};
-const as = (party: string) => api(stack.app, keys[party]);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function party(id: string, funds = 0) {
-  const res = await admin.post('/v1/parties', { id, name: id });
-  keys[id] = res.body.apiKey;
-  await as(id).post('/v1/accounts', { id: `${id}.w` });
-  if (funds) await admin.post('/v1/deposits', { accountId: `${id}.w`, amount: funds }, `fund-${id}`);
-}
-const account = async (id: string) => (await admin.get(`/v1/accounts/${id}`)).body;
+const parties = testParties(() => stack);
+const { as, party, account } = parties;
 const view = async (ref: string) => (await admin.get(`/v1/streams/${ref}`)).body;
 const ticksOf = async (ref: string): Promise<{ tick: number; amount: number }[]> =>
   (await stack.db.pool.query(`select tick, amount from stream_ticks where stream_ref = $1 order by tick`, [ref])).rows;
@@ -26,15 +18,7 @@ const eventsOf = async (ref: string, type: string): Promise<any[]> =>
 const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 const result = (ref: string) => stack.client.workflow.getHandle(streamWorkflowId(ref)).result();
 
-/** Waits until the stream has billed at least `ticks` ticks (or closed). */
-async function untilTicks(ref: string, ticks: number) {
-  for (let i = 0; i < 300; i++) {
-    const v = await view(ref);
-    if (v.ticks >= ticks || v.status !== 'STREAMING') return v;
-    await sleep(50);
-  }
-  throw new Error(`stream ${ref} did not reach ${ticks} ticks`);
-}
+const untilTicks = (ref: string, ticks: number) => parties.untilTicks(ref, ticks, undefined, 50);
 
 /** Waits until `check` holds (polling), returning its last value. */
 async function until<T>(what: string, read: () => Promise<T>, check: (v: T) => boolean, tries = 300): Promise<T> {

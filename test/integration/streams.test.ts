@@ -2,32 +2,13 @@ import { billTick } from '../../src/ledger/streams';
 import { streamWorkflowId } from '../../src/domain/streams';
 import { streamViewQuery } from '../../workflows/definitions';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
+import { sleep, testParties } from '../support/parties';
 
 let stack: TestStack;
 let admin: ReturnType<typeof api>;
-const keys: Record<string, string> = {};
-const as = (party: string) => api(stack.app, keys[party]);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function party(id: string, funds = 0) {
-  const res = await admin.post('/v1/parties', { id, name: id });
-  keys[id] = res.body.apiKey;
-  await as(id).post('/v1/accounts', { id: `${id}.w` });
-  if (funds) await admin.post('/v1/deposits', { accountId: `${id}.w`, amount: funds }, `fund-${id}`);
-}
-const account = async (id: string) => (await admin.get(`/v1/accounts/${id}`)).body;
+const { as, party, account, untilTicks } = testParties(() => stack);
 const transfersOf = async (ref: string) =>
   (await stack.db.pool.query(`select tick, amount from transfers where stream_ref = $1 and kind = 'stream_tick' order by tick`, [ref])).rows;
-
-/** Waits until the stream has billed at least `ticks` ticks. */
-async function untilTicks(ref: string, ticks: number, as = admin) {
-  for (let i = 0; i < 200; i++) {
-    const view = (await as.get(`/v1/streams/${ref}`)).body;
-    if (view.ticks >= ticks || view.status !== 'STREAMING') return view;
-    await sleep(100);
-  }
-  throw new Error(`stream ${ref} did not reach ${ticks} ticks`);
-}
 
 beforeAll(async () => {
   stack = await startTestStack();
@@ -123,6 +104,10 @@ describe('streams on a real Temporal dev server', () => {
     expect(res.body.error).toMatchObject({ code: 'insufficient_funds', details: { stream: { status: 'FAILED' } } });
     expect(await account('poor.w')).toEqual(before);
     expect((await admin.get('/v1/streams/st-fail')).body).toMatchObject({ status: 'FAILED', totalPaid: 0, ticks: 0 });
+    // asking again answers the same: 422, the failed stream, still nothing charged
+    const again = await open('poor', { ref: 'st-fail', ratePerTick: 1, maxTotal: 50 });
+    expect(again).toMatchObject({ status: 422, body: { error: { code: 'insufficient_funds', details: { stream: { ref: 'st-fail', status: 'FAILED' } } } } });
+    expect(await account('poor.w')).toEqual(before);
   });
 
   test('opening the same ref again returns the stream; other terms under that ref are a conflict', async () => {

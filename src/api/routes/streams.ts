@@ -167,6 +167,8 @@ export function streamRoutes(app: Api) {
         (members !== undefined) === (existing.kind === 'distribution') &&
         sameStream(existing, { ...terms, payerAccountId: payer.id, payeeAccountId: toAccountId, routed: best !== undefined });
       if (!same) throw new SluiceError('ref_conflict', `stream ref ${ref} is already used by another stream`, { ref });
+      // a repeat answers as the first call did: a stream that failed to open is still a 422
+      if (existing.status === 'failed') throw failedToOpen(toReceipt(existing));
       return { status: 200, body: (routed ? { ...toReceipt(existing), route: routed } : toReceipt(existing)) as unknown as Record<string, unknown> };
     }
     const route = best ? await routeToBest(payer.ownerId, terms.ratePerTick) : undefined;
@@ -185,9 +187,7 @@ export function streamRoutes(app: Api) {
       ...(openedBy && { openedBy }),
     };
     const { opened: receipt } = await startStreamWorkflow(temporal, taskQueue, request);
-    if (receipt.status === 'FAILED') {
-      throw new SluiceError('insufficient_funds', `stream ${ref} failed to open: ${receipt.failure}; nothing was charged`, { stream: receipt });
-    }
+    if (receipt.status === 'FAILED') throw failedToOpen(receipt);
     if (!route) return { status: 201, body: receipt as unknown as Record<string, unknown> };
     const { accountId: _a, ...routed } = route;
     await appendEvent(pool, { type: 'stream.routed', subject: ref, payload: { ref, ...routed }, parties: [request.payer, request.payee!] });
@@ -319,6 +319,9 @@ export function streamRoutes(app: Api) {
     },
   });
 }
+
+const failedToOpen = (receipt: StreamReceipt) =>
+  new SluiceError('insufficient_funds', `stream ${receipt.ref} failed to open: ${receipt.failure}; nothing was charged`, { stream: receipt });
 
 /** Runs `fn` over the items, at most `limit` at once. */
 async function forEachConcurrently<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
