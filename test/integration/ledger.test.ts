@@ -142,8 +142,27 @@ describe('ledger', () => {
     await expect(db.pool.query(`update holds set released = 11 where id = $1`, [hold.id])).rejects.toMatchObject({ code: '23514' });
     await releaseHold(db.pool, { key: 'h-raw-rel', holdId: hold.id });
     await expect(db.pool.query(`update holds set released = 0, status = 'open' where id = $1`, [hold.id])).rejects.toThrow(
-      /may only be captured or released/,
+      /may only be captured, released or \(a stream escrow\) topped up/,
     );
+  });
+
+  test('only an open multi-capture hold (a stream escrow) grows, never shrinks, and only from available funds', async () => {
+    const start = await getAccount(db.pool, 'alice.hold');
+    const single = await placeHold(db.pool, { key: 'h-grow-1', accountId: 'alice.hold', amount: 10 });
+    await expect(db.pool.query(`update holds set amount = 20 where id = $1`, [single.id])).rejects.toMatchObject({ code: '23001' });
+    const escrow = await placeHold(db.pool, { key: 'h-grow-2', accountId: 'alice.hold', amount: 10, multiCapture: true });
+    const before = await getAccount(db.pool, 'alice.hold');
+    await db.pool.query(`update holds set amount = 15 where id = $1`, [escrow.id]);
+    expect(await getAccount(db.pool, 'alice.hold')).toMatchObject({ balance: before.balance, held: before.held + 5 });
+    await expect(db.pool.query(`update holds set amount = 12 where id = $1`, [escrow.id])).rejects.toMatchObject({ code: '23001' });
+    // more than the account has available: the available >= 0 CHECK refuses it
+    await expect(db.pool.query(`update holds set amount = amount + $2 where id = $1`, [escrow.id, before.available + 1])).rejects.toMatchObject({
+      code: '23514',
+      constraint: 'available_not_negative',
+    });
+    await releaseHold(db.pool, { key: 'h-grow-1-rel', holdId: single.id });
+    await releaseHold(db.pool, { key: 'h-grow-2-rel', holdId: escrow.id });
+    expect(await getAccount(db.pool, 'alice.hold')).toMatchObject({ balance: start.balance, held: start.held });
   });
 
   test('an expired hold gives its funds back and cannot be captured', async () => {
