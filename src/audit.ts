@@ -111,6 +111,13 @@ const CHECKS: Array<{ name: string; description: string; sql: string }> = [
     sql: `select payer, operator, day, spent, daily_limit from operator_spend where spent > daily_limit`,
   },
   {
+    name: 'streams.escrow_matches_cap',
+    description: "an escrow stream's hold is its maxTotal (top-ups grow both), and it has captured exactly what the stream paid",
+    sql: `select s.ref, s.max_total, s.paid, h.amount as held, h.captured
+            from streams s join holds h on h.id = s.hold_id
+           where s.mode = 'escrow' and (h.amount <> s.max_total or h.captured <> s.paid)`,
+  },
+  {
     name: 'streams.escrow_settled',
     description: 'a closed escrow stream has no open hold left',
     sql: `select s.ref, s.hold_id, h.status from streams s join holds h on h.id = s.hold_id where s.status <> 'open' and h.status = 'open'`,

@@ -1,7 +1,7 @@
-import { allHandlersFinished, ApplicationFailure, condition, continueAsNew, patched, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { ActivityFailure, allHandlersFinished, ApplicationFailure, condition, continueAsNew, patched, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { SA_STATUS } from '../src/domain/searchAttributes';
-import { effectiveGraceMs, tickDueAtMs, type CloseReason, type StreamProgress, type StreamReceipt, type StreamRequest } from '../src/domain/streams';
+import { effectiveGraceMs, tickDueAtMs, type CloseReason, type StreamProgress, type StreamReceipt, type StreamRequest, type TickOutcome } from '../src/domain/streams';
 import {
   cancelStreamSignal,
   pauseStreamUpdate,
@@ -18,6 +18,9 @@ const { openStream, billTick, closeStream, pauseStream, resumeStream } = proxyAc
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
 });
+
+/** An activity failure the activity itself marked final: a caller's error, not an outage (activities/index.ts). */
+const isFinalRefusal = (error: unknown) => error instanceof ActivityFailure && error.cause instanceof ApplicationFailure && error.cause.nonRetryable;
 
 /** Ticks per run before continue-as-new keeps the history bounded. */
 export const HISTORY_TICKS_MAX = 500;
@@ -121,8 +124,10 @@ export async function streamWorkflow(request: StreamRequest, options: StreamWork
   for (let ticksThisRun = 0; ; ticksThisRun++) {
     if (ticksThisRun >= historyTicksMax && !cancel) {
       // a signal that arrives during the hand-over is delivered to the next run; a
-      // pause or resume on its way finishes here first
+      // pause or resume on its way finishes here first, and a cancel that came
+      // while it did closes this run instead of being left behind
       await condition(allHandlersFinished);
+      if (cancel) break;
       return continueAsNew<typeof streamWorkflow>(request, options, progress);
     }
     if (pauseState !== 'running') {
@@ -140,7 +145,15 @@ export async function streamWorkflow(request: StreamRequest, options: StreamWork
       if (cancel) break;
       continue; // paused while waiting: the tick waits for the resume
     }
-    const outcome = await billTick(request.ref, tick);
+    let outcome: TickOutcome;
+    try {
+      outcome = await billTick(request.ref, tick);
+    } catch (error) {
+      // a tick the ledger refuses for good (a payee account that can no longer take
+      // money): close, so the escrow goes back instead of staying held by a failed run
+      if (!isFinalRefusal(error)) throw error;
+      return finish('tick_refused', 'system');
+    }
     if (outcome.kind === 'paused') {
       // the ledger saw a pause first; its update is on its way (or, at worst, wait a tick and look again)
       await condition(() => cancel !== undefined || pauseState !== 'running', request.tickIntervalMs);

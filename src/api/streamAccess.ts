@@ -1,5 +1,6 @@
 import type { Pool } from '../db/pool';
-import { forbidden } from '../domain/errors';
+import { forbidden, SluiceError } from '../domain/errors';
+import type { DistributionMember } from '../domain/streams';
 import type { Account } from '../ledger/accounts';
 import { getAccount } from '../ledger/accounts';
 import { assertOperator, findGrant, type OperatorScope } from '../ledger/operators';
@@ -55,4 +56,25 @@ export async function payerAccountFor(pool: Pool, actor: Actor, accountId: strin
   if (!grant) throw forbidden(`account ${accountId} belongs to another party`);
   await assertOperator(pool, actor.party, account.ownerId, 'open');
   return { account, openedBy: actor.party };
+}
+
+/**
+ * An account a stream may pay (a payee, a distribution's member): another account,
+ * in the payer's currency, not the world or the pool. Checked before a stream or a
+ * member is taken on, so no tick meets an account it cannot credit.
+ */
+export async function payableAccount(pool: Pool, payer: Account, accountId: string): Promise<Account> {
+  const account = await getAccount(pool, accountId);
+  if (account.id === payer.id) throw new SluiceError('invalid_request', 'a stream needs two different accounts: the payer does not pay itself');
+  if (account.currency !== payer.currency) {
+    throw new SluiceError('currency_mismatch', `account ${account.id} holds ${account.currency}, the payer pays ${payer.currency}`, { account: account.id });
+  }
+  if (account.kind === 'world' || account.kind === 'pool') throw new SluiceError('invalid_request', `a stream cannot pay the ${account.kind} account`, { account: account.id });
+  return account;
+}
+
+/** A distribution's members as the ledger takes them: distinct payable accounts, each with its owner. */
+export async function membersOf(pool: Pool, input: { accountId: string; weight: number }[], payer: Account): Promise<DistributionMember[]> {
+  if (new Set(input.map((m) => m.accountId)).size !== input.length) throw new SluiceError('invalid_request', 'each member account appears once');
+  return Promise.all(input.map(async (m) => ({ accountId: m.accountId, weight: m.weight, party: (await payableAccount(pool, payer, m.accountId)).ownerId })));
 }

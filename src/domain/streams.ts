@@ -4,7 +4,8 @@
  */
 export type StreamMode = 'escrow' | 'payg';
 export type StreamStatus = 'STREAMING' | 'CONFIRMED' | 'FAILED';
-export type CloseReason = 'completed' | 'cancelled' | 'insufficient_funds' | 'partition';
+/** `tick_refused`: the ledger refused a tick for good (a payee account that can no longer take money). */
+export type CloseReason = 'completed' | 'cancelled' | 'insufficient_funds' | 'partition' | 'tick_refused';
 /** `direct`: one payee; `distribution`: a weighted group of members (src/domain/distribution.ts). */
 export type StreamKind = 'direct' | 'distribution';
 
@@ -108,6 +109,9 @@ export const streamWorkflowId = (ref: string) => `stream-${ref}`;
 export const tickKey = (ref: string, tick: number) => `stream:${ref}:tick:${tick}`;
 export const escrowKey = (ref: string) => `stream:${ref}:escrow`;
 export const releaseKey = (ref: string) => `stream:${ref}:release`;
+
+/** Members of one distribution stream at most (each tick is one transfer per member). */
+export const DISTRIBUTION_MEMBERS_MAX = 100;
 
 /** stream.low_balance warns this many ticks ahead unless the stream says otherwise. */
 export const LOW_BALANCE_TICKS_DEFAULT = 3;

@@ -1,8 +1,9 @@
 import type { Pool, PoolClient } from '../db/pool';
 import { withTransaction } from '../db/pool';
 import { notFound, SluiceError } from '../domain/errors';
-import { assertUnits } from '../domain/money';
-import { depositKey, type DistributionMember, type StreamReceipt } from '../domain/streams';
+import { AMOUNT_UNITS_MAX, assertUnits } from '../domain/money';
+import { createHash } from 'node:crypto';
+import { depositKey, DISTRIBUTION_MEMBERS_MAX, type DistributionMember, type StreamReceipt } from '../domain/streams';
 import { lockAccounts } from './accounts';
 import { appendEvent } from './events';
 import { idempotent } from './idempotency';
@@ -70,9 +71,17 @@ const receiptOf = async (client: PoolClient, ref: string): Promise<StreamReceipt
  */
 export function depositToStream(pool: Pool, input: { ref: string; key: string; fromAccountId: string; amount: number } & Actor): Promise<StreamReceipt> {
   assertUnits(input.amount, 'amount');
+  // the caller's (scoped) key, hashed: a ref and a key of the longest kinds still fit the 300-character key columns
+  const key = depositKey(input.ref, createHash('sha256').update(input.key).digest('hex'));
   return withTransaction(pool, (client) =>
-    idempotent(client, depositKey(input.ref, input.key), 'stream.deposit', input, async () => {
+    idempotent(client, key, 'stream.deposit', input, async () => {
       const s = await lockOpenStream(client, input.ref);
+      if (s.max_total !== null && s.paid >= s.max_total) {
+        throw new SluiceError('invalid_state', `stream ${s.ref} has reached its maxTotal and is closing: a top-up would only be released`, { ref: s.ref });
+      }
+      if (s.max_total !== null && s.max_total + input.amount > AMOUNT_UNITS_MAX) {
+        throw new SluiceError('limit_exceeded', `maxTotal would pass ${AMOUNT_UNITS_MAX}`, { ref: s.ref, maxTotal: s.max_total });
+      }
       if (s.max_total === null && input.fromAccountId === s.payer_account_id) {
         throw new SluiceError('invalid_request', `stream ${s.ref} is open-ended and bills ${s.payer_account_id} directly: a deposit from that account changes nothing`);
       }
@@ -80,7 +89,7 @@ export function depositToStream(pool: Pool, input: { ref: string; key: string; f
         const accounts = await lockAccounts(client, [input.fromAccountId, s.payer_account_id]);
         await postTransfer(
           client,
-          { key: `${depositKey(s.ref, input.key)}:transfer`, kind: 'stream_deposit', debitAccountId: input.fromAccountId, creditAccountId: s.payer_account_id, amount: input.amount, streamRef: s.ref },
+          { key: `${key}:transfer`, kind: 'stream_deposit', debitAccountId: input.fromAccountId, creditAccountId: s.payer_account_id, amount: input.amount, streamRef: s.ref },
           accounts,
         );
       }
@@ -197,6 +206,13 @@ async function applyRate(client: PoolClient, s: StreamRow, ratePerTick: number, 
 export function joinDistribution(pool: Pool, input: { ref: string; members: DistributionMember[] } & Actor): Promise<StreamReceipt> {
   return withTransaction(pool, async (client) => {
     const s = await lockDistribution(client, input.ref);
+    const { rows } = await client.query<{ n: number }>(
+      `select count(*)::int as n from stream_members where stream_ref = $1 and left_at is null and not (account_id = any($2))`,
+      [s.ref, input.members.map((m) => m.accountId)],
+    );
+    if (rows[0]!.n + input.members.length > DISTRIBUTION_MEMBERS_MAX) {
+      throw new SluiceError('limit_exceeded', `a distribution has at most ${DISTRIBUTION_MEMBERS_MAX} members`, { ref: s.ref, members: rows[0]!.n });
+    }
     await insertMembers(client, s.ref, input.members);
     await recordControl(client, s, 'member_joined', input, { members: input.members });
     return receiptOf(client, s.ref);

@@ -54,7 +54,7 @@ export interface StreamRow {
   close_reason: CloseReason | null;
   closed_by: string | null;
   failure: string | null;
-  opening_rate_per_tick: number | null;
+  opening_rate_per_tick: number;
   deposited: number;
   paused_at: Date | null;
   paused_ms: number;
@@ -132,7 +132,7 @@ function pausesOf(controls: StreamControl[]): StreamPause[] {
 
 /** The opening rate from tick 1, then each change from the tick it took effect. */
 function ratesOf(r: StreamRow): StreamRate[] {
-  const opening: StreamRate = { ratePerTick: r.opening_rate_per_tick ?? r.rate_per_tick, fromTick: 1, at: r.opened_at.toISOString(), by: r.opened_by ?? r.payer };
+  const opening: StreamRate = { ratePerTick: r.opening_rate_per_tick, fromTick: 1, at: r.opened_at.toISOString(), by: r.opened_by ?? r.payer };
   return [
     opening,
     ...r.controls!.filter((c) => c.action === 'rate_changed').map((c) => ({

@@ -104,6 +104,16 @@ describe('the auditor', () => {
     expect(drain.rows[0]).toMatchObject({ stream_ref: 's1', tick: 99 });
   });
 
+  test("an escrow hold that disagrees with its stream's maxTotal (a top-up half done) is reported", async () => {
+    const already = await failing(); // earlier tests leave their corruptions
+    await corrupt(`update streams set max_total = max_total + 7 where ref = 's1'`);
+    expect((await failing()).filter((c) => !already.includes(c))).toEqual(['streams.escrow_matches_cap']);
+    const row = (await runAudit(db.pool)).checks.find((c) => c.name === 'streams.escrow_matches_cap')!.rows[0];
+    expect(row).toMatchObject({ ref: 's1' });
+    await corrupt(`update streams set max_total = max_total - 7 where ref = 's1'`);
+    expect(await failing()).toEqual(already);
+  });
+
   test('a tick billed while a party was silent past the liveness timeout is reported as an overbill on partition', async () => {
     await corrupt(
       `insert into stream_ticks (stream_ref, tick, amount, transfer_id, billed_at, payer_seen_at, payee_seen_at)

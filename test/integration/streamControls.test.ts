@@ -1,5 +1,6 @@
 import { runAudit } from '../../src/audit';
 import { streamWorkflowId } from '../../src/domain/streams';
+import { closeStream as closeLedgerStream, openStream as openLedgerStream } from '../../src/ledger/streams';
 import { streamViewQuery } from '../../workflows/definitions';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 import { sleep, testParties } from '../support/parties';
@@ -147,6 +148,39 @@ describe('top-ups: POST /v1/streams/:ref/deposits', () => {
     expect(await account('mallory.w')).toEqual(m0);
     expect((await view('sc-depbig')).maxTotal).toBe(100);
     await as('mallory').post('/v1/streams/sc-depbig/cancel', {});
+  });
+});
+
+describe('top-ups at the edges', () => {
+  test('a stream at its maxTotal (completing) takes no top-up; a cap past 10^15 is refused; the longest ref, key and party id fit', async () => {
+    // at the cap and still open: the moment between the last tick and the close (the ledger call, no workflow)
+    await openLedgerStream(stack.db.pool, { ref: 'sc-atcap', payer: 'buyer', payee: 'seller', payerAccountId: 'buyer.w', payeeAccountId: 'seller.w', ratePerTick: 10, maxTotal: 10, tickIntervalMs: 60_000, mode: 'escrow' });
+    const b0 = await account('buyer.w');
+    const atCap = await as('buyer').post('/v1/streams/sc-atcap/deposits', { fromAccountId: 'buyer.w', amount: 5 }, 'atcap');
+    expect(atCap).toMatchObject({ status: 409, body: { error: { code: 'invalid_state' } } });
+    expect(await account('buyer.w')).toEqual(b0);
+    await closeLedgerStream(stack.db.pool, { ref: 'sc-atcap', reason: 'completed', closedBy: 'system' });
+
+    await party('p'.repeat(63), 100);
+    const longParty = 'p'.repeat(63);
+    const ref = 'r'.repeat(128);
+    await open('buyer', { ref, ratePerTick: 1, mode: 'payg', maxTotal: 900_000_000_000_000, tickIntervalMs: 60_000 });
+    const long = await as(longParty).post(`/v1/streams/${ref}/deposits`, { fromAccountId: `${longParty}.w`, amount: 40 }, 'k'.repeat(128));
+    expect(long).toMatchObject({ status: 201, body: { deposited: 40, maxTotal: 900_000_000_000_040 } });
+    const over = await as('buyer').post(`/v1/streams/${ref}/deposits`, { fromAccountId: 'buyer.w', amount: 200_000_000_000_000 }, 'over');
+    expect(over).toMatchObject({ status: 422, body: { error: { code: 'limit_exceeded' } } });
+    await as('buyer').post(`/v1/streams/${ref}/cancel`, {});
+  });
+
+  test('a depletion time past what a date can hold leaves `at` out instead of failing', async () => {
+    // 10^9 ticks of a day: past year 275760
+    await party('whale', 1_000_000_000);
+    expect((await open('whale', { ref: 'sc-far', ratePerTick: 1, maxTotal: 1_000_000_000, tickIntervalMs: 86_400_000 })).status).toBe(201);
+    const v = await as('whale').get('/v1/streams/sc-far');
+    expect(v.status).toBe(200);
+    expect(v.body.depletion).toMatchObject({ ticksLeft: 999_999_999, limitedBy: 'escrow', funds: 999_999_999 });
+    expect(v.body.depletion.at).toBeUndefined();
+    await as('whale').post('/v1/streams/sc-far/cancel', {});
   });
 });
 

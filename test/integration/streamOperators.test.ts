@@ -1,7 +1,8 @@
 import { runAudit } from '../../src/audit';
 import { streamWorkflowId } from '../../src/domain/streams';
 import { billTick } from '../../src/ledger/streams';
-import { leaveDistribution } from '../../src/ledger/streamControls';
+import { joinDistribution, leaveDistribution } from '../../src/ledger/streamControls';
+import { createAccount } from '../../src/ledger/accounts';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 import { sleep, testParties } from '../support/parties';
 
@@ -58,10 +59,11 @@ describe('batch open/cancel', () => {
       { op: 'cancel', ref: 'b-mal' }, // mallory's
       { op: 'cancel', ref: 'b-pre', reason: 'batch' },
       { op: 'cancel' }, // invalid: no ref
+      { op: 'open', fromAccountId: 'alice.w', toAccountId: 'bob.w', ratePerTick: 1, maxTotal: 10, tickIntervalMs: 300 }, // invalid: a batch names its streams
     ];
     const res = await as('alice').post('/v1/streams/batch', { items });
     expect(res.status).toBe(200);
-    expect(res.body).toMatchObject({ succeeded: 3, failed: 5 });
+    expect(res.body).toMatchObject({ succeeded: 3, failed: 6 });
     const results = res.body.results;
     expect(results.map((r: any) => [r.index, r.op, r.status])).toEqual([
       [0, 'open', 201],
@@ -72,7 +74,9 @@ describe('batch open/cancel', () => {
       [5, 'cancel', 403],
       [6, 'cancel', 200],
       [7, 'cancel', 400],
+      [8, 'open', 400],
     ]);
+    expect(results[8].body.error.message).toMatch(/ref/);
     expect(results[0].body).toMatchObject({ ref: 'b-1', status: 'STREAMING', payer: 'alice', payee: 'bob', ticks: 1, totalPaid: 5, mode: 'escrow' });
     expect(results[1].body).toMatchObject({ ref: 'b-2', status: 'STREAMING', ticks: 1, totalPaid: 4, mode: 'payg' });
     expect(results[2].body.error).toMatchObject({ code: 'insufficient_funds', details: { stream: { status: 'FAILED' } } });
@@ -437,6 +441,41 @@ describe('distribution streams', () => {
     ]);
     expect((await account('e1.w')).balance).toBe(e1 + r.members[0].received);
     expect(await account('dora.w')).toMatchObject({ balance: before.balance - r.totalPaid, held: 0 });
+  });
+});
+
+describe('distribution streams: what a member may be', () => {
+  test('a member in another currency, the pool, or past 100 members is refused before any tick; rateConsent payee has no payee to ask', async () => {
+    await createAccount(stack.db.pool, { id: 'bob.eur', ownerId: 'bob', kind: 'user', currency: 'EUR' });
+    const open = (ref: string, extra: Record<string, unknown>) =>
+      as('alice').post('/v1/streams', { ref, fromAccountId: 'alice.w', ratePerTick: 3, maxTotal: 300, tickIntervalMs: 60_000, ...extra });
+    expect((await open('dm-eur', { members: [{ accountId: 'bob.eur', weight: 1 }] })).body.error.code).toBe('currency_mismatch');
+    expect((await open('dm-consent', { members: [{ accountId: 'bob.w', weight: 1 }], rateConsent: 'payee' })).status).toBe(400);
+    const opened = await open('dm-cap', { members: [{ accountId: 'bob.w', weight: 1 }] });
+    expect(opened.status).toBe(201);
+    const join = (accountId: string) => as('alice').post('/v1/streams/dm-cap/members', { members: [{ accountId, weight: 1 }] });
+    expect((await join('bob.eur')).status).toBe(422);
+    const pool = (await q(`select id from accounts where kind = 'pool' limit 1`))[0].id;
+    expect((await join(pool)).status).toBe(400);
+    // 99 more members fill the group to 100; the 101st is refused
+    for (let i = 0; i < 100; i++) await createAccount(stack.db.pool, { id: `bob.m${i}`, ownerId: 'bob', kind: 'user' });
+    const more = Array.from({ length: 99 }, (_, i) => ({ accountId: `bob.m${i}`, weight: 1 }));
+    expect((await as('alice').post('/v1/streams/dm-cap/members', { members: more })).status).toBe(200);
+    const over = await join('bob.m99');
+    expect(over).toMatchObject({ status: 422, body: { error: { code: 'limit_exceeded' } } });
+    expect((await q(`select count(*)::int as n from stream_members where stream_ref = 'dm-cap' and left_at is null`))[0].n).toBe(100);
+    expect((await as('alice').post('/v1/streams/dm-cap/cancel', {})).body).toMatchObject({ status: 'CONFIRMED', totalPaid: 3 });
+  });
+
+  test('a tick the ledger refuses for good closes the stream (tick_refused) and gives the escrow back, instead of failing the run with it held', async () => {
+    const before = await account('alice.w');
+    expect((await as('alice').post('/v1/streams', { ref: 'dm-refused', fromAccountId: 'alice.w', members: [{ accountId: 'bob.w', weight: 1 }], ratePerTick: 2, maxTotal: 200, tickIntervalMs: 300 })).status).toBe(201);
+    // past the API's checks (the ledger call itself): a member no tick can credit
+    await joinDistribution(stack.db.pool, { ref: 'dm-refused', members: [{ accountId: 'bob.eur', party: 'bob', weight: 1 }], by: 'test' });
+    const receipt = await stack.client.workflow.getHandle(streamWorkflowId('dm-refused')).result();
+    expect(receipt).toMatchObject({ status: 'CONFIRMED', reason: 'tick_refused', closedBy: 'system' });
+    expect(await account('alice.w')).toMatchObject({ balance: before.balance - receipt.totalPaid, held: before.held });
+    expect((await runAudit(stack.db.pool)).checks.filter((c) => !c.ok)).toEqual([]);
   });
 });
 

@@ -6,10 +6,11 @@ import { acceptRate, changeRate, depositToStream, joinDistribution, leaveDistrib
 import { findStreamWithHistory, toReceipt } from '../../ledger/streams';
 import { pauseStreamUpdate, resumeStreamUpdate } from '../../../workflows/definitions';
 import { ownAccount, scopedKey } from '../auth';
-import { streamActor, visibleStream } from '../streamAccess';
+import { asSluiceError } from '../errors';
+import { membersOf, streamActor, visibleStream } from '../streamAccess';
 import type { Api } from '../app';
 import * as S from '../schemas';
-import { MemberInput, MembersInput } from './streams';
+import { MembersInput } from './streams';
 
 const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
 
@@ -68,7 +69,11 @@ export function streamControlRoutes(app: Api) {
         const row = await visibleStream(pool, req.actor, req.params.ref);
         const actor = await streamActor(pool, req.actor, row, 'pause');
         if (row.status !== 'open') throw new SluiceError('invalid_state', `stream ${row.ref} is closed`, { ref: row.ref });
-        await temporal.workflow.getHandle(streamWorkflowId(row.ref)).executeUpdate(update, { args: [actor] });
+        await temporal.workflow.getHandle(streamWorkflowId(row.ref)).executeUpdate(update, { args: [actor] }).catch(async (error: unknown) => {
+          // the run ended between the read above and the update: the stream closed meanwhile
+          if (asSluiceError(error) || (await findStreamWithHistory(pool, row.ref))?.status === 'open') throw error;
+          throw new SluiceError('invalid_state', `stream ${row.ref} is closed`, { ref: row.ref });
+        });
         return receiptNow(row.ref);
       },
     });
@@ -116,15 +121,7 @@ export function streamControlRoutes(app: Api) {
     handler: async (req) => {
       const row = await visibleStream(pool, req.actor, req.params.ref);
       const actor = await streamActor(pool, req.actor, row, 'payer');
-      if (new Set(req.body.members.map((m: z.output<typeof MemberInput>) => m.accountId)).size !== req.body.members.length) {
-        throw new SluiceError('invalid_request', 'each member account appears once');
-      }
-      const members = await Promise.all(
-        req.body.members.map(async (m: z.output<typeof MemberInput>) => {
-          if (m.accountId === row.payer_account_id) throw new SluiceError('invalid_request', 'the payer is not a member of its own distribution');
-          return { ...m, party: (await getAccount(pool, m.accountId)).ownerId };
-        }),
-      );
+      const members = await membersOf(pool, req.body.members, await getAccount(pool, row.payer_account_id));
       return joinDistribution(pool, { ref: row.ref, members, ...actor });
     },
   });

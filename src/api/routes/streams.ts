@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { forbidden, SluiceError } from '../../domain/errors';
 import { startStreamWorkflow } from '../../temporal/streams';
-import { accruedUnbilled, streamWorkflowId, tickDueAtMs, ticksFunded, type DistributionMember, type StreamReceipt, type StreamRequest } from '../../domain/streams';
+import { accruedUnbilled, DISTRIBUTION_MEMBERS_MAX, streamWorkflowId, tickDueAtMs, ticksFunded, type DistributionMember, type StreamReceipt, type StreamRequest } from '../../domain/streams';
 import { getAccount } from '../../ledger/accounts';
 import { findStream, findStreamWithHistory, recordHeartbeat, toReceipt, type StreamRow } from '../../ledger/streams';
 import { cancelStreamSignal } from '../../../workflows/definitions';
@@ -10,15 +10,13 @@ import { tickAt, tickOwner } from '../../domain/crown';
 import { holdersAt } from '../../ledger/rates';
 import { appendEvent } from '../../ledger/events';
 import { asSluiceError, HTTP_STATUS } from '../errors';
-import { payerAccountFor, streamActor, visibleStream } from '../streamAccess';
+import { membersOf, payableAccount, payerAccountFor, streamActor, visibleStream } from '../streamAccess';
 import type { Actor } from '../auth';
 import type { Api } from '../app';
 import * as S from '../schemas';
 
 const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
 
-/** Members of one distribution stream at most (each tick is one transfer per member). */
-export const DISTRIBUTION_MEMBERS_MAX = 100;
 /** Items of one batch call at most. */
 export const STREAM_BATCH_MAX = 100;
 
@@ -55,7 +53,7 @@ const sameStream = (
   r: Pick<StreamRequest, 'payerAccountId' | 'ratePerTick' | 'maxTotal' | 'tickIntervalMs' | 'mode'> & { payeeAccountId?: string; routed: boolean },
 ) => {
   // compared with the terms it opened on: top-ups and rate changes came later
-  const openingRate = row.opening_rate_per_tick ?? row.rate_per_tick;
+  const openingRate = row.opening_rate_per_tick;
   const openingMax = row.max_total === null ? undefined : row.max_total - row.deposited;
   return (
     row.payer_account_id === r.payerAccountId &&
@@ -99,7 +97,7 @@ function streamView(row: StreamRow, nowMs: number, payerAvailable: number) {
     ...(row.status === 'open' && {
       depletion: {
         ticksLeft,
-        ...(running && { at: new Date(dueOf(row.last_tick + ticksLeft)).toISOString() }),
+        ...(running && isoTime(dueOf(row.last_tick + ticksLeft))),
         limitedBy,
         funds: Math.min(capLeft ?? Infinity, available ?? Infinity),
       },
@@ -141,13 +139,6 @@ export function streamRoutes(app: Api) {
     return p && { seller: p.seller, tick: p.tick, holders: p.holders, bestRate: p.bestRate };
   };
 
-  /** A distribution's members as the ledger takes them: distinct accounts, none the payer's, each with its owner. */
-  const membersOf = async (input: z.output<typeof MembersInput>, payerAccountId: string): Promise<DistributionMember[]> => {
-    if (new Set(input.map((m) => m.accountId)).size !== input.length) throw new SluiceError('invalid_request', 'each member account appears once');
-    if (input.some((m) => m.accountId === payerAccountId)) throw new SluiceError('invalid_request', 'the payer is not a member of its own distribution');
-    return Promise.all(input.map(async (m) => ({ accountId: m.accountId, weight: m.weight, party: (await getAccount(pool, m.accountId)).ownerId })));
-  };
-
   /** Opens one stream (POST /v1/streams and each `open` of a batch): the status and body to answer with. */
   const openOne = async (actor: Actor, body: OpenStreamInput): Promise<{ status: number; body: Record<string, unknown> }> => {
     const { account: payer, openedBy } = await payerAccountFor(pool, actor, body.fromAccountId);
@@ -158,6 +149,7 @@ export function streamRoutes(app: Api) {
     if (terms.maxTotal === undefined && terms.mode === 'escrow') throw new SluiceError('invalid_request', 'an escrow stream needs maxTotal (only a payg stream may be open-ended)');
     if (terms.maxTotal === undefined && openedBy) throw new SluiceError('invalid_request', "an operator's stream needs maxTotal: it counts against the operator's daily limit");
     if (members && terms.livenessTimeoutMs !== undefined) throw new SluiceError('invalid_request', 'a distribution stream has no liveness timeout (its members come and go)');
+    if (members && rateConsent === 'payee') throw new SluiceError('invalid_request', "a distribution stream has no single payee to agree to a rate (rateConsent 'payee')");
     // a repeated request answers with the stream it opened, before any routing: the crown may have moved since
     const existing = await findStreamWithHistory(pool, ref);
     if (existing) {
@@ -172,8 +164,7 @@ export function streamRoutes(app: Api) {
       return { status: 200, body: (routed ? { ...toReceipt(existing), route: routed } : toReceipt(existing)) as unknown as Record<string, unknown> };
     }
     const route = best ? await routeToBest(payer.ownerId, terms.ratePerTick) : undefined;
-    const payee = members ? undefined : await getAccount(pool, route?.accountId ?? toAccountId!);
-    if (payee?.id === payer.id) throw new SluiceError('invalid_request', 'a stream needs two different accounts');
+    const payee = members ? undefined : await payableAccount(pool, payer, route?.accountId ?? toAccountId!);
     const request: StreamRequest = {
       ...terms,
       ...(route && { ratePerTick: route.bestRate }),
@@ -181,7 +172,7 @@ export function streamRoutes(app: Api) {
       payer: payer.ownerId,
       payerAccountId: payer.id,
       ...(payee && { payee: payee.ownerId, payeeAccountId: payee.id }),
-      ...(members && { members: await membersOf(members, payer.id) }),
+      ...(members && { members: await membersOf(pool, members, payer) }),
       ...(rateConsent === 'payee' && { rateConsent }),
       ...(lowBalanceTicks !== undefined && { lowBalanceTicks }),
       ...(openedBy && { openedBy }),
@@ -218,7 +209,8 @@ export function streamRoutes(app: Api) {
   });
 
   const BatchItem = z.discriminatedUnion('op', [
-    OpenStreamBody.extend({ op: z.literal('open') }),
+    // a batch names every stream it opens: retrying the batch must not open new ones
+    OpenStreamBody.extend({ op: z.literal('open'), ref: S.Ref }),
     z.object({ op: z.literal('cancel'), ref: S.Ref, reason: S.Memo.optional() }),
   ]);
   app.post('/v1/streams/batch', {
@@ -226,7 +218,7 @@ export function streamRoutes(app: Api) {
       tags: ['streams'],
       summary: `Open or cancel up to ${STREAM_BATCH_MAX} streams in one call; each item succeeds or fails on its own`,
       description:
-        'Each item is `{"op": "open", ...the body of POST /v1/streams}` or `{"op": "cancel", "ref": ..., "reason"?: ...}`. ' +
+        'Each item is `{"op": "open", ...the body of POST /v1/streams, with its ref required}` or `{"op": "cancel", "ref": ..., "reason"?: ...}`. ' +
         'The answer lists one result per item, in order, with the status and body that item would have had on its own route.',
       body: z.object({ items: z.array(z.object({ op: z.enum(['open', 'cancel']) }).passthrough()).min(1).max(STREAM_BATCH_MAX) }),
       response: {
@@ -267,9 +259,12 @@ export function streamRoutes(app: Api) {
           try {
             results[index] = { index, op, ...(await run(raw)) };
           } catch (error) {
+            // an item fails on its own, even unexpectedly: the others' results are not lost
             const known = asSluiceError(error);
-            if (!known) throw error;
-            results[index] = { index, op, status: HTTP_STATUS[known.code], body: { error: { code: known.code, message: known.message, details: known.details } } };
+            if (!known) req.log.error({ err: error, index }, 'batch item failed');
+            results[index] = known
+              ? { index, op, status: HTTP_STATUS[known.code], body: { error: { code: known.code, message: known.message, details: known.details } } }
+              : { index, op, status: 500, body: { error: { code: 'internal', message: 'internal error; the item may be retried with the same ref', details: {} } } };
           }
         }
       });
@@ -319,6 +314,9 @@ export function streamRoutes(app: Api) {
     },
   });
 }
+
+/** `{at}` for a time a Date can hold (a long stream at a low rate can run out past year 275760): else nothing. */
+const isoTime = (ms: number): { at?: string } => (Math.abs(ms) <= 8.64e15 ? { at: new Date(ms).toISOString() } : {});
 
 const failedToOpen = (receipt: StreamReceipt) =>
   new SluiceError('insufficient_funds', `stream ${receipt.ref} failed to open: ${receipt.failure}; nothing was charged`, { stream: receipt });

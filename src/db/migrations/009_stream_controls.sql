@@ -31,6 +31,9 @@ alter table streams
   add column low_balance_at timestamptz,
   -- the operator that opened the stream for its payer, if one did
   add column opened_by text references parties(id);
+-- streams opened before these controls kept the rate they opened with
+update streams set opening_rate_per_tick = rate_per_tick where opening_rate_per_tick is null;
+alter table streams alter column opening_rate_per_tick set not null;
 
 -- A distribution stream's tick is one capture (or payg transfer) per member paid,
 -- each keyed by stream, tick and member: a member is paid for a tick at most once.
@@ -44,7 +47,7 @@ create table stream_members (
   party      text not null references parties(id),
   weight     bigint not null check (weight between 1 and 1000000),
   -- what the member was paid minus its exact share since the membership last
-  -- changed, in units of 1/(sum of weights): always within one unit (src/domain/distribution.ts)
+  -- changed, in units of 1/(sum of weights): bounded, never drifting (src/domain/distribution.ts)
   residual   bigint not null default 0,
   received   bigint not null default 0 check (received >= 0),
   joined_at  timestamptz not null default now(),
@@ -69,7 +72,7 @@ create index stream_controls_stream_idx on stream_controls (stream_ref, id);
 create trigger stream_controls_append_only before update or delete on stream_controls
   for each row execute function forbid_change();
 
--- The escrow hold of a stream grows with a top-up: only an open multi-capture hold,
+-- The escrow hold of a stream grows with a top-up: only an open multi-capture hold of a stream,
 -- only upwards (accounts.held follows, so available >= 0 still guards the funds).
 create or replace function apply_hold() returns trigger language plpgsql as $$
 begin
@@ -81,7 +84,7 @@ begin
     raise exception 'holds are never deleted' using errcode = 'restrict_violation';
   end if;
   if new.account_id <> old.account_id or new.captured < old.captured or new.released < old.released
-     or new.amount < old.amount or (new.amount > old.amount and not old.multi_capture) then
+     or new.amount < old.amount or (new.amount > old.amount and not (old.multi_capture and old.reference ? 'stream')) then
     raise exception 'hold % may only be captured, released or (a stream escrow) topped up', old.id using errcode = 'restrict_violation';
   end if;
   if old.status <> 'open' then
