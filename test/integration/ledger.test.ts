@@ -146,11 +146,14 @@ describe('ledger', () => {
     );
   });
 
-  test('only an open multi-capture hold (a stream escrow) grows, never shrinks, and only from available funds', async () => {
+  test('only an open stream escrow hold grows, never shrinks, and only from available funds', async () => {
     const start = await getAccount(db.pool, 'alice.hold');
     const single = await placeHold(db.pool, { key: 'h-grow-1', accountId: 'alice.hold', amount: 10 });
     await expect(db.pool.query(`update holds set amount = 20 where id = $1`, [single.id])).rejects.toMatchObject({ code: '23001' });
-    const escrow = await placeHold(db.pool, { key: 'h-grow-2', accountId: 'alice.hold', amount: 10, multiCapture: true });
+    const notStream = await placeHold(db.pool, { key: 'h-grow-3', accountId: 'alice.hold', amount: 10, multiCapture: true });
+    await expect(db.pool.query(`update holds set amount = 20 where id = $1`, [notStream.id])).rejects.toMatchObject({ code: '23001' });
+    await releaseHold(db.pool, { key: 'h-grow-3-rel', holdId: notStream.id });
+    const escrow = await placeHold(db.pool, { key: 'h-grow-2', accountId: 'alice.hold', amount: 10, multiCapture: true, reference: { stream: 'grow-test' } });
     const before = await getAccount(db.pool, 'alice.hold');
     await db.pool.query(`update holds set amount = 15 where id = $1`, [escrow.id]);
     expect(await getAccount(db.pool, 'alice.hold')).toMatchObject({ balance: before.balance, held: before.held + 5 });
@@ -161,7 +164,8 @@ describe('ledger', () => {
       constraint: 'available_not_negative',
     });
     await releaseHold(db.pool, { key: 'h-grow-1-rel', holdId: single.id });
-    await releaseHold(db.pool, { key: 'h-grow-2-rel', holdId: escrow.id });
+    // a stream's hold moves only with its stream through the API; here the ledger call itself
+    await db.pool.query(`update holds set released = amount - captured, status = 'released', resolved_at = now() where id = $1`, [escrow.id]);
     expect(await getAccount(db.pool, 'alice.hold')).toMatchObject({ balance: start.balance, held: start.held });
   });
 
