@@ -139,7 +139,7 @@ export function resumeStream(pool: Pool, input: { ref: string; seq: number } & A
     if ((await countControls(client, s.ref, 'resume')) < input.seq) {
       if (s.paused_at === null) throw new SluiceError('invalid_state', `stream ${s.ref} is not paused`, { ref: s.ref });
       await client.query(
-        `update streams set paused_ms = paused_ms + floor(extract(epoch from now() - paused_at) * 1000)::bigint, paused_at = null where ref = $1`,
+        `update streams set paused_ms = paused_ms + floor(extract(epoch from now() - paused_at) * 1000)::bigint, paused_at = null, resumed_at = now() where ref = $1`,
         [s.ref],
       );
       await recordControl(client, s, 'resume', input, { resume: input.seq });

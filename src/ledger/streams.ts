@@ -58,6 +58,7 @@ export interface StreamRow {
   deposited: number;
   paused_at: Date | null;
   paused_ms: number;
+  resumed_at: Date | null;
   rate_consent: 'payer' | 'payee';
   proposed_rate_per_tick: number | null;
   low_balance_ticks: number;
@@ -199,7 +200,7 @@ interface TickContext {
 /**
  * Locks the stream row and reads the tick's prior billing, the parties' heartbeats
  * and now(). When each party was last seen: its latest heartbeat, or the stream's
- * opening (both were present then).
+ * opening or its latest resume, whichever is later.
  */
 async function lockStreamForTick(client: PoolClient, ref: string, tick: number): Promise<TickContext | undefined> {
   type Row = StreamRow & { now_at: Date; prior_amount: number | null; payer_hb: Date | null; payee_hb: Date | null; hold: Record<string, unknown> | null; members: MemberRow[] | null; row_xmin: string; snapshot_xmin: string | null };
@@ -229,7 +230,10 @@ async function lockStreamForTick(client: PoolClient, ref: string, tick: number):
   const r = rows[0];
   if (!r) return undefined;
   const { now_at, prior_amount, payer_hb, payee_hb, hold, members, row_xmin: _x, snapshot_xmin: _s, ...stream } = r;
-  const seen = (hb: Date | null) => (hb && hb > stream.opened_at ? hb : stream.opened_at);
+  // a resume restarts the liveness clock: nobody owes heartbeats while the stream
+  // stands still, and after it both parties have a full timeout to be seen again
+  const since = stream.resumed_at && stream.resumed_at > stream.opened_at ? stream.resumed_at : stream.opened_at;
+  const seen = (hb: Date | null) => (hb && hb > since ? hb : since);
   return {
     stream,
     now: now_at,

@@ -292,6 +292,26 @@ describe('pause and resume', () => {
   });
 });
 
+describe('pause and liveness', () => {
+  test('a pause longer than the grace period is no partition: the liveness clock restarts at the resume, and runs on after it', async () => {
+    for (const p of ['buyer', 'seller']) await as(p).post(`/v1/parties/${p}/heartbeat`);
+    expect((await open('buyer', { ref: 'sc-live', ratePerTick: 1, maxTotal: 1000, tickIntervalMs: 200, livenessTimeoutMs: 2_000, graceMs: 3_000 })).status).toBe(201);
+    await as('buyer').post('/v1/streams/sc-live/pause');
+    // no heartbeats, longer than the grace period (the timeout is well above the dev server's ~1 s timer latency)
+    await sleep(4_000);
+    const atResume = (await as('buyer').post('/v1/streams/sc-live/resume')).body.ticks;
+    // billed after the resume, not closed as a partition
+    const after = await untilTicks('sc-live', atResume + 1);
+    expect(after).toMatchObject({ status: 'STREAMING' });
+    expect(after.ticks).toBeGreaterThan(atResume);
+    // still no heartbeats: past the timeout ticks are skipped, past the grace the stream closes
+    const receipt = await result('sc-live');
+    expect(receipt).toMatchObject({ reason: 'partition', closedBy: 'system' });
+    const skips = (await stack.db.pool.query(`select count(*)::int as n from stream_skips where stream_ref = 'sc-live'`)).rows[0].n;
+    expect(skips).toBeGreaterThan(0);
+  });
+});
+
 describe('rate changes', () => {
   test('the payer changes the rate from the next tick on; the receipt keeps the rate history; the payee may not', async () => {
     await open('buyer', { ref: 'sc-rate', ratePerTick: 4, maxTotal: 10_000, tickIntervalMs: 200 });

@@ -22,6 +22,8 @@ alter table streams
   -- pushes every later tick's due time back (the clock stops, nothing owed is lost)
   add column paused_at timestamptz,
   add column paused_ms bigint not null default 0 check (paused_ms >= 0),
+  -- both parties count as seen at a resume: a silence during the pause is no partition
+  add column resumed_at timestamptz,
   add constraint stream_paused_is_open check (paused_at is null or status = 'open'),
   -- 'payee': a rate change by the payer waits for the payee's agreement
   add column rate_consent text not null default 'payer' check (rate_consent in ('payer', 'payee')),
