@@ -3,7 +3,7 @@ import { forbidden, SluiceError } from '../domain/errors';
 import type { DistributionMember } from '../domain/streams';
 import type { Account } from '../ledger/accounts';
 import { getAccount } from '../ledger/accounts';
-import { assertOperator, findGrant, type OperatorScope } from '../ledger/operators';
+import { assertGrantAllows, assertOperator, findGrant, type OperatorScope } from '../ledger/operators';
 import { getStreamWithHistory, type StreamRow } from '../ledger/streams';
 import type { Actor } from './auth';
 
@@ -54,7 +54,7 @@ export async function payerAccountFor(pool: Pool, actor: Actor, accountId: strin
   if (actor.kind === 'admin' || account.ownerId === actor.party) return { account };
   const grant = await findGrant(pool, account.ownerId, actor.party);
   if (!grant) throw forbidden(`account ${accountId} belongs to another party`);
-  await assertOperator(pool, actor.party, account.ownerId, 'open');
+  assertGrantAllows(grant, actor.party, account.ownerId, 'open');
   return { account, openedBy: actor.party };
 }
 

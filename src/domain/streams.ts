@@ -132,14 +132,18 @@ export const tickDueAtMs = (openedAtMs: number, tickIntervalMs: number, tick: nu
   openedAtMs + (tick - 1) * tickIntervalMs + pausedMs;
 
 /**
- * How many more ticks the stream's money pays for at the current rate: the cap left
- * pays for a partial last tick too; the payer's available balance (payg) only for
- * whole ticks (a tick it cannot cover closes the stream). Undefined inputs do not limit.
+ * What a stream's money still pays for at the current rate, the one rule behind the
+ * depletion view and the low-balance warning. The cap left pays for a partial last
+ * tick too; the payer's available balance (payg: `available`) only for whole ticks
+ * (a tick it cannot cover closes the stream). `limitedBy` says which runs out first:
+ * the escrow, the cap (payg) or the payer's balance.
  */
-export function ticksFunded(opts: { ratePerTick: number; capLeft?: number | null; available?: number }): number {
-  const byCap = opts.capLeft == null ? Infinity : Math.ceil(Math.max(0, opts.capLeft) / opts.ratePerTick);
-  const byBalance = opts.available === undefined ? Infinity : Math.floor(Math.max(0, opts.available) / opts.ratePerTick);
-  return Math.min(byCap, byBalance);
+export function moneyLeft(o: { mode: StreamMode; ratePerTick: number; maxTotal: number | null; paid: number; available?: number }) {
+  const capLeft = o.maxTotal === null ? null : o.maxTotal - o.paid;
+  const byCap = capLeft === null ? Infinity : Math.ceil(Math.max(0, capLeft) / o.ratePerTick);
+  const byBalance = o.available === undefined ? Infinity : Math.floor(Math.max(0, o.available) / o.ratePerTick);
+  const limitedBy: 'escrow' | 'cap' | 'balance' = o.mode === 'escrow' ? 'escrow' : byCap <= byBalance ? 'cap' : 'balance';
+  return { ticksLeft: Math.min(byCap, byBalance), capLeft, limitedBy, funds: Math.min(capLeft ?? Infinity, o.available ?? Infinity) };
 }
 
 /** stream.low_balance is due once a tick leaves the money for `lowBalanceTicks` ticks or fewer. */

@@ -82,7 +82,11 @@ export async function listGrants(db: Queryable, party: string, asOperator = fals
 
 /** Whether `actor` may act for `payer` with `scope` now: a live grant that includes it. Refuses otherwise. */
 export async function assertOperator(db: Queryable, actor: string, payer: string, scope: OperatorScope): Promise<void> {
-  const grant = await findGrant(db, payer, actor);
+  assertGrantAllows(await findGrant(db, payer, actor), actor, payer, scope);
+}
+
+/** The same check on a grant already read (or its absence). */
+export function assertGrantAllows(grant: OperatorGrant | undefined, actor: string, payer: string, scope: OperatorScope): void {
   if (!grant || grant.revokedAt || !grant.scopes.includes(scope)) {
     throw forbidden(`${actor} may not ${scope} streams for ${payer}${grant?.revokedAt ? ' (its operator grant was revoked)' : ''}`);
   }

@@ -7,7 +7,7 @@ import { depositKey, DISTRIBUTION_MEMBERS_MAX, type DistributionMember, type Str
 import { lockAccounts } from './accounts';
 import { appendEvent } from './events';
 import { idempotent } from './idempotency';
-import { findStream, findStreamWithHistory, insertMembers, toReceipt, type StreamControl, type StreamRow } from './streams';
+import { findStream, insertMembers, receiptOf, streamParties, type StreamControl, type StreamRow } from './streams';
 import { postTransfer } from './transfers';
 
 /**
@@ -50,16 +50,15 @@ async function recordControl(client: PoolClient, s: StreamRow, action: StreamCon
     actor.onBehalfOf ?? null,
     JSON.stringify(details),
   ]);
-  const members = s.kind === 'distribution' ? await client.query<{ party: string }>('select party from stream_members where stream_ref = $1', [s.ref]) : undefined;
+  const members = s.kind === 'distribution' ? (await client.query<{ party: string }>('select party from stream_members where stream_ref = $1', [s.ref])).rows : undefined;
   await appendEvent(client, {
     type: `stream.${action}`,
     subject: s.ref,
     payload: { ref: s.ref, by: actor.by, ...(actor.onBehalfOf && { onBehalfOf: actor.onBehalfOf }), ...details },
-    parties: [s.payer, ...(s.payee ? [s.payee] : []), ...(members?.rows.map((m) => m.party) ?? []), ...(actor.by === 'admin' ? [] : [actor.by])],
+    parties: [...streamParties(s, members), ...(actor.by === 'admin' ? [] : [actor.by])],
   });
 }
 
-const receiptOf = async (client: PoolClient, ref: string): Promise<StreamReceipt> => toReceipt((await findStreamWithHistory(client, ref))!);
 
 /**
  * A top-up: `amount` from the depositor's account into the stream's escrow, and

@@ -8,7 +8,7 @@ import {
   releaseKey,
   silenceMs,
   splitKey,
-  ticksFunded,
+  moneyLeft,
   LOW_BALANCE_TICKS_DEFAULT,
   type DistributionMember,
   type StreamKind,
@@ -151,6 +151,15 @@ export async function findStream(db: Queryable, ref: string, forUpdate = false):
   return rows[0];
 }
 
+/**
+ * A distribution's members (those matching `where`) as MemberRow JSON, ordered by
+ * account, as a column `members` of a query over `streams s`; null for a direct stream.
+ */
+const membersJson = (where: string) => `case when s.kind = 'distribution' then
+  (select coalesce(jsonb_agg(jsonb_build_object('accountId', m.account_id, 'party', m.party, 'weight', m.weight, 'residual', m.residual,
+                                                'received', m.received, 'left', m.left_at is not null) order by m.account_id), '[]')
+     from stream_members m where m.stream_ref = s.ref and ${where}) end as members`;
+
 /** A stream with its controls and members, for a full receipt or view (one round trip). */
 export async function findStreamWithHistory(db: Queryable, ref: string): Promise<StreamRow | undefined> {
   const { rows } = await db.query<StreamRow>(
@@ -158,10 +167,7 @@ export async function findStreamWithHistory(db: Queryable, ref: string): Promise
             (select coalesce(jsonb_agg(jsonb_build_object('action', c.action, 'by', c.by_party, 'onBehalfOf', c.on_behalf_of,
                                                           'at', to_char(c.at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), 'details', c.details) order by c.id), '[]')
                from stream_controls c where c.stream_ref = s.ref) as controls,
-            case when s.kind = 'distribution' then
-              (select coalesce(jsonb_agg(jsonb_build_object('accountId', m.account_id, 'party', m.party, 'weight', m.weight, 'residual', m.residual,
-                                                            'received', m.received, 'left', m.left_at is not null) order by m.account_id), '[]')
-                 from stream_members m where m.stream_ref = s.ref) end as members
+            ${membersJson('true')}
        from streams s where s.ref = $1`,
     [ref],
   );
@@ -169,6 +175,9 @@ export async function findStreamWithHistory(db: Queryable, ref: string): Promise
   if (row && row.members === null) delete row.members;
   return row;
 }
+
+/** The full receipt of a stream known to exist (read in the transaction that just changed it). */
+export const receiptOf = async (db: Queryable, ref: string): Promise<StreamReceipt> => toReceipt((await findStreamWithHistory(db, ref))!);
 
 export async function getStreamWithHistory(db: Queryable, ref: string): Promise<StreamRow> {
   const row = await findStreamWithHistory(db, ref);
@@ -212,10 +221,7 @@ async function lockStreamForTick(client: PoolClient, ref: string, tick: number):
                     (select last_seen_at from party_heartbeats where party_id = s.payer) as payer_hb,
                     (select last_seen_at from party_heartbeats where party_id = s.payee) as payee_hb,
                     (select to_jsonb(h) from holds h where h.id = s.hold_id) as hold,
-                    case when s.kind = 'distribution' then
-                      (select coalesce(jsonb_agg(jsonb_build_object('accountId', m.account_id, 'party', m.party, 'weight', m.weight,
-                                                                    'residual', m.residual, 'received', m.received, 'left', false) order by m.account_id), '[]')
-                         from stream_members m where m.stream_ref = s.ref and m.left_at is null) end as members
+                    ${membersJson('m.left_at is null')}
                from streams s where s.ref = $1 for update of s`,
       values: [ref, tick],
     });
@@ -310,7 +316,7 @@ async function billTickIn(client: PoolClient, ctx: TickContext, tick: number): P
 const capReached = (s: StreamRow, paid: number) => s.max_total !== null && paid >= s.max_total;
 
 /** Who may read a stream's events: its payer and payee, or every member of a distribution. */
-const streamParties = (s: StreamRow, members?: MemberRow[]) => [s.payer, ...(s.payee ? [s.payee] : []), ...(members ?? []).map((m) => m.party)];
+export const streamParties = (s: { payer: string; payee?: string | null }, members?: { party: string }[]) => [s.payer, ...(s.payee ? [s.payee] : []), ...(members ?? []).map((m) => m.party)];
 
 /** A tick that came due but is not charged (a partition, a distribution with no members): recorded, its number used. */
 async function skipTick(client: PoolClient, s: StreamRow, tick: number, reason: 'partition' | 'no_members', silentMs: number): Promise<TickOutcome> {
@@ -356,8 +362,7 @@ async function billSplitIn(client: PoolClient, ctx: TickContext, tick: number, a
  */
 async function warnIfLowBalance(client: PoolClient, s: StreamRow, paid: number, available: number | undefined, members?: MemberRow[]): Promise<void> {
   if (s.low_balance_at !== null) return;
-  const capLeft = s.max_total === null ? null : s.max_total - paid;
-  const ticksLeft = ticksFunded({ ratePerTick: s.rate_per_tick, capLeft, available });
+  const { ticksLeft, capLeft } = moneyLeft({ mode: s.mode, ratePerTick: s.rate_per_tick, maxTotal: s.max_total, paid, available });
   if (!isLowBalance(ticksLeft, s.low_balance_ticks)) return;
   await client.query('update streams set low_balance_at = now() where ref = $1', [s.ref]);
   await appendEvent(client, {
@@ -395,18 +400,16 @@ export async function openStream(pool: Pool, request: StreamRequest): Promise<St
           : undefined;
       const opened = (await insertStream(client, request, { holdId: hold?.id }))!;
       if (request.members) await insertMembers(client, request.ref, request.members);
-      await appendEvent(client, { type: 'stream.opened', subject: request.ref, payload: { ...request }, parties: requestParties(request) });
+      await appendEvent(client, { type: 'stream.opened', subject: request.ref, payload: { ...request }, parties: streamParties(request, request.members) });
       const first = await billTickIn(client, (await lockStreamForTick(client, opened.ref, 1))!, 1);
       if (first.kind === 'insufficient_funds') throw new SluiceError('insufficient_funds', 'the payer cannot pay the first tick');
-      return toReceipt((await findStreamWithHistory(client, request.ref))!);
+      return receiptOf(client, request.ref);
     });
   } catch (error) {
     if (!(error instanceof SluiceError) || error.code !== 'insufficient_funds') throw error;
     return recordFailedOpen(pool, request, error.message);
   }
 }
-
-const requestParties = (r: StreamRequest) => [r.payer, ...(r.payee ? [r.payee] : []), ...(r.members ?? []).map((m) => m.party)];
 
 /** A distribution's members join (or, having left, join again with a new weight); every credit restarts at zero. */
 export async function insertMembers(client: PoolClient, ref: string, members: DistributionMember[]): Promise<void> {
@@ -447,7 +450,7 @@ async function recordFailedOpen(pool: Pool, request: StreamRequest, failure: str
     const row = inserted ?? (await getStream(client, request.ref));
     if (inserted) {
       if (request.members) await insertMembers(client, request.ref, request.members);
-      await appendEvent(client, { type: 'stream.failed', subject: request.ref, payload: { ref: request.ref, failure }, parties: requestParties(request) });
+      await appendEvent(client, { type: 'stream.failed', subject: request.ref, payload: { ref: request.ref, failure }, parties: streamParties(request, request.members) });
     }
     return toReceipt(row);
   });
@@ -477,7 +480,7 @@ export function closeStream(pool: Pool, input: { ref: string; reason: CloseReaso
   return withTransaction(pool, async (client) => {
     const s = await findStream(client, input.ref, true);
     if (!s) throw notFound('stream', input.ref);
-    if (s.status !== 'open') return toReceipt((await findStreamWithHistory(client, s.ref))!);
+    if (s.status !== 'open') return receiptOf(client, s.ref);
     // clock_timestamp(), read under the row lock: every tick committed before this
     // close has an earlier time, and none can commit after it (the auditor relies on it)
     // a pause still running ends with the close (its time counts as paused)

@@ -1,9 +1,9 @@
 import { z } from 'zod';
 import { forbidden, SluiceError } from '../../domain/errors';
-import { streamWorkflowId, type StreamReceipt } from '../../domain/streams';
+import { streamWorkflowId } from '../../domain/streams';
 import { getAccount } from '../../ledger/accounts';
 import { acceptRate, changeRate, depositToStream, joinDistribution, leaveDistribution } from '../../ledger/streamControls';
-import { findStreamWithHistory, toReceipt } from '../../ledger/streams';
+import { findStreamWithHistory, receiptOf } from '../../ledger/streams';
 import { pauseStreamUpdate, resumeStreamUpdate } from '../../../workflows/definitions';
 import { ownAccount, scopedKey } from '../auth';
 import { asSluiceError } from '../errors';
@@ -22,9 +22,6 @@ const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.Er
  */
 export function streamControlRoutes(app: Api) {
   const { pool, temporal } = app.deps;
-
-  /** The receipt as it stands after a control that ran in the workflow. */
-  const receiptNow = async (ref: string): Promise<StreamReceipt> => toReceipt((await findStreamWithHistory(pool, ref))!);
 
   app.post('/v1/streams/:ref/deposits', {
     schema: {
@@ -74,7 +71,7 @@ export function streamControlRoutes(app: Api) {
           if (asSluiceError(error) || (await findStreamWithHistory(pool, row.ref))?.status === 'open') throw error;
           throw new SluiceError('invalid_state', `stream ${row.ref} is closed`, { ref: row.ref });
         });
-        return receiptNow(row.ref);
+        return receiptOf(pool, row.ref);
       },
     });
   }

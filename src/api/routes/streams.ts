@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { forbidden, SluiceError } from '../../domain/errors';
 import { startStreamWorkflow } from '../../temporal/streams';
-import { accruedUnbilled, DISTRIBUTION_MEMBERS_MAX, streamWorkflowId, tickDueAtMs, ticksFunded, type DistributionMember, type StreamReceipt, type StreamRequest } from '../../domain/streams';
+import { accruedUnbilled, DISTRIBUTION_MEMBERS_MAX, moneyLeft, streamWorkflowId, tickDueAtMs, type DistributionMember, type StreamReceipt, type StreamRequest } from '../../domain/streams';
 import { getAccount } from '../../ledger/accounts';
 import { findStream, findStreamWithHistory, recordHeartbeat, toReceipt, type StreamRow } from '../../ledger/streams';
 import { cancelStreamSignal } from '../../../workflows/definitions';
@@ -67,17 +67,13 @@ const sameStream = (
 /**
  * A stream as the API shows it: the receipt so far plus the live view of money
  * moving, and when it runs out (`payerAvailable`: the payer's available balance,
- * which limits a payg stream). While paused the clock stands still: no next tick,
+ * given for a payg stream, which it limits). While paused the clock stands still: no next tick,
  * nothing accrues, no depletion time.
  */
-function streamView(row: StreamRow, nowMs: number, payerAvailable: number) {
+function streamView(row: StreamRow, nowMs: number, payerAvailable: number | undefined) {
   const running = row.status === 'open' && row.paused_at === null;
   const dueOf = (tick: number) => tickDueAtMs(row.opened_at.getTime(), row.tick_interval_ms, tick, row.paused_ms);
-  const capLeft = row.max_total === null ? null : row.max_total - row.paid;
-  const available = row.mode === 'payg' ? payerAvailable : undefined;
-  const ticksLeft = ticksFunded({ ratePerTick: row.rate_per_tick, capLeft, available });
-  const limitedBy: 'escrow' | 'cap' | 'balance' =
-    row.mode === 'escrow' ? 'escrow' : capLeft !== null && ticksLeft === ticksFunded({ ratePerTick: row.rate_per_tick, capLeft }) ? 'cap' : 'balance';
+  const { ticksLeft, capLeft, limitedBy, funds } = moneyLeft({ mode: row.mode, ratePerTick: row.rate_per_tick, maxTotal: row.max_total, paid: row.paid, available: payerAvailable });
   return {
     ...toReceipt(row),
     ...(row.proposed_rate_per_tick !== null && { proposedRatePerTick: row.proposed_rate_per_tick }),
@@ -99,7 +95,7 @@ function streamView(row: StreamRow, nowMs: number, payerAvailable: number) {
         ticksLeft,
         ...(running && isoTime(dueOf(row.last_tick + ticksLeft))),
         limitedBy,
-        funds: Math.min(capLeft ?? Infinity, available ?? Infinity),
+        funds,
       },
     }),
     workflowId: streamWorkflowId(row.ref),
@@ -282,8 +278,9 @@ export function streamRoutes(app: Api) {
     },
     handler: async (req) => {
       const row = await visibleStream(pool, req.actor, req.params.ref);
-      const payer = await getAccount(pool, row.payer_account_id);
-      return streamView(row, Date.now(), payer.available);
+      // only a payg stream is limited by the payer's balance (an escrow's money is its hold)
+      const payerAvailable = row.mode === 'payg' ? (await getAccount(pool, row.payer_account_id)).available : undefined;
+      return streamView(row, Date.now(), payerAvailable);
     },
   });
 
