@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { parseTierBudgets, POOL_SEED_UNITS_DEFAULT, PRICE_PER_UNIT_DEFAULT } from './domain/grants';
 import { CREATIONS_PER_HOUR_DEFAULT, SUBACCOUNT_CAP_DEFAULT } from './domain/entities';
 import { parseFaults } from './jobs/faults';
+import { BODY_LIMIT_BYTES_DEFAULT, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './api/limits';
 
 
 /**
@@ -26,8 +27,12 @@ export const ConfigSchema = z.object({
   SLUICE_ADMIN_KEY: z.string().min(16).default('sluice-dev-admin-key'),
   SLUICE_DATA_DIR: z.string().min(1).default('.data'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  /** Largest JSON body the API accepts. */
-  SLUICE_BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).max(10_485_760).default(65_536),
+  /** Largest JSON body the API accepts (413 above it). */
+  SLUICE_BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).max(10_485_760).default(BODY_LIMIT_BYTES_DEFAULT),
+  /** Writes (non-GET /v1 requests) one caller may make per window; more answer 429 with Retry-After. */
+  SLUICE_WRITE_RATE_MAX: z.coerce.number().int().min(1).max(1_000_000).default(WRITE_RATE_MAX_DEFAULT),
+  /** The window of SLUICE_WRITE_RATE_MAX, in milliseconds. */
+  SLUICE_WRITE_RATE_WINDOW_MS: z.coerce.number().int().min(1000).max(3_600_000).default(WRITE_RATE_WINDOW_MS_DEFAULT),
   /** Units the free-tier pool is seeded with when the database is first migrated. */
   SLUICE_POOL_SEED_UNITS: z.coerce.number().int().min(0).max(1e15).default(POOL_SEED_UNITS_DEFAULT),
   /** Daily pool budgets per tier, e.g. `established=50,trusted=200` (unnamed tiers keep their default). */

@@ -1,11 +1,14 @@
+import fastifyRateLimit from '@fastify/rate-limit';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { Client } from '@temporalio/client';
-import Fastify, { type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Pool } from '../db/pool';
 import type { Logger } from '../logger';
 import { createAuthenticator } from './auth';
+import { SluiceError } from '../domain/errors';
+import { RATE_LIMIT_CALLERS_MAX, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './limits';
 import { errorHandler, notFoundHandler } from './errors';
 import { createMetrics } from './metrics';
 import { ledgerRoutes } from './routes/ledger';
@@ -31,7 +34,15 @@ export interface ApiDeps {
   jobPaymentTimeoutMs?: number;
   /** Minor units one unit of work costs (SLUICE_PRICE_PER_UNIT); default 1. */
   pricePerUnit?: number;
+  /** Writes per caller per window (SLUICE_WRITE_RATE_MAX / _WINDOW_MS); default WRITE_RATE_*_DEFAULT. */
+  writeRate?: { max: number; windowMs: number };
 }
+
+/** Writes are rate-limited; reads are not (see the README's Limits). */
+const isWrite = (req: FastifyRequest) => req.method !== 'GET' && req.method !== 'HEAD' && req.url.startsWith('/v1/');
+
+/** Whom a request counts against: its party, the admin, or (no valid key) its IP address. */
+const callerOf = (req: FastifyRequest) => (!req.actor ? `ip:${req.ip}` : req.actor.kind === 'admin' ? 'admin' : `party:${req.actor.party}`);
 
 export type Api = FastifyInstance<any, any, any, any, ZodTypeProvider> & { deps: ApiDeps };
 
@@ -51,7 +62,34 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
   app.decorateRequest('actor', null as never);
-  app.addHook('onRequest', createAuthenticator(deps.pool, deps.adminKey));
+
+  // One bucket per caller for every write route together, in this process's memory:
+  // several API instances would need a shared store (the plugin takes Redis).
+  const writeRate = deps.writeRate ?? { max: WRITE_RATE_MAX_DEFAULT, windowMs: WRITE_RATE_WINDOW_MS_DEFAULT };
+  await app.register(fastifyRateLimit, {
+    global: false,
+    max: writeRate.max,
+    timeWindow: writeRate.windowMs,
+    cache: RATE_LIMIT_CALLERS_MAX,
+    keyGenerator: callerOf,
+    errorResponseBuilder: (_req, ctx) =>
+      new SluiceError('rate_limited', `too many writes: at most ${ctx.max} per ${writeRate.windowMs} ms per caller; retry in ${ctx.after}`, {
+        limit: ctx.max,
+        windowMs: writeRate.windowMs,
+        retryAfterSeconds: Math.ceil(ctx.ttl / 1000),
+      }),
+  });
+  const limitWrites = app.rateLimit();
+  const authenticate = createAuthenticator(deps.pool, deps.adminKey);
+  // The limiter runs after authentication, so it counts writes per party; a request
+  // whose key is refused still counts (against its IP address) before its 401, which
+  // bounds key guessing. Both run before the body is read: a refused write costs no
+  // parsing, starts nothing and uses no idempotency key.
+  app.addHook('onRequest', async (req, reply) => {
+    const refused = await authenticate(req).then(() => undefined, (error: unknown) => error);
+    if (isWrite(req)) await limitWrites.call(app, req, reply);
+    if (refused) throw refused;
+  });
 
   const metrics = createMetrics(deps.pool);
   app.addHook('onResponse', async (req, reply) => {

@@ -22,6 +22,7 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   currency_mismatch: 422,
   refund_exceeds_payment: 422,
   rate_limited: 429,
+  payload_too_large: 413,
   limit_exceeded: 422,
   subaccount_not_live: 409,
   holds_open: 409,
@@ -50,7 +51,8 @@ export function errorHandler(error: FastifyError | Error, request: FastifyReques
   const status = (error as FastifyError).statusCode;
   if (status && status >= 400 && status < 500) {
     // Fastify's own 4xx: malformed JSON, body too large, unsupported media type…
-    return reply.status(status).send(body(status === 429 ? 'rate_limited' : 'invalid_request', error.message));
+    const code = status === 413 ? 'payload_too_large' : status === 429 ? 'rate_limited' : 'invalid_request';
+    return reply.status(status).send(body(code, error.message, status === 413 ? { limitBytes: request.server.initialConfig.bodyLimit } : {}));
   }
   request.log.error({ err: error }, 'unhandled error');
   return reply.status(500).send(body('internal', 'internal error; the request may be retried with the same idempotency key'));

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { AMOUNT_UNITS_MAX } from '../domain/money';
-import { IDEMPOTENCY_KEY_CHARS_MAX } from '../ledger/idempotency';
+import { IDEMPOTENCY_KEY_CHARS_MAX, PAGE_ROWS_DEFAULT, PAGE_ROWS_MAX } from './limits';
 import { TIERS } from '../domain/grants';
 
 /** Request and response shapes of the HTTP API; the OpenAPI document is generated from them. */
@@ -22,6 +22,15 @@ export const IdempotencyHeaders = z.object({
     .regex(/^[\x21-\x7e]+$/, 'printable ASCII without spaces')
     .describe('the same key with the same request returns the first result'),
 });
+
+/**
+ * The `limit` of a list route, from its maximum in limits.ts: a larger limit is a 400
+ * (never clamped in silence, so a caller never mistakes a short page for the end).
+ */
+export const PageLimit = (route: keyof typeof PAGE_ROWS_MAX, byDefault: number = Math.min(PAGE_ROWS_DEFAULT, PAGE_ROWS_MAX[route])) =>
+  z.coerce.number<string>().int().min(1).max(PAGE_ROWS_MAX[route]).default(byDefault).describe(`rows in the page, at most ${PAGE_ROWS_MAX[route]} (default ${byDefault})`);
+/** A numeric cursor: rows after this id or number. */
+export const PageAfter = z.coerce.number<string>().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0);
 
 export const IdParam = z.object({ id: AccountId });
 // decimal digits only: Number() would also read '0x1', ' 1' or '1.0' as hold 1

@@ -20,6 +20,7 @@ export async function runApi(config: Config): Promise<void> {
     budgets: config.SLUICE_TIER_BUDGETS,
     jobPaymentTimeoutMs: config.SLUICE_JOB_PAYMENT_TIMEOUT_MS,
     pricePerUnit: config.SLUICE_PRICE_PER_UNIT,
+    writeRate: { max: config.SLUICE_WRITE_RATE_MAX, windowMs: config.SLUICE_WRITE_RATE_WINDOW_MS },
   });
   await app.listen({ host: config.SLUICE_API_HOST, port: config.SLUICE_API_PORT });
   await new Promise<void>((resolve) => {

@@ -21,6 +21,7 @@ export const ERROR_CODES = [
   'creation_failed',
   'already_exists',
   'rate_limited',
+  'payload_too_large',
   'limit_exceeded',
   'subaccount_not_live',
   'holds_open',

@@ -72,8 +72,16 @@ export async function getAccount(db: Queryable, id: string): Promise<Account> {
   return toAccount(rows[0]);
 }
 
-export async function listAccounts(db: Queryable, ownerId: string): Promise<Account[]> {
-  const { rows } = await db.query<AccountRow>('select * from accounts where owner_id = $1 order by id limit 1000', [ownerId]);
+/** Accounts in one page of an owner's list at most. */
+export const ACCOUNTS_PAGE_MAX = 1000;
+
+/** An owner's accounts by id, after the id `after` (a cursor), at most `limit`. */
+export async function listAccounts(db: Queryable, ownerId: string, opts: { after?: string; limit?: number } = {}): Promise<Account[]> {
+  const { rows } = await db.query<AccountRow>('select * from accounts where owner_id = $1 and id > $2 order by id limit $3', [
+    ownerId,
+    opts.after ?? '',
+    Math.min(Math.max(opts.limit ?? ACCOUNTS_PAGE_MAX, 1), ACCOUNTS_PAGE_MAX),
+  ]);
   return rows.map(toAccount);
 }
 

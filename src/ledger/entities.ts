@@ -115,11 +115,14 @@ export async function getSubaccount(db: Queryable, id: string): Promise<Subaccou
   return toSubaccount(row);
 }
 
+/** Subaccounts in one page of the list at most. */
+export const SUBACCOUNTS_PAGE_MAX = 500;
+
 export async function listSubaccounts(db: Queryable, entityId: string, opts: { after?: number; limit?: number } = {}): Promise<Subaccount[]> {
   const { rows } = await db.query<SubaccountRow>('select * from subaccounts where entity_id = $1 and seq > $2 order by seq limit $3', [
     entityId,
     opts.after ?? 0,
-    Math.min(Math.max(opts.limit ?? 100, 1), 500),
+    Math.min(Math.max(opts.limit ?? 100, 1), SUBACCOUNTS_PAGE_MAX),
   ]);
   return rows.map(toSubaccount);
 }
@@ -408,10 +411,13 @@ export async function recordDelivery(
   );
 }
 
+/** Delivery attempts in one page of the log at most. */
+export const DELIVERIES_PAGE_MAX = 500;
+
 export async function listDeliveries(db: Queryable, entityId: string, opts: { after?: number; limit?: number } = {}) {
   const { rows } = await db.query(
     `select id, event_key, event_type, url, attempt, status_code, ok, error, at from webhook_deliveries where entity_id = $1 and id > $2 order by id limit $3`,
-    [entityId, opts.after ?? 0, Math.min(Math.max(opts.limit ?? 100, 1), 1000)],
+    [entityId, opts.after ?? 0, Math.min(Math.max(opts.limit ?? 100, 1), DELIVERIES_PAGE_MAX)],
   );
   return rows.map((r) => ({
     id: r.id as number,

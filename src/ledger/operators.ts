@@ -74,9 +74,20 @@ export async function findGrant(db: Queryable, payer: string, operator: string):
   return rows[0] && toGrant(rows[0]);
 }
 
-/** The grants a payer gave, or (asOperator) the grants a party holds. */
-export async function listGrants(db: Queryable, party: string, asOperator = false): Promise<OperatorGrant[]> {
-  const { rows } = await db.query<GrantRow>(`${SELECT_GRANTS} where ${asOperator ? 'g.operator' : 'g.payer'} = $1 order by g.payer, g.operator`, [party]);
+/** Grants in one page of a party's list at most. */
+export const GRANTS_PAGE_MAX = 1000;
+
+/**
+ * The grants a payer gave, or (asOperator) the grants a party holds, by the other
+ * party's id, after the id `after` (a cursor), at most `limit`.
+ */
+export async function listGrants(db: Queryable, party: string, opts: { asOperator?: boolean; after?: string; limit?: number } = {}): Promise<OperatorGrant[]> {
+  const [self, other] = opts.asOperator ? ['g.operator', 'g.payer'] : ['g.payer', 'g.operator'];
+  const { rows } = await db.query<GrantRow>(`${SELECT_GRANTS} where ${self} = $1 and ${other} > $2 order by ${other} limit $3`, [
+    party,
+    opts.after ?? '',
+    Math.min(Math.max(opts.limit ?? GRANTS_PAGE_MAX, 1), GRANTS_PAGE_MAX),
+  ]);
   return rows.map(toGrant);
 }
 

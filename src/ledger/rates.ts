@@ -85,9 +85,12 @@ export function postRateEvent(
   });
 }
 
+/** Rate events in one page of the tail at most. */
+export const RATE_EVENTS_PAGE_MAX = 1000;
+
 /** Events after a cursor, oldest first (tail readers). */
 export async function listRateEvents(db: Queryable, after: number, limit: number): Promise<Array<RateEvent & { createdAt: string }>> {
-  const { rows } = await db.query<RateEventRow>('select * from rate_events where id > $1 order by id limit $2', [after, Math.min(Math.max(limit, 1), 1000)]);
+  const { rows } = await db.query<RateEventRow>('select * from rate_events where id > $1 order by id limit $2', [after, Math.min(Math.max(limit, 1), RATE_EVENTS_PAGE_MAX)]);
   return rows.map((r) => ({ ...toRateEvent(r), createdAt: r.created_at.toISOString() }));
 }
 

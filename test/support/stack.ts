@@ -2,7 +2,8 @@ import { randomBytes } from 'node:crypto';
 import type { Client } from '@temporalio/client';
 import type { Worker } from '@temporalio/worker';
 import { buildApp, type Api } from '../../src/api/app';
-import { createLogger } from '../../src/logger';
+import { createLogger, type Logger } from '../../src/logger';
+import { BODY_LIMIT_BYTES_DEFAULT } from '../../src/api/limits';
 import { connectClient } from '../../src/temporal/connection';
 import { createWorker } from '../../src/worker';
 import type { TierBudgets } from '../../src/ledger/grants';
@@ -32,6 +33,12 @@ export interface TestStackOptions extends TestDatabaseOptions {
   faults?: Fault[];
   /** Minor units one unit of work costs, for the API. */
   pricePerUnit?: number;
+  /** Writes per caller per window (default: the product's, SLUICE_WRITE_RATE_*). */
+  writeRate?: { max: number; windowMs: number };
+  /** The API's body limit (default: the product's, SLUICE_BODY_LIMIT_BYTES). */
+  bodyLimitBytes?: number;
+  /** The API's logger (default: silent, or TEST_LOG_LEVEL). */
+  logger?: Logger;
 }
 
 export async function startTestStack(options: TestStackOptions = {}): Promise<TestStack> {
@@ -49,10 +56,11 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     temporal: client,
     taskQueue,
     adminKey: ADMIN_KEY,
-    bodyLimitBytes: 65_536,
-    logger: createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
+    bodyLimitBytes: options.bodyLimitBytes ?? BODY_LIMIT_BYTES_DEFAULT,
+    logger: options.logger ?? createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
     budgets: options.budgets,
     pricePerUnit: options.pricePerUnit,
+    writeRate: options.writeRate,
   });
   return {
     db,

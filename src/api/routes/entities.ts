@@ -3,13 +3,14 @@ import { z } from 'zod';
 import { creationWorkflowId, eliminationWorkflowId, SUBACCOUNT_SEPARATOR, SUBACCOUNT_STATUSES, type Subaccount } from '../../domain/entities';
 import { forbidden, SluiceError } from '../../domain/errors';
 import { SA_KIND } from '../../domain/searchAttributes';
-import { DASHBOARD_ROWS_MAX, entityDashboard, getEntity, getSubaccount, listDeliveries, listSubaccounts, registerEntity } from '../../ledger/entities';
+import { entityDashboard, getEntity, getSubaccount, listDeliveries, listSubaccounts, registerEntity } from '../../ledger/entities';
 import { sluiceErrorFromTemporal } from '../../temporal/failures';
 import { runWorkflowOnce } from '../../temporal/runOnce';
 import { subaccountCreationWorkflow, subaccountEliminationWorkflow } from '../../../workflows/entities';
 import { actorName, type Actor } from '../auth';
 import type { Api } from '../app';
 import * as S from '../schemas';
+import { PAGE_ROWS_MAX, WEBHOOK_URL_CHARS_MAX, WEBHOOK_URLS_MAX } from '../limits';
 
 const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody, 429: S.ErrorBody };
 
@@ -20,7 +21,6 @@ const EntityId = z
 const SubaccountParam = z.object({
   id: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}\/[1-9][0-9]{0,9}$/, '<entity>/<n> (URL-encode the slash as %2F)'),
 });
-const Page = z.object({ after: z.coerce.number<string>().int().min(0).default(0), limit: z.coerce.number<string>().int().min(1).max(500).default(100) });
 
 const Subaccount = z.object({
   id: z.string(),
@@ -59,7 +59,7 @@ export function entityRoutes(app: Api) {
         name: S.PartyName,
         collateral: S.Units.describe('held on the main account per live subaccount'),
         funding: z.number().int().min(0).max(1e15).describe('moved into each new subaccount'),
-        webhookUrls: z.array(z.url({ protocol: /^https?$/ }).max(500)).max(5).default([]),
+        webhookUrls: z.array(z.url({ protocol: /^https?$/ }).max(WEBHOOK_URL_CHARS_MAX)).max(WEBHOOK_URLS_MAX).default([]),
         challengeMs: z.number().int().min(0).max(90 * 86_400_000).optional().describe('0: active at once'),
         challengeMinBps: z.number().int().min(0).max(10_000).optional().describe('the balance a challenged subaccount must keep, in basis points of its funding'),
         subaccountCap: z.number().int().min(1).max(100_000).optional().describe('live subaccounts (default: SLUICE_SUBACCOUNT_CAP)'),
@@ -119,7 +119,7 @@ export function entityRoutes(app: Api) {
   });
 
   app.get('/v1/entities/:id/subaccounts', {
-    schema: { tags: ['entities'], summary: "An entity's subaccounts by number, a page at a time", params: z.object({ id: S.PartyId }), querystring: Page, response: { 200: z.object({ subaccounts: z.array(Subaccount) }), ...errors } },
+    schema: { tags: ['entities'], summary: "An entity's subaccounts by number, a page at a time", params: z.object({ id: S.PartyId }), querystring: z.object({ after: S.PageAfter, limit: S.PageLimit('GET /v1/entities/:id/subaccounts') }), response: { 200: z.object({ subaccounts: z.array(Subaccount) }), ...errors } },
     handler: async (req) => {
       ownEntity(req.actor, req.params.id);
       return { subaccounts: await listSubaccounts(pool, req.params.id, req.query) };
@@ -160,11 +160,11 @@ export function entityRoutes(app: Api) {
   app.get('/v1/entities/:id/dashboard', {
     schema: {
       tags: ['entities'],
-      summary: `All subaccounts at once (one query): a row each (balance, held, open streams, paid, received, status), status counts, and totals with the main account and the collateral it holds; rows by number, at most ${DASHBOARD_ROWS_MAX} a page`,
+      summary: `All subaccounts at once (one query): a row each (balance, held, open streams, paid, received, status), status counts, and totals with the main account and the collateral it holds; rows by number, at most ${PAGE_ROWS_MAX['GET /v1/entities/:id/dashboard']} a page`,
       params: z.object({ id: S.PartyId }),
       querystring: z.object({
-        after: z.coerce.number<string>().int().min(0).default(0),
-        limit: z.coerce.number<string>().int().min(1).max(DASHBOARD_ROWS_MAX).default(DASHBOARD_ROWS_MAX),
+        after: S.PageAfter,
+        limit: S.PageLimit('GET /v1/entities/:id/dashboard', PAGE_ROWS_MAX['GET /v1/entities/:id/dashboard']),
       }),
       response: {
         200: z.object({
@@ -209,7 +209,7 @@ export function entityRoutes(app: Api) {
       tags: ['entities'],
       summary: 'Webhook delivery attempts with their outcome, oldest first',
       params: z.object({ id: S.PartyId }),
-      querystring: Page,
+      querystring: z.object({ after: S.PageAfter, limit: S.PageLimit('GET /v1/entities/:id/deliveries') }),
       response: {
         200: z.object({
           deliveries: z.array(z.object({ id: z.number().int(), eventKey: z.string(), eventType: z.string(), url: z.string(), attempt: z.number().int(), statusCode: z.number().int().optional(), ok: z.boolean(), error: z.string().optional(), at: z.string() })),

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { forbidden, SluiceError } from '../../domain/errors';
 import { createAccount, getAccount, listAccounts } from '../../ledger/accounts';
-import { listEvents, EVENTS_PAGE_MAX } from '../../ledger/events';
+import { listEvents } from '../../ledger/events';
 import { assertNotManaged, captureHold, getHold, placeHold, releaseHold } from '../../ledger/holds';
 import { createParty } from '../../ledger/parties';
 import { runAudit } from '../../audit';
@@ -57,11 +57,17 @@ export function ledgerRoutes(app: Api) {
   });
 
   app.get('/v1/accounts', {
-    schema: { tags: ['accounts'], summary: "The caller's accounts", querystring: z.object({ ownerId: S.PartyId.optional() }), response: { 200: z.object({ accounts: z.array(S.Account) }), ...errors } },
+    schema: {
+      tags: ['accounts'],
+      summary: "The caller's accounts by id, a page at a time",
+      querystring: z.object({ ownerId: S.PartyId.optional(), after: S.AccountId.optional().describe('the last id of the previous page'), limit: S.PageLimit('GET /v1/accounts') }),
+      response: { 200: z.object({ accounts: z.array(S.Account), next: z.string().optional().describe('pass as `after` for the next page; left out on the last') }), ...errors },
+    },
     handler: async (req) => {
       const owner = req.actor.kind === 'party' ? req.actor.party : req.query.ownerId;
       if (!owner) throw new SluiceError('invalid_request', 'the admin must name the ownerId');
-      return { accounts: await listAccounts(pool, owner) };
+      const accounts = await listAccounts(pool, owner, req.query);
+      return { accounts, ...(accounts.length === req.query.limit && { next: accounts.at(-1)!.id }) };
     },
   });
 
@@ -174,8 +180,8 @@ export function ledgerRoutes(app: Api) {
       tags: ['events'],
       summary: 'Tail the event log by cursor (a party sees its own events; the admin sees all)',
       querystring: z.object({
-        after: z.coerce.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
-        limit: z.coerce.number().int().min(1).max(EVENTS_PAGE_MAX).default(100),
+        after: S.PageAfter,
+        limit: S.PageLimit('GET /v1/events'),
       }),
       response: { 200: z.object({ events: z.array(S.Event), next: z.number().int() }), ...errors },
     },

@@ -68,12 +68,15 @@ export function operatorRoutes(app: Api) {
       tags: ['operators'],
       summary: "A party's operators (as=payer, the default) or the payers it operates for (as=operator)",
       params: z.object({ id: S.PartyId }),
-      querystring: z.object({ as: z.enum(['payer', 'operator']).default('payer') }),
-      response: { 200: z.object({ grants: z.array(Grant) }), ...errors },
+      querystring: z.object({ as: z.enum(['payer', 'operator']).default('payer'), after: S.PartyId.optional().describe('the other party of the last grant of the previous page'), limit: S.PageLimit('GET /v1/parties/:id/operators') }),
+      response: { 200: z.object({ grants: z.array(Grant), next: z.string().optional().describe('pass as `after` for the next page; left out on the last') }), ...errors },
     },
     handler: async (req) => {
       assertSelf(req.actor, req.params.id);
-      return { grants: await listGrants(pool, req.params.id, req.query.as === 'operator') };
+      const asOperator = req.query.as === 'operator';
+      const grants = await listGrants(pool, req.params.id, { asOperator, after: req.query.after, limit: req.query.limit });
+      const last = grants.at(-1);
+      return { grants, ...(last && grants.length === req.query.limit && { next: asOperator ? last.payer : last.operator }) };
     },
   });
 }

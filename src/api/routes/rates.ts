@@ -5,13 +5,10 @@ import { crownOver, holdersAt, listRateEvents, payCrownRewards, postRateEvent } 
 import type { Actor } from '../auth';
 import type { Api } from '../app';
 import * as S from '../schemas';
+import { CROWN_INTERVALS_SHOWN_MAX, CROWN_WINDOW_TICKS_MAX } from '../limits';
 
 const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
 
-/** Intervals listed by GET /v1/crown (the totals always cover the whole window). */
-const CROWN_INTERVALS_SHOWN_MAX = 1000;
-/** The longest window the crown endpoint replays in one call (about 115 days of ticks). */
-export const CROWN_WINDOW_TICKS_MAX = 10_000_000;
 const Tick = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const QueryTick = z.coerce.number<string>().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
@@ -67,7 +64,7 @@ export function rateRoutes(app: Api) {
     schema: {
       tags: ['rates'],
       summary: 'Tail the rate events by cursor (id), oldest first',
-      querystring: z.object({ after: z.coerce.number<string>().int().min(0).default(0), limit: z.coerce.number<string>().int().min(1).max(1000).default(100) }),
+      querystring: z.object({ after: S.PageAfter, limit: S.PageLimit('GET /v1/rates/events') }),
       response: { 200: z.object({ events: z.array(RateEvent) }), ...errors },
     },
     handler: async (req) => ({ events: await listRateEvents(pool, req.query.after, req.query.limit) }),

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { forbidden, SluiceError } from '../../domain/errors';
 import { startStreamWorkflow } from '../../temporal/streams';
-import { accruedUnbilled, DISTRIBUTION_MEMBERS_MAX, moneyLeft, streamWorkflowId, tickDueAtMs, type DistributionMember, type StreamReceipt, type StreamRequest } from '../../domain/streams';
+import { accruedUnbilled, moneyLeft, streamWorkflowId, tickDueAtMs, type DistributionMember, type StreamReceipt, type StreamRequest } from '../../domain/streams';
 import { getAccount } from '../../ledger/accounts';
 import { findStream, findStreamWithHistory, recordHeartbeat, toReceipt, type StreamRow } from '../../ledger/streams';
 import { cancelStreamSignal } from '../../../workflows/definitions';
@@ -14,14 +14,12 @@ import { membersOf, payableAccount, payerAccountFor, streamActor, visibleStream 
 import type { Actor } from '../auth';
 import type { Api } from '../app';
 import * as S from '../schemas';
+import { STREAM_BATCH_ITEMS_MAX, STREAM_MEMBERS_MAX } from '../limits';
 
 const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
 
-/** Items of one batch call at most. */
-export const STREAM_BATCH_MAX = 100;
-
 export const MemberInput = z.object({ accountId: S.AccountId, weight: z.number().int().min(1).max(1_000_000) });
-export const MembersInput = z.array(MemberInput).min(1).max(DISTRIBUTION_MEMBERS_MAX);
+export const MembersInput = z.array(MemberInput).min(1).max(STREAM_MEMBERS_MAX);
 
 export const TICK_INTERVAL_MS_MIN = 100;
 export const TICK_INTERVAL_MS_MAX = 86_400_000;
@@ -212,11 +210,11 @@ export function streamRoutes(app: Api) {
   app.post('/v1/streams/batch', {
     schema: {
       tags: ['streams'],
-      summary: `Open or cancel up to ${STREAM_BATCH_MAX} streams in one call; each item succeeds or fails on its own`,
+      summary: `Open or cancel up to ${STREAM_BATCH_ITEMS_MAX} streams in one call; each item succeeds or fails on its own`,
       description:
         'Each item is `{"op": "open", ...the body of POST /v1/streams, with its ref required}` or `{"op": "cancel", "ref": ..., "reason"?: ...}`. ' +
         'The answer lists one result per item, in order, with the status and body that item would have had on its own route.',
-      body: z.object({ items: z.array(z.object({ op: z.enum(['open', 'cancel']) }).passthrough()).min(1).max(STREAM_BATCH_MAX) }),
+      body: z.object({ items: z.array(z.object({ op: z.enum(['open', 'cancel']) }).passthrough()).min(1).max(STREAM_BATCH_ITEMS_MAX) }),
       response: {
         200: z.object({
           succeeded: z.number().int(),

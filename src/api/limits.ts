@@ -1,0 +1,52 @@
+import { DISTRIBUTION_MEMBERS_MAX } from '../domain/streams';
+import { ACCOUNTS_PAGE_MAX } from '../ledger/accounts';
+import { DASHBOARD_ROWS_MAX, DELIVERIES_PAGE_MAX, SUBACCOUNTS_PAGE_MAX } from '../ledger/entities';
+import { EVENTS_PAGE_MAX } from '../ledger/events';
+import { IDEMPOTENCY_KEY_CHARS_MAX } from '../ledger/idempotency';
+import { GRANTS_PAGE_MAX } from '../ledger/operators';
+import { RATE_EVENTS_PAGE_MAX } from '../ledger/rates';
+
+/**
+ * Every limit the HTTP API puts on a caller, each named with its unit, in one
+ * table: the routes, their OpenAPI schemas (maximum, maxItems) and the tests take
+ * them from here. A limit the ledger enforces as well (a page its SQL clamps, a key
+ * column's width) is defined next to that SQL and listed here under the same name.
+ */
+
+/** Writes (every non-GET /v1 request) per caller per window: the defaults of SLUICE_WRITE_RATE_MAX / _WINDOW_MS. */
+export const WRITE_RATE_MAX_DEFAULT = 1000;
+export const WRITE_RATE_WINDOW_MS_DEFAULT = 10_000;
+/** Callers the in-memory rate limiter tracks at once (least recently seen forgotten first). */
+export const RATE_LIMIT_CALLERS_MAX = 10_000;
+
+/** The largest request body: the default of SLUICE_BODY_LIMIT_BYTES. */
+export const BODY_LIMIT_BYTES_DEFAULT = 65_536;
+
+export { IDEMPOTENCY_KEY_CHARS_MAX };
+
+/** Rows a list route returns when the caller gives no `limit`. */
+export const PAGE_ROWS_DEFAULT = 100;
+
+/** The largest `limit` of each list route; a larger one is refused (400), never clamped in silence. */
+export const PAGE_ROWS_MAX = {
+  'GET /v1/accounts': ACCOUNTS_PAGE_MAX,
+  'GET /v1/events': EVENTS_PAGE_MAX,
+  'GET /v1/rates/events': RATE_EVENTS_PAGE_MAX,
+  'GET /v1/parties/:id/operators': GRANTS_PAGE_MAX,
+  'GET /v1/entities/:id/subaccounts': SUBACCOUNTS_PAGE_MAX,
+  'GET /v1/entities/:id/deliveries': DELIVERIES_PAGE_MAX,
+  'GET /v1/entities/:id/dashboard': DASHBOARD_ROWS_MAX,
+} as const;
+
+/** Items of one POST /v1/streams/batch. */
+export const STREAM_BATCH_ITEMS_MAX = 100;
+/** Live members of one distribution stream (and members named in one request). */
+export const STREAM_MEMBERS_MAX = DISTRIBUTION_MEMBERS_MAX;
+/** Webhook URLs of one entity. */
+export const WEBHOOK_URLS_MAX = 5;
+/** Characters of one webhook URL. */
+export const WEBHOOK_URL_CHARS_MAX = 500;
+/** Intervals GET /v1/crown lists (its totals always cover the whole window). */
+export const CROWN_INTERVALS_SHOWN_MAX = 1000;
+/** Ticks of the longest window GET /v1/crown and POST /v1/crown/rewards replay in one call (about 115 days). */
+export const CROWN_WINDOW_TICKS_MAX = 10_000_000;
