@@ -33,6 +33,9 @@ program
     const config = loadConfig();
     const { runWorker } = await import('./worker');
     const { createLogger } = await import('./logger');
+    const { installTemporalLogging, temporalLevel } = await import('./temporal/logging');
+    const log = createLogger(config.LOG_LEVEL, 'sluice-worker');
+    installTemporalLogging(log, temporalLevel(config.LOG_LEVEL));
     const pool = createPool(databaseUrl(config));
     // started by the launcher: leave with it, never outlive it as an orphan
     process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
@@ -42,7 +45,7 @@ program
         limits: { cap: config.SLUICE_SUBACCOUNT_CAP, perHour: config.SLUICE_SUBACCOUNT_CREATIONS_PER_HOUR },
         faults: config.SLUICE_FAULTS,
       },
-      createLogger(config.LOG_LEVEL, 'sluice-worker'),
+      log,
     );
     await pool.end();
     leaveLauncher();

@@ -11,10 +11,17 @@ let installed = false;
  */
 export function quietTemporalRuntime(): void {
   if (installed) return;
+  installed = true;
   const level = (process.env.TEST_TEMPORAL_LOG_LEVEL as LogLevel | undefined) ?? 'ERROR';
   Runtime.install({
     logger: new DefaultLogger(level),
     telemetryOptions: { logging: { filter: { core: level, other: level }, forward: {} } },
   });
+}
+
+/** Installs the runtime with `install` instead (a test that reads the worker's logs); before the stack starts. */
+export function installTemporalRuntime(install: () => void): void {
+  if (installed) throw new Error('the Temporal runtime of this test file is already installed');
+  install();
   installed = true;
 }

@@ -1,0 +1,119 @@
+import { createHash } from 'node:crypto';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createLogger } from '../../src/logger';
+import { installTemporalLogging } from '../../src/temporal/logging';
+import { SIGNATURE_HEADER, verifyWebhook } from '../../src/webhooks/signature';
+import { sleep } from '../support/parties';
+import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
+import { installTemporalRuntime } from '../support/temporalRuntime';
+
+/**
+ * Secrets against the real stack: API keys are stored hashed (no key in any table),
+ * an entity's webhook secret is stored where signing needs it and nowhere else, and
+ * neither the API's nor the worker's log, captured at debug level through a whole
+ * registration, subaccount creation and signed (once retried) webhook delivery,
+ * holds any key or secret.
+ */
+
+/** A pino destination that keeps every line. */
+const buffer = () => {
+  const lines: string[] = [];
+  return { lines, write: (line: string) => void lines.push(line), text: () => lines.join('') };
+};
+const apiLog = buffer();
+const workerLog = buffer();
+
+let stack: TestStack;
+let receiver: Server;
+let hookUrl: string;
+const deliveries: Array<{ body: string; signature: string }> = [];
+let refuseNext = 1; // the first delivery fails: the worker logs the failed attempt and retries
+
+let alice: { apiKey: string };
+let acme: { apiKey: string; webhookSecret: string; mainAccountId: string };
+
+beforeAll(async () => {
+  receiver = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      if (refuseNext-- > 0) return void res.writeHead(503).end();
+      deliveries.push({ body, signature: String(req.headers[SIGNATURE_HEADER]) });
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
+  hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
+  installTemporalRuntime(() => installTemporalLogging(createLogger('debug', 'sluice-worker', workerLog), 'DEBUG'));
+  stack = await startTestStack({ logger: createLogger('debug', 'sluice-api', apiLog) });
+
+  const admin = api(stack.app, ADMIN_KEY);
+  const party = await admin.post('/v1/parties', { id: 'alice', name: 'Alice' });
+  expect(party.status).toBe(201);
+  alice = party.body;
+  expect((await api(stack.app, alice.apiKey).post('/v1/accounts', { id: 'alice.w' })).status).toBe(201);
+  const entity = await admin.post('/v1/entities', { id: 'acme', name: 'Acme', collateral: 10, funding: 5, webhookUrls: [hookUrl] });
+  expect(entity.status).toBe(201);
+  acme = entity.body;
+  expect((await admin.post('/v1/deposits', { accountId: acme.mainAccountId, amount: 1_000 }, 'fund-acme')).status).toBe(201);
+  const created = await api(stack.app, acme.apiKey).post('/v1/entities/acme/subaccounts', { requestId: 'r1' });
+  expect(created.status).toBe(201);
+  expect(created.body.subaccount).toMatchObject({ id: 'acme/1', status: 'active' });
+  // a refused key, a refused body: the error paths log too
+  expect((await api(stack.app, `${alice.apiKey}x`).post('/v1/transfers', { fromAccountId: 'alice.w', toAccountId: 'acme.main', amount: 1 }, 'k1')).status).toBe(401);
+  expect((await api(stack.app, alice.apiKey).post('/v1/transfers', { fromAccountId: 'alice.w', toAccountId: 'acme.main', amount: 1 }, 'k2')).status).toBe(422);
+  // the announcement is delivered (after one refused attempt) and recorded
+  for (let i = 0; i < 150; i++) {
+    const log = (await api(stack.app, acme.apiKey).get('/v1/entities/acme/deliveries')).body.deliveries;
+    if (log.some((d: { ok: boolean }) => d.ok)) break;
+    await sleep(100);
+  }
+});
+afterAll(async () => {
+  await stack?.stop();
+  await new Promise((r) => receiver.close(r));
+});
+
+const secrets = () => ({ 'alice API key': alice.apiKey, 'acme API key': acme.apiKey, 'acme webhook secret': acme.webhookSecret, 'admin key': ADMIN_KEY });
+
+test('the webhook was signed with the secret (the secret was in use while the logs were captured)', () => {
+  expect(deliveries).toHaveLength(1);
+  expect(JSON.parse(deliveries[0]!.body)).toMatchObject({ entityId: 'acme', subaccount: { id: 'acme/1' } });
+  expect(verifyWebhook(acme.webhookSecret, deliveries[0]!.signature, deliveries[0]!.body)).toMatchObject({ ok: true });
+});
+
+test('API keys are stored hashed: no key appears in any table, and each party has the hash of its own', async () => {
+  const { rows: tables } = await stack.db.pool.query<{ name: string }>(
+    `select table_name as name from information_schema.tables where table_schema = 'public' and table_type = 'BASE TABLE' order by 1`,
+  );
+  expect(tables.map((t) => t.name)).toEqual(expect.arrayContaining(['parties', 'events', 'entities', 'webhook_deliveries', 'idempotency_keys']));
+  const where: Record<string, string[]> = {};
+  for (const { name } of tables) {
+    const { rows } = await stack.db.pool.query<{ row: string }>(`select t::text as row from "${name}" t`);
+    for (const [what, secret] of Object.entries(secrets())) {
+      if (rows.some((r) => r.row.includes(secret))) (where[what] ??= []).push(name);
+    }
+  }
+  // the webhook secret signs every delivery, so it is kept, in its entity's row only
+  expect(where).toEqual({ 'acme webhook secret': ['entities'] });
+  const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+  const { rows: parties } = await stack.db.pool.query(`select id, api_key_hash from parties where api_key_hash is not null order by id`);
+  expect(parties).toEqual([
+    { id: 'acme', api_key_hash: sha256(acme.apiKey) },
+    { id: 'alice', api_key_hash: sha256(alice.apiKey) },
+  ]);
+});
+
+test("neither the API's nor the worker's log holds a key or the webhook secret", () => {
+  const apiText = apiLog.text();
+  const workerText = workerLog.text();
+  // the logs saw the whole story: requests, the saga's activities, the failed and retried delivery
+  expect(apiText).toContain('/v1/entities/acme/subaccounts');
+  expect(apiText).toContain('"statusCode":401');
+  expect(workerText).toContain('deliverWebhook');
+  expect(workerText).toContain('503');
+  for (const [what, secret] of Object.entries(secrets())) {
+    expect({ what, inApiLog: apiText.includes(secret), inWorkerLog: workerText.includes(secret) }).toEqual({ what, inApiLog: false, inWorkerLog: false });
+  }
+});
