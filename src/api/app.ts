@@ -8,6 +8,7 @@ import type { Pool } from '../db/pool';
 import type { Logger } from '../logger';
 import { createAuthenticator } from './auth';
 import { SluiceError } from '../domain/errors';
+import { ErrorBody } from './schemas';
 import { RATE_LIMIT_CALLERS_MAX, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './limits';
 import { errorHandler, notFoundHandler } from './errors';
 import { createMetrics } from './metrics';
@@ -39,7 +40,8 @@ export interface ApiDeps {
 }
 
 /** Writes are rate-limited; reads are not (see the README's Limits). */
-const isWrite = (req: FastifyRequest) => req.method !== 'GET' && req.method !== 'HEAD' && req.url.startsWith('/v1/');
+const isWriteTo = (method: string | string[], url: string) => method !== 'GET' && method !== 'HEAD' && url.startsWith('/v1/');
+const isWrite = (req: FastifyRequest) => isWriteTo(req.method, req.url);
 
 /** Whom a request counts against: its party, the admin, or (no valid key) its IP address. */
 const callerOf = (req: FastifyRequest) => (!req.actor ? `ip:${req.ip}` : req.actor.kind === 'admin' ? 'admin' : `party:${req.actor.party}`);
@@ -80,6 +82,10 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
       }),
   });
   const limitWrites = app.rateLimit();
+  // and the OpenAPI document says so on each write (before @fastify/swagger reads the routes)
+  app.addHook('onRoute', (route) => {
+    if (isWriteTo(route.method, route.url) && route.schema) route.schema = { ...route.schema, response: { 413: ErrorBody, 429: ErrorBody, ...(route.schema.response as object) } };
+  });
   const authenticate = createAuthenticator(deps.pool, deps.adminKey);
   // The limiter runs after authentication, so it counts writes per party; a request
   // whose key is refused still counts (against its IP address) before its 401, which

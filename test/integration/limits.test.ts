@@ -128,6 +128,17 @@ describe('writes per caller', () => {
     expect((await bob.post('/v1/parties/bob/heartbeat')).status).toBe(200);
   });
 
+  test('the OpenAPI document gives every write, and no read, its 429 and 413 answers', async () => {
+    const doc = (await admin().get('/openapi.json')).body;
+    const answers: Record<string, boolean> = {};
+    for (const [path, ops] of Object.entries<any>(doc.paths)) {
+      for (const [method, op] of Object.entries<any>(ops)) answers[`${method} ${path}`] = Boolean(op.responses['429'] && op.responses['413']);
+    }
+    const writes = Object.keys(answers).filter((r) => r.startsWith('post /v1/'));
+    expect(writes.length).toBeGreaterThan(30);
+    for (const [route, has] of Object.entries(answers)) expect({ route, has }).toEqual({ route, has: route.startsWith('post /v1/') });
+  });
+
   test('the limit is configured by SLUICE_WRITE_RATE_MAX per SLUICE_WRITE_RATE_WINDOW_MS, with generous defaults', () => {
     expect(loadConfig({})).toMatchObject({ SLUICE_WRITE_RATE_MAX: WRITE_RATE_MAX_DEFAULT, SLUICE_WRITE_RATE_WINDOW_MS: WRITE_RATE_WINDOW_MS_DEFAULT, SLUICE_BODY_LIMIT_BYTES: BODY_LIMIT_BYTES_DEFAULT });
     expect(loadConfig({ SLUICE_WRITE_RATE_MAX: '50', SLUICE_WRITE_RATE_WINDOW_MS: '1000' })).toMatchObject({ SLUICE_WRITE_RATE_MAX: 50, SLUICE_WRITE_RATE_WINDOW_MS: 1000 });
