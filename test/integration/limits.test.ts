@@ -302,12 +302,14 @@ describe('Idempotency-Key', () => {
     expect(new Set(Object.values(keyed))).toEqual(new Set([IDEMPOTENCY_KEY_CHARS_MAX]));
   });
 
-  test.each(Object.keys(KEYED))(`%s: a key of ${IDEMPOTENCY_KEY_CHARS_MAX + 1} characters is 400 and changes nothing; ${IDEMPOTENCY_KEY_CHARS_MAX} is taken`, async (route) => {
+  test.each(Object.keys(KEYED))(`%s: a key of ${IDEMPOTENCY_KEY_CHARS_MAX + 1} characters, or an empty one, is 400 and changes nothing; ${IDEMPOTENCY_KEY_CHARS_MAX} is taken`, async (route) => {
     const r = KEYED[route]!;
     const before = await snapshot();
     const long = await r.as().post(r.url(), r.body?.(), 'k'.repeat(IDEMPOTENCY_KEY_CHARS_MAX + 1));
     expect(long.status).toBe(400);
     expect(long.body.error).toMatchObject({ code: 'invalid_request', details: { issues: [expect.objectContaining({ path: '/idempotency-key' })] } });
+    const empty = await r.as().post(r.url(), r.body?.(), undefined, { 'idempotency-key': '' });
+    expect(empty.status).toBe(400);
     expect(await snapshot()).toBe(before);
     // the longest key is taken (a fresh one per route: keys are scoped per caller, not per route)
     const key = `${route.replace(/\W+/g, '-')}-${RUN}-`.padEnd(IDEMPOTENCY_KEY_CHARS_MAX, 'k');
