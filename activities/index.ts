@@ -2,12 +2,11 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import { DEFAULT_TIER_BUDGETS, type JobRequest } from '../src/domain/grants';
 import { closeGrant, openGrant, payForGrant, refundGrantPayment, releaseGrantReservation, settleGrant, type TierBudgets } from '../src/ledger/grants';
 import { simulatedWork, type WorkRunner } from '../src/jobs/work';
-import { faultFor, type Fault } from '../src/jobs/faults';
+import { faultFor, faultIsFinal, type Fault, type FaultStep } from '../src/jobs/faults';
 import { deliverWebhook } from '../src/webhooks/deliver';
 import {
   CREATIONS_PER_HOUR_DEFAULT,
   SUBACCOUNT_CAP_DEFAULT,
-  type SagaStep,
   type SubaccountEvent,
 } from '../src/domain/entities';
 import {
@@ -20,7 +19,8 @@ import {
   getSubaccount,
   holdCollateral,
   markSubaccountFailed,
-  openStreamsOf,
+  streamsToCloseOf,
+  markAllocationFailed,
   releaseCollateral,
   settleElimination,
   unfundSubaccount,
@@ -47,22 +47,21 @@ export interface ActivityDeps {
 }
 
 /**
- * A saga step's activity: an injected fault fails it before it does anything, or
- * (`after`) once it has committed, as a step whose reply was lost and whose retries
- * were refused, so the compensations meet a step that did its work.
+ * An activity that configured faults may fail (src/jobs/faults.ts): before it does
+ * anything, or (`after`) once it has committed, as a step whose reply was lost.
+ * With no fault configured the activity is returned as it is: production never
+ * runs this wrapper.
  */
-function sagaStep<A extends unknown[], R>(faults: Fault[], step: SagaStep, entityOf: (...args: A) => string, fn: (...args: A) => Promise<R>) {
-  return businessErrorsAreFinal(async (...args: A): Promise<R> => {
+function faulty<A extends [unknown, ...unknown[]], R>(faults: Fault[], step: FaultStep, subjectOf: (first: A[0]) => string, fn: (...args: A) => Promise<R>): (...args: A) => Promise<R> {
+  if (!faults.some((f) => f.step === step)) return fn;
+  return async (...args: A): Promise<R> => {
     const attempt = Context.current().info.attempt;
-    const fault = faultFor(faults, step, entityOf(...args), attempt);
+    const fault = faultFor(faults, step, subjectOf(args[0]), attempt);
     if (fault?.times === 'after') await fn(...args);
-    if (fault) {
-      throw ApplicationFailure.create({ type: 'injected_fault', message: `injected fault: ${step} (attempt ${attempt})`, nonRetryable: typeof fault.times === 'string' });
-    }
+    if (fault) throw ApplicationFailure.create({ type: 'injected_fault', message: `injected fault: ${step} (attempt ${attempt})`, nonRetryable: faultIsFinal(fault) });
     return fn(...args);
-  });
+  };
 }
-
 
 /**
  * A caller's error (insufficient funds, a taken ref…) will not heal on retry: it
@@ -92,6 +91,9 @@ export function createActivities({
   limits = { cap: SUBACCOUNT_CAP_DEFAULT, perHour: CREATIONS_PER_HOUR_DEFAULT },
   faults = [],
 }: ActivityDeps) {
+  /** A ledger step fault injection can name: a caller's error is final, an injected fault as configured. */
+  const step = <A extends [unknown, ...unknown[]], R>(name: FaultStep, subjectOf: (first: A[0]) => string, fn: (...args: A) => Promise<R>) =>
+    businessErrorsAreFinal(faulty(faults, name, subjectOf, fn));
   return {
     settlePayment: businessErrorsAreFinal((request: PaymentRequest) => settlePayment(pool, request)),
     refundPayment: businessErrorsAreFinal((request: RefundRequest) => refundPayment(pool, request)),
@@ -100,36 +102,39 @@ export function createActivities({
     closeStream: businessErrorsAreFinal((input: { ref: string; reason: CloseReason; closedBy: string }) => closeStream(pool, input)),
     pauseStream: businessErrorsAreFinal((input: { ref: string; seq: number } & Actor) => pauseStream(pool, input)),
     resumeStream: businessErrorsAreFinal((input: { ref: string; seq: number } & Actor) => resumeStream(pool, input)),
-    openGrant: businessErrorsAreFinal((request: JobRequest, day: string) => openGrant(pool, { request, day, budgets })),
-    payForGrant: businessErrorsAreFinal((jobId: string, day: string) => payForGrant(pool, { jobId, day, budgets })),
-    performJobWork: (job: JobRequest) => work.perform(job, Context.current().info.attempt),
-    settleGrant: businessErrorsAreFinal((jobId: string, actualCost: number) => settleGrant(pool, { jobId, actualCost })),
-    releaseGrantReservation: businessErrorsAreFinal((jobId: string) => releaseGrantReservation(pool, jobId)),
-    refundGrantPayment: businessErrorsAreFinal((jobId: string) => refundGrantPayment(pool, jobId)),
-    closeGrant: businessErrorsAreFinal((input: { jobId: string; status: 'cancelled' | 'failed'; failure: string }) => closeGrant(pool, input)),
-    allocateSubaccount: sagaStep(faults, 'allocate', (entityId: string, _requestId: string) => entityId, (entityId: string, requestId: string) => allocateSubaccount(pool, { entityId, requestId, limits })),
-    holdCollateral: sagaStep(faults, 'hold_collateral', (id: string) => id, (id: string) => holdCollateral(pool, id)),
-    fundSubaccount: sagaStep(faults, 'fund', (id: string) => id, (id: string) => fundSubaccount(pool, id)),
-    activateSubaccount: sagaStep(faults, 'activate', (id: string) => id, (id: string) => activateSubaccount(pool, id)),
-    releaseCollateral: businessErrorsAreFinal((id: string) => releaseCollateral(pool, id)),
-    unfundSubaccount: businessErrorsAreFinal((id: string) => unfundSubaccount(pool, id)),
-    markSubaccountFailed: businessErrorsAreFinal((input: { id: string; step: string; failure: string }) => markSubaccountFailed(pool, input)),
+    openGrant: step('open_grant', (request: JobRequest) => request.jobId, (request: JobRequest, day: string) => openGrant(pool, { request, day, budgets })),
+    payForGrant: step('pay', (jobId: string) => jobId, (jobId: string, day: string) => payForGrant(pool, { jobId, day, budgets })),
+    performJobWork: faulty(faults, 'work', (job: JobRequest) => job.jobId, (job: JobRequest) => work.perform(job, Context.current().info.attempt)),
+    settleGrant: step('settle', (jobId: string) => jobId, (jobId: string, actualCost: number) => settleGrant(pool, { jobId, actualCost })),
+    releaseGrantReservation: step('release_reservation', (jobId: string) => jobId, (jobId: string) => releaseGrantReservation(pool, jobId)),
+    refundGrantPayment: step('refund_payment', (jobId: string) => jobId, (jobId: string) => refundGrantPayment(pool, jobId)),
+    closeGrant: step('close_grant', (input: { jobId: string }) => input.jobId, (input: { jobId: string; status: 'cancelled' | 'failed'; failure: string }) => closeGrant(pool, input)),
+    allocateSubaccount: step('allocate', (entityId: string) => entityId, (entityId: string, requestId: string) => allocateSubaccount(pool, { entityId, requestId, limits })),
+    holdCollateral: step('hold_collateral', (id: string) => id, (id: string) => holdCollateral(pool, id)),
+    fundSubaccount: step('fund', (id: string) => id, (id: string) => fundSubaccount(pool, id)),
+    activateSubaccount: step('activate', (id: string) => id, (id: string) => activateSubaccount(pool, id)),
+    releaseCollateral: step('release_collateral', (id: string) => id, (id: string) => releaseCollateral(pool, id)),
+    unfundSubaccount: step('unfund', (id: string) => id, (id: string) => unfundSubaccount(pool, id)),
+    markAllocationFailed: step('mark_failed', (input: { entityId: string }) => input.entityId, async (input: { entityId: string; requestId: string; failure: string }) =>
+      (await markAllocationFailed(pool, input)) ?? null,
+    ),
+    markSubaccountFailed: step('mark_failed', (input: { id: string }) => input.id, (input: { id: string; step: string; failure: string }) => markSubaccountFailed(pool, input)),
     concludeChallenge: businessErrorsAreFinal((id: string) => concludeChallenge(pool, id)),
     challengeOf: businessErrorsAreFinal(async (id: string) => {
       const sub = await getSubaccount(pool, id);
       return { challengeMs: (await getEntity(pool, sub.entityId)).challenge_ms };
     }),
-    beginElimination: businessErrorsAreFinal((id: string) => beginElimination(pool, id)),
+    beginElimination: step('begin_elimination', (id: string) => id, (id: string) => beginElimination(pool, id)),
     /** Closes the subaccount's open streams in the ledger (their workflows are signalled by the caller) and returns the receipts. */
-    closeSubaccountStreams: businessErrorsAreFinal(async (id: string, closedBy: string) => {
+    closeSubaccountStreams: step('close_streams', (id: string) => id, async (id: string, closedBy: string) => {
       const sub = await getSubaccount(pool, id);
       if (!sub.accountId) return [];
       // out of the distributions it is paid by, then its own streams closed
       await leaveAllDistributions(pool, sub.accountId, closedBy);
-      const refs = await openStreamsOf(pool, sub.accountId);
+      const refs = await streamsToCloseOf(pool, { id, entityId: sub.entityId, accountId: sub.accountId });
       return Promise.all(refs.map((ref) => closeStream(pool, { ref, reason: 'cancelled', closedBy })));
     }),
-    settleElimination: businessErrorsAreFinal((input: { id: string; reason: string }) => settleElimination(pool, input)),
+    settleElimination: step('settle_elimination', (input: { id: string }) => input.id, (input: { id: string; reason: string }) => settleElimination(pool, input)),
     webhookTargets: businessErrorsAreFinal(async (entityId: string) => (await getEntity(pool, entityId)).webhook_urls),
     deliverWebhook: (event: SubaccountEvent, url: string) => deliverWebhook(pool, event, url, Context.current().info.attempt, Context.current().log),
   };

@@ -41,6 +41,7 @@ import { parseFaults } from '../src/jobs/faults';
 import { registerEntity } from '../src/ledger/entities';
 import { creationWorkflowId, eliminationWorkflowId, lifecycleWorkflowId, type CreationResult } from '../src/domain/entities';
 import { subaccountCreationWorkflow } from '../workflows/entities';
+import { SETTLE_REFUSED_COMPENSATES_PATCH } from '../workflows/job';
 import { setTier } from '../src/ledger/grants';
 import type { GrantView, JobRequest, WorkSimulation } from '../src/domain/grants';
 
@@ -166,7 +167,9 @@ async function main(): Promise<void> {
     const hooks = createServer((req, res) => req.resume().on('end', () => res.writeHead(204).end()));
     await new Promise<void>((r) => hooks.listen(0, '127.0.0.1', r));
     const hookUrl = `http://127.0.0.1:${(hooks.address() as AddressInfo).port}/hooks`;
-    const faults = parseFaults('activate@rec-ent/2=always');
+    // and faults: rec-ent's subaccount 2 fails to activate, rec-alloc's allocation commits but is reported
+    // failed, rec-job-settle-refused's settlement is refused for good
+    const faults = parseFaults('activate@rec-ent/2=always,allocate@rec-alloc=after,settle@rec-job-settle-refused=always');
     const { worker, connection } = await createWorker({ pool: db.pool, address: server.address, namespace: 'default', taskQueue: TASK_QUEUE, faults });
     const files: string[] = [];
     try {
@@ -303,6 +306,13 @@ async function main(): Promise<void> {
         expectGrant(await unpaid.handle.result(), { status: 'cancelled', paid: 0, reserved: 0 });
         files.push(await save('job-payment-timeout', unpaid.handle));
 
+        // 10b. gate, paid, worked, the settlement refused for good (injected): compensated and failed (SETTLE_REFUSED_COMPENSATES_PATCH)
+        const unsettled = await startJobWorkflow(client!, TASK_QUEUE, jobRequest('rec-job-settle-refused', 40, { actualCost: 40 }));
+        await unsettled.handle.executeUpdate(jobPaymentUpdate);
+        expectGrant(await unsettled.handle.result(), { status: 'failed', paid: 40, refunded: 40 });
+        if (!patchesIn(await unsettled.handle.fetchHistory()).includes(SETTLE_REFUSED_COMPENSATES_PATCH)) throw new Error('rec-job-settle-refused took the old path');
+        files.push(await save('job-settle-refused', unsettled.handle));
+
         // 11. subaccountCreationWorkflow → challenge (1 s) → the lifecycle passes it; then a failed creation
         //     (activate fails: unfund, release collateral, mark failed); then a challenge that fails and eliminates
         await registerEntity(db!.pool, { id: 'rec-ent', name: 'Recorded', collateral: 100, funding: 50, webhookUrls: [hookUrl], challengeMs: 1000, challengeMinBps: 5000 });
@@ -316,6 +326,11 @@ async function main(): Promise<void> {
         const failed = await createSubaccount(client!, 'rec-ent', 'rec-2');
         if (failed.failedStep !== 'activate' || failed.compensated.join() !== 'unfund,release_collateral,mark_failed') throw new Error(`unexpected failure ${JSON.stringify(failed)}`);
         files.push(await save('subaccount-creation-failed', client!.workflow.getHandle(creationWorkflowId('rec-ent', 'rec-2'))));
+        // an allocation that committed but was reported failed: its slot is marked failed (ALLOCATION_FAILED_MARKS_SLOT_PATCH)
+        await registerEntity(db!.pool, { id: 'rec-alloc', name: 'Recorded', collateral: 100, funding: 50, webhookUrls: [hookUrl] });
+        const lost = await createSubaccount(client!, 'rec-alloc', 'rec-1');
+        if (lost.failedStep !== 'allocate' || lost.subaccount?.status !== 'failed') throw new Error(`unexpected allocation failure ${JSON.stringify(lost)}`);
+        files.push(await save('subaccount-allocation-failed', client!.workflow.getHandle(creationWorkflowId('rec-alloc', 'rec-1'))));
         const doomed = await createSubaccount(client!, 'rec-ent', 'rec-3');
         const doomedId = doomed.subaccount!.id;
         await transfer(db!.pool, { key: 'rec-spend', kind: 'transfer', debitAccountId: doomedId, creditAccountId: 'bob.wallet', amount: 40 });

@@ -2,6 +2,7 @@ import {
   ApplicationFailure,
   getExternalWorkflowHandle,
   ParentClosePolicy,
+  patched,
   proxyActivities,
   sleep,
   startChild,
@@ -100,6 +101,13 @@ export async function webhookDeliveryWorkflow(event: SubaccountEvent, given?: st
 const REFUSALS = new Set(['rate_limited', 'limit_exceeded']);
 
 /**
+ * Patch: an allocation that fails other than by a refusal marks the request's slot
+ * `failed` if it was allocated after all, instead of leaving it `pending` (a live slot
+ * against the cap, never concluded). Runs before it took the old path.
+ */
+export const ALLOCATION_FAILED_MARKS_SLOT_PATCH = 'creation-allocation-failed-marks-slot';
+
+/**
  * The creation saga (DESIGN §4): allocate (rate limit, cap, next number) → hold the
  * entity's collateral → create and fund the account → `active` or `challenge` →
  * announce. Each compensation is registered before its step and is a no-op if the
@@ -115,6 +123,14 @@ export async function subaccountCreationWorkflow(input: { entityId: string; requ
     sub = await steps.allocateSubaccount(input.entityId, input.requestId);
   } catch (error) {
     const failure = failureOf(error);
+    // an allocation that failed otherwise may have committed (its reply lost): its slot, if any, ends failed
+    if (!REFUSALS.has(failure.code) && patched(ALLOCATION_FAILED_MARKS_SLOT_PATCH)) {
+      const failed = await ledger.markAllocationFailed({ entityId: input.entityId, requestId: input.requestId, failure: failure.message });
+      if (failed) {
+        if (failed.status === 'failed') await announce('subaccount.failed', failed);
+        return { subaccount: failed, failedStep: 'allocate', error: failure, compensated: ['mark_failed'] };
+      }
+    }
     throw ApplicationFailure.create({
       type: REFUSALS.has(failure.code) ? failure.code : 'creation_failed',
       message: failure.message,

@@ -1,8 +1,9 @@
-import { ApplicationFailure, CancellationScope, CancelledFailure, condition, isCancellation, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, CancelledFailure, condition, isCancellation, patched, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { utcDay, type GrantView, type JobRequest } from '../src/domain/grants';
 import { SA_STATUS } from '../src/domain/searchAttributes';
 import { cancelJobSignal, jobDecidedUpdate, jobPaymentUpdate, jobViewQuery, type CancelJob } from './definitions';
+import { isFinalRefusal } from './failures';
 
 // Ledger steps are idempotent transactions keyed by the job id: retry until they commit.
 const { openGrant, payForGrant, settleGrant, releaseGrantReservation, refundGrantPayment, closeGrant } = proxyActivities<Activities>({
@@ -16,6 +17,13 @@ const { performJobWork } = proxyActivities<Activities>({
   startToCloseTimeout: '10 minutes',
   retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumAttempts: WORK_ATTEMPTS_MAX },
 });
+
+/**
+ * Patch: a settlement the ledger refuses for good fails the job and compensates it
+ * (refund, release, close `failed`) instead of failing the run with the pool
+ * reservation and the payment still held. Runs before it took the old path.
+ */
+export const SETTLE_REFUSED_COMPENSATES_PATCH = 'job-settle-refused-compensates';
 
 /**
  * A grant job (workflow id `job-<jobId>`, DESIGN §5). Decide; a `free` job is
@@ -104,7 +112,12 @@ export async function grantJobWorkflow(request: JobRequest): Promise<GrantView> 
   }
   if ('actualCost' in outcome) {
     const { actualCost } = outcome;
-    return setStatus(await ledger(() => settleGrant(request.jobId, actualCost)));
+    try {
+      return setStatus(await ledger(() => settleGrant(request.jobId, actualCost)));
+    } catch (error) {
+      if (!isFinalRefusal(error) || !patched(SETTLE_REFUSED_COMPENSATES_PATCH)) throw error;
+      outcome = { status: 'failed', failure: `settlement refused: ${error instanceof Error && error.cause instanceof Error ? error.cause.message : String(error)}` };
+    }
   }
   const { status, failure } = outcome;
   const closed = await ledger(async () => {

@@ -1,4 +1,4 @@
-import { ActivityFailure, allHandlersFinished, ApplicationFailure, condition, continueAsNew, patched, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { allHandlersFinished, ApplicationFailure, condition, continueAsNew, patched, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { SA_STATUS } from '../src/domain/searchAttributes';
 import { effectiveGraceMs, tickDueAtMs, type CloseReason, type StreamProgress, type StreamReceipt, type StreamRequest, type TickOutcome } from '../src/domain/streams';
@@ -12,6 +12,7 @@ import {
   type StreamControlBy,
   type StreamView,
 } from './definitions';
+import { isFinalRefusal } from './failures';
 
 // Billing is one idempotent transaction per tick: retry it until it commits.
 const { openStream, billTick, closeStream, pauseStream, resumeStream } = proxyActivities<Activities>({
@@ -19,8 +20,6 @@ const { openStream, billTick, closeStream, pauseStream, resumeStream } = proxyAc
   retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
 });
 
-/** An activity failure the activity itself marked final: a caller's error, not an outage (activities/index.ts). */
-const isFinalRefusal = (error: unknown) => error instanceof ActivityFailure && error.cause instanceof ApplicationFailure && error.cause.nonRetryable;
 
 /** Ticks per run before continue-as-new keeps the history bounded. */
 export const HISTORY_TICKS_MAX = 500;

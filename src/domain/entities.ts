@@ -29,6 +29,10 @@ export const isEnded = (status: SubaccountStatus) => ENDED_STATUSES.includes(sta
 /** The steps of the creation saga, in order; fault injection names them. */
 export const SAGA_STEPS = ['allocate', 'hold_collateral', 'fund', 'activate'] as const;
 export type SagaStep = (typeof SAGA_STEPS)[number];
+/** The creation saga's compensations, in the order they run (the reverse of their steps); the saga reports them by these names. */
+export const CREATION_COMPENSATIONS = ['unfund', 'release_collateral', 'mark_failed'] as const;
+/** The elimination's steps, each retried until it commits (no compensation: it only moves forward). */
+export const ELIMINATION_STEPS = ['begin_elimination', 'close_streams', 'settle_elimination'] as const;
 
 /** The challenge rule: a subaccount stays if its balance is at least `minBps`/10,000 of its funding (integer arithmetic). */
 export const passesChallenge = (balance: number, funding: number, minBps: number) => balance * 10_000 >= funding * minBps;

@@ -8,6 +8,11 @@ import { AMOUNT_UNITS_MAX, assertNonNegativeUnits, assertUnits } from './money';
 export const TIERS = ['new', 'established', 'trusted', 'elite'] as const;
 export type Tier = (typeof TIERS)[number];
 
+/** The grant job's steps (fault injection names them): the ledger ones retried until they commit, the work a few times. */
+export const GRANT_STEPS = ['open_grant', 'pay', 'work', 'settle'] as const;
+/** Its compensations, in the order they run when the work fails or the job is cancelled. */
+export const GRANT_COMPENSATIONS = ['refund_payment', 'release_reservation', 'close_grant'] as const;
+
 /** Units of cost the pool may absorb for one payer per UTC day. */
 export const DEFAULT_TIER_BUDGETS: Record<Tier, number> = { new: 0, established: 50, trusted: 200, elite: 1000 };
 

@@ -1,19 +1,34 @@
-import { SAGA_STEPS, type SagaStep } from '../domain/entities';
+import { CREATION_COMPENSATIONS, ELIMINATION_STEPS, SAGA_STEPS } from '../domain/entities';
+import { GRANT_COMPENSATIONS, GRANT_STEPS } from '../domain/grants';
 
 /**
- * Fault injection for the creation saga (tests and demos only): `SLUICE_FAULTS`
- * names steps that fail, optionally for one entity only, either every time
- * (`always`: the step fails at once, not retried), for the first N attempts
- * (then it succeeds on retry), or `after` the step committed (the reply lost, not
- * retried: the compensations then meet a step that did its work):
+ * Fault injection (tests and demos only): `SLUICE_FAULTS` names the activities that
+ * fail, optionally for one subject only (an entity, one subaccount `<entity>/<n>`,
+ * or a job id), and how:
  *
- *   SLUICE_FAULTS="fund=always,hold_collateral@acme=2,activate@acme/3=after"
+ * - `always`: the step is refused for good, before it does anything (not retried,
+ *   as a refusal by the ledger would be);
+ * - `<n>`: the first n attempts fail before doing anything, then it succeeds on retry;
+ * - `after`: the first attempt commits, then fails as if its reply were lost. A
+ *   creation step (a few retries, then the saga compensates) is then not retried,
+ *   so the compensations meet a step that did its work; every other step and every
+ *   compensation is retried until it commits, and its retry must find its own result.
  *
- * With nothing configured no step is touched: production paths are unchanged.
+ *   SLUICE_FAULTS="fund=always,hold_collateral@acme=2,activate@acme/3=after,settle@job-7=1,unfund@acme=after"
+ *
+ * Steps: the creation saga's, its compensations, the grant job's and its
+ * compensations, the elimination's. With nothing configured no activity is
+ * wrapped at all: production paths are unchanged.
  */
+export const FAULT_STEPS = [...SAGA_STEPS, ...CREATION_COMPENSATIONS, ...GRANT_STEPS, ...GRANT_COMPENSATIONS, ...ELIMINATION_STEPS] as const;
+export type FaultStep = (typeof FAULT_STEPS)[number];
+
+/** The steps whose `after` fault is final (the creation steps: their retries are bounded, then the saga compensates). */
+const AFTER_IS_FINAL: readonly FaultStep[] = SAGA_STEPS;
+
 export interface Fault {
-  step: SagaStep;
-  /** An entity id, or one subaccount id (`<entity>/<n>`). */
+  step: FaultStep;
+  /** An entity id, one subaccount id (`<entity>/<n>`) or a job id. */
   entity?: string;
   times: number | 'always' | 'after';
 }
@@ -24,18 +39,24 @@ export function parseFaults(text: string | undefined): Fault[] {
     .map((p) => p.trim())
     .filter(Boolean)
     .map((part) => {
-      const m = /^([a-z_]+)(?:@([a-z0-9][a-z0-9_.-]*(?:\/[1-9][0-9]*)?))?=(always|after|[0-9]+)$/.exec(part);
-      if (!m || !SAGA_STEPS.includes(m[1] as SagaStep)) {
-        throw new Error(`bad fault "${part}": expected <step>[@<entity>]=always|after|<n>, steps ${SAGA_STEPS.join(', ')}`);
+      const m = /^([a-z_]+)(?:@([A-Za-z0-9][A-Za-z0-9_.:-]*(?:\/[1-9][0-9]*)?))?=(always|after|[0-9]+)$/.exec(part);
+      if (!m || !FAULT_STEPS.includes(m[1] as FaultStep)) {
+        throw new Error(`bad fault "${part}": expected <step>[@<subject>]=always|after|<n>, steps ${FAULT_STEPS.join(', ')}`);
       }
-      return { step: m[1] as SagaStep, ...(m[2] && { entity: m[2] }), times: m[3] === 'always' || m[3] === 'after' ? m[3] : Number(m[3]) };
+      return { step: m[1] as FaultStep, ...(m[2] && { entity: m[2] }), times: m[3] === 'always' || m[3] === 'after' ? m[3] : Number(m[3]) };
     });
 }
 
-/** The fault that applies to this step, subject (an entity id, or a subaccount id and its entity) and attempt, if any. */
-export function faultFor(faults: Fault[], step: SagaStep, subject: string, attempt: number): Fault | undefined {
+/** The fault that applies to this step, subject (an entity id, a subaccount id and its entity, or a job id) and attempt, if any. */
+export function faultFor(faults: Fault[], step: FaultStep, subject: string, attempt: number): Fault | undefined {
   const entity = subject.split('/')[0];
   return faults.find(
-    (f) => f.step === step && (f.entity === undefined || f.entity === subject || f.entity === entity) && (typeof f.times === 'string' || attempt <= f.times),
+    (f) =>
+      f.step === step &&
+      (f.entity === undefined || f.entity === subject || f.entity === entity) &&
+      (f.times === 'always' || (f.times === 'after' ? attempt === 1 : attempt <= f.times)),
   );
 }
+
+/** Whether the injected failure is final (not retried by Temporal). */
+export const faultIsFinal = (fault: Fault) => fault.times === 'always' || (fault.times === 'after' && AFTER_IS_FINAL.includes(fault.step));

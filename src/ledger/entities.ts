@@ -208,11 +208,19 @@ async function releaseCollateralIn(client: PoolClient, sub: SubaccountRow): Prom
   return sub.hold_id !== null && releaseHoldIfOpen(client, { key: collateralReleaseKey(sub.id), holdId: sub.hold_id });
 }
 
-/** Compensation of step 2: releases the collateral of a slot the saga still owns (idempotent). */
+/**
+ * Compensation of step 2: releases the collateral of a slot the saga still owns
+ * (idempotent). True when the collateral was released for the saga, now or by an
+ * earlier attempt whose reply was lost (only the saga releases a slot it owns), so
+ * the saga reports what it undid whatever was retried.
+ */
 export function releaseCollateral(pool: Pool, id: string): Promise<boolean> {
   return withTransaction(pool, async (client) => {
     const { sub } = await lockSubaccount(client, id);
-    return sagaOwns(sub) && releaseCollateralIn(client, sub);
+    if (!sagaOwns(sub) || sub.hold_id === null) return false;
+    if (await releaseCollateralIn(client, sub)) return true;
+    const { rows } = await client.query<{ status: string }>('select status from holds where id = $1', [sub.hold_id]);
+    return rows[0]?.status === 'released';
   });
 }
 
@@ -233,14 +241,16 @@ export function fundSubaccount(pool: Pool, id: string): Promise<Subaccount> {
 /**
  * Compensation of step 3: moves the funding back to the entity (the account stays,
  * empty, for the record), whether or not the activation committed: a slot the saga
- * owns is emptied before it is marked failed.
+ * owns is emptied before it is marked failed. True when it was unfunded, now or by
+ * an earlier attempt.
  */
 export function unfundSubaccount(pool: Pool, id: string): Promise<boolean> {
   return withTransaction(pool, async (client) => {
     const { sub, entity } = await lockSubaccount(client, id);
     if (sub.account_id === null || !sagaOwns(sub)) return false;
+    // unfunded by an earlier attempt whose reply was lost: done, and reported as done
     const { rows } = await client.query('select 1 from transfers where idempotency_key = $1', [unfundKey(id)]);
-    if (rows[0]) return false;
+    if (rows[0]) return true;
     const accounts = await lockAccounts(client, [sub.account_id, entity.main_account_id]);
     // what is free to move: a hold on it (none is expected) stays, and the ended-empty guard says so
     const available = accounts.get(sub.account_id)!.available;
@@ -289,6 +299,34 @@ export function markSubaccountFailed(pool: Pool, input: { id: string; step: stri
     await appendEvent(client, { type: 'subaccount.failed', subject: input.id, payload: { ...s }, parties: [entity.id] });
     return s;
   });
+}
+
+/**
+ * The compensation of an allocation that may have committed but was reported failed
+ * (its reply lost, its retries spent): the request's slot, if one was allocated, is
+ * marked `failed` like any other the saga gives up (its number stays burned), so no
+ * `pending` slot is left occupying the entity's cap. Undefined when nothing was allocated.
+ */
+export async function markAllocationFailed(pool: Pool, input: { entityId: string; requestId: string; failure: string }): Promise<Subaccount | undefined> {
+  const { rows } = await pool.query<{ id: string }>('select id from subaccounts where entity_id = $1 and request_id = $2', [input.entityId, input.requestId]);
+  return rows[0] ? markSubaccountFailed(pool, { id: rows[0].id, step: 'allocate', failure: input.failure }) : undefined;
+}
+
+/**
+ * The streams an elimination closes: those open on the subaccount's account now, and
+ * those closed since its elimination began (by an earlier attempt whose reply was
+ * lost), so a retried close still reports, and wakes, every stream it closed.
+ */
+export async function streamsToCloseOf(db: Queryable, sub: { id: string; entityId: string; accountId: string }): Promise<string[]> {
+  // when it began: its `subaccount.eliminating` event, found through the entity's events (indexed by party)
+  const { rows } = await db.query<{ ref: string }>(
+    `with began as (select min(created_at) as at from events where parties @> array[$3]::text[] and type = 'subaccount.eliminating' and subject = $1)
+     select ref from streams, began
+      where (payer_account_id = $2 or payee_account_id = $2) and (status = 'open' or closed_at >= began.at)
+      order by ref`,
+    [sub.id, sub.accountId, sub.entityId],
+  );
+  return rows.map((r) => r.ref);
 }
 
 /** The challenge rule at the end of the period: `active` if the balance held up, otherwise eliminate (the caller does). */
