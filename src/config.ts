@@ -52,7 +52,7 @@ export const ConfigSchema = z.object({
   SLUICE_SUBACCOUNT_CAP: z.coerce.number().int().min(1).max(100_000).default(SUBACCOUNT_CAP_DEFAULT),
   /** Subaccount creations per entity per hour (failed ones do not count). */
   SLUICE_SUBACCOUNT_CREATIONS_PER_HOUR: z.coerce.number().int().min(1).max(100_000).default(CREATIONS_PER_HOUR_DEFAULT),
-  /** Fault injection for the creation saga, e.g. `fund=always,hold_collateral@acme=2` (tests and demos only). */
+  /** Fault injection for the sagas' steps and compensations, e.g. `fund=always,hold_collateral@acme=2,settle@job-7=after` (tests and demos only; src/jobs/faults.ts). */
   SLUICE_FAULTS: z.string().default('').transform((text, ctx) => {
     try {
       return parseFaults(text);
