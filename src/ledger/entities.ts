@@ -290,26 +290,39 @@ export function markSubaccountFailed(pool: Pool, input: { id: string; step: stri
   return withTransaction(pool, async (client) => {
     const { sub, entity } = await lockSubaccount(client, input.id);
     if (!sagaOwns(sub)) return toSubaccount(sub);
-    if (sub.account_id !== null) await lockAccounts(client, [sub.account_id]);
-    const { rows } = await client.query<SubaccountRow>(
-      `update subaccounts set status = 'failed', failed_step = $2, failure = $3, ended_at = now() where id = $1 returning *`,
-      [input.id, input.step, input.failure],
-    );
-    const s = toSubaccount(rows[0]!);
-    await appendEvent(client, { type: 'subaccount.failed', subject: input.id, payload: { ...s }, parties: [entity.id] });
-    return s;
+    return failSlotIn(client, sub, entity, input);
   });
+}
+
+async function failSlotIn(client: PoolClient, sub: SubaccountRow, entity: EntityRow, input: { step: string; failure: string }): Promise<Subaccount> {
+  if (sub.account_id !== null) await lockAccounts(client, [sub.account_id]);
+  const { rows } = await client.query<SubaccountRow>(
+    `update subaccounts set status = 'failed', failed_step = $2, failure = $3, ended_at = now() where id = $1 returning *`,
+    [sub.id, input.step, input.failure],
+  );
+  const s = toSubaccount(rows[0]!);
+  await appendEvent(client, { type: 'subaccount.failed', subject: sub.id, payload: { ...s }, parties: [entity.id] });
+  return s;
 }
 
 /**
  * The compensation of an allocation that may have committed but was reported failed
- * (its reply lost, its retries spent): the request's slot, if one was allocated, is
- * marked `failed` like any other the saga gives up (its number stays burned), so no
- * `pending` slot is left occupying the entity's cap. Undefined when nothing was allocated.
+ * (its reply lost, its retries spent): the request's slot, if it is a bare allocation
+ * (pending, nothing held, no account), is marked `failed` like any other the saga
+ * gives up (its number stays burned), so no `pending` slot is left occupying the
+ * entity's cap. A slot that got further belongs to the run that took it there (a
+ * terminated one's, say): left alone. Undefined when nothing was allocated, or the
+ * slot is not this compensation's; the same failed slot again when it was (a retry).
  */
-export async function markAllocationFailed(pool: Pool, input: { entityId: string; requestId: string; failure: string }): Promise<Subaccount | undefined> {
-  const { rows } = await pool.query<{ id: string }>('select id from subaccounts where entity_id = $1 and request_id = $2', [input.entityId, input.requestId]);
-  return rows[0] ? markSubaccountFailed(pool, { id: rows[0].id, step: 'allocate', failure: input.failure }) : undefined;
+export function markAllocationFailed(pool: Pool, input: { entityId: string; requestId: string; failure: string }): Promise<Subaccount | undefined> {
+  return withTransaction(pool, async (client) => {
+    const { rows } = await client.query<SubaccountRow>('select * from subaccounts where entity_id = $1 and request_id = $2 for update', [input.entityId, input.requestId]);
+    const sub = rows[0];
+    if (!sub) return undefined;
+    if (sub.status === 'failed' && sub.failed_step === 'allocate') return toSubaccount(sub);
+    if (sub.status !== 'pending' || sub.hold_id !== null || sub.account_id !== null) return undefined;
+    return failSlotIn(client, sub, await getEntity(client, sub.entity_id), { step: 'allocate', failure: input.failure });
+  });
 }
 
 /**
