@@ -3,6 +3,8 @@ import { CREATION_COMPENSATIONS, ELIMINATION_STEPS, SAGA_STEPS } from '../../src
 import { GRANT_COMPENSATIONS, GRANT_STEPS, jobWorkflowId } from '../../src/domain/grants';
 import { parseFaults, type FaultStep } from '../../src/jobs/faults';
 import { JOBS_ACCOUNT, POOL_ACCOUNT } from '../../src/ledger/pool';
+import { createWorker } from '../../src/worker';
+import { subaccountEliminationWorkflow } from '../../workflows/entities';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 
 /**
@@ -26,7 +28,9 @@ type Outcome =
   | { creation: 'failed'; failedStep: string; compensated: string[] }
   | { creation: 'refused' } // nothing allocated: the request may be sent again
   | { grant: 'settled' | 'failed' | 'cancelled' | 'refused' }
-  | { elimination: 'eliminated' | 'refused' | 'stuck_before_close' | 'stuck_before_settle' };
+  | { elimination: 'eliminated' | 'refused' } // refused: nothing began
+  // begun, then refused for good: the subaccount stays `eliminating`, still holding its own, until the elimination is re-sent
+  | { elimination: 'stuck_before_close' | 'stuck_before_settle' };
 interface Row {
   workflow: Workflow;
   step: FaultStep;
@@ -120,6 +124,8 @@ const JOB = { estimatedCost: 80, reserved: 50, paid: 30, credited: 3 };
 const STREAM = { ratePerTick: 2, maxTotal: 20 };
 
 let stack: TestStack;
+/** A second worker on the same database and server, with no fault: an elimination refused for good is re-sent there. */
+let clean: Awaited<ReturnType<typeof createWorker>> & { taskQueue: string; running: Promise<void> };
 let admin: ReturnType<typeof api>;
 const keys: Record<string, string> = {};
 const as = (party: string) => api(stack.app, keys[party]);
@@ -152,8 +158,16 @@ beforeAll(async () => {
   stack = await startTestStack({ faults: parseFaults(ROWS.flatMap(faultsOf).join(',')) });
   admin = api(stack.app, ADMIN_KEY);
   await party('shop', 0);
+  const taskQueue = `${stack.taskQueue}-clean`;
+  const w = await createWorker({ pool: stack.db.pool, address: process.env.SLUICE_TEST_TEMPORAL_ADDRESS!, namespace: 'default', taskQueue, workflowBundlePath: process.env.SLUICE_TEST_WORKFLOW_BUNDLE! });
+  clean = { ...w, taskQueue, running: w.worker.run() };
 });
-afterAll(() => stack.stop());
+afterAll(async () => {
+  clean.worker.shutdown();
+  await clean.running;
+  await clean.connection.close();
+  await stack.stop();
+});
 
 /** The creation saga: one subaccount for a fresh entity. */
 async function creation(id: string, expected: Extract<Outcome, { creation: unknown }>) {
@@ -264,21 +278,31 @@ async function elimination(id: string, expected: Extract<Outcome, { elimination:
   }
   // failed on the way: nothing moved but what the steps before it committed, the subaccount still holds its own
   expect(res.status).toBe(500);
-  if (expected.elimination === 'refused') expect(status).toBe('active');
-  else expect(status).toBe('eliminating');
+  expect(status).toBe(expected.elimination === 'refused' ? 'active' : 'eliminating');
   expect(await account(`${id}.main`)).toEqual({ balance: MAIN_FUNDS - FUNDING, held: COLLATERAL });
   expect((await openHolds({ subaccount: sub })).map((h) => h.remaining)).toEqual([COLLATERAL]);
-  if (expected.elimination === 'stuck_before_settle') {
-    expect(await streamStatus()).toBe('closed');
-    expect(await account(sub)).toEqual({ balance: left, held: 0 });
-    expect(await openHolds({ stream: ref })).toEqual([]);
-  } else {
-    expect(await streamStatus()).toBe('open');
-    expect(await account(sub)).toEqual({ balance: left, held: STREAM.maxTotal - STREAM.ratePerTick });
-    // the payer closes it: the escrow comes back
+  const closedAlready = expected.elimination === 'stuck_before_settle';
+  expect(await streamStatus()).toBe(closedAlready ? 'closed' : 'open');
+  expect(await account(sub)).toEqual({ balance: left, held: closedAlready ? 0 : STREAM.maxTotal - STREAM.ratePerTick });
+  if (expected.elimination === 'refused') {
+    // nothing began: the payer closes its stream, the escrow comes back
     expect((await as(id).post(`/v1/streams/${ref}/cancel`, {})).status).toBe(200);
     expect(await account(sub)).toEqual({ balance: left, held: 0 });
+    return;
   }
+  // begun and stuck: re-sent (here to a worker without the fault), it resumes and ends eliminated, everything swept
+  const resumed = await stack.client.workflow.execute(subaccountEliminationWorkflow, {
+    workflowId: `${id}-resent`,
+    taskQueue: clean.taskQueue,
+    args: [{ id: sub, reason: 'table', by: id }],
+  });
+  expect(resumed).toMatchObject({ subaccount: { status: 'eliminated' }, swept: left, collateralReleased: true });
+  expect(resumed.streams.map((r) => r.ref)).toEqual([ref]);
+  expect(await account(sub)).toEqual({ balance: 0, held: 0 });
+  expect(await account(`${id}.main`)).toEqual({ balance: MAIN_FUNDS - FUNDING + left, held: 0 });
+  expect(await openHolds({ subaccount: sub })).toEqual([]);
+  expect(await openHolds({ stream: ref })).toEqual([]);
+  expect(await streamStatus()).toBe('closed');
 }
 
 describe('saga faults', () => {
