@@ -6,6 +6,8 @@ import { createPool } from './db/pool';
 import { migrate } from './db/migrate';
 import { ensureTemporalTools } from './temporal/tools';
 import { streamCommands } from './cli/streams';
+import { entityCommands } from './cli/entities';
+import { jobCommands } from './cli/jobs';
 
 /** DATABASE_URL, or the local database the dev launcher uses by default. */
 const databaseUrl = (config: Config) => config.DATABASE_URL ?? LOCAL_DATABASE_URL;
@@ -114,6 +116,8 @@ program
   });
 
 streamCommands(program, loadConfig);
+entityCommands(program, loadConfig);
+jobCommands(program, loadConfig);
 
 program.parseAsync().catch((error: Error) => {
   console.error(`sluice: ${error.message}`);

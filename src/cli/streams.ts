@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import type { Config } from '../config';
-import { httpCaller } from '../simulate';
+import { caller, int, withCommon, withOutput, type Common } from './client';
+import { progress } from './progress';
 
 /**
  * `sluice streams …` and `sluice operators …`: the stream controls from a shell,
@@ -9,28 +10,13 @@ import { httpCaller } from '../simulate';
  * --key or SLUICE_API_KEY; the API --api or SLUICE_API_HOST/PORT. Each command
  * prints the API's JSON answer and exits 1 on an error answer.
  */
-interface Common {
-  api?: string;
-  key?: string;
-}
-
-const int = (v: string) => {
-  const n = Number(v);
-  if (!Number.isSafeInteger(n)) throw new Error(`not an integer: ${v}`);
-  return n;
-};
-
 export function streamCommands(program: Command, config: () => Config): void {
+  const api = caller(config);
   const call = async (opts: Common, method: 'GET' | 'POST', path: string, body?: unknown, idempotencyKey?: string) => {
-    const c = config();
-    const base = opts.api ?? `http://${c.SLUICE_API_HOST === '0.0.0.0' ? '127.0.0.1' : c.SLUICE_API_HOST}:${c.SLUICE_API_PORT}`;
-    const key = opts.key ?? process.env.SLUICE_API_KEY;
-    if (!key) throw new Error('no API key: pass --key or set SLUICE_API_KEY');
-    const res = await httpCaller(base)(method, path, body, key, idempotencyKey);
+    const res = await api(opts, method, path, body, idempotencyKey);
     console.log(JSON.stringify(res.body, null, 2));
     if (res.status >= 400) process.exitCode = 1;
   };
-  const withCommon = (cmd: Command) => cmd.option('--api <url>', 'API base URL').option('--key <key>', 'API key (default SLUICE_API_KEY)');
   const ref = (r: string) => encodeURIComponent(r);
 
   const streams = program.command('streams').description('open, watch and control streams through the API');
@@ -67,6 +53,9 @@ export function streamCommands(program: Command, config: () => Config): void {
       }),
     );
   withCommon(streams.command('status <ref>').description('paid so far, ticks, next tick, when the money runs out')).action((r: string, o: Common) => call(o, 'GET', `/v1/streams/${ref(r)}`));
+  withOutput(streams.command('watch <ref>').description('a live paid-so-far line (a bar toward maxTotal) until the stream closes; then its receipt'))
+    .option('--every-ms <ms>', 'how often to look', int, 500)
+    .action((r: string, o: Common & { everyMs: number }) => watchStream(api, o, r, o.everyMs));
   withCommon(streams.command('cancel <ref>').description('close a stream; prints the receipt'))
     .option('--reason <text>')
     .action((r: string, o: Common & { reason?: string }) => call(o, 'POST', `/v1/streams/${ref(r)}/cancel`, o.reason ? { reason: o.reason } : {}));
@@ -104,4 +93,41 @@ export function streamCommands(program: Command, config: () => Config): void {
   withCommon(operators.command('list <party>')).option('--as <role>', 'payer or operator', 'payer').action((party: string, o: Common & { as: string }) =>
     call(o, 'GET', `/v1/parties/${party}/operators?as=${o.as}`),
   );
+}
+
+/** How a stream's progress reads in one line. */
+export const streamLine = (v: { ref: string; totalPaid: number; maxTotal?: number; ticks: number; accruedUnbilled?: number; nextTickAt?: string; pausedAt?: string }) =>
+  `${v.ref}: paid ${v.totalPaid}${v.maxTotal !== undefined ? ` of ${v.maxTotal}` : ''}, ${v.ticks} ticks` +
+  (v.pausedAt ? ', paused' : v.nextTickAt ? `, next tick ${v.nextTickAt.slice(11, 23)}` : '') +
+  (v.accruedUnbilled ? `, ${v.accruedUnbilled} accrued` : '');
+
+/**
+ * `streams watch`: polls the stream's live view until it is closed, printing its
+ * progress (a line per change; redrawn in place on a terminal), then the receipt.
+ * --json prints each view that changed as one JSON line instead.
+ */
+async function watchStream(api: ReturnType<typeof caller>, o: Common, ref: string, everyMs: number): Promise<void> {
+  const line = progress();
+  let seen = '';
+  for (;;) {
+    const res = await api(o, 'GET', `/v1/streams/${encodeURIComponent(ref)}`);
+    if (res.status >= 400) {
+      if (o.json) console.log(JSON.stringify(res.body));
+      else console.error(`error ${res.status} ${res.body?.error?.code ?? ''}: ${res.body?.error?.message ?? ''}`);
+      process.exitCode = 1;
+      return;
+    }
+    const v = res.body;
+    const key = `${v.status}:${v.ticks}:${v.totalPaid}:${v.pausedAt ?? ''}`;
+    if (key !== seen) {
+      seen = key;
+      if (o.json) console.log(JSON.stringify(v));
+      else if (v.status === 'STREAMING') line.update(streamLine(v), v.totalPaid, v.maxTotal);
+    }
+    if (v.status !== 'STREAMING') {
+      if (!o.json) line.finish(`${v.ref} ${v.status}: paid ${v.totalPaid} in ${v.ticks} ticks, ${v.reason ?? v.failure ?? 'closed'}${v.closedBy ? ` by ${v.closedBy}` : ''}`);
+      return;
+    }
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
 }
