@@ -82,13 +82,18 @@ program
     const config = loadConfig();
     const { runSimulation, formatSimulation, httpCaller } = await import('./simulate');
     const api = opts.api ?? `http://${config.SLUICE_API_HOST === '0.0.0.0' ? '127.0.0.1' : config.SLUICE_API_HOST}:${config.SLUICE_API_PORT}`;
+    const { progress } = await import('./cli/progress');
+    // on a terminal a bar redrawn every round under the log's lines; otherwise the log alone (a line every 20 rounds)
+    const bar = process.stderr.isTTY ? progress(process.stderr) : undefined;
     const result = await runSimulation({
       ...opts,
       partition: opts.partition ?? false,
       call: httpCaller(api),
       adminKey: config.SLUICE_ADMIN_KEY,
-      log: (l) => process.stderr.write(`simulate: ${l}\n`),
+      log: (l) => (bar ? bar.note(`simulate: ${l}`) : process.stderr.write(`simulate: ${l}\n`)),
+      onRound: bar && ((done, rounds, opened) => bar.update(`round ${done}/${rounds}, ${opened} streams opened`, done, rounds)),
     });
+    bar?.finish('simulate: rounds done');
     console.log(formatSimulation(result));
     if (!result.audit.ok) process.exitCode = 1;
   });

@@ -7,6 +7,8 @@
  */
 export interface Progress {
   update(text: string, done?: number, total?: number): void;
+  /** Prints `text` on its own line above the progress line, which is drawn again under it. */
+  note(text: string): void;
   /** Ends the line (on a terminal) and prints `text` on its own line. */
   finish(text: string): void;
 }
@@ -29,6 +31,10 @@ export function progress(out: NodeJS.WriteStream = process.stdout): Progress {
       last = line;
       if (tty) out.write(`\r\x1b[2K${line}`);
       else out.write(`${line}\n`);
+    },
+    note(text) {
+      if (tty) out.write(`\r\x1b[2K${text}\n${last}`);
+      else out.write(`${text}\n`);
     },
     finish(text) {
       if (tty && last) out.write('\n');

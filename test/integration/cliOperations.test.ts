@@ -60,6 +60,15 @@ test('streams watch prints a line per change until the stream completes, then th
   const paid = progress.map((l) => Number(/paid (\d+)/.exec(l)![1]));
   expect(paid).toEqual([...paid].sort((a, b) => a - b));
 
+  // the other stream commands print a human summary too
+  const status = await sluice(keys['clo-payer']!, 'streams', 'status', 'clo-w1');
+  expect(status.stdout).toContain('stream: clo-w1 (escrow)\nstatus: CONFIRMED\nfrom → to: clo-payer → clo-payee\nrate: 10 per tick\npaid: 40 of 40 in 4 ticks\nclosed: ');
+  expect((await sluice(keys['clo-payer']!, 'operators', 'grant', 'clo-payer', 'clo-payee', '--daily-limit', '300', '--scopes', 'pause')).stdout.split('\n')).toEqual([
+    expect.stringMatching(/^PAYER +OPERATOR +SCOPES +DAILY LIMIT +SPENT TODAY +STATE$/),
+    expect.stringMatching(/^clo-payer +clo-payee +pause +300 +0 +active$/),
+    '',
+  ]);
+
   expect((await open('clo-w2')).status).toBe(201);
   const asJson = await sluice(keys['clo-payee']!, 'streams', 'watch', 'clo-w2', '--every-ms', '50', '--json');
   const views = asJson.stdout.trim().split('\n').map((l) => JSON.parse(l));
