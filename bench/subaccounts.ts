@@ -46,7 +46,7 @@ import { migrate } from '../src/db/migrate';
 import { createPool, withDatabase, type Pool } from '../src/db/pool';
 import { creationWorkflowId, subaccountId, type CreationResult } from '../src/domain/entities';
 import { paymentWorkflowId, type PaymentReceipt, type PaymentRequest } from '../src/domain/payments';
-import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS } from '../src/domain/searchAttributes';
+import { paymentVisibility, subaccountCreationVisibility } from '../src/domain/searchAttributes';
 import { freePort } from '../src/dev/ports';
 import { createAccount, getAccount } from '../src/ledger/accounts';
 import { DASHBOARD_ROWS_MAX, entityDashboard, registerEntity } from '../src/ledger/entities';
@@ -164,7 +164,7 @@ function createSubaccount(s: Stack, entityId: string, requestId: string): Promis
     workflowId: creationWorkflowId(entityId, requestId),
     taskQueue: TASK_QUEUE,
     args: [{ entityId, requestId }],
-    searchAttributes: [{ key: SA_KIND, value: 'subaccount' }],
+    visibility: subaccountCreationVisibility({ entityId, requestId }),
   });
 }
 
@@ -175,12 +175,7 @@ function pay(s: Stack, ref: string): Promise<PaymentReceipt> {
     workflowId: paymentWorkflowId(ref),
     taskQueue: TASK_QUEUE,
     args: [request],
-    searchAttributes: [
-      { key: SA_KIND, value: 'payment' },
-      { key: SA_PAYER, value: PAYER },
-      { key: SA_PAYEE, value: PAYEE },
-      { key: SA_STATUS, value: 'PENDING' },
-    ],
+    visibility: paymentVisibility({ ref, payer: PAYER, payee: PAYEE, amount: PAYMENT_AMOUNT }),
   });
 }
 

@@ -18,7 +18,7 @@ import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-uti
 import type { temporal } from '@temporalio/proto';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { paymentWorkflowId, refundWorkflowId, type PaymentRequest, type RefundRequest } from '../src/domain/payments';
-import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS } from '../src/domain/searchAttributes';
+import { paymentVisibility, refundVisibility, subaccountCreationVisibility } from '../src/domain/searchAttributes';
 import { streamWorkflowId, type StreamReceipt, type StreamRequest } from '../src/domain/streams';
 import { createAccount } from '../src/ledger/accounts';
 import { createParty } from '../src/ledger/parties';
@@ -60,12 +60,7 @@ async function startPayment(client: Client, request: PaymentRequest) {
     args: [request],
     workflowIdConflictPolicy: 'USE_EXISTING',
     workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
-    typedSearchAttributes: [
-      { key: SA_KIND, value: 'payment' },
-      { key: SA_PAYER, value: 'alice' },
-      { key: SA_PAYEE, value: 'bob' },
-      { key: SA_STATUS, value: 'PENDING' },
-    ],
+    ...paymentVisibility({ ref: request.ref, payer: 'alice', payee: 'bob', amount: request.amount }),
   });
 }
 
@@ -76,11 +71,7 @@ async function startRefund(client: Client, request: RefundRequest) {
     args: [request],
     workflowIdConflictPolicy: 'USE_EXISTING',
     workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
-    typedSearchAttributes: [
-      { key: SA_KIND, value: 'refund' },
-      { key: SA_PAYER, value: 'bob' },
-      { key: SA_PAYEE, value: 'alice' },
-    ],
+    ...refundVisibility({ ref: request.ref, payer: 'bob', payee: 'alice', amount: request.amount }),
   });
 }
 
@@ -119,7 +110,12 @@ function expectGrant(grant: GrantView, expected: Partial<GrantView>): void {
 }
 
 async function createSubaccount(client: Client, entityId: string, requestId: string): Promise<CreationResult> {
-  return client.workflow.execute(subaccountCreationWorkflow, { workflowId: creationWorkflowId(entityId, requestId), taskQueue: TASK_QUEUE, args: [{ entityId, requestId }] });
+  return client.workflow.execute(subaccountCreationWorkflow, {
+    workflowId: creationWorkflowId(entityId, requestId),
+    taskQueue: TASK_QUEUE,
+    args: [{ entityId, requestId }],
+    ...subaccountCreationVisibility({ entityId, requestId }),
+  });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

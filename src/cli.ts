@@ -6,6 +6,8 @@ import { createPool } from './db/pool';
 import { migrate } from './db/migrate';
 import { ensureTemporalTools } from './temporal/tools';
 import { streamCommands } from './cli/streams';
+import { entityCommands } from './cli/entities';
+import { jobCommands } from './cli/jobs';
 
 /** DATABASE_URL, or the local database the dev launcher uses by default. */
 const databaseUrl = (config: Config) => config.DATABASE_URL ?? LOCAL_DATABASE_URL;
@@ -83,13 +85,18 @@ program
     const config = loadConfig();
     const { runSimulation, formatSimulation, httpCaller } = await import('./simulate');
     const api = opts.api ?? `http://${config.SLUICE_API_HOST === '0.0.0.0' ? '127.0.0.1' : config.SLUICE_API_HOST}:${config.SLUICE_API_PORT}`;
+    const { progress } = await import('./cli/progress');
+    // on a terminal a bar redrawn every round under the log's lines; otherwise the log alone (a line every 20 rounds)
+    const bar = process.stderr.isTTY ? progress(process.stderr) : undefined;
     const result = await runSimulation({
       ...opts,
       partition: opts.partition ?? false,
       call: httpCaller(api),
       adminKey: config.SLUICE_ADMIN_KEY,
-      log: (l) => process.stderr.write(`simulate: ${l}\n`),
+      log: (l) => (bar ? bar.note(`simulate: ${l}`) : process.stderr.write(`simulate: ${l}\n`)),
+      onRound: bar && ((done, rounds, opened) => bar.update(`round ${done}/${rounds}, ${opened} streams opened`, done, rounds)),
     });
+    bar?.finish('simulate: rounds done');
     console.log(formatSimulation(result));
     if (!result.audit.ok) process.exitCode = 1;
   });
@@ -117,6 +124,8 @@ program
   });
 
 streamCommands(program, loadConfig);
+entityCommands(program, loadConfig);
+jobCommands(program, loadConfig);
 
 program.parseAsync().catch((error: Error) => {
   console.error(`sluice: ${error.message}`);

@@ -54,6 +54,8 @@ export interface RunOptions extends SimulationOptions {
   /** Prefix for party ids and refs, so runs never collide in one database. */
   tag?: string;
   log?: (line: string) => void;
+  /** Called after each round (the CLI draws a progress bar on a terminal). */
+  onRound?: (done: number, rounds: number, streamsOpened: number) => void;
 }
 
 const BUYER_FUNDS = 5_000;
@@ -125,6 +127,7 @@ export async function runSimulation(o: RunOptions): Promise<SimulationResult> {
       );
     }
     if (round % 20 === 19) log(`round ${round + 1}/${o.rounds}: ${streams.filter(Boolean).length} streams opened`);
+    o.onRound?.(round + 1, o.rounds, streams.filter(Boolean).length);
     await new Promise((r) => setTimeout(r, Math.max(0, roundMs - (Date.now() - started))));
   }
 

@@ -6,6 +6,7 @@ import {
   proxyActivities,
   sleep,
   startChild,
+  upsertSearchAttributes,
   WorkflowIdReusePolicy,
 } from '@temporalio/workflow';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/common';
@@ -20,6 +21,12 @@ import {
   type Subaccount,
   type SubaccountEvent,
 } from '../src/domain/entities';
+import {
+  SA_STATUS,
+  subaccountChallengeVisibility,
+  subaccountEliminationVisibility,
+  webhookVisibility,
+} from '../src/domain/searchAttributes';
 import { streamWorkflowId, type StreamReceipt } from '../src/domain/streams';
 import { cancelStreamSignal } from './definitions';
 
@@ -74,6 +81,7 @@ async function announce(type: SubaccountEvent['type'], subaccount: Subaccount): 
       args: urls ? [event, urls] : [event],
       parentClosePolicy: ParentClosePolicy.ABANDON,
       workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+      ...webhookVisibility(event),
     });
   } catch (error) {
     if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
@@ -118,6 +126,28 @@ export const ALLOCATION_FAILED_MARKS_SLOT_PATCH = 'creation-allocation-failed-ma
  * later (runWorkflowOnce starts a new run only after a failed one).
  */
 export async function subaccountCreationWorkflow(input: { entityId: string; requestId: string }): Promise<CreationResult> {
+  try {
+    const result = await createSubaccount(input);
+    showSagaOutcome(result.error ? 'FAILED' : result.subaccount!.status.toUpperCase());
+    return result;
+  } catch (error) {
+    showSagaOutcome(error instanceof ApplicationFailure && error.type && REFUSALS.has(error.type) ? 'REFUSED' : 'FAILED');
+    throw error;
+  }
+}
+
+/**
+ * Patch: the saga ends by setting `SluiceStatus` to its outcome (ACTIVE, CHALLENGE,
+ * FAILED, REFUSED), so the UI lists e.g. an entity's failed creations. Runs that ended
+ * before it replay without the upsert (their status stays CREATING).
+ */
+export const SAGA_OUTCOME_STATUS_PATCH = 'saga-outcome-search-attribute';
+
+function showSagaOutcome(status: string): void {
+  if (patched(SAGA_OUTCOME_STATUS_PATCH)) upsertSearchAttributes([{ key: SA_STATUS, value: status }]);
+}
+
+async function createSubaccount(input: { entityId: string; requestId: string }): Promise<CreationResult> {
   let sub: Subaccount;
   try {
     sub = await steps.allocateSubaccount(input.entityId, input.requestId);
@@ -170,6 +200,7 @@ export async function subaccountCreationWorkflow(input: { entityId: string; requ
       workflowId: lifecycleWorkflowId(id),
       args: [{ id }],
       parentClosePolicy: ParentClosePolicy.ABANDON,
+      ...subaccountChallengeVisibility(id),
     });
   }
   return { subaccount: sub, compensated: [] };
@@ -190,10 +221,12 @@ export async function subaccountLifecycleWorkflow(input: { id: string }): Promis
     return subaccount;
   }
   if (subaccount.status !== 'challenge') return subaccount; // eliminated by request meanwhile
+  const elimination = { id: input.id, reason: 'challenge_failed', by: 'system' };
   const child = await startChild(subaccountEliminationWorkflow, {
     workflowId: eliminationWorkflowId(input.id),
-    args: [{ id: input.id, reason: 'challenge_failed', by: 'system' }],
+    args: [elimination],
     workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
+    ...subaccountEliminationVisibility(elimination),
   });
   return (await child.result()).subaccount;
 }

@@ -1,13 +1,13 @@
 #!/bin/sh
 # Registers the custom search attributes Sluice's workflows set, so streams are
-# findable in the Temporal UI. Run once by the `temporal-setup` compose service
+# findable in the Temporal UI (src/domain/searchAttributes.ts lists them). Run once by the `temporal-setup` compose service
 # (temporalio/admin-tools image); safe to run again: the attributes already
 # existing with the same type is success, with another type is a failure.
 set -eu
 
 ADDRESS="${TEMPORAL_ADDRESS:-temporal:7233}"
 NAMESPACE="${TEMPORAL_NAMESPACE:-default}"
-ATTRIBUTES="SluiceKind SluicePayer SluicePayee SluiceStatus"
+ATTRIBUTES="SluiceKind SluicePayer SluicePayee SluiceStatus SluiceEntity"
 # SQL visibility keeps the attribute mapping in the namespace record; server
 # nodes pick it up on their namespace-cache refresh (10s by default).
 SETTLE_SECONDS="${SLUICE_SEARCH_ATTRIBUTES_SETTLE_SECONDS:-12}"
@@ -28,7 +28,8 @@ if ! temporal operator search-attribute create --address "$ADDRESS" --namespace 
   --name SluiceKind --type Keyword \
   --name SluicePayer --type Keyword \
   --name SluicePayee --type Keyword \
-  --name SluiceStatus --type Keyword; then
+  --name SluiceStatus --type Keyword \
+  --name SluiceEntity --type Keyword; then
   echo "create reported an error (e.g. already exists); checking what is registered"
 fi
 

@@ -1,6 +1,6 @@
 import client from 'prom-client';
 import type { Queryable } from '../db/pool';
-import { POOL_ACCOUNT } from '../ledger/pool';
+import { registerLedgerMetrics } from './ledgerMetrics';
 
 /** One registry per app instance (tests build many apps in one process). */
 export function createMetrics(db?: Queryable) {
@@ -19,23 +19,8 @@ export function createMetrics(db?: Queryable) {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
     registers: [registry],
   });
-  if (db) {
-    // read at scrape time: the pool moves in the worker's transactions, not in this process
-    new client.Gauge({
-      name: 'sluice_pool_units',
-      help: 'The free-tier pool account: balance, held (open reservations) and available, in minor units',
-      labelNames: ['state'] as const,
-      registers: [registry],
-      async collect() {
-        const { rows } = await db.query<{ balance: number; held: number }>('select balance, held from accounts where id = $1', [POOL_ACCOUNT]);
-        if (!rows[0]) return; // not migrated yet
-        const { balance, held } = rows[0];
-        this.set({ state: 'balance' }, balance);
-        this.set({ state: 'held' }, held);
-        this.set({ state: 'available' }, balance - held);
-      },
-    });
-  }
+  // the business metrics, read from the database at scrape time (ledgerMetrics.ts says why)
+  if (db) registerLedgerMetrics(registry, db);
   return { registry, httpRequests, httpDuration };
 }
 

@@ -1,40 +1,23 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import type { Config } from '../config';
-import { httpCaller } from '../simulate';
+import { caller, fields, int, show, table, withOutput, type Common } from './client';
+import { progress } from './progress';
 
 /**
  * `sluice streams …` and `sluice operators …`: the stream controls from a shell,
  * through the HTTP API (the same routes, the same authorisation). The key is
  * --key or SLUICE_API_KEY; the API --api or SLUICE_API_HOST/PORT. Each command
- * prints the API's JSON answer and exits 1 on an error answer.
+ * prints a human summary (--json: the API's JSON answer) and exits 1 on an error answer.
  */
-interface Common {
-  api?: string;
-  key?: string;
-}
-
-const int = (v: string) => {
-  const n = Number(v);
-  if (!Number.isSafeInteger(n)) throw new Error(`not an integer: ${v}`);
-  return n;
-};
-
 export function streamCommands(program: Command, config: () => Config): void {
-  const call = async (opts: Common, method: 'GET' | 'POST', path: string, body?: unknown, idempotencyKey?: string) => {
-    const c = config();
-    const base = opts.api ?? `http://${c.SLUICE_API_HOST === '0.0.0.0' ? '127.0.0.1' : c.SLUICE_API_HOST}:${c.SLUICE_API_PORT}`;
-    const key = opts.key ?? process.env.SLUICE_API_KEY;
-    if (!key) throw new Error('no API key: pass --key or set SLUICE_API_KEY');
-    const res = await httpCaller(base)(method, path, body, key, idempotencyKey);
-    console.log(JSON.stringify(res.body, null, 2));
-    if (res.status >= 400) process.exitCode = 1;
-  };
-  const withCommon = (cmd: Command) => cmd.option('--api <url>', 'API base URL').option('--key <key>', 'API key (default SLUICE_API_KEY)');
+  const api = caller(config);
+  const call = (opts: Common, method: 'GET' | 'POST', path: string, body?: unknown, idempotencyKey?: string) => show(api, opts, streamSummary, method, path, body, idempotencyKey);
+  const grantCall = (opts: Common, method: 'GET' | 'POST', path: string, body?: unknown) => show(api, opts, grantSummary, method, path, body);
   const ref = (r: string) => encodeURIComponent(r);
 
   const streams = program.command('streams').description('open, watch and control streams through the API');
-  withCommon(streams.command('open').description('open a stream (to --to, to --best, or split among --member account=weight …)'))
+  withOutput(streams.command('open').description('open a stream (to --to, to --best, or split among --member account=weight …)'))
     .requiredOption('--from <account>', "the payer's account")
     .option('--to <account>', 'the payee account')
     .option('--best', 'route to a current crown holder')
@@ -66,42 +49,109 @@ export function streamCommands(program: Command, config: () => Config): void {
         ...(o.lowBalanceTicks !== undefined && { lowBalanceTicks: o.lowBalanceTicks }),
       }),
     );
-  withCommon(streams.command('status <ref>').description('paid so far, ticks, next tick, when the money runs out')).action((r: string, o: Common) => call(o, 'GET', `/v1/streams/${ref(r)}`));
-  withCommon(streams.command('cancel <ref>').description('close a stream; prints the receipt'))
+  withOutput(streams.command('status <ref>').description('paid so far, ticks, next tick, when the money runs out')).action((r: string, o: Common) => call(o, 'GET', `/v1/streams/${ref(r)}`));
+  withOutput(streams.command('watch <ref>').description('a live paid-so-far line (a bar toward maxTotal) until the stream closes; then its receipt'))
+    .option('--every-ms <ms>', 'how often to look', int, 500)
+    .action((r: string, o: Common & { everyMs: number }) => watchStream(api, o, r, o.everyMs));
+  withOutput(streams.command('cancel <ref>').description('close a stream; prints the receipt'))
     .option('--reason <text>')
     .action((r: string, o: Common & { reason?: string }) => call(o, 'POST', `/v1/streams/${ref(r)}/cancel`, o.reason ? { reason: o.reason } : {}));
   for (const action of ['pause', 'resume'] as const) {
-    withCommon(streams.command(`${action} <ref>`).description(`${action} a stream`)).action((r: string, o: Common) => call(o, 'POST', `/v1/streams/${ref(r)}/${action}`));
+    withOutput(streams.command(`${action} <ref>`).description(`${action} a stream`)).action((r: string, o: Common) => call(o, 'POST', `/v1/streams/${ref(r)}/${action}`));
   }
-  withCommon(streams.command('deposit <ref>').description("top a stream up from one of your accounts (maxTotal grows by the amount)"))
+  withOutput(streams.command('deposit <ref>').description("top a stream up from one of your accounts (maxTotal grows by the amount)"))
     .requiredOption('--from <account>')
     .requiredOption('--amount <units>', 'units', int)
     .option('--idempotency-key <key>', 'repeat a top-up safely (default: a fresh key)')
     .action((r: string, o: Common & { from: string; amount: number; idempotencyKey?: string }) =>
       call(o, 'POST', `/v1/streams/${ref(r)}/deposits`, { fromAccountId: o.from, amount: o.amount }, o.idempotencyKey ?? `cli-${randomBytes(8).toString('hex')}`),
     );
-  withCommon(streams.command('rate <ref> <units>').description('change the rate from the next tick (or propose it, if the payee must agree)')).action((r: string, units: string, o: Common) =>
+  withOutput(streams.command('rate <ref> <units>').description('change the rate from the next tick (or propose it, if the payee must agree)')).action((r: string, units: string, o: Common) =>
     call(o, 'POST', `/v1/streams/${ref(r)}/rate`, { ratePerTick: int(units) }),
   );
-  withCommon(streams.command('accept-rate <ref> <units>').description("the payee agrees to the payer's proposed rate")).action((r: string, units: string, o: Common) =>
+  withOutput(streams.command('accept-rate <ref> <units>').description("the payee agrees to the payer's proposed rate")).action((r: string, units: string, o: Common) =>
     call(o, 'POST', `/v1/streams/${ref(r)}/rate/accept`, { ratePerTick: int(units) }),
   );
-  withCommon(streams.command('batch <file>').description('open or cancel up to 100 streams from a JSON file of items ([{op: "open", ...}, {op: "cancel", ref}])')).action(
+  withOutput(streams.command('batch <file>').description('open or cancel up to 100 streams from a JSON file of items ([{op: "open", ...}, {op: "cancel", ref}])')).action(
     async (file: string, o: Common) => {
       const { readFileSync } = await import('node:fs');
-      return call(o, 'POST', '/v1/streams/batch', { items: JSON.parse(readFileSync(file, 'utf8')) });
+      return show(api, o, batchSummary, 'POST', '/v1/streams/batch', { items: JSON.parse(readFileSync(file, 'utf8')) });
     },
   );
 
   const operators = program.command('operators').description('let another party open, pause or cancel your streams');
-  withCommon(operators.command('grant <payer> <operator>'))
+  withOutput(operators.command('grant <payer> <operator>'))
     .requiredOption('--daily-limit <units>', 'what its streams may commit per UTC day', int)
     .option('--scopes <list>', 'comma-separated: open,pause,cancel', 'open,pause,cancel')
     .action((payer: string, operator: string, o: Common & { dailyLimit: number; scopes: string }) =>
-      call(o, 'POST', `/v1/parties/${payer}/operators`, { operator, dailyLimit: o.dailyLimit, scopes: o.scopes.split(',') }),
+      grantCall(o, 'POST', `/v1/parties/${payer}/operators`, { operator, dailyLimit: o.dailyLimit, scopes: o.scopes.split(',') }),
     );
-  withCommon(operators.command('revoke <payer> <operator>')).action((payer: string, operator: string, o: Common) => call(o, 'POST', `/v1/parties/${payer}/operators/${operator}/revoke`));
-  withCommon(operators.command('list <party>')).option('--as <role>', 'payer or operator', 'payer').action((party: string, o: Common & { as: string }) =>
-    call(o, 'GET', `/v1/parties/${party}/operators?as=${o.as}`),
+  withOutput(operators.command('revoke <payer> <operator>')).action((payer: string, operator: string, o: Common) => grantCall(o, 'POST', `/v1/parties/${payer}/operators/${operator}/revoke`));
+  withOutput(operators.command('list <party>')).option('--as <role>', 'payer or operator', 'payer').action((party: string, o: Common & { as: string }) =>
+    grantCall(o, 'GET', `/v1/parties/${party}/operators?as=${o.as}`),
   );
+}
+
+/** A stream's view or receipt, for people. */
+export function streamSummary(v: any): string {
+  const to = v.payee ?? (v.members ? v.members.map((m: any) => `${m.party}×${m.weight}`).join(', ') : '?');
+  return fields([
+    ['stream', `${v.ref} (${v.mode}${v.kind ? `, ${v.kind}` : ''})`],
+    ['status', v.status + (v.pausedAt ? ', paused' : '')],
+    ['from → to', `${v.payer} → ${to}`],
+    ['rate', `${v.ratePerTick} per tick`],
+    ['paid', `${v.totalPaid}${v.maxTotal !== undefined ? ` of ${v.maxTotal}` : ''} in ${v.ticks} ticks`],
+    ['deposited', v.deposited || undefined],
+    ['next tick', v.nextTickAt],
+    ['runs out', v.depletion ? `${v.depletion.ticksLeft} ticks left (${v.depletion.limitedBy})` : undefined],
+    ['closed', v.closedAt ? `${v.closedAt}: ${v.reason ?? ''}${v.closedBy ? ` by ${v.closedBy}` : ''}` : undefined],
+    ['failure', v.failure],
+  ]);
+}
+
+const grantLine = (g: any) => [g.payer, g.operator, g.scopes.join(','), g.dailyLimit, g.spentToday, g.revokedAt ? 'revoked' : 'active'];
+const GRANT_HEADER = ['PAYER', 'OPERATOR', 'SCOPES', 'DAILY LIMIT', 'SPENT TODAY', 'STATE'];
+/** An operator grant, or a list of them. */
+export const grantSummary = (b: any) => table(GRANT_HEADER, (b.grants ?? [b]).map(grantLine));
+
+/** A batch's outcome: one line per item. */
+export const batchSummary = (b: any) =>
+  `${b.succeeded} succeeded, ${b.failed} failed\n` +
+  table(['#', 'OP', 'STATUS', 'RESULT'], b.results.map((r: any) => [r.index, r.op, r.status, r.body.error ? `${r.body.error.code}: ${r.body.error.message}` : `${r.body.ref} ${r.body.status}`]));
+
+/** How a stream's progress reads in one line. */
+export const streamLine = (v: { ref: string; totalPaid: number; maxTotal?: number; ticks: number; accruedUnbilled?: number; nextTickAt?: string; pausedAt?: string }) =>
+  `${v.ref}: paid ${v.totalPaid}${v.maxTotal !== undefined ? ` of ${v.maxTotal}` : ''}, ${v.ticks} ticks` +
+  (v.pausedAt ? ', paused' : v.nextTickAt ? `, next tick ${v.nextTickAt.slice(11, 23)}` : '') +
+  (v.accruedUnbilled ? `, ${v.accruedUnbilled} accrued` : '');
+
+/**
+ * `streams watch`: polls the stream's live view until it is closed, printing its
+ * progress (a line per change; redrawn in place on a terminal), then the receipt.
+ * --json prints each view that changed as one JSON line instead.
+ */
+async function watchStream(api: ReturnType<typeof caller>, o: Common, ref: string, everyMs: number): Promise<void> {
+  const line = progress();
+  let seen = '';
+  for (;;) {
+    const res = await api(o, 'GET', `/v1/streams/${encodeURIComponent(ref)}`);
+    if (res.status >= 400) {
+      if (o.json) console.log(JSON.stringify(res.body));
+      else console.error(`error ${res.status} ${res.body?.error?.code ?? ''}: ${res.body?.error?.message ?? ''}`);
+      process.exitCode = 1;
+      return;
+    }
+    const v = res.body;
+    const key = `${v.status}:${v.ticks}:${v.totalPaid}:${v.pausedAt ?? ''}`;
+    if (key !== seen) {
+      seen = key;
+      if (o.json) console.log(JSON.stringify(v));
+      else if (v.status === 'STREAMING') line.update(streamLine(v), v.totalPaid, v.maxTotal);
+    }
+    if (v.status !== 'STREAMING') {
+      if (!o.json) line.finish(`${v.ref} ${v.status}: paid ${v.totalPaid} in ${v.ticks} ticks, ${v.reason ?? v.failure ?? 'closed'}${v.closedBy ? ` by ${v.closedBy}` : ''}`);
+      return;
+    }
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
 }

@@ -1,14 +1,110 @@
-import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+import { defineSearchAttributeKey, SearchAttributeType, type SearchAttributePair } from '@temporalio/common';
+import { parseSubaccountId } from './entities';
 
 /**
  * Search attributes that make Sluice workflows findable in the Temporal UI
- * (e.g. `SluicePayer = "alice" AND SluiceStatus = "STREAMING"`). Registered on the
- * namespace by the launcher and the test setup; set by the API at start and kept
- * current by the workflows.
+ * (e.g. `SluicePayer = "alice" AND SluiceStatus = "STREAMING"`, or
+ * `SluiceKind = "subaccount" AND SluiceEntity = "acme" AND SluiceStatus = "FAILED"`).
+ * Registered on the namespace by the launcher, the test setup and
+ * deploy/temporal/register-search-attributes.sh; set at start (by the API, or by the
+ * parent for a child workflow) and kept current by the workflows.
  */
 export const SA_KIND = defineSearchAttributeKey('SluiceKind', SearchAttributeType.KEYWORD);
 export const SA_PAYER = defineSearchAttributeKey('SluicePayer', SearchAttributeType.KEYWORD);
 export const SA_PAYEE = defineSearchAttributeKey('SluicePayee', SearchAttributeType.KEYWORD);
 export const SA_STATUS = defineSearchAttributeKey('SluiceStatus', SearchAttributeType.KEYWORD);
+/** The entity a subaccount workflow (creation, challenge, elimination, webhook delivery) works for. */
+export const SA_ENTITY = defineSearchAttributeKey('SluiceEntity', SearchAttributeType.KEYWORD);
 
-export const SEARCH_ATTRIBUTES = [SA_KIND, SA_PAYER, SA_PAYEE, SA_STATUS] as const;
+export const SEARCH_ATTRIBUTES = [SA_KIND, SA_PAYER, SA_PAYEE, SA_STATUS, SA_ENTITY] as const;
+
+/**
+ * What a workflow is started with so the Temporal UI lists it meaningfully: its
+ * search attributes and a memo whose `summary` is one human line (the UI shows the
+ * memo on the workflow's page). One builder per workflow kind, used by every place
+ * that starts one (the API, src/temporal/*, the parents of child workflows), so a
+ * kind's attributes cannot differ between its starters. Start options only: they
+ * add no workflow command.
+ */
+export interface Visibility {
+  typedSearchAttributes: SearchAttributePair[];
+  memo: { summary: string } & Record<string, unknown>;
+}
+
+/** The entity of a subaccount id (`<entity>/<n>`). */
+const subaccountEntity = (id: string) => parseSubaccountId(id)?.entityId ?? id;
+
+const pairs = (kind: string, more: Array<[typeof SA_PAYER, string | undefined]>): SearchAttributePair[] => [
+  { key: SA_KIND, value: kind },
+  ...more.filter((p): p is [typeof SA_PAYER, string] => p[1] !== undefined).map(([key, value]) => ({ key, value })),
+];
+
+export function streamVisibility(s: { ref: string; payer: string; payee?: string; members?: unknown[]; ratePerTick: number; maxTotal?: number; tickIntervalMs: number; mode: string }): Visibility {
+  const to = s.payee ?? `${s.members?.length ?? 0} members`;
+  const cap = s.maxTotal === undefined ? 'open-ended' : `max ${s.maxTotal}`;
+  return {
+    // a distribution stream has members, no single payee
+    typedSearchAttributes: pairs('stream', [[SA_PAYER, s.payer], [SA_PAYEE, s.payee], [SA_STATUS, 'STREAMING']]),
+    memo: {
+      summary: `stream ${s.ref}: ${s.payer} → ${to}, ${s.ratePerTick} per ${s.tickIntervalMs} ms tick, ${cap} (${s.mode})`,
+      payer: s.payer,
+      payee: s.payee ?? null,
+      ratePerTick: s.ratePerTick,
+      maxTotal: s.maxTotal ?? null,
+      tickIntervalMs: s.tickIntervalMs,
+      mode: s.mode,
+    },
+  };
+}
+
+export function paymentVisibility(p: { ref: string; payer: string; payee: string; amount: number }): Visibility {
+  return {
+    typedSearchAttributes: pairs('payment', [[SA_PAYER, p.payer], [SA_PAYEE, p.payee], [SA_STATUS, 'PENDING']]),
+    memo: { summary: `payment ${p.ref}: ${p.payer} → ${p.payee}, ${p.amount}`, payer: p.payer, payee: p.payee, amount: p.amount },
+  };
+}
+
+/** A refund pays the payment's payee back to its payer: those are its payer and payee. */
+export function refundVisibility(r: { ref: string; payer: string; payee: string; amount?: number }): Visibility {
+  const amount = r.amount === undefined ? 'the rest' : String(r.amount);
+  return {
+    typedSearchAttributes: pairs('refund', [[SA_PAYER, r.payer], [SA_PAYEE, r.payee]]),
+    memo: { summary: `refund of payment ${r.ref}: ${r.payer} → ${r.payee}, ${amount}`, payment: r.ref, payer: r.payer, payee: r.payee, amount: r.amount ?? null },
+  };
+}
+
+export function jobVisibility(j: { jobId: string; payer: string; estimatedCost: number }): Visibility {
+  return {
+    typedSearchAttributes: pairs('job', [[SA_PAYER, j.payer], [SA_STATUS, 'DECIDING']]),
+    memo: { summary: `grant job ${j.jobId} for ${j.payer}, estimate ${j.estimatedCost}`, payer: j.payer, estimatedCost: j.estimatedCost },
+  };
+}
+
+/** The creation saga: its status is CREATING until it ends (workflows/entities.ts sets the outcome). */
+export function subaccountCreationVisibility(c: { entityId: string; requestId: string }): Visibility {
+  return {
+    typedSearchAttributes: pairs('subaccount', [[SA_ENTITY, c.entityId], [SA_STATUS, 'CREATING']]),
+    memo: { summary: `subaccount creation for ${c.entityId} (request ${c.requestId})`, entity: c.entityId, requestId: c.requestId },
+  };
+}
+
+export function subaccountChallengeVisibility(id: string): Visibility {
+  return {
+    typedSearchAttributes: pairs('subaccount_challenge', [[SA_ENTITY, subaccountEntity(id)]]),
+    memo: { summary: `challenge period of subaccount ${id}`, entity: subaccountEntity(id), subaccount: id },
+  };
+}
+
+export function subaccountEliminationVisibility(e: { id: string; reason: string; by: string }): Visibility {
+  return {
+    typedSearchAttributes: pairs('subaccount_elimination', [[SA_ENTITY, subaccountEntity(e.id)]]),
+    memo: { summary: `elimination of subaccount ${e.id} by ${e.by}: ${e.reason}`, entity: subaccountEntity(e.id), subaccount: e.id, reason: e.reason, by: e.by },
+  };
+}
+
+export function webhookVisibility(e: { key: string; type: string; entityId: string; subaccount: { id: string } }): Visibility {
+  return {
+    typedSearchAttributes: pairs('webhook', [[SA_ENTITY, e.entityId]]),
+    memo: { summary: `webhook ${e.type} for ${e.subaccount.id} to ${e.entityId}'s URLs`, entity: e.entityId, subaccount: e.subaccount.id, event: e.key },
+  };
+}

@@ -16,6 +16,7 @@ import {
   type StreamRate,
   streamWorkflowId,
   tickAmount,
+  tickDueAtMs,
   tickKey,
   type CloseReason,
   type StreamReceipt,
@@ -277,6 +278,8 @@ async function billTickIn(client: PoolClient, ctx: TickContext, tick: number): P
   // the row is ours (locked): paid and ticks_billed after this tick are known here
   const paid = s.paid + amount;
   const ticksBilled = s.ticks_billed + 1;
+  // the schedule the workflow's timer follows (domain/streams.ts), for the tick-lag metric
+  const dueAt = new Date(tickDueAtMs(s.opened_at.getTime(), s.tick_interval_ms, tick, s.paused_ms));
   const tickEvent = eventValues({ type: 'stream.tick', subject: s.ref, payload: { ref: s.ref, tick, amount, paid }, parties: streamParties(s, ctx.members) });
   let fundsLeft: number | undefined;
   if (s.kind === 'distribution') {
@@ -285,20 +288,20 @@ async function billTickIn(client: PoolClient, ctx: TickContext, tick: number): P
     fundsLeft = await billSplitIn(client, ctx, tick, amount, members);
     await client.query({
       name: 'stream-split-tick',
-      text: `with k as (insert into stream_ticks (stream_ref, tick, amount, payer_seen_at, payee_seen_at) values ($1, $2, $3, $4, $5)),
+      text: `with k as (insert into stream_ticks (stream_ref, tick, amount, payer_seen_at, payee_seen_at, due_at) values ($1, $2, $3, $4, $5, $10)),
                   u as (update streams set paid = paid + $3, ticks_billed = ticks_billed + 1, last_tick = greatest(last_tick, $2), last_billed_at = now() where ref = $1)
              insert into events (type, subject, payload, parties) values ($6, $7, $8, $9)`,
-      values: [s.ref, tick, amount, payerSeen, payeeSeen, ...tickEvent],
+      values: [s.ref, tick, amount, payerSeen, payeeSeen, ...tickEvent, dueAt],
     });
   } else {
     const refs = { key: tickKey(s.ref, tick), kind: 'stream_tick', amount, streamRef: s.ref, tick };
     // the tick row, the stream's totals and the event ride in the transfer's own statement
     const along: AlongWithTransfer = {
       name: 'stream-tick',
-      ctes: `k as (insert into stream_ticks (stream_ref, tick, amount, transfer_id, payer_seen_at, payee_seen_at) select $15, $16, $17, t.id, $18, $19 from t),
+      ctes: `k as (insert into stream_ticks (stream_ref, tick, amount, transfer_id, payer_seen_at, payee_seen_at, due_at) select $15, $16, $17, t.id, $18, $19, $24 from t),
              u as (update streams set paid = paid + $17, ticks_billed = ticks_billed + 1, last_tick = greatest(last_tick, $16), last_billed_at = now() where ref = $15),
              v as (insert into events (type, subject, payload, parties) select $20, $21, $22::jsonb || jsonb_build_object('transfer', t.id), $23 from t)`,
-      values: [s.ref, tick, amount, payerSeen, payeeSeen, ...tickEvent],
+      values: [s.ref, tick, amount, payerSeen, payeeSeen, ...tickEvent, dueAt],
     };
     if (s.mode === 'escrow') {
       await captureHoldIn(client, { ...refs, holdId: s.hold_id!, toAccountId: s.payee_account_id! }, ctx.hold, along);

@@ -1,6 +1,6 @@
 import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
 import { jobWorkflowId, type GrantView, type JobRequest } from '../domain/grants';
-import { SA_KIND, SA_PAYER, SA_STATUS } from '../domain/searchAttributes';
+import { jobVisibility } from '../domain/searchAttributes';
 import { jobDecidedUpdate } from '../../workflows/definitions';
 import { grantJobWorkflow } from '../../workflows/job';
 
@@ -18,11 +18,7 @@ export async function startJobWorkflow(client: Client, taskQueue: string, reques
     workflowIdConflictPolicy: 'USE_EXISTING',
     // a job id runs once: a finished job is answered from its grant, never started again
     workflowIdReusePolicy: 'REJECT_DUPLICATE',
-    typedSearchAttributes: [
-      { key: SA_KIND, value: 'job' },
-      { key: SA_PAYER, value: request.payer },
-      { key: SA_STATUS, value: 'DECIDING' },
-    ],
+    ...jobVisibility(request),
   });
   const decided: GrantView = await client.workflow.executeUpdateWithStart(jobDecidedUpdate, { startWorkflowOperation });
   return { decided, handle: await startWorkflowOperation.workflowHandle() };

@@ -1,5 +1,6 @@
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
-import type { SearchAttributePair, Workflow, WorkflowResultType } from '@temporalio/common';
+import type { Workflow, WorkflowResultType } from '@temporalio/common';
+import type { Visibility } from '../domain/searchAttributes';
 
 /**
  * Runs a workflow at most once per id and waits for its result: a request that
@@ -11,7 +12,7 @@ import type { SearchAttributePair, Workflow, WorkflowResultType } from '@tempora
 export async function runWorkflowOnce<W extends Workflow>(
   client: Client,
   workflow: W,
-  opts: { workflowId: string; taskQueue: string; args: Parameters<W>; searchAttributes: SearchAttributePair[] },
+  opts: { workflowId: string; taskQueue: string; args: Parameters<W>; visibility: Visibility },
 ): Promise<WorkflowResultType<W>> {
   try {
     const handle = await client.workflow.start(workflow, {
@@ -20,7 +21,7 @@ export async function runWorkflowOnce<W extends Workflow>(
       args: opts.args,
       workflowIdConflictPolicy: 'USE_EXISTING',
       workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
-      typedSearchAttributes: opts.searchAttributes,
+      ...opts.visibility,
     } as never);
     return (await handle.result()) as WorkflowResultType<W>;
   } catch (error) {

@@ -1,5 +1,5 @@
 import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
-import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS } from '../domain/searchAttributes';
+import { streamVisibility } from '../domain/searchAttributes';
 import { streamWorkflowId, type StreamReceipt, type StreamRequest } from '../domain/streams';
 import { streamOpenedUpdate } from '../../workflows/definitions';
 import { sluiceErrorFromTemporal } from './failures';
@@ -8,7 +8,7 @@ import { streamWorkflow, type StreamWorkflowOptions } from '../../workflows/stre
 /**
  * Opens a stream the one way Sluice does it: update-with-start on `stream-<ref>`,
  * the update completing once tick 1 has settled (or opening failed), with the
- * search attributes that make it findable. Attaches to a run already going.
+ * search attributes and memo that make it findable. Attaches to a run already going.
  */
 export async function startStreamWorkflow(client: Client, taskQueue: string, request: StreamRequest, options: StreamWorkflowOptions = {}) {
   const startWorkflowOperation = new WithStartWorkflowOperation(streamWorkflow, {
@@ -16,13 +16,7 @@ export async function startStreamWorkflow(client: Client, taskQueue: string, req
     taskQueue,
     args: [request, options],
     workflowIdConflictPolicy: 'USE_EXISTING',
-    typedSearchAttributes: [
-      { key: SA_KIND, value: 'stream' },
-      { key: SA_PAYER, value: request.payer },
-      // a distribution stream has members, no single payee
-      ...(request.payee ? [{ key: SA_PAYEE, value: request.payee }] : []),
-      { key: SA_STATUS, value: 'STREAMING' },
-    ],
+    ...streamVisibility(request),
   });
   let opened: StreamReceipt;
   try {

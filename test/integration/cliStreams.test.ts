@@ -6,8 +6,9 @@ import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack
 
 /**
  * `sluice streams …` and `sluice operators …` drive the real API over HTTP (the
- * stack's API listening on a port): every command's JSON answer, its exit code on
- * an error answer, and what it changed in the ledger.
+ * stack's API listening on a port): every command's JSON answer (--json; the human
+ * output is checked in cliOperations.test.ts), its exit code on an error answer,
+ * and what it changed in the ledger.
  */
 const run = promisify(execFile);
 let stack: TestStack;
@@ -16,7 +17,7 @@ const keys: Record<string, string> = {};
 
 async function sluice(key: string, ...args: string[]): Promise<{ code: number; json: any }> {
   try {
-    const { stdout } = await run(process.execPath, ['--import', 'tsx', resolve(__dirname, '../../src/cli.ts'), ...args, '--api', base, '--key', key], {
+    const { stdout } = await run(process.execPath, ['--import', 'tsx', resolve(__dirname, '../../src/cli.ts'), ...args, '--json', '--api', base, '--key', key], {
       env: { ...process.env, LOG_LEVEL: 'silent' },
     });
     return { code: 0, json: JSON.parse(stdout) };

@@ -9,6 +9,8 @@ import { join, resolve } from 'node:path';
 import { parse } from 'yaml';
 import { ConfigSchema } from '../../src/config';
 import { SEARCH_ATTRIBUTES } from '../../src/domain/searchAttributes';
+import { createMetrics } from '../../src/api/metrics';
+import type { Queryable } from '../../src/db/pool';
 
 const ROOT = resolve(__dirname, '../..');
 const COMPOSE_TEXT = readFileSync(join(ROOT, 'docker-compose.yml'), 'utf8');
@@ -115,9 +117,9 @@ const ADMIN_KEY = 'a-real-admin-key-0123456789abcdef';
 // ---- services --------------------------------------------------------------------------
 
 describe('docker-compose.yml', () => {
-  test('defines postgres, temporal, temporal-setup, temporal-ui, migrate, worker and api', () => {
+  test('defines postgres, temporal, temporal-setup, temporal-ui, migrate, worker, api, prometheus and grafana', () => {
     expect(Object.keys(compose.services).sort()).toEqual(
-      ['api', 'migrate', 'postgres', 'temporal', 'temporal-setup', 'temporal-ui', 'worker'].sort(),
+      ['api', 'grafana', 'migrate', 'postgres', 'prometheus', 'temporal', 'temporal-setup', 'temporal-ui', 'worker'].sort(),
     );
   });
 
@@ -274,7 +276,7 @@ describe('docker-compose.yml', () => {
     expect(service('worker')).not.toHaveProperty('container_name');
   });
 
-  test('temporal-setup registers SluiceKind, SluicePayer, SluicePayee and SluiceStatus as Keyword once Temporal is healthy', () => {
+  test('temporal-setup registers every Sluice search attribute (SluiceKind, SluicePayer, SluicePayee, SluiceStatus, SluiceEntity) as Keyword once Temporal is healthy', () => {
     const setup = service('temporal-setup');
     expect(setup.image).toMatch(/^temporalio\/admin-tools:/);
     expect(setup.restart ?? 'no').toBe('no');
@@ -291,6 +293,70 @@ describe('docker-compose.yml', () => {
       // the CLI pairs each --name with the --type at the same position
       expect(script).toMatch(new RegExp(`--name ${attr} --type Keyword\\b`));
     }
+  });
+});
+
+// ---- Prometheus and Grafana ----------------------------------------------------------------
+
+describe('metrics: Prometheus scrape config and the Grafana dashboard', () => {
+  /** A volume's host file, by its target inside the container. */
+  const mounted = (name: string, target: string) => {
+    const volume = (service(name).volumes ?? []).find((v): v is string => typeof v === 'string' && v.split(':')[1] === target);
+    expect(volume).toBeDefined();
+    return join(ROOT, volume!.split(':')[0]!);
+  };
+  const dashboardPath = join(ROOT, 'deploy/grafana/sluice-dashboard.json');
+  const dashboard = JSON.parse(readFileSync(dashboardPath, 'utf8')) as { uid: string; panels: { title: string; datasource: { uid: string }; targets: { expr: string }[] }[] };
+  const exprs = dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr));
+
+  /**
+   * The names the API's registry exposes, as Prometheus sees them: a histogram's
+   * `_bucket`, `_sum` and `_count` series included. Built without a database (names
+   * only; no collect runs).
+   */
+  const exposed = () => {
+    const noDb: Queryable = { query: () => Promise.reject(new Error('names only')) } as never;
+    const names = new Set<string>();
+    for (const m of createMetrics(noDb).registry.getMetricsAsArray() as unknown as { name: string; type: string }[]) {
+      names.add(m.name);
+      if (m.type === 'histogram') for (const s of ['_bucket', '_sum', '_count']) names.add(`${m.name}${s}`);
+    }
+    return names;
+  };
+
+  test('prometheus scrapes the API at api:3000/metrics with the mounted config', () => {
+    expect(service('prometheus').image).toMatch(/^prom\/prometheus:v\d+\.\d+\.\d+$/);
+    const config = parse(readFileSync(mounted('prometheus', '/etc/prometheus/prometheus.yml'), 'utf8')) as {
+      scrape_configs: { job_name: string; metrics_path?: string; static_configs: { targets: string[] }[] }[];
+    };
+    const job = config.scrape_configs.find((j) => j.static_configs.some((c) => c.targets.includes(`api:${envOf('api').SLUICE_API_PORT}`)));
+    expect(job).toBeDefined();
+    expect(job!.metrics_path ?? '/metrics').toBe('/metrics');
+  });
+
+  test('grafana provisions the Prometheus datasource the panels name and loads the dashboard file', () => {
+    expect(service('grafana').image).toMatch(/^grafana\/grafana:\d+\.\d+\.\d+$/);
+    expect(mounted('grafana', '/var/lib/grafana/dashboards/sluice-dashboard.json')).toBe(dashboardPath);
+    const provisioning = mounted('grafana', '/etc/grafana/provisioning');
+    const datasources = parse(readFileSync(join(provisioning, 'datasources/prometheus.yml'), 'utf8')) as { datasources: { uid: string; url: string }[] };
+    const providers = parse(readFileSync(join(provisioning, 'dashboards/sluice.yml'), 'utf8')) as { providers: { options: { path: string } }[] };
+    expect(providers.providers[0]!.options.path).toBe('/var/lib/grafana/dashboards');
+    expect(datasources.datasources.map((d) => d.url)).toContain('http://prometheus:9090');
+    for (const panel of dashboard.panels) expect(datasources.datasources.map((d) => d.uid)).toContain(panel.datasource.uid);
+  });
+
+  test('the dashboard has a panel for every business metric', () => {
+    for (const metric of ['sluice_ticks_billed_total', 'sluice_tick_lag_seconds_bucket', 'sluice_open_streams', 'sluice_saga_compensations_total',
+      'sluice_webhook_delivery_attempts_total', 'sluice_webhook_delivery_failures_total', 'sluice_pool_units', 'sluice_grant_decisions_total']) {
+      expect(exprs.some((e) => e.includes(metric))).toBe(true);
+    }
+  });
+
+  test('every metric the dashboard queries exists in the registry behind /metrics (they cannot drift apart)', () => {
+    const used = new Set(exprs.flatMap((e) => e.match(/\bsluice_[a-z0-9_]+/g) ?? []));
+    expect(used.size).toBeGreaterThanOrEqual(8);
+    const names = exposed();
+    expect([...used].filter((m) => !names.has(m))).toEqual([]);
   });
 });
 

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { creationWorkflowId, eliminationWorkflowId, SUBACCOUNT_SEPARATOR, SUBACCOUNT_STATUSES, type Subaccount } from '../../domain/entities';
 import { forbidden, SluiceError } from '../../domain/errors';
-import { SA_KIND } from '../../domain/searchAttributes';
+import { subaccountCreationVisibility, subaccountEliminationVisibility } from '../../domain/searchAttributes';
 import { entityDashboard, getEntity, getSubaccount, listDeliveries, listSubaccounts, registerEntity } from '../../ledger/entities';
 import { sluiceErrorFromTemporal } from '../../temporal/failures';
 import { runWorkflowOnce } from '../../temporal/runOnce';
@@ -106,7 +106,7 @@ export function entityRoutes(app: Api) {
         workflowId: creationWorkflowId(req.params.id, requestId),
         taskQueue,
         args: [{ entityId: req.params.id, requestId }],
-        searchAttributes: [{ key: SA_KIND, value: 'subaccount' }],
+        visibility: subaccountCreationVisibility({ entityId: req.params.id, requestId }),
       }).catch((error) => {
         if (sluiceErrorFromTemporal(error)?.code === 'rate_limited') reply.header('retry-after', '3600');
         throw error;
@@ -148,11 +148,13 @@ export function entityRoutes(app: Api) {
       if (sub.status !== 'active' && sub.status !== 'challenge' && sub.status !== 'eliminating') {
         throw new SluiceError('invalid_request', `subaccount ${sub.id} is ${sub.status}; only a live subaccount can be eliminated`, { status: sub.status });
       }
+      const elimination = { id: sub.id, reason: req.body?.reason ?? 'eliminated on request', by: actorName(req.actor) };
       return temporal.workflow.execute(subaccountEliminationWorkflow, {
         workflowId: eliminationWorkflowId(sub.id),
         taskQueue,
-        args: [{ id: sub.id, reason: req.body?.reason ?? 'eliminated on request', by: actorName(req.actor) }],
+        args: [elimination],
         workflowIdConflictPolicy: 'USE_EXISTING',
+        ...subaccountEliminationVisibility(elimination),
       });
     },
   });

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { forbidden } from '../../domain/errors';
 import { paymentWorkflowId, refundWorkflowId, type PaymentRequest } from '../../domain/payments';
-import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS } from '../../domain/searchAttributes';
+import { paymentVisibility, refundVisibility } from '../../domain/searchAttributes';
 import { getAccount } from '../../ledger/accounts';
 import { assertSamePayment, findPayment, getPayment } from '../../ledger/payments';
 import { paymentWorkflow, refundWorkflow } from '../../../workflows/payment';
@@ -41,12 +41,7 @@ export function paymentRoutes(app: Api) {
         workflowId: paymentWorkflowId(request.ref),
         taskQueue,
         args: [request],
-        searchAttributes: [
-          { key: SA_KIND, value: 'payment' },
-          { key: SA_PAYER, value: payer.ownerId },
-          { key: SA_PAYEE, value: payee.ownerId },
-          { key: SA_STATUS, value: 'PENDING' },
-        ],
+        visibility: paymentVisibility({ ref: request.ref, payer: payer.ownerId, payee: payee.ownerId, amount: request.amount }),
       });
       // a concurrent request with the same ref and a different body attached to that run
       assertSamePayment(receipt, request);
@@ -83,11 +78,7 @@ export function paymentRoutes(app: Api) {
         workflowId: refundWorkflowId(payment.ref, refundKey),
         taskQueue,
         args: [{ ref: payment.ref, refundKey, amount: req.body?.amount }],
-        searchAttributes: [
-          { key: SA_KIND, value: 'refund' },
-          { key: SA_PAYER, value: payment.payee },
-          { key: SA_PAYEE, value: payment.payer },
-        ],
+        visibility: refundVisibility({ ref: payment.ref, payer: payment.payee, payee: payment.payer, amount: req.body?.amount }),
       });
     },
   });
