@@ -192,6 +192,40 @@ export async function getStream(db: Queryable, ref: string): Promise<StreamRow> 
   return row;
 }
 
+/** Streams one page of GET /v1/streams holds at most. */
+export const STREAMS_PAGE_MAX = 100;
+
+export interface StreamListQuery {
+  /** Only the streams this party pays, is paid by, is a member of, or operates for the payer of; all for undefined (the admin). */
+  party?: string;
+  status?: StreamRow['status'];
+  /** The last ref of the previous page: the page continues after it, newest first. */
+  after?: string;
+  limit: number;
+}
+
+/**
+ * Streams newest first (opened_at, then ref, so the order is total and a ref is a
+ * cursor), scoped as GET /v1/streams/:ref is: whatever a party could open one by
+ * one, it sees listed. An unknown cursor gives an empty page.
+ */
+export async function listStreams(db: Queryable, q: StreamListQuery): Promise<StreamRow[]> {
+  if (!(Number.isInteger(q.limit) && q.limit >= 1 && q.limit <= STREAMS_PAGE_MAX)) throw new Error(`stream page limit ${q.limit} outside 1..${STREAMS_PAGE_MAX}`);
+  const { rows } = await db.query<StreamRow>(
+    `select s.* from streams s
+      where ($1::text is null
+             or s.payer = $1 or s.payee = $1
+             or exists (select 1 from stream_members m where m.stream_ref = s.ref and m.party = $1)
+             or exists (select 1 from operator_grants g where g.payer = s.payer and g.operator = $1 and g.revoked_at is null))
+        and ($2::text is null or s.status = $2)
+        and ($3::text is null or (s.opened_at, s.ref) < (select c.opened_at, c.ref from streams c where c.ref = $3))
+      order by s.opened_at desc, s.ref desc
+      limit $4`,
+    [q.party ?? null, q.status ?? null, q.after ?? null, q.limit],
+  );
+  return rows;
+}
+
 /** A stream locked for billing a tick, with everything the tick decides on, read in one round trip. */
 interface TickContext {
   stream: StreamRow;

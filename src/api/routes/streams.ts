@@ -4,7 +4,7 @@ import { forbidden, SluiceError } from '../../domain/errors';
 import { startStreamWorkflow } from '../../temporal/streams';
 import { accruedUnbilled, moneyLeft, streamWorkflowId, tickDueAtMs, type DistributionMember, type StreamReceipt, type StreamRequest } from '../../domain/streams';
 import { getAccount } from '../../ledger/accounts';
-import { findStream, findStreamWithHistory, recordHeartbeat, toReceipt, type StreamRow } from '../../ledger/streams';
+import { findStreamWithHistory, listStreams, recordHeartbeat, STREAMS_PAGE_MAX, toReceipt, type StreamRow } from '../../ledger/streams';
 import { cancelStreamSignal } from '../../../workflows/definitions';
 import { tickAt, tickOwner } from '../../domain/crown';
 import { holdersAt } from '../../ledger/rates';
@@ -264,6 +264,31 @@ export function streamRoutes(app: Api) {
       });
       const succeeded = results.filter((r) => r.status < 300).length;
       return { succeeded, failed: results.length - succeeded, results };
+    },
+  });
+
+  app.get('/v1/streams', {
+    schema: {
+      tags: ['streams'],
+      summary: `Streams newest first, the caller's own (payer, payee, member, or operator for the payer; the admin sees all); at most ${STREAMS_PAGE_MAX} a page`,
+      querystring: z.object({
+        status: z.enum(['open', 'closed', 'failed']).optional().describe('open: STREAMING; closed: CONFIRMED; failed: FAILED'),
+        after: S.Ref.optional().describe('the last ref of the previous page (its nextAfter)'),
+        limit: z.coerce.number<string>().int().min(1).max(STREAMS_PAGE_MAX).default(50),
+      }),
+      response: {
+        200: z.object({
+          streams: z.array(S.StreamReceipt.extend({ tickIntervalMs: z.number().int(), workflowId: z.string() })),
+          nextAfter: z.string().optional().describe('pass as `after` for the next page; left out on the last page'),
+        }),
+        ...errors,
+      },
+    },
+    handler: async (req) => {
+      const { status, after, limit } = req.query;
+      const rows = await listStreams(pool, { party: req.actor.kind === 'party' ? req.actor.party : undefined, status, after, limit });
+      const streams = rows.map((row) => ({ ...toReceipt(row), tickIntervalMs: row.tick_interval_ms, workflowId: streamWorkflowId(row.ref) }));
+      return { streams, ...(rows.length === limit && { nextAfter: rows.at(-1)!.ref }) };
     },
   });
 

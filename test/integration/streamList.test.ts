@@ -1,0 +1,95 @@
+import { STREAMS_PAGE_MAX } from '../../src/ledger/streams';
+import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
+import { testParties } from '../support/parties';
+
+/**
+ * GET /v1/streams: the list the console polls. A party sees exactly the streams it
+ * could open one by one (payer, payee, operator for the payer), newest first, in
+ * pages a ref cursor walks without gaps or repeats; the admin sees all.
+ */
+let stack: TestStack;
+let admin: ReturnType<typeof api>;
+const { as, party } = testParties(() => stack);
+const refs = (body: { streams: Array<{ ref: string }> }) => body.streams.map((s) => s.ref);
+
+beforeAll(async () => {
+  stack = await startTestStack();
+  admin = api(stack.app, ADMIN_KEY);
+  await party('alice', 100_000);
+  await party('bob');
+  await party('carol', 100_000);
+  await party('dave');
+  // one minute between ticks: only the opening tick is billed while the test reads
+  const open = async (payer: string, payee: string, ref: string) => {
+    const res = await as(payer).post('/v1/streams', { ref, fromAccountId: `${payer}.w`, toAccountId: `${payee}.w`, ratePerTick: 3, maxTotal: 300, tickIntervalMs: 60_000 });
+    if (res.status !== 201) throw new Error(`open ${ref}: ${res.status} ${JSON.stringify(res.body)}`);
+  };
+  for (const ref of ['a-1', 'a-2', 'a-3', 'a-4', 'a-5']) await open('alice', 'bob', ref);
+  await open('carol', 'dave', 'c-1');
+  expect((await as('alice').post('/v1/streams/a-2/cancel', { reason: 'done' })).status).toBe(200);
+});
+afterAll(() => stack.stop());
+
+describe('GET /v1/streams', () => {
+  test("each party sees only its own streams, payer and payee alike; another party sees none of alice's; the admin sees all", async () => {
+    const alice = await as('alice').get('/v1/streams');
+    expect(alice.status).toBe(200);
+    expect(refs(alice.body)).toEqual(['a-5', 'a-4', 'a-3', 'a-2', 'a-1']);
+    expect(alice.body.nextAfter).toBeUndefined();
+    expect(alice.body.streams[0]).toMatchObject({ ref: 'a-5', payer: 'alice', payee: 'bob', status: 'STREAMING', ticks: 1, totalPaid: 3, tickIntervalMs: 60_000, workflowId: 'stream-a-5' });
+    expect(refs((await as('bob').get('/v1/streams')).body)).toEqual(['a-5', 'a-4', 'a-3', 'a-2', 'a-1']);
+    expect(refs((await as('carol').get('/v1/streams')).body)).toEqual(['c-1']);
+    expect(refs((await as('dave').get('/v1/streams')).body)).toEqual(['c-1']);
+    expect(refs((await admin.get('/v1/streams')).body)).toEqual(['c-1', 'a-5', 'a-4', 'a-3', 'a-2', 'a-1']);
+    expect((await api(stack.app).get('/v1/streams')).status).toBe(401);
+  });
+
+  test("an operator granted by the payer sees the payer's streams, and stops seeing them when revoked", async () => {
+    expect((await as('alice').post('/v1/parties/alice/operators', { operator: 'dave', scopes: ['cancel'], dailyLimit: 100 })).status).toBe(201);
+    expect(refs((await as('dave').get('/v1/streams')).body)).toEqual(['c-1', 'a-5', 'a-4', 'a-3', 'a-2', 'a-1']);
+    expect((await as('alice').post('/v1/parties/alice/operators/dave/revoke')).status).toBe(200);
+    expect(refs((await as('dave').get('/v1/streams')).body)).toEqual(['c-1']);
+  });
+
+  test('status filters: open is STREAMING, closed is CONFIRMED', async () => {
+    expect(refs((await as('alice').get('/v1/streams?status=open')).body)).toEqual(['a-5', 'a-4', 'a-3', 'a-1']);
+    const closed = (await as('alice').get('/v1/streams?status=closed')).body;
+    expect(closed.streams).toEqual([expect.objectContaining({ ref: 'a-2', status: 'CONFIRMED', reason: 'cancelled', closedBy: 'alice', totalPaid: 3 })]);
+    expect(refs((await as('alice').get('/v1/streams?status=failed')).body)).toEqual([]);
+  });
+
+  test('pages of `limit` walk every stream once, newest first, and the last page has no nextAfter', async () => {
+    const seen: string[] = [];
+    let after: string | undefined;
+    for (let pages = 0; pages < 10; pages++) {
+      const res = await as('alice').get(`/v1/streams?limit=2${after ? `&after=${after}` : ''}`);
+      expect(res.status).toBe(200);
+      expect(res.body.streams.length).toBeLessThanOrEqual(2);
+      seen.push(...refs(res.body));
+      after = res.body.nextAfter;
+      if (!after) break;
+    }
+    expect(seen).toEqual(['a-5', 'a-4', 'a-3', 'a-2', 'a-1']);
+    // a filter and a cursor together
+    const page = (await as('alice').get('/v1/streams?status=open&limit=2&after=a-4')).body;
+    expect(refs(page)).toEqual(['a-3', 'a-1']);
+    expect(page.nextAfter).toBe('a-1');
+    expect(refs((await as('alice').get('/v1/streams?status=open&limit=2&after=a-1')).body)).toEqual([]);
+    // a cursor that names no stream ends the walk: nothing about other refs leaks through it
+    expect((await as('alice').get('/v1/streams?after=no-such-stream')).body).toEqual({ streams: [] });
+  });
+
+  test(`a bad limit, status or cursor is a 400 naming it; at most ${STREAMS_PAGE_MAX} a page`, async () => {
+    for (const query of [`limit=${STREAMS_PAGE_MAX + 1}`, 'limit=0', 'limit=two', 'status=STREAMING', 'after=%20bad']) {
+      const res = await as('alice').get(`/v1/streams?${query}`);
+      expect(res.status).toBe(400);
+      expect(res.body.error.code).toBe('invalid_request');
+    }
+    expect((await as('alice').get(`/v1/streams?limit=${STREAMS_PAGE_MAX}`)).status).toBe(200);
+  });
+
+  test('the list is in the OpenAPI document', async () => {
+    const doc = (await api(stack.app).get('/openapi.json')).body;
+    expect(doc.paths['/v1/streams'].get.parameters.map((p: { name: string }) => p.name).sort()).toEqual(['after', 'limit', 'status']);
+  });
+});
