@@ -20,6 +20,8 @@ export const ConfigSchema = z.object({
   TEMPORAL_ADDRESS: z.string().min(1).default('127.0.0.1:7233'),
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
   TEMPORAL_UI_PORT: port.default(8233),
+  /** The Temporal Web UI as a browser reaches it, for the console's links (default http://127.0.0.1:<TEMPORAL_UI_PORT>). */
+  SLUICE_TEMPORAL_UI_URL: z.string().url().optional(),
   SLUICE_TASK_QUEUE: z.string().min(1).default('sluice'),
   SLUICE_API_HOST: z.string().min(1).default('127.0.0.1'),
   SLUICE_API_PORT: port.default(3000),

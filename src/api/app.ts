@@ -20,6 +20,7 @@ import { operatorRoutes } from './routes/operators';
 import { jobRoutes } from './routes/jobs';
 import { entityRoutes } from './routes/entities';
 import { rateRoutes } from './routes/rates';
+import { consoleRoutes } from './console';
 import type { TierBudgets } from '../ledger/grants';
 
 export interface ApiDeps {
@@ -37,6 +38,12 @@ export interface ApiDeps {
   pricePerUnit?: number;
   /** Writes per caller per window (SLUICE_WRITE_RATE_MAX / _WINDOW_MS); default WRITE_RATE_*_DEFAULT. */
   writeRate?: { max: number; windowMs: number };
+  /** The Temporal Web UI's base URL, for the console's links to workflows (left out: no links). */
+  temporalUiUrl?: string;
+  /** The Temporal namespace the workflows run in (default 'default'). */
+  namespace?: string;
+  /** Where the built console is (default dist/console). */
+  consoleDir?: string;
 }
 
 /** Writes are rate-limited; reads are not (see the README's Limits). */
@@ -137,5 +144,6 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
   jobRoutes(app);
   entityRoutes(app);
   rateRoutes(app);
+  await consoleRoutes(app);
   return app;
 }

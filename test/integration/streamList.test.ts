@@ -1,3 +1,4 @@
+import { buildApp } from '../../src/api/app';
 import { STREAMS_PAGE_MAX } from '../../src/ledger/streams';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 import { testParties } from '../support/parties';
@@ -91,5 +92,19 @@ describe('GET /v1/streams', () => {
   test('the list is in the OpenAPI document', async () => {
     const doc = (await api(stack.app).get('/openapi.json')).body;
     expect(doc.paths['/v1/streams'].get.parameters.map((p: { name: string }) => p.name).sort()).toEqual(['after', 'limit', 'status']);
+  });
+
+  test('the console config names the Temporal UI and who the key is; an unbuilt console answers 404 saying how to build it', async () => {
+    const app = await buildApp({ ...stack.app.deps, temporalUiUrl: 'http://ui.test:8233', consoleDir: '/nonexistent' });
+    try {
+      expect((await api(app, ADMIN_KEY).get('/v1/console/config')).body).toEqual({ temporalUiUrl: 'http://ui.test:8233', namespace: 'default', actor: { kind: 'admin' } });
+      const key = (await admin.post('/v1/parties', { id: 'erin', name: 'erin' })).body.apiKey;
+      expect((await api(app, key).get('/v1/console/config')).body).toEqual({ temporalUiUrl: 'http://ui.test:8233', namespace: 'default', actor: { kind: 'party', party: 'erin' } });
+      expect((await api(app).get('/v1/console/config')).status).toBe(401);
+      const unbuilt = await api(app).get('/console/');
+      expect(unbuilt).toEqual({ status: 404, body: { error: { code: 'not_found', message: 'the console is not built: run `npm run build:console`', details: {} } } });
+    } finally {
+      await app.close();
+    }
   });
 });

@@ -1,0 +1,53 @@
+/** A tiny element builder: enough for tables and cards, with text always set as text (never as HTML). */
+type Child = Node | string | number | null | undefined | false;
+type Attrs = Record<string, string | number | boolean | undefined | ((e: Event) => void)>;
+
+export function h(tag: string, attrs: Attrs = {}, ...children: Child[]): HTMLElement {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === undefined || value === false) continue;
+    if (typeof value === 'function') el.addEventListener(name.replace(/^on/, ''), value);
+    else el.setAttribute(name, value === true ? '' : String(value));
+  }
+  for (const child of children) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+const SVG = 'http://www.w3.org/2000/svg';
+export function svg(tag: string, attrs: Record<string, string | number> = {}, ...children: Array<Node | string>): SVGElement {
+  const el = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attrs)) el.setAttribute(name, String(value));
+  el.append(...children);
+  return el;
+}
+
+/** Money is integer minor units everywhere in Sluice: shown as such, grouped for reading, never as a decimal. */
+export const units = (n: number | undefined) => (n === undefined ? '—' : n.toLocaleString('en-US'));
+
+export const time = (iso: string | undefined) => (iso ? new Date(iso).toLocaleTimeString('en-GB', { hour12: false }) : '—');
+export const dateTime = (iso: string | undefined) => (iso ? `${new Date(iso).toISOString().slice(0, 19).replace('T', ' ')} UTC` : '—');
+
+/** A labelled figure; `test` names it for the browser test. */
+export const stat = (label: string, value: Child, test?: string, hint?: string) =>
+  h('div', { class: 'stat' }, h('div', { class: 'stat-label' }, label), h('div', { class: 'stat-value', 'data-test': test }, value), hint ? h('div', { class: 'stat-hint' }, hint) : null);
+
+export const badge = (text: string, tone: 'ok' | 'bad' | 'live' | 'muted') => h('span', { class: `badge ${tone}` }, text);
+
+export const statusBadge = (status: string) =>
+  badge(status, status === 'STREAMING' || status === 'active' ? 'live' : status === 'CONFIRMED' ? 'ok' : status === 'FAILED' || status === 'failed' || status === 'eliminated' ? 'bad' : 'muted');
+
+export function table(headers: string[], rows: Child[][], opts: { numeric?: number[]; empty?: string; test?: string } = {}) {
+  const numeric = new Set(opts.numeric ?? []);
+  if (rows.length === 0) return h('p', { class: 'empty', 'data-test': opts.test }, opts.empty ?? 'Nothing yet.');
+  return h(
+    'table',
+    { 'data-test': opts.test },
+    h('thead', {}, h('tr', {}, ...headers.map((t, i) => h('th', { class: numeric.has(i) ? 'num' : undefined }, t)))),
+    h('tbody', {}, ...rows.map((cells) => h('tr', {}, ...cells.map((c, i) => h('td', { class: numeric.has(i) ? 'num' : undefined }, c))))),
+  );
+}
+
+export const card = (title: string, ...children: Child[]) => h('section', { class: 'card' }, h('h2', {}, title), ...children);

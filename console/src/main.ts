@@ -1,0 +1,125 @@
+import './style.css';
+import { ApiError, apiKey, forgetApiKey, get, setApiKey, type ConsoleConfig } from './api';
+import { h } from './dom';
+import { auditPage, crownPage, entityPage, poolPage, streamPage, streamsPage, type Context, type Page } from './pages';
+
+/**
+ * The operator console: a hash router over read-only pages. Live pages poll the API
+ * (every second for streams): EventSource cannot send an Authorization header, and a
+ * once-a-second GET of an indexed page is cheap next to holding a stream open.
+ */
+const app = document.getElementById('app')!;
+let generation = 0;
+
+function route(ctx: Context): Page {
+  const [path = '', query = ''] = location.hash.replace(/^#/, '').split('?');
+  const params = new URLSearchParams(query);
+  const parts = path.split('/').filter(Boolean).map(decodeURIComponent);
+  switch (parts[0]) {
+    case undefined:
+    case 'streams':
+      return parts[1] ? streamPage(ctx, parts[1]) : streamsPage(ctx, params);
+    case 'entity':
+      return parts[1] ? entityPage(ctx, parts[1]) : entityPicker(ctx);
+    case 'pool':
+      return poolPage();
+    case 'crown':
+      return crownPage();
+    case 'audit':
+      return auditPage(ctx);
+    default:
+      return { title: 'Not found', load: async () => h('p', { class: 'empty' }, `No page ${path}.`) };
+  }
+}
+
+/** Which entity: a party key sees its own (the API refuses any other), the admin names one. */
+function entityPicker(ctx: Context): Page {
+  return {
+    title: 'Entity',
+    async load() {
+      const input = h('input', { name: 'entity', placeholder: 'entity id', value: ctx.config.actor.party ?? '', required: true }) as HTMLInputElement;
+      return h('section', { class: 'card' }, h('h2', {}, 'Entity dashboard'),
+        h('form', { class: 'inline', onsubmit: (e: Event) => { e.preventDefault(); location.hash = `#/entity/${encodeURIComponent(input.value.trim())}`; } },
+          input, h('button', { type: 'submit' }, 'Open')));
+    },
+  };
+}
+
+function shell(ctx: Context, content: HTMLElement) {
+  const who = ctx.config.actor.kind === 'admin' ? 'admin' : ctx.config.actor.party!;
+  const current = location.hash.split('/')[1]?.split('?')[0] ?? 'streams';
+  const link = (hash: string, label: string) => h('a', { href: `#/${hash}`, class: current === hash || (hash === 'streams' && current === '') ? 'active' : undefined }, label);
+  return h(
+    'div', { class: 'shell' },
+    h('header', {},
+      h('div', { class: 'brand' }, 'Sluice', h('span', {}, 'console')),
+      h('nav', {}, link('streams', 'Streams'), link('entity', 'Entity'), link('pool', 'Pool'), link('crown', 'Crown'), link('audit', 'Audit')),
+      h('div', { class: 'who' }, h('span', { 'data-test': 'who' }, who), h('button', { class: 'link', onclick: () => { forgetApiKey(); void start(); } }, 'Sign out')),
+    ),
+    h('main', {}, content),
+  );
+}
+
+async function show(ctx: Context) {
+  const mine = ++generation;
+  const page = route(ctx);
+  document.title = `${page.title} · Sluice`;
+  const content = h('div', { class: 'content' }, h('p', { class: 'hint' }, 'Loading…'));
+  app.replaceChildren(shell(ctx, content));
+  const status = h('p', { class: 'status' });
+  for (;;) {
+    try {
+      const body = await page.load();
+      if (mine !== generation) return;
+      status.textContent = page.everyMs ? `live · updated ${new Date().toLocaleTimeString('en-GB', { hour12: false })}` : '';
+      content.replaceChildren(body, status);
+    } catch (error) {
+      if (mine !== generation) return;
+      if (error instanceof ApiError && error.status === 401) return void start('That key is no longer accepted.');
+      content.replaceChildren(h('div', { class: 'error', 'data-test': 'error' }, error instanceof ApiError ? `${error.code}: ${error.message}` : String(error)));
+    }
+    if (!page.everyMs) return;
+    await new Promise((r) => setTimeout(r, page.everyMs));
+    if (mine !== generation) return;
+  }
+}
+
+function login(message?: string) {
+  generation++;
+  window.onhashchange = null;
+  const key = h('input', { type: 'password', name: 'key', placeholder: 'API key', autocomplete: 'off', required: true }) as HTMLInputElement;
+  const error = h('p', { class: 'error', 'data-test': 'login-error', hidden: !message }, message ?? '');
+  const form = h('form', {
+    class: 'login card',
+    onsubmit: async (e: Event) => {
+      e.preventDefault();
+      try {
+        await get<ConsoleConfig>('/v1/console/config', key.value.trim());
+        setApiKey(key.value.trim());
+        await start();
+      } catch (err) {
+        error.hidden = false;
+        error.textContent = err instanceof ApiError ? err.message : String(err);
+      }
+    },
+  },
+    h('div', { class: 'brand' }, 'Sluice', h('span', {}, 'console')),
+    h('p', {}, 'Paste the admin key or a party key. It stays in this tab (sessionStorage) and goes with every request; the API decides what it may see.'),
+    key, h('button', { type: 'submit' }, 'Sign in'), error);
+  app.replaceChildren(h('div', { class: 'center' }, form));
+  key.focus();
+}
+
+async function start(message?: string) {
+  if (!apiKey()) return login(message);
+  try {
+    const ctx: Context = { config: await get<ConsoleConfig>('/v1/console/config') };
+    window.onhashchange = () => void show(ctx);
+    await show(ctx);
+  } catch (error) {
+    forgetApiKey();
+    login(error instanceof ApiError ? error.message : String(error));
+  }
+}
+
+void start();
