@@ -39,6 +39,8 @@ export interface TestStackOptions extends TestDatabaseOptions {
   bodyLimitBytes?: number;
   /** The API's logger (default: silent, or TEST_LOG_LEVEL). */
   logger?: Logger;
+  /** The Temporal UI base URL the API gives the console. */
+  temporalUiUrl?: string;
 }
 
 export async function startTestStack(options: TestStackOptions = {}): Promise<TestStack> {
@@ -61,6 +63,7 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     budgets: options.budgets,
     pricePerUnit: options.pricePerUnit,
     writeRate: options.writeRate,
+    temporalUiUrl: options.temporalUiUrl,
   });
   return {
     db,
