@@ -19,7 +19,10 @@ RUN npm ci --omit=dev --no-audit \
 # Source. Owned by root and read-only for the service user; only the data
 # directory is writable.
 COPY . .
-RUN mkdir -p /app/.data && chown node:node /app/.data
+# The operator console's static files (Vite, a runtime dependency for this step),
+# served by the API at /console/.
+RUN npm run build:console \
+    && mkdir -p /app/.data && chown node:node /app/.data
 
 # The node image ships an unprivileged "node" user (uid 1000).
 USER node
