@@ -1,3 +1,6 @@
+import type { z } from 'zod';
+import type * as S from '../../src/api/schemas';
+
 /**
  * The API as the console calls it: same origin, every request with the key the
  * operator pasted (kept in sessionStorage, so it goes when the tab closes). The
@@ -27,41 +30,18 @@ export async function get<T>(path: string, key = apiKey()): Promise<T> {
   return body as T;
 }
 
-// The shapes the console reads (the API's OpenAPI document at /docs has them all).
+// The shapes the console reads: the API's own zod schemas where they are exported
+// (type-only imports, erased by the build: no server code reaches the bundle).
 export interface ConsoleConfig {
   temporalUiUrl?: string;
   namespace: string;
   actor: { kind: 'admin' | 'party'; party?: string };
 }
 
-export interface StreamItem {
-  ref: string;
-  status: 'STREAMING' | 'CONFIRMED' | 'FAILED';
-  kind?: 'distribution';
-  payer: string;
-  payee?: string;
-  mode: 'escrow' | 'payg';
-  ratePerTick: number;
-  maxTotal?: number;
-  ticks: number;
-  totalPaid: number;
-  openedAt: string;
-  closedAt?: string;
-  reason?: string;
-  closedBy?: string;
-  failure?: string;
-  tickIntervalMs: number;
-  workflowId: string;
-}
-
-export interface StreamView extends StreamItem {
-  lastTick: number;
-  nextTickAt?: string;
-  accruedUnbilled: number;
-  pausedAt?: string;
-  depletion?: { ticksLeft: number; at?: string; limitedBy: string; funds: number };
-  members?: Array<{ accountId: string; party: string; weight: number; received: number; left?: boolean }>;
-}
+export type StreamView = z.infer<typeof S.StreamView>;
+export type StreamItem = z.infer<typeof S.StreamReceipt> & Pick<StreamView, 'tickIntervalMs' | 'workflowId'>;
+export type PoolState = z.infer<typeof S.PoolState>;
+export type AuditReport = z.infer<typeof S.AuditReport>;
 
 export interface Dashboard {
   entity: string;
@@ -83,27 +63,10 @@ export interface Delivery {
   at: string;
 }
 
-export interface PoolState {
-  accountId: string;
-  balance: number;
-  held: number;
-  available: number;
-  day: string;
-  absorbedToday: number;
-  creditedToday: number;
-  reservedOpen: number;
-}
-
 export interface Crown {
   from: number;
   to: number;
   crownTime: Record<string, number>;
   intervalCount: number;
   current: { tick: number; holders: string[]; bestRate: number | null };
-}
-
-export interface AuditReport {
-  ok: boolean;
-  checkedAt: string;
-  checks: Array<{ name: string; description: string; ok: boolean; violations: number }>;
 }

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Browser, Page } from 'playwright-core';
 import { tickAt } from '../../src/domain/crown';
 import { buildConsole, launchChromium, screenshot } from '../support/browser';
-import { sleep, testParties } from '../support/parties';
+import { testParties, until } from '../support/parties';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 
 /**
@@ -39,15 +39,6 @@ async function signIn(key: string) {
   await page.locator('[data-test=who]').waitFor();
 }
 
-async function until<T>(what: string, fn: () => Promise<T | undefined>): Promise<T> {
-  for (let i = 0; i < 150; i++) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await sleep(100);
-  }
-  throw new Error(`timed out waiting for ${what}`);
-}
-
 beforeAll(async () => {
   buildConsole();
   browser = await launchChromium();
@@ -64,11 +55,11 @@ beforeAll(async () => {
   expect((await as('carol').post('/v1/streams', { ref: 'carol-hidden', fromAccountId: 'carol.w', toAccountId: 'bob.w', ratePerTick: 2, maxTotal: 100, tickIntervalMs: 60_000 })).status).toBe(201);
 
   // an entity with two subaccounts, each announced to a webhook receiver
-  const entity = await admin().post('/v1/entities', { id: 'acme', name: 'Acme agents', collateral: 100, funding: 50, webhookUrls: [`http://127.0.0.1:${(hooks.address() as AddressInfo).port}/hooks`] });
+  const entity = await admin().post('/v1/entities', { id: 'nimbus', name: 'Nimbus agents', collateral: 100, funding: 50, webhookUrls: [`http://127.0.0.1:${(hooks.address() as AddressInfo).port}/hooks`] });
   expect(entity.status).toBe(201);
-  keys.acme = entity.body.apiKey;
-  expect((await admin().post('/v1/deposits', { accountId: 'acme.main', amount: 5_000 }, 'fund-acme')).status).toBe(201);
-  for (let i = 0; i < 2; i++) expect((await as('acme').post('/v1/entities/acme/subaccounts', {})).status).toBe(201);
+  keys.nimbus = entity.body.apiKey;
+  expect((await admin().post('/v1/deposits', { accountId: 'nimbus.main', amount: 5_000 }, 'fund-nimbus')).status).toBe(201);
+  for (let i = 0; i < 2; i++) expect((await as('nimbus').post('/v1/entities/nimbus/subaccounts', {})).status).toBe(201);
 
   // a free job the pool absorbs: 30 units
   await admin().post('/v1/parties/alice/tier', { tier: 'established' });
@@ -162,14 +153,15 @@ describe('the operator console in headless Chromium', () => {
     expect((await as('alice').get('/v1/audit')).status).toBe(403);
   });
 
-  test("the entity dashboard shows acme's subaccounts, balances and webhook deliveries as the API has them", async () => {
-    await until('both webhook deliveries', async () => ((await as('acme').get('/v1/entities/acme/deliveries')).body.deliveries.filter((d: { ok: boolean }) => d.ok).length >= 2 ? true : undefined));
+  test("the entity dashboard shows nimbus's subaccounts, balances and webhook deliveries as the API has them", async () => {
+    // (an entity id no other test file uses: webhook workflow ids are global to the namespace the test files share)
+    await until('both webhook deliveries', async () => ((await as('nimbus').get('/v1/entities/nimbus/deliveries')).body.deliveries.filter((d: { ok: boolean }) => d.ok).length >= 2 ? true : undefined));
     await page.locator('button', { hasText: 'Sign out' }).click();
-    await signIn(keys.acme!);
+    await signIn(keys.nimbus!);
     await page.locator('nav a', { hasText: 'Entity' }).click();
     await page.locator('button', { hasText: 'Open' }).click(); // a party key: its own id is filled in
     await page.locator('[data-test=subaccounts]').waitFor();
-    const d = (await as('acme').get('/v1/entities/acme/dashboard')).body;
+    const d = (await as('nimbus').get('/v1/entities/nimbus/dashboard')).body;
     expect(d.subaccounts).toHaveLength(2);
     expect(await figure('entity-main-balance')).toBe(d.totals.mainBalance);
     expect(await figure('entity-balance')).toBe(d.totals.balance);

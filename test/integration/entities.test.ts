@@ -11,6 +11,7 @@ import { deliverWebhook } from '../../src/webhooks/deliver';
 import { SIGNATURE_HEADER, signWebhook, verifyWebhook } from '../../src/webhooks/signature';
 import { subaccountEliminationWorkflow } from '../../workflows/entities';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
+import { sleep, until } from '../support/parties';
 
 /**
  * Entities and subaccounts end to end on the dev server and a real database: the
@@ -30,7 +31,6 @@ const secrets: Record<string, string> = {};
 const as = (party: string) => api(stack.app, keys[party]);
 const enc = (id: string) => encodeURIComponent(id);
 const account = async (id: string) => (await admin.get(`/v1/accounts/${enc(id)}`)).body;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** The webhooks received for one subaccount event. */
 const hooksFor = (sub: string, type: string) => received.filter((h) => JSON.parse(h.body).subaccount.id === sub && JSON.parse(h.body).type === type);
 
@@ -56,16 +56,6 @@ async function expectStreamRefused(ref: string, party: string, payerAccountId: s
   expect(res.status).toBe(409);
   expect(res.body.error.code).toBe('subaccount_not_live');
   expect((await stack.db.pool.query(`select 1 from streams where ref = any($1)`, [[ref, `${ref}-api`]])).rows).toEqual([]);
-}
-
-/** Waits for a delivery log entry to satisfy `fn`. */
-async function until<T>(what: string, fn: () => Promise<T | undefined>): Promise<T> {
-  for (let i = 0; i < 150; i++) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    await sleep(100);
-  }
-  throw new Error(`timed out waiting for ${what}`);
 }
 
 beforeAll(async () => {

@@ -2,6 +2,16 @@ import { ADMIN_KEY, api, type TestStack } from './stack';
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Polls `fn` every 100 ms until it answers something, for at most 15 s. */
+export async function until<T>(what: string, fn: () => Promise<T | undefined>): Promise<T> {
+  for (let i = 0; i < 150; i++) {
+    const v = await fn();
+    if (v !== undefined) return v;
+    await sleep(100);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
 /**
  * The parties of an API test file: `party(id, funds)` registers one with a wallet
  * `<id>.w` (funded by the admin), `as(id)` calls the API with its key, and
