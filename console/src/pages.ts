@@ -141,9 +141,10 @@ export function entityPage(_ctx: Context, id: string): Page {
         ),
         card(
           'Webhook deliveries (latest 20)',
-          table(['When', 'Event', 'Attempt', 'Outcome', 'URL'],
-            recent.map((w) => [time(w.at), w.eventType, w.attempt, w.ok ? badge(`${w.statusCode ?? ''} delivered`, 'ok') : badge(w.statusCode ? `${w.statusCode} refused` : (w.error ?? 'failed'), 'bad'), h('code', {}, w.url)]),
-            { numeric: [2], empty: 'No deliveries yet.', test: 'deliveries' }),
+          table(['When', 'Event', 'Subaccount', 'Attempt', 'Outcome', 'URL'],
+            // an event's key is `<type>:<subaccount id>`
+            recent.map((w) => [time(w.at), w.eventType, w.eventKey.slice(w.eventType.length + 1), w.attempt, w.ok ? badge(`${w.statusCode ?? ''} delivered`, 'ok') : badge(w.statusCode ? `${w.statusCode} refused` : (w.error ?? 'failed'), 'bad'), h('code', {}, w.url)]),
+            { numeric: [3], empty: 'No deliveries yet.', test: 'deliveries' }),
         ),
       );
     },

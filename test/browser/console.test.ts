@@ -170,7 +170,11 @@ describe('the operator console in headless Chromium', () => {
     for (const s of d.subaccounts) expect(await page.locator('[data-test=subaccounts]').innerText()).toContain(s.id);
     const deliveries = await page.locator('[data-test=deliveries] tbody tr').count();
     expect(deliveries).toBeGreaterThanOrEqual(2);
-    expect(await page.locator('[data-test=deliveries]').innerText()).toContain('delivered');
+    const deliveryRows = await page.locator('[data-test=deliveries] tbody tr').allInnerTexts();
+    expect(deliveryRows.map((r) => r.split('\t').slice(1, 5)).sort()).toEqual([
+      ['subaccount.active', 'nimbus/1', '1', '204 delivered'],
+      ['subaccount.active', 'nimbus/2', '1', '204 delivered'],
+    ]);
     await screenshot(page, 'entity');
   });
 

@@ -71,6 +71,7 @@ test('npm start brings up Temporal, worker and API, runs the demo, a second star
   expect(out).toMatch(/7\. bob refunds 250[\s\S]*alice-\w+\.wallet\s+balance\s+6600\s+held\s+0\s+available\s+6600/);
   expect(out).toMatch(/bob-\w+\.wallet\s+balance\s+3400/);
   expect(out).toContain(`API docs   http://127.0.0.1:${apiPort}/docs`);
+  expect(out).toContain(`console    http://127.0.0.1:${apiPort}/console/`);
   expect(out).toContain(`Temporal   http://127.0.0.1:${uiPort}`);
   const docs = await fetch(`http://127.0.0.1:${apiPort}/docs`);
   expect(docs.status).toBe(200);
