@@ -41,6 +41,7 @@ export interface ConsoleConfig {
 export type StreamView = z.infer<typeof S.StreamView>;
 export type StreamItem = z.infer<typeof S.StreamReceipt> & Pick<StreamView, 'tickIntervalMs' | 'workflowId'>;
 export type PoolState = z.infer<typeof S.PoolState>;
+export type Grant = z.infer<typeof S.Grant>;
 export type AuditReport = z.infer<typeof S.AuditReport>;
 
 export interface Dashboard {

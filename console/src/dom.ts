@@ -37,7 +37,7 @@ export const stat = (label: string, value: Child, test?: string, hint?: string) 
 export const badge = (text: string, tone: 'ok' | 'bad' | 'live' | 'muted') => h('span', { class: `badge ${tone}` }, text);
 
 export const statusBadge = (status: string) =>
-  badge(status, status === 'STREAMING' || status === 'active' ? 'live' : status === 'CONFIRMED' ? 'ok' : status === 'FAILED' || status === 'failed' || status === 'eliminated' ? 'bad' : 'muted');
+  badge(status, ['STREAMING', 'active', 'reserved'].includes(status) ? 'live' : ['CONFIRMED', 'settled'].includes(status) ? 'ok' : ['FAILED', 'failed', 'eliminated'].includes(status) ? 'bad' : 'muted');
 
 export function table(headers: string[], rows: Child[][], opts: { numeric?: number[]; empty?: string; test?: string } = {}) {
   const numeric = new Set(opts.numeric ?? []);

@@ -1,4 +1,4 @@
-import { get, type AuditReport, type ConsoleConfig, type Crown, type Dashboard, type Delivery, type PoolState, type StreamItem, type StreamView } from './api';
+import { get, type AuditReport, type Grant, type ConsoleConfig, type Crown, type Dashboard, type Delivery, type PoolState, type StreamItem, type StreamView } from './api';
 import { badge, card, dateTime, h, stat, statusBadge, svg, table, time, units } from './dom';
 
 /** A page: what it shows (loaded again every `everyMs` while it is open, for the live ones). */
@@ -157,8 +157,9 @@ export function poolPage(): Page {
     title: 'Pool',
     everyMs: 5000,
     async load() {
-      const p = await get<PoolState>('/v1/pool');
-      return card(
+      const [p, { grants }] = await Promise.all([get<PoolState>('/v1/pool'), get<{ grants: Grant[] }>('/v1/grants?limit=20')]);
+      const decision = (d: Grant['decision']) => badge(d, d === 'free' ? 'ok' : d === 'partial' ? 'live' : 'muted');
+      return h('div', {}, card(
         `Free-tier pool (${p.accountId})`,
         h('div', { class: 'stats' },
           stat('Balance', units(p.balance), 'pool-balance'),
@@ -168,7 +169,12 @@ export function poolPage(): Page {
           stat('Reserved, open', units(p.reservedOpen)),
         ),
         h('p', { class: 'hint' }, 'A grant is reserved on the pool when a job is decided (free) or paid (partial), then captured or released when it settles.'),
-      );
+      ), card(
+        'Grants (latest 20)',
+        table(['Job', 'Payer', 'Tier', 'Decision', 'Status', 'Estimated', 'Reserved', 'Absorbed', 'Paid', 'Credited', 'Created'],
+          grants.map((g) => [h('code', {}, g.jobId), g.payer, g.tier, decision(g.decision), statusBadge(g.status), units(g.estimatedCost), units(g.reserved), units(g.absorbed), units(g.paid), units(g.credited), time(g.createdAt)]),
+          { numeric: [5, 6, 7, 8, 9], empty: 'No grants yet.', test: 'grants' }),
+      ));
     },
   };
 }

@@ -104,6 +104,26 @@ export async function getGrant(db: Queryable, jobId: string): Promise<GrantView>
   return toGrantView(row);
 }
 
+/** Grants one page of GET /v1/grants holds at most. */
+export const GRANTS_PAGE_MAX = 100;
+
+/**
+ * Grants newest first (created_at, then job id: the job id is the cursor), a
+ * payer's own or (payer undefined, the admin) everyone's. An unknown cursor gives an empty page.
+ */
+export async function listGrants(db: Queryable, q: { payer?: string; after?: string; limit: number }): Promise<GrantView[]> {
+  if (!(Number.isInteger(q.limit) && q.limit >= 1 && q.limit <= GRANTS_PAGE_MAX)) throw new Error(`grant page limit ${q.limit} outside 1..${GRANTS_PAGE_MAX}`);
+  const { rows } = await db.query<GrantRow>(
+    `select ${GRANT_COLUMNS} from grants g
+      where ($1::text is null or g.payer = $1)
+        and ($2::text is null or (g.created_at, g.job_id) < (select c.created_at, c.job_id from grants c where c.job_id = $2))
+      order by g.created_at desc, g.job_id desc
+      limit $3`,
+    [q.payer ?? null, q.after ?? null, q.limit],
+  );
+  return rows.map(toGrantView);
+}
+
 export async function tierOf(db: Queryable, party: string): Promise<Tier> {
   const { rows } = await db.query<{ tier: Tier }>('select tier from payer_tiers where party_id = $1', [party]);
   return rows[0]?.tier ?? 'new';

@@ -190,6 +190,8 @@ describe('the operator console in headless Chromium', () => {
     expect(await figure('pool-absorbed')).toBe(30);
     expect(await figure('pool-balance')).toBe(pool.balance);
     expect(await figure('pool-available')).toBe(pool.available);
+    const grantRows = await page.locator('[data-test=grants] tbody tr').allInnerTexts();
+    expect(grantRows.map((r) => r.split('\t').slice(0, 9))).toEqual([['console-job', 'alice', 'established', 'free', 'settled', '30', '30', '30', '0']]);
     await screenshot(page, 'pool');
 
     await until('cedar to share the crown', async () => (tickAt(Date.now()) > (await admin().get('/v1/crown')).body.current.tick ? undefined : true));

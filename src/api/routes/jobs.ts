@@ -3,7 +3,7 @@ import { CancelledFailure, WorkflowUpdateFailedError } from '@temporalio/client'
 import { z } from 'zod';
 import { forbidden, SluiceError } from '../../domain/errors';
 import { costOfUnits, DEFAULT_TIER_BUDGETS, jobWorkflowId, paymentState, PRICE_PER_UNIT_DEFAULT, utcDay, type GrantView, type JobRequest } from '../../domain/grants';
-import { findGrant, getGrant, noPayment, previewDecision, setTier, toGrantView } from '../../ledger/grants';
+import { findGrant, getGrant, GRANTS_PAGE_MAX, listGrants, noPayment, previewDecision, setTier, toGrantView } from '../../ledger/grants';
 import { poolState } from '../../ledger/pool';
 import { startJobWorkflow } from '../../temporal/jobs';
 import { sluiceErrorFromTemporal } from '../../temporal/failures';
@@ -63,6 +63,26 @@ export function jobRoutes(app: Api) {
   app.get('/v1/pool', {
     schema: { tags: ['pool'], summary: "The free-tier pool: balance, held (open reservations), absorbed and credited back today (UTC)", response: { 200: S.PoolState, ...errors } },
     handler: async () => poolState(pool, utcDay(Date.now())),
+  });
+
+  app.get('/v1/grants', {
+    schema: {
+      tags: ['pool'],
+      summary: `Grants (one per job) newest first: the caller's own, every payer's for the admin; at most ${GRANTS_PAGE_MAX} a page`,
+      querystring: z.object({
+        after: S.Ref.optional().describe('the last jobId of the previous page (its nextAfter)'),
+        limit: z.coerce.number<string>().int().min(1).max(GRANTS_PAGE_MAX).default(50),
+      }),
+      response: {
+        200: z.object({ grants: z.array(S.Grant), nextAfter: z.string().optional().describe('pass as `after` for the next page; left out on the last page') }),
+        ...errors,
+      },
+    },
+    handler: async (req) => {
+      const { after, limit } = req.query;
+      const grants = await listGrants(pool, { payer: req.actor.kind === 'party' ? req.actor.party : undefined, after, limit });
+      return { grants, ...(grants.length === limit && { nextAfter: grants.at(-1)!.jobId }) };
+    },
   });
 
   app.get('/v1/estimate', {

@@ -1,10 +1,11 @@
 import { buildApp } from '../../src/api/app';
+import { GRANTS_PAGE_MAX } from '../../src/ledger/grants';
 import { STREAMS_PAGE_MAX } from '../../src/ledger/streams';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
-import { testParties } from '../support/parties';
+import { testParties, until } from '../support/parties';
 
 /**
- * GET /v1/streams: the list the console polls. A party sees exactly the streams it
+ * The lists the console reads. GET /v1/streams, the one it polls. A party sees exactly the streams it
  * could open one by one (payer, payee, operator for the payer), newest first, in
  * pages a ref cursor walks without gaps or repeats; the admin sees all.
  */
@@ -28,6 +29,14 @@ beforeAll(async () => {
   for (const ref of ['a-1', 'a-2', 'a-3', 'a-4', 'a-5']) await open('alice', 'bob', ref);
   await open('carol', 'dave', 'c-1');
   expect((await as('alice').post('/v1/streams/a-2/cancel', { reason: 'done' })).status).toBe(200);
+
+  // free jobs the pool absorbs: two of alice's, one of carol's
+  for (const payer of ['alice', 'carol']) expect((await admin.post(`/v1/parties/${payer}/tier`, { tier: 'established' })).status).toBe(200);
+  for (const [payer, jobId] of [['alice', 'j-1'], ['carol', 'j-c'], ['alice', 'j-2']] as const) {
+    const job = await as(payer).post('/v1/jobs', { jobId, accountId: `${payer}.w`, estimatedCost: 10, work: { description: jobId, simulate: { actualCost: 10 } } });
+    expect(job.body).toMatchObject({ jobId, decision: 'free' });
+    await until(`${jobId} to settle`, async () => ((await as(payer).get(`/v1/jobs/${jobId}`)).body.status === 'settled' ? true : undefined));
+  }
 });
 afterAll(() => stack.stop());
 
@@ -105,6 +114,31 @@ describe('GET /v1/streams', () => {
       expect(unbuilt).toEqual({ status: 404, body: { error: { code: 'not_found', message: 'the console is not built: run `npm run build:console`', details: {} } } });
     } finally {
       await app.close();
+    }
+  });
+});
+
+describe('GET /v1/grants', () => {
+  const jobs = (body: { grants: Array<{ jobId: string }> }) => body.grants.map((g) => g.jobId);
+
+  test("a payer sees its own grants, newest first, with what the pool absorbed; another payer's are not there; the admin sees all", async () => {
+    const alice = await as('alice').get('/v1/grants');
+    expect(alice.status).toBe(200);
+    expect(jobs(alice.body)).toEqual(['j-2', 'j-1']);
+    expect(alice.body.grants[0]).toMatchObject({ jobId: 'j-2', payer: 'alice', decision: 'free', status: 'settled', reserved: 10, absorbed: 10, paid: 0 });
+    expect(jobs((await as('carol').get('/v1/grants')).body)).toEqual(['j-c']);
+    expect(jobs((await as('bob').get('/v1/grants')).body)).toEqual([]);
+    expect(jobs((await admin.get('/v1/grants')).body)).toEqual(['j-2', 'j-c', 'j-1']);
+  });
+
+  test('pages walk every grant once; a bad limit or cursor is a 400', async () => {
+    const first = (await admin.get('/v1/grants?limit=2')).body;
+    expect([jobs(first), first.nextAfter]).toEqual([['j-2', 'j-c'], 'j-c']);
+    const second = (await admin.get('/v1/grants?limit=2&after=j-c')).body;
+    expect([jobs(second), second.nextAfter]).toEqual([['j-1'], undefined]);
+    for (const query of [`limit=${GRANTS_PAGE_MAX + 1}`, 'limit=0', 'after=%20bad']) {
+      const res = await as('alice').get(`/v1/grants?${query}`);
+      expect([res.status, res.body.error.code]).toEqual([400, 'invalid_request']);
     }
   });
 });
