@@ -32,7 +32,7 @@ export function streamsPage(ctx: Context, params: URLSearchParams): Page {
     everyMs: 1000,
     async load() {
       const q = new URLSearchParams({ limit: '25', ...(status !== 'all' && { status }), ...(after && { after }) });
-      const page = await get<{ streams: StreamItem[]; nextAfter?: string }>(`/v1/streams?${q}`);
+      const page = await get<{ streams: StreamItem[]; next?: string }>(`/v1/streams?${q}`);
       const filter = (value: string, label: string) =>
         h('a', { href: `#/streams?status=${value}`, class: value === status ? 'chip active' : 'chip' }, label);
       const running = party ? `SluiceKind="stream" AND SluicePayer="${party}" AND ExecutionStatus="Running"` : `SluiceKind="stream" AND ExecutionStatus="Running"`;
@@ -48,7 +48,7 @@ export function streamsPage(ctx: Context, params: URLSearchParams): Page {
           ]),
           { numeric: [4, 5, 6, 7], empty: 'No streams here.', test: 'streams' },
         ),
-        page.nextAfter ? h('p', {}, h('a', { href: `#/streams?status=${status}&after=${encodeURIComponent(page.nextAfter)}` }, 'Older streams →')) : null,
+        page.next ? h('p', {}, h('a', { href: `#/streams?status=${status}&after=${encodeURIComponent(page.next)}` }, 'Older streams →')) : null,
         h('p', { class: 'hint' }, 'Amounts are integer minor units. The list reads the API again every second.'),
       );
     },

@@ -4,6 +4,8 @@ import { DASHBOARD_ROWS_MAX, DELIVERIES_PAGE_MAX, SUBACCOUNTS_PAGE_MAX } from '.
 import { EVENTS_PAGE_MAX } from '../ledger/events';
 import { IDEMPOTENCY_KEY_CHARS_MAX } from '../ledger/idempotency';
 import { GRANTS_PAGE_MAX } from '../ledger/operators';
+import { JOB_GRANTS_PAGE_MAX } from '../ledger/grants';
+import { STREAMS_PAGE_MAX } from '../ledger/streams';
 import { RATE_EVENTS_PAGE_MAX } from '../ledger/rates';
 
 /**
@@ -36,6 +38,8 @@ export const PAGE_ROWS_MAX = {
   'GET /v1/entities/:id/subaccounts': SUBACCOUNTS_PAGE_MAX,
   'GET /v1/entities/:id/deliveries': DELIVERIES_PAGE_MAX,
   'GET /v1/entities/:id/dashboard': DASHBOARD_ROWS_MAX,
+  'GET /v1/streams': STREAMS_PAGE_MAX,
+  'GET /v1/grants': JOB_GRANTS_PAGE_MAX,
 } as const;
 
 /** Items of one POST /v1/streams/batch. */

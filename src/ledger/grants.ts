@@ -104,15 +104,15 @@ export async function getGrant(db: Queryable, jobId: string): Promise<GrantView>
   return toGrantView(row);
 }
 
-/** Grants one page of GET /v1/grants holds at most. */
-export const GRANTS_PAGE_MAX = 100;
+/** Grants (of jobs) one page of GET /v1/grants holds at most. */
+export const JOB_GRANTS_PAGE_MAX = 100;
 
 /**
  * Grants newest first (created_at, then job id: the job id is the cursor), a
  * payer's own or (payer undefined, the admin) everyone's. An unknown cursor gives an empty page.
  */
 export async function listGrants(db: Queryable, q: { payer?: string; after?: string; limit: number }): Promise<GrantView[]> {
-  if (!(Number.isInteger(q.limit) && q.limit >= 1 && q.limit <= GRANTS_PAGE_MAX)) throw new Error(`grant page limit ${q.limit} outside 1..${GRANTS_PAGE_MAX}`);
+  if (!(Number.isInteger(q.limit) && q.limit >= 1 && q.limit <= JOB_GRANTS_PAGE_MAX)) throw new Error(`grant page limit ${q.limit} outside 1..${JOB_GRANTS_PAGE_MAX}`);
   const { rows } = await db.query<GrantRow>(
     `select ${GRANT_COLUMNS} from grants g
       where ($1::text is null or g.payer = $1)

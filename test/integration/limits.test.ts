@@ -186,6 +186,8 @@ describe('page sizes', () => {
     'GET /v1/entities/:id/subaccounts': '/v1/entities/ent/subaccounts?limit=',
     'GET /v1/entities/:id/deliveries': '/v1/entities/ent/deliveries?limit=',
     'GET /v1/entities/:id/dashboard': '/v1/entities/ent/dashboard?limit=',
+    'GET /v1/streams': '/v1/streams?limit=',
+    'GET /v1/grants': '/v1/grants?limit=',
   };
 
   beforeAll(async () => {

@@ -1,6 +1,8 @@
 import { buildApp } from '../../src/api/app';
-import { GRANTS_PAGE_MAX } from '../../src/ledger/grants';
-import { STREAMS_PAGE_MAX } from '../../src/ledger/streams';
+import { PAGE_ROWS_MAX } from '../../src/api/limits';
+
+const STREAMS_PAGE_MAX = PAGE_ROWS_MAX['GET /v1/streams'];
+const GRANTS_PAGE_MAX = PAGE_ROWS_MAX['GET /v1/grants'];
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 import { testParties, until } from '../support/parties';
 
@@ -45,7 +47,7 @@ describe('GET /v1/streams', () => {
     const alice = await as('alice').get('/v1/streams');
     expect(alice.status).toBe(200);
     expect(refs(alice.body)).toEqual(['a-5', 'a-4', 'a-3', 'a-2', 'a-1']);
-    expect(alice.body.nextAfter).toBeUndefined();
+    expect(alice.body.next).toBeUndefined();
     expect(alice.body.streams[0]).toMatchObject({ ref: 'a-5', payer: 'alice', payee: 'bob', status: 'STREAMING', ticks: 1, totalPaid: 3, tickIntervalMs: 60_000, workflowId: 'stream-a-5' });
     expect(refs((await as('bob').get('/v1/streams')).body)).toEqual(['a-5', 'a-4', 'a-3', 'a-2', 'a-1']);
     expect(refs((await as('carol').get('/v1/streams')).body)).toEqual(['c-1']);
@@ -68,7 +70,7 @@ describe('GET /v1/streams', () => {
     expect(refs((await as('alice').get('/v1/streams?status=failed')).body)).toEqual([]);
   });
 
-  test('pages of `limit` walk every stream once, newest first, and the last page has no nextAfter', async () => {
+  test('pages of `limit` walk every stream once, newest first, and the last page has no next', async () => {
     const seen: string[] = [];
     let after: string | undefined;
     for (let pages = 0; pages < 10; pages++) {
@@ -76,14 +78,14 @@ describe('GET /v1/streams', () => {
       expect(res.status).toBe(200);
       expect(res.body.streams.length).toBeLessThanOrEqual(2);
       seen.push(...refs(res.body));
-      after = res.body.nextAfter;
+      after = res.body.next;
       if (!after) break;
     }
     expect(seen).toEqual(['a-5', 'a-4', 'a-3', 'a-2', 'a-1']);
     // a filter and a cursor together
     const page = (await as('alice').get('/v1/streams?status=open&limit=2&after=a-4')).body;
     expect(refs(page)).toEqual(['a-3', 'a-1']);
-    expect(page.nextAfter).toBe('a-1');
+    expect(page.next).toBe('a-1');
     expect(refs((await as('alice').get('/v1/streams?status=open&limit=2&after=a-1')).body)).toEqual([]);
     // a cursor that names no stream ends the walk: nothing about other refs leaks through it
     expect((await as('alice').get('/v1/streams?after=no-such-stream')).body).toEqual({ streams: [] });
@@ -133,9 +135,9 @@ describe('GET /v1/grants', () => {
 
   test('pages walk every grant once; a bad limit or cursor is a 400', async () => {
     const first = (await admin.get('/v1/grants?limit=2')).body;
-    expect([jobs(first), first.nextAfter]).toEqual([['j-2', 'j-c'], 'j-c']);
+    expect([jobs(first), first.next]).toEqual([['j-2', 'j-c'], 'j-c']);
     const second = (await admin.get('/v1/grants?limit=2&after=j-c')).body;
-    expect([jobs(second), second.nextAfter]).toEqual([['j-1'], undefined]);
+    expect([jobs(second), second.next]).toEqual([['j-1'], undefined]);
     for (const query of [`limit=${GRANTS_PAGE_MAX + 1}`, 'limit=0', 'after=%20bad']) {
       const res = await as('alice').get(`/v1/grants?${query}`);
       expect([res.status, res.body.error.code]).toEqual([400, 'invalid_request']);

@@ -3,7 +3,7 @@ import { CancelledFailure, WorkflowUpdateFailedError } from '@temporalio/client'
 import { z } from 'zod';
 import { forbidden, SluiceError } from '../../domain/errors';
 import { costOfUnits, DEFAULT_TIER_BUDGETS, jobWorkflowId, paymentState, PRICE_PER_UNIT_DEFAULT, utcDay, type GrantView, type JobRequest } from '../../domain/grants';
-import { findGrant, getGrant, GRANTS_PAGE_MAX, listGrants, noPayment, previewDecision, setTier, toGrantView } from '../../ledger/grants';
+import { findGrant, getGrant, listGrants, noPayment, previewDecision, setTier, toGrantView } from '../../ledger/grants';
 import { poolState } from '../../ledger/pool';
 import { startJobWorkflow } from '../../temporal/jobs';
 import { sluiceErrorFromTemporal } from '../../temporal/failures';
@@ -11,6 +11,7 @@ import { cancelJobSignal, jobPaymentUpdate } from '../../../workflows/definition
 import { actorName, ownAccount, type Actor } from '../auth';
 import type { Api } from '../app';
 import * as S from '../schemas';
+import { PAGE_ROWS_MAX } from '../limits';
 import { AMOUNT_UNITS_MAX } from '../../domain/money';
 
 const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
@@ -68,20 +69,20 @@ export function jobRoutes(app: Api) {
   app.get('/v1/grants', {
     schema: {
       tags: ['pool'],
-      summary: `Grants (one per job) newest first: the caller's own, every payer's for the admin; at most ${GRANTS_PAGE_MAX} a page`,
+      summary: `Grants (one per job) newest first: the caller's own, every payer's for the admin; at most ${PAGE_ROWS_MAX['GET /v1/grants']} a page`,
       querystring: z.object({
-        after: S.Ref.optional().describe('the last jobId of the previous page (its nextAfter)'),
-        limit: z.coerce.number<string>().int().min(1).max(GRANTS_PAGE_MAX).default(50),
+        after: S.Ref.optional().describe('the last jobId of the previous page (its next)'),
+        limit: S.PageLimit('GET /v1/grants'),
       }),
       response: {
-        200: z.object({ grants: z.array(S.Grant), nextAfter: z.string().optional().describe('pass as `after` for the next page; left out on the last page') }),
+        200: z.object({ grants: z.array(S.Grant), next: z.string().optional().describe('pass as `after` for the next page; left out on the last page') }),
         ...errors,
       },
     },
     handler: async (req) => {
       const { after, limit } = req.query;
       const grants = await listGrants(pool, { payer: req.actor.kind === 'party' ? req.actor.party : undefined, after, limit });
-      return { grants, ...(grants.length === limit && { nextAfter: grants.at(-1)!.jobId }) };
+      return { grants, ...(grants.length === limit && { next: grants.at(-1)!.jobId }) };
     },
   });
 

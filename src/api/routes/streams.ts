@@ -4,7 +4,7 @@ import { forbidden, SluiceError } from '../../domain/errors';
 import { startStreamWorkflow } from '../../temporal/streams';
 import { accruedUnbilled, moneyLeft, streamWorkflowId, tickDueAtMs, type DistributionMember, type StreamReceipt, type StreamRequest } from '../../domain/streams';
 import { getAccount } from '../../ledger/accounts';
-import { findStreamWithHistory, listStreams, recordHeartbeat, STREAMS_PAGE_MAX, toReceipt, type StreamRow } from '../../ledger/streams';
+import { findStreamWithHistory, listStreams, recordHeartbeat, toReceipt, type StreamRow } from '../../ledger/streams';
 import { cancelStreamSignal } from '../../../workflows/definitions';
 import { tickAt, tickOwner } from '../../domain/crown';
 import { holdersAt } from '../../ledger/rates';
@@ -14,7 +14,7 @@ import { membersOf, payableAccount, payerAccountFor, streamActor, visibleStream 
 import type { Actor } from '../auth';
 import type { Api } from '../app';
 import * as S from '../schemas';
-import { STREAM_BATCH_ITEMS_MAX, STREAM_MEMBERS_MAX } from '../limits';
+import { PAGE_ROWS_MAX, STREAM_BATCH_ITEMS_MAX, STREAM_MEMBERS_MAX } from '../limits';
 
 const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
 
@@ -270,16 +270,16 @@ export function streamRoutes(app: Api) {
   app.get('/v1/streams', {
     schema: {
       tags: ['streams'],
-      summary: `Streams newest first, the caller's own (payer, payee, member, or operator for the payer; the admin sees all); at most ${STREAMS_PAGE_MAX} a page`,
+      summary: `Streams newest first, the caller's own (payer, payee, member, or operator for the payer; the admin sees all); at most ${PAGE_ROWS_MAX['GET /v1/streams']} a page`,
       querystring: z.object({
         status: z.enum(['open', 'closed', 'failed']).optional().describe('open: STREAMING; closed: CONFIRMED; failed: FAILED'),
-        after: S.Ref.optional().describe('the last ref of the previous page (its nextAfter)'),
-        limit: z.coerce.number<string>().int().min(1).max(STREAMS_PAGE_MAX).default(50),
+        after: S.Ref.optional().describe('the last ref of the previous page (its next)'),
+        limit: S.PageLimit('GET /v1/streams'),
       }),
       response: {
         200: z.object({
           streams: z.array(S.StreamReceipt.extend({ tickIntervalMs: z.number().int(), workflowId: z.string() })),
-          nextAfter: z.string().optional().describe('pass as `after` for the next page; left out on the last page'),
+          next: z.string().optional().describe('pass as `after` for the next page; left out on the last page'),
         }),
         ...errors,
       },
@@ -288,7 +288,7 @@ export function streamRoutes(app: Api) {
       const { status, after, limit } = req.query;
       const rows = await listStreams(pool, { party: req.actor.kind === 'party' ? req.actor.party : undefined, status, after, limit });
       const streams = rows.map((row) => ({ ...toReceipt(row), tickIntervalMs: row.tick_interval_ms, workflowId: streamWorkflowId(row.ref) }));
-      return { streams, ...(rows.length === limit && { nextAfter: rows.at(-1)!.ref }) };
+      return { streams, ...(rows.length === limit && { next: rows.at(-1)!.ref }) };
     },
   });
 
