@@ -108,7 +108,7 @@ export function streamPage(ctx: Context, ref: string): Page {
 }
 
 /** An entity's fleet: totals, statuses, each subaccount's money, and its webhook deliveries. */
-export function entityPage(_ctx: Context, id: string): Page {
+export function entityPage(ctx: Context, id: string): Page {
   return {
     title: `Entity ${id}`,
     everyMs: 5000,
@@ -130,7 +130,8 @@ export function entityPage(_ctx: Context, id: string): Page {
             stat('Paid by streams', units(t.paid)),
             stat('Received by streams', units(t.received)),
           ),
-          h('div', { class: 'toolbar' }, ...Object.entries(d.statusCounts).map(([status, n]) => h('span', { class: 'chip', 'data-test': `status-${status}` }, `${status}: ${n}`))),
+          h('div', { class: 'toolbar' }, ...Object.entries(d.statusCounts).map(([status, n]) => h('span', { class: 'chip', 'data-test': `status-${status}` }, `${status}: ${n}`)),
+            h('span', { class: 'spacer' }), temporalLink(ctx.config, `${d.entity}'s workflows in Temporal`, workflowsWhere(`SluiceEntity="${d.entity}"`))),
         ),
         card(
           'Subaccounts',

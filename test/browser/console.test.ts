@@ -166,6 +166,8 @@ describe('the operator console in headless Chromium', () => {
     expect(await figure('entity-main-balance')).toBe(d.totals.mainBalance);
     expect(await figure('entity-balance')).toBe(d.totals.balance);
     expect(d.totals.balance).toBe(100); // two subaccounts funded with 50 each
+    const workflows = await page.locator('a.external').getAttribute('href');
+    expect(decodeURIComponent(workflows!.split('query=')[1]!)).toBe('SluiceEntity="nimbus"');
     expect(await page.locator('[data-test=subaccounts] tbody tr').count()).toBe(2);
     for (const s of d.subaccounts) expect(await page.locator('[data-test=subaccounts]').innerText()).toContain(s.id);
     const deliveries = await page.locator('[data-test=deliveries] tbody tr').count();
