@@ -21,13 +21,10 @@ import {
 
 let stack: TestStack;
 let fx: Fixture;
-/** The fixture's streams and jobs: they stay open between tests. */
-let keep: string[];
 
 beforeAll(async () => {
   stack = await startTestStack();
   fx = await buildFixture(stack);
-  keep = ['stream', 'paused', 'cancelMe', 'consent', 'dist', 'job', 'jobToCancel'].map((t) => String(fx.tokens[t]));
 });
 afterAll(async () => {
   if (stack) await closeLeftovers(stack);
@@ -65,7 +62,7 @@ describe.each(ROUTE_CATALOG)('$route', (entry) => {
       if (refused || entry.route.startsWith('GET ')) {
         expect({ kind, changed: (await databaseSnapshot(stack)) !== before }).toEqual({ kind, changed: false });
       } else if (entry.workflow) {
-        await closeLeftovers(stack, keep);
+        await closeLeftovers(stack, fx.keep);
       }
     }
     expect(statuses).toEqual(entry.expect);

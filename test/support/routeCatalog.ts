@@ -361,7 +361,9 @@ export async function buildFixture(stack: TestStack) {
   ok('rate', await as('bob').post('/v1/sellers/bob/rates', { ratePerTick: 5, accountId: 'bob.wallet' }));
   ok('state', await as('bob').post('/v1/sellers/bob/state', { active: true }));
 
-  return { run, keys, tokens, fresh, ref, fill, send, requestFor, authHeader };
+  /** The fixture's streams and jobs, left open between tests (see closeLeftovers). */
+  const keep = ['stream', 'paused', 'cancelMe', 'consent', 'dist', 'job', 'jobToCancel'].map((t) => String(tokens[t]));
+  return { run, keys, tokens, keep, fresh, ref, fill, send, requestFor, authHeader };
 }
 
 /**
