@@ -277,15 +277,18 @@ const shown = (req: FuzzRequest) => JSON.stringify({ ...req, payload: req.payloa
 
 /**
  * What the fuzzer found, replayed on every run whatever the seed: each was a 5xx
- * before its fix (the fix named), each must be a 4xx in the error shape.
+ * (or a wrong 2xx) before its fix (the fix named), each must be a 4xx in the error shape.
  */
 const FOUND: [string, { method: 'GET' | 'POST'; url: string; as: Who; body?: unknown }, number][] = [
   // subaccount numbers are a PostgreSQL integer: the cursor overflowed it (entities.ts SeqCursor)
   ['a subaccount page after 2^31', { method: 'GET', url: '/v1/entities/acme/subaccounts?after=2566171050681153', as: 'admin' }, 400],
   ['a dashboard page after 2^31', { method: 'GET', url: '/v1/entities/acme/dashboard?after=2147483648', as: 'acme' }, 400],
+  // not a 5xx but a wrong 200: an unknown entity's pages were empty where its dashboard is a 404
+  ["an unknown entity's subaccounts", { method: 'GET', url: '/v1/entities/nobody/subaccounts', as: 'admin' }, 404],
+  ["an unknown entity's deliveries", { method: 'GET', url: '/v1/entities/nobody/deliveries', as: 'admin' }, 404],
 ];
 
-test.each(FOUND)('found by the fuzzer: %s is a 4xx in the error shape', async (_what, req, status) => {
+test.each(FOUND)('found by fuzzing: %s is a 4xx in the error shape', async (_what, req, status) => {
   const res = await stack.app.inject({
     method: req.method,
     url: req.url,
@@ -356,6 +359,8 @@ test('no request to any documented operation is answered 5xx; every 4xx is the e
         if (!shaped || !String(res.headers['content-type']).startsWith('application/json')) throw new Error(`${res.statusCode} not in the error shape: ${res.body.slice(0, 300)}\nrequest: ${shown(req)}`);
         const after = await moneySnapshot();
         if (after !== before) throw new Error(`refused with ${res.statusCode} ${e.code}, yet money moved\nrequest: ${shown(req)}`);
+      } else if (req.method === 'GET') {
+        if ((await moneySnapshot()) !== before) throw new Error(`a read (${res.statusCode}) moved money\nrequest: ${shown(req)}`);
       } else {
         // whatever a request started (a stream, a job's work) ends here, so the next snapshot is still
         await closeLeftovers(stack, fx.keep);

@@ -125,6 +125,8 @@ export function entityRoutes(app: Api) {
     schema: { tags: ['entities'], summary: "An entity's subaccounts by number, a page at a time", params: z.object({ id: S.PartyId }), querystring: z.object({ after: SeqCursor, limit: S.PageLimit('GET /v1/entities/:id/subaccounts') }), response: { 200: z.object({ subaccounts: z.array(Subaccount) }), ...errors } },
     handler: async (req) => {
       ownEntity(req.actor, req.params.id);
+      // an unknown entity is a 404, as on its dashboard, not an empty page
+      await getEntity(pool, req.params.id);
       return { subaccounts: await listSubaccounts(pool, req.params.id, req.query) };
     },
   });
@@ -224,6 +226,7 @@ export function entityRoutes(app: Api) {
     },
     handler: async (req) => {
       ownEntity(req.actor, req.params.id);
+      await getEntity(pool, req.params.id);
       return { deliveries: await listDeliveries(pool, req.params.id, req.query) };
     },
   });
