@@ -44,9 +44,9 @@ const known = () => {
   const t = fx.tokens;
   const parties = ['alice', 'bob', 'carol', 'dave', 'acme', 'admin', 'world', 'sluice'];
   const accounts = ['alice.wallet', 'alice.spend', 'alice.eur', 'bob.wallet', 'bob.extra', 'carol.wallet', 'acme.main', 'world', 'sluice.pool', 'sluice.rewards'];
-  const refs = ['paid', 'stream', 'paused', 'cancelMe', 'consent', 'dist', 'job', 'jobToCancel'].map((k) => String(t[k]));
-  const holds = ['open', 'closed', 'toRelease'].map((k) => String(t[k]));
-  const subaccounts = [String(t.sub), String(t.subToEliminate)];
+  const refs = [String(t.paid), ...fx.keep];
+  const holds = ['open', 'open2', 'closed', 'toRelease', 'toRelease2'].map((k) => String(t[k]));
+  const subaccounts = ['sub', 'subToEliminate', 'subToEliminate2'].map((k) => String(t[k]));
   return { parties, accounts, refs, holds, subaccounts, ids: [...parties, ...accounts, ...refs, ...holds, ...subaccounts] };
 };
 

@@ -16,7 +16,7 @@ import { ADMIN_KEY, api, type TestStack } from './stack';
 
 export type Method = 'GET' | 'POST';
 export type Who = 'admin' | 'alice' | 'bob' | 'carol' | 'dave' | 'acme' | 'nobody' | 'wrong-key';
-/** The callers the matrix tries on every route. */
+/** The callers the matrix tries on every route (after the natural caller). */
 export type CallerKind = 'none' | 'wrong' | 'other' | 'admin';
 export const CALLER_KINDS: CallerKind[] = ['none', 'wrong', 'other', 'admin'];
 /** Another party's key: carol owns nothing any route names. */
@@ -48,7 +48,11 @@ export interface RouteEntry {
   valid: Req;
   /** What the admin sends instead, where the natural request names nothing the admin can act on. */
   asAdmin?: Partial<Req>;
-  /** The status each kind of caller gets for `valid`. */
+  /**
+   * The status each kind of caller gets for `valid`. The natural caller itself gets
+   * the admin's status (`asAdmin` names a second resource where the first call uses
+   * one up: a hold released, a stream cancelled).
+   */
   expect: Record<CallerKind, number>;
   /** POST /v1/streams/batch answers 200 and refuses per item: the items' statuses per caller kind. */
   items?: Partial<Record<CallerKind, number>>;
@@ -95,9 +99,11 @@ export const ROUTE_CATALOG: RouteEntry[] = [
     keyed: true,
     body: true,
     valid: { as: 'alice', url: '/v1/holds/{open}/capture', body: { amount: 10, toAccountId: 'bob.wallet' } },
+    // a hold captures once (a multi-capture hold is a stream's)
+    asAdmin: { url: '/v1/holds/{open2}/capture' },
     expect: OWN(200),
   },
-  { route: 'POST /v1/holds/:id/release', keyed: true, body: false, valid: { as: 'alice', url: '/v1/holds/{toRelease}/release' }, expect: OWN(200) },
+  { route: 'POST /v1/holds/:id/release', keyed: true, body: false, valid: { as: 'alice', url: '/v1/holds/{toRelease}/release' }, asAdmin: { url: '/v1/holds/{toRelease2}/release' }, expect: OWN(200) },
   { route: 'GET /v1/audit', keyed: false, body: false, valid: { as: 'admin' }, expect: ADMIN_ONLY(200) },
   // a party's tail holds its own events only
   { route: 'GET /v1/events', keyed: false, body: false, valid: { as: 'alice', url: '/v1/events?after=0&limit=10' }, expect: ANY_PARTY(200) },
@@ -134,7 +140,7 @@ export const ROUTE_CATALOG: RouteEntry[] = [
     items: { other: 403, admin: 201 },
   },
   { route: 'GET /v1/streams/:ref', keyed: false, body: false, valid: { as: 'alice', url: '/v1/streams/{stream}' }, expect: OWN(200) },
-  { route: 'POST /v1/streams/:ref/cancel', keyed: false, body: true, workflow: true, valid: { as: 'alice', url: '/v1/streams/{cancelMe}/cancel', body: { reason: 'done' } }, expect: OWN(200) },
+  { route: 'POST /v1/streams/:ref/cancel', keyed: false, body: true, workflow: true, valid: { as: 'alice', url: '/v1/streams/{cancelMe}/cancel', body: { reason: 'done' } }, asAdmin: { url: '/v1/streams/{cancelMe2}/cancel' }, expect: OWN(200) },
   { route: 'POST /v1/parties/:id/heartbeat', keyed: false, body: false, valid: { as: 'alice', url: '/v1/parties/alice/heartbeat' }, expect: OWN(200) },
 
   // ---- stream controls
@@ -145,10 +151,10 @@ export const ROUTE_CATALOG: RouteEntry[] = [
     valid: { as: 'alice', url: '/v1/streams/{stream}/deposits', body: { fromAccountId: 'alice.spend', amount: 5 } },
     expect: OWN(201),
   },
-  { route: 'POST /v1/streams/:ref/pause', keyed: false, body: false, workflow: true, valid: { as: 'alice', url: '/v1/streams/{stream}/pause' }, expect: OWN(200) },
-  { route: 'POST /v1/streams/:ref/resume', keyed: false, body: false, workflow: true, valid: { as: 'alice', url: '/v1/streams/{paused}/resume' }, expect: OWN(200) },
+  { route: 'POST /v1/streams/:ref/pause', keyed: false, body: false, workflow: true, valid: { as: 'alice', url: '/v1/streams/{toPause}/pause' }, asAdmin: { url: '/v1/streams/{toPause2}/pause' }, expect: OWN(200) },
+  { route: 'POST /v1/streams/:ref/resume', keyed: false, body: false, workflow: true, valid: { as: 'alice', url: '/v1/streams/{paused}/resume' }, asAdmin: { url: '/v1/streams/{paused2}/resume' }, expect: OWN(200) },
   { route: 'POST /v1/streams/:ref/rate', keyed: false, body: true, valid: { as: 'alice', url: '/v1/streams/{stream}/rate', body: { ratePerTick: 2 } }, expect: OWN(200) },
-  { route: 'POST /v1/streams/:ref/rate/accept', keyed: false, body: true, valid: { as: 'bob', url: '/v1/streams/{consent}/rate/accept', body: { ratePerTick: 3 } }, expect: OWN(200) },
+  { route: 'POST /v1/streams/:ref/rate/accept', keyed: false, body: true, valid: { as: 'bob', url: '/v1/streams/{consent}/rate/accept', body: { ratePerTick: 3 } }, asAdmin: { url: '/v1/streams/{consent2}/rate/accept' }, expect: OWN(200) },
   {
     route: 'POST /v1/streams/:ref/members',
     keyed: false,
@@ -156,7 +162,7 @@ export const ROUTE_CATALOG: RouteEntry[] = [
     valid: { as: 'alice', url: '/v1/streams/{dist}/members', body: { members: [{ accountId: 'bob.wallet', weight: 2 }] } },
     expect: OWN(200),
   },
-  { route: 'POST /v1/streams/:ref/members/:accountId/leave', keyed: false, body: false, valid: { as: 'bob', url: '/v1/streams/{dist}/members/bob.extra/leave' }, expect: OWN(200) },
+  { route: 'POST /v1/streams/:ref/members/:accountId/leave', keyed: false, body: false, valid: { as: 'bob', url: '/v1/streams/{dist}/members/bob.extra/leave' }, asAdmin: { url: '/v1/streams/{dist}/members/dave.wallet/leave' }, expect: OWN(200) },
 
   // ---- operators
   {
@@ -183,8 +189,8 @@ export const ROUTE_CATALOG: RouteEntry[] = [
     expect: OWN(201),
   },
   { route: 'GET /v1/jobs/:id', keyed: false, body: false, valid: { as: 'alice', url: '/v1/jobs/{job}' }, expect: OWN(200) },
-  { route: 'POST /v1/jobs/:id/payment', keyed: false, body: false, workflow: true, valid: { as: 'alice', url: '/v1/jobs/{job}/payment' }, expect: OWN(200) },
-  { route: 'POST /v1/jobs/:id/cancel', keyed: false, body: true, workflow: true, valid: { as: 'alice', url: '/v1/jobs/{jobToCancel}/cancel', body: { reason: 'changed my mind' } }, expect: OWN(200) },
+  { route: 'POST /v1/jobs/:id/payment', keyed: false, body: false, workflow: true, valid: { as: 'alice', url: '/v1/jobs/{job}/payment' }, asAdmin: { url: '/v1/jobs/{job2}/payment' }, expect: OWN(200) },
+  { route: 'POST /v1/jobs/:id/cancel', keyed: false, body: true, workflow: true, valid: { as: 'alice', url: '/v1/jobs/{jobToCancel}/cancel', body: { reason: 'changed my mind' } }, asAdmin: { url: '/v1/jobs/{jobToCancel2}/cancel' }, expect: OWN(200) },
 
   // ---- entities and subaccounts
   {
@@ -198,7 +204,7 @@ export const ROUTE_CATALOG: RouteEntry[] = [
   { route: 'POST /v1/entities/:id/subaccounts', keyed: false, body: true, workflow: true, valid: { as: 'acme', url: '/v1/entities/acme/subaccounts', body: {} }, expect: OWN(201) },
   { route: 'GET /v1/entities/:id/subaccounts', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/acme/subaccounts' }, expect: OWN(200) },
   { route: 'GET /v1/subaccounts/:id', keyed: false, body: false, valid: { as: 'acme', url: '/v1/subaccounts/{sub}' }, expect: OWN(200) },
-  { route: 'POST /v1/subaccounts/:id/eliminate', keyed: false, body: true, workflow: true, valid: { as: 'acme', url: '/v1/subaccounts/{subToEliminate}/eliminate', body: {} }, expect: OWN(200) },
+  { route: 'POST /v1/subaccounts/:id/eliminate', keyed: false, body: true, workflow: true, valid: { as: 'acme', url: '/v1/subaccounts/{subToEliminate}/eliminate', body: {} }, asAdmin: { url: '/v1/subaccounts/{subToEliminate2}/eliminate' }, expect: OWN(200) },
   { route: 'GET /v1/entities/:id/dashboard', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/acme/dashboard' }, expect: OWN(200) },
   { route: 'GET /v1/entities/:id/deliveries', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/acme/deliveries' }, expect: OWN(200) },
 
@@ -327,28 +333,35 @@ export async function buildFixture(stack: TestStack) {
   tokens.closed = ok('closed hold', await as('alice').post('/v1/holds', { accountId: 'alice.wallet', amount: 50 }, 'seed-closed')).id;
   ok('release', await as('alice').post(`/v1/holds/${tokens.closed}/release`, undefined, 'seed-release'));
   tokens.toRelease = ok('hold to release', await as('alice').post('/v1/holds', { accountId: 'alice.spend', amount: 30 }, 'seed-to-release')).id;
+  tokens.open2 = ok('second open hold', await as('alice').post('/v1/holds', { accountId: 'alice.spend', amount: 100 }, 'seed-open-2')).id;
+  tokens.toRelease2 = ok('hold to release', await as('alice').post('/v1/holds', { accountId: 'alice.spend', amount: 30 }, 'seed-to-release-2')).id;
 
-  // streams: running, paused, one to cancel, one with a rate proposal waiting for bob, a distribution
+  // streams: running, to pause, paused, to cancel, with a rate proposal waiting for bob (two of each
+  // that a call uses up: the natural caller's and the admin's), a distribution
   const open = async (name: string, body: Record<string, unknown>) => {
     tokens[name] = ref(name);
     ok(`stream ${name}`, await as('alice').post('/v1/streams', { ...STREAM, maxTotal: 1000, ref: tokens[name], ...body }));
   };
   await open('stream', {});
-  await open('paused', {});
-  ok('pause', await as('alice').post(`/v1/streams/${tokens.paused}/pause`));
-  await open('cancelMe', {});
-  await open('consent', { rateConsent: 'payee' });
-  ok('proposal', await as('alice').post(`/v1/streams/${tokens.consent}/rate`, { ratePerTick: 3 }));
-  await open('dist', { toAccountId: undefined, members: [{ accountId: 'bob.wallet', weight: 1 }, { accountId: 'bob.extra', weight: 1 }] });
+  for (const two of ['', '2']) {
+    await open(`toPause${two}`, {});
+    await open(`paused${two}`, {});
+    ok('pause', await as('alice').post(`/v1/streams/${tokens[`paused${two}`]}/pause`));
+    await open(`cancelMe${two}`, {});
+    await open(`consent${two}`, { rateConsent: 'payee' });
+    ok('proposal', await as('alice').post(`/v1/streams/${tokens[`consent${two}`]}/rate`, { ratePerTick: 3 }));
+  }
+  const members = ['bob.wallet', 'bob.extra', 'dave.wallet'].map((accountId) => ({ accountId, weight: 1 }));
+  await open('dist', { toAccountId: undefined, members });
 
   // operators: dave may act for alice
   ok('grant', await as('alice').post('/v1/parties/alice/operators', { operator: 'dave', scopes: ['open', 'pause', 'cancel'], dailyLimit: 100 }));
 
   // jobs (tier new: gated, they wait for their payment)
-  tokens.job = ref('job');
-  ok('job', await as('alice').post('/v1/jobs', { jobId: tokens.job, accountId: 'alice.spend', estimatedCost: 10, work: { description: 'resize images' } }));
-  tokens.jobToCancel = ref('job-to-cancel');
-  ok('job to cancel', await as('alice').post('/v1/jobs', { jobId: tokens.jobToCancel, accountId: 'alice.spend', estimatedCost: 10, work: { description: 'resize images' } }));
+  for (const name of ['job', 'job2', 'jobToCancel', 'jobToCancel2']) {
+    tokens[name] = ref(name);
+    ok(name, await as('alice').post('/v1/jobs', { jobId: tokens[name], accountId: 'alice.spend', estimatedCost: 10, work: { description: 'resize images' } }));
+  }
 
   // an entity with two subaccounts (active at once, no webhooks)
   const acme = ok('acme', await admin.post('/v1/entities', { id: 'acme', name: 'Acme', collateral: 10, funding: 5, challengeMs: 0, creationsPerHour: 100_000, subaccountCap: 100_000 }));
@@ -356,13 +369,14 @@ export async function buildFixture(stack: TestStack) {
   ok('fund acme', await admin.post('/v1/deposits', { accountId: acme.mainAccountId, amount: 1_000_000 }, 'seed-acme'));
   tokens.sub = encodeURIComponent(ok('sub', await as('acme').post('/v1/entities/acme/subaccounts', { requestId: 'sub-1' })).subaccount.id);
   tokens.subToEliminate = encodeURIComponent(ok('sub to eliminate', await as('acme').post('/v1/entities/acme/subaccounts', { requestId: 'sub-2' })).subaccount.id);
+  tokens.subToEliminate2 = encodeURIComponent(ok('sub to eliminate', await as('acme').post('/v1/entities/acme/subaccounts', { requestId: 'sub-3' })).subaccount.id);
 
   // the rate board: bob sells
   ok('rate', await as('bob').post('/v1/sellers/bob/rates', { ratePerTick: 5, accountId: 'bob.wallet' }));
   ok('state', await as('bob').post('/v1/sellers/bob/state', { active: true }));
 
   /** The fixture's streams and jobs, left open between tests (see closeLeftovers). */
-  const keep = ['stream', 'paused', 'cancelMe', 'consent', 'dist', 'job', 'jobToCancel'].map((t) => String(tokens[t]));
+  const keep = ['stream', 'toPause', 'paused', 'cancelMe', 'consent', 'dist', 'job', 'jobToCancel'].flatMap((t) => [String(tokens[t]), String(tokens[`${t}2`])]).filter((r) => r !== 'undefined');
   return { run, keys, tokens, keep, fresh, ref, fill, send, requestFor, authHeader };
 }
 
