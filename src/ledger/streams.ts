@@ -450,14 +450,15 @@ export async function openStream(pool: Pool, request: StreamRequest): Promise<St
 
 /** A distribution's members join (or, having left, join again with a new weight); every credit restarts at zero. */
 export async function insertMembers(client: PoolClient, ref: string, members: DistributionMember[]): Promise<void> {
+  // two statements: in one, the reset could reach a member's row before the upsert does, and
+  // PostgreSQL refuses to change a row twice in one command (a weight change or a re-join failed)
   await client.query(
-    `with joined as (
-       insert into stream_members (stream_ref, account_id, party, weight)
-       select $1, * from unnest($2::text[], $3::text[], $4::bigint[])
-       on conflict (stream_ref, account_id) do update set weight = excluded.weight, left_at = null, joined_at = now())
-     update stream_members set residual = 0 where stream_ref = $1`,
+    `insert into stream_members (stream_ref, account_id, party, weight)
+     select $1, * from unnest($2::text[], $3::text[], $4::bigint[])
+     on conflict (stream_ref, account_id) do update set weight = excluded.weight, left_at = null, joined_at = now()`,
     [ref, members.map((m) => m.accountId), members.map((m) => m.party), members.map((m) => m.weight)],
   );
+  await client.query('update stream_members set residual = 0 where stream_ref = $1', [ref]);
 }
 
 /**

@@ -51,6 +51,13 @@ export function toTransfer(r: Record<string, any>): Transfer {
 
 /** The only transfer kinds that may touch the world account. */
 const WORLD_KINDS = new Set(['deposit', 'withdrawal']);
+/**
+ * The only transfer kinds that may touch a pool account: its seed and top-ups, what
+ * jobs absorb, the share of payments credited back. The auditor's pool conservation
+ * counts exactly these, so an admin transfer, withdrawal, payment, stream or job
+ * paid out of the pool is refused instead of turning the auditor red.
+ */
+const POOL_KINDS = new Set(['deposit', 'job_absorb', 'pool_credit']);
 
 export function assertCanDebit(account: Account, amount: number): void {
   if (account.kind !== 'world' && account.available < amount) {
@@ -100,6 +107,9 @@ export async function postTransfer(client: PoolClient, input: TransferInput, loc
   }
   if ((debit.kind === 'world' || credit.kind === 'world') && !WORLD_KINDS.has(input.kind)) {
     throw new SluiceError('forbidden', 'the world account moves only through deposits and withdrawals (admin)', { kind: input.kind });
+  }
+  if ((debit.kind === 'pool' || credit.kind === 'pool') && !POOL_KINDS.has(input.kind)) {
+    throw new SluiceError('forbidden', 'the pool moves only through deposits and the grants of jobs', { kind: input.kind });
   }
   if (input.holdId === undefined) assertCanDebit(debit, input.amount);
   if (credit.balance + input.amount > Number.MAX_SAFE_INTEGER || debit.balance - input.amount < -Number.MAX_SAFE_INTEGER) {

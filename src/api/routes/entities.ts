@@ -21,6 +21,9 @@ const EntityId = z
 const SubaccountParam = z.object({
   id: z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}\/[1-9][0-9]{0,9}$/, '<entity>/<n> (URL-encode the slash as %2F)'),
 });
+/** Subaccount numbers are a PostgreSQL integer: a cursor past it is refused here, not by the query. */
+const SEQ_MAX = 2_147_483_647;
+const SeqCursor = z.coerce.number<string>().int().min(0).max(SEQ_MAX).default(0);
 
 const Subaccount = z.object({
   id: z.string(),
@@ -119,9 +122,11 @@ export function entityRoutes(app: Api) {
   });
 
   app.get('/v1/entities/:id/subaccounts', {
-    schema: { tags: ['entities'], summary: "An entity's subaccounts by number, a page at a time", params: z.object({ id: S.PartyId }), querystring: z.object({ after: S.PageAfter, limit: S.PageLimit('GET /v1/entities/:id/subaccounts') }), response: { 200: z.object({ subaccounts: z.array(Subaccount) }), ...errors } },
+    schema: { tags: ['entities'], summary: "An entity's subaccounts by number, a page at a time", params: z.object({ id: S.PartyId }), querystring: z.object({ after: SeqCursor, limit: S.PageLimit('GET /v1/entities/:id/subaccounts') }), response: { 200: z.object({ subaccounts: z.array(Subaccount) }), ...errors } },
     handler: async (req) => {
       ownEntity(req.actor, req.params.id);
+      // an unknown entity is a 404, as on its dashboard, not an empty page
+      await getEntity(pool, req.params.id);
       return { subaccounts: await listSubaccounts(pool, req.params.id, req.query) };
     },
   });
@@ -165,7 +170,7 @@ export function entityRoutes(app: Api) {
       summary: `All subaccounts at once (one query): a row each (balance, held, open streams, paid, received, status), status counts, and totals with the main account and the collateral it holds; rows by number, at most ${PAGE_ROWS_MAX['GET /v1/entities/:id/dashboard']} a page`,
       params: z.object({ id: S.PartyId }),
       querystring: z.object({
-        after: S.PageAfter,
+        after: SeqCursor,
         limit: S.PageLimit('GET /v1/entities/:id/dashboard', PAGE_ROWS_MAX['GET /v1/entities/:id/dashboard']),
       }),
       response: {
@@ -221,6 +226,7 @@ export function entityRoutes(app: Api) {
     },
     handler: async (req) => {
       ownEntity(req.actor, req.params.id);
+      await getEntity(pool, req.params.id);
       return { deliveries: await listDeliveries(pool, req.params.id, req.query) };
     },
   });

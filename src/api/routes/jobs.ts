@@ -136,6 +136,8 @@ export function jobRoutes(app: Api) {
     },
     handler: async (req, reply) => {
       const account = await ownAccount(pool, req.actor, req.body.accountId);
+      // the job's payment comes out of this account and its refunds go back to it: the world and the pool take neither
+      if (account.kind === 'world' || account.kind === 'pool') throw new SluiceError('invalid_request', `a job cannot be paid from the ${account.kind} account`, { account: account.id });
       const { jobId = `j-${randomBytes(8).toString('hex')}`, work } = req.body;
       const request: JobRequest = {
         jobId,
