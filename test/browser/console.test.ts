@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Browser, Page } from 'playwright-core';
 import { tickAt } from '../../src/domain/crown';
-import { buildConsole, launchChromium, screenshot } from '../support/browser';
+import { launchChromium, screenshot } from '../support/browser';
 import { testParties, until } from '../support/parties';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 
@@ -40,7 +40,6 @@ async function signIn(key: string) {
 }
 
 beforeAll(async () => {
-  buildConsole();
   browser = await launchChromium();
   stack = await startTestStack({ temporalUiUrl: TEMPORAL_UI });
   await stack.app.listen({ host: '127.0.0.1', port: 0 });

@@ -1,4 +1,3 @@
-import { execFileSync } from 'node:child_process';
 import { accessSync, constants, copyFileSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -20,11 +19,6 @@ export async function launchChromium(path = CHROMIUM_PATH): Promise<Browser> {
   }
   // --no-sandbox: CI and the dev machines run as root, where Chromium's sandbox refuses to start
   return chromium.launch({ executablePath: path, headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
-}
-
-/** Builds the console (Vite) into dist/console, so the API under test serves the current source. */
-export function buildConsole(): void {
-  execFileSync(process.execPath, [join(ROOT, 'node_modules', 'vite', 'bin', 'vite.js'), 'build', '--config', join(ROOT, 'console', 'vite.config.ts')], { cwd: ROOT, stdio: 'pipe' });
 }
 
 const ARTIFACTS = join(ROOT, 'test-artifacts', 'console');

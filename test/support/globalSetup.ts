@@ -5,6 +5,7 @@ import { bundleWorkflowCode } from '@temporalio/worker';
 import { startDevServer, type DevServer } from '../../src/temporal/devServer';
 import { ensureTemporalTools } from '../../src/temporal/tools';
 import { freePort } from '../../src/dev/ports';
+import { buildConsole } from './consoleBuild';
 
 export { freePort };
 
@@ -22,6 +23,7 @@ export default async function globalSetup(): Promise<void> {
   process.env.SLUICE_TEST_TEMPORAL_ADDRESS = server.address;
   if (testServer.path) process.env.SLUICE_TEST_TIME_SKIPPING_SERVER = testServer.path;
 
+  buildConsole();
   const { code } = await bundleWorkflowCode({ workflowsPath: require.resolve('../../workflows'), logger: quietLogger });
   const dir = join(tmpdir(), 'sluice-test');
   mkdirSync(dir, { recursive: true });

@@ -82,6 +82,10 @@ export const ROUTE_CATALOG: RouteEntry[] = [
   { route: 'GET /docs/static/index.html', keyed: false, body: false, valid: { as: 'nobody' }, expect: { none: 302, wrong: 302, other: 302, admin: 302 } },
   { route: 'GET /docs/static/swagger-initializer.js', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
   { route: 'GET /docs/*', keyed: false, body: false, valid: { as: 'nobody', url: '/docs/static/swagger-ui.css' }, expect: PUBLIC },
+  // the console's static files (built by the jest global setup): public, they hold no data; /console redirects to /console/
+  { route: 'GET /console', keyed: false, body: false, valid: { as: 'nobody' }, expect: { none: 301, wrong: 301, other: 301, admin: 301 } },
+  { route: 'GET /console*', keyed: false, body: false, valid: { as: 'nobody', url: '/console/' }, expect: PUBLIC },
+  { route: 'GET /v1/console/config', keyed: false, body: false, valid: { as: 'alice' }, expect: ANY_PARTY(200) },
 
   // ---- parties, accounts, money, holds, audit, events
   { route: 'POST /v1/parties', keyed: false, body: true, valid: { as: 'admin', body: { id: '{newParty}', name: 'Dave' } }, expect: ADMIN_ONLY(201) },
@@ -139,6 +143,8 @@ export const ROUTE_CATALOG: RouteEntry[] = [
     expect: { none: 401, wrong: 401, other: 200, admin: 200 },
     items: { other: 403, admin: 201 },
   },
+  // a party lists the streams it is a party to (carol's list is empty, not refused)
+  { route: 'GET /v1/streams', keyed: false, body: false, valid: { as: 'alice', url: '/v1/streams?limit=10' }, expect: ANY_PARTY(200) },
   { route: 'GET /v1/streams/:ref', keyed: false, body: false, valid: { as: 'alice', url: '/v1/streams/{stream}' }, expect: OWN(200) },
   { route: 'POST /v1/streams/:ref/cancel', keyed: false, body: true, workflow: true, valid: { as: 'alice', url: '/v1/streams/{cancelMe}/cancel', body: { reason: 'done' } }, asAdmin: { url: '/v1/streams/{cancelMe2}/cancel' }, expect: OWN(200) },
   { route: 'POST /v1/parties/:id/heartbeat', keyed: false, body: false, valid: { as: 'alice', url: '/v1/parties/alice/heartbeat' }, expect: OWN(200) },
@@ -176,6 +182,7 @@ export const ROUTE_CATALOG: RouteEntry[] = [
   { route: 'GET /v1/parties/:id/operators', keyed: false, body: false, valid: { as: 'alice', url: '/v1/parties/alice/operators' }, expect: OWN(200) },
 
   // ---- pool and jobs
+  { route: 'GET /v1/grants', keyed: false, body: false, valid: { as: 'alice', url: '/v1/grants?limit=10' }, expect: ANY_PARTY(200) },
   { route: 'GET /v1/pool', keyed: false, body: false, valid: { as: 'alice' }, expect: ANY_PARTY(200) },
   // a party estimates for itself; the admin names the payer
   { route: 'GET /v1/estimate', keyed: false, body: false, valid: { as: 'alice', url: '/v1/estimate?units=10' }, asAdmin: { url: '/v1/estimate?units=10&payer=alice' }, expect: ANY_PARTY(200) },
