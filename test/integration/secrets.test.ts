@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createLogger } from '../../src/logger';
@@ -23,6 +23,10 @@ const buffer = () => {
 };
 const apiLog = buffer();
 const workerLog = buffer();
+
+// workflow ids (the creation saga, the webhook delivery) are unique per Temporal namespace, which
+// every test file shares: the entity's id carries this run's
+const ENTITY = `acme-${randomBytes(4).toString('hex')}`;
 
 let stack: TestStack;
 let receiver: Server;
@@ -53,19 +57,19 @@ beforeAll(async () => {
   expect(party.status).toBe(201);
   alice = party.body;
   expect((await api(stack.app, alice.apiKey).post('/v1/accounts', { id: 'alice.w' })).status).toBe(201);
-  const entity = await admin.post('/v1/entities', { id: 'acme', name: 'Acme', collateral: 10, funding: 5, webhookUrls: [hookUrl] });
+  const entity = await admin.post('/v1/entities', { id: ENTITY, name: 'Acme', collateral: 10, funding: 5, webhookUrls: [hookUrl] });
   expect(entity.status).toBe(201);
   acme = entity.body;
   expect((await admin.post('/v1/deposits', { accountId: acme.mainAccountId, amount: 1_000 }, 'fund-acme')).status).toBe(201);
-  const created = await api(stack.app, acme.apiKey).post('/v1/entities/acme/subaccounts', { requestId: 'r1' });
+  const created = await api(stack.app, acme.apiKey).post(`/v1/entities/${ENTITY}/subaccounts`, { requestId: 'r1' });
   expect(created.status).toBe(201);
-  expect(created.body.subaccount).toMatchObject({ id: 'acme/1', status: 'active' });
+  expect(created.body.subaccount).toMatchObject({ id: `${ENTITY}/1`, status: 'active' });
   // a refused key, a refused body: the error paths log too
-  expect((await api(stack.app, `${alice.apiKey}x`).post('/v1/transfers', { fromAccountId: 'alice.w', toAccountId: 'acme.main', amount: 1 }, 'k1')).status).toBe(401);
-  expect((await api(stack.app, alice.apiKey).post('/v1/transfers', { fromAccountId: 'alice.w', toAccountId: 'acme.main', amount: 1 }, 'k2')).status).toBe(422);
+  expect((await api(stack.app, `${alice.apiKey}x`).post('/v1/transfers', { fromAccountId: 'alice.w', toAccountId: acme.mainAccountId, amount: 1 }, 'k1')).status).toBe(401);
+  expect((await api(stack.app, alice.apiKey).post('/v1/transfers', { fromAccountId: 'alice.w', toAccountId: acme.mainAccountId, amount: 1 }, 'k2')).status).toBe(422);
   // the announcement is delivered (after one refused attempt) and recorded
   for (let i = 0; i < 150; i++) {
-    const log = (await api(stack.app, acme.apiKey).get('/v1/entities/acme/deliveries')).body.deliveries;
+    const log = (await api(stack.app, acme.apiKey).get(`/v1/entities/${ENTITY}/deliveries`)).body.deliveries;
     if (log.some((d: { ok: boolean }) => d.ok)) break;
     await sleep(100);
   }
@@ -79,7 +83,7 @@ const secrets = () => ({ 'alice API key': alice.apiKey, 'acme API key': acme.api
 
 test('the webhook was signed with the secret (the secret was in use while the logs were captured)', () => {
   expect(deliveries).toHaveLength(1);
-  expect(JSON.parse(deliveries[0]!.body)).toMatchObject({ entityId: 'acme', subaccount: { id: 'acme/1' } });
+  expect(JSON.parse(deliveries[0]!.body)).toMatchObject({ entityId: ENTITY, subaccount: { id: `${ENTITY}/1` } });
   expect(verifyWebhook(acme.webhookSecret, deliveries[0]!.signature, deliveries[0]!.body)).toMatchObject({ ok: true });
 });
 
@@ -100,7 +104,7 @@ test('API keys are stored hashed: no key appears in any table, and each party ha
   const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
   const { rows: parties } = await stack.db.pool.query(`select id, api_key_hash from parties where api_key_hash is not null order by id`);
   expect(parties).toEqual([
-    { id: 'acme', api_key_hash: sha256(acme.apiKey) },
+    { id: ENTITY, api_key_hash: sha256(acme.apiKey) },
     { id: 'alice', api_key_hash: sha256(alice.apiKey) },
   ]);
 });
@@ -109,7 +113,7 @@ test("neither the API's nor the worker's log holds a key or the webhook secret",
   const apiText = apiLog.text();
   const workerText = workerLog.text();
   // the logs saw the whole story: requests, the saga's activities, the failed and retried delivery
-  expect(apiText).toContain('/v1/entities/acme/subaccounts');
+  expect(apiText).toContain(`/v1/entities/${ENTITY}/subaccounts`);
   expect(apiText).toContain('"statusCode":401');
   expect(workerText).toContain('deliverWebhook');
   expect(workerText).toContain('503');

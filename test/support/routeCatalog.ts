@@ -8,7 +8,7 @@ import { ADMIN_KEY, api, type TestStack } from './stack';
  * here fails the matrix, so a new route cannot ship without its authorisation rule.
  *
  * Fixture (`buildFixture`): parties alice, bob, carol (related to nothing), dave (an
- * operator of alice) and the entity acme. alice.wallet has 1000 in, 200 paid to bob
+ * operator of alice) and the entity acme-<run> (key 'acme'). alice.wallet has 1000 in, 200 paid to bob
  * ({paid}), 100 held ({open}), a released hold ({closed}): available 700. alice.eur
  * is in another currency. Streams, jobs and the hold to release are paid from
  * alice.spend, so alice.wallet keeps those figures for the bad-input table.
@@ -207,13 +207,13 @@ export const ROUTE_CATALOG: RouteEntry[] = [
     valid: { as: 'admin', body: { id: '{newParty}', name: 'Another entity', collateral: 1, funding: 0 } },
     expect: ADMIN_ONLY(201),
   },
-  { route: 'GET /v1/entities/:id', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/acme' }, expect: OWN(200) },
-  { route: 'POST /v1/entities/:id/subaccounts', keyed: false, body: true, workflow: true, valid: { as: 'acme', url: '/v1/entities/acme/subaccounts', body: {} }, expect: OWN(201) },
-  { route: 'GET /v1/entities/:id/subaccounts', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/acme/subaccounts' }, expect: OWN(200) },
+  { route: 'GET /v1/entities/:id', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/{entity}' }, expect: OWN(200) },
+  { route: 'POST /v1/entities/:id/subaccounts', keyed: false, body: true, workflow: true, valid: { as: 'acme', url: '/v1/entities/{entity}/subaccounts', body: {} }, expect: OWN(201) },
+  { route: 'GET /v1/entities/:id/subaccounts', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/{entity}/subaccounts' }, expect: OWN(200) },
   { route: 'GET /v1/subaccounts/:id', keyed: false, body: false, valid: { as: 'acme', url: '/v1/subaccounts/{sub}' }, expect: OWN(200) },
   { route: 'POST /v1/subaccounts/:id/eliminate', keyed: false, body: true, workflow: true, valid: { as: 'acme', url: '/v1/subaccounts/{subToEliminate}/eliminate', body: {} }, asAdmin: { url: '/v1/subaccounts/{subToEliminate2}/eliminate' }, expect: OWN(200) },
-  { route: 'GET /v1/entities/:id/dashboard', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/acme/dashboard' }, expect: OWN(200) },
-  { route: 'GET /v1/entities/:id/deliveries', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/acme/deliveries' }, expect: OWN(200) },
+  { route: 'GET /v1/entities/:id/dashboard', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/{entity}/dashboard' }, expect: OWN(200) },
+  { route: 'GET /v1/entities/:id/deliveries', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/{entity}/deliveries' }, expect: OWN(200) },
 
   // ---- rate board and the crown
   { route: 'POST /v1/sellers/:id/rates', keyed: false, body: true, valid: { as: 'bob', url: '/v1/sellers/bob/rates', body: { ratePerTick: 5, accountId: 'bob.wallet' } }, expect: OWN(201) },
@@ -371,12 +371,15 @@ export async function buildFixture(stack: TestStack) {
   }
 
   // an entity with two subaccounts (active at once, no webhooks)
-  const acme = ok('acme', await admin.post('/v1/entities', { id: 'acme', name: 'Acme', collateral: 10, funding: 5, challengeMs: 0, creationsPerHour: 100_000, subaccountCap: 100_000 }));
+  // the entity's id carries the run: workflow ids (creation, elimination, webhook delivery) are unique per
+  // Temporal namespace, which every test file shares, while each file has a database of its own
+  tokens.entity = `acme-${run}`;
+  const acme = ok('acme', await admin.post('/v1/entities', { id: tokens.entity, name: 'Acme', collateral: 10, funding: 5, challengeMs: 0, creationsPerHour: 100_000, subaccountCap: 100_000 }));
   keys.acme = acme.apiKey;
   ok('fund acme', await admin.post('/v1/deposits', { accountId: acme.mainAccountId, amount: 1_000_000 }, 'seed-acme'));
-  tokens.sub = encodeURIComponent(ok('sub', await as('acme').post('/v1/entities/acme/subaccounts', { requestId: 'sub-1' })).subaccount.id);
-  tokens.subToEliminate = encodeURIComponent(ok('sub to eliminate', await as('acme').post('/v1/entities/acme/subaccounts', { requestId: 'sub-2' })).subaccount.id);
-  tokens.subToEliminate2 = encodeURIComponent(ok('sub to eliminate', await as('acme').post('/v1/entities/acme/subaccounts', { requestId: 'sub-3' })).subaccount.id);
+  tokens.sub = encodeURIComponent(ok('sub', await as('acme').post(`/v1/entities/${tokens.entity}/subaccounts`, { requestId: 'sub-1' })).subaccount.id);
+  tokens.subToEliminate = encodeURIComponent(ok('sub to eliminate', await as('acme').post(`/v1/entities/${tokens.entity}/subaccounts`, { requestId: 'sub-2' })).subaccount.id);
+  tokens.subToEliminate2 = encodeURIComponent(ok('sub to eliminate', await as('acme').post(`/v1/entities/${tokens.entity}/subaccounts`, { requestId: 'sub-3' })).subaccount.id);
 
   // the rate board: bob sells
   ok('rate', await as('bob').post('/v1/sellers/bob/rates', { ratePerTick: 5, accountId: 'bob.wallet' }));
