@@ -19,28 +19,70 @@ export function createPool(connectionString: string, max = 10): pg.Pool {
 const RETRYABLE = new Set(['40001', '40P01']); // serialization_failure, deadlock_detected
 const ATTEMPTS_MAX = 5;
 
+// admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now, connection_exception and failures
+const CONNECTION_LOST_CODES = new Set(['57P01', '57P02', '57P03', '08000', '08003', '08006']);
+
+/** The server went away under the client (its backend terminated, the server restarting, the socket cut): an outage, not a bug. */
+export function isConnectionLost(error: unknown): boolean {
+  const e = error as { code?: string; message?: string } | undefined;
+  if (!e) return false;
+  if (e.code && (CONNECTION_LOST_CODES.has(e.code) || e.code === 'ECONNRESET' || e.code === 'ECONNREFUSED' || e.code === 'EPIPE')) return true;
+  // pg's own, when the socket ends: no SQLSTATE
+  return /^Connection terminated|^Client has encountered a connection error and is not queryable/.test(e.message ?? '');
+}
+
 /**
  * Runs `fn` in one transaction. Serialization failures and deadlocks (which the
  * lock order should prevent, but a retry is the safe answer if one slips through)
- * are retried a bounded number of times; everything else rolls back and rethrows.
+ * are retried a bounded number of times, and so is a connection lost before the
+ * COMMIT was sent (the server rolled the transaction back: running it again on
+ * another connection is safe). A connection lost during the COMMIT is rethrown: the
+ * transaction may have committed, and only an idempotency key can tell.
+ * Everything else rolls back and rethrows.
  */
 export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     const client = await pool.connect();
+    const lost = keepConnectionErrors(client);
+    let committing = false;
     try {
       await client.query('begin');
       const result = await fn(client);
+      committing = true;
       await client.query('commit');
       return result;
     } catch (error) {
       await client.query('rollback').catch(() => undefined);
       const code = (error as { code?: string }).code;
       if (code && RETRYABLE.has(code) && attempt < ATTEMPTS_MAX) continue;
+      if (!committing && isConnectionLost(error) && attempt < ATTEMPTS_MAX) continue;
       throw error;
     } finally {
-      client.release();
+      lost.release();
     }
   }
+}
+
+/**
+ * A client checked out of the pool has no 'error' listener (the pool's own is for
+ * idle clients): a connection lost between two statements (a terminated backend, a
+ * restarted server) would emit an unhandled 'error' and bring the whole process
+ * down. This listens for as long as the client is out; the statement in flight, or
+ * the next one, fails with the error instead, and `release()` hands a broken client
+ * back as broken, so the pool drops it instead of lending it again.
+ */
+export function keepConnectionErrors(client: pg.PoolClient): { release(): void } {
+  let lost: Error | undefined;
+  const onError = (error: Error) => {
+    lost = error;
+  };
+  client.on('error', onError);
+  return {
+    release() {
+      client.removeListener('error', onError);
+      client.release(lost);
+    },
+  };
 }
 
 /** Database URL with another database name (tests and the launcher create databases). */
