@@ -1,4 +1,4 @@
-import type { Queryable } from '../../src/db/pool';
+import { keepConnectionErrors, type Pool, type Queryable } from '../../src/db/pool';
 
 /** What the ledger says a (direct) stream billed, tick by tick, and what is wrong with it. */
 export interface StreamTickLedger {
@@ -25,9 +25,22 @@ export interface StreamTickLedger {
  * every tick 1..last_tick was billed exactly once or recorded as skipped: no tick
  * number twice (neither in stream_ticks nor in transfers), each billed tick one
  * transfer keyed `stream:<ref>:tick:<n>`, none after the close, and the row's
- * totals equal to the sum of its ticks and of its transfers.
+ * totals equal to the sum of its ticks and of its transfers. Read in one snapshot:
+ * the stream may still be billing.
  */
-export async function streamTickLedger(db: Queryable, ref: string): Promise<StreamTickLedger> {
+export async function streamTickLedger(pool: Pool, ref: string): Promise<StreamTickLedger> {
+  const client = await pool.connect();
+  const lost = keepConnectionErrors(client);
+  try {
+    await client.query('begin isolation level repeatable read read only');
+    return await readTickLedger(client, ref);
+  } finally {
+    await client.query('rollback').catch(() => undefined);
+    lost.release();
+  }
+}
+
+async function readTickLedger(db: Queryable, ref: string): Promise<StreamTickLedger> {
   const ticks = (await db.query(`select tick, amount, transfer_id from stream_ticks where stream_ref = $1 order by tick`, [ref])).rows;
   const transfers = (
     await db.query(`select id, tick::int as tick, amount, idempotency_key, created_at from transfers where stream_ref = $1 and kind = 'stream_tick' order by tick, id`, [ref])
