@@ -11,8 +11,13 @@ export type Queryable = pg.Pool | pg.ClientBase;
 
 export function createPool(connectionString: string, max = 10): pg.Pool {
   const pool = new pg.Pool({ connectionString, max, application_name: 'sluice' });
-  // an idle client that loses its server must not crash the process
+  // An idle client that loses its server must not crash the process; nor must one
+  // that loses it while checked out (a terminated backend, a restarted server): the
+  // pool listens only to idle clients, and an 'error' event nobody listens to
+  // brings the whole process down. The statement in flight, or the next one, fails
+  // with the error instead, and the pool drops the broken client on its release.
   pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
 }
 
@@ -43,7 +48,6 @@ export function isConnectionLost(error: unknown): boolean {
 export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     const client = await pool.connect();
-    const lost = keepConnectionErrors(client);
     let committing = false;
     try {
       await client.query('begin');
@@ -58,31 +62,9 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
       if (!committing && isConnectionLost(error) && attempt < ATTEMPTS_MAX) continue;
       throw error;
     } finally {
-      lost.release();
+      client.release();
     }
   }
-}
-
-/**
- * A client checked out of the pool has no 'error' listener (the pool's own is for
- * idle clients): a connection lost between two statements (a terminated backend, a
- * restarted server) would emit an unhandled 'error' and bring the whole process
- * down. This listens for as long as the client is out; the statement in flight, or
- * the next one, fails with the error instead, and `release()` hands a broken client
- * back as broken, so the pool drops it instead of lending it again.
- */
-export function keepConnectionErrors(client: pg.PoolClient): { release(): void } {
-  let lost: Error | undefined;
-  const onError = (error: Error) => {
-    lost = error;
-  };
-  client.on('error', onError);
-  return {
-    release() {
-      client.removeListener('error', onError);
-      client.release(lost);
-    },
-  };
 }
 
 /** Database URL with another database name (tests and the launcher create databases). */

@@ -1,4 +1,4 @@
-import { keepConnectionErrors, type Pool, type Queryable } from '../../src/db/pool';
+import type { Pool, Queryable } from '../../src/db/pool';
 
 /** What the ledger says a (direct) stream billed, tick by tick, and what is wrong with it. */
 export interface StreamTickLedger {
@@ -30,13 +30,12 @@ export interface StreamTickLedger {
  */
 export async function streamTickLedger(pool: Pool, ref: string): Promise<StreamTickLedger> {
   const client = await pool.connect();
-  const lost = keepConnectionErrors(client);
   try {
     await client.query('begin isolation level repeatable read read only');
     return await readTickLedger(client, ref);
   } finally {
     await client.query('rollback').catch(() => undefined);
-    lost.release();
+    client.release();
   }
 }
 
