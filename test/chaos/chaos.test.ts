@@ -115,6 +115,8 @@ afterAll(async () => {
 
 /** HTTP answers of 5xx seen during the run, by route and code: each is a finding. */
 const serverErrors = new Map<string, number>();
+/** The longest a call took to get through, retries included, by route. */
+const slowest = new Map<string, number>();
 const admin = () => api(app, ADMIN_KEY);
 const keys: Record<string, string> = {};
 const as = (party: string) => api(app, keys[party]);
@@ -125,7 +127,8 @@ const as = (party: string) => api(app, keys[party]);
  * never gets through within the recovery timeout fails the test.
  */
 async function retrying(what: string, call: () => Promise<{ status: number; body: any }>): Promise<{ status: number; body: any }> {
-  const deadline = Date.now() + RECOVERY_TIMEOUT_MS;
+  const t0 = Date.now();
+  const deadline = t0 + RECOVERY_TIMEOUT_MS;
   for (let delay = 100; ; delay = Math.min(delay * 2, 2_000)) {
     let res: { status: number; body: any };
     try {
@@ -133,7 +136,10 @@ async function retrying(what: string, call: () => Promise<{ status: number; body
     } catch (error) {
       res = { status: 599, body: { error: { code: 'thrown', message: (error as Error).message } } };
     }
-    if (res.status < 500) return res;
+    if (res.status < 500) {
+      slowest.set(what, Math.max(slowest.get(what) ?? 0, Date.now() - t0));
+      return res;
+    }
     const key = `${what} ${res.status} ${res.body?.error?.code ?? ''}`;
     serverErrors.set(key, (serverErrors.get(key) ?? 0) + 1);
     if (Date.now() > deadline) throw new Error(`${what}: still ${res.status} after ${RECOVERY_TIMEOUT_MS} ms: ${JSON.stringify(res.body)}\nworker:\n${worker.output}`);
@@ -450,6 +456,7 @@ describe('chaos', () => {
       jobsSettled: { free: modeCount('free'), partial: modeCount('partial'), gate: modeCount('gate') },
       jobsAwaitingPayment: waitingJobs.size,
       serverErrors: Object.fromEntries(serverErrors),
+      slowestCallS: Object.fromEntries([...slowest].map(([k, ms]) => [k, Math.round(ms / 100) / 10])),
       auditChecks: audit.checks.length,
     };
     console.log(`chaos figures ${JSON.stringify(figures, null, 2)}`);
