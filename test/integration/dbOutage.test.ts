@@ -1,5 +1,6 @@
 import pg from 'pg';
-import { Client } from '@temporalio/client';
+import { Client, Connection, defaultGrpcRetryOptions, makeGrpcRetryInterceptor } from '@temporalio/client';
+import { freePort } from '../../src/dev/ports';
 import { buildApp } from '../../src/api/app';
 import { createPool, withTransaction } from '../../src/db/pool';
 import { createLogger } from '../../src/logger';
@@ -63,6 +64,36 @@ describe('a lost database connection', () => {
     expect((await db.pool.query('select n from outage_probe order by n')).rows).toEqual([{ n: 1 }, { n: 2 }]);
     // the broken client left the pool: the next statements run
     expect((await db.pool.query('select count(*)::int as n from outage_probe')).rows[0].n).toBe(2);
+  });
+
+  test('the API answers a Temporal it cannot reach with 503 unavailable and Retry-After, not 500, and nothing moves', async () => {
+    const port = await freePort(); // nothing listens there
+    // the client's own retries, cut short (by default they try for about 20 s)
+    const connection = Connection.lazy({ address: `127.0.0.1:${port}`, interceptors: [makeGrpcRetryInterceptor(defaultGrpcRetryOptions({ maxAttempts: 2 }))] });
+    const app = await buildApp({ pool: db.pool, temporal: new Client({ connection }), taskQueue: 'unused', adminKey: ADMIN_KEY, bodyLimitBytes: 65_536, logger: createLogger('silent') });
+    try {
+      const admin = api(app, ADMIN_KEY);
+      for (const id of ['tpayer', 'tpayee']) {
+        const party = await admin.post('/v1/parties', { id, name: id });
+        expect(party.status).toBe(201);
+        expect((await api(app, party.body.apiKey).post('/v1/accounts', { id: `${id}.w` })).status).toBe(201);
+      }
+      expect((await admin.post('/v1/deposits', { accountId: 'tpayer.w', amount: 100 }, 'fund-tpayer')).status).toBe(201);
+      const res = await app.inject({
+        method: 'POST',
+        url: '/v1/streams',
+        headers: { authorization: `Bearer ${ADMIN_KEY}` },
+        payload: { ref: 'unreachable', fromAccountId: 'tpayer.w', toAccountId: 'tpayee.w', ratePerTick: 1, maxTotal: 10, tickIntervalMs: 1000 },
+      });
+      expect(res.statusCode).toBe(503);
+      expect(res.headers['retry-after']).toBe('1');
+      expect(res.json().error.code).toBe('unavailable');
+      expect((await db.pool.query(`select count(*)::int as n from streams`)).rows[0].n).toBe(0);
+      expect((await admin.get('/v1/accounts/tpayer.w')).body).toMatchObject({ balance: 100, held: 0 });
+    } finally {
+      await app.close();
+      await connection.close();
+    }
   });
 
   test('the API answers a database it cannot reach with 503 unavailable and Retry-After, not 500', async () => {
