@@ -84,6 +84,24 @@ function businessErrorsAreFinal<A extends unknown[], R>(fn: (...args: A) => Prom
   };
 }
 
+/**
+ * Heartbeats while `fn` runs (three times per heartbeat timeout, when the workflow
+ * set one): a worker that dies mid-work is then noticed within the heartbeat
+ * timeout and the work retried, instead of the job standing still until the
+ * work's whole start-to-close timeout has passed.
+ */
+async function whileHeartbeating<T>(fn: () => Promise<T>): Promise<T> {
+  const context = Context.current();
+  const timeoutMs = context.info.heartbeatTimeoutMs;
+  if (!timeoutMs) return fn();
+  const timer = setInterval(() => context.heartbeat(), Math.max(100, Math.floor(timeoutMs / 3)));
+  try {
+    return await fn();
+  } finally {
+    clearInterval(timer);
+  }
+}
+
 export function createActivities({
   pool,
   budgets = DEFAULT_TIER_BUDGETS,
@@ -104,7 +122,7 @@ export function createActivities({
     resumeStream: businessErrorsAreFinal((input: { ref: string; seq: number } & Actor) => resumeStream(pool, input)),
     openGrant: step('open_grant', (request: JobRequest) => request.jobId, (request: JobRequest, day: string) => openGrant(pool, { request, day, budgets })),
     payForGrant: step('pay', (jobId: string) => jobId, (jobId: string, day: string) => payForGrant(pool, { jobId, day, budgets })),
-    performJobWork: faulty(faults, 'work', (job: JobRequest) => job.jobId, (job: JobRequest) => work.perform(job, Context.current().info.attempt)),
+    performJobWork: faulty(faults, 'work', (job: JobRequest) => job.jobId, (job: JobRequest) => whileHeartbeating(() => work.perform(job, Context.current().info.attempt))),
     settleGrant: step('settle', (jobId: string) => jobId, (jobId: string, actualCost: number) => settleGrant(pool, { jobId, actualCost })),
     releaseGrantReservation: step('release_reservation', (jobId: string) => jobId, (jobId: string) => releaseGrantReservation(pool, jobId)),
     refundGrantPayment: step('refund_payment', (jobId: string) => jobId, (jobId: string) => refundGrantPayment(pool, jobId)),

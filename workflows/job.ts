@@ -15,6 +15,8 @@ const { openGrant, payForGrant, settleGrant, releaseGrantReservation, refundGran
 export const WORK_ATTEMPTS_MAX = 3;
 const { performJobWork } = proxyActivities<Activities>({
   startToCloseTimeout: '10 minutes',
+  // the work heartbeats: a worker that dies mid-work costs seconds (and one attempt), not the ten minutes
+  heartbeatTimeout: '5 seconds',
   retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumAttempts: WORK_ATTEMPTS_MAX },
 });
 

@@ -1,7 +1,8 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { SluiceError, sluiceErrorFromDatabase, type ErrorCode } from '../domain/errors';
-import { sluiceErrorFromTemporal } from '../temporal/failures';
+import { isConnectionLost } from '../db/pool';
+import { isTemporalUnavailable, sluiceErrorFromTemporal } from '../temporal/failures';
 
 /** One HTTP status per error code, in one place. */
 export const HTTP_STATUS: Record<ErrorCode, number> = {
@@ -36,6 +37,18 @@ export const asSluiceError = (error: unknown): SluiceError | undefined =>
 
 const body = (code: string, message: string, details: Record<string, unknown> = {}) => ({ error: { code, message, details } });
 
+/** Seconds a caller should wait before retrying through an outage. */
+export const OUTAGE_RETRY_AFTER_S = 1;
+
+/**
+ * The database or Temporal went away under the request (a connection terminated, a
+ * server restarting): neither the caller's fault nor a bug. Answered 503 with
+ * Retry-After; every write is keyed (an idempotency key, a ref, a job or request
+ * id), so the same request sent again does what it asked once.
+ */
+export const isOutage = (error: unknown) => isConnectionLost(error) || isTemporalUnavailable(error);
+export const outageBody = () => body('unavailable', 'a service Sluice depends on is unavailable for a moment; retry the same request (with the same idempotency key)');
+
 /**
  * Every error leaves as `{error: {code, message, details}}`. Errors the caller
  * caused keep their 4xx; anything unexpected is logged and answered 500 without
@@ -48,6 +61,10 @@ export function errorHandler(error: FastifyError | Error, request: FastifyReques
   }
   const known = asSluiceError(error);
   if (known) return reply.status(HTTP_STATUS[known.code]).send(body(known.code, known.message, known.details));
+  if (isOutage(error)) {
+    request.log.warn({ err: error }, 'outage');
+    return reply.status(503).header('retry-after', String(OUTAGE_RETRY_AFTER_S)).send(outageBody());
+  }
   const status = (error as FastifyError).statusCode;
   if (status && status >= 400 && status < 500) {
     // Fastify's own 4xx: malformed JSON, body too large, unsupported media type…

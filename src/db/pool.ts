@@ -11,31 +11,55 @@ export type Queryable = pg.Pool | pg.ClientBase;
 
 export function createPool(connectionString: string, max = 10): pg.Pool {
   const pool = new pg.Pool({ connectionString, max, application_name: 'sluice' });
-  // an idle client that loses its server must not crash the process
+  // An idle client that loses its server must not crash the process; nor must one
+  // that loses it while checked out (a terminated backend, a restarted server): the
+  // pool listens only to idle clients, and an 'error' event nobody listens to
+  // brings the whole process down. The statement in flight, or the next one, fails
+  // with the error instead, and the pool drops the broken client on its release.
   pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
 }
 
 const RETRYABLE = new Set(['40001', '40P01']); // serialization_failure, deadlock_detected
 const ATTEMPTS_MAX = 5;
 
+// admin_shutdown (pg_terminate_backend), crash_shutdown, cannot_connect_now, connection_exception and failures
+const CONNECTION_LOST_CODES = new Set(['57P01', '57P02', '57P03', '08000', '08003', '08006']);
+
+/** The server went away under the client (its backend terminated, the server restarting, the socket cut): an outage, not a bug. */
+export function isConnectionLost(error: unknown): boolean {
+  const e = error as { code?: string; message?: string } | undefined;
+  if (!e) return false;
+  if (e.code && (CONNECTION_LOST_CODES.has(e.code) || e.code === 'ECONNRESET' || e.code === 'ECONNREFUSED' || e.code === 'EPIPE')) return true;
+  // pg's own, when the socket ends: no SQLSTATE
+  return /^Connection terminated|^Client has encountered a connection error and is not queryable/.test(e.message ?? '');
+}
+
 /**
  * Runs `fn` in one transaction. Serialization failures and deadlocks (which the
  * lock order should prevent, but a retry is the safe answer if one slips through)
- * are retried a bounded number of times; everything else rolls back and rethrows.
+ * are retried a bounded number of times, and so is a connection lost before the
+ * COMMIT was sent (the server rolled the transaction back: running it again on
+ * another connection is safe). A connection lost during the COMMIT is rethrown: the
+ * transaction may have committed, and only an idempotency key can tell.
+ * Everything else rolls back and rethrows.
  */
 export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     const client = await pool.connect();
+    let committing = false;
     try {
       await client.query('begin');
       const result = await fn(client);
+      committing = true;
       await client.query('commit');
       return result;
     } catch (error) {
       await client.query('rollback').catch(() => undefined);
       const code = (error as { code?: string }).code;
       if (code && RETRYABLE.has(code) && attempt < ATTEMPTS_MAX) continue;
+      if (!committing && isConnectionLost(error) && attempt < ATTEMPTS_MAX) continue;
       throw error;
     } finally {
       client.release();

@@ -14,3 +14,18 @@ export function sluiceErrorFromTemporal(error: unknown): SluiceError | undefined
   }
   return undefined;
 }
+
+/** gRPC status UNAVAILABLE: the server cannot be reached or is shutting down. */
+const GRPC_UNAVAILABLE = 14;
+
+/**
+ * Temporal could not be reached (restarting, the connection cut), after the
+ * client's own retries gave up: an outage. The client's ServiceError carries the
+ * gRPC status as its cause.
+ */
+export function isTemporalUnavailable(error: unknown): boolean {
+  for (let e: any = error, depth = 0; e && depth < 8; e = e.cause, depth++) {
+    if (e.code === GRPC_UNAVAILABLE && typeof e.details === 'string') return true;
+  }
+  return false;
+}

@@ -1,8 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
-import { join } from 'node:path';
 import { WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
-import { temporal } from '@temporalio/proto';
 import { runAudit } from '../../src/audit';
 import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS } from '../../src/domain/searchAttributes';
 import { streamWorkflowId, type StreamMode, type StreamReceipt, type StreamRequest } from '../../src/domain/streams';
@@ -14,6 +11,8 @@ import { startStreamWorkflow } from '../../src/temporal/streams';
 import { streamWorkflow } from '../../workflows';
 import { cancelStreamSignal, streamOpenedUpdate } from '../../workflows/definitions';
 import { createTestDatabase, type TestDatabase } from '../support/db';
+import { streamTickLedger } from '../support/streamLedger';
+import { WORKER_START_TIMEOUT_MS, WorkerProcess, within } from '../support/workerProcess';
 
 /**
  * The worker dies mid-stream, more than once: `sluice worker` runs as a separate
@@ -29,7 +28,6 @@ import { createTestDatabase, type TestDatabase } from '../support/db';
  * started activity: its 30 s start-to-close), so back-to-back kills would mostly hit
  * a worker with nothing to do.
  */
-const ROOT = join(__dirname, '..', '..');
 const STREAMS = 5;
 const TICK_INTERVAL_MS = 300;
 const KILLS = 4;
@@ -37,60 +35,14 @@ const KILLS = 4;
 const RESUME_TIMEOUT_MS = 60_000;
 const RATE = 3;
 const MAX_TOTAL = 1_000_000;
-/** A worker start bundles workflows/ (several seconds on this machine kind). */
-const WORKER_START_TIMEOUT_MS = 60_000;
 /** An activity killed mid-flight is retried only after its start-to-close timeout (30 s). */
 const SETTLE_TIMEOUT_MS = 120_000;
 
 let db: TestDatabase;
 let client: Client;
-let worker: ChildProcess | undefined;
-let workerLog = '';
+let worker: WorkerProcess;
 const taskQueue = `crash-${randomBytes(4).toString('hex')}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function startWorker(): ChildProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli.ts', 'worker'], {
-    cwd: ROOT,
-    env: {
-      ...process.env,
-      DATABASE_URL: db.url,
-      TEMPORAL_ADDRESS: process.env.SLUICE_TEST_TEMPORAL_ADDRESS,
-      TEMPORAL_NAMESPACE: 'default',
-      SLUICE_TASK_QUEUE: taskQueue,
-      LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const keep = (chunk: Buffer) => {
-    workerLog = (workerLog + chunk.toString()).slice(-20_000);
-  };
-  child.stdout!.on('data', keep);
-  child.stderr!.on('data', keep);
-  return child;
-}
-
-function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => child.once('exit', () => resolve()));
-}
-
-/** Until the server has seen this process poll both the workflow and the activity task queue. */
-async function untilPolling(child: ChildProcess): Promise<void> {
-  const deadline = Date.now() + WORKER_START_TIMEOUT_MS;
-  const identity = `${child.pid}@`;
-  const polling = async (taskQueueType: temporal.api.enums.v1.TaskQueueType) => {
-    const res = await client.workflowService.describeTaskQueue({ namespace: 'default', taskQueue: { name: taskQueue }, taskQueueType });
-    return (res.pollers ?? []).some((p) => p.identity?.startsWith(identity));
-  };
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`the worker exited with ${child.exitCode}:\n${workerLog}`);
-    const { TASK_QUEUE_TYPE_WORKFLOW, TASK_QUEUE_TYPE_ACTIVITY } = temporal.api.enums.v1.TaskQueueType;
-    if ((await polling(TASK_QUEUE_TYPE_WORKFLOW)) && (await polling(TASK_QUEUE_TYPE_ACTIVITY))) return;
-    await sleep(200);
-  }
-  throw new Error(`the worker (pid ${child.pid}) did not poll ${taskQueue} within ${WORKER_START_TIMEOUT_MS} ms:\n${workerLog}`);
-}
 
 /** Opens a stream as the API does: update-with-start, returning once tick 1 has settled. */
 async function openStream(ref: string, mode: StreamMode): Promise<{ opened: StreamReceipt; handle: WorkflowHandle<typeof streamWorkflow> }> {
@@ -108,15 +60,6 @@ async function openStream(ref: string, mode: StreamMode): Promise<{ opened: Stre
   return startStreamWorkflow(client, taskQueue, request);
 }
 
-/** Resolves with `promise`, or rejects after `ms` with the worker's recent output. */
-function within<T>(ms: number, promise: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms; worker output:\n${workerLog}`)), ms);
-  });
-  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
-}
-
 beforeAll(async () => {
   if (!process.env.SLUICE_TEST_TEMPORAL_ADDRESS) throw new Error('the jest globalSetup did not start Temporal');
   db = await createTestDatabase();
@@ -126,16 +69,11 @@ beforeAll(async () => {
   await createAccount(db.pool, { id: 'buyer.w', ownerId: 'buyer', kind: 'user' });
   await createAccount(db.pool, { id: 'seller.w', ownerId: 'seller', kind: 'user' });
   await deposit(db.pool, { key: 'fund-buyer', accountId: 'buyer.w', amount: STREAMS * MAX_TOTAL });
+  worker = new WorkerProcess({ databaseUrl: db.url, temporalAddress: process.env.SLUICE_TEST_TEMPORAL_ADDRESS, taskQueue });
 });
 
 afterAll(async () => {
-  if (worker && worker.exitCode === null && worker.signalCode === null) {
-    // a graceful stop (the SDK drains on SIGTERM); a worker that hangs is killed
-    worker.kill('SIGTERM');
-    const force = setTimeout(() => worker?.kill('SIGKILL'), 15_000);
-    await exited(worker);
-    clearTimeout(force);
-  }
+  await worker?.stop();
   await client?.connection.close();
   await db?.drop();
 });
@@ -143,8 +81,8 @@ afterAll(async () => {
 describe('a worker process killed mid-stream', () => {
   test(`SIGKILLed ${KILLS} times at random moments: every tick billed at most once, no gaps, the books balance`, async () => {
     const t0 = Date.now();
-    worker = startWorker();
-    await untilPolling(worker);
+    worker.start();
+    await worker.untilPolling(client);
     const startMs = [Date.now() - t0];
 
     const refs = Array.from({ length: STREAMS }, (_, i) => `crash-${i}-${randomBytes(3).toString('hex')}`);
@@ -161,7 +99,7 @@ describe('a worker process killed mid-stream', () => {
       for (;;) {
         const now = await lastTicks();
         if (enough(refs.filter((r) => now.get(r)! > since.get(r)!).length)) return;
-        if (Date.now() > deadline) throw new Error(`${what}: no billing within ${RESUME_TIMEOUT_MS} ms; worker output:\n${workerLog}`);
+        if (Date.now() > deadline) throw new Error(`${what}: no billing within ${RESUME_TIMEOUT_MS} ms; worker output:\n${worker.output}`);
         await sleep(100);
       }
     };
@@ -175,14 +113,11 @@ describe('a worker process killed mid-stream', () => {
       await untilBilled(since, (moved) => moved > 0, `worker ${k + 1}`);
       resumedMs.push(Date.now() - polled);
       await sleep(randomInt(0, 1_500));
-      const dying = worker;
-      dying.kill('SIGKILL');
-      await exited(dying);
-      expect(dying.signalCode).toBe('SIGKILL');
+      await worker.kill();
       killedAt.push(Date.now() - t0);
       const restart = Date.now();
-      worker = startWorker();
-      await untilPolling(worker);
+      worker.start();
+      await worker.untilPolling(client);
       startMs.push(Date.now() - restart);
     }
     // every stream bills on the last worker before the end
@@ -205,7 +140,7 @@ describe('a worker process killed mid-stream', () => {
 
     const cancelledAt = Date.now();
     await Promise.all(streams.map((s) => s.handle.signal(cancelStreamSignal, { by: 'buyer', reason: 'crash test over' })));
-    const receipts = await within(SETTLE_TIMEOUT_MS, Promise.all(streams.map((s) => s.handle.result())), 'closing the streams');
+    const receipts = await within(SETTLE_TIMEOUT_MS, Promise.all(streams.map((s) => s.handle.result())), 'closing the streams', () => `worker output:\n${worker.output}`);
     const settleMs = Date.now() - cancelledAt;
 
     let billed = 0;
@@ -217,40 +152,15 @@ describe('a worker process killed mid-stream', () => {
       const receipt = receipts[i]!;
       expect(receipt).toMatchObject({ ref, status: 'CONFIRMED', reason: 'cancelled', closedBy: 'buyer' });
 
-      const ticks = (await db.pool.query(`select tick, amount, transfer_id from stream_ticks where stream_ref = $1 order by tick`, [ref])).rows;
-      const transfers = (
-        await db.pool.query(`select id, tick::int as tick, amount, idempotency_key, created_at from transfers where stream_ref = $1 and kind = 'stream_tick' order by tick, id`, [
-          ref,
-        ])
-      ).rows;
-      const skips = (await db.pool.query(`select tick from stream_skips where stream_ref = $1 order by tick`, [ref])).rows.map((r) => r.tick);
-      const row = (await db.pool.query(`select status, paid, ticks_billed, last_tick, closed_at from streams where ref = $1`, [ref])).rows[0];
-
-      // at most once: no tick number appears twice, neither as a billed tick nor as a transfer
-      const tickNumbers = ticks.map((t) => t.tick);
-      const transferTicks = transfers.map((t) => t.tick);
-      duplicates += tickNumbers.length - new Set(tickNumbers).size + (transferTicks.length - new Set(transferTicks).size);
-      expect(new Set(tickNumbers).size).toBe(tickNumbers.length);
-      expect(new Set(transferTicks).size).toBe(transferTicks.length);
-      expect(transferTicks).toEqual(tickNumbers);
-      expect(transfers.map((t) => t.id)).toEqual(ticks.map((t) => t.transfer_id));
-      expect(transfers.map((t) => t.idempotency_key)).toEqual(tickNumbers.map((n) => `stream:${ref}:tick:${n}`));
-
-      // contiguous: ticks 1..last, each either billed or recorded as skipped
-      const last = Math.max(0, ...tickNumbers, ...skips);
-      expect([...tickNumbers, ...skips].sort((a, b) => a - b)).toEqual(Array.from({ length: last }, (_, n) => n + 1));
-      expect(row.last_tick).toBe(last);
-
-      // paid == the sum of its ticks == the sum of its tick transfers == the receipt
-      const sumTicks = ticks.reduce((a, t) => a + t.amount, 0);
-      const sumTransfers = transfers.reduce((a, t) => a + t.amount, 0);
-      expect(row).toMatchObject({ status: 'closed', paid: sumTicks, ticks_billed: ticks.length });
-      expect(sumTransfers).toBe(sumTicks);
-      expect(receipt).toMatchObject({ totalPaid: sumTicks, ticks: ticks.length });
-      expect(sumTicks).toBe(RATE * ticks.length);
-      // no drain after close
-      for (const t of transfers) expect(t.created_at.getTime()).toBeLessThanOrEqual(row.closed_at.getTime());
-      billed += ticks.length;
+      // exactly once: ticks 1..last each billed once (one transfer keyed by its number) or
+      // skipped, none after the close, the totals equal to the sum of the ticks
+      const ledger = await streamTickLedger(db.pool, ref);
+      expect(ledger.problems).toEqual([]);
+      duplicates += ledger.duplicates;
+      expect(ledger).toMatchObject({ status: 'closed', missing: [] });
+      expect(receipt).toMatchObject({ totalPaid: ledger.paid, ticks: ledger.billed.length });
+      expect(ledger.paid).toBe(RATE * ledger.billed.length);
+      billed += ledger.billed.length;
 
       // what the kills hit, from the workflow's history: billTick attempts retried after a
       // kill, and among them those whose first attempt had committed (its result lost with

@@ -1,0 +1,121 @@
+import pg from 'pg';
+import { Client, Connection, defaultGrpcRetryOptions, makeGrpcRetryInterceptor } from '@temporalio/client';
+import { freePort } from '../../src/dev/ports';
+import { buildApp } from '../../src/api/app';
+import { createPool, withTransaction } from '../../src/db/pool';
+import { createLogger } from '../../src/logger';
+import { createTestDatabase, SERVER_URL, type TestDatabase } from '../support/db';
+import { ADMIN_KEY, api } from '../support/stack';
+
+/**
+ * The database going away under Sluice (found by the chaos suite, test/chaos): a
+ * backend terminated while a transaction holds its connection between two
+ * statements must neither crash the process nor lose or double the transaction,
+ * and the API answers an outage with 503 and Retry-After, never 500.
+ */
+let db: TestDatabase;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  await db.pool.query('create table outage_probe (n int primary key)');
+});
+afterAll(async () => {
+  await db?.drop();
+});
+
+async function terminate(pid: number): Promise<void> {
+  const admin = new pg.Client({ connectionString: SERVER_URL });
+  await admin.connect();
+  try {
+    await admin.query('select pg_terminate_backend($1)', [pid]);
+  } finally {
+    await admin.end();
+  }
+}
+
+describe('a lost database connection', () => {
+  test('terminated between two statements of a transaction: no crash, the transaction runs again on another connection and commits once', async () => {
+    const pids: number[] = [];
+    let uncaught: unknown;
+    const onUncaught = (error: unknown) => {
+      uncaught = error;
+    };
+    process.on('uncaughtException', onUncaught);
+    try {
+      const result = await withTransaction(db.pool, async (client) => {
+        pids.push((await client.query('select pg_backend_pid() as pid')).rows[0].pid);
+        await client.query('insert into outage_probe (n) values (1)');
+        if (pids.length === 1) {
+          // the connection dies while this transaction holds it, between statements
+          const died = new Promise((r) => client.once('error', r));
+          await terminate(pids[0]!);
+          await died;
+        }
+        await client.query('insert into outage_probe (n) values (2)');
+        return pids.length;
+      });
+      expect(result).toBe(2);
+    } finally {
+      process.off('uncaughtException', onUncaught);
+    }
+    expect(uncaught).toBeUndefined();
+    expect(pids[1]).not.toBe(pids[0]);
+    // the first attempt rolled back with its connection; the second committed both rows, once
+    expect((await db.pool.query('select n from outage_probe order by n')).rows).toEqual([{ n: 1 }, { n: 2 }]);
+    // the broken client left the pool: the next statements run
+    expect((await db.pool.query('select count(*)::int as n from outage_probe')).rows[0].n).toBe(2);
+  });
+
+  test('the API answers a Temporal it cannot reach with 503 unavailable and Retry-After, not 500, and nothing moves', async () => {
+    const port = await freePort(); // nothing listens there
+    // the client's own retries, cut short (by default they try for about 20 s)
+    const connection = Connection.lazy({ address: `127.0.0.1:${port}`, interceptors: [makeGrpcRetryInterceptor(defaultGrpcRetryOptions({ maxAttempts: 2 }))] });
+    const app = await buildApp({ pool: db.pool, temporal: new Client({ connection }), taskQueue: 'unused', adminKey: ADMIN_KEY, bodyLimitBytes: 65_536, logger: createLogger('silent') });
+    try {
+      const admin = api(app, ADMIN_KEY);
+      for (const id of ['tpayer', 'tpayee']) {
+        const party = await admin.post('/v1/parties', { id, name: id });
+        expect(party.status).toBe(201);
+        expect((await api(app, party.body.apiKey).post('/v1/accounts', { id: `${id}.w` })).status).toBe(201);
+      }
+      expect((await admin.post('/v1/deposits', { accountId: 'tpayer.w', amount: 100 }, 'fund-tpayer')).status).toBe(201);
+      const res = await app.inject({
+        method: 'POST',
+        url: '/v1/streams',
+        headers: { authorization: `Bearer ${ADMIN_KEY}` },
+        payload: { ref: 'unreachable', fromAccountId: 'tpayer.w', toAccountId: 'tpayee.w', ratePerTick: 1, maxTotal: 10, tickIntervalMs: 1000 },
+      });
+      expect(res.statusCode).toBe(503);
+      expect(res.headers['retry-after']).toBe('1');
+      expect(res.json().error.code).toBe('unavailable');
+      expect((await db.pool.query(`select count(*)::int as n from streams`)).rows[0].n).toBe(0);
+      expect((await admin.get('/v1/accounts/tpayer.w')).body).toMatchObject({ balance: 100, held: 0 });
+    } finally {
+      await app.close();
+      await connection.close();
+    }
+  });
+
+  test('the API answers a database it cannot reach with 503 unavailable and Retry-After, not 500', async () => {
+    const unreachable = createPool('postgres://postgres@127.0.0.1:1/nowhere', 1);
+    const app = await buildApp({
+      pool: unreachable,
+      temporal: new Client(), // lazy: never called here
+      taskQueue: 'unused',
+      adminKey: ADMIN_KEY,
+      bodyLimitBytes: 65_536,
+      logger: createLogger('silent'),
+    });
+    try {
+      const res = await app.inject({ method: 'GET', url: '/v1/accounts/anything', headers: { authorization: `Bearer ${ADMIN_KEY}` } });
+      expect(res.statusCode).toBe(503);
+      expect(res.headers['retry-after']).toBe('1');
+      expect(res.json()).toEqual({ error: { code: 'unavailable', message: expect.stringMatching(/retry the same request/), details: {} } });
+      // a party's key cannot even be looked up: the same 503, not a 401
+      expect((await api(app, 'some-party-key').get('/v1/accounts/anything')).status).toBe(503);
+    } finally {
+      await app.close();
+      await unreachable.end();
+    }
+  });
+});
