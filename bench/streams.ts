@@ -70,7 +70,7 @@ import { cancelStreamSignal } from '../workflows/definitions';
 import { bareCancelSignal, bareOpenedUpdate, bareTickWorkflow, bareWorkflowId, type BareActivities, type BareReceipt } from './bareTickWorkflow';
 import { freePort } from '../src/dev/ports';
 import { endOfRun, interruptibleRun, killWithThisProcess, stopTemporal } from './temporalRun';
-import { benchDatabaseName, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, type Quantiles, quantiles, runBench, withServerAndJson } from './support';
+import { benchDatabaseName, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, phaseProgress, phasesDone, type Quantiles, quantiles, runBench, withServerAndJson } from './support';
 
 
 // A tick bills 1 unit; the escrow (maxTotal) is far above what a run can bill, so
@@ -922,6 +922,7 @@ async function main(): Promise<void> {
         const round = Math.floor(i / 2);
         const tag = `${runId}-${round}`;
         const label = `[${i + 1}/${sequence.length}]`;
+        phaseProgress(i, sequence.length, `phase ${label}: ${phase === 'a' ? 'billed streams' : 'bare timers'}`);
         if (phase === 'a') {
           const { receipts: closed, ...run } = await streamPhase(stack, pairs, tag, label);
           streamRuns.push(run);
@@ -930,7 +931,8 @@ async function main(): Promise<void> {
           bareRuns.push(await barePhase(stack, tag, label));
         }
       }
-      log('verifying the books');
+      phaseProgress(sequence.length, sequence.length, `${sequence.length} phases measured`);
+      phasesDone('verifying the books');
       const verification = await verify(stack.pool, receipts);
       return {
         streamsPhase: summarize(streamRuns, 'billTick', o.intervalMs),
