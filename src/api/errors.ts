@@ -46,8 +46,29 @@ export const OUTAGE_RETRY_AFTER_S = 1;
  * Retry-After; every write is keyed (an idempotency key, a ref, a job or request
  * id), so the same request sent again does what it asked once.
  */
-export const isOutage = (error: unknown) => isConnectionLost(error) || isTemporalUnavailable(error);
-export const outageBody = () => body('unavailable', 'a service Sluice depends on is unavailable for a moment; retry the same request (with the same idempotency key)');
+const isOutage = (error: unknown) => isConnectionLost(error) || isTemporalUnavailable(error);
+const outageBody = () => body('unavailable', 'a service Sluice depends on is unavailable for a moment; retry the same request (with the same idempotency key)');
+
+/** An error's answer, where it is not a bug: the caller's error (its 4xx) or an outage (503, with Retry-After). */
+export interface Answer {
+  status: number;
+  body: ReturnType<typeof body>;
+  retryAfterS?: number;
+}
+
+/**
+ * The one classification of errors, for the error handler and for the items of a batch:
+ * undefined means a bug (answered 500 and logged by the caller).
+ */
+export function answerFor(error: unknown): Answer | undefined {
+  const known = asSluiceError(error);
+  if (known) return { status: HTTP_STATUS[known.code], body: body(known.code, known.message, known.details) };
+  if (isOutage(error)) return { status: 503, body: outageBody(), retryAfterS: OUTAGE_RETRY_AFTER_S };
+  return undefined;
+}
+
+/** The 500 answer: no internals; what was asked may be sent again under the same key (or ref). */
+export const internalBody = (retryWith: string) => body('internal', `internal error; the ${retryWith}`);
 
 /**
  * Every error leaves as `{error: {code, message, details}}`. Errors the caller
@@ -59,12 +80,12 @@ export function errorHandler(error: FastifyError | Error, request: FastifyReques
     const issues = error.validation.map((v) => ({ path: v.instancePath, message: v.message }));
     return reply.status(400).send(body('invalid_request', `invalid ${error.validationContext ?? 'request'}: ${issues.map((i) => `${i.path} ${i.message}`.trim()).join('; ')}`, { issues }));
   }
-  const known = asSluiceError(error);
-  if (known) return reply.status(HTTP_STATUS[known.code]).send(body(known.code, known.message, known.details));
-  if (isOutage(error)) {
+  const answer = answerFor(error);
+  if (answer?.retryAfterS !== undefined) {
     request.log.warn({ err: error }, 'outage');
-    return reply.status(503).header('retry-after', String(OUTAGE_RETRY_AFTER_S)).send(outageBody());
+    reply.header('retry-after', String(answer.retryAfterS));
   }
+  if (answer) return reply.status(answer.status).send(answer.body);
   const status = (error as FastifyError).statusCode;
   if (status && status >= 400 && status < 500) {
     // Fastify's own 4xx: malformed JSON, body too large, unsupported media type…
@@ -72,7 +93,7 @@ export function errorHandler(error: FastifyError | Error, request: FastifyReques
     return reply.status(status).send(body(code, error.message, status === 413 ? { limitBytes: request.server.initialConfig.bodyLimit } : {}));
   }
   request.log.error({ err: error }, 'unhandled error');
-  return reply.status(500).send(body('internal', 'internal error; the request may be retried with the same idempotency key'));
+  return reply.status(500).send(internalBody('request may be retried with the same idempotency key'));
 }
 
 export function notFoundHandler(request: FastifyRequest, reply: FastifyReply) {

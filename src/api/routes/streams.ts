@@ -9,7 +9,7 @@ import { cancelStreamSignal } from '../../../workflows/definitions';
 import { tickAt, tickOwner } from '../../domain/crown';
 import { holdersAt } from '../../ledger/rates';
 import { appendEvent } from '../../ledger/events';
-import { asSluiceError, HTTP_STATUS, isOutage, outageBody } from '../errors';
+import { answerFor, internalBody } from '../errors';
 import { membersOf, payableAccount, payerAccountFor, streamActor, visibleStream } from '../streamAccess';
 import type { Actor } from '../auth';
 import type { Api } from '../app';
@@ -254,13 +254,9 @@ export function streamRoutes(app: Api) {
             results[index] = { index, op, ...(await run(raw)) };
           } catch (error) {
             // an item fails on its own, even unexpectedly: the others' results are not lost
-            const known = asSluiceError(error);
-            if (!known && !isOutage(error)) req.log.error({ err: error, index }, 'batch item failed');
-            results[index] = known
-              ? { index, op, status: HTTP_STATUS[known.code], body: { error: { code: known.code, message: known.message, details: known.details } } }
-              : isOutage(error)
-                ? { index, op, status: 503, body: outageBody() }
-                : { index, op, status: 500, body: { error: { code: 'internal', message: 'internal error; the item may be retried with the same ref', details: {} } } };
+            const answer = answerFor(error);
+            if (!answer) req.log.error({ err: error, index }, 'batch item failed');
+            results[index] = { index, op, status: answer?.status ?? 500, body: answer?.body ?? internalBody('item may be retried with the same ref') };
           }
         }
       });
