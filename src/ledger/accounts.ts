@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { Queryable, PoolClient } from '../db/pool';
 import { notFound, SluiceError } from '../domain/errors';
 import { appendEvent } from './events';
+import { pageRows } from './paging';
 
 export const ACCOUNT_KINDS = ['user', 'entity', 'subaccount', 'pool', 'escrow', 'world'] as const;
 export type AccountKind = (typeof ACCOUNT_KINDS)[number];
@@ -80,7 +81,7 @@ export async function listAccounts(db: Queryable, ownerId: string, opts: { after
   const { rows } = await db.query<AccountRow>('select * from accounts where owner_id = $1 and id > $2 order by id limit $3', [
     ownerId,
     opts.after ?? '',
-    Math.min(Math.max(opts.limit ?? ACCOUNTS_PAGE_MAX, 1), ACCOUNTS_PAGE_MAX),
+    pageRows(opts.limit, ACCOUNTS_PAGE_MAX),
   ]);
   return rows.map(toAccount);
 }

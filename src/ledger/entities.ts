@@ -20,6 +20,7 @@ import { appendEvent } from './events';
 import { placeHoldIn, releaseHoldIfOpen } from './holds';
 import { createParty } from './parties';
 import { postTransfer } from './transfers';
+import { pageRows } from './paging';
 
 /**
  * Entities and their subaccounts (DESIGN §4): each function is one transaction,
@@ -122,7 +123,7 @@ export async function listSubaccounts(db: Queryable, entityId: string, opts: { a
   const { rows } = await db.query<SubaccountRow>('select * from subaccounts where entity_id = $1 and seq > $2 order by seq limit $3', [
     entityId,
     opts.after ?? 0,
-    Math.min(Math.max(opts.limit ?? 100, 1), SUBACCOUNTS_PAGE_MAX),
+    pageRows(opts.limit, SUBACCOUNTS_PAGE_MAX, 100),
   ]);
   return rows.map(toSubaccount);
 }
@@ -468,7 +469,7 @@ export const DELIVERIES_PAGE_MAX = 500;
 export async function listDeliveries(db: Queryable, entityId: string, opts: { after?: number; limit?: number } = {}) {
   const { rows } = await db.query(
     `select id, event_key, event_type, url, attempt, status_code, ok, error, at from webhook_deliveries where entity_id = $1 and id > $2 order by id limit $3`,
-    [entityId, opts.after ?? 0, Math.min(Math.max(opts.limit ?? 100, 1), DELIVERIES_PAGE_MAX)],
+    [entityId, opts.after ?? 0, pageRows(opts.limit, DELIVERIES_PAGE_MAX, 100)],
   );
   return rows.map((r) => ({
     id: r.id as number,
@@ -518,7 +519,7 @@ export interface Dashboard {
  * and as payee separately, each an index-only scan.
  */
 export async function entityDashboard(db: Queryable, entityId: string, opts: { after?: number; limit?: number } = {}): Promise<Dashboard> {
-  const limit = Math.min(Math.max(opts.limit ?? DASHBOARD_ROWS_MAX, 1), DASHBOARD_ROWS_MAX);
+  const limit = pageRows(opts.limit, DASHBOARD_ROWS_MAX);
   const { rows } = await db.query(
     `with subs as (
        select s.id, s.seq, s.status, s.account_id, s.hold_id,

@@ -1,4 +1,5 @@
 import type { Queryable } from '../db/pool';
+import { pageRows } from './paging';
 
 export interface EventInput {
   type: string;
@@ -30,7 +31,7 @@ export const EVENTS_PAGE_MAX = 1000;
 
 /** Events after a cursor, oldest first; `party` limits the page to that party's events. */
 export async function listEvents(db: Queryable, opts: { after: number; limit: number; party?: string }): Promise<LedgerEvent[]> {
-  const limit = Math.min(Math.max(opts.limit, 1), EVENTS_PAGE_MAX);
+  const limit = pageRows(opts.limit, EVENTS_PAGE_MAX);
   const { rows } = await db.query(
     `select id, type, subject, payload, created_at from events
       where id > $1 and ($3::text is null or parties @> array[$3::text])

@@ -24,6 +24,7 @@ import { appendEvent } from './events';
 import { captureHoldIn, placeHoldIn, releaseHoldIn } from './holds';
 import { JOBS_ACCOUNT, POOL_ACCOUNT } from './pool';
 import { postTransfer } from './transfers';
+import { assertPageRows } from './paging';
 
 /**
  * The money side of grant jobs (DESIGN §5). Every function is one transaction,
@@ -112,14 +113,13 @@ export const JOB_GRANTS_PAGE_MAX = 100;
  * payer's own or (payer undefined, the admin) everyone's. An unknown cursor gives an empty page.
  */
 export async function listGrants(db: Queryable, q: { payer?: string; after?: string; limit: number }): Promise<GrantView[]> {
-  if (!(Number.isInteger(q.limit) && q.limit >= 1 && q.limit <= JOB_GRANTS_PAGE_MAX)) throw new Error(`grant page limit ${q.limit} outside 1..${JOB_GRANTS_PAGE_MAX}`);
   const { rows } = await db.query<GrantRow>(
     `select ${GRANT_COLUMNS} from grants g
       where ($1::text is null or g.payer = $1)
         and ($2::text is null or (g.created_at, g.job_id) < (select c.created_at, c.job_id from grants c where c.job_id = $2))
       order by g.created_at desc, g.job_id desc
       limit $3`,
-    [q.payer ?? null, q.after ?? null, q.limit],
+    [q.payer ?? null, q.after ?? null, assertPageRows(q.limit, JOB_GRANTS_PAGE_MAX, 'grant')],
   );
   return rows.map(toGrantView);
 }

@@ -1,6 +1,7 @@
 import type { PoolClient, Queryable } from '../db/pool';
 import { forbidden, SluiceError } from '../domain/errors';
 import { appendEvent } from './events';
+import { pageRows } from './paging';
 
 /**
  * Operators: a payer lets another party open, pause or cancel streams for it. What
@@ -86,7 +87,7 @@ export async function listGrants(db: Queryable, party: string, opts: { asOperato
   const { rows } = await db.query<GrantRow>(`${SELECT_GRANTS} where ${self} = $1 and ${other} > $2 order by ${other} limit $3`, [
     party,
     opts.after ?? '',
-    Math.min(Math.max(opts.limit ?? GRANTS_PAGE_MAX, 1), GRANTS_PAGE_MAX),
+    pageRows(opts.limit, GRANTS_PAGE_MAX),
   ]);
   return rows.map(toGrant);
 }

@@ -5,6 +5,7 @@ import { crownIntervals, crownTicks, crownTime, NO_OFFER, splitReward, tickAt, t
 import { notFound, SluiceError } from '../domain/errors';
 import { getAccount } from './accounts';
 import { appendEvent } from './events';
+import { pageRows } from './paging';
 
 /**
  * The rate board's storage: events in, replays out. The rules live in
@@ -90,7 +91,7 @@ export const RATE_EVENTS_PAGE_MAX = 1000;
 
 /** Events after a cursor, oldest first (tail readers). */
 export async function listRateEvents(db: Queryable, after: number, limit: number): Promise<Array<RateEvent & { createdAt: string }>> {
-  const { rows } = await db.query<RateEventRow>('select * from rate_events where id > $1 order by id limit $2', [after, Math.min(Math.max(limit, 1), RATE_EVENTS_PAGE_MAX)]);
+  const { rows } = await db.query<RateEventRow>('select * from rate_events where id > $1 order by id limit $2', [after, pageRows(limit, RATE_EVENTS_PAGE_MAX)]);
   return rows.map((r) => ({ ...toRateEvent(r), createdAt: r.created_at.toISOString() }));
 }
 

@@ -30,6 +30,7 @@ import { appendEvent, eventValues } from './events';
 import { captureHoldIn, placeHoldIn, releaseHoldIfOpen, toHold, type Hold } from './holds';
 import { spendOperatorAllowance } from './operators';
 import { assertCanDebit, postTransfer, type AlongWithTransfer } from './transfers';
+import { assertPageRows } from './paging';
 
 export interface StreamRow {
   ref: string;
@@ -210,7 +211,6 @@ export interface StreamListQuery {
  * one, it sees listed. An unknown cursor gives an empty page.
  */
 export async function listStreams(db: Queryable, q: StreamListQuery): Promise<StreamRow[]> {
-  if (!(Number.isInteger(q.limit) && q.limit >= 1 && q.limit <= STREAMS_PAGE_MAX)) throw new Error(`stream page limit ${q.limit} outside 1..${STREAMS_PAGE_MAX}`);
   const { rows } = await db.query<StreamRow>(
     `select s.* from streams s
       where ($1::text is null
@@ -221,7 +221,7 @@ export async function listStreams(db: Queryable, q: StreamListQuery): Promise<St
         and ($3::text is null or (s.opened_at, s.ref) < (select c.opened_at, c.ref from streams c where c.ref = $3))
       order by s.opened_at desc, s.ref desc
       limit $4`,
-    [q.party ?? null, q.status ?? null, q.after ?? null, q.limit],
+    [q.party ?? null, q.status ?? null, q.after ?? null, assertPageRows(q.limit, STREAMS_PAGE_MAX, 'stream')],
   );
   return rows;
 }
