@@ -107,8 +107,16 @@ export function registerLedgerMetrics(registry: client.Registry, db: Queryable):
     },
   });
 
-  const deliveries = async () =>
-    (await db.query<{ attempts: number; failures: number }>('select count(*)::bigint as attempts, count(*) filter (where not ok)::bigint as failures from webhook_deliveries')).rows[0]!;
+  // both webhook counters come from one query per scrape: the registry collects its
+  // metrics concurrently, so the second caller joins the first's query in flight
+  let deliveriesInFlight: Promise<{ attempts: number; failures: number }> | undefined;
+  const deliveries = () =>
+    (deliveriesInFlight ??= db
+      .query<{ attempts: number; failures: number }>('select count(*)::bigint as attempts, count(*) filter (where not ok)::bigint as failures from webhook_deliveries')
+      .then(({ rows }) => rows[0]!)
+      .finally(() => {
+        deliveriesInFlight = undefined;
+      }));
   new client.Counter({
     name: 'sluice_webhook_delivery_attempts_total',
     help: 'Webhook delivery attempts (every attempt is logged in webhook_deliveries)',
