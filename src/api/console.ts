@@ -9,6 +9,9 @@ import * as S from './schemas';
 export const CONSOLE_DIR = resolve(__dirname, '..', '..', 'dist', 'console');
 export const CONSOLE_PATH = '/console/';
 
+/** Whether the console has been built into `root` (what the API serves, and what the launcher tells). */
+export const isConsoleBuilt = (root = CONSOLE_DIR) => existsSync(join(root, 'index.html'));
+
 /**
  * The operator console: its static files at /console/ (public: they hold no data;
  * every number on screen comes from the API with the key pasted into the page),
@@ -39,7 +42,7 @@ export async function consoleRoutes(app: Api) {
   });
 
   const root = app.deps.consoleDir ?? CONSOLE_DIR;
-  if (!existsSync(join(root, 'index.html'))) {
+  if (!isConsoleBuilt(root)) {
     app.get(`${CONSOLE_PATH}*`, { config: { auth: 'public' }, schema: { hide: true } }, async (_req, reply) =>
       reply.status(404).send({ error: { code: 'not_found', message: 'the console is not built: run `npm run build:console`', details: {} } }),
     );

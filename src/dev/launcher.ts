@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Config } from '../config';
 import { migrate } from '../db/migrate';
@@ -8,7 +8,7 @@ import { startDevServer } from '../temporal/devServer';
 import { describeTool, resolveTool, TEMPORAL_CLI } from '../temporal/tools';
 import { resolveDatabase } from './database';
 import { runDemo } from './demo';
-import { CONSOLE_DIR } from '../api/console';
+import { isConsoleBuilt } from '../api/console';
 
 const ROOT = resolve(__dirname, '..', '..');
 const CLI = join(ROOT, 'src', 'cli.ts');
@@ -132,7 +132,7 @@ export async function launch(config: Config, opts: LaunchOptions): Promise<void>
     }
     log(`API        ${apiUrl}/v1   (admin key: SLUICE_ADMIN_KEY${config.SLUICE_ADMIN_KEY === 'sluice-dev-admin-key' ? ' = sluice-dev-admin-key' : ''})`);
     log(`API docs   ${apiUrl}/docs`);
-    log(`console    ${apiUrl}/console/   ${existsSync(join(CONSOLE_DIR, 'index.html')) ? '(paste the admin key or a party key)' : '(not built: npm run build:console)'}`);
+    log(`console    ${apiUrl}/console/   ${isConsoleBuilt() ? '(paste the admin key or a party key)' : '(not built: npm run build:console)'}`);
     log(`metrics    ${apiUrl}/metrics`);
     log(`Temporal   ${temporalUi ?? config.TEMPORAL_ADDRESS}`);
     if (opts.exitAfterDemo || stops.length === 0) {
