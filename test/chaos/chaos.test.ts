@@ -18,7 +18,8 @@ import { freePort } from '../../src/dev/ports';
 import { streamViewQuery } from '../../workflows/definitions';
 import { createTestDatabase, SERVER_URL, type TestDatabase } from '../support/db';
 import { ADMIN_KEY, api } from '../support/stack';
-import { streamTickLedger } from '../support/streamLedger';
+import { sleep } from '../support/parties';
+import { lastTicks, streamTickLedger, untilBilled, type UntilBilledOptions } from '../support/streamLedger';
 import { exited, WorkerProcess, WORKER_START_TIMEOUT_MS } from '../support/workerProcess';
 
 /**
@@ -59,8 +60,6 @@ const RESUME_TIMEOUT_MS = 90_000;
 const RECOVERY_TIMEOUT_MS = 150_000;
 const FAULT_KINDS = ['worker_sigkill', 'temporal_sigterm', 'temporal_sigkill', 'pg_terminate'] as const;
 type FaultKind = (typeof FAULT_KINDS)[number];
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let db: TestDatabase;
 let dataDir: string;
@@ -223,22 +222,8 @@ async function attemptsOf(workflowId: string, activityType: string): Promise<num
   return events.filter((e) => scheduled.has(String(e.activityTaskStartedEventAttributes?.scheduledEventId))).map((e) => e.activityTaskStartedEventAttributes!.attempt ?? 1);
 }
 
-/** Each stream's last tick (billed or skipped), from the ledger. */
-async function lastTicks(refs: string[]): Promise<Map<string, number>> {
-  const { rows } = await db.pool.query(`select ref, last_tick from streams where ref = any($1)`, [refs]);
-  return new Map(rows.map((r) => [r.ref as string, r.last_tick as number]));
-}
-
-/** Until `enough(moved)` holds for the number of streams that billed since `since` (a database outage makes a read fail: read again). */
-async function untilBilled(refs: string[], since: Map<string, number>, enough: (moved: number) => boolean, what: string): Promise<number> {
-  const t0 = Date.now();
-  for (;;) {
-    const now = await lastTicks(refs).catch(() => undefined);
-    if (now && enough(refs.filter((r) => now.get(r)! > since.get(r)!).length)) return Date.now() - t0;
-    if (Date.now() - t0 > RESUME_TIMEOUT_MS) throw new Error(`${what}: no billing within ${RESUME_TIMEOUT_MS} ms; worker output:\n${worker.output}`);
-    await sleep(200);
-  }
-}
+/** How long billing may take to resume after a fault; a database outage makes a read fail: read again. */
+const RESUMING: Omit<UntilBilledOptions, 'what'> = { timeoutMs: RESUME_TIMEOUT_MS, everyMs: 200, context: () => `worker output:\n${worker.output}`, retryFailedReads: true };
 
 /** Where a workflow that should have finished stands: its pending activities and last events, and a job's grant. */
 async function whereStuck(w: { id: string; type: string }) {
@@ -301,8 +286,8 @@ describe('chaos', () => {
     const afterFault = async (kind: FaultKind) => {
       faults[kind]++;
       // billing resumes on at least one stream: the system is working again before the next fault
-      const since = await lastTicks(refs).catch(async () => lastTicks(refs));
-      resumedMs.push(await untilBilled(refs, since, (moved) => moved > 0, `after ${kind} #${faults[kind]}`));
+      const since = await lastTicks(db.pool, refs).catch(async () => lastTicks(db.pool, refs));
+      resumedMs.push(await untilBilled(db.pool, refs, since, (moved) => moved > 0, { ...RESUMING, what: `after ${kind} #${faults[kind]}` }));
     };
     for (let round = 0; round < ROUNDS; round++) {
       // the worker, SIGKILLed with whatever it had in flight, and started again; the
@@ -331,8 +316,8 @@ describe('chaos', () => {
     }
 
     // every stream bills on the last worker
-    const sinceLast = await lastTicks(refs);
-    await untilBilled(refs, sinceLast, (moved) => moved === STREAMS, 'after the last fault');
+    const sinceLast = await lastTicks(db.pool, refs);
+    await untilBilled(db.pool, refs, sinceLast, (moved) => moved === STREAMS, { ...RESUMING, what: 'after the last fault' });
     running = false;
     const [subaccounts, jobs] = await Promise.all([subaccountsDone, jobsDone]);
     const chaosMs = Date.now() - t0;

@@ -11,7 +11,8 @@ import { startStreamWorkflow } from '../../src/temporal/streams';
 import { streamWorkflow } from '../../workflows';
 import { cancelStreamSignal, streamOpenedUpdate } from '../../workflows/definitions';
 import { createTestDatabase, type TestDatabase } from '../support/db';
-import { streamTickLedger } from '../support/streamLedger';
+import { sleep } from '../support/parties';
+import { lastTicks, streamTickLedger, untilBilled } from '../support/streamLedger';
 import { WORKER_START_TIMEOUT_MS, WorkerProcess, within } from '../support/workerProcess';
 
 /**
@@ -42,7 +43,6 @@ let db: TestDatabase;
 let client: Client;
 let worker: WorkerProcess;
 const taskQueue = `crash-${randomBytes(4).toString('hex')}`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Opens a stream as the API does: update-with-start, returning once tick 1 has settled. */
 async function openStream(ref: string, mode: StreamMode): Promise<{ opened: StreamReceipt; handle: WorkflowHandle<typeof streamWorkflow> }> {
@@ -90,28 +90,14 @@ describe('a worker process killed mid-stream', () => {
     const streams = await Promise.all(refs.map((ref, i) => openStream(ref, i % 2 === 0 ? 'escrow' : 'payg')));
     for (const s of streams) expect(s.opened).toMatchObject({ status: 'STREAMING', ticks: 1, totalPaid: RATE });
 
-    /** Each stream's last tick (billed or skipped), from the ledger. */
-    const lastTicks = async () =>
-      new Map((await db.pool.query(`select ref, last_tick from streams where ref = any($1)`, [refs])).rows.map((r) => [r.ref as string, r.last_tick as number]));
-    /** Until `enough` says the streams have moved on from `since`. */
-    const untilBilled = async (since: Map<string, number>, enough: (moved: number) => boolean, what: string) => {
-      const deadline = Date.now() + RESUME_TIMEOUT_MS;
-      for (;;) {
-        const now = await lastTicks();
-        if (enough(refs.filter((r) => now.get(r)! > since.get(r)!).length)) return;
-        if (Date.now() > deadline) throw new Error(`${what}: no billing within ${RESUME_TIMEOUT_MS} ms; worker output:\n${worker.output}`);
-        await sleep(100);
-      }
-    };
+    const resuming = { timeoutMs: RESUME_TIMEOUT_MS, everyMs: 100, context: () => `worker output:\n${worker.output}` };
 
     const killedAt: number[] = [];
     const resumedMs: number[] = [];
     for (let k = 0; k < KILLS; k++) {
       // a random moment while the streams are billing on this worker
-      const since = await lastTicks();
-      const polled = Date.now();
-      await untilBilled(since, (moved) => moved > 0, `worker ${k + 1}`);
-      resumedMs.push(Date.now() - polled);
+      const since = await lastTicks(db.pool, refs);
+      resumedMs.push(await untilBilled(db.pool, refs, since, (moved) => moved > 0, { ...resuming, what: `worker ${k + 1}` }));
       await sleep(randomInt(0, 1_500));
       await worker.kill();
       killedAt.push(Date.now() - t0);
@@ -121,10 +107,8 @@ describe('a worker process killed mid-stream', () => {
       startMs.push(Date.now() - restart);
     }
     // every stream bills on the last worker before the end
-    const sinceLast = await lastTicks();
-    const polled = Date.now();
-    await untilBilled(sinceLast, (moved) => moved === STREAMS, 'the last worker');
-    resumedMs.push(Date.now() - polled);
+    const sinceLast = await lastTicks(db.pool, refs);
+    resumedMs.push(await untilBilled(db.pool, refs, sinceLast, (moved) => moved === STREAMS, { ...resuming, what: 'the last worker' }));
     // how far the streams fell behind the clock while workers died (the ticks that came due
     // then are billed now, back to back, not lost: streamCatchUp.test.ts checks the pace)
     const behind = async () =>

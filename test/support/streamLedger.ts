@@ -1,4 +1,5 @@
 import type { Pool, Queryable } from '../../src/db/pool';
+import { sleep } from './parties';
 
 /** What the ledger says a (direct) stream billed, tick by tick, and what is wrong with it. */
 export interface StreamTickLedger {
@@ -73,4 +74,35 @@ async function readTickLedger(db: Queryable, ref: string): Promise<StreamTickLed
     if (late.length > 0) problems.push(`ticks ${late.map((t) => t.tick)} committed after the close`);
   }
   return { ref, status: row.status, closeReason: row.close_reason, closedAt: row.closed_at, billed, skipped, lastTick: row.last_tick, paid: row.paid, duplicates, missing, problems };
+}
+
+/** Each stream's last tick (billed or skipped), from the ledger. */
+export async function lastTicks(db: Queryable, refs: string[]): Promise<Map<string, number>> {
+  const { rows } = await db.query(`select ref, last_tick from streams where ref = any($1)`, [refs]);
+  return new Map(rows.map((r) => [r.ref as string, r.last_tick as number]));
+}
+
+export interface UntilBilledOptions {
+  /** Named in the timeout's message. */
+  what: string;
+  timeoutMs: number;
+  everyMs: number;
+  /** Appended to the timeout's message (a worker's recent output). */
+  context: () => string;
+  /** A read that fails is read again at the next poll (a test that terminates the database's connections). */
+  retryFailedReads?: boolean;
+}
+
+/**
+ * Polls the ledger until `enough(moved)` holds for the number of `refs` whose last
+ * tick went past `since` (workers killed, billing resumed); returns the milliseconds it took.
+ */
+export async function untilBilled(db: Queryable, refs: string[], since: Map<string, number>, enough: (moved: number) => boolean, o: UntilBilledOptions): Promise<number> {
+  const t0 = Date.now();
+  for (;;) {
+    const now = await (o.retryFailedReads ? lastTicks(db, refs).catch(() => undefined) : lastTicks(db, refs));
+    if (now && enough(refs.filter((r) => now.get(r)! > since.get(r)!).length)) return Date.now() - t0;
+    if (Date.now() - t0 > o.timeoutMs) throw new Error(`${o.what}: no billing within ${o.timeoutMs} ms; ${o.context()}`);
+    await sleep(o.everyMs);
+  }
 }
