@@ -4,6 +4,7 @@ import { promisify } from 'node:util';
 import { runAudit } from '../../src/audit';
 import { tickAt } from '../../src/domain/crown';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
+import { testParties } from '../support/parties';
 
 /**
  * `sluice streams watch`, `sluice entities …`, `sluice jobs …` and `sluice crown`
@@ -13,7 +14,7 @@ import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack
 const run = promisify(execFile);
 let stack: TestStack;
 let base: string;
-const keys: Record<string, string> = {};
+const { keys, as, party } = testParties(() => stack);
 
 async function sluice(key: string, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
@@ -35,17 +36,13 @@ const balance = async (account: string) => (await stack.db.pool.query<{ balance:
 beforeAll(async () => {
   stack = await startTestStack();
   base = await stack.app.listen({ port: 0, host: '127.0.0.1' });
-  const admin = api(stack.app, ADMIN_KEY);
-  for (const id of ['clo-payer', 'clo-payee']) {
-    keys[id] = (await admin.post('/v1/parties', { id, name: id })).body.apiKey;
-    await api(stack.app, keys[id]).post('/v1/accounts', { id: `${id}.w` });
-  }
-  await admin.post('/v1/deposits', { accountId: 'clo-payer.w', amount: 10_000 }, 'clo-fund');
+  await party('clo-payer', 10_000);
+  await party('clo-payee');
 }, 60_000);
 afterAll(() => stack.stop());
 
 test('streams watch prints a line per change until the stream completes, then the receipt; --json prints the views', async () => {
-  const payer = api(stack.app, keys['clo-payer']);
+  const payer = as('clo-payer');
   // ticks slower than the CLI starts (tsx), so the watch sees the stream streaming
   const open = (ref: string) => payer.post('/v1/streams', { ref, fromAccountId: 'clo-payer.w', toAccountId: 'clo-payee.w', ratePerTick: 10, maxTotal: 40, tickIntervalMs: 1000 });
   expect((await open('clo-w1')).status).toBe(201);
@@ -130,10 +127,8 @@ test('jobs: estimate, start, status, pay and cancel; crown: holders and crown ti
   expect(cancelled.stdout).toContain('status: cancelled');
   expect(await sluice(key, 'jobs', 'pay', 'clo-j2')).toMatchObject({ code: 1 });
 
-  const admin = api(stack.app, ADMIN_KEY);
-  keys['clo-seller'] = (await admin.post('/v1/parties', { id: 'clo-seller', name: 'seller' })).body.apiKey;
-  const seller = api(stack.app, keys['clo-seller']);
-  await seller.post('/v1/accounts', { id: 'clo-seller.w' });
+  await party('clo-seller');
+  const seller = as('clo-seller');
   // a window in the future: deterministic whatever the clock does (as rates.test.ts)
   const base = tickAt(Date.now()) + 1000;
   expect((await seller.post('/v1/sellers/clo-seller/rates', { ratePerTick: 3, atTick: base + 100, accountId: 'clo-seller.w' })).status).toBe(201);

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { createLogger } from '../../src/logger';
 import { installTemporalLogging } from '../../src/temporal/logging';
 import { SIGNATURE_HEADER, verifyWebhook } from '../../src/webhooks/signature';
-import { sleep } from '../support/parties';
+import { testParties, until } from '../support/parties';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 import { installTemporalRuntime } from '../support/temporalRuntime';
 
@@ -34,7 +34,7 @@ let hookUrl: string;
 const deliveries: Array<{ body: string; signature: string }> = [];
 let refuseNext = 1; // the first delivery fails: the worker logs the failed attempt and retries
 
-let alice: { apiKey: string };
+const { keys, party } = testParties(() => stack);
 let acme: { apiKey: string; webhookSecret: string; mainAccountId: string };
 
 beforeAll(async () => {
@@ -53,10 +53,7 @@ beforeAll(async () => {
   stack = await startTestStack({ logger: createLogger('debug', 'sluice-api', apiLog) });
 
   const admin = api(stack.app, ADMIN_KEY);
-  const party = await admin.post('/v1/parties', { id: 'alice', name: 'Alice' });
-  expect(party.status).toBe(201);
-  alice = party.body;
-  expect((await api(stack.app, alice.apiKey).post('/v1/accounts', { id: 'alice.w' })).status).toBe(201);
+  await party('alice');
   const entity = await admin.post('/v1/entities', { id: ENTITY, name: 'Acme', collateral: 10, funding: 5, webhookUrls: [hookUrl] });
   expect(entity.status).toBe(201);
   acme = entity.body;
@@ -65,21 +62,20 @@ beforeAll(async () => {
   expect(created.status).toBe(201);
   expect(created.body.subaccount).toMatchObject({ id: `${ENTITY}/1`, status: 'active' });
   // a refused key, a refused body: the error paths log too
-  expect((await api(stack.app, `${alice.apiKey}x`).post('/v1/transfers', { fromAccountId: 'alice.w', toAccountId: acme.mainAccountId, amount: 1 }, 'k1')).status).toBe(401);
-  expect((await api(stack.app, alice.apiKey).post('/v1/transfers', { fromAccountId: 'alice.w', toAccountId: acme.mainAccountId, amount: 1 }, 'k2')).status).toBe(422);
+  expect((await api(stack.app, `${keys.alice!}x`).post('/v1/transfers', { fromAccountId: 'alice.w', toAccountId: acme.mainAccountId, amount: 1 }, 'k1')).status).toBe(401);
+  expect((await api(stack.app, keys.alice!).post('/v1/transfers', { fromAccountId: 'alice.w', toAccountId: acme.mainAccountId, amount: 1 }, 'k2')).status).toBe(422);
   // the announcement is delivered (after one refused attempt) and recorded
-  for (let i = 0; i < 150; i++) {
+  await until('the announcement delivered', async () => {
     const log = (await api(stack.app, acme.apiKey).get(`/v1/entities/${ENTITY}/deliveries`)).body.deliveries;
-    if (log.some((d: { ok: boolean }) => d.ok)) break;
-    await sleep(100);
-  }
+    return log.some((d: { ok: boolean }) => d.ok) ? true : undefined;
+  });
 });
 afterAll(async () => {
   await stack?.stop();
   await new Promise((r) => receiver.close(r));
 });
 
-const secrets = () => ({ 'alice API key': alice.apiKey, 'acme API key': acme.apiKey, 'acme webhook secret': acme.webhookSecret, 'admin key': ADMIN_KEY });
+const secrets = () => ({ 'alice API key': keys.alice!, 'acme API key': acme.apiKey, 'acme webhook secret': acme.webhookSecret, 'admin key': ADMIN_KEY });
 
 test('the webhook was signed with the secret (the secret was in use while the logs were captured)', () => {
   expect(deliveries).toHaveLength(1);
@@ -105,7 +101,7 @@ test('API keys are stored hashed: no key appears in any table, and each party ha
   const { rows: parties } = await stack.db.pool.query(`select id, api_key_hash from parties where api_key_hash is not null order by id`);
   expect(parties).toEqual([
     { id: ENTITY, api_key_hash: sha256(acme.apiKey) },
-    { id: 'alice', api_key_hash: sha256(alice.apiKey) },
+    { id: 'alice', api_key_hash: sha256(keys.alice!) },
   ]);
 });
 
