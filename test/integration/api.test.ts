@@ -1,5 +1,5 @@
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
-import { buildFixture, CATALOG, closeLeftovers, databaseSnapshot, ERROR_SHAPE, registeredRoutes, type Fixture, type Req } from '../support/routeCatalog';
+import { buildFixture, CATALOG, closeLeftovers, databaseSnapshot, ERROR_SHAPE, openApiPath, registeredRoutes, type Fixture, type Req } from '../support/routeCatalog';
 
 /**
  * The HTTP API against the real stack (a database of its own, a worker on the shared
@@ -456,7 +456,6 @@ describe('idempotency at the API', () => {
 // ---------------------------------------------------------------- 4. OpenAPI
 
 describe('OpenAPI document', () => {
-  const openApiPath = (route: string) => route.replace(/:(\w+)/g, '{$1}');
   let spec: any;
   beforeAll(async () => {
     spec = (await stack.app.inject({ method: 'GET', url: '/openapi.json' })).json();

@@ -6,6 +6,7 @@ import {
   closeLeftovers,
   databaseSnapshot,
   ERROR_SHAPE,
+  openApiPath,
   registeredRoutes,
   ROUTE_CATALOG,
   type CallerKind,
@@ -32,8 +33,6 @@ afterAll(async () => {
   if (stack) await closeLeftovers(stack);
   await stack?.stop();
 });
-
-const openApiPath = (route: string) => route.replace(/:(\w+)/g, '{$1}');
 
 test('every route the app registers or documents has a catalogue entry, and every entry is a registered route', async () => {
   const registered = registeredRoutes(stack.app);

@@ -240,6 +240,9 @@ export function registeredRoutes(app: TestStack['app']): string[] {
   return out;
 }
 
+/** A route as the app registers it (`/v1/streams/:ref`) as the OpenAPI document writes it (`/v1/streams/{ref}`). */
+export const openApiPath = (route: string) => route.replace(/:(\w+)/g, '{$1}');
+
 export const ERROR_SHAPE = { error: { code: expect.any(String), message: expect.any(String), details: expect.any(Object) } };
 
 export interface Response {
