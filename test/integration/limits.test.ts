@@ -15,6 +15,7 @@ import { loadConfig } from '../../src/config';
 import { paymentWorkflowId } from '../../src/domain/payments';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 import { sleep, testParties } from '../support/parties';
+import { databaseSnapshot } from '../support/routeCatalog';
 
 /**
  * The limits of the API against the real stack: writes per caller per window (429
@@ -31,14 +32,8 @@ const RUN = randomBytes(4).toString('hex');
 const ref = (name: string) => `lim-${RUN}-${name}`;
 
 const q = async (sql: string, params: unknown[] = []) => (await stack.db.pool.query(sql, params)).rows;
-/** Everything a refused request could have changed. */
-const snapshot = async () =>
-  JSON.stringify({
-    accounts: await q('select id, balance, held from accounts order by id'),
-    counts: await q(`select (select count(*) from transfers)::int as transfers, (select count(*) from holds)::int as holds,
-                            (select count(*) from events)::int as events, (select count(*) from idempotency_keys)::int as keys,
-                            (select count(*) from payments)::int as payments, (select count(*) from streams)::int as streams`),
-  });
+/** Everything a refused request could have changed: every table. */
+const snapshot = () => databaseSnapshot(stack);
 
 /** Another API on the same database and task queue with other limits; closed by the test. */
 const apps: Api[] = [];
