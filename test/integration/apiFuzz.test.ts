@@ -1,6 +1,6 @@
 import fc from 'fast-check';
-import { ADMIN_KEY, startTestStack, type TestStack } from '../support/stack';
-import { buildFixture, CATALOG, closeLeftovers, OTHER_PARTY, WRONG_KEY, type Fixture, type Who } from '../support/routeCatalog';
+import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
+import { buildFixture, CATALOG, closeLeftovers, ERROR_SHAPE, OTHER_PARTY, WRONG_KEY, type Fixture, type Who } from '../support/routeCatalog';
 
 /**
  * Hostile input on every operation of the OpenAPI document (so a new route is fuzzed
@@ -293,10 +293,10 @@ test.each(FOUND)('found by fuzzing: %s is a 4xx in the error shape', async (_wha
   const res = await stack.app.inject({
     method: req.method,
     url: req.url,
-    headers: { authorization: `Bearer ${req.as === 'admin' ? ADMIN_KEY : fx.keys[req.as]}` },
+    headers: fx.authHeader(req.as),
     ...(req.body !== undefined && { payload: req.body as object }),
   });
-  expect({ status: res.statusCode, body: res.json() }).toEqual({ status, body: { error: { code: expect.any(String), message: expect.any(String), details: expect.any(Object) } } });
+  expect({ status: res.statusCode, body: res.json() }).toEqual({ status, body: ERROR_SHAPE });
 });
 
 /**
@@ -317,9 +317,9 @@ const OUT_OF_THE_POOL: [string, { url: string; body?: unknown }, number][] = [
 test.each(OUT_OF_THE_POOL)('the admin cannot pay out of the pool or the world with %s (refused, no money moves, the auditor stays green)', async (_what, req, status) => {
   const before = await moneySnapshot();
   const res = await stack.app.inject({ method: 'POST', url: req.url, headers: { authorization: `Bearer ${ADMIN_KEY}`, 'idempotency-key': fx.fresh('pool') }, payload: req.body as object });
-  expect({ status: res.statusCode, body: res.json() }).toEqual({ status, body: { error: { code: expect.any(String), message: expect.any(String), details: expect.any(Object) } } });
+  expect({ status: res.statusCode, body: res.json() }).toEqual({ status, body: ERROR_SHAPE });
   expect(await moneySnapshot()).toBe(before);
-  expect((await stack.app.inject({ method: 'GET', url: '/v1/audit', headers: { authorization: `Bearer ${ADMIN_KEY}` } })).json()).toMatchObject({ ok: true });
+  expect((await api(stack.app, ADMIN_KEY).get('/v1/audit')).body).toMatchObject({ ok: true });
 });
 
 test('no request to any documented operation is answered 5xx; every 4xx is the error shape and moves no money', async () => {
@@ -386,6 +386,6 @@ test('no request to any documented operation is answered 5xx; every 4xx is the e
   expect(failures).toEqual([]);
   expect(byClass['5xx'] ?? 0).toBe(0);
   // whatever was sent, every invariant of the ledger still holds
-  const audit = (await stack.app.inject({ method: 'GET', url: '/v1/audit', headers: { authorization: `Bearer ${ADMIN_KEY}` } })).json();
+  const audit = (await api(stack.app, ADMIN_KEY).get('/v1/audit')).body;
   expect(audit.checks.filter((c: { ok: boolean }) => !c.ok)).toEqual([]);
 }, 600_000);

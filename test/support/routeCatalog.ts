@@ -390,7 +390,7 @@ export async function buildFixture(stack: TestStack) {
 
   /** The fixture's streams and jobs, left open between tests (see closeLeftovers). */
   const keep = ['stream', 'toPause', 'paused', 'cancelMe', 'consent', 'dist', 'job', 'jobToCancel'].flatMap((t) => [String(tokens[t]), String(tokens[`${t}2`])]).filter((r) => r !== 'undefined');
-  return { run, keys, tokens, keep, fresh, ref, fill, send, requestFor, authHeader };
+  return { keys, tokens, keep, fresh, ref, fill, send, requestFor, authHeader };
 }
 
 /**
