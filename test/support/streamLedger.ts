@@ -1,5 +1,5 @@
 import type { Pool, Queryable } from '../../src/db/pool';
-import { sleep } from './parties';
+import { setTimeout as sleep } from 'node:timers/promises';
 
 /** What the ledger says a (direct) stream billed, tick by tick, and what is wrong with it. */
 export interface StreamTickLedger {
