@@ -84,7 +84,8 @@ program
   .action(async (opts: { buyers: number; sellers: number; rounds: number; seed: number; roundMs: number; partition?: boolean; api?: string }) => {
     const config = loadConfig();
     const { runSimulation, formatSimulation, httpCaller } = await import('./simulate');
-    const api = opts.api ?? `http://${config.SLUICE_API_HOST === '0.0.0.0' ? '127.0.0.1' : config.SLUICE_API_HOST}:${config.SLUICE_API_PORT}`;
+    const { apiBase } = await import('./cli/client');
+    const api = apiBase(opts, config);
     const { progress } = await import('./cli/progress');
     // on a terminal a bar redrawn every round under the log's lines; otherwise the log alone (a line every 20 rounds)
     const bar = process.stderr.isTTY ? progress(process.stderr) : undefined;

@@ -38,9 +38,16 @@ export function caller(config: () => Config): Call {
 
 /** Calls the API and prints the answer: `human(body)` lines, or the JSON with --json; an error answer exits 1. */
 export async function show(call: Call, opts: Common, human: (body: any) => string, method: 'GET' | 'POST', path: string, body?: unknown, idempotencyKey?: string): Promise<any> {
-  const res = await call(opts, method, path, body, idempotencyKey);
+  return print(await call(opts, method, path, body, idempotencyKey), opts, human);
+}
+
+/** An error answer in one line: `error <status> <code>: <message>`. */
+export const errorLine = (res: { status: number; body: any }) => `error ${res.status} ${res.body?.error?.code ?? ''}: ${res.body?.error?.message ?? JSON.stringify(res.body)}`;
+
+/** Prints an answer as `show` does; `failure` words an error answer (default: `errorLine`). */
+export function print(res: { status: number; body: any }, opts: Common, human: (body: any) => string, failure: (res: { status: number; body: any }) => string = errorLine): any {
   if (opts.json) console.log(JSON.stringify(res.body, null, 2));
-  else if (res.status >= 400) console.error(`error ${res.status} ${res.body?.error?.code ?? ''}: ${res.body?.error?.message ?? JSON.stringify(res.body)}`);
+  else if (res.status >= 400) console.error(failure(res));
   else console.log(human(res.body));
   if (res.status >= 400) process.exitCode = 1;
   return res.status < 400 ? res.body : undefined;

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import type { Config } from '../config';
-import { caller, fields, int, show, table, withOutput, type Common } from './client';
+import { caller, errorLine, fields, int, print, show, table, withOutput, type Common } from './client';
 
 /**
  * `sluice entities …`: register (admin key), show, the dashboard, subaccounts
@@ -56,16 +56,13 @@ export function entityCommands(program: Command, config: () => Config): void {
   const subaccounts = entities.command('subaccounts').description("an entity's subaccounts");
   withOutput(subaccounts.command('create <entity>').description('create one through the creation saga; a failure prints the failed step and what was rolled back'))
     .option('--request-id <id>', 'the same request id returns the same creation')
-    .action(async (entity: string, o: Common & { requestId?: string }) => {
-      const res = await api(o, 'POST', `/v1/entities/${enc(entity)}/subaccounts`, o.requestId ? { requestId: o.requestId } : {});
-      if (o.json) console.log(JSON.stringify(res.body, null, 2));
-      else if (res.status === 201) console.log(sub(res.body.subaccount));
-      else if (res.body?.error?.code === 'creation_failed') {
+    .action(async (entity: string, o: Common & { requestId?: string }) =>
+      print(await api(o, 'POST', `/v1/entities/${enc(entity)}/subaccounts`, o.requestId ? { requestId: o.requestId } : {}), o, (b) => sub(b.subaccount), (res) => {
+        if (res.body?.error?.code !== 'creation_failed') return errorLine(res);
         const d = res.body.error.details;
-        console.error(`creation failed at ${d.failedStep}: ${res.body.error.message}; rolled back: ${d.compensated.join(', ')}${d.subaccount ? ` (${d.subaccount.id} stays failed)` : ''}`);
-      } else console.error(`error ${res.status} ${res.body?.error?.code ?? ''}: ${res.body?.error?.message ?? ''}`);
-      if (res.status >= 400) process.exitCode = 1;
-    });
+        return `creation failed at ${d.failedStep}: ${res.body.error.message}; rolled back: ${d.compensated.join(', ')}${d.subaccount ? ` (${d.subaccount.id} stays failed)` : ''}`;
+      }),
+    );
   withOutput(subaccounts.command('list <entity>').description('by number, a page at a time'))
     .option('--after <n>', 'after this number', int)
     .option('--limit <n>', 'at most this many', int)

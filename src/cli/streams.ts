@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import type { Config } from '../config';
-import { caller, fields, int, show, table, withOutput, type Common } from './client';
+import { caller, errorLine, fields, int, show, table, withOutput, type Common } from './client';
 import { progress } from './progress';
 
 /**
@@ -137,7 +137,7 @@ async function watchStream(api: ReturnType<typeof caller>, o: Common, ref: strin
     const res = await api(o, 'GET', `/v1/streams/${encodeURIComponent(ref)}`);
     if (res.status >= 400) {
       if (o.json) console.log(JSON.stringify(res.body));
-      else console.error(`error ${res.status} ${res.body?.error?.code ?? ''}: ${res.body?.error?.message ?? ''}`);
+      else console.error(errorLine(res));
       process.exitCode = 1;
       return;
     }
