@@ -94,9 +94,9 @@ function login(message?: string) {
     onsubmit: async (e: Event) => {
       e.preventDefault();
       try {
-        await get<ConsoleConfig>('/v1/console/config', key.value.trim());
+        const config = await get<ConsoleConfig>('/v1/console/config', key.value.trim());
         setApiKey(key.value.trim());
-        await start();
+        await enter(config);
       } catch (err) {
         error.hidden = false;
         error.textContent = err instanceof ApiError ? err.message : String(err);
@@ -110,12 +110,17 @@ function login(message?: string) {
   key.focus();
 }
 
+/** Signed in: the pages, for the key whose config was just read (sign-in reads it once, not twice). */
+async function enter(config: ConsoleConfig) {
+  const ctx: Context = { config };
+  window.onhashchange = () => void show(ctx);
+  await show(ctx);
+}
+
 async function start(message?: string) {
   if (!apiKey()) return login(message);
   try {
-    const ctx: Context = { config: await get<ConsoleConfig>('/v1/console/config') };
-    window.onhashchange = () => void show(ctx);
-    await show(ctx);
+    await enter(await get<ConsoleConfig>('/v1/console/config'));
   } catch (error) {
     forgetApiKey();
     login(error instanceof ApiError ? error.message : String(error));
