@@ -109,16 +109,27 @@ export function streamPage(ctx: Context, ref: string): Page {
 
 /** An entity's fleet: totals, statuses, each subaccount's money, and its webhook deliveries. */
 export function entityPage(ctx: Context, id: string): Page {
+  // The deliveries route pages oldest first (after an id, at most 500 a page): the page
+  // keeps the latest 20 and a cursor, so each poll reads only the deliveries since the last
+  // (a fixed first page of 500 read 500 rows every 5 s, and past 500 showed old ones as latest).
+  const PAGE = 500;
+  let after = 0;
+  let latest: Delivery[] = [];
+  async function readNewDeliveries() {
+    for (;;) {
+      const { deliveries } = await get<{ deliveries: Delivery[] }>(`/v1/entities/${encodeURIComponent(id)}/deliveries?after=${after}&limit=${PAGE}`);
+      latest = [...latest, ...deliveries].slice(-20);
+      after = deliveries.at(-1)?.id ?? after;
+      if (deliveries.length < PAGE) return;
+    }
+  }
   return {
     title: `Entity ${id}`,
     everyMs: 5000,
     async load() {
-      const [d, { deliveries }] = await Promise.all([
-        get<Dashboard>(`/v1/entities/${encodeURIComponent(id)}/dashboard`),
-        get<{ deliveries: Delivery[] }>(`/v1/entities/${encodeURIComponent(id)}/deliveries?limit=500`),
-      ]);
+      const [d] = await Promise.all([get<Dashboard>(`/v1/entities/${encodeURIComponent(id)}/dashboard`), readNewDeliveries()]);
       const t = d.totals;
-      const recent = deliveries.slice(-20).reverse();
+      const recent = [...latest].reverse();
       return h(
         'div', {},
         card(
