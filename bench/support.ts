@@ -6,21 +6,21 @@
 import { randomBytes } from 'node:crypto';
 import { type Command, InvalidArgumentError } from 'commander';
 import pg from 'pg';
-import { progress } from '../src/cli/progress';
+import { barUnderLog } from '../src/cli/progress';
 
 /**
  * Progress goes to stderr; results alone go to stdout (so `--json` can be piped). On a
  * terminal a bar over the measured phases stays under the log lines; piped, the log
- * lines alone (the bar's redraws would only clutter a log file).
+ * lines alone.
  */
-const bar = process.stderr.isTTY ? progress(process.stderr) : undefined;
-export const log = (line: string) => (bar ? bar.note(`bench: ${line}`) : console.error(`bench: ${line}`));
+const run = barUnderLog(process.stderr, 'bench');
+export const log = run.log;
 
 /** Moves the phase bar (terminals only): `done` of `total` phases, what runs now. */
-export const phaseProgress = (done: number, total: number, text: string) => bar?.update(`bench: ${text}`, done, total);
+export const phaseProgress = (done: number, total: number, text: string) => run.update(`bench: ${text}`, done, total);
 
 /** Ends the phase bar's line before the results are printed. */
-export const phasesDone = (text: string) => (bar ? bar.finish(`bench: ${text}`) : undefined);
+export const phasesDone = run.finish;
 
 /** A commander parser for an integer option with a lower bound. */
 export function integerAtLeast(min: number) {

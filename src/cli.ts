@@ -86,18 +86,18 @@ program
     const { runSimulation, formatSimulation, httpCaller } = await import('./simulate');
     const { apiBase } = await import('./cli/client');
     const api = apiBase(opts, config);
-    const { progress } = await import('./cli/progress');
+    const { barUnderLog } = await import('./cli/progress');
     // on a terminal a bar redrawn every round under the log's lines; otherwise the log alone (a line every 20 rounds)
-    const bar = process.stderr.isTTY ? progress(process.stderr) : undefined;
+    const bar = barUnderLog(process.stderr, 'simulate');
     const result = await runSimulation({
       ...opts,
       partition: opts.partition ?? false,
       call: httpCaller(api),
       adminKey: config.SLUICE_ADMIN_KEY,
-      log: (l) => (bar ? bar.note(`simulate: ${l}`) : process.stderr.write(`simulate: ${l}\n`)),
-      onRound: bar && ((done, rounds, opened) => bar.update(`round ${done}/${rounds}, ${opened} streams opened`, done, rounds)),
+      log: bar.log,
+      onRound: (done, rounds, opened) => bar.update(`round ${done}/${rounds}, ${opened} streams opened`, done, rounds),
     });
-    bar?.finish('simulate: rounds done');
+    bar.finish('rounds done');
     console.log(formatSimulation(result));
     if (!result.audit.ok) process.exitCode = 1;
   });

@@ -43,3 +43,18 @@ export function progress(out: NodeJS.WriteStream = process.stdout): Progress {
     },
   };
 }
+
+/**
+ * For a run that logs as it goes (the simulator, the benches): on a terminal a bar stays
+ * under the `<prefix>: ` log lines; piped, the log lines alone (the bar's redraws would
+ * only clutter a log file), and `update`/`finish` write nothing.
+ */
+export function barUnderLog(out: NodeJS.WriteStream, prefix: string) {
+  const bar = out.isTTY ? progress(out) : undefined;
+  const line = (text: string) => `${prefix}: ${text}`;
+  return {
+    log: (text: string) => (bar ? bar.note(line(text)) : out.write(`${line(text)}\n`)),
+    update: (text: string, done: number, total: number) => bar?.update(text, done, total),
+    finish: (text: string) => bar?.finish(line(text)),
+  };
+}
