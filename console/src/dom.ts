@@ -24,10 +24,10 @@ export function svg(tag: string, attrs: Record<string, string | number> = {}, ..
   return el;
 }
 
-/** Money is integer minor units everywhere in Sluice: shown as such, grouped for reading, never as a decimal. */
+/** Money is integer minor units everywhere in Sluice: shown as such, grouped for reading, never as a decimal (counts read the same way). */
 export const units = (n: number | undefined) => (n === undefined ? '—' : n.toLocaleString('en-US'));
 
-export const time = (iso: string | undefined) => (iso ? new Date(iso).toLocaleTimeString('en-GB', { hour12: false }) : '—');
+export const time = (at: string | Date | undefined) => (at ? new Date(at).toLocaleTimeString('en-GB', { hour12: false }) : '—');
 export const dateTime = (iso: string | undefined) => (iso ? `${new Date(iso).toISOString().slice(0, 19).replace('T', ' ')} UTC` : '—');
 
 /** A labelled figure; `test` names it for the browser test. */

@@ -1,6 +1,6 @@
 import './style.css';
 import { ApiError, apiKey, forgetApiKey, get, setApiKey, type ConsoleConfig } from './api';
-import { h } from './dom';
+import { h, time } from './dom';
 import { auditPage, crownPage, entityPage, poolPage, streamPage, streamsPage, type Context, type Page } from './pages';
 
 /**
@@ -71,7 +71,7 @@ async function show(ctx: Context) {
     try {
       const body = await page.load();
       if (mine !== generation) return;
-      status.textContent = page.everyMs ? `live · updated ${new Date().toLocaleTimeString('en-GB', { hour12: false })}` : '';
+      status.textContent = page.everyMs ? `live · updated ${time(new Date())}` : '';
       content.replaceChildren(body, status);
     } catch (error) {
       if (mine !== generation) return;

@@ -73,7 +73,7 @@ export function streamPage(ctx: Context, ref: string): Page {
         stat('Rate per tick', units(s.ratePerTick)),
         stat('Next tick', open ? (s.pausedAt ? 'paused' : time(s.nextTickAt)) : '—', 'stream-next'),
         stat('Accrued, not billed', units(s.accruedUnbilled)),
-        s.depletion ? stat('Money left for', `${s.depletion.ticksLeft.toLocaleString('en-US')} ticks`, undefined, `limited by ${s.depletion.limitedBy}`) : null,
+        s.depletion ? stat('Money left for', `${units(s.depletion.ticksLeft)} ticks`, undefined, `limited by ${s.depletion.limitedBy}`) : null,
       );
       const receipt =
         !open &&
