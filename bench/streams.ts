@@ -932,7 +932,8 @@ async function main(): Promise<void> {
         }
       }
       phaseProgress(sequence.length, sequence.length, `${sequence.length} phases measured`);
-      phasesDone('verifying the books');
+      phasesDone(`${sequence.length} phases measured`); // a terminal's bar line ends; piped, nothing
+      log('verifying the books');
       const verification = await verify(stack.pool, receipts);
       return {
         streamsPhase: summarize(streamRuns, 'billTick', o.intervalMs),
