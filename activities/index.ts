@@ -31,6 +31,7 @@ import { SluiceError, sluiceErrorFromDatabase } from '../src/domain/errors';
 import type { PaymentRequest, RefundRequest } from '../src/domain/payments';
 import { refundPayment, settlePayment } from '../src/ledger/payments';
 import { billTick, closeStream, openStream } from '../src/ledger/streams';
+import { billDueTicks, type BillDueOptions } from '../src/ledger/billingClock';
 import { leaveAllDistributions, pauseStream, resumeStream, type Actor } from '../src/ledger/streamControls';
 import type { CloseReason, StreamRequest } from '../src/domain/streams';
 
@@ -117,6 +118,8 @@ export function createActivities({
     refundPayment: businessErrorsAreFinal((request: RefundRequest) => refundPayment(pool, request)),
     openStream: businessErrorsAreFinal((request: StreamRequest) => openStream(pool, request)),
     billTick: businessErrorsAreFinal((ref: string, tick: number) => billTick(pool, ref, tick)),
+    /** One round of a billing clock's shard: every tick due by now, in set-based batches. */
+    billDue: (input: BillDueOptions) => billDueTicks(pool, input),
     closeStream: businessErrorsAreFinal((input: { ref: string; reason: CloseReason; closedBy: string }) => closeStream(pool, input)),
     pauseStream: businessErrorsAreFinal((input: { ref: string; seq: number } & Actor) => pauseStream(pool, input)),
     resumeStream: businessErrorsAreFinal((input: { ref: string; seq: number } & Actor) => resumeStream(pool, input)),

@@ -46,6 +46,7 @@ program
         budgets: config.SLUICE_TIER_BUDGETS,
         limits: { cap: config.SLUICE_SUBACCOUNT_CAP, perHour: config.SLUICE_SUBACCOUNT_CREATIONS_PER_HOUR },
         faults: config.SLUICE_FAULTS,
+        billing: { shards: config.SLUICE_BILLING_SHARDS, rowsMax: config.SLUICE_BILLING_ROWS_MAX },
       },
       log,
     );

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { parseTierBudgets, POOL_SEED_UNITS_DEFAULT, PRICE_PER_UNIT_DEFAULT } from './domain/grants';
 import { CREATIONS_PER_HOUR_DEFAULT, SUBACCOUNT_CAP_DEFAULT } from './domain/entities';
 import { parseFaults } from './jobs/faults';
+import { BILLING_ROWS_MAX_DEFAULT, BILLING_SHARDS_DEFAULT } from './domain/billing';
 import { BODY_LIMIT_BYTES_DEFAULT, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './api/limits';
 
 
@@ -54,6 +55,10 @@ export const ConfigSchema = z.object({
   SLUICE_SUBACCOUNT_CAP: z.coerce.number().int().min(1).max(100_000).default(SUBACCOUNT_CAP_DEFAULT),
   /** Subaccount creations per entity per hour (failed ones do not count). */
   SLUICE_SUBACCOUNT_CREATIONS_PER_HOUR: z.coerce.number().int().min(1).max(100_000).default(CREATIONS_PER_HOUR_DEFAULT),
+  /** Billing workflows (shards) of the billing clock; the API and the worker must agree on it. */
+  SLUICE_BILLING_SHARDS: z.coerce.number().int().min(1).max(64).default(BILLING_SHARDS_DEFAULT),
+  /** Ticks one billing transaction writes at most (the clock loops until caught up). */
+  SLUICE_BILLING_ROWS_MAX: z.coerce.number().int().min(1).max(100_000).default(BILLING_ROWS_MAX_DEFAULT),
   /** Fault injection for the sagas' steps and compensations, e.g. `fund=always,hold_collateral@acme=2,settle@job-7=after` (tests and demos only; src/jobs/faults.ts). */
   SLUICE_FAULTS: z.string().default('').transform((text, ctx) => {
     try {

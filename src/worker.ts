@@ -7,6 +7,8 @@ import type { Limits } from './ledger/entities';
 import type { Fault } from './jobs/faults';
 import { sweepExpiredHolds } from './ledger/holds';
 import type { Logger } from './logger';
+import { BILLING_ROWS_MAX_DEFAULT, BILLING_SHARDS_DEFAULT } from './domain/billing';
+import { ensureBillingClocksAt, type BillingClockSettings } from './temporal/billingClock';
 
 export interface WorkerDeps {
   pool: Pool;
@@ -23,7 +25,14 @@ export interface WorkerDeps {
   limits?: Limits;
   /** Injected saga faults (tests and demos). */
   faults?: Fault[];
+  /** The billing clock (SLUICE_BILLING_SHARDS, SLUICE_BILLING_ROWS_MAX). */
+  billing?: Partial<BillingClockSettings>;
 }
+
+export const billingSettings = (deps: Pick<WorkerDeps, 'billing'>): BillingClockSettings => ({
+  shards: deps.billing?.shards ?? BILLING_SHARDS_DEFAULT,
+  rowsMax: deps.billing?.rowsMax ?? BILLING_ROWS_MAX_DEFAULT,
+});
 
 export const WORKFLOWS_PATH = require.resolve('../workflows');
 
@@ -39,6 +48,8 @@ export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; 
     activities: createActivities({ pool: deps.pool, budgets: deps.budgets, work: deps.work, limits: deps.limits, faults: deps.faults }),
     ...workflowSource,
   });
+  // the billing clock's shards run on this task queue: started once, found running after
+  await ensureBillingClocksAt(deps.address, deps.namespace, deps.taskQueue, billingSettings(deps));
   return { worker, connection };
 }
 
@@ -48,8 +59,10 @@ export const HOLD_SWEEP_INTERVAL_MS = 30_000;
 export async function runWorker(deps: WorkerDeps, log: Logger): Promise<void> {
   const { worker, connection } = await createWorker(deps);
   // expired holds are released lazily on the next movement; the sweep frees the rest
+  // and a billing clock terminated from outside is started again
   const sweep = setInterval(() => {
     sweepExpiredHolds(deps.pool).catch((error) => log.warn({ err: error }, 'hold sweep failed'));
+    ensureBillingClocksAt(deps.address, deps.namespace, deps.taskQueue, billingSettings(deps)).catch((error) => log.warn({ err: error }, 'billing clock check failed'));
   }, HOLD_SWEEP_INTERVAL_MS);
   log.info({ taskQueue: deps.taskQueue, namespace: deps.namespace, address: deps.address }, 'worker started');
   try {

@@ -1,4 +1,5 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import type { HaltReason } from '../src/domain/billing';
 import type { GrantView } from '../src/domain/grants';
 import type { StreamReceipt, StreamStatus } from '../src/domain/streams';
 
@@ -49,3 +50,11 @@ export const jobPaymentUpdate = defineUpdate<GrantView>('jobPayment');
 /** Cancels a job before it settles (waiting for its payment, or working): the compensations run. */
 export const cancelJobSignal = defineSignal<[CancelJob]>('cancelJob');
 export const jobViewQuery = defineQuery<GrantView | undefined>('jobView');
+
+/** The billing clock stopped billing a stream (it completed, ran out of funds, was partitioned past grace or refused): close it. */
+export interface StreamHalted {
+  reason: HaltReason;
+}
+export const streamHaltedSignal = defineSignal<[StreamHalted]>('streamHalted');
+/** A stream of the shard has a tick due at this time (epoch ms): a clock sleeping past it wakes then. */
+export const billingDueSignal = defineSignal<[number]>('billingDue');

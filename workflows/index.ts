@@ -3,3 +3,4 @@ export { paymentWorkflow, refundWorkflow } from './payment';
 export { streamWorkflow } from './stream';
 export { grantJobWorkflow } from './job';
 export { subaccountCreationWorkflow, subaccountEliminationWorkflow, subaccountLifecycleWorkflow, webhookDeliveryWorkflow } from './entities';
+export { billingClockWorkflow } from './billingClock';

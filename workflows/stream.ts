@@ -1,9 +1,12 @@
-import { allHandlersFinished, ApplicationFailure, condition, continueAsNew, patched, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { allHandlersFinished, ApplicationFailure, condition, continueAsNew, getExternalWorkflowHandle, patched, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { Activities } from '../activities';
+import { BILLING_SHARDS_DEFAULT, billingClockWorkflowId, shardOf, type HaltReason } from '../src/domain/billing';
 import { SA_STATUS } from '../src/domain/searchAttributes';
 import { effectiveGraceMs, tickDueAtMs, type CloseReason, type StreamProgress, type StreamReceipt, type StreamRequest, type TickOutcome } from '../src/domain/streams';
 import {
+  billingDueSignal,
   cancelStreamSignal,
+  streamHaltedSignal,
   pauseStreamUpdate,
   resumeStreamUpdate,
   streamOpenedUpdate,
@@ -30,16 +33,28 @@ export const HISTORY_TICKS_MAX = 500;
  */
 export const OVERDUE_TICK_AT_ONCE_PATCH = 'stream-overdue-tick-at-once';
 
+/**
+ * Patch: the billing clock (workflows/billingClock.ts) bills the ticks; the stream
+ * workflow sleeps without a timer until a cancel, a halt from the clock, or a
+ * control. Runs that were already in the per-tick loop replay it and go on with it
+ * (the clock and the loop bill the same keys, so a tick is still billed once).
+ */
+export const BILLING_CLOCK_PATCH = 'stream-billing-clock';
+
 export interface StreamWorkflowOptions {
   historyTicksMax?: number;
+  /** The billing clock's shard count (SLUICE_BILLING_SHARDS): which clock to wake. */
+  billingShards?: number;
 }
 
 /**
- * A stream (workflow id `stream-<ref>`). Opening bills tick 1; then a durable
- * timer brings each later tick, billed exactly once by `stream:<ref>:tick:<n>`.
- * A cancel signal from either party wakes it at once; it closes, releases the
- * unused escrow and returns the receipt. Reaching maxTotal, an unpaid tick or a
- * partition past the grace period closes it too.
+ * A stream (workflow id `stream-<ref>`). Opening bills tick 1; then the billing
+ * clock of its shard bills each later tick, exactly once by `stream:<ref>:tick:<n>`,
+ * and signals the workflow when it stops billing (maxTotal reached, an unpaid tick,
+ * a partition past the grace period, a refused tick): the workflow closes the
+ * stream with that reason. A cancel signal from either party wakes it at once; it
+ * closes (billing what was already due first), releases the unused escrow and
+ * returns the receipt.
  *
  * Pause and resume are updates: the ledger records each (keyed by its number, so a
  * retried activity finds its own), and the loop waits without a timer while paused.
@@ -55,9 +70,15 @@ export async function streamWorkflow(request: StreamRequest, options: StreamWork
   // `pausing`/`resuming`: the ledger call is on its way; the other control waits its turn
   let pauseState: 'running' | 'pausing' | 'paused' | 'resuming' = carried?.pausedAtMs != null ? 'paused' : 'running';
   let closing = false;
+  let halted: HaltReason | undefined;
+  /** A due time to tell the billing clock about (after a resume). */
+  let wakeClockAtMs: number | undefined;
 
   setHandler(cancelStreamSignal, (c) => {
     cancel ??= c;
+  });
+  setHandler(streamHaltedSignal, (h) => {
+    halted ??= h.reason;
   });
   const refuse = (message: string) => {
     throw ApplicationFailure.create({ type: 'invalid_state', message, nonRetryable: true, details: [{ ref: request.ref }] });
@@ -70,6 +91,7 @@ export async function streamWorkflow(request: StreamRequest, options: StreamWork
         const state = await run(seq, by);
         progress = { ...progress!, pauses: Math.max(progress!.pauses ?? 0, seq), pausedMs: state.pausedMs, pausedAtMs: state.pausedAtMs ?? undefined };
         pauseState = to;
+        if (to === 'running') wakeClockAtMs = Date.now();
       } catch (error) {
         pauseState = from;
         throw error;
@@ -77,7 +99,7 @@ export async function streamWorkflow(request: StreamRequest, options: StreamWork
       return view();
     };
   const controllable = (want: typeof pauseState, what: string) => (_by: StreamControlBy) => {
-    if (!progress || status !== 'STREAMING' || closing || cancel) refuse(`stream ${request.ref} is not streaming`);
+    if (!progress || status !== 'STREAMING' || closing || cancel || halted) refuse(`stream ${request.ref} is not streaming`);
     if (pauseState === 'pausing' || pauseState === 'resuming') refuse(`stream ${request.ref} is ${pauseState} already`);
     if (pauseState !== want) refuse(`stream ${request.ref} is ${pauseState === 'paused' ? 'already paused' : 'not paused'}: it cannot ${what}`);
   };
@@ -118,6 +140,8 @@ export async function streamWorkflow(request: StreamRequest, options: StreamWork
     progress = { lastTick: 1, paid: opened.totalPaid, ticksBilled: opened.ticks, openedAtMs: Date.parse(opened.openedAt) };
     if (request.maxTotal !== undefined && opened.totalPaid >= request.maxTotal) return finish('completed', 'system');
   }
+
+  if (patched(BILLING_CLOCK_PATCH)) return clocked(progress);
 
   const graceMs = effectiveGraceMs(request);
   for (let ticksThisRun = 0; ; ticksThisRun++) {
@@ -171,6 +195,25 @@ export async function streamWorkflow(request: StreamRequest, options: StreamWork
     }
   }
   return finish(cancel ? 'cancelled' : 'completed', cancel?.by ?? 'system');
+
+  /** Billed by the clock: wake it for the next tick, then wait for a cancel or a halt, waking it again after each resume. */
+  async function clocked(p: StreamProgress): Promise<StreamReceipt> {
+    const shards = options.billingShards ?? BILLING_SHARDS_DEFAULT;
+    const clock = getExternalWorkflowHandle(billingClockWorkflowId(workflowInfo().taskQueue, shardOf(request.ref, shards), shards));
+    // a clock that is not running yet is started by the worker and reads the due times from the ledger
+    const wake = (dueMs: number) => clock.signal(billingDueSignal, dueMs).catch(() => undefined);
+    if (pauseState === 'running') await wake(tickDueAtMs(p.openedAtMs, request.tickIntervalMs, p.lastTick + 1, p.pausedMs));
+    for (;;) {
+      await condition(() => cancel !== undefined || halted !== undefined || wakeClockAtMs !== undefined);
+      if (cancel || halted) break;
+      const dueMs = wakeClockAtMs!;
+      wakeClockAtMs = undefined;
+      await wake(dueMs);
+    }
+    // a pause or resume on its way finishes before the close
+    await condition(allHandlersFinished);
+    return halted && !cancel ? finish(halted, 'system') : finish('cancelled', cancel!.by);
+  }
 
   async function finish(reason: CloseReason, closedBy: string): Promise<StreamReceipt> {
     closing = true;

@@ -42,6 +42,8 @@ export interface ApiDeps {
   temporalUiUrl?: string;
   /** The Temporal namespace the workflows run in (default 'default'). */
   namespace?: string;
+  /** The billing clock's shard count (SLUICE_BILLING_SHARDS; the worker's): a new stream wakes its shard's clock. */
+  billingShards?: number;
   /** Where the built console is (default dist/console). */
   consoleDir?: string;
 }

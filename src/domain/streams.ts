@@ -80,9 +80,15 @@ export interface StreamReceipt {
   mode: StreamMode;
   ratePerTick: number;
   maxTotal?: number;
+  /** Ticks billed. */
   ticks: number;
   totalPaid: number;
   openedAt: string;
+  tickIntervalMs?: number;
+  /** Closed streams: ticks that came due by the close (by the schedule, pauses excluded). */
+  ticksDue?: number;
+  /** Ticks that came due but were not charged (a party was silent at the due time). */
+  ticksSkipped?: number;
   closedAt?: string;
   reason?: CloseReason;
   closedBy?: string;
@@ -130,6 +136,10 @@ export function tickAmount(ratePerTick: number, maxTotal: number | null | undefi
  */
 export const tickDueAtMs = (openedAtMs: number, tickIntervalMs: number, tick: number, pausedMs = 0) =>
   openedAtMs + (tick - 1) * tickIntervalMs + pausedMs;
+
+/** How many ticks had come due by `atMs` (tick 1 at the opening), time paused excluded. */
+export const ticksDueBy = (openedAtMs: number, tickIntervalMs: number, pausedMs: number, atMs: number) =>
+  Math.max(0, Math.floor((atMs - openedAtMs - pausedMs) / tickIntervalMs) + 1);
 
 /**
  * What a stream's money still pays for at the current rate, the one rule behind the

@@ -1,8 +1,9 @@
 import type { Pool, PoolClient, Queryable } from '../db/pool';
 import { withTransaction } from '../db/pool';
-import { notFound, SluiceError } from '../domain/errors';
+import { notFound, SluiceError, sluiceErrorFromDatabase } from '../domain/errors';
 import { assertUnits } from '../domain/money';
 import {
+  effectiveGraceMs,
   escrowKey,
   isLowBalance,
   releaseKey,
@@ -16,8 +17,8 @@ import {
   type StreamRate,
   streamWorkflowId,
   tickAmount,
-  tickDueAtMs,
   tickKey,
+  ticksDueBy,
   type CloseReason,
   type StreamReceipt,
   type StreamRequest,
@@ -25,6 +26,8 @@ import {
   type TickOutcome,
 } from '../domain/streams';
 import { distributeTick } from '../domain/distribution';
+import { shardKeyOf, type HaltReason } from '../domain/billing';
+import { billDueIn, livenessSince, type LockedStream } from './tickBatch';
 import { lockAccounts } from './accounts';
 import { appendEvent, eventValues } from './events';
 import { captureHoldIn, placeHoldIn, releaseHoldIfOpen, toHold, type Hold } from './holds';
@@ -66,6 +69,14 @@ export interface StreamRow {
   low_balance_ticks: number;
   low_balance_at: Date | null;
   opened_by: string | null;
+  /** A stable hash of the ref: the billing clock's shard is shard_key % shards. */
+  shard_key: number;
+  /** Set by the billing clock when it stopped billing the stream; its workflow closes it. */
+  halted_reason: HaltReason | null;
+  /** When the next tick comes due (epoch ms); null while closed, paused or halted. */
+  next_due_ms: string | null;
+  /** With withHistory: ticks that came due but were not charged (stream_skips). */
+  ticks_skipped?: number;
   /** With withHistory: the stream's controls, oldest first, and a distribution's members. */
   controls?: StreamControl[];
   members?: MemberRow[];
@@ -113,6 +124,9 @@ export function toReceipt(r: StreamRow): StreamReceipt {
   if (r.closed_by) receipt.closedBy = r.closed_by;
   if (r.failure) receipt.failure = r.failure;
   if (r.opened_by) receipt.openedBy = r.opened_by;
+  receipt.tickIntervalMs = r.tick_interval_ms;
+  if (r.closed_at) receipt.ticksDue = ticksDueBy(r.opened_at.getTime(), r.tick_interval_ms, Number(r.paused_ms), r.closed_at.getTime());
+  if (r.ticks_skipped !== undefined) receipt.ticksSkipped = r.ticks_skipped;
   if (r.deposited > 0) receipt.deposited = r.deposited;
   if (r.controls) {
     const pauses = pausesOf(r.controls);
@@ -169,6 +183,7 @@ export async function findStreamWithHistory(db: Queryable, ref: string): Promise
             (select coalesce(jsonb_agg(jsonb_build_object('action', c.action, 'by', c.by_party, 'onBehalfOf', c.on_behalf_of,
                                                           'at', to_char(c.at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), 'details', c.details) order by c.id), '[]')
                from stream_controls c where c.stream_ref = s.ref) as controls,
+            (select count(*)::int from stream_skips k where k.stream_ref = s.ref) as ticks_skipped,
             ${membersJson('true')}
        from streams s where s.ref = $1`,
     [ref],
@@ -229,8 +244,8 @@ export async function listStreams(db: Queryable, q: StreamListQuery): Promise<St
 /** A stream locked for billing a tick, with everything the tick decides on, read in one round trip. */
 interface TickContext {
   stream: StreamRow;
-  /** The transaction's time (now()): liveness is measured against it. */
-  now: Date;
+  /** When the tick came due: liveness is judged then, however late it is billed. */
+  dueAtMs: number;
   /** The amount of this tick if it was billed before (a retry or a replay). */
   priorAmount: number | null;
   payerSeen: Date;
@@ -242,22 +257,23 @@ interface TickContext {
 }
 
 /**
- * Locks the stream row and reads the tick's prior billing, the parties' heartbeats
- * and now(). When each party was last seen: its latest heartbeat, or the stream's
- * opening or its latest resume, whichever is later.
+ * Locks the stream row and reads the tick's prior billing and when each party was
+ * last seen at the tick's due time: its latest heartbeat at or before then
+ * (party_heartbeat_log), or the stream's opening or its latest resume, whichever is later.
  */
 async function lockStreamForTick(client: PoolClient, ref: string, tick: number): Promise<TickContext | undefined> {
-  type Row = StreamRow & { now_at: Date; prior_amount: number | null; payer_hb: Date | null; payee_hb: Date | null; hold: Record<string, unknown> | null; members: MemberRow[] | null; row_xmin: string; snapshot_xmin: string | null };
+  type Row = StreamRow & { due_ms: string; prior_amount: number | null; payer_hb: Date | null; payee_hb: Date | null; hold: Record<string, unknown> | null; members: MemberRow[] | null; row_xmin: string; snapshot_xmin: string | null };
   const lock = () =>
     client.query<Row>({
       name: 'lock-stream-for-tick',
-      text: `select s.*, now() as now_at, s.xmin::text as row_xmin, (select x.xmin::text from streams x where x.ref = s.ref) as snapshot_xmin,
+      text: `select s.*, d.due_ms::text as due_ms, s.xmin::text as row_xmin, (select x.xmin::text from streams x where x.ref = s.ref) as snapshot_xmin,
                     (select amount from stream_ticks where stream_ref = s.ref and tick = $2) as prior_amount,
-                    (select last_seen_at from party_heartbeats where party_id = s.payer) as payer_hb,
-                    (select last_seen_at from party_heartbeats where party_id = s.payee) as payee_hb,
+                    (select max(seen_at) from party_heartbeat_log where party_id = s.payer and epoch_ms(seen_at) <= d.due_ms) as payer_hb,
+                    (select max(seen_at) from party_heartbeat_log where party_id = s.payee and epoch_ms(seen_at) <= d.due_ms) as payee_hb,
                     (select to_jsonb(h) from holds h where h.id = s.hold_id) as hold,
                     ${membersJson('m.left_at is null')}
-               from streams s where s.ref = $1 for update of s`,
+               from streams s, lateral (select epoch_ms(s.opened_at) + ($2::bigint - 1) * s.tick_interval_ms + s.paused_ms as due_ms) d
+              where s.ref = $1 for update of s`,
       values: [ref, tick],
     });
   let { rows } = await lock();
@@ -270,14 +286,14 @@ async function lockStreamForTick(client: PoolClient, ref: string, tick: number):
   if (rows[0] && rows[0].row_xmin !== rows[0].snapshot_xmin) ({ rows } = await lock());
   const r = rows[0];
   if (!r) return undefined;
-  const { now_at, prior_amount, payer_hb, payee_hb, hold, members, row_xmin: _x, snapshot_xmin: _s, ...stream } = r;
+  const { due_ms, prior_amount, payer_hb, payee_hb, hold, members, row_xmin: _x, snapshot_xmin: _s, ...stream } = r;
   // a resume restarts the liveness clock: nobody owes heartbeats while the stream
   // stands still, and after it both parties have a full timeout to be seen again
-  const since = stream.resumed_at && stream.resumed_at > stream.opened_at ? stream.resumed_at : stream.opened_at;
+  const since = livenessSince(stream);
   const seen = (hb: Date | null) => (hb && hb > since ? hb : since);
   return {
     stream,
-    now: now_at,
+    dueAtMs: Number(due_ms),
     priorAmount: prior_amount,
     payerSeen: seen(payer_hb),
     payeeSeen: seen(payee_hb),
@@ -295,16 +311,15 @@ async function lockStreamForTick(client: PoolClient, ref: string, tick: number):
  * bills nothing and keeps the tick's number for after the resume.
  */
 async function billTickIn(client: PoolClient, ctx: TickContext, tick: number): Promise<TickOutcome> {
-  const { stream: s, now, payerSeen, payeeSeen } = ctx;
+  const { stream: s, dueAtMs, payerSeen, payeeSeen } = ctx;
   if (s.status !== 'open') return { kind: 'closed', tick };
   if (ctx.priorAmount !== null) {
     return { kind: 'billed', tick, amount: ctx.priorAmount, paid: s.paid, ticksBilled: s.ticks_billed, completed: capReached(s, s.paid) };
   }
   if (s.paused_at !== null) return { kind: 'paused', tick };
   if (s.liveness_timeout_ms !== null) {
-    const silentMs = silenceMs(now.getTime(), payerSeen.getTime(), payeeSeen.getTime());
-    // `now` arrives cut to the millisecond but billed_at keeps now()'s microseconds: a
-    // silence measured at exactly the timeout is up to 1 ms longer, so it is not billed
+    // judged at the due time (in whole milliseconds, as the batch biller does), however late the tick is billed
+    const silentMs = silenceMs(dueAtMs, Math.floor(payerSeen.getTime()), Math.floor(payeeSeen.getTime()));
     if (silentMs >= s.liveness_timeout_ms) return skipTick(client, s, tick, 'partition', silentMs);
   }
   const amount = tickAmount(s.rate_per_tick, s.max_total, s.paid);
@@ -313,7 +328,7 @@ async function billTickIn(client: PoolClient, ctx: TickContext, tick: number): P
   const paid = s.paid + amount;
   const ticksBilled = s.ticks_billed + 1;
   // the schedule the workflow's timer follows (domain/streams.ts), for the tick-lag metric
-  const dueAt = new Date(tickDueAtMs(s.opened_at.getTime(), s.tick_interval_ms, tick, s.paused_ms));
+  const dueAt = new Date(dueAtMs);
   const tickEvent = eventValues({ type: 'stream.tick', subject: s.ref, payload: { ref: s.ref, tick, amount, paid }, parties: streamParties(s, ctx.members) });
   let fundsLeft: number | undefined;
   if (s.kind === 'distribution') {
@@ -470,14 +485,14 @@ async function insertStream(client: PoolClient, r: StreamRequest, opts: { holdId
   const { rows } = await client.query<StreamRow>(
     `insert into streams (ref, payer, payee, payer_account_id, payee_account_id, rate_per_tick, max_total, tick_interval_ms,
                           mode, liveness_timeout_ms, grace_ms, hold_id, status, closed_at, close_reason, failure, workflow_id,
-                          kind, opening_rate_per_tick, rate_consent, low_balance_ticks, opened_by)
+                          kind, opening_rate_per_tick, rate_consent, low_balance_ticks, opened_by, shard_key)
      values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, case when $14 then now() end, case when $14 then 'insufficient_funds' end, $15, $16,
-             $17, $6, $18, $19, $20)
+             $17, $6, $18, $19, $20, $21)
      ${failed ? 'on conflict (ref) do nothing' : ''} returning *`,
     [r.ref, r.payer, r.payee ?? null, r.payerAccountId, r.payeeAccountId ?? null, r.ratePerTick, r.maxTotal ?? null, r.tickIntervalMs, r.mode,
      r.livenessTimeoutMs ?? null, r.graceMs ?? null, opts.holdId ?? null, failed ? 'failed' : 'open', failed, opts.failure ?? null,
      streamWorkflowId(r.ref), r.members ? 'distribution' : 'direct', r.rateConsent ?? 'payer', r.lowBalanceTicks ?? LOW_BALANCE_TICKS_DEFAULT,
-     r.openedBy ?? null],
+     r.openedBy ?? null, shardKeyOf(r.ref)],
   );
   return rows[0];
 }
@@ -510,15 +525,17 @@ export function billTick(pool: Pool, ref: string, tick: number): Promise<TickOut
 }
 
 /**
- * Closes a stream: marks it closed (the row lock makes this the line after which
- * no tick can commit) and releases the unused escrow, in one transaction. Closing a
- * closed stream returns the same receipt.
+ * Closes a stream: first bills every tick already due at the close (as the billing
+ * clock would, liveness judged at each due time), then marks it closed (the row lock
+ * makes this the line after which no tick can commit) and releases the unused
+ * escrow, in one transaction. Closing a closed stream returns the same receipt.
  */
 export function closeStream(pool: Pool, input: { ref: string; reason: CloseReason; closedBy: string }): Promise<StreamReceipt> {
   return withTransaction(pool, async (client) => {
-    const s = await findStream(client, input.ref, true);
+    const s = await lockStreamToClose(client, input.ref);
     if (!s) throw notFound('stream', input.ref);
     if (s.status !== 'open') return receiptOf(client, s.ref);
+    await settleDueIn(client, s);
     // clock_timestamp(), read under the row lock: every tick committed before this
     // close has an earlier time, and none can commit after it (the auditor relies on it)
     // a pause still running ends with the close (its time counts as paused)
@@ -536,12 +553,64 @@ export function closeStream(pool: Pool, input: { ref: string; reason: CloseReaso
   });
 }
 
-/** A party says it is alive; streams use it to tell a partition from a quiet peer. */
+/** How long heartbeats are kept: a tick billed later than this after it came due (a longer outage) counts its parties as unseen. */
+export const HEARTBEAT_HISTORY_MS = 3_600_000;
+
+/**
+ * A party says it is alive; streams use it to tell a partition from a quiet peer.
+ * The history (party_heartbeat_log) lets a tick billed late be judged at its due
+ * time; each heartbeat trims the party's own history past HEARTBEAT_HISTORY_MS.
+ */
 export async function recordHeartbeat(db: Queryable, party: string): Promise<string> {
-  const { rows } = await db.query<{ last_seen_at: Date }>(
-    `insert into party_heartbeats (party_id, last_seen_at) values ($1, now())
-     on conflict (party_id) do update set last_seen_at = excluded.last_seen_at returning last_seen_at`,
-    [party],
-  );
+  const { rows } = await db.query<{ last_seen_at: Date }>({
+    name: 'record-heartbeat',
+    text: `with logged as (insert into party_heartbeat_log (party_id, seen_at) values ($1, now()) on conflict do nothing),
+                trimmed as (delete from party_heartbeat_log where party_id = $1 and seen_at < now() - make_interval(secs => $2 / 1000.0))
+           insert into party_heartbeats (party_id, last_seen_at) values ($1, now())
+           on conflict (party_id) do update set last_seen_at = excluded.last_seen_at returning last_seen_at`,
+    values: [party, HEARTBEAT_HISTORY_MS],
+  });
   return rows[0]!.last_seen_at.toISOString();
+}
+
+async function lockStreamToClose(client: PoolClient, ref: string): Promise<LockedStream | undefined> {
+  const { rows } = await client.query<LockedStream>('select s.*, epoch_ms(s.opened_at)::text as opened_ms from streams s where s.ref = $1 for update', [ref]);
+  return rows[0];
+}
+
+/** Ticks one close settles at most (a stream closed after a very long outage bills the rest as skipped time is not owed). */
+export const CLOSE_SETTLE_TICKS_MAX = 100_000;
+
+/**
+ * Bills, inside a close, every tick of the locked stream already due (unless it is
+ * paused or the clock halted it): a direct stream through the batch biller, a
+ * distribution one tick at a time. The payee is paid for every tick it was owed.
+ */
+async function settleDueIn(client: PoolClient, s: LockedStream): Promise<void> {
+  if (s.next_due_ms === null) return;
+  const { rows } = await client.query<{ now_ms: string }>('select epoch_ms(now())::text as now_ms');
+  const nowMs = Number(rows[0]!.now_ms);
+  if (Number(s.next_due_ms) > nowMs) return;
+  if (s.kind === 'direct') {
+    await billDueIn(client, [s], nowMs, CLOSE_SETTLE_TICKS_MAX);
+    return;
+  }
+  const graceMs = effectiveGraceMs({ livenessTimeoutMs: s.liveness_timeout_ms ?? undefined, graceMs: s.grace_ms ?? undefined });
+  const dueTicks = Math.min(CLOSE_SETTLE_TICKS_MAX, Math.floor((nowMs - Number(s.next_due_ms)) / s.tick_interval_ms) + 1);
+  for (let tick = s.last_tick + 1; tick <= s.last_tick + dueTicks; tick++) {
+    const ctx = (await lockStreamForTick(client, s.ref, tick))!;
+    await client.query('savepoint settle_tick');
+    let outcome: TickOutcome;
+    try {
+      outcome = await billTickIn(client, ctx, tick);
+    } catch (error) {
+      // a tick the payer cannot cover, or a member that can no longer be paid: the close goes on
+      await client.query('rollback to savepoint settle_tick');
+      if (error instanceof SluiceError || sluiceErrorFromDatabase(error)) return;
+      throw error;
+    }
+    if (outcome.kind !== 'billed' && outcome.kind !== 'skipped') return;
+    if (outcome.kind === 'billed' && outcome.completed) return;
+    if (outcome.kind === 'skipped' && graceMs !== undefined && outcome.silentMs > graceMs) return;
+  }
 }

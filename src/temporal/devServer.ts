@@ -24,7 +24,14 @@ export interface DevServerOptions {
   dynamicConfig?: Record<string, unknown>;
 }
 
-/** Starts `temporal server start-dev` and waits until its frontend answers. */
+/**
+ * Timers precise enough for sub-second ticks: the server may otherwise fire a timer
+ * up to 1 s late, and the billing clock sleeps on timers (deploy/temporal/dynamicconfig.yaml
+ * sets the same for the compose stack).
+ */
+export const PRECISE_TIMERS = { 'history.timerProcessorMaxTimeShift': '10ms' };
+
+/** Starts `temporal server start-dev` (with PRECISE_TIMERS unless overridden) and waits until its frontend answers. */
 export async function startDevServer(opts: DevServerOptions): Promise<DevServer> {
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(opts.port), '--log-level', opts.logLevel ?? 'error'];
   args.push('--namespace', opts.namespace ?? 'default', ...devServerSearchAttributeFlags());
@@ -32,7 +39,7 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
     mkdirSync(dirname(opts.dbFile), { recursive: true });
     args.push('--db-filename', opts.dbFile);
   }
-  for (const [key, value] of Object.entries(opts.dynamicConfig ?? {})) args.push('--dynamic-config-value', `${key}=${JSON.stringify(value)}`);
+  for (const [key, value] of Object.entries({ ...PRECISE_TIMERS, ...opts.dynamicConfig })) args.push('--dynamic-config-value', `${key}=${JSON.stringify(value)}`);
   if (opts.uiPort) args.push('--ui-port', String(opts.uiPort));
   else args.push('--headless');
   const child = spawn(opts.cliPath, args, { stdio: ['ignore', opts.inheritOutput ? 'inherit' : 'ignore', 'inherit'] });

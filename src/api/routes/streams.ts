@@ -171,7 +171,7 @@ export function streamRoutes(app: Api) {
       ...(lowBalanceTicks !== undefined && { lowBalanceTicks }),
       ...(openedBy && { openedBy }),
     };
-    const { opened: receipt } = await startStreamWorkflow(temporal, taskQueue, request);
+    const { opened: receipt } = await startStreamWorkflow(temporal, taskQueue, request, { billingShards: app.deps.billingShards });
     if (receipt.status === 'FAILED') throw failedToOpen(receipt);
     if (!route) return { status: 201, body: receipt as unknown as Record<string, unknown> };
     const { accountId: _a, ...routed } = route;

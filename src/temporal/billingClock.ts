@@ -1,0 +1,38 @@
+import { Client, Connection } from '@temporalio/client';
+import { billingClockWorkflowId } from '../domain/billing';
+import { billingClockWorkflow } from '../../workflows/billingClock';
+
+export interface BillingClockSettings {
+  /** Shards (billing workflows); a stream goes to shard shardKeyOf(ref) % shards. */
+  shards: number;
+  /** Ticks one billing transaction writes at most. */
+  rowsMax: number;
+}
+
+/**
+ * Starts the billing clock's workflows on a task queue, one per shard; a shard's
+ * clock already running is left as it is. The worker calls it at start and now and
+ * then after, so a clock terminated from the UI comes back.
+ */
+export async function ensureBillingClocks(client: Client, taskQueue: string, settings: BillingClockSettings): Promise<void> {
+  await Promise.all(
+    Array.from({ length: settings.shards }, (_, shard) =>
+      client.workflow.start(billingClockWorkflow, {
+        workflowId: billingClockWorkflowId(taskQueue, shard, settings.shards),
+        taskQueue,
+        args: [{ shard, shards: settings.shards, rowsMax: settings.rowsMax }],
+        workflowIdConflictPolicy: 'USE_EXISTING',
+      }),
+    ),
+  );
+}
+
+/** ensureBillingClocks over a connection of its own (the worker holds only a native one). */
+export async function ensureBillingClocksAt(address: string, namespace: string, taskQueue: string, settings: BillingClockSettings): Promise<void> {
+  const connection = await Connection.connect({ address });
+  try {
+    await ensureBillingClocks(new Client({ connection, namespace }), taskQueue, settings);
+  } finally {
+    await connection.close();
+  }
+}
