@@ -119,7 +119,7 @@ export function createActivities({
     openStream: businessErrorsAreFinal((request: StreamRequest) => openStream(pool, request)),
     billTick: businessErrorsAreFinal((ref: string, tick: number) => billTick(pool, ref, tick)),
     /** One round of a billing clock's shard: every tick due by now, in set-based batches. */
-    billDue: (input: BillDueOptions) => billDueTicks(pool, input),
+    billDue: (input: BillDueOptions) => billDueTicks(pool, input, { onRound: () => Context.current().heartbeat() }),
     closeStream: businessErrorsAreFinal((input: { ref: string; reason: CloseReason; closedBy: string }) => closeStream(pool, input)),
     pauseStream: businessErrorsAreFinal((input: { ref: string; seq: number } & Actor) => pauseStream(pool, input)),
     resumeStream: businessErrorsAreFinal((input: { ref: string; seq: number } & Actor) => resumeStream(pool, input)),

@@ -1,153 +1,204 @@
 /**
- * Stream billing throughput against a bare Temporal baseline, in one run, on the
- * same Temporal dev server (our own, in memory) and the same worker (one Worker,
- * one task queue: the real workflows and activities plus the bare ones):
+ * The billing clock under load, against PostgreSQL's and Temporal's own baselines, in
+ * one run on one PostgreSQL server, one Temporal dev server (our own, in memory, with
+ * startDevServer's precise timers) and one worker: src/worker.ts createWorker, i.e.
+ * the real workflows and activities and the billing clock's shards (one pool).
  *
- *   A (streams)  N real streams, opened with update-with-start as POST /v1/streams
- *                does (escrow), each billing a tick every interval through the
- *                ledger for D seconds; then all are cancelled at once and their
- *                receipts awaited. Billed ticks are counted in stream_ticks.
- *   B (bare)     N bare workflows of the same shape (bench/bareTickWorkflow.ts:
- *                timer to the next due time, an overdue tick at once, one activity
- *                per tick, cancel signal, closing activity) whose activity is a
- *                no-op that records its time in memory: Temporal and the worker
- *                without the ledger.
+ * Phases, in run order (the figures print capacity first):
  *
- * Both phases offer the same load (N / interval ticks/s). While the machine keeps
- * up, both rates sit at the offered load and the tick lag tells them apart; once it
- * does not, the ratio billed/bare is what the ledger keeps of what Temporal and this
- * worker can carry. Before anything is timed a warm-up stream and bare workflow run
- * (the bundle is built, the code paths are hot) and the pool's connections are open.
+ *   latency   bare   --latency-streams bare workflows (bench/bareTickWorkflow.ts, on a
+ *                    worker of their own next to the real one) opened by
+ *                    update-with-start until their no-op tick 1 answered, the same
+ *                    call shape as an open, --open-concurrency calls in flight: bare
+ *                    starts/s. Then as many plain `workflow.start`s (context only).
+ *             opens  --latency-streams escrow streams at --latency-interval-ms, opened
+ *                    the way POST /v1/streams does (startStreamWorkflow: update-with-start,
+ *                    tick 1 billed in the opening transaction), same concurrency:
+ *                    opens/s and the ratio opens/bare starts.
+ *             lag    once all are open, the ticks due in a --latency-seconds window:
+ *                    lag = stream_ticks.billed_at − due_at (database clock), p50/p99
+ *                    as a fraction of the interval; ticks not billed when read count
+ *                    at least as late as they are.
+ *             cancel --cancels streams cancelled the way the API does (signal, then
+ *                    the workflow's result), --cancel-rate per second, while the others
+ *                    bill on: cancel → receipt p50/p99 as a fraction of the interval.
+ *                    The rest are then cancelled, unmeasured.
+ *   pgbench   TPC-B-like tps on a scratch database of the same server, the clock idle
+ *             (every stream closed): -c = the clock's shard count (each shard bills in
+ *             one transaction at a time, one connection), -j min(2, c).
+ *   capacity  --capacity-streams escrow streams at --capacity-interval-ms: more ticks
+ *             than the machine can bill. Opened straight through the ledger by
+ *             default (src/ledger/streams.ts openStream, then each clock shard is
+ *             woken as a stream workflow would): opening thousands of workflows would
+ *             take longer than the measurement and compete with it;
+ *             `--capacity-open api` opens them through startStreamWorkflow instead.
+ *             After a warm-up and a checkpoint, the ticks billed (stream_ticks rows
+ *             whose billing transaction began) in a --capacity-seconds window: billed
+ *             ticks/s, and the ratio billed ticks/pgbench tps.
+ *   verify    after the workers stop: no (stream, tick) billed twice, no tick billed
+ *             before it was due, every stream's paid/ticks_billed/last_tick agreeing
+ *             with its ticks, every escrow hold's captures agreeing with its stream,
+ *             the balances summing to zero, every cancel receipt agreeing with the
+ *             database. `verified: no` exits non-zero.
  *
- * Reading the numbers:
- * - Tick lag is "work began − due": for a billed tick, billed_at (the billing
- *   transaction's start, after the wait for a pool connection, before its row-lock
- *   waits); for a bare tick, the no-op's start. Due = opened + (tick − 1) × interval;
- *   tick 1 (billed at open) is left out.
- * - The server fires no new timer before ~now + history.timerProcessorMaxTimeShift
- *   (1 s by default, here and in deploy's auto-setup): with a 1 s interval every timer
- *   takes ~1 s plus the tick's own round trips, so a stream that waits on its timer
- *   every tick drifts later and later; one that bills an overdue tick at once catches
- *   up. `--timer-shift-ms` lowers the setting on our dev server.
- * - On a shared box the neighbours take CPU unevenly across phases, and the phase with
- *   more runnable processes (A: PostgreSQL backends) gets a larger share from the
- *   scheduler. `--rounds 2` runs A B B A; the CPU lines show what each side used
- *   (this process, the dev server, the bench database's backends, the rest of the
- *   machine), and "cpu per tick, ours" gives the ratio when CPU is all that limits.
+ * Where the time goes (diagnostic lines): from the clock workflows' histories in each
+ * window, the billDue activities (count, execution time, schedule-to-start, ticks per
+ * activity), the gap from one activity's completion to the next one's scheduling
+ * (workflow tasks), and each timer's lateness; from the worker's pool, the time spent
+ * in each SQL statement (client side); CPU of this process (worker + bench), the
+ * Temporal server, the bench database's backends and the rest of the machine (on a
+ * shared box, the neighbours).
  *
- *   npm run bench:streams -- [--streams 200] [--interval-ms 1000] [--seconds 30]
- *     [--streams-per-pair 10] [--pool-size 10] [--max-activities 100]
- *     [--max-workflow-tasks 40] [--order ab|ba] [--rounds 1] [--timer-shift-ms MS]
- *     [--database-url URL] [--json]
+ *   npm run bench:streams -- [--quick] [--capacity-streams 5000] [--capacity-interval-ms 100]
+ *     [--capacity-seconds 20] [--capacity-open ledger|api] [--latency-streams 2000]
+ *     [--latency-interval-ms 1000] [--latency-seconds 30] [--cancels 100] [--cancel-rate 20]
+ *     [--open-concurrency 50] [--shards 2] [--pool-size 10] [--pgbench-seconds 20]
+ *     [--only capacity|latency] [--database-url URL] [--json]
  *
- * Progress goes to stderr, results to stdout (`--json` prints one object).
- * Exits non-zero if the books are wrong after the run: a stream's paid is not the
- * sum of its ticks, a tick billed twice (transfers of kind stream_tick: count(*) ≠
- * count(distinct (stream_ref, tick))), balances not summing to zero, a stream left
- * open, a receipt that disagrees with the database. The database sluice_bench_* is
- * dropped at the end, also on failure or Ctrl-C.
+ * Each figure prints on its own line as `name: value`; with --json, stdout holds one
+ * JSON object and nothing else (progress goes to stderr). The databases sluice_bench_*
+ * are dropped and the dev server stopped at the end, also on failure or Ctrl-C.
  */
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client, Connection, WithStartWorkflowOperation, WorkflowUpdateRPCTimeoutOrCancelledError, type WorkflowHandle } from '@temporalio/client';
-import type { Context } from '@temporalio/activity';
-import { NativeConnection, Worker, type ActivityInterceptorsFactory } from '@temporalio/worker';
+import { Client, Connection, WithStartWorkflowOperation } from '@temporalio/client';
+import { tsToMs } from '@temporalio/common/lib/time';
+import { bundleWorkflowCode, NativeConnection, Worker } from '@temporalio/worker';
 import { Command, Option } from 'commander';
 import pg from 'pg';
-import { createActivities } from '../activities';
 import { migrate } from '../src/db/migrate';
 import { createPool, withDatabase, type Pool } from '../src/db/pool';
-import { streamWorkflowId, tickDueAtMs, type StreamReceipt, type StreamRequest } from '../src/domain/streams';
+import { BILLING_ROWS_MAX_DEFAULT, BILLING_SHARDS_DEFAULT, billingClockWorkflowId } from '../src/domain/billing';
+import { streamWorkflowId, type StreamReceipt, type StreamRequest } from '../src/domain/streams';
 import { createAccount } from '../src/ledger/accounts';
+import { openStream } from '../src/ledger/streams';
 import { deposit } from '../src/ledger/transfers';
-import { startDevServer, type DevServer } from '../src/temporal/devServer';
+import { startDevServer, PRECISE_TIMERS, type DevServer } from '../src/temporal/devServer';
 import { startStreamWorkflow } from '../src/temporal/streams';
 import { resolveTool, TEMPORAL_CLI } from '../src/temporal/tools';
-import { cancelStreamSignal } from '../workflows/definitions';
-import { bareCancelSignal, bareOpenedUpdate, bareTickWorkflow, bareWorkflowId, type BareActivities, type BareReceipt } from './bareTickWorkflow';
+import { createWorker } from '../src/worker';
 import { freePort } from '../src/dev/ports';
+import { billingDueSignal, cancelStreamSignal } from '../workflows/definitions';
+import { bareOpenedUpdate, bareTickWorkflow, bareWorkflowId, type BareActivities } from './bareTickWorkflow';
 import { endOfRun, interruptibleRun, killWithThisProcess, stopTemporal } from './temporalRun';
-import { benchDatabaseName, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, phaseProgress, phasesDone, type Quantiles, quantiles, runBench, withServerAndJson } from './support';
+import {
+  benchDatabaseName,
+  createBenchDatabase,
+  dropBenchDatabase,
+  integerAtLeast,
+  log,
+  mapConcurrently,
+  onServer,
+  phaseProgress,
+  phasesDone,
+  type PgbenchRun,
+  type Quantiles,
+  quantiles,
+  runBench,
+  runPgbench,
+  withServerAndJson,
+} from './support';
 
-
-// A tick bills 1 unit; the escrow (maxTotal) is far above what a run can bill, so
-// no stream completes on its own. Each payer is funded for all its escrows.
+// A tick bills 1 unit; the escrow (maxTotal) is far above what a run bills, so no
+// stream completes on its own. Each payer is funded for all its escrows.
 const RATE_PER_TICK = 1;
 const MAX_TOTAL = 1_000_000;
 const NAMESPACE = 'default';
-/** Ticks of a warm-up stream and bare workflow before anything is timed. */
-const WARMUP_TICKS = 3;
+/** The bare workflows' tick interval: after tick 1 they only wait (a day). */
+const BARE_INTERVAL_MS = 86_400_000;
+
+// ------------------------------------------------------------------ options
 
 interface Options {
-  streams: number;
-  intervalMs: number;
-  seconds: number;
+  quick: boolean;
+  only?: 'capacity' | 'latency';
+  capacityStreams: number;
+  capacityIntervalMs: number;
+  capacitySeconds: number;
+  capacityWarmupSeconds: number;
+  capacityOpen: 'ledger' | 'api';
+  latencyStreams: number;
+  latencyIntervalMs: number;
+  latencySeconds: number;
+  cancels: number;
+  cancelRate: number;
+  openConcurrency: number;
   streamsPerPair: number;
+  shards: number;
+  rowsMax: number;
   poolSize: number;
-  maxActivities: number;
-  maxWorkflowTasks: number;
-  order: 'ab' | 'ba';
-  rounds: number;
+  pgbenchClients?: number;
+  pgbenchSeconds: number;
+  pgbenchScale?: number;
   timerShiftMs?: number;
   databaseUrl: string;
   json: boolean;
 }
 
+/** --quick: a smoke run of about a minute (each option given explicitly still wins). */
+const QUICK: Partial<Options> = {
+  capacityStreams: 2000,
+  capacitySeconds: 8,
+  capacityWarmupSeconds: 4,
+  latencyStreams: 300,
+  latencySeconds: 8,
+  cancels: 30,
+  pgbenchSeconds: 8,
+};
+
 function parseOptions(): Options {
-  return (
-    withServerAndJson(
-      new Command()
+  const command = withServerAndJson(
+    new Command()
       .name('bench:streams')
-      .description('billed stream ticks/s against bare Temporal ticks/s, same dev server, same worker, fresh database')
-      .option('--streams <n>', 'concurrent streams (and bare workflows)', integerAtLeast(1), 200)
-      // the API's lower bound for a tick interval
-      .option('--interval-ms <n>', 'tick interval', integerAtLeast(100), 1000)
-      .option('--seconds <n>', 'measured duration of each phase', integerAtLeast(1), 30)
-      // Every tick locks the payer's AND the payee's account rows (captureHold ->
-      // postTransfer locks both) for the rest of its transaction, so all streams of one
-      // payer, or to one payee, bill one after another. Real traffic has many payers;
-      // by default each group of 10 streams has a payer and a payee of its own.
-      // `--streams-per-pair N` (>= --streams) is the one-payer, one-payee worst case.
+      .description('billing clock: billed ticks/s against pgbench tps, tick lag and cancel latency, stream opens against bare workflow starts')
+      .option('--quick', 'a small smoke run (~1 minute)', false)
+      .addOption(new Option('--only <phase>', 'run one phase only').choices(['capacity', 'latency']))
+      .option('--capacity-streams <n>', 'streams offered to the capacity phase', integerAtLeast(1), 5000)
+      .option('--capacity-interval-ms <n>', "capacity streams' tick interval (the API's lower bound is 100)", integerAtLeast(100), 100)
+      .option('--capacity-seconds <n>', 'capacity measurement window', integerAtLeast(1), 20)
+      .option('--capacity-warmup-seconds <n>', 'billing before the capacity window opens', integerAtLeast(0), 10)
+      .addOption(new Option('--capacity-open <how>', 'ledger: openStream straight on the database, then wake the clocks; api: startStreamWorkflow (the real path)').choices(['ledger', 'api']).default('ledger'))
+      .option('--latency-streams <n>', 'streams of the latency phase (and bare workflows)', integerAtLeast(1), 2000)
+      .option('--latency-interval-ms <n>', "latency streams' tick interval", integerAtLeast(100), 1000)
+      .option('--latency-seconds <n>', 'tick lag measurement window', integerAtLeast(1), 30)
+      .option('--cancels <n>', 'streams cancelled with their cancel → receipt time measured', integerAtLeast(1), 100)
+      .option('--cancel-rate <n>', 'measured cancels started per second', integerAtLeast(1), 20)
+      .option('--open-concurrency <n>', 'update-with-start calls in flight (stream opens and bare starts alike)', integerAtLeast(1), 50)
+      // Every billing transaction locks the accounts of its streams: streams sharing payers
+      // and payees make shards wait on each other. By default each group of 10 streams has
+      // a payer and a payee of its own; stream i belongs to group i % groups.
       .option('--streams-per-pair <n>', 'streams sharing one payer and one payee', integerAtLeast(1), 10)
-      // the worker's pool as `sluice worker` creates it (createPool's default max)
-      .option('--pool-size <n>', "the worker's PostgreSQL pool size (the activities' connections)", integerAtLeast(1), 10)
-      // the SDK's defaults, which src/worker.ts does not change
-      .option('--max-activities <n>', 'worker maxConcurrentActivityTaskExecutions', integerAtLeast(1), 100)
-      .option('--max-workflow-tasks <n>', 'worker maxConcurrentWorkflowTaskExecutions', integerAtLeast(2), 40)
-      // The server does not fire a new timer earlier than ~now + history.timerProcessorMaxTimeShift
-      // (default 1 s, on this dev server and on auto-setup alike): every timer under a second
-      // takes about a second. Unset: the server's default, what a deployment gets.
-      .option('--timer-shift-ms <n>', "set the dev server's history.timerProcessorMaxTimeShift (ms)", integerAtLeast(1))
-      .addOption(new Option('--order <order>', 'ab: streams first, then bare; ba: the reverse').choices(['ab', 'ba']).default('ab'))
-      // Rounds alternate the order (ab, then ba, ...: 2 rounds run A B B A), so a drift over
-      // the run (neighbours on a shared box, a growing server, a warming JIT) weighs on both
-      // phases alike. Rates and percentiles pool all rounds; each round's rate is shown too.
-      .option('--rounds <n>', 'measured rounds, the order alternating each round', integerAtLeast(1), 1),
-    )
-      .parse()
-      .opts<Options>()
-  );
+      .option('--shards <n>', "billing clock shards (SLUICE_BILLING_SHARDS)", integerAtLeast(1), BILLING_SHARDS_DEFAULT)
+      .option('--rows-max <n>', 'ticks one billing transaction writes at most (SLUICE_BILLING_ROWS_MAX)', integerAtLeast(1), BILLING_ROWS_MAX_DEFAULT)
+      // createPool's default max, as `sluice worker` runs
+      .option('--pool-size <n>', "the worker's PostgreSQL pool size", integerAtLeast(1), 10)
+      .option('--pgbench-clients <n>', 'pgbench -c (default: the shard count)', integerAtLeast(1))
+      .option('--pgbench-seconds <n>', 'pgbench -T', integerAtLeast(1), 20)
+      .option('--pgbench-scale <n>', 'pgbench -i -s (default: the client count)', integerAtLeast(1))
+      .option('--timer-shift-ms <n>', "the dev server's history.timerProcessorMaxTimeShift (default: startDevServer's, 10 ms)", integerAtLeast(1)),
+  ).parse();
+  const o = command.opts<Options>();
+  if (o.quick) {
+    for (const [key, value] of Object.entries(QUICK)) {
+      if (command.getOptionValueSource(key) === 'default') (o as unknown as Record<string, unknown>)[key] = value;
+    }
+  }
+  return o;
 }
 
+// ------------------------------------------------------------------ instrumentation
 
-// ------------------------------------------------------------------ statistics
-
-
-const fractionOf = (q: Quantiles, intervalMs: number): Quantiles => ({ ...q, p50: q.p50 / intervalMs, p99: q.p99 / intervalMs, max: q.max / intervalMs });
-
-// ------------------------------------------------------------------ instrumentation (in memory)
-
-/** Every no-op tick that ran: which workflow, which tick, when (this process's clock). */
-const bareTicks: { id: string; n: number; at: number }[] = [];
-
+/** The bare workflows' no-op activities: every tick 1 that ran, by workflow id. */
+const bareTicked = new Set<string>();
 const bareActivities: BareActivities = {
-  async noopTick(id, n) {
-    const at = Date.now();
-    bareTicks.push({ id, n, at });
-    return at;
+  async noopTick(id) {
+    bareTicked.add(id);
+    return Date.now();
   },
   async noopClose() {
     return Date.now();
@@ -155,45 +206,51 @@ const bareActivities: BareActivities = {
 };
 
 /**
- * Per activity type: schedule-to-start (the server's schedule time to the start
- * here: queueing on the server and for a free activity slot) and execution time
- * (for billTick: waiting for a pool connection, row-lock waits, the queries).
- * Diagnostics only; the headline numbers come from the database and the no-ops.
+ * Time spent in each SQL statement of the worker's pool (client side: sent to
+ * answered), by statement name (or first word), while `sqlRecording` is on.
  */
-interface ActivitySample {
-  type: string;
-  startedAt: number;
-  scheduleToStartMs: number;
-  execMs: number;
-}
-const activitySamples: ActivitySample[] = [];
+const sqlTime = new Map<string, { count: number; ms: number }>();
+let sqlRecording = false;
 
-const timingInterceptor: ActivityInterceptorsFactory = (ctx: Context) => ({
-  inbound: {
-    async execute(input, next) {
-      const startedAt = Date.now();
+function instrumentPool(pool: Pool): void {
+  pool.on('connect', (client) => {
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+    (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+      if (!sqlRecording) return query(...args);
+      const first = args[0] as string | { name?: string; text?: string };
+      const text = typeof first === 'string' ? first : (first?.text ?? '');
+      const name = (typeof first === 'object' && first?.name) || text.trim().split(/\s+/)[0]!.toLowerCase();
       const t = performance.now();
-      try {
-        return await next(input);
-      } finally {
-        activitySamples.push({
-          type: ctx.info.activityType,
-          startedAt,
-          scheduleToStartMs: startedAt - ctx.info.currentAttemptScheduledTimestampMs,
-          execMs: performance.now() - t,
-        });
+      const done = () => {
+        const s = sqlTime.get(name) ?? { count: 0, ms: 0 };
+        s.count++;
+        s.ms += performance.now() - t;
+        sqlTime.set(name, s);
+      };
+      const last = args[args.length - 1];
+      if (typeof last === 'function') {
+        // callback style (pool.query): time until the callback
+        args[args.length - 1] = (...cbArgs: unknown[]) => {
+          done();
+          return (last as (...a: unknown[]) => unknown)(...cbArgs);
+        };
+        return query(...args);
       }
-    },
-  },
-});
-
-/** The samples of one activity type that started inside any of the windows (this process's clock). */
-function activityStats(type: string, windows: { fromLocal: number; toLocal: number }[]) {
-  const s = activitySamples.filter((a) => a.type === type && windows.some((w) => a.startedAt >= w.fromLocal && a.startedAt < w.toLocal));
-  return { scheduleToStartMs: quantiles(s.map((a) => a.scheduleToStartMs)), execMs: quantiles(s.map((a) => a.execMs)) };
+      const result = query(...args) as Promise<unknown>;
+      result.then(done, done);
+      return result;
+    };
+  });
 }
 
-/** Samples the pool's wait queue and the database's lock waits while a phase is timed. */
+/** The statements' totals over a window, busiest first, as connection-seconds per second. */
+function takeSqlTime(seconds: number): { name: string; count: number; ms: number; busy: number }[] {
+  const out = [...sqlTime.entries()].map(([name, s]) => ({ name, count: s.count, ms: s.ms, busy: s.ms / 1000 / seconds }));
+  sqlTime.clear();
+  return out.sort((a, b) => b.ms - a.ms);
+}
+
+/** Samples the pool's wait queue and the database's lock waits while a window is open. */
 function startSampler(pool: Pool, monitor: pg.Client, database: string, everyMs = 250) {
   const poolWaiting: number[] = [];
   const lockWaiting: number[] = [];
@@ -219,7 +276,6 @@ function startSampler(pool: Pool, monitor: pg.Client, database: string, everyMs 
     await done;
     return {
       poolWaitingMean: mean(poolWaiting),
-      poolWaitingMax: Math.max(0, ...poolWaiting),
       lockWaitingMean: mean(lockWaiting),
       lockWaitingMax: Math.max(0, ...lockWaiting),
       activeBackendsMean: mean(active),
@@ -227,7 +283,6 @@ function startSampler(pool: Pool, monitor: pg.Client, database: string, everyMs 
   };
 }
 type Contention = Awaited<ReturnType<ReturnType<typeof startSampler>>>;
-
 
 // ------------------------------------------------------------------ CPU accounting (Linux /proc, best effort)
 
@@ -239,7 +294,6 @@ const CLOCK_TICKS = (() => {
   }
 })();
 
-/** CPU seconds (user + system) a process has used, or undefined if /proc cannot tell. */
 function processCpuSeconds(pid: number): number | undefined {
   try {
     // the command name (field 2) may hold spaces: count fields after its closing parenthesis
@@ -251,7 +305,6 @@ function processCpuSeconds(pid: number): number | undefined {
   }
 }
 
-/** Busy and total CPU seconds of the whole machine (all cores). */
 function machineCpuSeconds(): { busy: number; total: number } | undefined {
   try {
     const line = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
@@ -266,7 +319,6 @@ function machineCpuSeconds(): { busy: number; total: number } | undefined {
 interface CpuSnapshot {
   worker: number;
   server?: number;
-  /** Per backend of the bench database (the worker's pool and the monitor). */
   backends: Map<number, number>;
   machine?: { busy: number; total: number };
 }
@@ -279,216 +331,64 @@ async function cpuSnapshot(monitor: pg.Client, database: string, serverPid: numb
     if (sec !== undefined) backends.set(pid, sec);
   }
   const u = process.cpuUsage();
-  return {
-    worker: (u.user + u.system) / 1e6,
-    server: serverPid === undefined ? undefined : processCpuSeconds(serverPid),
-    backends,
-    machine: machineCpuSeconds(),
-  };
+  return { worker: (u.user + u.system) / 1e6, server: serverPid === undefined ? undefined : processCpuSeconds(serverPid), backends, machine: machineCpuSeconds() };
 }
 
-/**
- * CPU used during a window, in cores (CPU seconds per second): this process (the
- * worker, its activities and the bench's client), the Temporal dev server, the
- * PostgreSQL backends of the bench database (backends that exited during the window
- * are missed; a local server is needed), the whole machine, and the rest of the
- * machine (other processes: on a shared box, the neighbours).
- */
+/** Cores used during a window: this process (worker + bench), the dev server, the bench database's backends, the machine, the rest. */
 interface CpuUse {
   worker: number;
-  server?: number;
-  postgres?: number;
-  machine?: number;
-  cores: number;
-  others?: number;
+  temporal: number | null;
+  postgres: number | null;
+  machine: number | null;
+  others: number | null;
+  cores: number | null;
 }
 
 function cpuUse(a: CpuSnapshot, b: CpuSnapshot, seconds: number): CpuUse {
   let pgSeconds = 0;
-  let seen = 0;
-  for (const [pid, end] of b.backends) {
-    const start = a.backends.get(pid);
-    pgSeconds += end - (start ?? 0);
-    seen++;
-  }
+  for (const [pid, end] of b.backends) pgSeconds += end - (a.backends.get(pid) ?? 0);
   const worker = (b.worker - a.worker) / seconds;
-  const server = a.server !== undefined && b.server !== undefined ? (b.server - a.server) / seconds : undefined;
-  const postgres = seen ? pgSeconds / seconds : undefined;
-  const machine = a.machine && b.machine ? (b.machine.busy - a.machine.busy) / seconds : undefined;
-  const cores = a.machine && b.machine ? Math.round((b.machine.total - a.machine.total) / seconds) : Number.NaN;
-  const others = machine !== undefined ? machine - worker - (server ?? 0) - (postgres ?? 0) : undefined;
-  return { worker, server, postgres, machine, cores, others };
+  const temporal = a.server !== undefined && b.server !== undefined ? (b.server - a.server) / seconds : null;
+  const postgres = b.backends.size ? pgSeconds / seconds : null;
+  const machine = a.machine && b.machine ? (b.machine.busy - a.machine.busy) / seconds : null;
+  const cores = a.machine && b.machine ? Math.round((b.machine.total - a.machine.total) / seconds) : null;
+  const others = machine !== null ? machine - worker - (temporal ?? 0) - (postgres ?? 0) : null;
+  return { worker, temporal, postgres, machine, others, cores };
 }
 
-// ------------------------------------------------------------------ setup
-
-interface Pair {
-  payer: string;
-  payee: string;
-}
-
-async function setUpParties(url: string, pool: Pool, o: Options, runId: string): Promise<Pair[]> {
-  const pairs = Math.ceil(o.streams / o.streamsPerPair);
-  log(`migrations, ${pairs} payer(s) and ${pairs} payee(s) (${o.streamsPerPair} streams per pair), deposits`);
-  await migrate(url);
-  const result = Array.from({ length: pairs }, (_, i) => ({ payer: `bench-${runId}-payer-${i}`, payee: `bench-${runId}-payee-${i}` }));
-  const ids = result.flatMap((p) => [p.payer, p.payee]);
-  // parties are not on the measured path: plain SQL, no API keys to mint
-  await pool.query(`insert into parties (id, name) select id, id from unnest($1::text[]) as id`, [ids]);
-  for (const { payer, payee } of result) {
-    // one account per party, with the party's id (one escrow per stream of the pair,
-    // plus the warm-up stream's on the first payer)
-    await createAccount(pool, { id: payer, ownerId: payer, kind: 'user' });
-    await createAccount(pool, { id: payee, ownerId: payee, kind: 'user' });
-    await deposit(pool, { key: `fund-${payer}`, accountId: payer, amount: (o.streamsPerPair + 1) * MAX_TOTAL });
-  }
-  await pool.query('vacuum analyze');
-  return result;
-}
-
-// ------------------------------------------------------------------ phases
-
-/** One measured phase of one round, raw. */
-interface PhaseRun {
-  /** Ticks (after tick 1) that ran inside the measured window. */
-  ticks: number;
-  windowSeconds: number;
-  /** Local clock (ms) of the window, for the activity samples. */
-  fromLocal: number;
-  toLocal: number;
-  lagsMs: number[];
-  openMs: number[];
-  openSeconds: number;
-  /** Opening calls made again after an RPC deadline. */
-  openRetries: number;
-  cancelMs: number[];
-  cancelSeconds: number;
-  contention: Contention;
-  cpu: CpuUse;
-  history: HistoryStats;
-}
-
-interface PhaseResult {
-  /** Ticks (after tick 1) that ran inside the measured windows, all rounds. */
-  ticks: number;
-  windowSeconds: number;
-  ticksPerSecond: number;
-  /** Each round's rate, in run order. */
-  ticksPerSecondByRound: number[];
-  /** Opening all N (update-with-start until tick 1 has settled), the slowest round. */
-  openSeconds: number;
-  openLatencyMs: Quantiles;
-  openRetries: number;
-  /** Tick lag (ran − due) of the ticks in the windows, as a fraction of the interval. */
-  lag: Quantiles;
-  /** Cancel signal sent to receipt returned, as a fraction of the interval. */
-  cancelToReceipt: Quantiles;
-  /** Cancelling all N, the slowest round. */
-  cancelSeconds: number;
-  activity: Record<string, ReturnType<typeof activityStats>>;
-  contention: Contention;
-  cpu: CpuUse;
-  /** A few histories per round, summed. */
-  history: HistoryStats;
-}
-
-/** Pools the rounds of one phase: rates over the summed windows, percentiles over all samples, means weighted by window. */
-function summarize(runs: PhaseRun[], activityType: string, intervalMs: number): PhaseResult {
-  const windowSeconds = runs.reduce((a, r) => a + r.windowSeconds, 0);
-  const ticks = runs.reduce((a, r) => a + r.ticks, 0);
-  const weighted = <T extends object>(pick: (r: PhaseRun) => T): T => {
-    const out: Record<string, number | undefined> = {};
-    for (const key of Object.keys(pick(runs[0]!))) {
-      const values = runs.map((r) => (pick(r) as Record<string, number | undefined>)[key]);
-      out[key] = values.some((v) => v === undefined)
-        ? undefined
-        : key.endsWith('Max') || key === 'cores'
-          ? Math.max(...(values as number[]))
-          : runs.reduce((a, r, i) => a + (values[i] as number) * r.windowSeconds, 0) / windowSeconds;
-    }
-    return out as T;
-  };
-  return {
-    ticks,
-    windowSeconds,
-    ticksPerSecond: ticks / windowSeconds,
-    ticksPerSecondByRound: runs.map((r) => r.ticks / r.windowSeconds),
-    openSeconds: Math.max(...runs.map((r) => r.openSeconds)),
-    openLatencyMs: quantiles(runs.flatMap((r) => r.openMs)),
-    openRetries: runs.reduce((a, r) => a + r.openRetries, 0),
-    lag: fractionOf(quantiles(runs.flatMap((r) => r.lagsMs)), intervalMs),
-    cancelToReceipt: fractionOf(quantiles(runs.flatMap((r) => r.cancelMs)), intervalMs),
-    cancelSeconds: Math.max(...runs.map((r) => r.cancelSeconds)),
-    activity: { [activityType]: activityStats(activityType, runs) },
-    contention: weighted((r) => r.contention),
-    cpu: weighted((r) => r.cpu),
-    history: runs.reduce(
-      (a, r) => Object.fromEntries(Object.entries(a).map(([k, v]) => [k, v + r.history[k as keyof HistoryStats]])) as unknown as HistoryStats,
-      { workflows: 0, events: 0, activities: 0, workflowTasks: 0, workflowTaskTimeouts: 0, workflowTaskFailures: 0, activityTimeouts: 0 },
-    ),
-  };
-}
+// ------------------------------------------------------------------ the stack
 
 interface Stack {
   client: Client;
   taskQueue: string;
+  bareQueue: string;
   pool: Pool;
   monitor: pg.Client;
   database: string;
   serverPid?: number;
   o: Options;
   signal: AbortSignal;
+  runId: string;
 }
 
-/** The database's clock (billed_at and opened_at are on it), in ms. */
-async function dbNowMs(monitor: pg.Client): Promise<number> {
-  const { rows } = await monitor.query<{ ms: number }>('select (extract(epoch from clock_timestamp()) * 1000)::float8 as ms');
-  return rows[0]!.ms;
+interface Pair {
+  payer: string;
+  payee: string;
 }
 
-/** Opening calls that hit an RPC deadline and were made again (update-with-start is idempotent here). */
-let openRetries = 0;
-const OPEN_ATTEMPTS = 5;
-
-/**
- * Update-with-start on an overloaded server can end in an RPC deadline
- * ("context deadline exceeded") although the workflow started: the call is made again,
- * which (USE_EXISTING) attaches to that workflow and waits for its first tick. The
- * API makes it once; a client of the API would retry the same way, with the same ref.
- */
-async function withOpenRetries<T>(fn: () => Promise<T>): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await fn();
-    } catch (error) {
-      const message = error instanceof Error ? `${error.message} ${(error.cause as Error | undefined)?.message ?? ''}` : String(error);
-      const deadline = error instanceof WorkflowUpdateRPCTimeoutOrCancelledError || /deadline exceeded|context canceled/i.test(message);
-      if (!deadline || attempt >= OPEN_ATTEMPTS) throw error;
-      openRetries++;
-    }
-  }
-}
-
-async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
-  const t = performance.now();
-  const value = await fn();
-  return { value, ms: performance.now() - t };
-}
-
-function startStream(s: Stack, request: StreamRequest): Promise<StreamReceipt> {
-  // the way POST /v1/streams opens one (update-with-start, search attributes)
-  return withOpenRetries(async () => (await startStreamWorkflow(s.client, s.taskQueue, request)).opened);
-}
-
-function startBare(s: Stack, id: string): Promise<BareReceipt> {
-  return withOpenRetries(() => s.client.workflow.executeUpdateWithStart(bareOpenedUpdate, {
-    startWorkflowOperation: new WithStartWorkflowOperation(bareTickWorkflow, {
-      workflowId: bareWorkflowId(id),
-      taskQueue: s.taskQueue,
-      args: [{ id, tickIntervalMs: s.o.intervalMs }],
-      workflowIdConflictPolicy: 'USE_EXISTING',
-    }),
-  }));
+/** `groups` payers and payees, an account each (the party's id), each payer funded for its escrows. */
+async function setUpPairs(pool: Pool, prefix: string, streams: number, perPair: number): Promise<Pair[]> {
+  const groups = Math.ceil(streams / perPair);
+  const pairs = Array.from({ length: groups }, (_, i) => ({ payer: `${prefix}-payer-${i}`, payee: `${prefix}-payee-${i}` }));
+  // parties are not on the measured path: plain SQL, no API keys to mint
+  await pool.query('insert into parties (id, name) select id, id from unnest($1::text[]) as id', [pairs.flatMap((p) => [p.payer, p.payee])]);
+  await mapConcurrently(pairs, 8, async ({ payer, payee }) => {
+    await createAccount(pool, { id: payer, ownerId: payer, kind: 'user' });
+    await createAccount(pool, { id: payee, ownerId: payee, kind: 'user' });
+  });
+  // one after another: every deposit locks the world account
+  for (const { payer } of pairs) await deposit(pool, { key: `fund-${payer}`, accountId: payer, amount: (perPair + 1) * MAX_TOTAL });
+  return pairs;
 }
 
 const streamRequest = (pair: Pair, ref: string, intervalMs: number): StreamRequest => ({
@@ -503,231 +403,483 @@ const streamRequest = (pair: Pair, ref: string, intervalMs: number): StreamReque
   mode: 'escrow',
 });
 
-/** Cancels every handle at once (signal, then the result), timing each to its receipt. */
-async function cancelAll<R>(handles: WorkflowHandle[], send: (h: WorkflowHandle) => Promise<void>) {
+/** The database's clock (opened_at, due_at and billed_at are on it), in ms. */
+async function dbNowMs(monitor: pg.Client): Promise<number> {
+  const { rows } = await monitor.query<{ ms: number }>('select (extract(epoch from clock_timestamp()) * 1000)::float8 as ms');
+  return rows[0]!.ms;
+}
+
+async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> {
   const t = performance.now();
-  const results = await Promise.all(
-    handles.map(async (h) => {
-      const { value, ms } = await timed(async () => {
-        await send(h);
-        return (await h.result()) as R;
-      });
-      return { receipt: value, ms };
-    }),
-  );
-  return { results, seconds: (performance.now() - t) / 1000 };
+  const value = await fn();
+  return { value, ms: performance.now() - t };
 }
 
-/**
- * What the server recorded, from a sample of the phase's histories: events per tick
- * and the events that mean wasted work (a workflow task that timed out, e.g. a
- * sticky task nobody picked up in time, or failed; an activity that timed out).
- */
-interface HistoryStats {
-  /** Histories sampled, and their totals. */
-  workflows: number;
-  events: number;
-  /** Activities completed (ticks, the opening one and the closing one). */
-  activities: number;
-  workflowTasks: number;
-  workflowTaskTimeouts: number;
-  workflowTaskFailures: number;
-  activityTimeouts: number;
-}
-
-async function historyStats(s: Stack, workflowIds: string[], sample = 5): Promise<HistoryStats> {
-  const counts: Record<string, number> = {};
-  const step = Math.max(1, Math.floor(workflowIds.length / sample));
-  const picked = workflowIds.filter((_, i) => i % step === 0).slice(0, sample);
-  for (const id of picked) {
-    const history = await s.client.workflow.getHandle(id).fetchHistory();
-    for (const event of history.events ?? []) {
-      // the one attributes field that is set names the event type
-      const kind = Object.keys(event).find((k) => k.endsWith('EventAttributes') && (event as Record<string, unknown>)[k] != null);
-      if (kind) counts[kind] = (counts[kind] ?? 0) + 1;
-    }
-  }
-  return {
-    workflows: picked.length,
-    events: Object.values(counts).reduce((a, b) => a + b, 0),
-    activities: counts.activityTaskCompletedEventAttributes ?? 0,
-    workflowTasks: counts.workflowTaskCompletedEventAttributes ?? 0,
-    workflowTaskTimeouts: counts.workflowTaskTimedOutEventAttributes ?? 0,
-    workflowTaskFailures: counts.workflowTaskFailedEventAttributes ?? 0,
-    activityTimeouts: counts.activityTaskTimedOutEventAttributes ?? 0,
-  };
-}
-
-/** The measured window: CPU and contention sampled, clocks read at both ends. The interrupt (Ctrl-C) ends it and the run fails. */
-async function window(s: Stack, clock: () => Promise<number>) {
-  const from = await clock();
-  const fromLocal = Date.now();
+/** A measured window: clocks (database) at both ends, CPU, contention and SQL time. */
+async function measuredWindow(s: Stack, seconds: number) {
   const cpuFrom = await cpuSnapshot(s.monitor, s.database, s.serverPid);
   const stopSampler = startSampler(s.pool, s.monitor, s.database);
+  const from = await dbNowMs(s.monitor);
+  sqlTime.clear();
+  sqlRecording = true;
   let contention: Contention;
   try {
-    await sleep(s.o.seconds * 1000, undefined, { signal: s.signal });
+    await sleep(seconds * 1000, undefined, { signal: s.signal });
   } finally {
+    sqlRecording = false;
     contention = await stopSampler();
   }
-  const cpuTo = await cpuSnapshot(s.monitor, s.database, s.serverPid);
-  const to = await clock();
-  const toLocal = Date.now();
+  const to = await dbNowMs(s.monitor);
   const windowSeconds = (to - from) / 1000;
-  return { from, to, fromLocal, toLocal, windowSeconds, contention, cpu: cpuUse(cpuFrom, cpuTo, windowSeconds) };
+  const cpu = cpuUse(cpuFrom, await cpuSnapshot(s.monitor, s.database, s.serverPid), windowSeconds);
+  return { from, to, windowSeconds, cpu, contention, sql: takeSqlTime(windowSeconds) };
 }
 
-async function streamPhase(s: Stack, pairs: Pair[], tag: string, label: string): Promise<PhaseRun & { receipts: StreamReceipt[] }> {
+// ------------------------------------------------------------------ the clock's histories
+
+/** What the billing clock's workflows did in a window, from their histories (all runs overlapping it). */
+interface ClockStats {
+  /** billDue activities started in the window, all shards. */
+  activities: number;
+  ticksBilled: number;
+  ticksPerActivity: number;
+  /** Execution time of billDue (SQL + planning + the activity's round trip to the pool). */
+  execMs: Quantiles;
+  /** Sum of execution times / (window × shards): how much of the time a shard was billing. */
+  execShare: number;
+  scheduleToStartMs: Quantiles;
+  /** One billDue's completion to the next one's scheduling, without a timer between (workflow tasks only). */
+  backToBackGapMs: Quantiles;
+  /** A timer's firing past its due time (timerProcessorMaxTimeShift and the server's queues). */
+  timerLateMs: Quantiles;
+  /** A timer's firing to the next billDue's start (a workflow task, then the activity's dispatch). */
+  timerToActivityMs: Quantiles;
+  /** Signals the clocks received (billingDue: stream opens), and continue-as-new runs seen. */
+  signals: number;
+  runs: number;
+}
+
+type HistoryEvent = {
+  eventId?: { toString(): string } | number | null;
+  eventTime?: Parameters<typeof tsToMs>[0];
+  [attributes: string]: unknown;
+};
+
+async function clockStats(s: Stack, fromMs: number, toMs: number): Promise<ClockStats> {
+  const exec: number[] = [];
+  const schedToStart: number[] = [];
+  const gaps: number[] = [];
+  const timerLate: number[] = [];
+  const timerToActivity: number[] = [];
+  let ticksBilled = 0;
+  let signals = 0;
+  let runs = 0;
+  for (let shard = 0; shard < s.o.shards; shard++) {
+    const id = billingClockWorkflowId(s.taskQueue, shard, s.o.shards);
+    for await (const run of s.client.workflow.list({ query: `WorkflowId = '${id}'` })) {
+      if (run.startTime.getTime() > toMs || (run.closeTime && run.closeTime.getTime() < fromMs)) continue;
+      runs++;
+      const history = await s.client.workflow.getHandle(id, run.runId).fetchHistory();
+      const scheduled = new Map<string, number>();
+      const started = new Map<string, number>();
+      const timers = new Map<string, { at: number; timeoutMs: number }>();
+      let lastCompletion: number | undefined; // a billDue's completion, no timer since
+      let lastFired: number | undefined;
+      for (const e of (history.events ?? []) as HistoryEvent[]) {
+        const at = tsToMs(e.eventTime);
+        const id = String(e.eventId);
+        const attr = <T>(name: string) => e[name] as T | null | undefined;
+        const inWindow = at >= fromMs && at < toMs;
+        const sched = attr<{ activityType?: { name?: string } }>('activityTaskScheduledEventAttributes');
+        if (sched) {
+          if (sched.activityType?.name !== 'billDue') continue;
+          scheduled.set(id, at);
+          if (lastCompletion !== undefined && inWindow) gaps.push(at - lastCompletion);
+          lastCompletion = undefined;
+          continue;
+        }
+        const start = attr<{ scheduledEventId?: unknown }>('activityTaskStartedEventAttributes');
+        if (start) {
+          const sid = String(start.scheduledEventId);
+          const schedAt = scheduled.get(sid);
+          if (schedAt === undefined) continue;
+          started.set(sid, at);
+          if (inWindow) {
+            schedToStart.push(at - schedAt);
+            if (lastFired !== undefined) timerToActivity.push(at - lastFired);
+          }
+          lastFired = undefined;
+          continue;
+        }
+        const done = attr<{ scheduledEventId?: unknown; result?: { payloads?: { data?: Uint8Array }[] } }>('activityTaskCompletedEventAttributes');
+        if (done) {
+          const startAt = started.get(String(done.scheduledEventId));
+          if (startAt === undefined) continue;
+          lastCompletion = at;
+          if (startAt >= fromMs && startAt < toMs) {
+            exec.push(at - startAt);
+            const data = done.result?.payloads?.[0]?.data;
+            if (data) ticksBilled += (JSON.parse(Buffer.from(data).toString('utf8')) as { billed: number }).billed;
+          }
+          continue;
+        }
+        const timer = attr<{ startToFireTimeout?: Parameters<typeof tsToMs>[0] }>('timerStartedEventAttributes');
+        if (timer) {
+          timers.set(id, { at, timeoutMs: tsToMs(timer.startToFireTimeout) });
+          lastCompletion = undefined;
+          continue;
+        }
+        const fired = attr<{ startedEventId?: unknown }>('timerFiredEventAttributes');
+        if (fired) {
+          const t = timers.get(String(fired.startedEventId));
+          if (t && inWindow) timerLate.push(at - (t.at + t.timeoutMs));
+          lastFired = at;
+          continue;
+        }
+        if (attr('timerCanceledEventAttributes')) {
+          lastFired = at; // woken early by a signal: the next activity follows from here
+          continue;
+        }
+        if (attr('workflowExecutionSignaledEventAttributes') && inWindow) signals++;
+      }
+    }
+  }
+  const windowMs = toMs - fromMs;
+  return {
+    activities: exec.length,
+    ticksBilled,
+    ticksPerActivity: exec.length ? ticksBilled / exec.length : Number.NaN,
+    execMs: quantiles(exec),
+    execShare: exec.reduce((a, b) => a + b, 0) / (windowMs * s.o.shards),
+    scheduleToStartMs: quantiles(schedToStart),
+    backToBackGapMs: quantiles(gaps),
+    timerLateMs: quantiles(timerLate),
+    timerToActivityMs: quantiles(timerToActivity),
+    signals,
+    runs,
+  };
+}
+
+// ------------------------------------------------------------------ latency phase
+
+interface StartRate {
+  count: number;
+  seconds: number;
+  perSecond: number;
+  latencyMs: Quantiles;
+}
+
+const rateOf = (ms: number[], seconds: number): StartRate => ({ count: ms.length, seconds, perSecond: ms.length / seconds, latencyMs: quantiles(ms) });
+
+/** Bare workflows by update-with-start until their no-op tick 1 answered: the same call shape as an open. */
+async function bareStarts(s: Stack, n: number, tag: string): Promise<StartRate> {
+  const ids = Array.from({ length: n }, (_, i) => `${s.runId}-${tag}-${i}`);
+  const t = performance.now();
+  const ms = await mapConcurrently(ids, s.o.openConcurrency, async (id) =>
+    (
+      await timed(() =>
+        s.client.workflow.executeUpdateWithStart(bareOpenedUpdate, {
+          startWorkflowOperation: new WithStartWorkflowOperation(bareTickWorkflow, {
+            workflowId: bareWorkflowId(id),
+            taskQueue: s.bareQueue,
+            args: [{ id, tickIntervalMs: BARE_INTERVAL_MS }],
+            workflowIdConflictPolicy: 'USE_EXISTING',
+          }),
+        }),
+      )
+    ).ms,
+  );
+  return rateOf(ms, (performance.now() - t) / 1000);
+}
+
+/** Plain workflow.start of a bare workflow (returns once the server has the start): context, not the baseline. */
+async function plainStarts(s: Stack, n: number): Promise<StartRate & { allTickedSeconds: number }> {
+  const ids = Array.from({ length: n }, (_, i) => `${s.runId}-plain-${i}`);
+  const t = performance.now();
+  const ms = await mapConcurrently(ids, s.o.openConcurrency, async (id) =>
+    (await timed(() => s.client.workflow.start(bareTickWorkflow, { workflowId: bareWorkflowId(id), taskQueue: s.bareQueue, args: [{ id, tickIntervalMs: BARE_INTERVAL_MS }] }))).ms,
+  );
+  const seconds = (performance.now() - t) / 1000;
+  // the worker still runs their tick 1: wait for it, so the next phase starts quiet
+  const deadline = performance.now() + 120_000;
+  while (ids.some((id) => !bareTicked.has(id)) && performance.now() < deadline) await sleep(50, undefined, { signal: s.signal });
+  return { ...rateOf(ms, seconds), allTickedSeconds: (performance.now() - t) / 1000 };
+}
+
+async function openThroughApi(s: Stack, refs: string[], pairs: Pair[], intervalMs: number): Promise<{ rate: StartRate; receipts: StreamReceipt[] }> {
+  const t = performance.now();
+  const opened = await mapConcurrently(refs, s.o.openConcurrency, (ref, i) =>
+    // the way POST /v1/streams opens one (update-with-start, search attributes, the worker's shard count)
+    timed(async () => (await startStreamWorkflow(s.client, s.taskQueue, streamRequest(pairs[i % pairs.length]!, ref, intervalMs), { billingShards: s.o.shards })).opened),
+  );
+  const seconds = (performance.now() - t) / 1000;
+  const bad = opened.filter((r) => r.value.status !== 'STREAMING');
+  if (bad.length) throw new Error(`${bad.length} stream(s) did not open: ${JSON.stringify(bad[0]!.value)}`);
+  return { rate: rateOf(opened.map((r) => r.ms), seconds), receipts: opened.map((r) => r.value) };
+}
+
+async function cancelThroughApi(s: Stack, ref: string, by: string): Promise<{ receipt: StreamReceipt; ms: number }> {
+  // src/api/routes/streams.ts cancelOne: signal, then the workflow's result
+  const { value, ms } = await timed(async () => {
+    const handle = s.client.workflow.getHandle(streamWorkflowId(ref));
+    await handle.signal(cancelStreamSignal, { by, reason: 'bench' }).catch(() => undefined);
+    return (await handle.result()) as StreamReceipt;
+  });
+  return { receipt: value, ms };
+}
+
+interface LatencyResult {
+  streams: number;
+  intervalMs: number;
+  openConcurrency: number;
+  bare: StartRate;
+  plain: StartRate & { allTickedSeconds: number };
+  opens: StartRate;
+  ratioOpensBare: number;
+  window: { seconds: number; ticksDue: number; ticksBilled: number; notBilledWhenRead: number };
+  /** billed_at − due_at of the ticks due in the window, as a fraction of the interval (and in ms). */
+  lag: Quantiles;
+  lagMs: Quantiles;
+  cancels: { count: number; ratePerSecond: number };
+  /** Cancel signal sent to receipt returned, as a fraction of the interval (and in ms). */
+  cancel: Quantiles;
+  cancelMs: Quantiles;
+  /** Cancelling the rest (unmeasured load), all at --open-concurrency. */
+  restCancelledSeconds: number;
+  clock: ClockStats;
+  cpu: CpuUse;
+  contention: Contention;
+  sql: ReturnType<typeof takeSqlTime>;
+}
+
+async function latencyPhase(s: Stack, pairs: Pair[], receipts: Map<string, StreamReceipt>, step: (text: string) => void): Promise<LatencyResult> {
   const { o } = s;
+  const n = o.latencyStreams;
+  const intervalMs = o.latencyIntervalMs;
+
+  step(`bare starts: ${n} update-with-start, ${o.openConcurrency} in flight`);
   await s.monitor.query('checkpoint');
-  const refs = Array.from({ length: o.streams }, (_, i) => `bench-${tag}-a-${i}`);
-  log(`${label} streams: opening ${o.streams} (interval ${o.intervalMs} ms)`);
-  const retriesBefore = openRetries;
-  const openStart = performance.now();
-  const opened = await Promise.all(
-    refs.map((ref, i) => timed(() => startStream(s, streamRequest(pairs[Math.floor(i / o.streamsPerPair)]!, ref, o.intervalMs)))),
-  );
-  const openSeconds = (performance.now() - openStart) / 1000;
-  const notStreaming = opened.filter((r) => r.value.status !== 'STREAMING');
-  if (notStreaming.length) throw new Error(`${notStreaming.length} stream(s) did not open: ${JSON.stringify(notStreaming[0]!.value)}`);
+  const bare = await bareStarts(s, n, 'bare');
+  log(`bare: ${bare.perSecond.toFixed(1)} starts/s (${n} in ${bare.seconds.toFixed(1)} s)`);
+  const plain = await plainStarts(s, n);
+  log(`plain workflow.start: ${plain.perSecond.toFixed(1)}/s; all ticked after ${plain.allTickedSeconds.toFixed(1)} s`);
 
-  log(`${label} streams: all open after ${openSeconds.toFixed(1)} s; measuring ${o.seconds} s`);
-  // billed_at and opened_at are the database's clock: the window is too
-  const w = await window(s, () => dbNowMs(s.monitor));
+  step(`latency: opening ${n} streams at ${intervalMs} ms (startStreamWorkflow, ${o.openConcurrency} in flight)`);
+  await s.monitor.query('checkpoint');
+  const refs = Array.from({ length: n }, (_, i) => `lat-${s.runId}-${i}`);
+  const opened = await openThroughApi(s, refs, pairs, intervalMs);
+  log(`opens: ${opened.rate.perSecond.toFixed(1)}/s (${n} in ${opened.rate.seconds.toFixed(1)} s); settling ${2 * intervalMs} ms`);
+  await sleep(2 * intervalMs, undefined, { signal: s.signal });
 
-  log(`${label} streams: cancelling ${o.streams}`);
-  const cancelled = await cancelAll<StreamReceipt>(
-    refs.map((ref) => s.client.workflow.getHandle(streamWorkflowId(ref))),
-    (h) => h.signal(cancelStreamSignal, { by: pairs[0]!.payer, reason: 'bench' }),
-  );
-
-  const { rows } = await s.pool.query<{ tick: number; billed_ms: number; opened_ms: number }>(
-    `select t.tick, (extract(epoch from t.billed_at) * 1000)::float8 as billed_ms,
-            (extract(epoch from s.opened_at) * 1000)::float8 as opened_ms
-       from stream_ticks t join streams s on s.ref = t.stream_ref
-      where s.ref = any($1) and t.tick > 1 and t.billed_at >= to_timestamp($2 / 1000.0) and t.billed_at < to_timestamp($3 / 1000.0)`,
+  step(`latency: tick lag over ${o.latencySeconds} s`);
+  const w = await measuredWindow(s, o.latencySeconds);
+  // the ticks due in the window, read once they should all be billed
+  await sleep(Math.max(1000, intervalMs), undefined, { signal: s.signal });
+  const { rows: lagRows } = await s.monitor.query<{ lag_ms: number }>(
+    `select (extract(epoch from billed_at - due_at) * 1000)::float8 as lag_ms from stream_ticks
+      where stream_ref = any($1) and tick > 1 and due_at >= to_timestamp($2 / 1000.0) and due_at < to_timestamp($3 / 1000.0)`,
     [refs, w.from, w.to],
   );
-  log(`${label} streams: ${(rows.length / w.windowSeconds).toFixed(1)} billed ticks/s`);
-  const history = await historyStats(s, refs.map(streamWorkflowId));
-  return {
-    ticks: rows.length,
-    windowSeconds: w.windowSeconds,
-    fromLocal: w.fromLocal,
-    toLocal: w.toLocal,
-    lagsMs: rows.map((r) => r.billed_ms - tickDueAtMs(r.opened_ms, o.intervalMs, r.tick)),
-    openMs: opened.map((r) => r.ms),
-    openSeconds,
-    openRetries: openRetries - retriesBefore,
-    cancelMs: cancelled.results.map((r) => r.ms),
-    cancelSeconds: cancelled.seconds,
-    contention: w.contention,
-    cpu: w.cpu,
-    history,
-    receipts: cancelled.results.map((r) => r.receipt),
-  };
-}
-
-async function barePhase(s: Stack, tag: string, label: string): Promise<PhaseRun> {
-  const { o } = s;
-  const ids = Array.from({ length: o.streams }, (_, i) => `${tag}-b-${i}`);
-  log(`${label} bare: opening ${o.streams} (interval ${o.intervalMs} ms)`);
-  const retriesBefore = openRetries;
-  const openStart = performance.now();
-  const opened = await Promise.all(ids.map((id) => timed(() => startBare(s, id))));
-  const openSeconds = (performance.now() - openStart) / 1000;
-
-  log(`${label} bare: all open after ${openSeconds.toFixed(1)} s; measuring ${o.seconds} s`);
-  // the no-ops record this process's clock: the window is on it too
-  const w = await window(s, async () => Date.now());
-
-  log(`${label} bare: cancelling ${o.streams}`);
-  const cancelled = await cancelAll<BareReceipt>(
-    ids.map((id) => s.client.workflow.getHandle(bareWorkflowId(id))),
-    (h) => h.signal(bareCancelSignal),
+  const { rows: openedRows } = await s.monitor.query<{ opened_ms: string; read_ms: number }>(
+    `select epoch_ms(opened_at)::text as opened_ms, (extract(epoch from clock_timestamp()) * 1000)::float8 as read_ms from streams where ref = any($1)`,
+    [refs],
   );
+  // tick k is due at opened + (k − 1) × interval (epoch_ms, as the clock computes it)
+  const ticksDue = openedRows.reduce((a, r) => {
+    const opened = Number(r.opened_ms);
+    return a + Math.max(0, Math.ceil((w.to - opened) / intervalMs) - Math.max(1, Math.ceil((w.from - opened) / intervalMs)));
+  }, 0);
+  const lagsMs = lagRows.map((r) => r.lag_ms);
+  const missing = Math.max(0, ticksDue - lagsMs.length);
+  // a tick not billed when read is at least as late as the read
+  const readMs = openedRows[0]?.read_ms ?? w.to;
+  for (let i = 0; i < missing; i++) lagsMs.push(readMs - w.to);
+  const clock = await clockStats(s, w.from, w.to);
+  const lagMs = quantiles(lagsMs);
+  log(`tick lag p50 ${lagMs.p50.toFixed(0)} ms, p99 ${lagMs.p99.toFixed(0)} ms (${lagRows.length} ticks, ${missing} not billed when read)`);
 
-  const mine = new Set(ids);
-  const origin = new Map(opened.map((r) => [r.value.id, r.value.openedAtMs]));
-  const inWindow = bareTicks.filter((t) => mine.has(t.id) && t.n > 1 && t.at >= w.from && t.at < w.to);
-  log(`${label} bare: ${(inWindow.length / w.windowSeconds).toFixed(1)} ticks/s`);
-  const history = await historyStats(s, ids.map(bareWorkflowId));
+  step(`latency: cancelling ${o.cancels} streams, ${o.cancelRate}/s`);
+  const stride = Math.max(1, Math.floor(n / o.cancels));
+  const measured = refs.filter((_, i) => i % stride === 0).slice(0, o.cancels);
+  const t0 = performance.now();
+  const cancelled = await Promise.all(
+    measured.map(async (ref, i) => {
+      await sleep(Math.max(0, t0 + (i * 1000) / o.cancelRate - performance.now()), undefined, { signal: s.signal });
+      return cancelThroughApi(s, ref, pairs[refs.indexOf(ref) % pairs.length]!.payer);
+    }),
+  );
+  for (const [i, c] of cancelled.entries()) receipts.set(measured[i]!, c.receipt);
+  const cancelMs = quantiles(cancelled.map((c) => c.ms));
+  log(`cancel p50 ${cancelMs.p50.toFixed(0)} ms, p99 ${cancelMs.p99.toFixed(0)} ms`);
+
+  const rest = refs.filter((r) => !receipts.has(r));
+  log(`cancelling the other ${rest.length} (unmeasured)`);
+  const tRest = performance.now();
+  const restDone = await mapConcurrently(rest, o.openConcurrency, (ref) => cancelThroughApi(s, ref, pairs[refs.indexOf(ref) % pairs.length]!.payer));
+  for (const [i, c] of restDone.entries()) receipts.set(rest[i]!, c.receipt);
+  const restCancelledSeconds = (performance.now() - tRest) / 1000;
+
+  const frac = (q: Quantiles): Quantiles => ({ ...q, p50: q.p50 / intervalMs, p99: q.p99 / intervalMs, max: q.max / intervalMs });
   return {
-    ticks: inWindow.length,
-    windowSeconds: w.windowSeconds,
-    fromLocal: w.fromLocal,
-    toLocal: w.toLocal,
-    lagsMs: inWindow.map((t) => t.at - tickDueAtMs(origin.get(t.id)!, o.intervalMs, t.n)),
-    openMs: opened.map((r) => r.ms),
-    openSeconds,
-    openRetries: openRetries - retriesBefore,
-    cancelMs: cancelled.results.map((r) => r.ms),
-    cancelSeconds: cancelled.seconds,
-    contention: w.contention,
+    streams: n,
+    intervalMs,
+    openConcurrency: o.openConcurrency,
+    bare,
+    plain,
+    opens: opened.rate,
+    ratioOpensBare: opened.rate.perSecond / bare.perSecond,
+    window: { seconds: w.windowSeconds, ticksDue, ticksBilled: lagRows.length, notBilledWhenRead: missing },
+    lag: frac(lagMs),
+    lagMs,
+    cancels: { count: measured.length, ratePerSecond: o.cancelRate },
+    cancel: frac(cancelMs),
+    cancelMs,
+    restCancelledSeconds,
+    clock,
     cpu: w.cpu,
-    history,
+    contention: w.contention,
+    sql: w.sql,
   };
 }
 
-/** One stream and one bare workflow, a few ticks each, before anything is timed. */
-async function warmUp(s: Stack, pair: Pair, runId: string): Promise<void> {
-  log(`warm-up: one stream and one bare workflow, ${WARMUP_TICKS} ticks each`);
-  const ref = `bench-${runId}-warmup`;
-  const id = `${runId}-warmup`;
-  await Promise.all([startStream(s, streamRequest(pair, ref, s.o.intervalMs)), startBare(s, id)]);
-  await sleep((WARMUP_TICKS - 1) * s.o.intervalMs + 200, undefined, { signal: s.signal });
-  const stream = s.client.workflow.getHandle(streamWorkflowId(ref));
-  const bare = s.client.workflow.getHandle(bareWorkflowId(id));
-  await Promise.all([stream.signal(cancelStreamSignal, { by: pair.payer, reason: 'warm-up' }), bare.signal(bareCancelSignal)]);
-  await Promise.all([stream.result(), bare.result()]);
-  // every connection of the pool open before the clock starts
-  const warm = await Promise.all(Array.from({ length: s.o.poolSize }, () => s.pool.connect()));
-  warm.forEach((c) => c.release());
+// ------------------------------------------------------------------ capacity phase
+
+interface CapacityResult {
+  streams: number;
+  intervalMs: number;
+  offeredTicksPerSecond: number;
+  openedVia: 'ledger' | 'api';
+  openSeconds: number;
+  warmupSeconds: number;
+  windowSeconds: number;
+  ticks: number;
+  billedTicksPerSecond: number;
+  /** Ticks due but not billed when the window closed, and as seconds of the offered load. */
+  backlogTicks: number;
+  backlogSeconds: number;
+  saturated: boolean;
+  clock: ClockStats;
+  cpu: CpuUse;
+  contention: Contention;
+  sql: ReturnType<typeof takeSqlTime>;
+}
+
+async function capacityPhase(s: Stack, pairs: Pair[], step: (text: string) => void): Promise<CapacityResult> {
+  const { o } = s;
+  const n = o.capacityStreams;
+  const refs = Array.from({ length: n }, (_, i) => `cap-${s.runId}-${i}`);
+  step(`capacity: opening ${n} streams at ${o.capacityIntervalMs} ms (${o.capacityOpen === 'ledger' ? 'ledger openStream' : 'startStreamWorkflow'})`);
+  const t = performance.now();
+  if (o.capacityOpen === 'api') {
+    await openThroughApi(s, refs, pairs, o.capacityIntervalMs);
+  } else {
+    const opened = await mapConcurrently(refs, o.poolSize, (ref, i) => openStream(s.pool, streamRequest(pairs[i % pairs.length]!, ref, o.capacityIntervalMs)));
+    const bad = opened.filter((r) => r.status !== 'STREAMING');
+    if (bad.length) throw new Error(`${bad.length} stream(s) did not open: ${JSON.stringify(bad[0])}`);
+    // no stream workflow signals the clocks: wake each shard as one would
+    await Promise.all(
+      Array.from({ length: o.shards }, (_, shard) => s.client.workflow.getHandle(billingClockWorkflowId(s.taskQueue, shard, o.shards)).signal(billingDueSignal, Date.now())),
+    );
+  }
+  const openSeconds = (performance.now() - t) / 1000;
+  log(`capacity: ${n} open after ${openSeconds.toFixed(1)} s; warming up ${o.capacityWarmupSeconds} s`);
+  await sleep(o.capacityWarmupSeconds * 1000, undefined, { signal: s.signal });
+  await s.monitor.query('checkpoint'); // as pgbench: the window does not pay for the setup's dirty pages
+
+  step(`capacity: billed ticks over ${o.capacitySeconds} s`);
+  const w = await measuredWindow(s, o.capacitySeconds);
+  const backlog = async () => {
+    const { rows } = await s.monitor.query<{ ticks: string }>(
+      `select coalesce(sum(greatest(0, (epoch_ms(now()) - next_due_ms) / tick_interval_ms + 1)), 0)::text as ticks
+         from streams where next_due_ms is not null and ref like $1`,
+      [`cap-${s.runId}-%`],
+    );
+    return Number(rows[0]!.ticks);
+  };
+  const backlogTicks = await backlog();
+  // billing transactions that began in the window commit a moment later
+  await sleep(2000, undefined, { signal: s.signal });
+  const { rows } = await s.monitor.query<{ n: number }>(
+    `select count(*)::int as n from stream_ticks where billed_at >= to_timestamp($1 / 1000.0) and billed_at < to_timestamp($2 / 1000.0) and stream_ref like $3`,
+    [w.from, w.to, `cap-${s.runId}-%`],
+  );
+  const ticks = rows[0]!.n;
+  const offered = (n * 1000) / o.capacityIntervalMs;
+  const clock = await clockStats(s, w.from, w.to);
+  log(`capacity: ${(ticks / w.windowSeconds).toFixed(0)} billed ticks/s of ${offered.toFixed(0)} offered; backlog ${backlogTicks} ticks`);
+  return {
+    streams: n,
+    intervalMs: o.capacityIntervalMs,
+    offeredTicksPerSecond: offered,
+    openedVia: o.capacityOpen,
+    openSeconds,
+    warmupSeconds: o.capacityWarmupSeconds,
+    windowSeconds: w.windowSeconds,
+    ticks,
+    billedTicksPerSecond: ticks / w.windowSeconds,
+    backlogTicks,
+    backlogSeconds: backlogTicks / offered,
+    // behind by more than a tick interval of the offered load: the clock could not keep up
+    saturated: backlogTicks > n,
+    clock,
+    cpu: w.cpu,
+    contention: w.contention,
+    sql: w.sql,
+  };
 }
 
 // ------------------------------------------------------------------ verification
 
 interface Verification {
   streams: number;
-  paidMismatches: number;
-  ticksBilledMismatches: number;
-  tickTransfers: number;
-  distinctTickTransfers: number;
+  openLatencyStreams: number;
   streamTicks: number;
-  openStreams: number;
+  tickTransfers: number;
+  duplicateTicks: number;
+  billedBeforeDue: number;
+  streamMismatches: number;
+  holdMismatches: number;
   balanceSum: string;
   receiptMismatches: number;
   ok: boolean;
 }
 
-async function verify(pool: Pool, receipts: StreamReceipt[]): Promise<Verification> {
-  const { rows } = await pool.query<Omit<Verification, 'receiptMismatches' | 'ok'>>(
-    `with t as (select stream_ref, sum(amount) as paid, count(*) as n from stream_ticks group by stream_ref)
+async function verify(monitor: pg.Client, runId: string, receipts: Map<string, StreamReceipt>): Promise<Verification> {
+  // one statement: one snapshot, whatever is still committing
+  const { rows } = await monitor.query<Omit<Verification, 'receiptMismatches' | 'ok'>>(
+    `with t as (select stream_ref, sum(amount) as paid, count(*) as n, max(tick) as max_tick,
+                       count(*) filter (where billed_at < due_at) as early
+                  from stream_ticks group by stream_ref)
      select (select count(*) from streams)::int as streams,
-            (select count(*) from streams s left join t on t.stream_ref = s.ref where s.paid <> coalesce(t.paid, 0))::int as "paidMismatches",
-            (select count(*) from streams s left join t on t.stream_ref = s.ref where s.ticks_billed <> coalesce(t.n, 0))::int as "ticksBilledMismatches",
-            (select count(*) from transfers where kind = 'stream_tick')::int as "tickTransfers",
-            (select count(distinct (stream_ref, tick)) from transfers where kind = 'stream_tick')::int as "distinctTickTransfers",
-            (select count(*) from stream_ticks)::int as "streamTicks",
-            (select count(*) from streams where status = 'open')::int as "openStreams",
+            (select count(*) from streams where ref like $1 and status = 'open')::int as "openLatencyStreams",
+            (select count(*) from stream_ticks)::bigint as "streamTicks",
+            (select count(*) from transfers where kind = 'stream_tick')::bigint as "tickTransfers",
+            (select count(*) from (select 1 from transfers where kind = 'stream_tick' group by stream_ref, tick having count(*) > 1) d)::int as "duplicateTicks",
+            (select coalesce(sum(early), 0) from t)::bigint as "billedBeforeDue",
+            (select count(*) from streams s left join t on t.stream_ref = s.ref
+              where s.paid <> coalesce(t.paid, 0) or s.ticks_billed <> coalesce(t.n, 0) or s.last_tick < coalesce(t.max_tick, 0))::int as "streamMismatches",
+            (select count(*) from streams s join holds h on h.id = s.hold_id
+              where s.mode = 'escrow' and (h.captured <> s.paid or (s.status = 'closed' and h.captured + h.released <> h.amount)))::int as "holdMismatches",
             (select coalesce(sum(balance), 0)::text from accounts) as "balanceSum"`,
+    [`lat-${runId}-%`],
   );
   const v = rows[0]!;
-  const { rows: db } = await pool.query<{ ref: string; paid: number; ticks: number }>(
-    'select stream_ref as ref, sum(amount)::bigint as paid, count(*)::int as ticks from stream_ticks where stream_ref = any($1) group by stream_ref',
-    [receipts.map((r) => r.ref)],
+  const { rows: db } = await monitor.query<{ ref: string; paid: number; ticks: number }>(
+    'select ref, paid, ticks_billed as ticks from streams where ref = any($1)',
+    [[...receipts.keys()]],
   );
   const byRef = new Map(db.map((r) => [r.ref, r]));
-  const receiptMismatches = receipts.filter((r) => {
+  const receiptMismatches = [...receipts.values()].filter((r) => {
     const d = byRef.get(r.ref);
     return r.status !== 'CONFIRMED' || r.reason !== 'cancelled' || !d || d.paid !== r.totalPaid || d.ticks !== r.ticks;
   }).length;
   const ok =
-    v.paidMismatches === 0 &&
-    v.ticksBilledMismatches === 0 &&
-    v.tickTransfers === v.distinctTickTransfers &&
+    v.duplicateTicks === 0 &&
     v.tickTransfers === v.streamTicks &&
-    v.openStreams === 0 &&
+    v.billedBeforeDue === 0 &&
+    v.streamMismatches === 0 &&
+    v.holdMismatches === 0 &&
+    v.openLatencyStreams === 0 &&
     v.balanceSum === '0' &&
     receiptMismatches === 0;
   return { ...v, receiptMismatches, ok };
@@ -735,105 +887,103 @@ async function verify(pool: Pool, receipts: StreamReceipt[]): Promise<Verificati
 
 // ------------------------------------------------------------------ report
 
-/** The phases in run order: each round one of each, the order flipping every round. */
-function phaseSequence(order: 'ab' | 'ba', rounds: number): ('a' | 'b')[] {
-  const first: ('a' | 'b')[] = order === 'ab' ? ['a', 'b'] : ['b', 'a'];
-  return Array.from({ length: rounds }, (_, r) => (r % 2 === 0 ? first : [...first].reverse())).flat();
-}
-
-type Report = Omit<Options, 'databaseUrl' | 'json' | 'timerShiftMs'> & {
-  /** The phases as run, a = streams, b = bare (e.g. abba). */
-  sequence: string;
-  /** null: the server's default (1 s). */
-  timerShiftMs: number | null;
+interface Report {
   temporalCli: string;
   postgresVersion: string;
-  payers: number;
-  payees: number;
-  offeredTicksPerSecond: number;
-  streamsPhase: PhaseResult;
-  barePhase: PhaseResult;
-  ratio: number;
-  /** Cores busy on the machine in the 2 s before the run started anything (neighbours). */
+  timerShift: string;
+  shards: number;
+  rowsMax: number;
+  poolSize: number;
+  streamsPerPair: number;
+  /** Cores busy on the machine in the 2 s before the run (neighbours). */
   machineBusyBeforeCores: number | null;
-  /** CPU ms per tick of this process, the dev server and the bench database's backends. */
-  cpuPerTickMs: { streams: number; bare: number };
+  capacity?: CapacityResult;
+  pgbench?: PgbenchRun;
+  ratioTicksPgbench?: number;
+  latency?: LatencyResult;
   verification: Verification;
-};
+  targets: Record<string, { value: number; target: string; met: boolean }>;
+}
 
-const cpuPerTickMs = (p: PhaseResult) => ((p.cpu.worker + (p.cpu.server ?? Number.NaN) + (p.cpu.postgres ?? 0)) / p.ticksPerSecond) * 1000;
+const fx = (n: number | null | undefined, digits: number) => (n === null || n === undefined || !Number.isFinite(n) ? 'n/a' : n.toFixed(digits));
+const msq = (q: Quantiles) => `p50 ${fx(q.p50, 0)} ms, p99 ${fx(q.p99, 0)} ms, max ${fx(q.max, 0)} ms (n=${q.count})`;
+const cpuText = (c: CpuUse) =>
+  `bench+worker ${fx(c.worker, 2)}, temporal ${fx(c.temporal, 2)}, postgres ${fx(c.postgres, 2)}, others ${fx(c.others, 2)}; machine ${fx(c.machine, 2)} of ${c.cores ?? 'n/a'} cores`;
+const sqlText = (sql: ReturnType<typeof takeSqlTime>) =>
+  sql.slice(0, 6).map((q) => `${q.name} ${fx(q.busy, 2)} (${q.count}x, ${fx(q.ms / Math.max(1, q.count), 1)} ms)`).join(', ') || 'n/a';
+const clockText = (c: ClockStats) =>
+  `${c.activities} billDue activities (${c.runs} runs), ${fx(c.ticksPerActivity, 1)} ticks each; exec ${msq(c.execMs)}; ` +
+  `shards busy billing ${fx(c.execShare * 100, 0)}% of the window; schedule-to-start p50 ${fx(c.scheduleToStartMs.p50, 0)} ms p99 ${fx(c.scheduleToStartMs.p99, 0)} ms; ` +
+  `back-to-back gap p50 ${fx(c.backToBackGapMs.p50, 0)} ms p99 ${fx(c.backToBackGapMs.p99, 0)} ms (n=${c.backToBackGapMs.count}); ` +
+  `timer late p50 ${fx(c.timerLateMs.p50, 0)} ms p99 ${fx(c.timerLateMs.p99, 0)} ms (n=${c.timerLateMs.count}); ` +
+  `timer/wake → billDue start p50 ${fx(c.timerToActivityMs.p50, 0)} ms p99 ${fx(c.timerToActivityMs.p99, 0)} ms; signals ${c.signals}`;
 
-const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : 'n/a');
-const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');
-const ms = (q: Quantiles) => `${q.p50.toFixed(0)} / ${q.p99.toFixed(0)} ms`;
-const cores = (n: number | undefined) => (n === undefined || !Number.isFinite(n) ? 'n/a' : n.toFixed(2));
-const cpuLine = (c: CpuUse, ticksPerSecond: number) =>
-  `worker ${cores(c.worker)}, temporal ${cores(c.server)}, postgres ${cores(c.postgres)}, others ${cores(c.others)}; ` +
-  `machine ${cores(c.machine)} of ${c.cores} cores busy; ` +
-  `per tick: worker ${((c.worker / ticksPerSecond) * 1000).toFixed(1)} ms, temporal ${(((c.server ?? Number.NaN) / ticksPerSecond) * 1000).toFixed(1)} ms, ` +
-  `postgres ${(((c.postgres ?? Number.NaN) / ticksPerSecond) * 1000).toFixed(1)} ms`;
-const historyLine = (h: HistoryStats) =>
-  `${h.workflows} workflows: ${(h.events / Math.max(1, h.activities)).toFixed(1)} events and ${(h.workflowTasks / Math.max(1, h.activities)).toFixed(2)} workflow tasks per activity; ` +
-  `workflow task timeouts ${h.workflowTaskTimeouts}, failures ${h.workflowTaskFailures}; activity timeouts ${h.activityTimeouts}`;
-const retries = (p: PhaseResult) => (p.openRetries ? `; ${p.openRetries} calls made again after an RPC deadline` : '');
-const byRound = (p: PhaseResult) => (p.ticksPerSecondByRound.length > 1 ? `; by round ${p.ticksPerSecondByRound.map((x) => x.toFixed(1)).join(', ')}` : '');
-const frac = (q: Quantiles) => `${f2(q.p50)} / ${f2(q.p99)} (max ${f2(q.max)}, n=${q.count})`;
-
-function printTable(r: Report): void {
-  const a = r.streamsPhase;
-  const b = r.barePhase;
-  const bill = a.activity.billTick!;
-  const noop = b.activity.noopTick!;
-  const v = r.verification;
-  const rows: [string, string][] = [
+function lines(r: Report): [string, string][] {
+  const out: [string, string][] = [
     ['temporal cli', r.temporalCli],
     ['postgresql', r.postgresVersion],
-    ['streams (N)', String(r.streams)],
-    ['interval', `${r.intervalMs} ms`],
-    ['seconds', String(r.seconds)],
-    ['payers / payees', `${r.payers} / ${r.payees} (${r.streamsPerPair} streams per pair)`],
-    ['worker', `pool ${r.poolSize}, maxConcurrentActivityTaskExecutions ${r.maxActivities}, maxConcurrentWorkflowTaskExecutions ${r.maxWorkflowTasks}`],
-    ['phases (a=streams b=bare)', `${r.sequence} (${r.rounds} round${r.rounds > 1 ? 's' : ''}, each ${r.seconds} s measured)`],
-    ['server timer shift', r.timerShiftMs === null ? "server default (1 s): timers under 1 s take ~1 s" : `history.timerProcessorMaxTimeShift ${r.timerShiftMs} ms`],
-    ['machine before the run', `${cores(r.machineBusyBeforeCores ?? undefined)} cores busy (neighbours)`],
-    ['offered ticks/s', r.offeredTicksPerSecond.toFixed(1)],
-    ['billed ticks/s', `${a.ticksPerSecond.toFixed(1)} (${a.ticks} in ${a.windowSeconds.toFixed(2)} s)${byRound(a)}`],
-    ['bare ticks/s', `${b.ticksPerSecond.toFixed(1)} (${b.ticks} in ${b.windowSeconds.toFixed(2)} s)${byRound(b)}`],
-    ['ratio billed/bare', `${f2(r.ratio)} (target >= 0.8)`],
-    ['tick lag p50/p99 streams', `${frac(a.lag)} x interval`],
-    ['tick lag p50/p99 bare', `${frac(b.lag)} x interval`],
-    ['cancel->receipt p50/p99 streams', `${frac(a.cancelToReceipt)} x interval (all ${r.streams} in ${a.cancelSeconds.toFixed(1)} s)`],
-    ['cancel->receipt p50/p99 bare', `${frac(b.cancelToReceipt)} x interval (all ${r.streams} in ${b.cancelSeconds.toFixed(1)} s)`],
-    ['open p50/p99 streams', `${ms(a.openLatencyMs)} (all ${r.streams} in ${a.openSeconds.toFixed(1)} s${retries(a)})`],
-    ['open p50/p99 bare', `${ms(b.openLatencyMs)} (all ${r.streams} in ${b.openSeconds.toFixed(1)} s${retries(b)})`],
-    ['billTick sched->start p50/p99', ms(bill.scheduleToStartMs)],
-    ['billTick exec p50/p99', ms(bill.execMs)],
-    ['noopTick sched->start p50/p99', ms(noop.scheduleToStartMs)],
-    [
-      'contention (streams phase)',
-      `pool waiters mean ${f2(a.contention.poolWaitingMean)} max ${a.contention.poolWaitingMax}, ` +
-        `backends waiting on a lock mean ${f2(a.contention.lockWaitingMean)} max ${a.contention.lockWaitingMax}, ` +
-        `active backends mean ${f2(a.contention.activeBackendsMean)}`,
-    ],
-    ['history streams (sample)', historyLine(a.history)],
-    ['history bare (sample)', historyLine(b.history)],
-    ['cpu streams phase (cores)', cpuLine(a.cpu, a.ticksPerSecond)],
-    ['cpu bare phase (cores)', cpuLine(b.cpu, b.ticksPerSecond)],
-    [
-      'cpu per tick, ours',
-      `streams ${f1(r.cpuPerTickMs.streams)} ms, bare ${f1(r.cpuPerTickMs.bare)} ms (worker + temporal + postgres); ` +
-        `bare/streams ${f2(r.cpuPerTickMs.bare / r.cpuPerTickMs.streams)}: the ratio when CPU is all that limits, whatever the neighbours take`,
-    ],
-    [
-      'books',
-      `${v.ok ? 'ok' : 'FAILED'} (${v.streams} streams, paid = sum of ticks: ${v.paidMismatches} mismatches; ` +
-        `tick transfers ${v.tickTransfers}, distinct (stream,tick) ${v.distinctTickTransfers}, stream_ticks ${v.streamTicks}; ` +
-        `open ${v.openStreams}; sum of balances ${v.balanceSum}; receipts disagreeing ${v.receiptMismatches})`,
-    ],
+    ['timer shift', r.timerShift],
+    ['billing clock', `${r.shards} shards, rowsMax ${r.rowsMax}, worker pool ${r.poolSize}, ${r.streamsPerPair} streams per payer/payee pair`],
+    ['machine busy before the run', `${fx(r.machineBusyBeforeCores, 2)} cores (neighbours)`],
   ];
-  const width = Math.max(...rows.map(([k]) => k.length));
-  for (const [k, val] of rows) console.log(`${k.padEnd(width)}  ${val}`);
-  console.log(`ratio billed/bare: ${f2(r.ratio)}`);
+  const c = r.capacity;
+  if (c) {
+    out.push(
+      ['capacity streams', `${c.streams} at ${c.intervalMs} ms (offered ${fx(c.offeredTicksPerSecond, 0)} ticks/s)`],
+      [
+        'capacity opened via',
+        c.openedVia === 'ledger'
+          ? `ledger (src/ledger/streams.ts openStream, ${fx(c.openSeconds, 1)} s), billing clock workflows only (no stream workflows)`
+          : `api (startStreamWorkflow, real stream workflows, ${fx(c.openSeconds, 1)} s)`,
+      ],
+      ['capacity window', `${fx(c.windowSeconds, 1)} s after ${c.warmupSeconds} s of warm-up and a checkpoint; ${c.ticks} ticks billed`],
+      ['billed ticks/s', fx(c.billedTicksPerSecond, 0)],
+      ['capacity backlog at window end', `${c.backlogTicks} ticks (${fx(c.backlogSeconds, 1)} s of offered load): ${c.saturated ? 'saturated (the figure is the capacity)' : 'NOT saturated (the figure is a lower bound: offer more)'}`],
+      ['capacity clock', clockText(c.clock)],
+      ['capacity sql (connection-s/s)', sqlText(c.sql)],
+      ['capacity contention', `backends waiting on a lock mean ${fx(c.contention.lockWaitingMean, 2)} max ${c.contention.lockWaitingMax}, active backends mean ${fx(c.contention.activeBackendsMean, 2)}, pool waiters mean ${fx(c.contention.poolWaitingMean, 2)}`],
+      ['capacity cpu (cores)', cpuText(c.cpu)],
+    );
+  }
+  if (r.pgbench) {
+    out.push(['pgbench', `tpcb-like -c ${r.pgbench.clients} -j ${r.pgbench.threads} -T ${r.pgbench.seconds} -s ${r.pgbench.scale}, scratch database, same server`]);
+    out.push(['pgbench clients', String(r.pgbench.clients)]);
+    out.push(['pgbench tps', fx(r.pgbench.tps, 0)]);
+  }
+  if (r.ratioTicksPgbench !== undefined) out.push(['ratio ticks/pgbench', fx(r.ratioTicksPgbench, 2)]);
+  const l = r.latency;
+  if (l) {
+    out.push(
+      ['latency streams', `${l.streams} at ${l.intervalMs} ms, opened through startStreamWorkflow, ${l.openConcurrency} calls in flight`],
+      ['stream opens/s', `${fx(l.opens.perSecond, 1)}`],
+      ['stream open latency', msq(l.opens.latencyMs)],
+      ['bare starts/s', `${fx(l.bare.perSecond, 1)}`],
+      ['bare start latency', `${msq(l.bare.latencyMs)} (bench/bareTickWorkflow.ts by update-with-start until its no-op tick 1 answered)`],
+      ['plain workflow.start/s', `${fx(l.plain.perSecond, 1)} (context: returns before any worker ran; all ${l.plain.count} ticked after ${fx(l.plain.allTickedSeconds, 1)} s)`],
+      ['ratio opens/bare starts', fx(l.ratioOpensBare, 2)],
+      ['tick lag window', `${fx(l.window.seconds, 1)} s, ${l.window.ticksDue} ticks due, ${l.window.ticksBilled} billed, ${l.window.notBilledWhenRead} not billed when read`],
+      ['tick lag p50', `${fx(l.lag.p50, 3)} interval`],
+      ['tick lag p99', `${fx(l.lag.p99, 3)} interval`],
+      ['tick lag (ms)', msq(l.lagMs)],
+      ['cancels', `${l.cancels.count} at ${l.cancels.ratePerSecond}/s (signal, then the result), the other streams billing; the rest cancelled in ${fx(l.restCancelledSeconds, 1)} s`],
+      ['cancel p50', `${fx(l.cancel.p50, 3)} interval`],
+      ['cancel p99', `${fx(l.cancel.p99, 3)} interval`],
+      ['cancel (ms)', msq(l.cancelMs)],
+      ['latency clock', clockText(l.clock)],
+      ['latency sql (connection-s/s)', sqlText(l.sql)],
+      ['latency cpu (cores)', cpuText(l.cpu)],
+    );
+  }
+  const v = r.verification;
+  out.push([
+    'books',
+    `${v.streams} streams, ${v.streamTicks} ticks; duplicate (stream, tick) ${v.duplicateTicks}; tick transfers ${v.tickTransfers}; billed before due ${v.billedBeforeDue}; ` +
+      `streams disagreeing with their ticks ${v.streamMismatches}; holds disagreeing ${v.holdMismatches}; latency streams left open ${v.openLatencyStreams}; ` +
+      `receipts disagreeing ${v.receiptMismatches}; sum of balances ${v.balanceSum}`,
+  ]);
+  out.push(['verified', v.ok ? 'yes' : 'no']);
+  for (const [name, t] of Object.entries(r.targets)) out.push([`target ${name}`, `${t.met ? 'met' : 'MISSED'} (${fx(t.value, 3)}, target ${t.target})`]);
+  return out;
 }
 
 // ------------------------------------------------------------------ main
@@ -843,15 +993,19 @@ async function main(): Promise<void> {
   const runId = randomBytes(3).toString('hex');
   const name = benchDatabaseName();
   const url = withDatabase(o.databaseUrl, name);
+  const scratch = `${name}_pgbench`;
+  const runLatency = o.only !== 'capacity';
+  const runCapacity = o.only !== 'latency';
+  const pgbenchClients = o.pgbenchClients ?? o.shards;
 
-  // Ctrl-C or a kill ends the run and still stops everything and drops the database
+  // Ctrl-C or a kill ends the run and still stops everything and drops the databases
   const run = interruptibleRun();
 
   // what the machine is doing before we start: on a shared box, the neighbours
   const before = machineCpuSeconds();
   await sleep(2000);
   const after = machineCpuSeconds();
-  const busyBefore = before && after ? (after.busy - before.busy) / 2 : undefined;
+  const busyBefore = before && after ? (after.busy - before.busy) / 2 : null;
 
   const cli = resolveTool(TEMPORAL_CLI);
   if (!cli.path) throw new Error('the Temporal CLI could not be found or installed (try `npm run tools`)');
@@ -863,126 +1017,171 @@ async function main(): Promise<void> {
   let worker: Worker | undefined;
   let running: Promise<void> | undefined;
   let workerConnection: NativeConnection | undefined;
+  let bareWorker: Worker | undefined;
+  let bareRunning: Promise<void> | undefined;
+  let bareConnection: NativeConnection | undefined;
   let clientConnection: Connection | undefined;
+  let bundlePath: string | undefined;
   let created = false;
+  let scratchCreated = false;
   try {
     await createBenchDatabase(o.databaseUrl, name);
     created = true;
+    log('migrations, payers, payees, deposits');
+    await migrate(url);
     pool = createPool(url, o.poolSize);
-    const pairs = await setUpParties(url, pool, o, runId);
-    // a connection of its own for clocks and sampling: never queued behind the activities
+    instrumentPool(pool);
+    const latencyPairs = runLatency ? await setUpPairs(pool, `lat-${runId}`, o.latencyStreams, o.streamsPerPair) : [];
+    const capacityPairs = runCapacity ? await setUpPairs(pool, `cap-${runId}`, o.capacityStreams, o.streamsPerPair) : [];
+    await pool.query('vacuum analyze');
+    // a connection of its own for clocks, sampling and reading: never queued behind the activities
     monitor = new pg.Client({ connectionString: url, application_name: 'sluice-bench-monitor' });
     await monitor.connect();
 
+    const timerShift = o.timerShiftMs === undefined ? undefined : { 'history.timerProcessorMaxTimeShift': `${o.timerShiftMs}ms` };
     log(`starting an in-memory Temporal dev server (${cli.version})`);
-    devServer = await startDevServer({
-      cliPath: cli.path,
-      port: await freePort(),
-      dynamicConfig: o.timerShiftMs === undefined ? undefined : { 'history.timerProcessorMaxTimeShift': `${o.timerShiftMs}ms` },
-    });
+    devServer = await startDevServer({ cliPath: cli.path, port: await freePort(), dynamicConfig: timerShift });
     killWithThisProcess(devServer);
     if (run.signal.aborted) throw run.signal.reason;
 
+    // one bundle: the real workflows (for createWorker) plus the bare one (its own worker)
+    log('bundling the workflows (the real ones and the bare baseline)');
+    const quiet = () => undefined;
+    const { code } = await bundleWorkflowCode({
+      workflowsPath: require.resolve('./workflows'),
+      logger: { trace: quiet, debug: quiet, info: quiet, warn: quiet, error: (m: string) => log(m), log: quiet },
+    });
+    bundlePath = join(tmpdir(), `sluice-bench-streams-${process.pid}-${runId}.js`);
+    writeFileSync(bundlePath, code);
+
     const taskQueue = `bench-streams-${runId}`;
-    log(`worker on ${taskQueue}: bundling workflows (the real ones and the bare baseline)`);
-    workerConnection = await NativeConnection.connect({ address: devServer.address });
-    worker = await Worker.create({
-      connection: workerConnection,
+    const bareQueue = `${taskQueue}-bare`;
+    log(`worker on ${taskQueue} (createWorker: real activities, ${o.shards} billing clock shards); bare worker on ${bareQueue}`);
+    ({ worker, connection: workerConnection } = await createWorker({
+      pool,
+      address: devServer.address,
       namespace: NAMESPACE,
       taskQueue,
-      activities: { ...createActivities({ pool }), ...bareActivities },
-      workflowsPath: require.resolve('./workflows'),
-      maxConcurrentActivityTaskExecutions: o.maxActivities,
-      maxConcurrentWorkflowTaskExecutions: o.maxWorkflowTasks,
-      interceptors: { activity: [timingInterceptor] },
-    });
+      workflowBundlePath: bundlePath,
+      billing: { shards: o.shards, rowsMax: o.rowsMax },
+    }));
     running = worker.run();
-    const ended = endOfRun(running, run.signal);
+    bareConnection = await NativeConnection.connect({ address: devServer.address });
+    bareWorker = await Worker.create({ connection: bareConnection, namespace: NAMESPACE, taskQueue: bareQueue, activities: bareActivities, workflowBundle: { code } });
+    bareRunning = bareWorker.run();
+    const ended = Promise.race([endOfRun(running, run.signal), endOfRun(bareRunning, run.signal)]);
 
     clientConnection = await Connection.connect({ address: devServer.address });
     const stack: Stack = {
       client: new Client({ connection: clientConnection, namespace: NAMESPACE }),
       taskQueue,
+      bareQueue,
       pool,
       monitor,
       database: name,
       serverPid: devServer.process.pid,
       o,
       signal: run.signal,
+      runId,
     };
 
+    const steps = (runLatency ? 4 : 0) + (runCapacity ? 3 : 0) + 1;
+    let done = 0;
+    const step = (text: string) => phaseProgress(done++, steps, text);
+    const receipts = new Map<string, StreamReceipt>();
+
     const body = async () => {
-      await warmUp(stack, pairs[0]!, runId);
-      const streamRuns: PhaseRun[] = [];
-      const bareRuns: PhaseRun[] = [];
-      const receipts: StreamReceipt[] = [];
-      const sequence = phaseSequence(o.order, o.rounds);
-      for (const [i, phase] of sequence.entries()) {
-        if (i > 0) await sleep(Math.max(2000, o.intervalMs), undefined, { signal: run.signal }); // let the last cancels settle
-        const round = Math.floor(i / 2);
-        const tag = `${runId}-${round}`;
-        const label = `[${i + 1}/${sequence.length}]`;
-        phaseProgress(i, sequence.length, `phase ${label}: ${phase === 'a' ? 'billed streams' : 'bare timers'}`);
-        if (phase === 'a') {
-          const { receipts: closed, ...run } = await streamPhase(stack, pairs, tag, label);
-          streamRuns.push(run);
-          receipts.push(...closed);
-        } else {
-          bareRuns.push(await barePhase(stack, tag, label));
-        }
+      // warm-up: one stream and one bare workflow through every path, the pool's connections open
+      log('warm-up: a stream opened and cancelled, a bare workflow started');
+      const warmPair = (latencyPairs[0] ?? capacityPairs[0])!;
+      const warmRef = `warm-${runId}`;
+      await openThroughApi(stack, [warmRef], [warmPair], 1000);
+      await bareStarts(stack, 1, 'warm');
+      await sleep(1500, undefined, { signal: run.signal });
+      receipts.set(warmRef, (await cancelThroughApi(stack, warmRef, warmPair.payer)).receipt);
+      const warm = await Promise.all(Array.from({ length: o.poolSize }, () => stack.pool.connect()));
+      warm.forEach((c) => c.release());
+
+      const latency = runLatency ? await latencyPhase(stack, latencyPairs, receipts, step) : undefined;
+      let pgbench: PgbenchRun | undefined;
+      let capacity: CapacityResult | undefined;
+      if (runCapacity) {
+        step(`pgbench: -c ${pgbenchClients} -T ${o.pgbenchSeconds} on a scratch database (the clock idle)`);
+        await createBenchDatabase(o.databaseUrl, scratch);
+        scratchCreated = true;
+        pgbench = await runPgbench(
+          withDatabase(o.databaseUrl, scratch),
+          { clients: pgbenchClients, threads: Math.min(2, pgbenchClients), seconds: o.pgbenchSeconds, scale: o.pgbenchScale ?? pgbenchClients },
+          run.signal,
+        );
+        log(`pgbench: ${pgbench.tps.toFixed(0)} tps`);
+        await dropBenchDatabase(o.databaseUrl, scratch);
+        scratchCreated = false;
+        capacity = await capacityPhase(stack, capacityPairs, step);
       }
-      phaseProgress(sequence.length, sequence.length, `${sequence.length} phases measured`);
-      phasesDone(`${sequence.length} phases measured`); // a terminal's bar line ends; piped, nothing
-      log('verifying the books');
-      const verification = await verify(stack.pool, receipts);
-      return {
-        streamsPhase: summarize(streamRuns, 'billTick', o.intervalMs),
-        barePhase: summarize(bareRuns, 'noopTick', o.intervalMs),
-        sequence: sequence.join(''),
-        verification,
-      };
+      step('stopping the workers, verifying the books');
+      return { latency, pgbench, capacity };
     };
-    const { streamsPhase, barePhase: bare, sequence, verification } = await Promise.race([body(), ended]).catch((error: unknown) => {
+    const { latency, pgbench, capacity } = await Promise.race([body(), ended]).catch((error: unknown) => {
       log(`failed: ${error instanceof Error ? error.message : String(error)}; stopping everything`);
       throw error;
     });
 
+    // the clock stops billing before the books are read (the read is one snapshot anyway)
+    run.stopping();
+    await stopTemporal({ worker, running, workerConnection });
+    await stopTemporal({ worker: bareWorker, running: bareRunning, workerConnection: bareConnection });
+    worker = bareWorker = undefined;
+    const verification = await verify(monitor, runId, receipts);
+    phasesDone(`${steps} phases done`);
+
+    const ratioTicksPgbench = capacity && pgbench ? capacity.billedTicksPerSecond / pgbench.tps : undefined;
+    const targets: Report['targets'] = {};
+    if (ratioTicksPgbench !== undefined) targets['ratio ticks/pgbench'] = { value: ratioTicksPgbench, target: '>= 5', met: ratioTicksPgbench >= 5 };
+    if (latency) {
+      targets['tick lag p99'] = { value: latency.lag.p99, target: '<= 0.1 interval', met: latency.lag.p99 <= 0.1 };
+      targets['cancel p99'] = { value: latency.cancel.p99, target: '<= 0.1 interval', met: latency.cancel.p99 <= 0.1 };
+      targets['ratio opens/bare starts'] = { value: latency.ratioOpensBare, target: '>= 0.8', met: latency.ratioOpensBare >= 0.8 };
+    }
     const report: Report = {
       temporalCli: cli.version,
       postgresVersion: server!.server_version,
-      streams: o.streams,
-      intervalMs: o.intervalMs,
-      seconds: o.seconds,
-      streamsPerPair: o.streamsPerPair,
-      payers: pairs.length,
-      payees: pairs.length,
+      timerShift: `history.timerProcessorMaxTimeShift ${o.timerShiftMs === undefined ? `${PRECISE_TIMERS['history.timerProcessorMaxTimeShift']} (startDevServer's default)` : `${o.timerShiftMs}ms`}`,
+      shards: o.shards,
+      rowsMax: o.rowsMax,
       poolSize: o.poolSize,
-      maxActivities: o.maxActivities,
-      maxWorkflowTasks: o.maxWorkflowTasks,
-      order: o.order,
-      rounds: o.rounds,
-      sequence,
-      timerShiftMs: o.timerShiftMs ?? null,
-      offeredTicksPerSecond: (o.streams * 1000) / o.intervalMs,
-      streamsPhase,
-      barePhase: bare,
-      ratio: streamsPhase.ticksPerSecond / bare.ticksPerSecond,
-      cpuPerTickMs: { streams: cpuPerTickMs(streamsPhase), bare: cpuPerTickMs(bare) },
-      machineBusyBeforeCores: busyBefore ?? null,
+      streamsPerPair: o.streamsPerPair,
+      machineBusyBeforeCores: busyBefore,
+      capacity,
+      pgbench,
+      ratioTicksPgbench,
+      latency,
       verification,
+      targets,
     };
     if (o.json) console.log(JSON.stringify(report, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2));
-    else printTable(report);
-    if (!verification.ok) process.exitCode = 1;
+    else for (const [k, v] of lines(report)) console.log(`${k}: ${v}`);
+    if (!verification.ok) {
+      log('verification failed: the books are wrong (see the books line)');
+      process.exitCode = 1;
+    }
   } finally {
     run.stopping(); // from here, a call failing as its connection closes is noted, not fatal
-    await stopTemporal({ worker, running, workerConnection, clientConnection, devServer });
+    await stopTemporal({ worker, running, workerConnection });
+    await stopTemporal({ worker: bareWorker, running: bareRunning, workerConnection: bareConnection, clientConnection, devServer });
     await monitor?.end().catch(() => undefined);
     await pool?.end().catch(() => undefined);
-    if (created) {
-      await dropBenchDatabase(o.databaseUrl, name);
-    }
+    if (bundlePath) rmSync(bundlePath, { force: true });
+    if (scratchCreated) await dropBenchDatabase(o.databaseUrl, scratch).catch(() => undefined);
+    if (created) await dropBenchDatabase(o.databaseUrl, name);
   }
 }
 
-runBench(main);
+runBench(async () => {
+  try {
+    await main();
+  } finally {
+    // everything is stopped; a handle a library left open must not keep the run alive
+    setTimeout(() => process.exit(), 10_000).unref();
+  }
+});

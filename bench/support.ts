@@ -109,3 +109,42 @@ export const quantiles = (values: number[]): Quantiles => ({
   max: values.length ? Math.max(...values) : Number.NaN,
   count: values.length,
 });
+
+/** Runs `fn` over `items` with at most `limit` calls in flight; the results in the items' order. */
+export async function mapConcurrently<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]!, i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, lane));
+  return results;
+}
+
+export interface PgbenchRun {
+  clients: number;
+  threads: number;
+  seconds: number;
+  scale: number;
+  tps: number;
+}
+
+/**
+ * pgbench's built-in TPC-B-like script on `url` (a scratch database: `pgbench -i`
+ * creates its tables there), after a checkpoint: `-c clients -j threads -T seconds -n`.
+ */
+export async function runPgbench(url: string, o: { clients: number; threads: number; seconds: number; scale: number }, signal?: AbortSignal): Promise<PgbenchRun> {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  // pgbench takes the URL as its dbname argument (libpq expands connection URIs)
+  const exec = (args: string[]) => promisify(execFile)('pgbench', [...args, url], { signal, maxBuffer: 16 << 20 });
+  log(`pgbench -i -s ${o.scale}`);
+  await exec(['-i', '-s', String(o.scale), '-q']);
+  await checkpoint(url);
+  log(`pgbench -b tpcb-like -c ${o.clients} -j ${o.threads} -T ${o.seconds} -n`);
+  const { stdout } = await exec(['-b', 'tpcb-like', '-c', String(o.clients), '-j', String(o.threads), '-T', String(o.seconds), '-n']);
+  return { ...o, tps: pgbenchTps(stdout) };
+}

@@ -30,9 +30,11 @@ import { describeTool, resolveTool, TEMPORAL_CLI } from '../src/temporal/tools';
 import { createWorker, WORKFLOWS_PATH } from '../src/worker';
 import { createTestDatabase, type TestDatabase } from '../test/support/db';
 import { freePort } from '../test/support/globalSetup';
-import { paymentWorkflow, refundWorkflow, streamWorkflow } from '../workflows';
-import { cancelStreamSignal, jobPaymentUpdate, pauseStreamUpdate, resumeStreamUpdate, streamOpenedUpdate, streamViewQuery } from '../workflows/definitions';
-import { OVERDUE_TICK_AT_ONCE_PATCH, type StreamWorkflowOptions } from '../workflows/stream';
+import { paymentWorkflow, refundWorkflow } from '../workflows';
+import { billingDueSignal, cancelStreamSignal, jobPaymentUpdate, pauseStreamUpdate, resumeStreamUpdate, streamHaltedSignal } from '../workflows/definitions';
+import { BILLING_CLOCK_PATCH, type StreamWorkflowOptions } from '../workflows/stream';
+import { BILLING_SHARDS_DEFAULT, billingClockWorkflowId, shardOf } from '../src/domain/billing';
+import { getStream } from '../src/ledger/streams';
 import { startStreamWorkflow } from '../src/temporal/streams';
 import { startJobWorkflow } from '../src/temporal/jobs';
 import { createServer } from 'node:http';
@@ -128,9 +130,24 @@ function patchesIn(history: temporal.api.history.v1.IHistory): string[] {
   });
 }
 
-/** Writes the history in the JSON shape Temporal's tools use (historyToJSON), and checks it reads back. */
-async function save(name: string, handle: WorkflowHandle): Promise<string> {
-  const history = await handle.fetchHistory();
+/**
+ * Checks a stream's history took the billing clock's path: the patch marker, `wakes`
+ * billingDue signals sent to the clock (the open, each resume), and no tick billed
+ * by the workflow itself (no billTick, no timer).
+ */
+function expectClocked(ref: string, history: temporal.api.history.v1.IHistory, { wakes }: { wakes: number }): void {
+  const events = history.events ?? [];
+  if (!patchesIn(history).includes(BILLING_CLOCK_PATCH)) throw new Error(`${ref} did not take the billing clock's path`);
+  const sent = events.filter((e) => e.signalExternalWorkflowExecutionInitiatedEventAttributes?.signalName === billingDueSignal.name).length;
+  if (sent !== wakes) throw new Error(`${ref} woke the billing clock ${sent} times, not ${wakes}`);
+  if (events.some((e) => e.timerStartedEventAttributes || e.activityTaskScheduledEventAttributes?.activityType?.name === 'billTick')) {
+    throw new Error(`${ref} billed a tick itself`);
+  }
+}
+
+/** Writes the history (fetched now, unless given) in the JSON shape Temporal's tools use (historyToJSON), and checks it reads back. */
+async function save(name: string, handle: WorkflowHandle, fetched?: temporal.api.history.v1.IHistory): Promise<string> {
+  const history = fetched ?? (await handle.fetchHistory());
   const file = join(HISTORIES_DIR, `${name}.json`);
   writeFileSync(file, `${historyToJSON(history)}\n`);
   const reread = historyFromJSON(JSON.parse(readFileSync(file, 'utf8')));
@@ -193,81 +210,99 @@ async function main(): Promise<void> {
         if (refundReceipt.amount !== 100 || refundReceipt.refundedTotal !== 100) throw new Error(`unexpected refund ${JSON.stringify(refundReceipt)}`);
         files.push(await save('refund', refund));
 
-        // 4. streamWorkflow cancelled by the payer: tick 1 at open, then ticks driven by timers; a billing
-        //    transaction held up for a second (the stream row locked) leaves the next ticks overdue, billed
-        //    at once without a timer (OVERDUE_TICK_AT_ONCE_PATCH); the cancel signal wakes it, close releases the escrow
-        const cancelled = await openStream(client!, streamRequest('rec-stream-cancel', { ratePerTick: 5, maxTotal: 500, tickIntervalMs: 200 }));
-        expectReceipt(cancelled.opened, { status: 'STREAMING', ticks: 1, totalPaid: 5 });
-        const blocker = await db!.pool.connect();
-        try {
-          await blocker.query('begin');
-          await blocker.query('select 1 from streams where ref = $1 for update', ['rec-stream-cancel']);
-          await sleep(1_000);
-          await blocker.query('commit');
-        } finally {
-          blocker.release();
+        // The stream paths below are the billing clock's (BILLING_CLOCK_PATCH). The per-tick loop's histories
+        // (stream-cancelled, stream-paused-resumed-run-*, stream-continued-*) were recorded before the patch and
+        // cannot be recorded again: they are kept as they are, and replay the unpatched branch.
+        // All three refs are on one shard, so that shard's clock history has served them all.
+        const clockShard = shardOf('rec-stream-clock-done', BILLING_SHARDS_DEFAULT);
+        for (const ref of ['rec-stream-clock-cancel', 'rec-stream-clock-pause']) {
+          if (shardOf(ref, BILLING_SHARDS_DEFAULT) !== clockShard) throw new Error(`${ref} is not on the billing clock shard ${clockShard}`);
         }
-        for (let i = 0; (await cancelled.handle.query(streamViewQuery)).ticks < 8; i++) {
-          if (i > 300) throw new Error('stream rec-stream-cancel did not reach 8 ticks');
-          await sleep(100);
-        }
-        await cancelled.handle.signal(cancelStreamSignal, { by: 'alice', reason: 'done' });
-        const cancelReceipt = await cancelled.handle.result();
-        expectReceipt(cancelReceipt, { status: 'CONFIRMED', reason: 'cancelled', closedBy: 'alice', totalPaid: 5 * cancelReceipt.ticks });
-        if (cancelReceipt.ticks < 8) throw new Error(`unexpected receipt ${JSON.stringify(cancelReceipt)}`);
-        const cancelledHistory = await cancelled.handle.fetchHistory();
-        if (!patchesIn(cancelledHistory).includes(OVERDUE_TICK_AT_ONCE_PATCH)) throw new Error('rec-stream-cancel billed no overdue tick');
-        if (!cancelledHistory.events?.some((e) => e.timerStartedEventAttributes)) throw new Error('rec-stream-cancel waited on no timer');
-        files.push(await save('stream-cancelled', cancelled.handle));
-
-        // 4b. streamWorkflow paused and resumed (updates; the paused loop waits with no timer), continued
-        //     as new (historyTicksMax 3), paused again in the next run and cancelled while paused
-        const paused = await openStream(client!, streamRequest('rec-stream-pause', { ratePerTick: 2, maxTotal: 200, tickIntervalMs: 200 }), { historyTicksMax: 3 });
-        const ticksOf = async () => (await paused.handle.query(streamViewQuery)).ticks;
-        const untilTicks = async (n: number) => {
-          for (let i = 0; (await ticksOf()) < n; i++) {
-            if (i > 300) throw new Error(`stream rec-stream-pause did not reach ${n} ticks`);
+        const ticksBilled = async (ref: string) => (await getStream(db!.pool, ref)).ticks_billed;
+        const untilTicksBilled = async (ref: string, n: number) => {
+          for (let i = 0; (await ticksBilled(ref)) < n; i++) {
+            if (i > 300) throw new Error(`stream ${ref} did not reach ${n} ticks`);
             await sleep(50);
           }
         };
-        await untilTicks(2);
+
+        // 4. streamWorkflow cancelled by the payer: tick 1 at open, the clock woken (billingDue), the later ticks
+        //    billed by the clock; the cancel signal wakes the workflow, the close bills what is due and releases the escrow
+        const cancelled = await openStream(client!, streamRequest('rec-stream-clock-cancel', { ratePerTick: 5, maxTotal: 500, tickIntervalMs: 200 }));
+        expectReceipt(cancelled.opened, { status: 'STREAMING', ticks: 1, totalPaid: 5 });
+        await untilTicksBilled('rec-stream-clock-cancel', 5);
+        await cancelled.handle.signal(cancelStreamSignal, { by: 'alice', reason: 'done' });
+        const cancelReceipt = await cancelled.handle.result();
+        expectReceipt(cancelReceipt, { status: 'CONFIRMED', reason: 'cancelled', closedBy: 'alice', totalPaid: 5 * cancelReceipt.ticks });
+        if (cancelReceipt.ticks < 5) throw new Error(`unexpected receipt ${JSON.stringify(cancelReceipt)}`);
+        expectClocked('rec-stream-clock-cancel', await cancelled.handle.fetchHistory(), { wakes: 1 });
+        files.push(await save('stream-clocked-cancelled', cancelled.handle));
+
+        // 4b. streamWorkflow paused and resumed (updates: the clock skips a paused stream, the resume wakes it
+        //     again), paused again and cancelled while paused
+        const paused = await openStream(client!, streamRequest('rec-stream-clock-pause', { ratePerTick: 2, maxTotal: 200, tickIntervalMs: 200 }));
+        expectReceipt(paused.opened, { status: 'STREAMING', ticks: 1, totalPaid: 2 });
+        await untilTicksBilled('rec-stream-clock-pause', 3);
         await paused.handle.executeUpdate(pauseStreamUpdate, { args: [{ by: 'alice' }] });
-        const atPause = await ticksOf();
+        const atPause = await ticksBilled('rec-stream-clock-pause');
         await sleep(600);
-        if ((await ticksOf()) !== atPause) throw new Error('rec-stream-pause billed a tick while paused');
+        if ((await ticksBilled('rec-stream-clock-pause')) !== atPause) throw new Error('rec-stream-clock-pause billed a tick while paused');
         await paused.handle.executeUpdate(resumeStreamUpdate, { args: [{ by: 'alice' }] });
-        await untilTicks(atPause + 4);
+        await untilTicksBilled('rec-stream-clock-pause', atPause + 3);
         await paused.handle.executeUpdate(pauseStreamUpdate, { args: [{ by: 'alice' }] });
         await paused.handle.signal(cancelStreamSignal, { by: 'alice', reason: 'done while paused' });
         const pausedReceipt = await paused.handle.result();
         expectReceipt(pausedReceipt, { status: 'CONFIRMED', reason: 'cancelled', closedBy: 'alice', totalPaid: 2 * pausedReceipt.ticks });
-        if (pausedReceipt.pauses?.length !== 2 || !pausedReceipt.pauses[0]!.resumedAt) throw new Error(`unexpected pauses ${JSON.stringify(pausedReceipt.pauses)}`);
-        // every run of the chain, oldest first: together they hold the open, both pauses and the resume
-        const runs: WorkflowHandle[] = [];
-        for (let runId: string | undefined = (await paused.handle.describe()).runId; runId; ) {
-          const run: WorkflowHandle = client!.workflow.getHandle(paused.handle.workflowId, runId);
-          runs.unshift(run);
-          runId = (await run.fetchHistory()).events?.[0]?.workflowExecutionStartedEventAttributes?.continuedExecutionRunId ?? undefined;
+        if (pausedReceipt.ticks < atPause + 3) throw new Error(`unexpected receipt ${JSON.stringify(pausedReceipt)}`);
+        if (pausedReceipt.pauses?.length !== 2 || !pausedReceipt.pauses[0]!.resumedAt || pausedReceipt.pauses[1]!.resumedAt) {
+          throw new Error(`unexpected pauses ${JSON.stringify(pausedReceipt.pauses)}`);
         }
-        if (runs.length < 2) throw new Error('rec-stream-pause did not continue as new');
-        let updates = 0;
-        for (const run of runs) updates += (await run.fetchHistory()).events?.filter((e) => e.workflowExecutionUpdateAcceptedEventAttributes).length ?? 0;
-        if (updates !== 4) throw new Error(`rec-stream-pause recorded ${updates} updates, not 4 (open, pause, resume, pause)`);
-        for (const [i, run] of runs.entries()) files.push(await save(`stream-paused-resumed-run-${i + 1}`, run));
+        const pausedHistory = await paused.handle.fetchHistory();
+        expectClocked('rec-stream-clock-pause', pausedHistory, { wakes: 2 });
+        const updates = pausedHistory.events?.filter((e) => e.workflowExecutionUpdateAcceptedEventAttributes).length ?? 0;
+        if (updates !== 4) throw new Error(`rec-stream-clock-pause recorded ${updates} updates, not 4 (open, pause, resume, pause)`);
+        files.push(await save('stream-clocked-paused-resumed', paused.handle));
 
-        // 5. streamWorkflow completing at maxTotal (last tick partial) across a continue-as-new:
-        //    historyTicksMax 2, so run 1 bills ticks 1 (open), 2 and 3 and continues as new; run 2 bills 4 and 5 (5 of 10) and completes
-        const continued = await openStream(client!, streamRequest('rec-stream-can', { ratePerTick: 10, maxTotal: 45, tickIntervalMs: 200 }), { historyTicksMax: 2 });
-        expectReceipt(continued.opened, { status: 'STREAMING', ticks: 1, totalPaid: 10 });
-        const canReceipt = await continued.handle.result(); // follows the runs to the last one
-        expectReceipt(canReceipt, { status: 'CONFIRMED', reason: 'completed', closedBy: 'system', ticks: 5, totalPaid: 45 });
-        const lastRun = client!.workflow.getHandle(continued.handle.workflowId, (await continued.handle.describe()).runId);
-        const lastStarted = (await lastRun.fetchHistory()).events?.[0]?.workflowExecutionStartedEventAttributes;
-        if (!lastStarted?.continuedExecutionRunId || !lastStarted.firstExecutionRunId) throw new Error('rec-stream-can did not continue as new');
-        const firstRun = client!.workflow.getHandle(continued.handle.workflowId, lastStarted.firstExecutionRunId);
-        if ((await firstRun.describe()).status.name !== 'CONTINUED_AS_NEW') throw new Error('the first run of rec-stream-can did not end in continue-as-new');
-        files.push(await save('stream-continued-first-run', firstRun));
-        files.push(await save('stream-continued-last-run', lastRun));
+        // 5. streamWorkflow completing at maxTotal (last tick partial): the clock bills ticks 2 to 5 (5 of 10 last),
+        //    halts the stream and signals its workflow (streamHalted), which closes it as completed
+        const completed = await openStream(client!, streamRequest('rec-stream-clock-done', { ratePerTick: 10, maxTotal: 45, tickIntervalMs: 200 }));
+        expectReceipt(completed.opened, { status: 'STREAMING', ticks: 1, totalPaid: 10 });
+        expectReceipt(await completed.handle.result(), { status: 'CONFIRMED', reason: 'completed', closedBy: 'system', ticks: 5, totalPaid: 45 });
+        const completedHistory = await completed.handle.fetchHistory();
+        expectClocked('rec-stream-clock-done', completedHistory, { wakes: 1 });
+        if (!completedHistory.events?.some((e) => e.workflowExecutionSignaledEventAttributes?.signalName === streamHaltedSignal.name)) {
+          throw new Error('rec-stream-clock-done was not closed by the clock\'s halt signal');
+        }
+        files.push(await save('stream-clocked-completed', completed.handle));
+
+        // 5b. billingClockWorkflow, the shard of the three streams above: it runs for good, so its history is
+        //     saved open, as it stands once the clock sleeps again (the last workflow task completed, its idle
+        //     timer started), after it billed their ticks and sent the halt signal
+        const clock = client!.workflow.getHandle(billingClockWorkflowId(TASK_QUEUE, clockShard, BILLING_SHARDS_DEFAULT));
+        let clockHistory: temporal.api.history.v1.IHistory | undefined;
+        for (let i = 0; ; i++) {
+          if (i > 200) throw new Error(`the billing clock of shard ${clockShard} did not go back to sleep`);
+          const history = await clock.fetchHistory();
+          const tail = history.events?.slice(-2) ?? [];
+          if (tail.length === 2 && tail[0]!.workflowTaskCompletedEventAttributes && tail[1]!.timerStartedEventAttributes) {
+            clockHistory = history;
+            break;
+          }
+          await sleep(50);
+        }
+        if ((await clock.describe()).status.name !== 'RUNNING') throw new Error('the billing clock is not running');
+        const clockEvents = clockHistory.events ?? [];
+        const billed = clockEvents.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'billDue').length;
+        const haltSent = clockEvents.some(
+          (e) =>
+            e.signalExternalWorkflowExecutionInitiatedEventAttributes?.signalName === streamHaltedSignal.name &&
+            e.signalExternalWorkflowExecutionInitiatedEventAttributes.workflowExecution?.workflowId === streamWorkflowId('rec-stream-clock-done'),
+        );
+        const wakesTaken = clockEvents.filter((e) => e.workflowExecutionSignaledEventAttributes?.signalName === billingDueSignal.name).length;
+        if (billed < 2 || !haltSent || wakesTaken < 4) {
+          throw new Error(`the billing clock's history is not the one wanted: ${billed} billDue, halt signal ${haltSent ? '' : 'not '}sent, ${wakesTaken} wakes`);
+        }
+        files.push(await save('billing-clock', clock, clockHistory));
 
         // 6. streamWorkflow that cannot open: the escrow hold is refused, the stream is recorded FAILED and nothing is charged
         const refusedStream = await openStream(client!, streamRequest('rec-stream-poor', { ratePerTick: 1, maxTotal: 5000, tickIntervalMs: 200 }));

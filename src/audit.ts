@@ -94,11 +94,12 @@ const CHECKS: Array<{ name: string; description: string; sql: string }> = [
   },
   {
     name: 'streams.no_overbill_on_partition',
-    description: 'no tick was billed while a party had been silent longer than the liveness timeout',
-    sql: `select k.stream_ref, k.tick, k.billed_at, k.payer_seen_at, k.payee_seen_at, s.liveness_timeout_ms
+    description: 'no tick was billed when a party had been silent for the liveness timeout at the time the tick came due (however late it was billed)',
+    // ticks billed before due_at was recorded are judged at their billing time, as they were billed
+    sql: `select k.stream_ref, k.tick, k.due_at, k.billed_at, k.payer_seen_at, k.payee_seen_at, s.liveness_timeout_ms
             from stream_ticks k join streams s on s.ref = k.stream_ref
            where s.liveness_timeout_ms is not null
-             and k.billed_at - least(k.payer_seen_at, k.payee_seen_at) > s.liveness_timeout_ms * interval '1 millisecond'`,
+             and coalesce(k.due_at, k.billed_at) - least(k.payer_seen_at, k.payee_seen_at) >= s.liveness_timeout_ms * interval '1 millisecond'`,
   },
   {
     name: 'streams.paid_within_cap',

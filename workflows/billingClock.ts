@@ -4,8 +4,11 @@ import { streamWorkflowId } from '../src/domain/streams';
 import { billingDueSignal, streamHaltedSignal } from './definitions';
 
 // A batch is idempotent per tick (keyed stream:<ref>:tick:<n>): retry it until it commits.
+// It heartbeats after each transaction, so a worker that dies mid-batch is noticed in
+// seconds, not after the whole start-to-close timeout.
 const { billDue } = proxyActivities<Activities>({
-  startToCloseTimeout: '60 seconds',
+  startToCloseTimeout: '120 seconds',
+  heartbeatTimeout: '5 seconds',
   retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '5 seconds' },
 });
 

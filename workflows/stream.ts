@@ -83,13 +83,15 @@ export async function streamWorkflow(request: StreamRequest, options: StreamWork
   const refuse = (message: string) => {
     throw ApplicationFailure.create({ type: 'invalid_state', message, nonRetryable: true, details: [{ ref: request.ref }] });
   };
-  const control = (from: typeof pauseState, via: typeof pauseState, to: typeof pauseState, run: (seq: number, by: StreamControlBy) => Promise<{ pausedAtMs: number | null; pausedMs: number }>, seqOf: (p: StreamProgress) => number) =>
+  const control = (from: typeof pauseState, via: typeof pauseState, to: typeof pauseState, run: (seq: number, by: StreamControlBy) => Promise<{ pausedAtMs: number | null; pausedMs: number; paid?: number; ticksBilled?: number; lastTick?: number }>, seqOf: (p: StreamProgress) => number) =>
     async (by: StreamControlBy): Promise<StreamView> => {
       pauseState = via;
       try {
         const seq = seqOf(progress!);
         const state = await run(seq, by);
         progress = { ...progress!, pauses: Math.max(progress!.pauses ?? 0, seq), pausedMs: state.pausedMs, pausedAtMs: state.pausedAtMs ?? undefined };
+        // billed by the clock: the ledger's totals as of this control (older runs' results carry none)
+        if (state.lastTick !== undefined) progress = { ...progress, paid: state.paid!, ticksBilled: state.ticksBilled!, lastTick: Math.max(progress.lastTick, state.lastTick) };
         pauseState = to;
         if (to === 'running') wakeClockAtMs = Date.now();
       } catch (error) {
@@ -219,6 +221,7 @@ export async function streamWorkflow(request: StreamRequest, options: StreamWork
     closing = true;
     const receipt = await closeStream({ ref: request.ref, reason, closedBy });
     status = receipt.status;
+    if (progress) progress = { ...progress, paid: receipt.totalPaid, ticksBilled: receipt.ticks };
     upsertSearchAttributes([{ key: SA_STATUS, value: receipt.status }]);
     // a pause or resume racing the close ends (refused by the ledger) before the run does
     await condition(allHandlersFinished);

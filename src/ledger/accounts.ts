@@ -107,7 +107,7 @@ export async function lockAccounts(client: PoolClient, ids: string[]): Promise<M
     client.query<AccountRow & { overdue: boolean }>({
       name: 'lock-accounts',
       text: `select a.*, exists (select 1 from holds h where h.account_id = a.id and h.status = 'open' and h.expires_at <= now()) as overdue
-               from accounts a where a.id = any($1) order by a.id for update of a`,
+               from accounts a where a.id = any($1) order by a.id for no key update of a`,
       values: [unique],
     });
   let { rows } = await lock();

@@ -15,6 +15,11 @@ export interface BillDueOptions {
   roundsMax?: number;
 }
 
+export interface BillDueHooks {
+  /** After each committed transaction (the activity heartbeats). */
+  onRound?: () => void;
+}
+
 export interface BillDueResult extends BatchResult {
   /** When the shard's next tick comes due (epoch ms), null when no stream is due later. */
   nextDueMs: number | null;
@@ -33,14 +38,14 @@ export const BILLING_ROUNDS_MAX_DEFAULT = 20;
  * residuals, so its due ticks are billed one tick per transaction (billTick).
  * Returns the streams the batch halted: their workflows close them.
  */
-export async function billDueTicks(pool: Pool, o: BillDueOptions): Promise<BillDueResult> {
+export async function billDueTicks(pool: Pool, o: BillDueOptions, hooks: BillDueHooks = {}): Promise<BillDueResult> {
   const total: BatchResult = { billed: 0, skipped: 0, halted: [] };
   let caughtUp = false;
   for (let round = 0; round < (o.roundsMax ?? BILLING_ROUNDS_MAX_DEFAULT) && !caughtUp; round++) {
     const { result, locked } = await withTransaction(pool, async (client) => {
       const { rows } = await client.query<LockedStream & { now_ms: string }>({
         name: 'billing-lock-due',
-        text: `select s.*, epoch_ms(s.opened_at)::text as opened_ms, epoch_ms(now())::text as now_ms
+        text: `/* sluice:billing-lock */ select s.*, epoch_ms(s.opened_at)::text as opened_ms, epoch_ms(now())::text as now_ms
                  from streams s
                 where s.next_due_ms <= epoch_ms(now()) and s.shard_key % $2 = $1 and s.kind = 'direct'
                 order by s.next_due_ms limit $3
@@ -53,6 +58,7 @@ export async function billDueTicks(pool: Pool, o: BillDueOptions): Promise<BillD
     total.billed += result.billed;
     total.skipped += result.skipped;
     total.halted.push(...result.halted);
+    hooks.onRound?.();
     caughtUp = locked < o.rowsMax && result.billed + result.skipped < o.rowsMax;
   }
   for (const h of await billDueDistributions(pool, o)) total.halted.push(h);

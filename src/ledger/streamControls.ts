@@ -113,6 +113,10 @@ export interface PauseState {
   pausedAtMs: number | null;
   /** Time spent paused before the current pause. */
   pausedMs: number;
+  /** What the stream has billed so far (the billing clock bills it; the workflow's view shows it as of each control). */
+  paid?: number;
+  ticksBilled?: number;
+  lastTick?: number;
 }
 
 /**
@@ -153,8 +157,12 @@ async function countControls(client: PoolClient, ref: string, action: StreamCont
 }
 
 async function pauseStateOf(client: PoolClient, ref: string): Promise<PauseState> {
-  const { rows } = await client.query<{ paused_at: Date | null; paused_ms: number }>(`select paused_at, paused_ms from streams where ref = $1`, [ref]);
-  return { pausedAtMs: rows[0]!.paused_at?.getTime() ?? null, pausedMs: rows[0]!.paused_ms };
+  const { rows } = await client.query<{ paused_at: Date | null; paused_ms: number; paid: number; ticks_billed: number; last_tick: number }>(
+    `select paused_at, paused_ms, paid, ticks_billed, last_tick from streams where ref = $1`,
+    [ref],
+  );
+  const r = rows[0]!;
+  return { pausedAtMs: r.paused_at?.getTime() ?? null, pausedMs: r.paused_ms, paid: Number(r.paid), ticksBilled: r.ticks_billed, lastTick: r.last_tick };
 }
 
 /**

@@ -535,15 +535,19 @@ export function closeStream(pool: Pool, input: { ref: string; reason: CloseReaso
     const s = await lockStreamToClose(client, input.ref);
     if (!s) throw notFound('stream', input.ref);
     if (s.status !== 'open') return receiptOf(client, s.ref);
-    await settleDueIn(client, s);
-    // clock_timestamp(), read under the row lock: every tick committed before this
-    // close has an earlier time, and none can commit after it (the auditor relies on it)
+    // the close instant, read under the row lock: every tick committed before it has an
+    // earlier time, none can commit after it (the auditor relies on it), and every
+    // tick due by it is billed here first
+    // (as text: a JavaScript Date would cut it to the millisecond, before the ticks' own times)
+    const { rows } = await client.query<{ at: string; at_ms: string }>('select t.at::text as at, epoch_ms(t.at)::text as at_ms from (select clock_timestamp() as at) t');
+    const closedAt = rows[0]!.at;
+    await settleDueIn(client, s, Number(rows[0]!.at_ms));
     // a pause still running ends with the close (its time counts as paused)
     await client.query(
-      `update streams set status = 'closed', closed_at = clock_timestamp(), close_reason = $2, closed_by = $3,
-              paused_ms = paused_ms + coalesce(floor(extract(epoch from clock_timestamp() - paused_at) * 1000)::bigint, 0), paused_at = null
+      `update streams set status = 'closed', closed_at = $4, close_reason = $2, closed_by = $3,
+              paused_ms = paused_ms + coalesce(floor(extract(epoch from $4::timestamptz - paused_at) * 1000)::bigint, 0), paused_at = null
         where ref = $1`,
-      [s.ref, input.reason, input.closedBy],
+      [s.ref, input.reason, input.closedBy, closedAt],
     );
     if (s.hold_id !== null) await releaseHoldIfOpen(client, { key: releaseKey(s.ref), holdId: s.hold_id });
     const closed = (await findStreamWithHistory(client, s.ref))!;
@@ -586,11 +590,8 @@ export const CLOSE_SETTLE_TICKS_MAX = 100_000;
  * paused or the clock halted it): a direct stream through the batch biller, a
  * distribution one tick at a time. The payee is paid for every tick it was owed.
  */
-async function settleDueIn(client: PoolClient, s: LockedStream): Promise<void> {
-  if (s.next_due_ms === null) return;
-  const { rows } = await client.query<{ now_ms: string }>('select epoch_ms(now())::text as now_ms');
-  const nowMs = Number(rows[0]!.now_ms);
-  if (Number(s.next_due_ms) > nowMs) return;
+async function settleDueIn(client: PoolClient, s: LockedStream, nowMs: number): Promise<void> {
+  if (s.next_due_ms === null || Number(s.next_due_ms) > nowMs) return;
   if (s.kind === 'direct') {
     await billDueIn(client, [s], nowMs, CLOSE_SETTLE_TICKS_MAX);
     return;

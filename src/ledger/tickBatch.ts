@@ -105,7 +105,7 @@ async function writePlan(client: PoolClient, plan: BillingPlan): Promise<void> {
   const t = plan.ticks;
   await client.query({
     name: 'tick-batch-write',
-    text: `with p as (
+    text: `/* sluice:tick-batch */ with p as (
              select p.*, s.mode, s.hold_id, s.payer, s.payee, s.payer_account_id, s.payee_account_id,
                     da.owner_id as debit_owner, ca.owner_id as credit_owner
                from unnest($1::text[], $2::int[], $3::bigint[], $4::bigint[], $5::timestamptz[], $6::timestamptz[], $7::timestamptz[], $8::text[])

@@ -73,7 +73,8 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     app,
     async stop() {
       await app.close();
-      worker.shutdown();
+      // a test may have stopped the worker itself (an outage)
+      if (worker.getState() === 'RUNNING') worker.shutdown();
       await running;
       await connection.close();
       await client.connection.close();
