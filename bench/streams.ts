@@ -142,10 +142,10 @@ interface Options {
 
 /** --quick: a smoke run of about a minute (each option given explicitly still wins). */
 const QUICK: Partial<Options> = {
-  capacityStreams: 2000,
+  capacityStreams: 1000,
   capacitySeconds: 8,
   capacityWarmupSeconds: 4,
-  latencyStreams: 300,
+  latencyStreams: 200,
   latencySeconds: 8,
   cancels: 30,
   pgbenchSeconds: 8,
@@ -435,130 +435,223 @@ async function measuredWindow(s: Stack, seconds: number) {
   return { from, to, windowSeconds, cpu, contention, sql: takeSqlTime(windowSeconds) };
 }
 
-// ------------------------------------------------------------------ the clock's histories
+// ------------------------------------------------------------------ histories: where the time goes
 
-/** What the billing clock's workflows did in a window, from their histories (all runs overlapping it). */
+/** One history event: its kind (the attributes' name, e.g. `activityTaskScheduled`), time and attributes. */
+interface Ev {
+  id: string;
+  kind: string;
+  at: number;
+  a: Record<string, unknown>;
+}
+
+async function eventsOf(client: Client, workflowId: string, runId?: string): Promise<Ev[]> {
+  const history = await client.workflow.getHandle(workflowId, runId).fetchHistory();
+  const out: Ev[] = [];
+  for (const e of (history.events ?? []) as unknown as Record<string, unknown>[]) {
+    // the one attributes field that is set names the event type
+    const key = Object.keys(e).find((k) => k.endsWith('EventAttributes') && e[k] != null);
+    if (!key) continue;
+    out.push({ id: String(e.eventId), kind: key.slice(0, -'EventAttributes'.length), at: tsToMs(e.eventTime as Parameters<typeof tsToMs>[0]), a: e[key] as Record<string, unknown> });
+  }
+  return out;
+}
+
+const activityName = (e: Ev) => (e.a.activityType as { name?: string } | undefined)?.name;
+
+/** What the billing clock's workflows did in a window, from their histories (every run overlapping it). */
 interface ClockStats {
-  /** billDue activities started in the window, all shards. */
+  /** billDue activities running at some point of the window, all shards; and those that timed out. */
   activities: number;
-  ticksBilled: number;
-  ticksPerActivity: number;
-  /** Execution time of billDue (SQL + planning + the activity's round trip to the pool). */
+  timedOut: number;
+  /** billDue execution time (SQL + planning), of those that started and ended in the window. */
   execMs: Quantiles;
-  /** Sum of execution times / (window × shards): how much of the time a shard was billing. */
+  /** Time billDue ran inside the window / (window × shards): how much of the time a shard was billing. */
   execShare: number;
   scheduleToStartMs: Quantiles;
-  /** One billDue's completion to the next one's scheduling, without a timer between (workflow tasks only). */
+  /** One billDue's completion to the next one's scheduling, no timer between (a workflow task). */
   backToBackGapMs: Quantiles;
   /** A timer's firing past its due time (timerProcessorMaxTimeShift and the server's queues). */
   timerLateMs: Quantiles;
-  /** A timer's firing to the next billDue's start (a workflow task, then the activity's dispatch). */
-  timerToActivityMs: Quantiles;
-  /** Signals the clocks received (billingDue: stream opens), and continue-as-new runs seen. */
+  /** A timer's firing (or a wake-up signal cancelling it) to the next billDue's start: a workflow task, then the dispatch. */
+  wakeToActivityMs: Quantiles;
+  /** billingDue signals received (stream opens); runs (continue-as-new) seen. */
   signals: number;
   runs: number;
 }
-
-type HistoryEvent = {
-  eventId?: { toString(): string } | number | null;
-  eventTime?: Parameters<typeof tsToMs>[0];
-  [attributes: string]: unknown;
-};
 
 async function clockStats(s: Stack, fromMs: number, toMs: number): Promise<ClockStats> {
   const exec: number[] = [];
   const schedToStart: number[] = [];
   const gaps: number[] = [];
   const timerLate: number[] = [];
-  const timerToActivity: number[] = [];
-  let ticksBilled = 0;
+  const wakeToActivity: number[] = [];
+  let activities = 0;
+  let timedOut = 0;
+  let busyMs = 0;
   let signals = 0;
   let runs = 0;
+  const inWindow = (at: number) => at >= fromMs && at < toMs;
   for (let shard = 0; shard < s.o.shards; shard++) {
     const id = billingClockWorkflowId(s.taskQueue, shard, s.o.shards);
     for await (const run of s.client.workflow.list({ query: `WorkflowId = '${id}'` })) {
       if (run.startTime.getTime() > toMs || (run.closeTime && run.closeTime.getTime() < fromMs)) continue;
       runs++;
-      const history = await s.client.workflow.getHandle(id, run.runId).fetchHistory();
       const scheduled = new Map<string, number>();
       const started = new Map<string, number>();
       const timers = new Map<string, { at: number; timeoutMs: number }>();
-      let lastCompletion: number | undefined; // a billDue's completion, no timer since
-      let lastFired: number | undefined;
-      for (const e of (history.events ?? []) as HistoryEvent[]) {
-        const at = tsToMs(e.eventTime);
-        const id = String(e.eventId);
-        const attr = <T>(name: string) => e[name] as T | null | undefined;
-        const inWindow = at >= fromMs && at < toMs;
-        const sched = attr<{ activityType?: { name?: string } }>('activityTaskScheduledEventAttributes');
-        if (sched) {
-          if (sched.activityType?.name !== 'billDue') continue;
-          scheduled.set(id, at);
-          if (lastCompletion !== undefined && inWindow) gaps.push(at - lastCompletion);
-          lastCompletion = undefined;
-          continue;
-        }
-        const start = attr<{ scheduledEventId?: unknown }>('activityTaskStartedEventAttributes');
-        if (start) {
-          const sid = String(start.scheduledEventId);
-          const schedAt = scheduled.get(sid);
-          if (schedAt === undefined) continue;
-          started.set(sid, at);
-          if (inWindow) {
-            schedToStart.push(at - schedAt);
-            if (lastFired !== undefined) timerToActivity.push(at - lastFired);
+      let lastCompletion: number | undefined; // a billDue's end, no timer since
+      let lastWake: number | undefined;
+      const endedIds = new Set<string>();
+      const ended = (schedId: string, at: number) => {
+        endedIds.add(schedId);
+        const startAt = started.get(schedId);
+        if (startAt === undefined || startAt > toMs || at < fromMs) return;
+        activities++;
+        busyMs += Math.min(at, toMs) - Math.max(startAt, fromMs);
+        if (startAt >= fromMs && at < toMs) exec.push(at - startAt);
+      };
+      for (const e of await eventsOf(s.client, id, run.runId)) {
+        switch (e.kind) {
+          case 'activityTaskScheduled':
+            if (activityName(e) !== 'billDue') break;
+            scheduled.set(e.id, e.at);
+            if (lastCompletion !== undefined && inWindow(e.at)) gaps.push(e.at - lastCompletion);
+            lastCompletion = undefined;
+            break;
+          case 'activityTaskStarted': {
+            const sid = String(e.a.scheduledEventId);
+            const schedAt = scheduled.get(sid);
+            if (schedAt === undefined) break;
+            started.set(sid, e.at);
+            if (inWindow(e.at)) {
+              schedToStart.push(e.at - schedAt);
+              if (lastWake !== undefined) wakeToActivity.push(e.at - lastWake);
+            }
+            lastWake = undefined;
+            break;
           }
-          lastFired = undefined;
-          continue;
-        }
-        const done = attr<{ scheduledEventId?: unknown; result?: { payloads?: { data?: Uint8Array }[] } }>('activityTaskCompletedEventAttributes');
-        if (done) {
-          const startAt = started.get(String(done.scheduledEventId));
-          if (startAt === undefined) continue;
-          lastCompletion = at;
-          if (startAt >= fromMs && startAt < toMs) {
-            exec.push(at - startAt);
-            const data = done.result?.payloads?.[0]?.data;
-            if (data) ticksBilled += (JSON.parse(Buffer.from(data).toString('utf8')) as { billed: number }).billed;
+          case 'activityTaskCompleted':
+          case 'activityTaskFailed':
+          case 'activityTaskTimedOut': {
+            const sid = String(e.a.scheduledEventId);
+            if (!started.has(sid)) break;
+            ended(sid, e.at);
+            if (e.kind === 'activityTaskTimedOut' && inWindow(e.at)) timedOut++;
+            lastCompletion = e.at;
+            break;
           }
-          continue;
+          case 'timerStarted':
+            timers.set(e.id, { at: e.at, timeoutMs: tsToMs(e.a.startToFireTimeout as Parameters<typeof tsToMs>[0]) });
+            lastCompletion = undefined;
+            break;
+          case 'timerFired': {
+            const t = timers.get(String(e.a.startedEventId));
+            if (t && inWindow(e.at)) timerLate.push(e.at - (t.at + t.timeoutMs));
+            lastWake = e.at;
+            break;
+          }
+          case 'timerCanceled':
+            lastWake = e.at; // woken early by a signal
+            break;
+          case 'workflowExecutionSignaled':
+            if (inWindow(e.at)) signals++;
+            break;
         }
-        const timer = attr<{ startToFireTimeout?: Parameters<typeof tsToMs>[0] }>('timerStartedEventAttributes');
-        if (timer) {
-          timers.set(id, { at, timeoutMs: tsToMs(timer.startToFireTimeout) });
-          lastCompletion = undefined;
-          continue;
-        }
-        const fired = attr<{ startedEventId?: unknown }>('timerFiredEventAttributes');
-        if (fired) {
-          const t = timers.get(String(fired.startedEventId));
-          if (t && inWindow) timerLate.push(at - (t.at + t.timeoutMs));
-          lastFired = at;
-          continue;
-        }
-        if (attr('timerCanceledEventAttributes')) {
-          lastFired = at; // woken early by a signal: the next activity follows from here
-          continue;
-        }
-        if (attr('workflowExecutionSignaledEventAttributes') && inWindow) signals++;
       }
+      // still running at the end of the history (a billDue in flight)
+      // a billDue still running when the history was read (after the window) ran through its end
+      for (const [sid, startAt] of started) if (!endedIds.has(sid) && startAt < toMs) ended(sid, toMs);
     }
   }
-  const windowMs = toMs - fromMs;
   return {
-    activities: exec.length,
-    ticksBilled,
-    ticksPerActivity: exec.length ? ticksBilled / exec.length : Number.NaN,
+    activities,
+    timedOut,
     execMs: quantiles(exec),
-    execShare: exec.reduce((a, b) => a + b, 0) / (windowMs * s.o.shards),
+    execShare: busyMs / ((toMs - fromMs) * s.o.shards),
     scheduleToStartMs: quantiles(schedToStart),
     backToBackGapMs: quantiles(gaps),
     timerLateMs: quantiles(timerLate),
-    timerToActivityMs: quantiles(timerToActivity),
+    wakeToActivityMs: quantiles(wakeToActivity),
     signals,
     runs,
   };
 }
+
+/** A call timed on this process's clock (epoch ms), for one workflow. */
+interface Call {
+  workflowId: string;
+  sentAt: number;
+  doneAt: number;
+}
+
+/** Each segment of a path, p50/p99 in ms, over the sampled calls. */
+type Breakdown = Record<string, Quantiles>;
+
+/**
+ * Where an update-with-start until the first activity's answer spends its time (an
+ * open, or a bare start), from the workflow's history: the start reaching the server,
+ * the first workflow task (scheduling the activity), the activity's dispatch and
+ * execution, the workflow task that completes the update, the answer back.
+ */
+async function openBreakdown(client: Client, calls: Call[], activity: string): Promise<Breakdown> {
+  const seg: Record<string, number[]> = {
+    'start → workflow started': [],
+    'first workflow task → activity scheduled': [],
+    'activity dispatch': [],
+    [`${activity} execution`]: [],
+    'workflow task → update completed': [],
+    'update completed → answer': [],
+  };
+  await mapConcurrently(calls, 8, async (c) => {
+    const ev = await eventsOf(client, c.workflowId);
+    const first = (kind: string, pred: (e: Ev) => boolean = () => true) => ev.find((e) => e.kind === kind && pred(e))?.at;
+    const started = first('workflowExecutionStarted');
+    const sched = ev.find((e) => e.kind === 'activityTaskScheduled' && activityName(e) === activity);
+    if (started === undefined || !sched) return;
+    const actStart = first('activityTaskStarted', (e) => String(e.a.scheduledEventId) === sched.id);
+    const actDone = first('activityTaskCompleted', (e) => String(e.a.scheduledEventId) === sched.id);
+    const updated = first('workflowExecutionUpdateCompleted');
+    seg['start → workflow started']!.push(started - c.sentAt);
+    seg['first workflow task → activity scheduled']!.push(sched.at - started);
+    if (actStart !== undefined) seg['activity dispatch']!.push(actStart - sched.at);
+    if (actStart !== undefined && actDone !== undefined) seg[`${activity} execution`]!.push(actDone - actStart);
+    if (actDone !== undefined && updated !== undefined) seg['workflow task → update completed']!.push(updated - actDone);
+    if (updated !== undefined) seg['update completed → answer']!.push(c.doneAt - updated);
+  });
+  return Object.fromEntries(Object.entries(seg).map(([k, v]) => [k, quantiles(v)]));
+}
+
+/** Where a cancel spends its time: the signal, the workflow task, closeStream's dispatch and execution, the workflow task that ends the run, the result back. */
+async function cancelBreakdown(client: Client, calls: Call[]): Promise<Breakdown> {
+  const seg: Record<string, number[]> = {
+    'signal → signaled': [],
+    'workflow task → closeStream scheduled': [],
+    'activity dispatch': [],
+    'closeStream execution': [],
+    'workflow task → run completed': [],
+    'run completed → result': [],
+  };
+  await mapConcurrently(calls, 8, async (c) => {
+    const ev = await eventsOf(client, c.workflowId);
+    const signaled = ev.find((e) => e.kind === 'workflowExecutionSignaled' && e.a.signalName === 'cancelStream')?.at;
+    const sched = ev.find((e) => e.kind === 'activityTaskScheduled' && activityName(e) === 'closeStream');
+    const completed = ev.find((e) => e.kind === 'workflowExecutionCompleted')?.at;
+    if (signaled === undefined || !sched || completed === undefined) return;
+    const actStart = ev.find((e) => e.kind === 'activityTaskStarted' && String(e.a.scheduledEventId) === sched.id)?.at;
+    const actDone = ev.find((e) => e.kind === 'activityTaskCompleted' && String(e.a.scheduledEventId) === sched.id)?.at;
+    seg['signal → signaled']!.push(signaled - c.sentAt);
+    seg['workflow task → closeStream scheduled']!.push(sched.at - signaled);
+    if (actStart !== undefined) seg['activity dispatch']!.push(actStart - sched.at);
+    if (actStart !== undefined && actDone !== undefined) seg['closeStream execution']!.push(actDone - actStart);
+    if (actDone !== undefined) seg['workflow task → run completed']!.push(completed - actDone);
+    seg['run completed → result']!.push(c.doneAt - completed);
+  });
+  return Object.fromEntries(Object.entries(seg).map(([k, v]) => [k, quantiles(v)]));
+}
+
+/** Every k-th of the calls, at most n. */
+const sample = <T>(items: T[], n: number) => items.filter((_, i) => i % Math.max(1, Math.floor(items.length / n)) === 0).slice(0, n);
 
 // ------------------------------------------------------------------ latency phase
 
@@ -569,15 +662,27 @@ interface StartRate {
   latencyMs: Quantiles;
 }
 
-const rateOf = (ms: number[], seconds: number): StartRate => ({ count: ms.length, seconds, perSecond: ms.length / seconds, latencyMs: quantiles(ms) });
+const rateOf = (calls: Call[], seconds: number): StartRate => ({
+  count: calls.length,
+  seconds,
+  perSecond: calls.length / seconds,
+  latencyMs: quantiles(calls.map((c) => c.doneAt - c.sentAt)),
+});
+
+/** Runs `fn` and records when it was sent and answered (this process's clock, epoch ms). */
+async function call<T>(workflowId: string, fn: () => Promise<T>): Promise<{ value: T; call: Call }> {
+  const sentAt = Date.now();
+  const value = await fn();
+  return { value, call: { workflowId, sentAt, doneAt: Date.now() } };
+}
 
 /** Bare workflows by update-with-start until their no-op tick 1 answered: the same call shape as an open. */
-async function bareStarts(s: Stack, n: number, tag: string): Promise<StartRate> {
+async function bareStarts(s: Stack, n: number, tag: string): Promise<{ rate: StartRate; calls: Call[] }> {
   const ids = Array.from({ length: n }, (_, i) => `${s.runId}-${tag}-${i}`);
   const t = performance.now();
-  const ms = await mapConcurrently(ids, s.o.openConcurrency, async (id) =>
+  const calls = await mapConcurrently(ids, s.o.openConcurrency, async (id) =>
     (
-      await timed(() =>
+      await call(bareWorkflowId(id), () =>
         s.client.workflow.executeUpdateWithStart(bareOpenedUpdate, {
           startWorkflowOperation: new WithStartWorkflowOperation(bareTickWorkflow, {
             workflowId: bareWorkflowId(id),
@@ -587,45 +692,46 @@ async function bareStarts(s: Stack, n: number, tag: string): Promise<StartRate> 
           }),
         }),
       )
-    ).ms,
+    ).call,
   );
-  return rateOf(ms, (performance.now() - t) / 1000);
+  return { rate: rateOf(calls, (performance.now() - t) / 1000), calls };
 }
 
 /** Plain workflow.start of a bare workflow (returns once the server has the start): context, not the baseline. */
 async function plainStarts(s: Stack, n: number): Promise<StartRate & { allTickedSeconds: number }> {
   const ids = Array.from({ length: n }, (_, i) => `${s.runId}-plain-${i}`);
   const t = performance.now();
-  const ms = await mapConcurrently(ids, s.o.openConcurrency, async (id) =>
-    (await timed(() => s.client.workflow.start(bareTickWorkflow, { workflowId: bareWorkflowId(id), taskQueue: s.bareQueue, args: [{ id, tickIntervalMs: BARE_INTERVAL_MS }] }))).ms,
+  const calls = await mapConcurrently(ids, s.o.openConcurrency, async (id) =>
+    (await call(bareWorkflowId(id), () => s.client.workflow.start(bareTickWorkflow, { workflowId: bareWorkflowId(id), taskQueue: s.bareQueue, args: [{ id, tickIntervalMs: BARE_INTERVAL_MS }] }))).call,
   );
   const seconds = (performance.now() - t) / 1000;
   // the worker still runs their tick 1: wait for it, so the next phase starts quiet
   const deadline = performance.now() + 120_000;
-  while (ids.some((id) => !bareTicked.has(id)) && performance.now() < deadline) await sleep(50, undefined, { signal: s.signal });
-  return { ...rateOf(ms, seconds), allTickedSeconds: (performance.now() - t) / 1000 };
+  while (ids.some((id) => !bareTicked.has(id)) && performance.now() < deadline) await sleep(50);
+  return { ...rateOf(calls, seconds), allTickedSeconds: (performance.now() - t) / 1000 };
 }
 
-async function openThroughApi(s: Stack, refs: string[], pairs: Pair[], intervalMs: number): Promise<{ rate: StartRate; receipts: StreamReceipt[] }> {
+async function openThroughApi(s: Stack, refs: string[], pairs: Pair[], intervalMs: number): Promise<{ rate: StartRate; calls: Call[] }> {
   const t = performance.now();
   const opened = await mapConcurrently(refs, s.o.openConcurrency, (ref, i) =>
     // the way POST /v1/streams opens one (update-with-start, search attributes, the worker's shard count)
-    timed(async () => (await startStreamWorkflow(s.client, s.taskQueue, streamRequest(pairs[i % pairs.length]!, ref, intervalMs), { billingShards: s.o.shards })).opened),
+    call(streamWorkflowId(ref), async () => (await startStreamWorkflow(s.client, s.taskQueue, streamRequest(pairs[i % pairs.length]!, ref, intervalMs), { billingShards: s.o.shards })).opened),
   );
   const seconds = (performance.now() - t) / 1000;
   const bad = opened.filter((r) => r.value.status !== 'STREAMING');
   if (bad.length) throw new Error(`${bad.length} stream(s) did not open: ${JSON.stringify(bad[0]!.value)}`);
-  return { rate: rateOf(opened.map((r) => r.ms), seconds), receipts: opened.map((r) => r.value) };
+  const calls = opened.map((r) => r.call);
+  return { rate: rateOf(calls, seconds), calls };
 }
 
-async function cancelThroughApi(s: Stack, ref: string, by: string): Promise<{ receipt: StreamReceipt; ms: number }> {
+async function cancelThroughApi(s: Stack, ref: string, by: string): Promise<{ receipt: StreamReceipt; call: Call }> {
   // src/api/routes/streams.ts cancelOne: signal, then the workflow's result
-  const { value, ms } = await timed(async () => {
+  const { value, call: c } = await call(streamWorkflowId(ref), async () => {
     const handle = s.client.workflow.getHandle(streamWorkflowId(ref));
     await handle.signal(cancelStreamSignal, { by, reason: 'bench' }).catch(() => undefined);
     return (await handle.result()) as StreamReceipt;
   });
-  return { receipt: value, ms };
+  return { receipt: value, call: c };
 }
 
 interface LatencyResult {
@@ -636,6 +742,9 @@ interface LatencyResult {
   plain: StartRate & { allTickedSeconds: number };
   opens: StartRate;
   ratioOpensBare: number;
+  /** Where an open and a bare start spend their time (a sample of their histories), ms. */
+  openPath: Breakdown;
+  barePath: Breakdown;
   window: { seconds: number; ticksDue: number; ticksBilled: number; notBilledWhenRead: number };
   /** billed_at − due_at of the ticks due in the window, as a fraction of the interval (and in ms). */
   lag: Quantiles;
@@ -644,13 +753,17 @@ interface LatencyResult {
   /** Cancel signal sent to receipt returned, as a fraction of the interval (and in ms). */
   cancel: Quantiles;
   cancelMs: Quantiles;
-  /** Cancelling the rest (unmeasured load), all at --open-concurrency. */
+  cancelPath: Breakdown;
+  /** Cancelling the rest (unmeasured load), --open-concurrency at a time. */
   restCancelledSeconds: number;
   clock: ClockStats;
   cpu: CpuUse;
   contention: Contention;
   sql: ReturnType<typeof takeSqlTime>;
 }
+
+/** Histories sampled for the open and bare-start breakdowns. */
+const PATH_SAMPLE = 100;
 
 async function latencyPhase(s: Stack, pairs: Pair[], receipts: Map<string, StreamReceipt>, step: (text: string) => void): Promise<LatencyResult> {
   const { o } = s;
@@ -660,13 +773,14 @@ async function latencyPhase(s: Stack, pairs: Pair[], receipts: Map<string, Strea
   step(`bare starts: ${n} update-with-start, ${o.openConcurrency} in flight`);
   await s.monitor.query('checkpoint');
   const bare = await bareStarts(s, n, 'bare');
-  log(`bare: ${bare.perSecond.toFixed(1)} starts/s (${n} in ${bare.seconds.toFixed(1)} s)`);
+  log(`bare: ${bare.rate.perSecond.toFixed(1)} starts/s (${n} in ${bare.rate.seconds.toFixed(1)} s)`);
   const plain = await plainStarts(s, n);
   log(`plain workflow.start: ${plain.perSecond.toFixed(1)}/s; all ticked after ${plain.allTickedSeconds.toFixed(1)} s`);
 
   step(`latency: opening ${n} streams at ${intervalMs} ms (startStreamWorkflow, ${o.openConcurrency} in flight)`);
   await s.monitor.query('checkpoint');
   const refs = Array.from({ length: n }, (_, i) => `lat-${s.runId}-${i}`);
+  const payerOf = new Map(refs.map((ref, i) => [ref, pairs[i % pairs.length]!.payer]));
   const opened = await openThroughApi(s, refs, pairs, intervalMs);
   log(`opens: ${opened.rate.perSecond.toFixed(1)}/s (${n} in ${opened.rate.seconds.toFixed(1)} s); settling ${2 * intervalMs} ms`);
   await sleep(2 * intervalMs, undefined, { signal: s.signal });
@@ -686,8 +800,8 @@ async function latencyPhase(s: Stack, pairs: Pair[], receipts: Map<string, Strea
   );
   // tick k is due at opened + (k − 1) × interval (epoch_ms, as the clock computes it)
   const ticksDue = openedRows.reduce((a, r) => {
-    const opened = Number(r.opened_ms);
-    return a + Math.max(0, Math.ceil((w.to - opened) / intervalMs) - Math.max(1, Math.ceil((w.from - opened) / intervalMs)));
+    const at = Number(r.opened_ms);
+    return a + Math.max(0, Math.ceil((w.to - at) / intervalMs) - Math.max(1, Math.ceil((w.from - at) / intervalMs)));
   }, 0);
   const lagsMs = lagRows.map((r) => r.lag_ms);
   const missing = Math.max(0, ticksDue - lagsMs.length);
@@ -699,41 +813,50 @@ async function latencyPhase(s: Stack, pairs: Pair[], receipts: Map<string, Strea
   log(`tick lag p50 ${lagMs.p50.toFixed(0)} ms, p99 ${lagMs.p99.toFixed(0)} ms (${lagRows.length} ticks, ${missing} not billed when read)`);
 
   step(`latency: cancelling ${o.cancels} streams, ${o.cancelRate}/s`);
-  const stride = Math.max(1, Math.floor(n / o.cancels));
-  const measured = refs.filter((_, i) => i % stride === 0).slice(0, o.cancels);
+  const measured = sample(refs, o.cancels);
   const t0 = performance.now();
   const cancelled = await Promise.all(
     measured.map(async (ref, i) => {
-      await sleep(Math.max(0, t0 + (i * 1000) / o.cancelRate - performance.now()), undefined, { signal: s.signal });
-      return cancelThroughApi(s, ref, pairs[refs.indexOf(ref) % pairs.length]!.payer);
+      await sleep(Math.max(0, t0 + (i * 1000) / o.cancelRate - performance.now()));
+      return cancelThroughApi(s, ref, payerOf.get(ref)!);
     }),
   );
   for (const [i, c] of cancelled.entries()) receipts.set(measured[i]!, c.receipt);
-  const cancelMs = quantiles(cancelled.map((c) => c.ms));
+  const cancelMs = quantiles(cancelled.map((c) => c.call.doneAt - c.call.sentAt));
   log(`cancel p50 ${cancelMs.p50.toFixed(0)} ms, p99 ${cancelMs.p99.toFixed(0)} ms`);
 
   const rest = refs.filter((r) => !receipts.has(r));
   log(`cancelling the other ${rest.length} (unmeasured)`);
   const tRest = performance.now();
-  const restDone = await mapConcurrently(rest, o.openConcurrency, (ref) => cancelThroughApi(s, ref, pairs[refs.indexOf(ref) % pairs.length]!.payer));
+  const restDone = await mapConcurrently(rest, o.openConcurrency, (ref) => cancelThroughApi(s, ref, payerOf.get(ref)!));
   for (const [i, c] of restDone.entries()) receipts.set(rest[i]!, c.receipt);
   const restCancelledSeconds = (performance.now() - tRest) / 1000;
+
+  log('reading histories: where opens, bare starts and cancels spend their time');
+  const [openPath, barePath, cancelPath] = await Promise.all([
+    openBreakdown(s.client, sample(opened.calls, PATH_SAMPLE), 'openStream'),
+    openBreakdown(s.client, sample(bare.calls, PATH_SAMPLE), 'noopTick'),
+    cancelBreakdown(s.client, cancelled.map((c) => c.call)),
+  ]);
 
   const frac = (q: Quantiles): Quantiles => ({ ...q, p50: q.p50 / intervalMs, p99: q.p99 / intervalMs, max: q.max / intervalMs });
   return {
     streams: n,
     intervalMs,
     openConcurrency: o.openConcurrency,
-    bare,
+    bare: bare.rate,
     plain,
     opens: opened.rate,
-    ratioOpensBare: opened.rate.perSecond / bare.perSecond,
+    ratioOpensBare: opened.rate.perSecond / bare.rate.perSecond,
+    openPath,
+    barePath,
     window: { seconds: w.windowSeconds, ticksDue, ticksBilled: lagRows.length, notBilledWhenRead: missing },
     lag: frac(lagMs),
     lagMs,
     cancels: { count: measured.length, ratePerSecond: o.cancelRate },
     cancel: frac(cancelMs),
     cancelMs,
+    cancelPath,
     restCancelledSeconds,
     clock,
     cpu: w.cpu,
@@ -758,6 +881,9 @@ interface CapacityResult {
   backlogTicks: number;
   backlogSeconds: number;
   saturated: boolean;
+  /** Billing transactions that wrote ticks in the window (tick-batch-write statements), and ticks per transaction. */
+  transactions: number;
+  ticksPerTransaction: number;
   clock: ClockStats;
   cpu: CpuUse;
   contention: Contention;
@@ -821,6 +947,8 @@ async function capacityPhase(s: Stack, pairs: Pair[], step: (text: string) => vo
     backlogSeconds: backlogTicks / offered,
     // behind by more than a tick interval of the offered load: the clock could not keep up
     saturated: backlogTicks > n,
+    transactions: w.sql.find((q) => q.name === 'tick-batch-write')?.count ?? 0,
+    ticksPerTransaction: ticks / Math.max(1, w.sql.find((q) => q.name === 'tick-batch-write')?.count ?? 0),
     clock,
     cpu: w.cpu,
     contention: w.contention,
@@ -836,7 +964,10 @@ interface Verification {
   streamTicks: number;
   tickTransfers: number;
   duplicateTicks: number;
+  /** Ticks billed before they were due: after both the billing transaction's start and the stream's close. */
   billedBeforeDue: number;
+  /** Ticks of a closed stream due after its close. */
+  dueAfterClose: number;
   streamMismatches: number;
   holdMismatches: number;
   balanceSum: string;
@@ -845,17 +976,21 @@ interface Verification {
 }
 
 async function verify(monitor: pg.Client, runId: string, receipts: Map<string, StreamReceipt>): Promise<Verification> {
-  // one statement: one snapshot, whatever is still committing
+  // one statement: one snapshot, whatever is still committing. A close bills what is due
+  // by its own instant (closed_at, clock_timestamp) with the transaction's start as
+  // billed_at: a tick is early only if it was due after both.
   const { rows } = await monitor.query<Omit<Verification, 'receiptMismatches' | 'ok'>>(
-    `with t as (select stream_ref, sum(amount) as paid, count(*) as n, max(tick) as max_tick,
-                       count(*) filter (where billed_at < due_at) as early
-                  from stream_ticks group by stream_ref)
+    `with t as (select k.stream_ref, sum(k.amount) as paid, count(*) as n, max(k.tick) as max_tick,
+                       count(*) filter (where k.due_at > greatest(k.billed_at, s.closed_at)) as early,
+                       count(*) filter (where k.due_at > s.closed_at) as after_close
+                  from stream_ticks k join streams s on s.ref = k.stream_ref group by k.stream_ref)
      select (select count(*) from streams)::int as streams,
             (select count(*) from streams where ref like $1 and status = 'open')::int as "openLatencyStreams",
             (select count(*) from stream_ticks)::bigint as "streamTicks",
             (select count(*) from transfers where kind = 'stream_tick')::bigint as "tickTransfers",
             (select count(*) from (select 1 from transfers where kind = 'stream_tick' group by stream_ref, tick having count(*) > 1) d)::int as "duplicateTicks",
             (select coalesce(sum(early), 0) from t)::bigint as "billedBeforeDue",
+            (select coalesce(sum(after_close), 0) from t)::bigint as "dueAfterClose",
             (select count(*) from streams s left join t on t.stream_ref = s.ref
               where s.paid <> coalesce(t.paid, 0) or s.ticks_billed <> coalesce(t.n, 0) or s.last_tick < coalesce(t.max_tick, 0))::int as "streamMismatches",
             (select count(*) from streams s join holds h on h.id = s.hold_id
@@ -864,6 +999,14 @@ async function verify(monitor: pg.Client, runId: string, receipts: Map<string, S
     [`lat-${runId}-%`],
   );
   const v = rows[0]!;
+  if (v.billedBeforeDue > 0 || v.dueAfterClose > 0) {
+    const { rows: early } = await monitor.query(
+      `select k.stream_ref, k.tick, k.due_at, k.billed_at, s.opened_at, s.closed_at, s.tick_interval_ms
+         from stream_ticks k join streams s on s.ref = k.stream_ref
+        where k.due_at > greatest(k.billed_at, s.closed_at) or k.due_at > s.closed_at order by k.billed_at limit 5`,
+    );
+    log(`ticks billed early, e.g.: ${JSON.stringify(early)}`);
+  }
   const { rows: db } = await monitor.query<{ ref: string; paid: number; ticks: number }>(
     'select ref, paid, ticks_billed as ticks from streams where ref = any($1)',
     [[...receipts.keys()]],
@@ -877,6 +1020,7 @@ async function verify(monitor: pg.Client, runId: string, receipts: Map<string, S
     v.duplicateTicks === 0 &&
     v.tickTransfers === v.streamTicks &&
     v.billedBeforeDue === 0 &&
+    v.dueAfterClose === 0 &&
     v.streamMismatches === 0 &&
     v.holdMismatches === 0 &&
     v.openLatencyStreams === 0 &&
@@ -912,11 +1056,12 @@ const cpuText = (c: CpuUse) =>
 const sqlText = (sql: ReturnType<typeof takeSqlTime>) =>
   sql.slice(0, 6).map((q) => `${q.name} ${fx(q.busy, 2)} (${q.count}x, ${fx(q.ms / Math.max(1, q.count), 1)} ms)`).join(', ') || 'n/a';
 const clockText = (c: ClockStats) =>
-  `${c.activities} billDue activities (${c.runs} runs), ${fx(c.ticksPerActivity, 1)} ticks each; exec ${msq(c.execMs)}; ` +
-  `shards busy billing ${fx(c.execShare * 100, 0)}% of the window; schedule-to-start p50 ${fx(c.scheduleToStartMs.p50, 0)} ms p99 ${fx(c.scheduleToStartMs.p99, 0)} ms; ` +
+  `${c.activities} billDue activities (${c.runs} runs, ${c.timedOut} timed out), exec ${msq(c.execMs)}; ` +
+  `shards busy in billDue ${fx(c.execShare * 100, 0)}% of the window; schedule-to-start p50 ${fx(c.scheduleToStartMs.p50, 0)} ms p99 ${fx(c.scheduleToStartMs.p99, 0)} ms; ` +
   `back-to-back gap p50 ${fx(c.backToBackGapMs.p50, 0)} ms p99 ${fx(c.backToBackGapMs.p99, 0)} ms (n=${c.backToBackGapMs.count}); ` +
   `timer late p50 ${fx(c.timerLateMs.p50, 0)} ms p99 ${fx(c.timerLateMs.p99, 0)} ms (n=${c.timerLateMs.count}); ` +
-  `timer/wake → billDue start p50 ${fx(c.timerToActivityMs.p50, 0)} ms p99 ${fx(c.timerToActivityMs.p99, 0)} ms; signals ${c.signals}`;
+  `timer/wake → billDue start p50 ${fx(c.wakeToActivityMs.p50, 0)} ms p99 ${fx(c.wakeToActivityMs.p99, 0)} ms; billingDue signals ${c.signals}`;
+const pathText = (b: Breakdown) => Object.entries(b).map(([k, q]) => `${k} ${fx(q.p50, 0)}/${fx(q.p99, 0)}`).join('; ') + ' (ms, p50/p99)';
 
 function lines(r: Report): [string, string][] {
   const out: [string, string][] = [
@@ -939,6 +1084,7 @@ function lines(r: Report): [string, string][] {
       ['capacity window', `${fx(c.windowSeconds, 1)} s after ${c.warmupSeconds} s of warm-up and a checkpoint; ${c.ticks} ticks billed`],
       ['billed ticks/s', fx(c.billedTicksPerSecond, 0)],
       ['capacity backlog at window end', `${c.backlogTicks} ticks (${fx(c.backlogSeconds, 1)} s of offered load): ${c.saturated ? 'saturated (the figure is the capacity)' : 'NOT saturated (the figure is a lower bound: offer more)'}`],
+      ['capacity transactions', `${c.transactions} billing transactions wrote ticks, ${fx(c.ticksPerTransaction, 0)} ticks each`],
       ['capacity clock', clockText(c.clock)],
       ['capacity sql (connection-s/s)', sqlText(c.sql)],
       ['capacity contention', `backends waiting on a lock mean ${fx(c.contention.lockWaitingMean, 2)} max ${c.contention.lockWaitingMax}, active backends mean ${fx(c.contention.activeBackendsMean, 2)}, pool waiters mean ${fx(c.contention.poolWaitingMean, 2)}`],
@@ -961,6 +1107,8 @@ function lines(r: Report): [string, string][] {
       ['bare start latency', `${msq(l.bare.latencyMs)} (bench/bareTickWorkflow.ts by update-with-start until its no-op tick 1 answered)`],
       ['plain workflow.start/s', `${fx(l.plain.perSecond, 1)} (context: returns before any worker ran; all ${l.plain.count} ticked after ${fx(l.plain.allTickedSeconds, 1)} s)`],
       ['ratio opens/bare starts', fx(l.ratioOpensBare, 2)],
+      ['open path', pathText(l.openPath)],
+      ['bare start path', pathText(l.barePath)],
       ['tick lag window', `${fx(l.window.seconds, 1)} s, ${l.window.ticksDue} ticks due, ${l.window.ticksBilled} billed, ${l.window.notBilledWhenRead} not billed when read`],
       ['tick lag p50', `${fx(l.lag.p50, 3)} interval`],
       ['tick lag p99', `${fx(l.lag.p99, 3)} interval`],
@@ -969,6 +1117,7 @@ function lines(r: Report): [string, string][] {
       ['cancel p50', `${fx(l.cancel.p50, 3)} interval`],
       ['cancel p99', `${fx(l.cancel.p99, 3)} interval`],
       ['cancel (ms)', msq(l.cancelMs)],
+      ['cancel path', pathText(l.cancelPath)],
       ['latency clock', clockText(l.clock)],
       ['latency sql (connection-s/s)', sqlText(l.sql)],
       ['latency cpu (cores)', cpuText(l.cpu)],
@@ -977,7 +1126,7 @@ function lines(r: Report): [string, string][] {
   const v = r.verification;
   out.push([
     'books',
-    `${v.streams} streams, ${v.streamTicks} ticks; duplicate (stream, tick) ${v.duplicateTicks}; tick transfers ${v.tickTransfers}; billed before due ${v.billedBeforeDue}; ` +
+    `${v.streams} streams, ${v.streamTicks} ticks; duplicate (stream, tick) ${v.duplicateTicks}; tick transfers ${v.tickTransfers}; billed before due ${v.billedBeforeDue}; due after close ${v.dueAfterClose}; ` +
       `streams disagreeing with their ticks ${v.streamMismatches}; holds disagreeing ${v.holdMismatches}; latency streams left open ${v.openLatencyStreams}; ` +
       `receipts disagreeing ${v.receiptMismatches}; sum of balances ${v.balanceSum}`,
   ]);
@@ -1132,6 +1281,7 @@ async function main(): Promise<void> {
     await stopTemporal({ worker, running, workerConnection });
     await stopTemporal({ worker: bareWorker, running: bareRunning, workerConnection: bareConnection });
     worker = bareWorker = undefined;
+    workerConnection = bareConnection = undefined;
     const verification = await verify(monitor, runId, receipts);
     phasesDone(`${steps} phases done`);
 

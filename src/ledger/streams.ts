@@ -268,8 +268,8 @@ async function lockStreamForTick(client: PoolClient, ref: string, tick: number):
       name: 'lock-stream-for-tick',
       text: `select s.*, d.due_ms::text as due_ms, s.xmin::text as row_xmin, (select x.xmin::text from streams x where x.ref = s.ref) as snapshot_xmin,
                     (select amount from stream_ticks where stream_ref = s.ref and tick = $2) as prior_amount,
-                    (select max(seen_at) from party_heartbeat_log where party_id = s.payer and epoch_ms(seen_at) <= d.due_ms) as payer_hb,
-                    (select max(seen_at) from party_heartbeat_log where party_id = s.payee and epoch_ms(seen_at) <= d.due_ms) as payee_hb,
+                    (select max(seen_at) from party_heartbeat_log where party_id = s.payer and seen_at <= to_timestamp(d.due_ms / 1000.0)) as payer_hb,
+                    (select max(seen_at) from party_heartbeat_log where party_id = s.payee and seen_at <= to_timestamp(d.due_ms / 1000.0)) as payee_hb,
                     (select to_jsonb(h) from holds h where h.id = s.hold_id) as hold,
                     ${membersJson('m.left_at is null')}
                from streams s, lateral (select epoch_ms(s.opened_at) + ($2::bigint - 1) * s.tick_interval_ms + s.paused_ms as due_ms) d

@@ -1,6 +1,6 @@
 import type { PoolClient } from '../db/pool';
 import { dueTicks, planBilling, type BillingPlan, type DueStream, type HaltReason, type SeenAt } from '../domain/billing';
-import { tickKey } from '../domain/streams';
+import { effectiveGraceMs, tickKey } from '../domain/streams';
 import type { StreamRow } from './streams';
 
 /** A direct stream row locked for billing, with its opening in epoch milliseconds (the schedule's origin). */
@@ -47,7 +47,8 @@ export async function billDueIn(client: PoolClient, locked: LockedStream[], asOf
     tickIntervalMs: s.tick_interval_ms,
     pausedMs: Number(s.paused_ms),
     livenessTimeoutMs: s.liveness_timeout_ms,
-    graceMs: s.grace_ms,
+    // a stream opened without a grace period gets the default one (three liveness timeouts)
+    graceMs: effectiveGraceMs({ livenessTimeoutMs: s.liveness_timeout_ms ?? undefined, graceMs: s.grace_ms ?? undefined }) ?? null,
     lowBalanceTicks: s.low_balance_ticks,
     lowBalanceWarned: s.low_balance_at !== null,
     refused: ended.has(s.payer_account_id) || ended.has(s.payee_account_id!),

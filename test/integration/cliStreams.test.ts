@@ -67,7 +67,7 @@ test('open, pause, status, deposit, rate, resume and cancel a stream from the co
 test('operators grant, list and revoke from the command line; the operator opens within its limit', async () => {
   const granted = await sluice(keys['cli-payer']!, 'operators', 'grant', 'cli-payer', 'cli-ops', '--daily-limit', '300', '--scopes', 'open,cancel');
   expect(granted).toMatchObject({ code: 0, json: { operator: 'cli-ops', scopes: ['open', 'cancel'], dailyLimit: 300 } });
-  const opened = await sluice(keys['cli-ops']!, 'streams', 'open', '--ref', 'cli-ops-1', '--from', 'cli-payer.w', '--to', 'cli-payee.w', '--rate', '5', '--max', '200', '--interval-ms', '300');
+  const opened = await sluice(keys['cli-ops']!, 'streams', 'open', '--ref', 'cli-ops-1', '--from', 'cli-payer.w', '--to', 'cli-payee.w', '--rate', '5', '--max', '200', '--interval-ms', '3000');
   expect(opened.json).toMatchObject({ status: 'STREAMING', openedBy: 'cli-ops', payer: 'cli-payer' });
   expect((await sluice(keys['cli-ops']!, 'operators', 'list', 'cli-ops', '--as', 'operator')).json.grants[0]).toMatchObject({ payer: 'cli-payer', spentToday: 200 });
   expect((await sluice(keys['cli-payer']!, 'operators', 'revoke', 'cli-payer', 'cli-ops')).json.revokedAt).toBeDefined();

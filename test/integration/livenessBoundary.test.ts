@@ -7,9 +7,10 @@ import { createTestDatabase, type TestDatabase } from '../support/db';
 
 /**
  * No overbill on partition, at the boundary: a party last seen almost exactly the
- * liveness timeout ago. The ledger decides on times it reads in milliseconds while
- * PostgreSQL (billed_at, and the auditor) keeps microseconds, so a silence that
- * measures exactly the timeout may be up to 1 ms longer: it must not be billed.
+ * liveness timeout before the tick came due. The ledger decides on times in whole
+ * milliseconds while PostgreSQL keeps microseconds, so a heartbeat a hair more than
+ * the timeout before the due time must not be billed, and the auditor (which judges
+ * at the due time too) must agree with every decision.
  */
 const TIMEOUT_MS = 50;
 const ATTEMPTS = 300;
@@ -32,11 +33,11 @@ test('ticks billed right at the liveness timeout pass the auditor: none was bill
   });
   const outcomes: Record<string, number> = {};
   for (let tick = 2; tick < 2 + ATTEMPTS; tick++) {
-    // the payer just now, the payee a hair under the timeout before the billing transaction starts
+    // the payer at the tick's due time, the payee about the timeout before it (a hair under or over)
     await db.pool.query(
-      `insert into party_heartbeats (party_id, last_seen_at) values ('payer', clock_timestamp()), ('payee', clock_timestamp() - $1 * interval '1 millisecond')
-       on conflict (party_id) do update set last_seen_at = excluded.last_seen_at`,
-      [TIMEOUT_MS - 1 - Math.random() * 2],
+      `with due as (select to_timestamp((epoch_ms(opened_at) + ($2::int - 1) * tick_interval_ms) / 1000.0) as at from streams where ref = 'edge')
+       insert into party_heartbeat_log (party_id, seen_at) select 'payer', at from due union all select 'payee', at - $1 * interval '1 millisecond' from due`,
+      [TIMEOUT_MS - 1 - Math.random() * 2, tick],
     );
     const outcome = await billTick(db.pool, 'edge', tick);
     outcomes[outcome.kind] = (outcomes[outcome.kind] ?? 0) + 1;
