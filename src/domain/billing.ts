@@ -10,7 +10,7 @@ import { isLowBalance, moneyLeft, tickAmount, tickDueAtMs, type StreamMode } fro
 /** Billing shards unless configured (SLUICE_BILLING_SHARDS). */
 export const BILLING_SHARDS_DEFAULT = 2;
 /** Ticks one billing transaction writes at most (SLUICE_BILLING_ROWS_MAX); the clock loops until caught up. */
-export const BILLING_ROWS_MAX_DEFAULT = 2000;
+export const BILLING_ROWS_MAX_DEFAULT = 500;
 
 /**
  * A stable 31-bit hash of a stream ref (FNV-1a over its characters; a ref is ASCII,
