@@ -81,8 +81,8 @@ export interface StreamOutcome {
   /** The last tick whose number was used (billed or skipped). */
   lastTick: number;
   halted?: HaltReason;
-  /** stream.low_balance, at the first tick that left the money for lowBalanceTicks or fewer. */
-  lowBalance?: { ticksLeft: number; ratePerTick: number; capLeft?: number; available?: number };
+  /** stream.low_balance, at the first tick that left the money for lowBalanceTicks or fewer (`atTick`). */
+  lowBalance?: { atTick: number; payload: { ticksLeft: number; ratePerTick: number; capLeft?: number; available?: number } };
 }
 
 export interface BillingPlan {
@@ -174,7 +174,10 @@ export function planBilling(input: {
       const left = moneyLeft({ mode: s.mode, ratePerTick: s.ratePerTick, maxTotal: s.maxTotal, paid: st.paid, available: fundsLeft });
       if (isLowBalance(left.ticksLeft, s.lowBalanceTicks)) {
         st.warned = true;
-        out.lowBalance = { ticksLeft: left.ticksLeft, ratePerTick: s.ratePerTick, ...(left.capLeft !== null && { capLeft: left.capLeft }), ...(fundsLeft !== undefined && { available: fundsLeft }) };
+        out.lowBalance = {
+          atTick: due.tick,
+          payload: { ticksLeft: left.ticksLeft, ratePerTick: s.ratePerTick, ...(left.capLeft !== null && { capLeft: left.capLeft }), ...(fundsLeft !== undefined && { available: fundsLeft }) },
+        };
       }
     }
     if (s.maxTotal !== null && st.paid >= s.maxTotal) out.halted = 'completed';

@@ -122,25 +122,12 @@ async function writePlan(client: PoolClient, plan: BillingPlan): Promise<void> {
            k as (
              insert into stream_ticks (stream_ref, tick, amount, transfer_id, payer_seen_at, payee_seen_at, due_at, billed_at)
              select ref, tick, amount, transfer_id, payer_seen_at, payee_seen_at, due_at, created_at from pt),
-           posted as (
-             insert into events (type, subject, payload, parties)
-             select 'transfer.posted', transfer_id::text,
-                    jsonb_strip_nulls(jsonb_build_object('key', key, 'kind', 'stream_tick', 'debitAccountId', payer_account_id,
-                      'creditAccountId', payee_account_id, 'amount', amount, 'holdId', case when mode = 'escrow' then hold_id end,
-                      'streamRef', ref, 'tick', tick, 'id', transfer_id,
-                      'createdAt', to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))),
-                    array(select distinct o from unnest(array[debit_owner, credit_owner]) o)
-               from pt order by due_at, ref, tick),
-           ticked as (
-             insert into events (type, subject, payload, parties)
-             select 'stream.tick', ref, jsonb_build_object('ref', ref, 'tick', tick, 'amount', amount, 'paid', paid, 'transfer', transfer_id),
-                    array(select distinct o from unnest(array[payer, payee]) o)
-               from pt order by due_at, ref, tick),
            skipped as (
              insert into stream_skips (stream_ref, tick, reason, silent_ms)
              select ref, tick, 'partition', silent_ms from unnest($9::text[], $10::int[], $11::bigint[]) as k(ref, tick, silent_ms)
              on conflict do nothing),
-           o as (select * from unnest($12::text[], $13::int[], $14::bigint[], $15::int[], $16::text[], $17::jsonb[]) as o(ref, billed, amount, last_tick, halted, low_balance)),
+           o as (select * from unnest($12::text[], $13::int[], $14::bigint[], $15::int[], $16::text[], $17::jsonb[], $18::int[])
+                      as o(ref, billed, amount, last_tick, halted, low_balance, low_balance_tick)),
            u as (
              update streams s
                 set paid = s.paid + o.amount, ticks_billed = s.ticks_billed + o.billed, last_tick = greatest(s.last_tick, o.last_tick),
@@ -148,9 +135,27 @@ async function writePlan(client: PoolClient, plan: BillingPlan): Promise<void> {
                     halted_reason = coalesce(o.halted, s.halted_reason),
                     low_balance_at = case when o.low_balance is not null then now() else s.low_balance_at end
                from o where s.ref = o.ref)
+           -- the events in the order billing each tick alone would append them: per tick its
+           -- transfer.posted, its stream.tick, then a stream.low_balance it set off
            insert into events (type, subject, payload, parties)
-           select 'stream.low_balance', o.ref, o.low_balance || jsonb_build_object('ref', o.ref), array(select distinct x from unnest(array[s.payer, s.payee]) x)
-             from o join streams s on s.ref = o.ref where o.low_balance is not null`,
+           select type, subject, payload, parties from (
+             select due_at, ref, tick, 0 as k, 'transfer.posted' as type, transfer_id::text as subject,
+                    jsonb_strip_nulls(jsonb_build_object('key', key, 'kind', 'stream_tick', 'debitAccountId', payer_account_id,
+                      'creditAccountId', payee_account_id, 'amount', amount, 'holdId', case when mode = 'escrow' then hold_id end,
+                      'streamRef', ref, 'tick', tick, 'id', transfer_id,
+                      'createdAt', to_char(created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))) as payload,
+                    array(select distinct x from unnest(array[debit_owner, credit_owner]) x) as parties
+               from pt
+             union all
+             select due_at, ref, tick, 1, 'stream.tick', ref, jsonb_build_object('ref', ref, 'tick', tick, 'amount', amount, 'paid', paid, 'transfer', transfer_id),
+                    array(select distinct x from unnest(array[payer, payee]) x)
+               from pt
+             union all
+             select pt.due_at, o.ref, o.low_balance_tick, 2, 'stream.low_balance', o.ref, o.low_balance || jsonb_build_object('ref', o.ref),
+                    array(select distinct x from unnest(array[pt.payer, pt.payee]) x)
+               from o join pt on pt.ref = o.ref and pt.tick = o.low_balance_tick
+              where o.low_balance is not null) e
+            order by due_at, ref, tick, k`,
     values: [
       t.map((x) => x.ref),
       t.map((x) => x.tick),
@@ -168,7 +173,8 @@ async function writePlan(client: PoolClient, plan: BillingPlan): Promise<void> {
       moved.map((o) => o.amount),
       moved.map((o) => o.lastTick),
       moved.map((o) => o.halted ?? null),
-      moved.map((o) => (o.lowBalance ? JSON.stringify(o.lowBalance) : null)),
+      moved.map((o) => (o.lowBalance ? JSON.stringify(o.lowBalance.payload) : null)),
+      moved.map((o) => o.lowBalance?.atTick ?? null),
     ],
   });
 }

@@ -37,7 +37,8 @@ test('ticks billed right at the liveness timeout pass the auditor: none was bill
     await db.pool.query(
       `with due as (select to_timestamp((epoch_ms(opened_at) + ($2::int - 1) * tick_interval_ms) / 1000.0) as at from streams where ref = 'edge')
        insert into party_heartbeat_log (party_id, seen_at) select 'payer', at from due union all select 'payee', at - $1 * interval '1 millisecond' from due`,
-      [TIMEOUT_MS - 1 - Math.random() * 2, tick],
+      // 48.5–50.5 ms: whole milliseconds of silence 49 (billed) or 50–51 (skipped)
+      [TIMEOUT_MS - 1.5 + Math.random() * 2, tick],
     );
     const outcome = await billTick(db.pool, 'edge', tick);
     outcomes[outcome.kind] = (outcomes[outcome.kind] ?? 0) + 1;
