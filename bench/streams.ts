@@ -1,59 +1,65 @@
 /**
  * The billing clock under load, against PostgreSQL's and Temporal's own baselines, in
  * one run on one PostgreSQL server, one Temporal dev server (our own, in memory, with
- * startDevServer's precise timers) and one worker: src/worker.ts createWorker, i.e.
- * the real workflows and activities and the billing clock's shards (one pool).
+ * startDevServer's dynamic config) and one worker: src/worker.ts createWorker, i.e.
+ * the real workflows, activities and billing clock shards on one pool. A second
+ * worker next to it runs the bare baseline (bench/bareTickWorkflow.ts, no-op
+ * activities) on a task queue of its own.
  *
  * Phases, in run order (the figures print capacity first):
  *
- *   latency   bare   --latency-streams bare workflows (bench/bareTickWorkflow.ts, on a
- *                    worker of their own next to the real one) opened by
- *                    update-with-start until their no-op tick 1 answered, the same
- *                    call shape as an open, --open-concurrency calls in flight: bare
- *                    starts/s. Then as many plain `workflow.start`s (context only).
+ *   latency   bare   --bare-starts bare workflows started by update-with-start until
+ *                    their no-op tick 1 answered (the same call shape as an open),
+ *                    --open-concurrency calls in flight: bare starts/s.
  *             opens  --latency-streams escrow streams at --latency-interval-ms, opened
  *                    the way POST /v1/streams does (startStreamWorkflow: update-with-start,
- *                    tick 1 billed in the opening transaction), same concurrency:
- *                    opens/s and the ratio opens/bare starts.
+ *                    tick 1 billed in the opening transaction), same concurrency. The
+ *                    ratio opens/bare starts compares the first --bare-starts opens (up to
+ *                    the last one's answer) with the bare starts.
  *             lag    once all are open, the ticks due in a --latency-seconds window:
- *                    lag = stream_ticks.billed_at − due_at (database clock), p50/p99
- *                    as a fraction of the interval; ticks not billed when read count
- *                    at least as late as they are.
- *             cancel --cancels streams cancelled the way the API does (signal, then
- *                    the workflow's result), --cancel-rate per second, while the others
- *                    bill on: cancel → receipt p50/p99 as a fraction of the interval.
- *                    The rest are then cancelled, unmeasured.
- *   pgbench   TPC-B-like tps on a scratch database of the same server, the clock idle
- *             (every stream closed): -c = the clock's shard count (each shard bills in
- *             one transaction at a time, one connection), -j min(2, c).
- *   capacity  --capacity-streams escrow streams at --capacity-interval-ms: more ticks
- *             than the machine can bill. Opened straight through the ledger by
- *             default (src/ledger/streams.ts openStream, then each clock shard is
- *             woken as a stream workflow would): opening thousands of workflows would
- *             take longer than the measurement and compete with it;
- *             `--capacity-open api` opens them through startStreamWorkflow instead.
- *             After a warm-up and a checkpoint, the ticks billed (stream_ticks rows
- *             whose billing transaction began) in a --capacity-seconds window: billed
- *             ticks/s, and the ratio billed ticks/pgbench tps.
- *   verify    after the workers stop: no (stream, tick) billed twice, no tick billed
- *             before it was due, every stream's paid/ticks_billed/last_tick agreeing
- *             with its ticks, every escrow hold's captures agreeing with its stream,
- *             the balances summing to zero, every cancel receipt agreeing with the
- *             database. `verified: no` exits non-zero.
+ *                    lag = stream_ticks.billed_at − due_at (database clock), p50/p99 as a
+ *                    fraction of the interval; a tick not billed when read counts as late
+ *                    as the read.
+ *             cancel --cancels streams cancelled the way the API does (signal, then the
+ *                    workflow's result), --cancel-rate per second, while the others bill
+ *                    on: cancel → receipt p50/p99 as a fraction of the interval. The other
+ *                    streams are then closed without measuring (workflow terminated, the
+ *                    ledger's closeStream), which is quicker than thousands of cancels.
+ *   pgbench   TPC-B-like tps on a scratch database of the same server while the clock is
+ *             idle (every stream closed): -c = the clock's shard count (a shard bills in
+ *             one transaction at a time: one connection), -j min(2, c), -s = c.
+ *   capacity  --capacity-streams escrow streams at --capacity-interval-ms, more ticks
+ *             than the machine can bill. Opened straight through the ledger by default
+ *             (src/ledger/streams.ts openStream, then each clock shard is woken as a
+ *             stream workflow would): opening thousands of workflows takes minutes and
+ *             would compete with the measurement; `--capacity-open api` opens them
+ *             through startStreamWorkflow instead. After a warm-up and a checkpoint, the
+ *             ticks whose billing transaction began in a --capacity-seconds window:
+ *             billed ticks/s, and the ratio billed ticks/pgbench tps.
+ *   verify    after the workers stop, in one snapshot: no (stream, tick) billed twice,
+ *             no tick billed before it was due (a close bills up to its own instant), none
+ *             due after its stream's close, every stream's paid/ticks_billed/last_tick
+ *             agreeing with its ticks, every escrow hold agreeing with its stream, the
+ *             balances summing to zero, every cancel receipt agreeing with the database.
+ *             `verified: no` exits non-zero.
  *
- * Where the time goes (diagnostic lines): from the clock workflows' histories in each
- * window, the billDue activities (count, execution time, schedule-to-start, ticks per
- * activity), the gap from one activity's completion to the next one's scheduling
- * (workflow tasks), and each timer's lateness; from the worker's pool, the time spent
- * in each SQL statement (client side); CPU of this process (worker + bench), the
- * Temporal server, the bench database's backends and the rest of the machine (on a
- * shared box, the neighbours).
+ * Where the time goes (the other lines): from the workflows' histories, each segment of
+ * an open, a bare start and a cancel (server queueing, the worker, the activity) and
+ * what the clock's workflows did (billDue time, timers' lateness, workflow tasks);
+ * from the worker's pool, the time in each SQL statement, in waiting for a connection
+ * and inside transactions outside SQL (the planning in JavaScript), and the deadlocks
+ * PostgreSQL reported; CPU of this process, the Temporal server, the bench database's
+ * backends and the rest of the machine (on a shared box, the neighbours: the figures
+ * move with them). Payer and payee ids are random, as real ones are.
  *
- *   npm run bench:streams -- [--quick] [--capacity-streams 5000] [--capacity-interval-ms 100]
- *     [--capacity-seconds 20] [--capacity-open ledger|api] [--latency-streams 2000]
- *     [--latency-interval-ms 1000] [--latency-seconds 30] [--cancels 100] [--cancel-rate 20]
- *     [--open-concurrency 50] [--shards 2] [--pool-size 10] [--pgbench-seconds 20]
- *     [--only capacity|latency] [--database-url URL] [--json]
+ *   npm run bench:streams -- [--quick] [--only capacity|latency]
+ *     [--capacity-streams 5000] [--capacity-interval-ms 100] [--capacity-seconds 20]
+ *     [--capacity-warmup-seconds 10] [--capacity-open ledger|api]
+ *     [--latency-streams 2000] [--latency-interval-ms 1000] [--latency-seconds 30]
+ *     [--cancels 100] [--cancel-rate 20] [--open-concurrency 50] [--bare-starts 500]
+ *     [--plain-starts 0] [--streams-per-pair 10] [--shards 2] [--rows-max 2000]
+ *     [--pool-size 10] [--pgbench-clients N] [--pgbench-seconds 20] [--pgbench-scale N]
+ *     [--timer-shift-ms MS] [--dynamic-config KEY=VALUE ...] [--database-url URL] [--json]
  *
  * Each figure prints on its own line as `name: value`; with --json, stdout holds one
  * JSON object and nothing else (progress goes to stderr). The databases sluice_bench_*
@@ -66,17 +72,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Client, Connection, WithStartWorkflowOperation } from '@temporalio/client';
+import { Client, Connection, WithStartWorkflowOperation, WorkflowUpdateRPCTimeoutOrCancelledError } from '@temporalio/client';
 import { tsToMs } from '@temporalio/common/lib/time';
 import { bundleWorkflowCode, NativeConnection, Worker } from '@temporalio/worker';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import pg from 'pg';
 import { migrate } from '../src/db/migrate';
 import { createPool, withDatabase, type Pool } from '../src/db/pool';
 import { BILLING_ROWS_MAX_DEFAULT, BILLING_SHARDS_DEFAULT, billingClockWorkflowId } from '../src/domain/billing';
 import { streamWorkflowId, type StreamReceipt, type StreamRequest } from '../src/domain/streams';
 import { createAccount } from '../src/ledger/accounts';
-import { openStream } from '../src/ledger/streams';
+import { closeStream, openStream } from '../src/ledger/streams';
 import { deposit } from '../src/ledger/transfers';
 import { startDevServer, PRECISE_TIMERS, type DevServer } from '../src/temporal/devServer';
 import { startStreamWorkflow } from '../src/temporal/streams';
@@ -128,6 +134,8 @@ interface Options {
   cancels: number;
   cancelRate: number;
   openConcurrency: number;
+  bareStarts: number;
+  plainStarts: number;
   streamsPerPair: number;
   shards: number;
   rowsMax: number;
@@ -136,6 +144,7 @@ interface Options {
   pgbenchSeconds: number;
   pgbenchScale?: number;
   timerShiftMs?: number;
+  dynamicConfig: Record<string, unknown>;
   databaseUrl: string;
   json: boolean;
 }
@@ -146,6 +155,7 @@ const QUICK: Partial<Options> = {
   capacitySeconds: 8,
   capacityWarmupSeconds: 4,
   latencyStreams: 200,
+  bareStarts: 200,
   latencySeconds: 8,
   cancels: 30,
   pgbenchSeconds: 8,
@@ -169,6 +179,9 @@ function parseOptions(): Options {
       .option('--cancels <n>', 'streams cancelled with their cancel → receipt time measured', integerAtLeast(1), 100)
       .option('--cancel-rate <n>', 'measured cancels started per second', integerAtLeast(1), 20)
       .option('--open-concurrency <n>', 'update-with-start calls in flight (stream opens and bare starts alike)', integerAtLeast(1), 50)
+      // the ratio compares the bare starts with as many of the first stream opens
+      .option('--bare-starts <n>', 'bare workflows started (at most --latency-streams)', integerAtLeast(1), 500)
+      .option('--plain-starts <n>', 'plain workflow.start calls of a bare workflow, for context (0: none)', integerAtLeast(0), 0)
       // Every billing transaction locks the accounts of its streams: streams sharing payers
       // and payees make shards wait on each other. By default each group of 10 streams has
       // a payer and a payee of its own; stream i belongs to group i % groups.
@@ -180,7 +193,20 @@ function parseOptions(): Options {
       .option('--pgbench-clients <n>', 'pgbench -c (default: the shard count)', integerAtLeast(1))
       .option('--pgbench-seconds <n>', 'pgbench -T', integerAtLeast(1), 20)
       .option('--pgbench-scale <n>', 'pgbench -i -s (default: the client count)', integerAtLeast(1))
-      .option('--timer-shift-ms <n>', "the dev server's history.timerProcessorMaxTimeShift (default: startDevServer's, 10 ms)", integerAtLeast(1)),
+      .option('--timer-shift-ms <n>', "the dev server's history.timerProcessorMaxTimeShift (default: startDevServer's, 10 ms)", integerAtLeast(1))
+      // e.g. --dynamic-config history.timerProcessorMaxPollRPS=1000 (the value is JSON if it parses, else a string)
+      .option('--dynamic-config <key=value>', 'a dynamic config value for the dev server (repeatable)', (v: string, acc: Record<string, unknown>) => {
+        const eq = v.indexOf('=');
+        if (eq <= 0) throw new InvalidArgumentError('expected KEY=VALUE');
+        const raw = v.slice(eq + 1);
+        let value: unknown = raw;
+        try {
+          value = JSON.parse(raw);
+        } catch {
+          // a plain string, e.g. 10ms
+        }
+        return { ...acc, [v.slice(0, eq)]: value };
+      }, {}),
   ).parse();
   const o = command.opts<Options>();
   if (o.quick) {
@@ -211,33 +237,73 @@ const bareActivities: BareActivities = {
  */
 const sqlTime = new Map<string, { count: number; ms: number }>();
 let sqlRecording = false;
+/** Statements of the worker's pool that PostgreSQL ended with deadlock_detected (withTransaction retries them). */
+let deadlocks = 0;
 
 function instrumentPool(pool: Pool): void {
+  // waiting for a free connection of the pool, as its own line ('pool wait')
+  const connect = pool.connect.bind(pool) as (...args: unknown[]) => unknown;
+  (pool as unknown as { connect: (...args: unknown[]) => unknown }).connect = (...args: unknown[]) => {
+    if (!sqlRecording) return connect(...args);
+    const t = performance.now();
+    const done = () => {
+      const w = sqlTime.get('pool wait') ?? { count: 0, ms: 0 };
+      w.count++;
+      w.ms += performance.now() - t;
+      sqlTime.set('pool wait', w);
+    };
+    const cb = args[0];
+    if (typeof cb === 'function') {
+      return connect((...cbArgs: unknown[]) => {
+        done();
+        return (cb as (...a: unknown[]) => unknown)(...cbArgs);
+      });
+    }
+    const result = connect() as Promise<unknown>;
+    result.then(done, done);
+    return result;
+  };
   pool.on('connect', (client) => {
     const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+    // the transaction this connection is in (begin → commit): its span, and the time in statements
+    let txn: { start: number; sqlMs: number } | undefined;
+    const add = (name: string, ms: number) => {
+      const s = sqlTime.get(name) ?? { count: 0, ms: 0 };
+      s.count++;
+      s.ms += ms;
+      sqlTime.set(name, s);
+    };
     (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
-      if (!sqlRecording) return query(...args);
       const first = args[0] as string | { name?: string; text?: string };
       const text = typeof first === 'string' ? first : (first?.text ?? '');
       const name = (typeof first === 'object' && first?.name) || text.trim().split(/\s+/)[0]!.toLowerCase();
       const t = performance.now();
-      const done = () => {
-        const s = sqlTime.get(name) ?? { count: 0, ms: 0 };
-        s.count++;
-        s.ms += performance.now() - t;
-        sqlTime.set(name, s);
+      if (name === 'begin') txn = { start: t, sqlMs: 0 };
+      const done = (error?: unknown) => {
+        const ms = performance.now() - t;
+        const code = (error as { code?: string } | undefined)?.code;
+        if (code === '40P01') deadlocks++;
+        if (!sqlRecording) return;
+        add(name, ms);
+        if (txn) txn.sqlMs += ms;
+        if ((name === 'commit' || name === 'rollback') && txn) {
+          const span = performance.now() - txn.start;
+          add('(transactions, begin → commit)', span);
+          add('(in transactions, outside SQL)', span - txn.sqlMs);
+          txn = undefined;
+        }
       };
       const last = args[args.length - 1];
       if (typeof last === 'function') {
         // callback style (pool.query): time until the callback
-        args[args.length - 1] = (...cbArgs: unknown[]) => {
-          done();
-          return (last as (...a: unknown[]) => unknown)(...cbArgs);
+        args[args.length - 1] = (error: unknown, ...rest: unknown[]) => {
+          done(error);
+          return (last as (...a: unknown[]) => unknown)(error, ...rest);
         };
         return query(...args);
       }
       const result = query(...args) as Promise<unknown>;
-      result.then(done, done);
+      result.then(() => done(), done);
       return result;
     };
   });
@@ -379,7 +445,9 @@ interface Pair {
 /** `groups` payers and payees, an account each (the party's id), each payer funded for its escrows. */
 async function setUpPairs(pool: Pool, prefix: string, streams: number, perPair: number): Promise<Pair[]> {
   const groups = Math.ceil(streams / perPair);
-  const pairs = Array.from({ length: groups }, (_, i) => ({ payer: `${prefix}-payer-${i}`, payee: `${prefix}-payee-${i}` }));
+  // random ids, as real ones are: a payer's id sorts before its payee's about half the time
+  const id = () => `${prefix}-${randomBytes(6).toString('hex')}`;
+  const pairs = Array.from({ length: groups }, () => ({ payer: id(), payee: id() }));
   // parties are not on the measured path: plain SQL, no API keys to mint
   await pool.query('insert into parties (id, name) select id, id from unnest($1::text[]) as id', [pairs.flatMap((p) => [p.payer, p.payee])]);
   await mapConcurrently(pairs, 8, async ({ payer, payee }) => {
@@ -475,8 +543,9 @@ interface ClockStats {
   timerLateMs: Quantiles;
   /** A timer's firing (or a wake-up signal cancelling it) to the next billDue's start: a workflow task, then the dispatch. */
   wakeToActivityMs: Quantiles;
-  /** billingDue signals received (stream opens); runs (continue-as-new) seen. */
+  /** billingDue signals received (stream opens), workflow tasks completed; runs (continue-as-new) seen. */
   signals: number;
+  workflowTasks: number;
   runs: number;
 }
 
@@ -490,6 +559,7 @@ async function clockStats(s: Stack, fromMs: number, toMs: number): Promise<Clock
   let timedOut = 0;
   let busyMs = 0;
   let signals = 0;
+  let workflowTasks = 0;
   let runs = 0;
   const inWindow = (at: number) => at >= fromMs && at < toMs;
   for (let shard = 0; shard < s.o.shards; shard++) {
@@ -557,6 +627,9 @@ async function clockStats(s: Stack, fromMs: number, toMs: number): Promise<Clock
           case 'workflowExecutionSignaled':
             if (inWindow(e.at)) signals++;
             break;
+          case 'workflowTaskCompleted':
+            if (inWindow(e.at)) workflowTasks++;
+            break;
         }
       }
       // still running at the end of the history (a billDue in flight)
@@ -574,6 +647,7 @@ async function clockStats(s: Stack, fromMs: number, toMs: number): Promise<Clock
     timerLateMs: quantiles(timerLate),
     wakeToActivityMs: quantiles(wakeToActivity),
     signals,
+    workflowTasks,
     runs,
   };
 }
@@ -589,65 +663,81 @@ interface Call {
 type Breakdown = Record<string, Quantiles>;
 
 /**
+ * The times of `kinds` in order in a history, each the first of its kind after the
+ * previous one (from index `from`); undefined if the history does not have them all.
+ */
+function chain(ev: Ev[], from: number, kinds: string[]): number[] | undefined {
+  const out: number[] = [];
+  let i = from;
+  for (const kind of kinds) {
+    while (i < ev.length && ev[i]!.kind !== kind) i++;
+    if (i >= ev.length) return undefined;
+    out.push(ev[i]!.at);
+    i++;
+  }
+  return out;
+}
+
+/** p50/p99 of each segment over the sampled calls, in insertion order. */
+async function breakdown(client: Client, calls: Call[], segmentsOf: (ev: Ev[], c: Call) => Record<string, number> | undefined): Promise<Breakdown> {
+  const seg = new Map<string, number[]>();
+  await mapConcurrently(calls, 8, async (c) => {
+    const s = segmentsOf(await eventsOf(client, c.workflowId), c);
+    if (s) for (const [k, v] of Object.entries(s)) seg.set(k, [...(seg.get(k) ?? []), v]);
+  });
+  return Object.fromEntries([...seg.entries()].map(([k, v]) => [k, quantiles(v)]));
+}
+
+const WFT = ['workflowTaskScheduled', 'workflowTaskStarted', 'workflowTaskCompleted'];
+const ACT = ['activityTaskScheduled', 'activityTaskStarted', 'activityTaskCompleted'];
+
+/**
  * Where an update-with-start until the first activity's answer spends its time (an
  * open, or a bare start), from the workflow's history: the start reaching the server,
- * the first workflow task (scheduling the activity), the activity's dispatch and
- * execution, the workflow task that completes the update, the answer back.
+ * the first workflow task waiting for the worker and in it, the activity's dispatch
+ * and execution, the second workflow task (which completes the update), the answer back.
  */
-async function openBreakdown(client: Client, calls: Call[], activity: string): Promise<Breakdown> {
-  const seg: Record<string, number[]> = {
-    'start → workflow started': [],
-    'first workflow task → activity scheduled': [],
-    'activity dispatch': [],
-    [`${activity} execution`]: [],
-    'workflow task → update completed': [],
-    'update completed → answer': [],
-  };
-  await mapConcurrently(calls, 8, async (c) => {
-    const ev = await eventsOf(client, c.workflowId);
-    const first = (kind: string, pred: (e: Ev) => boolean = () => true) => ev.find((e) => e.kind === kind && pred(e))?.at;
-    const started = first('workflowExecutionStarted');
-    const sched = ev.find((e) => e.kind === 'activityTaskScheduled' && activityName(e) === activity);
-    if (started === undefined || !sched) return;
-    const actStart = first('activityTaskStarted', (e) => String(e.a.scheduledEventId) === sched.id);
-    const actDone = first('activityTaskCompleted', (e) => String(e.a.scheduledEventId) === sched.id);
-    const updated = first('workflowExecutionUpdateCompleted');
-    seg['start → workflow started']!.push(started - c.sentAt);
-    seg['first workflow task → activity scheduled']!.push(sched.at - started);
-    if (actStart !== undefined) seg['activity dispatch']!.push(actStart - sched.at);
-    if (actStart !== undefined && actDone !== undefined) seg[`${activity} execution`]!.push(actDone - actStart);
-    if (actDone !== undefined && updated !== undefined) seg['workflow task → update completed']!.push(updated - actDone);
-    if (updated !== undefined) seg['update completed → answer']!.push(c.doneAt - updated);
+function openBreakdown(client: Client, calls: Call[], activity: string): Promise<Breakdown> {
+  return breakdown(client, calls, (ev, c) => {
+    const t = chain(ev, 0, ['workflowExecutionStarted', ...WFT, ...ACT, ...WFT, 'workflowExecutionUpdateCompleted']);
+    if (!t) return undefined;
+    const [started, , w1s, w1c, as, ast, ac, , w2s, w2c, updated] = t as [number, number, number, number, number, number, number, number, number, number, number];
+    // the workflow's own tasks before anything else happened to it (a cancel, a termination)
+    const end = ev.findIndex((e) => e.kind === 'workflowExecutionSignaled' || e.kind === 'workflowExecutionTerminated');
+    const tasks = (end < 0 ? ev : ev.slice(0, end)).filter((e) => e.kind === 'workflowTaskCompleted').length;
+    return {
+      'workflow tasks (count)': tasks,
+      'start → workflow started': started - c.sentAt,
+      'task 1 queued': w1s - started,
+      'task 1 in worker': w1c - w1s,
+      'activity dispatch': ast - as,
+      [`${activity} execution`]: ac - ast,
+      'task 2 queued': w2s - ac,
+      'task 2 in worker': w2c - w2s,
+      'update completed → answer': c.doneAt - updated,
+    };
   });
-  return Object.fromEntries(Object.entries(seg).map(([k, v]) => [k, quantiles(v)]));
 }
 
 /** Where a cancel spends its time: the signal, the workflow task, closeStream's dispatch and execution, the workflow task that ends the run, the result back. */
-async function cancelBreakdown(client: Client, calls: Call[]): Promise<Breakdown> {
-  const seg: Record<string, number[]> = {
-    'signal → signaled': [],
-    'workflow task → closeStream scheduled': [],
-    'activity dispatch': [],
-    'closeStream execution': [],
-    'workflow task → run completed': [],
-    'run completed → result': [],
-  };
-  await mapConcurrently(calls, 8, async (c) => {
-    const ev = await eventsOf(client, c.workflowId);
-    const signaled = ev.find((e) => e.kind === 'workflowExecutionSignaled' && e.a.signalName === 'cancelStream')?.at;
-    const sched = ev.find((e) => e.kind === 'activityTaskScheduled' && activityName(e) === 'closeStream');
-    const completed = ev.find((e) => e.kind === 'workflowExecutionCompleted')?.at;
-    if (signaled === undefined || !sched || completed === undefined) return;
-    const actStart = ev.find((e) => e.kind === 'activityTaskStarted' && String(e.a.scheduledEventId) === sched.id)?.at;
-    const actDone = ev.find((e) => e.kind === 'activityTaskCompleted' && String(e.a.scheduledEventId) === sched.id)?.at;
-    seg['signal → signaled']!.push(signaled - c.sentAt);
-    seg['workflow task → closeStream scheduled']!.push(sched.at - signaled);
-    if (actStart !== undefined) seg['activity dispatch']!.push(actStart - sched.at);
-    if (actStart !== undefined && actDone !== undefined) seg['closeStream execution']!.push(actDone - actStart);
-    if (actDone !== undefined) seg['workflow task → run completed']!.push(completed - actDone);
-    seg['run completed → result']!.push(c.doneAt - completed);
+function cancelBreakdown(client: Client, calls: Call[]): Promise<Breakdown> {
+  return breakdown(client, calls, (ev, c) => {
+    const at = ev.findIndex((e) => e.kind === 'workflowExecutionSignaled' && e.a.signalName === 'cancelStream');
+    if (at < 0) return undefined;
+    const t = chain(ev, at, ['workflowExecutionSignaled', ...WFT, ...ACT, ...WFT, 'workflowExecutionCompleted']);
+    if (!t) return undefined;
+    const [signaled, , w1s, w1c, as, ast, ac, , w2s, w2c, completed] = t as [number, number, number, number, number, number, number, number, number, number, number];
+    return {
+      'signal → signaled': signaled - c.sentAt,
+      'task 1 queued': w1s - signaled,
+      'task 1 in worker': w1c - w1s,
+      'closeStream dispatch': ast - as,
+      'closeStream execution': ac - ast,
+      'task 2 queued': w2s - ac,
+      'task 2 in worker': w2c - w2s,
+      'run completed → result': c.doneAt - completed,
+    };
   });
-  return Object.fromEntries(Object.entries(seg).map(([k, v]) => [k, quantiles(v)]));
 }
 
 /** Every k-th of the calls, at most n. */
@@ -669,11 +759,31 @@ const rateOf = (calls: Call[], seconds: number): StartRate => ({
   latencyMs: quantiles(calls.map((c) => c.doneAt - c.sentAt)),
 });
 
-/** Runs `fn` and records when it was sent and answered (this process's clock, epoch ms). */
-async function call<T>(workflowId: string, fn: () => Promise<T>): Promise<{ value: T; call: Call }> {
+/** Calls made again after an RPC deadline (an overloaded server), by kind. */
+const retried: Record<string, number> = {};
+const CALL_ATTEMPTS = 5;
+
+/**
+ * Runs `fn` and records when it was sent and answered (this process's clock, epoch ms).
+ * On an overloaded server an update-with-start or a result can end in an RPC deadline
+ * ("context deadline exceeded") although the server went on: the call is made again,
+ * as a client of the API would with the same ref (update-with-start USE_EXISTING
+ * attaches to the run, a signal is idempotent here, a result is read again); the time
+ * counted is the client's, retries included.
+ */
+async function call<T>(workflowId: string, fn: () => Promise<T>, kind = 'call'): Promise<{ value: T; call: Call }> {
   const sentAt = Date.now();
-  const value = await fn();
-  return { value, call: { workflowId, sentAt, doneAt: Date.now() } };
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const value = await fn();
+      return { value, call: { workflowId, sentAt, doneAt: Date.now() } };
+    } catch (error) {
+      const message = error instanceof Error ? `${error.message} ${(error.cause as Error | undefined)?.message ?? ''}` : String(error);
+      const deadline = error instanceof WorkflowUpdateRPCTimeoutOrCancelledError || /deadline exceeded|context canceled/i.test(message);
+      if (!deadline || attempt >= CALL_ATTEMPTS) throw error;
+      retried[kind] = (retried[kind] ?? 0) + 1;
+    }
+  }
 }
 
 /** Bare workflows by update-with-start until their no-op tick 1 answered: the same call shape as an open. */
@@ -682,15 +792,18 @@ async function bareStarts(s: Stack, n: number, tag: string): Promise<{ rate: Sta
   const t = performance.now();
   const calls = await mapConcurrently(ids, s.o.openConcurrency, async (id) =>
     (
-      await call(bareWorkflowId(id), () =>
-        s.client.workflow.executeUpdateWithStart(bareOpenedUpdate, {
-          startWorkflowOperation: new WithStartWorkflowOperation(bareTickWorkflow, {
-            workflowId: bareWorkflowId(id),
-            taskQueue: s.bareQueue,
-            args: [{ id, tickIntervalMs: BARE_INTERVAL_MS }],
-            workflowIdConflictPolicy: 'USE_EXISTING',
+      await call(
+        bareWorkflowId(id),
+        () =>
+          s.client.workflow.executeUpdateWithStart(bareOpenedUpdate, {
+            startWorkflowOperation: new WithStartWorkflowOperation(bareTickWorkflow, {
+              workflowId: bareWorkflowId(id),
+              taskQueue: s.bareQueue,
+              args: [{ id, tickIntervalMs: BARE_INTERVAL_MS }],
+              workflowIdConflictPolicy: 'USE_EXISTING',
+            }),
           }),
-        }),
+        'bare start',
       )
     ).call,
   );
@@ -702,7 +815,7 @@ async function plainStarts(s: Stack, n: number): Promise<StartRate & { allTicked
   const ids = Array.from({ length: n }, (_, i) => `${s.runId}-plain-${i}`);
   const t = performance.now();
   const calls = await mapConcurrently(ids, s.o.openConcurrency, async (id) =>
-    (await call(bareWorkflowId(id), () => s.client.workflow.start(bareTickWorkflow, { workflowId: bareWorkflowId(id), taskQueue: s.bareQueue, args: [{ id, tickIntervalMs: BARE_INTERVAL_MS }] }))).call,
+    (await call(bareWorkflowId(id), () => s.client.workflow.start(bareTickWorkflow, { workflowId: bareWorkflowId(id), taskQueue: s.bareQueue, args: [{ id, tickIntervalMs: BARE_INTERVAL_MS }] }), 'plain start')).call,
   );
   const seconds = (performance.now() - t) / 1000;
   // the worker still runs their tick 1: wait for it, so the next phase starts quiet
@@ -715,7 +828,7 @@ async function openThroughApi(s: Stack, refs: string[], pairs: Pair[], intervalM
   const t = performance.now();
   const opened = await mapConcurrently(refs, s.o.openConcurrency, (ref, i) =>
     // the way POST /v1/streams opens one (update-with-start, search attributes, the worker's shard count)
-    call(streamWorkflowId(ref), async () => (await startStreamWorkflow(s.client, s.taskQueue, streamRequest(pairs[i % pairs.length]!, ref, intervalMs), { billingShards: s.o.shards })).opened),
+    call(streamWorkflowId(ref), async () => (await startStreamWorkflow(s.client, s.taskQueue, streamRequest(pairs[i % pairs.length]!, ref, intervalMs), { billingShards: s.o.shards })).opened, 'open'),
   );
   const seconds = (performance.now() - t) / 1000;
   const bad = opened.filter((r) => r.value.status !== 'STREAMING');
@@ -726,11 +839,15 @@ async function openThroughApi(s: Stack, refs: string[], pairs: Pair[], intervalM
 
 async function cancelThroughApi(s: Stack, ref: string, by: string): Promise<{ receipt: StreamReceipt; call: Call }> {
   // src/api/routes/streams.ts cancelOne: signal, then the workflow's result
-  const { value, call: c } = await call(streamWorkflowId(ref), async () => {
-    const handle = s.client.workflow.getHandle(streamWorkflowId(ref));
-    await handle.signal(cancelStreamSignal, { by, reason: 'bench' }).catch(() => undefined);
-    return (await handle.result()) as StreamReceipt;
-  });
+  const { value, call: c } = await call(
+    streamWorkflowId(ref),
+    async () => {
+      const handle = s.client.workflow.getHandle(streamWorkflowId(ref));
+      await handle.signal(cancelStreamSignal, { by, reason: 'bench' }).catch(() => undefined);
+      return (await handle.result()) as StreamReceipt;
+    },
+    'cancel',
+  );
   return { receipt: value, call: c };
 }
 
@@ -738,13 +855,23 @@ interface LatencyResult {
   streams: number;
   intervalMs: number;
   openConcurrency: number;
+  /** Bare starts, and as many of the first stream opens (rate up to the K-th answer). */
   bare: StartRate;
-  plain: StartRate & { allTickedSeconds: number };
-  opens: StartRate;
+  opensFirst: StartRate;
   ratioOpensBare: number;
+  /** All the opens. */
+  opens: StartRate;
+  plain?: StartRate & { allTickedSeconds: number };
   /** Where an open and a bare start spend their time (a sample of their histories), ms. */
   openPath: Breakdown;
   barePath: Breakdown;
+  /** The billing clock's workflow tasks and billingDue signals while the streams opened. */
+  openClock: ClockStats;
+  /** The worker pool's SQL (and waits for a connection) while the streams opened, connection-seconds per second. */
+  openSql: ReturnType<typeof takeSqlTime>;
+  /** Deadlocks PostgreSQL reported to the worker's pool (retried by withTransaction) while the streams opened, and in the window. */
+  openDeadlocks: number;
+  windowDeadlocks: number;
   window: { seconds: number; ticksDue: number; ticksBilled: number; notBilledWhenRead: number };
   /** billed_at − due_at of the ticks due in the window, as a fraction of the interval (and in ms). */
   lag: Quantiles;
@@ -754,8 +881,6 @@ interface LatencyResult {
   cancel: Quantiles;
   cancelMs: Quantiles;
   cancelPath: Breakdown;
-  /** Cancelling the rest (unmeasured load), --open-concurrency at a time. */
-  restCancelledSeconds: number;
   clock: ClockStats;
   cpu: CpuUse;
   contention: Contention;
@@ -765,30 +890,52 @@ interface LatencyResult {
 /** Histories sampled for the open and bare-start breakdowns. */
 const PATH_SAMPLE = 100;
 
+/** The rate of the first k calls of a run that began at `startedAt`: k over the time to the k-th answer. */
+function firstRate(calls: Call[], k: number, startedAt: number): StartRate {
+  const first = [...calls].sort((a, b) => a.doneAt - b.doneAt).slice(0, k);
+  return rateOf(first, (first[first.length - 1]!.doneAt - startedAt) / 1000);
+}
+
 async function latencyPhase(s: Stack, pairs: Pair[], receipts: Map<string, StreamReceipt>, step: (text: string) => void): Promise<LatencyResult> {
   const { o } = s;
   const n = o.latencyStreams;
+  const k = Math.min(o.bareStarts, n);
   const intervalMs = o.latencyIntervalMs;
 
-  step(`bare starts: ${n} update-with-start, ${o.openConcurrency} in flight`);
+  step(`bare starts: ${k} update-with-start, ${o.openConcurrency} in flight`);
   await s.monitor.query('checkpoint');
-  const bare = await bareStarts(s, n, 'bare');
-  log(`bare: ${bare.rate.perSecond.toFixed(1)} starts/s (${n} in ${bare.rate.seconds.toFixed(1)} s)`);
-  const plain = await plainStarts(s, n);
-  log(`plain workflow.start: ${plain.perSecond.toFixed(1)}/s; all ticked after ${plain.allTickedSeconds.toFixed(1)} s`);
+  const bare = await bareStarts(s, k, 'bare');
+  log(`bare: ${bare.rate.perSecond.toFixed(1)} starts/s (${k} in ${bare.rate.seconds.toFixed(1)} s)`);
+  let plain: (StartRate & { allTickedSeconds: number }) | undefined;
+  if (o.plainStarts > 0) {
+    plain = await plainStarts(s, o.plainStarts);
+    log(`plain workflow.start: ${plain.perSecond.toFixed(1)}/s; all ticked after ${plain.allTickedSeconds.toFixed(1)} s`);
+  }
 
   step(`latency: opening ${n} streams at ${intervalMs} ms (startStreamWorkflow, ${o.openConcurrency} in flight)`);
   await s.monitor.query('checkpoint');
   const refs = Array.from({ length: n }, (_, i) => `lat-${s.runId}-${i}`);
   const payerOf = new Map(refs.map((ref, i) => [ref, pairs[i % pairs.length]!.payer]));
-  const opened = await openThroughApi(s, refs, pairs, intervalMs);
-  log(`opens: ${opened.rate.perSecond.toFixed(1)}/s (${n} in ${opened.rate.seconds.toFixed(1)} s); settling ${2 * intervalMs} ms`);
+  sqlTime.clear();
+  sqlRecording = true;
+  const deadlocksBefore = deadlocks;
+  const openStartedAt = Date.now();
+  const opened = await openThroughApi(s, refs, pairs, intervalMs).finally(() => {
+    sqlRecording = false;
+  });
+  const openSql = takeSqlTime(opened.rate.seconds);
+  const openDeadlocks = deadlocks - deadlocksBefore;
+  const openClock = await clockStats(s, openStartedAt, Date.now());
+  const opensFirst = firstRate(opened.calls, k, openStartedAt);
+  log(`opens: ${opened.rate.perSecond.toFixed(1)}/s (${n} in ${opened.rate.seconds.toFixed(1)} s; the first ${k}: ${opensFirst.perSecond.toFixed(1)}/s); settling ${2 * intervalMs} ms`);
   await sleep(2 * intervalMs, undefined, { signal: s.signal });
 
   step(`latency: tick lag over ${o.latencySeconds} s`);
+  const windowDeadlocksBefore = deadlocks;
   const w = await measuredWindow(s, o.latencySeconds);
   // the ticks due in the window, read once they should all be billed
   await sleep(Math.max(1000, intervalMs), undefined, { signal: s.signal });
+  const windowDeadlocks = deadlocks - windowDeadlocksBefore;
   const { rows: lagRows } = await s.monitor.query<{ lag_ms: number }>(
     `select (extract(epoch from billed_at - due_at) * 1000)::float8 as lag_ms from stream_ticks
       where stream_ref = any($1) and tick > 1 and due_at >= to_timestamp($2 / 1000.0) and due_at < to_timestamp($3 / 1000.0)`,
@@ -825,13 +972,6 @@ async function latencyPhase(s: Stack, pairs: Pair[], receipts: Map<string, Strea
   const cancelMs = quantiles(cancelled.map((c) => c.call.doneAt - c.call.sentAt));
   log(`cancel p50 ${cancelMs.p50.toFixed(0)} ms, p99 ${cancelMs.p99.toFixed(0)} ms`);
 
-  const rest = refs.filter((r) => !receipts.has(r));
-  log(`cancelling the other ${rest.length} (unmeasured)`);
-  const tRest = performance.now();
-  const restDone = await mapConcurrently(rest, o.openConcurrency, (ref) => cancelThroughApi(s, ref, payerOf.get(ref)!));
-  for (const [i, c] of restDone.entries()) receipts.set(rest[i]!, c.receipt);
-  const restCancelledSeconds = (performance.now() - tRest) / 1000;
-
   log('reading histories: where opens, bare starts and cancels spend their time');
   const [openPath, barePath, cancelPath] = await Promise.all([
     openBreakdown(s.client, sample(opened.calls, PATH_SAMPLE), 'openStream'),
@@ -839,17 +979,29 @@ async function latencyPhase(s: Stack, pairs: Pair[], receipts: Map<string, Strea
     cancelBreakdown(s.client, cancelled.map((c) => c.call)),
   ]);
 
+  // cleanup, not measured: the other workflows terminated, their streams closed straight in the ledger
+  const rest = refs.filter((r) => !receipts.has(r));
+  log(`closing the other ${rest.length} (terminate, then the ledger's closeStream; not measured)`);
+  // a termination lost to an RPC deadline leaves a workflow waiting; its stream is closed all the same
+  await mapConcurrently(rest, o.openConcurrency, (ref) => s.client.workflow.getHandle(streamWorkflowId(ref)).terminate('bench: cleanup').catch(() => undefined));
+  await mapConcurrently(rest, o.poolSize, (ref) => closeStream(s.pool, { ref, reason: 'cancelled', closedBy: payerOf.get(ref)! }));
+
   const frac = (q: Quantiles): Quantiles => ({ ...q, p50: q.p50 / intervalMs, p99: q.p99 / intervalMs, max: q.max / intervalMs });
   return {
     streams: n,
     intervalMs,
     openConcurrency: o.openConcurrency,
     bare: bare.rate,
-    plain,
+    opensFirst,
+    ratioOpensBare: opensFirst.perSecond / bare.rate.perSecond,
     opens: opened.rate,
-    ratioOpensBare: opened.rate.perSecond / bare.rate.perSecond,
+    plain,
     openPath,
     barePath,
+    openClock,
+    openSql,
+    openDeadlocks,
+    windowDeadlocks,
     window: { seconds: w.windowSeconds, ticksDue, ticksBilled: lagRows.length, notBilledWhenRead: missing },
     lag: frac(lagMs),
     lagMs,
@@ -857,7 +1009,6 @@ async function latencyPhase(s: Stack, pairs: Pair[], receipts: Map<string, Strea
     cancel: frac(cancelMs),
     cancelMs,
     cancelPath,
-    restCancelledSeconds,
     clock,
     cpu: w.cpu,
     contention: w.contention,
@@ -884,6 +1035,8 @@ interface CapacityResult {
   /** Billing transactions that wrote ticks in the window (tick-batch-write statements), and ticks per transaction. */
   transactions: number;
   ticksPerTransaction: number;
+  /** Deadlocks PostgreSQL reported to the worker's pool in the window (retried by withTransaction). */
+  deadlocks: number;
   clock: ClockStats;
   cpu: CpuUse;
   contention: Contention;
@@ -908,12 +1061,15 @@ async function capacityPhase(s: Stack, pairs: Pair[], step: (text: string) => vo
     );
   }
   const openSeconds = (performance.now() - t) / 1000;
+  const wokeAt = Date.now();
   log(`capacity: ${n} open after ${openSeconds.toFixed(1)} s; warming up ${o.capacityWarmupSeconds} s`);
   await sleep(o.capacityWarmupSeconds * 1000, undefined, { signal: s.signal });
   await s.monitor.query('checkpoint'); // as pgbench: the window does not pay for the setup's dirty pages
 
   step(`capacity: billed ticks over ${o.capacitySeconds} s`);
+  const deadlocksBefore = deadlocks;
   const w = await measuredWindow(s, o.capacitySeconds);
+  const windowDeadlocks = deadlocks - deadlocksBefore;
   const backlog = async () => {
     const { rows } = await s.monitor.query<{ ticks: string }>(
       `select coalesce(sum(greatest(0, (epoch_ms(now()) - next_due_ms) / tick_interval_ms + 1)), 0)::text as ticks
@@ -931,7 +1087,8 @@ async function capacityPhase(s: Stack, pairs: Pair[], step: (text: string) => vo
   );
   const ticks = rows[0]!.n;
   const offered = (n * 1000) / o.capacityIntervalMs;
-  const clock = await clockStats(s, w.from, w.to);
+  // a billDue runs up to 20 transactions and may outlast the window (its history shows it once it ends): from the wake-up on
+  const clock = await clockStats(s, wokeAt, Date.now());
   log(`capacity: ${(ticks / w.windowSeconds).toFixed(0)} billed ticks/s of ${offered.toFixed(0)} offered; backlog ${backlogTicks} ticks`);
   return {
     streams: n,
@@ -947,6 +1104,7 @@ async function capacityPhase(s: Stack, pairs: Pair[], step: (text: string) => vo
     backlogSeconds: backlogTicks / offered,
     // behind by more than a tick interval of the offered load: the clock could not keep up
     saturated: backlogTicks > n,
+    deadlocks: windowDeadlocks,
     transactions: w.sql.find((q) => q.name === 'tick-batch-write')?.count ?? 0,
     ticksPerTransaction: ticks / Math.max(1, w.sql.find((q) => q.name === 'tick-batch-write')?.count ?? 0),
     clock,
@@ -1034,7 +1192,8 @@ async function verify(monitor: pg.Client, runId: string, receipts: Map<string, S
 interface Report {
   temporalCli: string;
   postgresVersion: string;
-  timerShift: string;
+  /** The dev server's dynamic config: startDevServer's, then the bench's options. */
+  devServerConfig: Record<string, unknown>;
   shards: number;
   rowsMax: number;
   poolSize: number;
@@ -1046,6 +1205,8 @@ interface Report {
   ratioTicksPgbench?: number;
   latency?: LatencyResult;
   verification: Verification;
+  /** Calls made again after an RPC deadline (an overloaded server), by kind. */
+  retriedCalls: Record<string, number>;
   targets: Record<string, { value: number; target: string; met: boolean }>;
 }
 
@@ -1054,20 +1215,20 @@ const msq = (q: Quantiles) => `p50 ${fx(q.p50, 0)} ms, p99 ${fx(q.p99, 0)} ms, m
 const cpuText = (c: CpuUse) =>
   `bench+worker ${fx(c.worker, 2)}, temporal ${fx(c.temporal, 2)}, postgres ${fx(c.postgres, 2)}, others ${fx(c.others, 2)}; machine ${fx(c.machine, 2)} of ${c.cores ?? 'n/a'} cores`;
 const sqlText = (sql: ReturnType<typeof takeSqlTime>) =>
-  sql.slice(0, 6).map((q) => `${q.name} ${fx(q.busy, 2)} (${q.count}x, ${fx(q.ms / Math.max(1, q.count), 1)} ms)`).join(', ') || 'n/a';
+  sql.slice(0, 8).map((q) => `${q.name} ${fx(q.busy, 2)} (${q.count}x, ${fx(q.ms / Math.max(1, q.count), 1)} ms)`).join(', ') || 'n/a';
 const clockText = (c: ClockStats) =>
   `${c.activities} billDue activities (${c.runs} runs, ${c.timedOut} timed out), exec ${msq(c.execMs)}; ` +
   `shards busy in billDue ${fx(c.execShare * 100, 0)}% of the window; schedule-to-start p50 ${fx(c.scheduleToStartMs.p50, 0)} ms p99 ${fx(c.scheduleToStartMs.p99, 0)} ms; ` +
   `back-to-back gap p50 ${fx(c.backToBackGapMs.p50, 0)} ms p99 ${fx(c.backToBackGapMs.p99, 0)} ms (n=${c.backToBackGapMs.count}); ` +
   `timer late p50 ${fx(c.timerLateMs.p50, 0)} ms p99 ${fx(c.timerLateMs.p99, 0)} ms (n=${c.timerLateMs.count}); ` +
   `timer/wake → billDue start p50 ${fx(c.wakeToActivityMs.p50, 0)} ms p99 ${fx(c.wakeToActivityMs.p99, 0)} ms; billingDue signals ${c.signals}`;
-const pathText = (b: Breakdown) => Object.entries(b).map(([k, q]) => `${k} ${fx(q.p50, 0)}/${fx(q.p99, 0)}`).join('; ') + ' (ms, p50/p99)';
+const pathText = (b: Breakdown) => Object.entries(b).map(([k, q]) => `${k} ${fx(q.p50, 0)}/${fx(q.p99, 0)}`).join('; ') + ' (ms unless a count, p50/p99)';
 
 function lines(r: Report): [string, string][] {
   const out: [string, string][] = [
     ['temporal cli', r.temporalCli],
     ['postgresql', r.postgresVersion],
-    ['timer shift', r.timerShift],
+    ['dev server dynamic config', JSON.stringify(r.devServerConfig)],
     ['billing clock', `${r.shards} shards, rowsMax ${r.rowsMax}, worker pool ${r.poolSize}, ${r.streamsPerPair} streams per payer/payee pair`],
     ['machine busy before the run', `${fx(r.machineBusyBeforeCores, 2)} cores (neighbours)`],
   ];
@@ -1084,8 +1245,13 @@ function lines(r: Report): [string, string][] {
       ['capacity window', `${fx(c.windowSeconds, 1)} s after ${c.warmupSeconds} s of warm-up and a checkpoint; ${c.ticks} ticks billed`],
       ['billed ticks/s', fx(c.billedTicksPerSecond, 0)],
       ['capacity backlog at window end', `${c.backlogTicks} ticks (${fx(c.backlogSeconds, 1)} s of offered load): ${c.saturated ? 'saturated (the figure is the capacity)' : 'NOT saturated (the figure is a lower bound: offer more)'}`],
-      ['capacity transactions', `${c.transactions} billing transactions wrote ticks, ${fx(c.ticksPerTransaction, 0)} ticks each`],
-      ['capacity clock', clockText(c.clock)],
+      ['capacity transactions', `${c.transactions} billing transactions wrote ticks, ${fx(c.ticksPerTransaction, 0)} ticks each; deadlocks ${c.deadlocks}`],
+      [
+        'capacity clock (wake-up to read)',
+        c.clock.activities > 0
+          ? clockText(c.clock)
+          : 'no billDue ended since the wake-up: each runs up to 20 transactions (BILLING_ROUNDS_MAX_DEFAULT) back to back, longer than this; see the sql line',
+      ],
       ['capacity sql (connection-s/s)', sqlText(c.sql)],
       ['capacity contention', `backends waiting on a lock mean ${fx(c.contention.lockWaitingMean, 2)} max ${c.contention.lockWaitingMax}, active backends mean ${fx(c.contention.activeBackendsMean, 2)}, pool waiters mean ${fx(c.contention.poolWaitingMean, 2)}`],
       ['capacity cpu (cores)', cpuText(c.cpu)],
@@ -1101,24 +1267,28 @@ function lines(r: Report): [string, string][] {
   if (l) {
     out.push(
       ['latency streams', `${l.streams} at ${l.intervalMs} ms, opened through startStreamWorkflow, ${l.openConcurrency} calls in flight`],
-      ['stream opens/s', `${fx(l.opens.perSecond, 1)}`],
+      ['stream opens/s', `${fx(l.opensFirst.perSecond, 1)} (the first ${l.opensFirst.count}; all ${l.opens.count}: ${fx(l.opens.perSecond, 1)}/s in ${fx(l.opens.seconds, 1)} s)`],
       ['stream open latency', msq(l.opens.latencyMs)],
-      ['bare starts/s', `${fx(l.bare.perSecond, 1)}`],
-      ['bare start latency', `${msq(l.bare.latencyMs)} (bench/bareTickWorkflow.ts by update-with-start until its no-op tick 1 answered)`],
-      ['plain workflow.start/s', `${fx(l.plain.perSecond, 1)} (context: returns before any worker ran; all ${l.plain.count} ticked after ${fx(l.plain.allTickedSeconds, 1)} s)`],
+      ['bare starts/s', `${fx(l.bare.perSecond, 1)} (${l.bare.count}: bench/bareTickWorkflow.ts by update-with-start until its no-op tick 1 answered, ${l.openConcurrency} in flight)`],
+      ['bare start latency', msq(l.bare.latencyMs)],
+      ...(l.plain ? ([['plain workflow.start/s', `${fx(l.plain.perSecond, 1)} (context: returns before any worker ran; all ${l.plain.count} ticked after ${fx(l.plain.allTickedSeconds, 1)} s)`]] as [string, string][]) : []),
       ['ratio opens/bare starts', fx(l.ratioOpensBare, 2)],
       ['open path', pathText(l.openPath)],
       ['bare start path', pathText(l.barePath)],
+      ['clock while opening', `${l.openClock.workflowTasks} workflow tasks, ${l.openClock.signals} billingDue signals (${fx(l.openClock.workflowTasks / l.opens.count, 2)} tasks per open); ${clockText(l.openClock)}`],
+      ['open sql (connection-s/s)', sqlText(l.openSql)],
+      ['deadlocks while opening', `${l.openDeadlocks} (retried by withTransaction; a billDue failing 5 times is retried by Temporal)`],
       ['tick lag window', `${fx(l.window.seconds, 1)} s, ${l.window.ticksDue} ticks due, ${l.window.ticksBilled} billed, ${l.window.notBilledWhenRead} not billed when read`],
       ['tick lag p50', `${fx(l.lag.p50, 3)} interval`],
       ['tick lag p99', `${fx(l.lag.p99, 3)} interval`],
       ['tick lag (ms)', msq(l.lagMs)],
-      ['cancels', `${l.cancels.count} at ${l.cancels.ratePerSecond}/s (signal, then the result), the other streams billing; the rest cancelled in ${fx(l.restCancelledSeconds, 1)} s`],
+      ['cancels', `${l.cancels.count} at ${l.cancels.ratePerSecond}/s (signal, then the result), the other streams billing`],
       ['cancel p50', `${fx(l.cancel.p50, 3)} interval`],
       ['cancel p99', `${fx(l.cancel.p99, 3)} interval`],
       ['cancel (ms)', msq(l.cancelMs)],
       ['cancel path', pathText(l.cancelPath)],
       ['latency clock', clockText(l.clock)],
+      ['deadlocks in the lag window', String(l.windowDeadlocks)],
       ['latency sql (connection-s/s)', sqlText(l.sql)],
       ['latency cpu (cores)', cpuText(l.cpu)],
     );
@@ -1130,6 +1300,7 @@ function lines(r: Report): [string, string][] {
       `streams disagreeing with their ticks ${v.streamMismatches}; holds disagreeing ${v.holdMismatches}; latency streams left open ${v.openLatencyStreams}; ` +
       `receipts disagreeing ${v.receiptMismatches}; sum of balances ${v.balanceSum}`,
   ]);
+  out.push(['calls made again after an RPC deadline', Object.entries(r.retriedCalls).map(([k, n]) => `${k} ${n}`).join(', ') || 'none']);
   out.push(['verified', v.ok ? 'yes' : 'no']);
   for (const [name, t] of Object.entries(r.targets)) out.push([`target ${name}`, `${t.met ? 'met' : 'MISSED'} (${fx(t.value, 3)}, target ${t.target})`]);
   return out;
@@ -1187,9 +1358,9 @@ async function main(): Promise<void> {
     monitor = new pg.Client({ connectionString: url, application_name: 'sluice-bench-monitor' });
     await monitor.connect();
 
-    const timerShift = o.timerShiftMs === undefined ? undefined : { 'history.timerProcessorMaxTimeShift': `${o.timerShiftMs}ms` };
+    const dynamicConfig = { ...(o.timerShiftMs !== undefined && { 'history.timerProcessorMaxTimeShift': `${o.timerShiftMs}ms` }), ...o.dynamicConfig };
     log(`starting an in-memory Temporal dev server (${cli.version})`);
-    devServer = await startDevServer({ cliPath: cli.path, port: await freePort(), dynamicConfig: timerShift });
+    devServer = await startDevServer({ cliPath: cli.path, port: await freePort(), dynamicConfig });
     killWithThisProcess(devServer);
     if (run.signal.aborted) throw run.signal.reason;
 
@@ -1296,7 +1467,7 @@ async function main(): Promise<void> {
     const report: Report = {
       temporalCli: cli.version,
       postgresVersion: server!.server_version,
-      timerShift: `history.timerProcessorMaxTimeShift ${o.timerShiftMs === undefined ? `${PRECISE_TIMERS['history.timerProcessorMaxTimeShift']} (startDevServer's default)` : `${o.timerShiftMs}ms`}`,
+      devServerConfig: { ...PRECISE_TIMERS, ...(o.timerShiftMs !== undefined && { 'history.timerProcessorMaxTimeShift': `${o.timerShiftMs}ms` }), ...o.dynamicConfig },
       shards: o.shards,
       rowsMax: o.rowsMax,
       poolSize: o.poolSize,
@@ -1307,6 +1478,7 @@ async function main(): Promise<void> {
       ratioTicksPgbench,
       latency,
       verification,
+      retriedCalls: retried,
       targets,
     };
     if (o.json) console.log(JSON.stringify(report, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2));

@@ -94,14 +94,35 @@ export interface BillingPlan {
 /** When a stream's party was last seen at a tick's due time (the latest heartbeat then, or the opening or resume). */
 export type SeenAt = (ref: string, tick: number) => { payerMs: number; payeeMs: number };
 
-/** The due ticks of each stream, in due order, at most `rowsMax` in all (the earliest first). */
+/**
+ * The due ticks of each stream, in due order, at most `rowsMax` in all (the earliest
+ * first). A clock far behind has thousands of due ticks per stream: rather than list
+ * them all, it finds the latest instant by which at most `rowsMax` are due (a binary
+ * search over the count, which is arithmetic per stream) and lists only those, plus
+ * the ties of the next millisecond.
+ */
 export function dueTicks(streams: DueStream[], asOfMs: number, rowsMax: number): { ref: string; tick: number; dueAtMs: number }[] {
+  const firstDue = (s: DueStream) => tickDueAtMs(s.openedAtMs, s.tickIntervalMs, s.lastTick + 1, s.pausedMs);
+  const dueBy = (s: DueStream, t: number) => (t < firstDue(s) ? 0 : Math.floor((t - firstDue(s)) / s.tickIntervalMs) + 1);
+  const countBy = (t: number) => streams.reduce((n, s) => n + dueBy(s, t), 0);
+  let cutoff = asOfMs;
+  if (countBy(asOfMs) > rowsMax) {
+    // the latest t with countBy(t) <= rowsMax; the ticks due at t + 1 fill up to rowsMax
+    let lo = Math.min(...streams.map(firstDue)) - 1;
+    let hi = asOfMs;
+    while (hi - lo > 1) {
+      const mid = Math.floor((lo + hi) / 2);
+      if (countBy(mid) <= rowsMax) lo = mid;
+      else hi = mid;
+    }
+    cutoff = lo + 1;
+  }
   const all: { ref: string; tick: number; dueAtMs: number }[] = [];
   for (const s of streams) {
-    for (let tick = s.lastTick + 1, n = 0; n < rowsMax; tick++, n++) {
-      const dueAtMs = tickDueAtMs(s.openedAtMs, s.tickIntervalMs, tick, s.pausedMs);
-      if (dueAtMs > asOfMs) break;
-      all.push({ ref: s.ref, tick, dueAtMs });
+    const n = dueBy(s, cutoff);
+    for (let i = 0; i < n; i++) {
+      const tick = s.lastTick + 1 + i;
+      all.push({ ref: s.ref, tick, dueAtMs: tickDueAtMs(s.openedAtMs, s.tickIntervalMs, tick, s.pausedMs) });
     }
   }
   all.sort((a, b) => a.dueAtMs - b.dueAtMs || (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0) || a.tick - b.tick);

@@ -438,6 +438,10 @@ export async function openStream(pool: Pool, request: StreamRequest): Promise<St
     return await withTransaction(pool, async (client) => {
       const existing = await findStream(client, request.ref, true);
       if (existing) return toReceipt(existing);
+      // every account the opening touches, locked at once lowest id first (the order the
+      // billing clock and every transfer use): locking the payer for the hold and the
+      // payee later for tick 1 deadlocked with a batch holding the payee
+      await lockAccounts(client, [request.payerAccountId, ...(request.payeeAccountId ? [request.payeeAccountId] : []), ...(request.members ?? []).map((m) => m.accountId)]);
       // an operator's stream counts against its daily limit (a CHECK refuses the excess)
       if (request.openedBy) await spendOperatorAllowance(client, { payer: request.payer, operator: request.openedBy, amount: request.maxTotal! });
       const hold =
