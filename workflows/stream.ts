@@ -40,6 +40,8 @@ export const OVERDUE_TICK_AT_ONCE_PATCH = 'stream-overdue-tick-at-once';
  * (the clock and the loop bill the same keys, so a tick is still billed once).
  */
 export const BILLING_CLOCK_PATCH = 'stream-billing-clock';
+/** Patch: the clock to wake is the payer account's shard (runs before it woke the ref's). */
+export const SHARD_BY_PAYER_PATCH = 'stream-billing-shard-by-payer';
 
 export interface StreamWorkflowOptions {
   historyTicksMax?: number;
@@ -201,7 +203,8 @@ export async function streamWorkflow(request: StreamRequest, options: StreamWork
   /** Billed by the clock: wake it for the next tick, then wait for a cancel or a halt, waking it again after each resume. */
   async function clocked(p: StreamProgress): Promise<StreamReceipt> {
     const shards = options.billingShards ?? BILLING_SHARDS_DEFAULT;
-    const clock = getExternalWorkflowHandle(billingClockWorkflowId(workflowInfo().taskQueue, shardOf(request.ref, shards), shards));
+    const shard = patched(SHARD_BY_PAYER_PATCH) ? shardOf(request.payerAccountId, shards) : shardOf(request.ref, shards);
+    const clock = getExternalWorkflowHandle(billingClockWorkflowId(workflowInfo().taskQueue, shard, shards));
     // a clock that is not running yet is started by the worker and reads the due times from the ledger
     const wake = (dueMs: number) => clock.signal(billingDueSignal, dueMs).catch(() => undefined);
     if (pauseState === 'running') await wake(tickDueAtMs(p.openedAtMs, request.tickIntervalMs, p.lastTick + 1, p.pausedMs));

@@ -13,20 +13,25 @@ export const BILLING_SHARDS_DEFAULT = 2;
 export const BILLING_ROWS_MAX_DEFAULT = 500;
 
 /**
- * A stable 31-bit hash of a stream ref (FNV-1a over its characters; a ref is ASCII,
- * streams.ref's CHECK says so); migration 011 computes the same in SQL. Workflows
- * call it too, so it uses nothing the workflow sandbox lacks.
+ * A stable 31-bit hash (FNV-1a over the characters; refs and account ids are ASCII,
+ * their CHECKs say so); migration 011 computes the same in SQL. Workflows call it
+ * too, so it uses nothing the workflow sandbox lacks.
  */
-export function shardKeyOf(ref: string): number {
+export function shardKeyOf(key: string): number {
   let h = 2166136261;
-  for (let i = 0; i < ref.length; i++) {
-    h ^= ref.charCodeAt(i) & 0xff;
+  for (let i = 0; i < key.length; i++) {
+    h ^= key.charCodeAt(i) & 0xff;
     h = Math.imul(h, 16777619) >>> 0;
   }
   return h % 2147483648;
 }
 
-export const shardOf = (ref: string, shards: number) => shardKeyOf(ref) % shards;
+/**
+ * A stream's shard: by its payer's account. Every stream of one payer is then billed
+ * by one clock, in one due order, so "while its funds last" is decided in one place;
+ * and two shards never wait on each other for a payer's account lock.
+ */
+export const shardOf = (payerAccountId: string, shards: number) => shardKeyOf(payerAccountId) % shards;
 
 /** The billing workflow of one shard; the task queue keeps separate deployments (and test files) apart. */
 export const billingClockWorkflowId = (taskQueue: string, shard: number, shards: number) => `billing-clock-${taskQueue}-${shard}-of-${shards}`;

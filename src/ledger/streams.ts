@@ -496,7 +496,7 @@ async function insertStream(client: PoolClient, r: StreamRequest, opts: { holdId
     [r.ref, r.payer, r.payee ?? null, r.payerAccountId, r.payeeAccountId ?? null, r.ratePerTick, r.maxTotal ?? null, r.tickIntervalMs, r.mode,
      r.livenessTimeoutMs ?? null, r.graceMs ?? null, opts.holdId ?? null, failed ? 'failed' : 'open', failed, opts.failure ?? null,
      streamWorkflowId(r.ref), r.members ? 'distribution' : 'direct', r.rateConsent ?? 'payer', r.lowBalanceTicks ?? LOW_BALANCE_TICKS_DEFAULT,
-     r.openedBy ?? null, shardKeyOf(r.ref)],
+     r.openedBy ?? null, shardKeyOf(r.payerAccountId)],
   );
   return rows[0];
 }

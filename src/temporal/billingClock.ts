@@ -3,7 +3,7 @@ import { billingClockWorkflowId } from '../domain/billing';
 import { billingClockWorkflow } from '../../workflows/billingClock';
 
 export interface BillingClockSettings {
-  /** Shards (billing workflows); a stream goes to shard shardKeyOf(ref) % shards. */
+  /** Shards (billing workflows); a stream goes to shard shardKeyOf(payer account) % shards. */
   shards: number;
   /** Ticks one billing transaction writes at most. */
   rowsMax: number;

@@ -4,8 +4,9 @@
 --  * streams.next_due_ms: when the stream's next tick comes due, derived by the
 --    database from the columns that decide it, so no writer can let it drift. Null
 --    while the stream is closed, paused or halted (waiting for its workflow to close it).
---  * streams.shard_key: a stable hash of the ref (src/domain/billing.ts); the clock of
---    shard i of n bills the streams whose shard_key % n = i.
+--  * streams.shard_key: a stable hash of the payer's account (src/domain/billing.ts);
+--    the clock of shard i of n bills the streams whose shard_key % n = i, so every
+--    stream of one payer is billed by one clock, in one due order.
 --  * party_heartbeat_log: a bounded history of heartbeats, so liveness is judged at a
 --    tick's due time, also when the tick is billed late after an outage.
 --  * transfers move balances once per statement: a batch of N ticks on one account
@@ -27,7 +28,7 @@ alter table streams
          then epoch_ms(opened_at) + last_tick::bigint * tick_interval_ms + paused_ms end) stored;
 create index streams_next_due_idx on streams (next_due_ms) where next_due_ms is not null;
 
--- the shard key of streams opened before the clock (FNV-1a of the ref, as src/domain/billing.ts)
+-- the shard key of streams opened before the clock (FNV-1a of the payer's account, as src/domain/billing.ts)
 create function fnv1a31(s text) returns integer language plpgsql immutable as $$
 declare
   h bigint := 2166136261;
@@ -39,7 +40,7 @@ begin
   end loop;
   return (h % 2147483648)::integer;
 end $$;
-update streams set shard_key = fnv1a31(ref);
+update streams set shard_key = fnv1a31(payer_account_id);
 
 create table party_heartbeat_log (
   party_id text not null references parties(id),
