@@ -60,6 +60,31 @@ async function openStream(ref: string, mode: StreamMode): Promise<{ opened: Stre
   return startStreamWorkflow(client, taskQueue, request);
 }
 
+/** A billing clock transaction open right now (its transaction id), waiting at most `timeoutMs` to catch one. */
+async function billingTransactionOpen(timeoutMs: number): Promise<string | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const { rows } = await db.pool.query(
+      `select backend_xid::text as xid from pg_stat_activity
+        where datname = current_database() and backend_xid is not null and query like '/* sluice:%' limit 1`,
+    );
+    if (rows[0]) return rows[0].xid;
+    await sleep(2);
+  }
+  return undefined;
+}
+
+/** What became of a transaction once its backend is done with it: committed or aborted. */
+async function transactionOutcome(xid: string): Promise<string> {
+  for (let i = 0; i < 200; i++) {
+    // the cluster's xid epoch is 0 on a test server: the 32-bit id is the full one
+    const { rows } = await db.pool.query(`select txid_status($1::bigint) as status`, [xid]);
+    if (rows[0].status !== 'in progress') return rows[0].status;
+    await sleep(50);
+  }
+  return 'in progress';
+}
+
 beforeAll(async () => {
   if (!process.env.SLUICE_TEST_TEMPORAL_ADDRESS) throw new Error('the jest globalSetup did not start Temporal');
   db = await createTestDatabase();
@@ -94,12 +119,25 @@ describe('a worker process killed mid-stream', () => {
 
     const killedAt: number[] = [];
     const resumedMs: number[] = [];
+    let killedMidBatch = 0;
     for (let k = 0; k < KILLS; k++) {
       // a random moment while the streams are billing on this worker
       const since = await lastTicks(db.pool, refs);
       resumedMs.push(await untilBilled(db.pool, refs, since, (moved) => moved > 0, { ...resuming, what: `worker ${k + 1}` }));
       await sleep(randomInt(0, 1_500));
+      // then the moment a billing transaction of the clock is open (it has a transaction id);
+      // every other kill holds the payer's account meanwhile, so the batch waits inside its
+      // transaction (stream rows locked) and the kill lands in the middle of it for sure
+      const blocker = k % 2 === 0 ? await db.pool.connect() : undefined;
+      await blocker?.query(`begin; select 1 from accounts where id = 'buyer.w' for update`);
+      const open = await billingTransactionOpen(5_000);
       await worker.kill();
+      await blocker?.query('commit');
+      blocker?.release();
+      // the kill landed mid-batch when that transaction never committed: the connection died with the worker
+      const outcome = open ? await transactionOutcome(open) : 'none caught';
+      if (outcome === 'aborted') killedMidBatch++;
+      console.log(`kill ${k + 1}: ${blocker ? 'batch held' : 'at random'}, its billing transaction ${outcome}`);
       killedAt.push(Date.now() - t0);
       const restart = Date.now();
       worker.start();
@@ -180,6 +218,8 @@ describe('a worker process killed mid-stream', () => {
     expect((await db.pool.query(`select count(*)::int as n from holds where status = 'open'`)).rows[0].n).toBe(0);
     expect(duplicates).toBe(0);
     expect(killedAt).toHaveLength(KILLS);
+    // the failure happened where it matters: at least one kill cut a billing batch in the middle
+    expect(killedMidBatch).toBeGreaterThanOrEqual(1);
     const audit = await runAudit(db.pool);
     expect(audit.checks.filter((c) => !c.ok)).toEqual([]);
 
@@ -189,7 +229,7 @@ describe('a worker process killed mid-stream', () => {
         `billing resumed after ${resumedMs.map((ms) => `${(ms / 1000).toFixed(1)}s`).join(', ')}; ` +
         `at most ${behindAtResume} ticks behind the clock at the last resume, ${behindAtCancel} at the cancel 2 s later; ` +
         `${billed} ticks billed over ${STREAMS} streams (${receipts.map((r) => r.ticks).join('/')}), duplicates ${duplicates}; ` +
-        `${timedOutWorkflowTasks} workflow tasks timed out, ${retriedBillings} billTick retries (${committedBeforeRetry} after a commit whose result was lost); ` +
+        `${killedMidBatch} kills cut a billing batch in the middle; ${timedOutWorkflowTasks} workflow tasks timed out, ${retriedBillings} billTick retries (${committedBeforeRetry} after a commit whose result was lost); ` +
         `closed ${(settleMs / 1000).toFixed(1)}s after the cancel, ${((Date.now() - t0) / 1000).toFixed(1)}s in all`,
     );
   }, (WORKER_START_TIMEOUT_MS + RESUME_TIMEOUT_MS) * (KILLS + 1) + SETTLE_TIMEOUT_MS + 60_000);
