@@ -31,7 +31,7 @@ import { SluiceError, sluiceErrorFromDatabase } from '../src/domain/errors';
 import type { PaymentRequest, RefundRequest } from '../src/domain/payments';
 import { refundPayment, settlePayment } from '../src/ledger/payments';
 import { billTick, closeStream, openStream } from '../src/ledger/streams';
-import { billDueTicks, type BillDueOptions } from '../src/ledger/billingClock';
+import { billDueSession, type BillDueOptions } from '../src/ledger/billingClock';
 import { leaveAllDistributions, pauseStream, resumeStream, type Actor } from '../src/ledger/streamControls';
 import type { CloseReason, StreamRequest } from '../src/domain/streams';
 
@@ -103,6 +103,9 @@ async function whileHeartbeating<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
+/** How long one billDue activity keeps billing as ticks come due before it hands back to its clock workflow. */
+export const BILLING_SESSION_MS = 10_000;
+
 export function createActivities({
   pool,
   budgets = DEFAULT_TIER_BUDGETS,
@@ -118,8 +121,8 @@ export function createActivities({
     refundPayment: businessErrorsAreFinal((request: RefundRequest) => refundPayment(pool, request)),
     openStream: businessErrorsAreFinal((request: StreamRequest) => openStream(pool, request)),
     billTick: businessErrorsAreFinal((ref: string, tick: number) => billTick(pool, ref, tick)),
-    /** One round of a billing clock's shard: every tick due by now, in set-based batches. */
-    billDue: (input: BillDueOptions) => billDueTicks(pool, input, { onRound: () => Context.current().heartbeat() }),
+    /** A billing session of a clock's shard: every tick due by now, in set-based batches, and the next ones as they come due (SESSION_MS). */
+    billDue: (input: BillDueOptions) => billDueSession(pool, { sessionMs: BILLING_SESSION_MS, ...input }, { onRound: () => Context.current().heartbeat() }),
     closeStream: businessErrorsAreFinal((input: { ref: string; reason: CloseReason; closedBy: string }) => closeStream(pool, input)),
     pauseStream: businessErrorsAreFinal((input: { ref: string; seq: number } & Actor) => pauseStream(pool, input)),
     resumeStream: businessErrorsAreFinal((input: { ref: string; seq: number } & Actor) => resumeStream(pool, input)),

@@ -13,7 +13,18 @@ export interface BillDueOptions {
   rowsMax: number;
   /** Transactions one call runs at most before it hands back (the clock calls again at once). */
   roundsMax?: number;
+  /**
+   * How long one call may keep billing as ticks come due (sleeping in between, at most
+   * BILLING_POLL_MS at a time) before it hands back to the workflow; 0: one pass. A busy
+   * shard then waits on no Temporal timer between its batches.
+   */
+  sessionMs?: number;
 }
+
+/** The longest in-process sleep of a billing session: a stream opened meanwhile waits at most this long. */
+export const BILLING_POLL_MS = 50;
+/** A session hands back once the next due tick is further than this: the workflow's durable timer takes over. */
+export const BILLING_SESSION_IDLE_MS = 1_000;
 
 export interface BillDueHooks {
   /** After each committed transaction (the activity heartbeats). */
@@ -23,6 +34,8 @@ export interface BillDueHooks {
 export interface BillDueResult extends BatchResult {
   /** When the shard's next tick comes due (epoch ms), null when no stream is due later. */
   nextDueMs: number | null;
+  /** The database's clock when nextDueMs was read (epoch ms). */
+  nowMs: number;
   /** Every tick due when the call began is billed (or waits on a row another transaction holds). */
   caughtUp: boolean;
 }
@@ -62,12 +75,35 @@ export async function billDueTicks(pool: Pool, o: BillDueOptions, hooks: BillDue
     caughtUp = locked < o.rowsMax && result.billed + result.skipped < o.rowsMax;
   }
   for (const h of await billDueDistributions(pool, o)) total.halted.push(h);
-  const { rows } = await pool.query<{ next_due_ms: string | null }>({
+  const { rows } = await pool.query<{ next_due_ms: string | null; now_ms: string }>({
     name: 'billing-next-due',
-    text: 'select min(next_due_ms)::text as next_due_ms from streams where next_due_ms is not null and shard_key % $2 = $1',
+    text: 'select min(next_due_ms)::text as next_due_ms, epoch_ms(clock_timestamp())::text as now_ms from streams where next_due_ms is not null and shard_key % $2 = $1',
     values: [o.shard, o.shards],
   });
-  return { ...total, caughtUp, nextDueMs: rows[0]?.next_due_ms == null ? null : Number(rows[0].next_due_ms) };
+  return { ...total, caughtUp, nowMs: Number(rows[0]!.now_ms), nextDueMs: rows[0]?.next_due_ms == null ? null : Number(rows[0].next_due_ms) };
+}
+
+/**
+ * A billing session (the clock's activity): bills what is due, and while the next
+ * tick is near (BILLING_SESSION_IDLE_MS) sleeps until it in-process and bills again,
+ * for up to `sessionMs`. It hands back early when a batch halted a stream (its
+ * workflow must close it now) or when the shard goes quiet. The durable timer of the
+ * workflow covers the long sleeps; a busy shard does not pay a timer and two
+ * workflow tasks between batches, nor wait on a server whose timers run late.
+ */
+export async function billDueSession(pool: Pool, o: BillDueOptions, hooks: BillDueHooks = {}): Promise<BillDueResult> {
+  const endMs = Date.now() + (o.sessionMs ?? 0);
+  const total: BatchResult = { billed: 0, skipped: 0, halted: [] };
+  for (;;) {
+    const r = await billDueTicks(pool, o, hooks);
+    total.billed += r.billed;
+    total.skipped += r.skipped;
+    total.halted.push(...r.halted);
+    const waitMs = r.nextDueMs === null ? Infinity : r.nextDueMs - r.nowMs;
+    if (total.halted.length > 0 || Date.now() >= endMs || waitMs > BILLING_SESSION_IDLE_MS) return { ...r, ...total };
+    if (r.caughtUp) await new Promise((resolve) => setTimeout(resolve, Math.min(Math.max(waitMs, 1), BILLING_POLL_MS)));
+    hooks.onRound?.();
+  }
 }
 
 /** The shard's due distribution streams, each tick billed alone in due order; the streams that halted. */
