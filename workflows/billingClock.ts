@@ -1,4 +1,4 @@
-import { condition, continueAsNew, getExternalWorkflowHandle, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
+import { condition, continueAsNew, getExternalWorkflowHandle, patched, proxyActivities, setHandler, workflowInfo } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { streamWorkflowId } from '../src/domain/streams';
 import { billingDueSignal, streamHaltedSignal } from './definitions';
@@ -23,6 +23,15 @@ export interface BillingClockInput {
 export const BILLING_IDLE_MAX_MS = 60_000;
 /** Due ticks whose rows another transaction held (a close, a control): looked at again this soon. */
 export const BILLING_LOCKED_RETRY_MS = 20;
+/** Below this the next due tick is the billing session's to wait for (in-process), not a durable timer's. */
+export const BILLING_TIMER_MIN_MS = 1_000;
+/**
+ * Patch: a busy shard goes from one billing session to the next without a timer (the
+ * session sleeps in-process until the next tick); a timer is only for a quiet shard.
+ * On a loaded server a short timer could fire far too late and stall the shard.
+ */
+export const BILLING_SESSIONS_PATCH = 'billing-clock-sessions';
+
 /** Events before the history is handed to a fresh run (continue-as-new). */
 export const BILLING_HISTORY_EVENTS_MAX = 5_000;
 
@@ -51,6 +60,7 @@ export async function billingClockWorkflow(input: BillingClockInput): Promise<vo
       ),
     );
     if (!result.caughtUp) continue;
+    if (result.nextDueMs !== null && result.nextDueMs - result.nowMs < BILLING_TIMER_MIN_MS && patched(BILLING_SESSIONS_PATCH)) continue;
     const now = Date.now();
     const nextMs = result.nextDueMs === null ? now + BILLING_IDLE_MAX_MS : Math.max(result.nextDueMs, now + (result.nextDueMs <= now ? BILLING_LOCKED_RETRY_MS : 0));
     let until = Math.min(nextMs, now + BILLING_IDLE_MAX_MS, wakeAtMs ?? Infinity);
