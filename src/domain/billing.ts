@@ -5,7 +5,7 @@
  * The result is by construction the same as billing each tick alone in due order:
  * the plan walks the ticks one by one in that order, over the state they would see.
  */
-import { isLowBalance, moneyLeft, tickAmount, tickDueAtMs, type StreamMode } from './streams';
+import { isLowBalance, moneyLeft, tickAmount, tickDueAtMs, type StreamMode, type TickOutcome } from './streams';
 
 /** Billing shards unless configured (SLUICE_BILLING_SHARDS). */
 export const BILLING_SHARDS_DEFAULT = 2;
@@ -38,6 +38,18 @@ export const billingClockWorkflowId = (taskQueue: string, shard: number, shards:
 
 /** Why the clock stopped billing a stream; its workflow then closes it with this reason. */
 export type HaltReason = 'completed' | 'insufficient_funds' | 'partition' | 'tick_refused';
+
+/**
+ * Why billing stops after a tick billed alone (a distribution's tick, a close's
+ * settlement): the halt reason; 'closed' when the stream closed or paused underneath;
+ * undefined to go on with the next tick.
+ */
+export function haltAfter(outcome: TickOutcome, graceMs: number | undefined): HaltReason | 'closed' | undefined {
+  if (outcome.kind === 'billed') return outcome.completed ? 'completed' : undefined;
+  if (outcome.kind === 'insufficient_funds') return 'insufficient_funds';
+  if (outcome.kind === 'skipped') return graceMs !== undefined && outcome.silentMs > graceMs ? 'partition' : undefined;
+  return 'closed';
+}
 
 /** A locked, due stream as the planner needs it (a direct stream: one payer account, one payee account). */
 export interface DueStream {
@@ -106,7 +118,13 @@ export type SeenAt = (ref: string, tick: number) => { payerMs: number; payeeMs: 
  * search over the count, which is arithmetic per stream) and lists only those, plus
  * the ties of the next millisecond.
  */
-export function dueTicks(streams: DueStream[], asOfMs: number, rowsMax: number): { ref: string; tick: number; dueAtMs: number }[] {
+export interface DueTick {
+  ref: string;
+  tick: number;
+  dueAtMs: number;
+}
+
+export function dueTicks(streams: DueStream[], asOfMs: number, rowsMax: number): DueTick[] {
   const firstDue = (s: DueStream) => tickDueAtMs(s.openedAtMs, s.tickIntervalMs, s.lastTick + 1, s.pausedMs);
   const dueBy = (s: DueStream, t: number) => (t < firstDue(s) ? 0 : Math.floor((t - firstDue(s)) / s.tickIntervalMs) + 1);
   const countBy = (t: number) => streams.reduce((n, s) => n + dueBy(s, t), 0);
@@ -122,7 +140,7 @@ export function dueTicks(streams: DueStream[], asOfMs: number, rowsMax: number):
     }
     cutoff = lo + 1;
   }
-  const all: { ref: string; tick: number; dueAtMs: number }[] = [];
+  const all: DueTick[] = [];
   for (const s of streams) {
     const n = dueBy(s, cutoff);
     for (let i = 0; i < n; i++) {
@@ -146,8 +164,8 @@ export function dueTicks(streams: DueStream[], asOfMs: number, rowsMax: number):
  */
 export function planBilling(input: {
   streams: DueStream[];
-  asOfMs: number;
-  rowsMax: number;
+  /** The ticks to decide, in due order (dueTicks). */
+  due: DueTick[];
   /** Available funds (balance − held) of every account the streams touch. */
   available: Map<string, number>;
   seenAt: SeenAt;
@@ -160,7 +178,7 @@ export function planBilling(input: {
     plan.streams.push(out);
     state.set(s.ref, { s, out, paid: s.paid, warned: s.lowBalanceWarned });
   }
-  for (const due of dueTicks(input.streams, input.asOfMs, input.rowsMax)) {
+  for (const due of input.due) {
     const st = state.get(due.ref)!;
     const { s, out } = st;
     if (out.halted) continue;

@@ -1,6 +1,6 @@
 import type { Pool } from '../db/pool';
 import { withTransaction } from '../db/pool';
-import type { HaltReason } from '../domain/billing';
+import { haltAfter, type HaltReason } from '../domain/billing';
 import { SluiceError, sluiceErrorFromDatabase } from '../domain/errors';
 import { effectiveGraceMs } from '../domain/streams';
 import { billTick } from './streams';
@@ -42,6 +42,12 @@ export interface BillDueResult extends BatchResult {
 
 export const BILLING_ROUNDS_MAX_DEFAULT = 20;
 
+function addUp(total: BatchResult, r: BatchResult): void {
+  total.billed += r.billed;
+  total.skipped += r.skipped;
+  total.halted.push(...r.halted);
+}
+
 /**
  * Bills every tick due by now in one shard of the billing clock. Direct streams go
  * in set-based batches (src/ledger/tickBatch.ts), each its own transaction of at
@@ -68,9 +74,7 @@ export async function billDueTicks(pool: Pool, o: BillDueOptions, hooks: BillDue
       if (rows.length === 0) return { result: { billed: 0, skipped: 0, halted: [] }, locked: 0 };
       return { result: await billDueIn(client, rows, Number(rows[0]!.now_ms), o.rowsMax), locked: rows.length };
     });
-    total.billed += result.billed;
-    total.skipped += result.skipped;
-    total.halted.push(...result.halted);
+    addUp(total, result);
     hooks.onRound?.();
     caughtUp = locked < o.rowsMax && result.billed + result.skipped < o.rowsMax;
   }
@@ -96,9 +100,7 @@ export async function billDueSession(pool: Pool, o: BillDueOptions, hooks: BillD
   const total: BatchResult = { billed: 0, skipped: 0, halted: [] };
   for (;;) {
     const r = await billDueTicks(pool, o, hooks);
-    total.billed += r.billed;
-    total.skipped += r.skipped;
-    total.halted.push(...r.halted);
+    addUp(total, r);
     const waitMs = r.nextDueMs === null ? Infinity : r.nextDueMs - r.nowMs;
     if (total.halted.length > 0 || Date.now() >= endMs || waitMs > BILLING_SESSION_IDLE_MS) return { ...r, ...total };
     if (r.caughtUp) await new Promise((resolve) => setTimeout(resolve, Math.min(Math.max(waitMs, 1), BILLING_POLL_MS)));
@@ -135,11 +137,7 @@ async function billDueDistributions(pool: Pool, o: BillDueOptions): Promise<{ re
 /** One tick billed alone: why the stream must stop after it, 'closed' when it stopped underneath, undefined to go on. */
 async function billOneTick(pool: Pool, ref: string, tick: number, graceMs: number | undefined): Promise<HaltReason | 'closed' | undefined> {
   try {
-    const outcome = await billTick(pool, ref, tick);
-    if (outcome.kind === 'billed') return outcome.completed ? 'completed' : undefined;
-    if (outcome.kind === 'insufficient_funds') return 'insufficient_funds';
-    if (outcome.kind === 'skipped') return graceMs !== undefined && outcome.silentMs > graceMs ? 'partition' : undefined;
-    return 'closed'; // closed or paused meanwhile
+    return haltAfter(await billTick(pool, ref, tick), graceMs);
   } catch (error) {
     // a tick the ledger refuses for good (a member's account that can no longer take money)
     const known = error instanceof SluiceError ? error : sluiceErrorFromDatabase(error);

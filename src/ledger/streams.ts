@@ -26,7 +26,7 @@ import {
   type TickOutcome,
 } from '../domain/streams';
 import { distributeTick } from '../domain/distribution';
-import { shardKeyOf, type HaltReason } from '../domain/billing';
+import { haltAfter, shardKeyOf, type HaltReason } from '../domain/billing';
 import { billDueIn, livenessSince, type LockedStream } from './tickBatch';
 import { lockAccounts } from './accounts';
 import { appendEvent, eventValues } from './events';
@@ -69,7 +69,7 @@ export interface StreamRow {
   low_balance_ticks: number;
   low_balance_at: Date | null;
   opened_by: string | null;
-  /** A stable hash of the ref: the billing clock's shard is shard_key % shards. */
+  /** A stable hash of the payer's account: the billing clock's shard is shard_key % shards. */
   shard_key: number;
   /** Set by the billing clock when it stopped billing the stream; its workflow closes it. */
   halted_reason: HaltReason | null;
@@ -614,8 +614,6 @@ async function settleDueIn(client: PoolClient, s: LockedStream, nowMs: number): 
       if (error instanceof SluiceError || sluiceErrorFromDatabase(error)) return;
       throw error;
     }
-    if (outcome.kind !== 'billed' && outcome.kind !== 'skipped') return;
-    if (outcome.kind === 'billed' && outcome.completed) return;
-    if (outcome.kind === 'skipped' && graceMs !== undefined && outcome.silentMs > graceMs) return;
+    if (haltAfter(outcome, graceMs) !== undefined) return;
   }
 }

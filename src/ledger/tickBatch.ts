@@ -1,5 +1,5 @@
 import type { PoolClient } from '../db/pool';
-import { dueTicks, planBilling, type BillingPlan, type DueStream, type HaltReason, type SeenAt } from '../domain/billing';
+import { dueTicks, planBilling, type BillingPlan, type DueStream, type DueTick, type HaltReason, type SeenAt } from '../domain/billing';
 import { effectiveGraceMs, tickKey } from '../domain/streams';
 import type { StreamRow } from './streams';
 
@@ -53,8 +53,9 @@ export async function billDueIn(client: PoolClient, locked: LockedStream[], asOf
     lowBalanceWarned: s.low_balance_at !== null,
     refused: ended.has(s.payer_account_id) || ended.has(s.payee_account_id!),
   }));
-  const seenAt = await heartbeatsAtDueTimes(client, locked, streams, asOfMs, rowsMax);
-  const plan = planBilling({ streams, asOfMs, rowsMax, available: new Map(accounts.map((a) => [a.id, Number(a.available)])), seenAt });
+  const due = dueTicks(streams, asOfMs, rowsMax);
+  const seenAt = await heartbeatsAtDueTimes(client, locked, streams, due);
+  const plan = planBilling({ streams, due, available: new Map(accounts.map((a) => [a.id, Number(a.available)])), seenAt });
   await writePlan(client, plan);
   return {
     billed: plan.ticks.length,
@@ -68,12 +69,12 @@ export async function billDueIn(client: PoolClient, locked: LockedStream[], asOf
  * latest heartbeat at or before the due time (party_heartbeat_log), or the stream's
  * opening or latest resume, whichever is later. One round trip for the whole batch.
  */
-async function heartbeatsAtDueTimes(client: PoolClient, locked: LockedStream[], streams: DueStream[], asOfMs: number, rowsMax: number): Promise<SeenAt> {
-  const watched = streams.filter((s) => s.livenessTimeoutMs !== null);
+async function heartbeatsAtDueTimes(client: PoolClient, locked: LockedStream[], streams: DueStream[], dueAll: DueTick[]): Promise<SeenAt> {
+  const watched = new Set(streams.filter((s) => s.livenessTimeoutMs !== null).map((s) => s.ref));
   const seen = new Map<string, { payerMs: number; payeeMs: number }>();
-  if (watched.length === 0) return () => ({ payerMs: 0, payeeMs: 0 });
+  if (watched.size === 0) return () => ({ payerMs: 0, payeeMs: 0 });
   const rowOf = new Map(locked.map((s) => [s.ref, s]));
-  const due = dueTicks(watched, asOfMs, rowsMax);
+  const due = dueAll.filter((d) => watched.has(d.ref));
   const { rows } = await client.query<{ ref: string; tick: number; payer_ms: string; payee_ms: string }>({
     name: 'tick-batch-heartbeats',
     text: `select d.ref, d.tick,
