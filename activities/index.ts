@@ -1,6 +1,6 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { DEFAULT_TIER_BUDGETS, type JobRequest } from '../src/domain/grants';
-import { closeGrant, openGrant, payForGrant, refundGrantPayment, releaseGrantReservation, settleGrant, type TierBudgets } from '../src/ledger/grants';
+import { closeGrant, type CloseGrant, openGrant, payForGrant, refundGrantPayment, releaseGrantReservation, settleGrant, type TierBudgets } from '../src/ledger/grants';
 import { simulatedWork, type WorkRunner } from '../src/jobs/work';
 import { faultFor, faultIsFinal, type Fault, type FaultStep } from '../src/jobs/faults';
 import { deliverWebhook } from '../src/webhooks/deliver';
@@ -27,6 +27,8 @@ import {
   type Limits,
 } from '../src/ledger/entities';
 import type { Pool } from '../src/db/pool';
+import type { Client } from '@temporalio/client';
+import { reconcile } from '../src/temporal/reconciler';
 import { SluiceError, sluiceErrorFromDatabase } from '../src/domain/errors';
 import type { PaymentRequest, RefundRequest } from '../src/domain/payments';
 import { refundPayment, settlePayment } from '../src/ledger/payments';
@@ -45,6 +47,9 @@ export interface ActivityDeps {
   limits?: Limits;
   /** Injected saga faults (SLUICE_FAULTS); none in production. */
   faults?: Fault[];
+  /** Temporal, for the reconciler (which asks whether a workflow still runs) and its task queue. */
+  temporal?: Client;
+  taskQueue?: string;
 }
 
 /**
@@ -106,33 +111,44 @@ async function whileHeartbeating<T>(fn: () => Promise<T>): Promise<T> {
 /** How long one billDue activity keeps billing as ticks come due before it hands back to its clock workflow. */
 export const BILLING_SESSION_MS = 10_000;
 
+/**
+ * A ledger activity: heartbeats while it runs (the workflows set a heartbeat timeout
+ * of a few seconds, so a worker killed mid-transaction is noticed in seconds and the
+ * step retried elsewhere, not after its whole start-to-close timeout), and a caller's
+ * error is final.
+ */
+const ledger = <A extends unknown[], R>(fn: (...args: A) => Promise<R>): ((...args: A) => Promise<R>) =>
+  businessErrorsAreFinal((...args: A) => whileHeartbeating(() => fn(...args)));
+
 export function createActivities({
   pool,
   budgets = DEFAULT_TIER_BUDGETS,
   work = simulatedWork,
   limits = { cap: SUBACCOUNT_CAP_DEFAULT, perHour: CREATIONS_PER_HOUR_DEFAULT },
   faults = [],
+  temporal,
+  taskQueue,
 }: ActivityDeps) {
   /** A ledger step fault injection can name: a caller's error is final, an injected fault as configured. */
   const step = <A extends [unknown, ...unknown[]], R>(name: FaultStep, subjectOf: (first: A[0]) => string, fn: (...args: A) => Promise<R>) =>
-    businessErrorsAreFinal(faulty(faults, name, subjectOf, fn));
+    ledger(faulty(faults, name, subjectOf, fn));
   return {
-    settlePayment: businessErrorsAreFinal((request: PaymentRequest) => settlePayment(pool, request)),
-    refundPayment: businessErrorsAreFinal((request: RefundRequest) => refundPayment(pool, request)),
-    openStream: businessErrorsAreFinal((request: StreamRequest) => openStream(pool, request)),
-    billTick: businessErrorsAreFinal((ref: string, tick: number) => billTick(pool, ref, tick)),
+    settlePayment: ledger((request: PaymentRequest) => settlePayment(pool, request)),
+    refundPayment: ledger((request: RefundRequest) => refundPayment(pool, request)),
+    openStream: ledger((request: StreamRequest) => openStream(pool, request)),
+    billTick: ledger((ref: string, tick: number) => billTick(pool, ref, tick)),
     /** A billing session of a clock's shard: every tick due by now, in set-based batches, and the next ones as they come due (SESSION_MS). */
-    billDue: (input: BillDueOptions) => billDueSession(pool, { sessionMs: BILLING_SESSION_MS, ...input }, { onRound: () => Context.current().heartbeat() }),
-    closeStream: businessErrorsAreFinal((input: { ref: string; reason: CloseReason; closedBy: string }) => closeStream(pool, input)),
-    pauseStream: businessErrorsAreFinal((input: { ref: string; seq: number } & Actor) => pauseStream(pool, input)),
-    resumeStream: businessErrorsAreFinal((input: { ref: string; seq: number } & Actor) => resumeStream(pool, input)),
+    billDue: (input: BillDueOptions) => whileHeartbeating(() => billDueSession(pool, { sessionMs: BILLING_SESSION_MS, ...input }, { onRound: () => Context.current().heartbeat() })),
+    closeStream: ledger((input: { ref: string; reason: CloseReason; closedBy: string }) => closeStream(pool, input)),
+    pauseStream: ledger((input: { ref: string; seq: number } & Actor) => pauseStream(pool, input)),
+    resumeStream: ledger((input: { ref: string; seq: number } & Actor) => resumeStream(pool, input)),
     openGrant: step('open_grant', (request: JobRequest) => request.jobId, (request: JobRequest, day: string) => openGrant(pool, { request, day, budgets })),
     payForGrant: step('pay', (jobId: string) => jobId, (jobId: string, day: string) => payForGrant(pool, { jobId, day, budgets })),
     performJobWork: faulty(faults, 'work', (job: JobRequest) => job.jobId, (job: JobRequest) => whileHeartbeating(() => work.perform(job, Context.current().info.attempt))),
     settleGrant: step('settle', (jobId: string) => jobId, (jobId: string, actualCost: number) => settleGrant(pool, { jobId, actualCost })),
     releaseGrantReservation: step('release_reservation', (jobId: string) => jobId, (jobId: string) => releaseGrantReservation(pool, jobId)),
     refundGrantPayment: step('refund_payment', (jobId: string) => jobId, (jobId: string) => refundGrantPayment(pool, jobId)),
-    closeGrant: step('close_grant', (input: { jobId: string }) => input.jobId, (input: { jobId: string; status: 'cancelled' | 'failed'; failure: string }) => closeGrant(pool, input)),
+    closeGrant: step('close_grant', (input: { jobId: string }) => input.jobId, (input: CloseGrant) => closeGrant(pool, input)),
     allocateSubaccount: step('allocate', (entityId: string) => entityId, (entityId: string, requestId: string) => allocateSubaccount(pool, { entityId, requestId, limits })),
     holdCollateral: step('hold_collateral', (id: string) => id, (id: string) => holdCollateral(pool, id)),
     fundSubaccount: step('fund', (id: string) => id, (id: string) => fundSubaccount(pool, id)),
@@ -143,8 +159,8 @@ export function createActivities({
       (await markAllocationFailed(pool, input)) ?? null,
     ),
     markSubaccountFailed: step('mark_failed', (input: { id: string }) => input.id, (input: { id: string; step: string; failure: string }) => markSubaccountFailed(pool, input)),
-    concludeChallenge: businessErrorsAreFinal((id: string) => concludeChallenge(pool, id)),
-    challengeOf: businessErrorsAreFinal(async (id: string) => {
+    concludeChallenge: ledger((id: string) => concludeChallenge(pool, id)),
+    challengeOf: ledger(async (id: string) => {
       const sub = await getSubaccount(pool, id);
       return { challengeMs: (await getEntity(pool, sub.entityId)).challenge_ms };
     }),
@@ -159,7 +175,12 @@ export function createActivities({
       return Promise.all(refs.map((ref) => closeStream(pool, { ref, reason: 'cancelled', closedBy })));
     }),
     settleElimination: step('settle_elimination', (input: { id: string }) => input.id, (input: { id: string; reason: string }) => settleElimination(pool, input)),
-    webhookTargets: businessErrorsAreFinal(async (entityId: string) => (await getEntity(pool, entityId)).webhook_urls),
+    webhookTargets: ledger(async (entityId: string) => (await getEntity(pool, entityId)).webhook_urls),
+    /** One round of the reconciler: settles what the ledger holds open for a workflow no longer running. */
+    reconcileHeldOpen: () => {
+      if (!temporal || !taskQueue) throw new Error('the reconciler needs a Temporal client and its task queue (ActivityDeps.temporal, taskQueue)');
+      return whileHeartbeating(() => reconcile({ pool, temporal, taskQueue }));
+    },
     deliverWebhook: (event: SubaccountEvent, url: string) => deliverWebhook(pool, event, url, Context.current().info.attempt, Context.current().log),
   };
 }

@@ -1336,7 +1336,7 @@ async function main(): Promise<void> {
   let monitor: pg.Client | undefined;
   let worker: Worker | undefined;
   let running: Promise<void> | undefined;
-  let workerConnection: NativeConnection | undefined;
+  let workerConnection: { close(): Promise<void> } | undefined;
   let bareWorker: Worker | undefined;
   let bareRunning: Promise<void> | undefined;
   let bareConnection: NativeConnection | undefined;

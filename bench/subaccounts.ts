@@ -450,7 +450,7 @@ async function main(): Promise<void> {
   let pool: Pool | undefined;
   let worker: Worker | undefined;
   let running: Promise<void> | undefined;
-  let workerConnection: NativeConnection | undefined;
+  let workerConnection: { close(): Promise<void> } | undefined;
   let clientConnection: Connection | undefined;
   let created = false;
   try {

@@ -4,7 +4,7 @@
  * Ctrl-C ends it, and how everything is stopped again whatever happened.
  */
 import type { Connection } from '@temporalio/client';
-import { DefaultLogger, Runtime, type NativeConnection, type Worker } from '@temporalio/worker';
+import { DefaultLogger, Runtime, type Worker } from '@temporalio/worker';
 import type { DevServer } from '../src/temporal/devServer';
 import { log } from './support';
 
@@ -71,7 +71,7 @@ export function endOfRun(running: Promise<void>, signal: AbortSignal): Promise<n
 export async function stopTemporal(parts: {
   worker?: Worker;
   running?: Promise<void>;
-  workerConnection?: NativeConnection;
+  workerConnection?: { close(): Promise<void> };
   clientConnection?: Connection;
   devServer?: DevServer;
 }): Promise<void> {

@@ -47,6 +47,7 @@ program
         limits: { cap: config.SLUICE_SUBACCOUNT_CAP, perHour: config.SLUICE_SUBACCOUNT_CREATIONS_PER_HOUR },
         faults: config.SLUICE_FAULTS,
         billing: { shards: config.SLUICE_BILLING_SHARDS, rowsMax: config.SLUICE_BILLING_ROWS_MAX },
+        reconcileIntervalMs: config.SLUICE_RECONCILE_INTERVAL_MS,
       },
       log,
     );
@@ -111,7 +112,11 @@ program
     const config = loadConfig();
     const { runAudit, formatAudit } = await import('./audit');
     const pool = createPool(databaseUrl(config), 2);
-    const report = await runAudit(pool);
+    // Temporal is asked too: money held open whose workflow is gone is a violation
+    const { connectClient } = await import('./temporal/connection');
+    const client = await connectClient(config.TEMPORAL_ADDRESS, config.TEMPORAL_NAMESPACE).catch((error: Error) => error);
+    const report = await runAudit(pool, client instanceof Error ? { unreachable: `${config.TEMPORAL_ADDRESS}: ${client.message}` } : { client, taskQueue: config.SLUICE_TASK_QUEUE });
+    if (!(client instanceof Error)) await client.connection.close();
     await pool.end();
     console.log(opts.json ? JSON.stringify(report, null, 2) : formatAudit(report));
     if (!report.ok) process.exitCode = 1;

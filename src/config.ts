@@ -3,6 +3,8 @@ import { parseTierBudgets, POOL_SEED_UNITS_DEFAULT, PRICE_PER_UNIT_DEFAULT } fro
 import { CREATIONS_PER_HOUR_DEFAULT, SUBACCOUNT_CAP_DEFAULT } from './domain/entities';
 import { parseFaults } from './jobs/faults';
 import { BILLING_ROWS_MAX_DEFAULT, BILLING_SHARDS_DEFAULT } from './domain/billing';
+import { RECONCILE_INTERVAL_MS_DEFAULT } from './temporal/reconcilerWorkflow';
+import { API_WAIT_MS_DEFAULT } from './api/deadline';
 import { BODY_LIMIT_BYTES_DEFAULT, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './api/limits';
 
 
@@ -59,6 +61,10 @@ export const ConfigSchema = z.object({
   SLUICE_BILLING_SHARDS: z.coerce.number().int().min(1).max(64).default(BILLING_SHARDS_DEFAULT),
   /** Ticks one billing transaction writes at most (the clock loops until caught up). */
   SLUICE_BILLING_ROWS_MAX: z.coerce.number().int().min(1).max(100_000).default(BILLING_ROWS_MAX_DEFAULT),
+  /** Between two rounds of the reconciler, which settles what the ledger holds open for a workflow no longer running. */
+  SLUICE_RECONCILE_INTERVAL_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(RECONCILE_INTERVAL_MS_DEFAULT),
+  /** How long an API call waits on a workflow (an open's first tick, a cancel's receipt) before it answers 202 with a status URL. */
+  SLUICE_API_WAIT_MS: z.coerce.number().int().min(100).max(120_000).default(API_WAIT_MS_DEFAULT),
   /** Fault injection for the sagas' steps and compensations, e.g. `fund=always,hold_collateral@acme=2,settle@job-7=after` (tests and demos only; src/jobs/faults.ts). */
   SLUICE_FAULTS: z.string().default('').transform((text, ctx) => {
     try {

@@ -8,7 +8,10 @@ import type { Fault } from './jobs/faults';
 import { sweepExpiredHolds } from './ledger/holds';
 import type { Logger } from './logger';
 import { BILLING_ROWS_MAX_DEFAULT, BILLING_SHARDS_DEFAULT } from './domain/billing';
-import { ensureBillingClocksAt, type BillingClockSettings } from './temporal/billingClock';
+import { ensureBillingClocks, type BillingClockSettings } from './temporal/billingClock';
+import { connectClient } from './temporal/connection';
+import { ensureReconciler, RECONCILE_INTERVAL_MS_DEFAULT } from './temporal/reconcilerWorkflow';
+import type { Client } from '@temporalio/client';
 
 export interface WorkerDeps {
   pool: Pool;
@@ -27,6 +30,8 @@ export interface WorkerDeps {
   faults?: Fault[];
   /** The billing clock (SLUICE_BILLING_SHARDS, SLUICE_BILLING_ROWS_MAX). */
   billing?: Partial<BillingClockSettings>;
+  /** Between two rounds of the reconciler (SLUICE_RECONCILE_INTERVAL_MS). */
+  reconcileIntervalMs?: number;
 }
 
 export const billingSettings = (deps: Pick<WorkerDeps, 'billing'>): BillingClockSettings => ({
@@ -34,35 +39,57 @@ export const billingSettings = (deps: Pick<WorkerDeps, 'billing'>): BillingClock
   rowsMax: deps.billing?.rowsMax ?? BILLING_ROWS_MAX_DEFAULT,
 });
 
+/** How long a cached workflow's task waits for the worker that cached it (a killed worker: then any other). */
+export const STICKY_QUEUE_TIMEOUT = '3 seconds';
+
 export const WORKFLOWS_PATH = require.resolve('../workflows');
 
-export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; connection: NativeConnection }> {
-  const connection = await NativeConnection.connect({ address: deps.address });
+export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; connection: { close(): Promise<void> }; temporal: Client }> {
+  const native = await NativeConnection.connect({ address: deps.address });
+  // the reconciler's activity and the standing workflows' starts talk to Temporal as a client
+  const temporal = await connectClient(deps.address, deps.namespace);
   const workflowSource: Pick<WorkerOptions, 'workflowBundle' | 'workflowsPath'> = deps.workflowBundlePath
     ? { workflowBundle: { codePath: deps.workflowBundlePath } }
     : { workflowsPath: WORKFLOWS_PATH };
   const worker = await Worker.create({
-    connection,
+    connection: native,
     namespace: deps.namespace,
     taskQueue: deps.taskQueue,
-    activities: createActivities({ pool: deps.pool, budgets: deps.budgets, work: deps.work, limits: deps.limits, faults: deps.faults }),
+    activities: createActivities({ pool: deps.pool, budgets: deps.budgets, work: deps.work, limits: deps.limits, faults: deps.faults, temporal, taskQueue: deps.taskQueue }),
     ...workflowSource,
+    // a worker killed with workflows cached: their next tasks go to any worker after this, not after 10 s
+    stickyQueueScheduleToStartTimeout: STICKY_QUEUE_TIMEOUT,
   });
-  // the billing clock's shards run on this task queue: started once, found running after
-  await ensureBillingClocksAt(deps.address, deps.namespace, deps.taskQueue, billingSettings(deps));
-  return { worker, connection };
+  await ensureStandingWorkflows(temporal, deps);
+  const connection = {
+    async close() {
+      await native.close();
+      await temporal.connection.close();
+    },
+  };
+  return { worker, connection, temporal };
+}
+
+/**
+ * The workflows that run for as long as the task queue does: the billing clock's
+ * shards and the reconciler. Started once; found running after (a start of one
+ * already running is a no-op), so one terminated from the UI comes back.
+ */
+export async function ensureStandingWorkflows(temporal: Client, deps: Pick<WorkerDeps, 'taskQueue' | 'billing' | 'reconcileIntervalMs'>): Promise<void> {
+  await ensureBillingClocks(temporal, deps.taskQueue, billingSettings(deps));
+  await ensureReconciler(temporal, deps.taskQueue, deps.reconcileIntervalMs ?? RECONCILE_INTERVAL_MS_DEFAULT);
 }
 
 export const HOLD_SWEEP_INTERVAL_MS = 30_000;
 
 /** Runs a worker until it is shut down (SIGINT/SIGTERM are handled by the SDK). */
 export async function runWorker(deps: WorkerDeps, log: Logger): Promise<void> {
-  const { worker, connection } = await createWorker(deps);
+  const { worker, connection, temporal } = await createWorker(deps);
   // expired holds are released lazily on the next movement; the sweep frees the rest
-  // and a billing clock terminated from outside is started again
+  // and a billing clock or reconciler terminated from outside is started again
   const sweep = setInterval(() => {
     sweepExpiredHolds(deps.pool).catch((error) => log.warn({ err: error }, 'hold sweep failed'));
-    ensureBillingClocksAt(deps.address, deps.namespace, deps.taskQueue, billingSettings(deps)).catch((error) => log.warn({ err: error }, 'billing clock check failed'));
+    ensureStandingWorkflows(temporal, deps).catch((error) => log.warn({ err: error }, 'billing clock and reconciler check failed'));
   }, HOLD_SWEEP_INTERVAL_MS);
   log.info({ taskQueue: deps.taskQueue, namespace: deps.namespace, address: deps.address }, 'worker started');
   try {

@@ -8,7 +8,7 @@ import { billingDueSignal, streamHaltedSignal } from './definitions';
 // seconds, not after the whole start-to-close timeout.
 const { billDue } = proxyActivities<Activities>({
   startToCloseTimeout: '120 seconds',
-  heartbeatTimeout: '5 seconds',
+  heartbeatTimeout: '3 seconds',
   retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '5 seconds' },
 });
 

@@ -1,6 +1,8 @@
 import {
   ApplicationFailure,
+  CancellationScope,
   getExternalWorkflowHandle,
+  isCancellation,
   ParentClosePolicy,
   patched,
   proxyActivities,
@@ -29,15 +31,16 @@ import {
 } from '../src/domain/searchAttributes';
 import { streamWorkflowId, type StreamReceipt } from '../src/domain/streams';
 import { cancelStreamSignal } from './definitions';
+import { LEDGER_STEP_TIMEOUTS } from './ledgerTimeouts';
 
 // Saga steps: a few quick retries, then the saga compensates.
 const steps = proxyActivities<Activities>({
-  startToCloseTimeout: '30 seconds',
+  ...LEDGER_STEP_TIMEOUTS,
   retry: { initialInterval: '100 milliseconds', backoffCoefficient: 2, maximumAttempts: 3 },
 });
 // Compensations and settlements are idempotent transactions: retried until they commit.
 const ledger = proxyActivities<Activities>({
-  startToCloseTimeout: '30 seconds',
+  ...LEDGER_STEP_TIMEOUTS,
   retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
 });
 /** Reading the webhook URLs before announcing: bounded, so a database outage delays a saga by seconds at most. */
@@ -147,20 +150,31 @@ function showSagaOutcome(status: string): void {
   if (patched(SAGA_OUTCOME_STATUS_PATCH)) upsertSearchAttributes([{ key: SA_STATUS, value: status }]);
 }
 
+/**
+ * Patch: a Temporal cancellation (UI or CLI) of the creation saga compensates like a
+ * failed step, in a scope the cancellation cannot reach (the slot ends `failed`, the
+ * collateral released, the funding returned; failure code `workflow_cancelled`), and a
+ * saga past its last step finishes announcing. Runs before it ended cancelled with
+ * the slot pending and its collateral held (the reconciler settles those).
+ */
+export const SAGA_OUTSIDE_CANCEL_PATCH = 'saga-outside-cancel-compensates';
+
+/** A cancellation from outside (the saga cancels nothing itself), once the patch is in. */
+const cancelledFromOutside = (error: unknown) => isCancellation(error) && patched(SAGA_OUTSIDE_CANCEL_PATCH);
+const OUTSIDE_CANCEL_FAILURE = { code: 'workflow_cancelled', message: 'cancelled through Temporal by an operator' };
+/** Runs `fn` where a cancellation cannot reach it when `shielded`, as it is otherwise. */
+const shieldedIf = <T>(shielded: boolean, fn: () => Promise<T>): Promise<T> => (shielded ? CancellationScope.nonCancellable(fn) : fn());
+
 async function createSubaccount(input: { entityId: string; requestId: string }): Promise<CreationResult> {
   let sub: Subaccount;
   try {
     sub = await steps.allocateSubaccount(input.entityId, input.requestId);
   } catch (error) {
+    const cancelled = cancelledFromOutside(error);
+    if (cancelled) return shieldedIf(true, () => allocationFailed(input, OUTSIDE_CANCEL_FAILURE, OUTSIDE_CANCEL_FAILURE.code));
     const failure = failureOf(error);
     // an allocation that failed otherwise may have committed (its reply lost): its slot, if any, ends failed
-    if (!REFUSALS.has(failure.code) && patched(ALLOCATION_FAILED_MARKS_SLOT_PATCH)) {
-      const failed = await ledger.markAllocationFailed({ entityId: input.entityId, requestId: input.requestId, failure: failure.message });
-      if (failed) {
-        if (failed.status === 'failed') await announce('subaccount.failed', failed);
-        return { subaccount: failed, failedStep: 'allocate', error: failure, compensated: ['mark_failed'] };
-      }
-    }
+    if (!REFUSALS.has(failure.code) && patched(ALLOCATION_FAILED_MARKS_SLOT_PATCH)) return allocationFailed(input, failure, 'creation_failed');
     throw ApplicationFailure.create({
       type: REFUSALS.has(failure.code) ? failure.code : 'creation_failed',
       message: failure.message,
@@ -186,24 +200,47 @@ async function createSubaccount(input: { entityId: string; requestId: string }):
     step = 'activate';
     sub = await steps.activateSubaccount(id);
   } catch (error) {
-    const failure = failureOf(error);
-    const compensated: string[] = [];
-    for (const c of compensations.reverse()) if (await c.run()) compensated.push(c.name);
-    const failed = await ledger.markSubaccountFailed({ id, step, failure: failure.message });
-    compensated.push('mark_failed');
-    if (failed.status === 'failed') await announce('subaccount.failed', failed); // not one its elimination took over
-    return { subaccount: failed, failedStep: step, error: failure, compensated };
-  }
-  await announce(sub.status === 'challenge' ? 'subaccount.challenge' : 'subaccount.active', sub);
-  if (sub.status === 'challenge') {
-    await startChild(subaccountLifecycleWorkflow, {
-      workflowId: lifecycleWorkflowId(id),
-      args: [{ id }],
-      parentClosePolicy: ParentClosePolicy.ABANDON,
-      ...subaccountChallengeVisibility(id),
+    const cancelled = cancelledFromOutside(error);
+    const failure = cancelled ? OUTSIDE_CANCEL_FAILURE : failureOf(error);
+    return shieldedIf(cancelled, async () => {
+      const compensated: string[] = [];
+      for (const c of compensations.reverse()) if (await c.run()) compensated.push(c.name);
+      const failed = await ledger.markSubaccountFailed({ id, step, failure: failure.message });
+      compensated.push('mark_failed');
+      if (failed.status === 'failed') await announce('subaccount.failed', failed); // not one its elimination took over
+      return { subaccount: failed, failedStep: step, error: failure, compensated };
     });
   }
+  const live = sub;
+  const conclude = async () => {
+    await announce(live.status === 'challenge' ? 'subaccount.challenge' : 'subaccount.active', live);
+    if (live.status === 'challenge') {
+      await startChild(subaccountLifecycleWorkflow, {
+        workflowId: lifecycleWorkflowId(id),
+        args: [{ id }],
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+        ...subaccountChallengeVisibility(id),
+      });
+    }
+  };
+  try {
+    await conclude();
+  } catch (error) {
+    // cancelled while announcing: the subaccount is live, its challenge period must still start
+    if (!cancelledFromOutside(error)) throw error;
+    await shieldedIf(true, conclude);
+  }
   return { subaccount: sub, compensated: [] };
+}
+
+/** An allocation that failed other than by a refusal (or was cancelled): its slot, if it was allocated after all, ends failed. */
+async function allocationFailed(input: { entityId: string; requestId: string }, failure: { code: string; message: string }, type: string): Promise<CreationResult> {
+  const failed = await ledger.markAllocationFailed({ entityId: input.entityId, requestId: input.requestId, failure: failure.message });
+  if (failed) {
+    if (failed.status === 'failed') await announce('subaccount.failed', failed);
+    return { subaccount: failed, failedStep: 'allocate', error: failure, compensated: ['mark_failed'] };
+  }
+  throw ApplicationFailure.create({ type, message: failure.message, details: [{ failedStep: 'allocate', compensated: [], subaccount: null }], nonRetryable: true });
 }
 
 /**
@@ -249,6 +286,14 @@ export interface EliminationResult {
  * key makes it once). It then holds nothing in memory: its history is in the database.
  */
 export async function subaccountEliminationWorkflow(input: { id: string; reason: string; by: string }): Promise<EliminationResult> {
+  // once begun, an elimination finishes: a Temporal cancellation cannot leave the money half swept
+  return patched(ELIMINATION_RUNS_THROUGH_CANCEL_PATCH) ? CancellationScope.nonCancellable(() => eliminate(input)) : eliminate(input);
+}
+
+/** Patch: an elimination runs to its end through a Temporal cancellation. Runs before it stopped where the cancellation found it. */
+export const ELIMINATION_RUNS_THROUGH_CANCEL_PATCH = 'elimination-runs-through-cancel';
+
+async function eliminate(input: { id: string; reason: string; by: string }): Promise<EliminationResult> {
   await ledger.beginElimination(input.id);
   const streams: StreamReceipt[] = [];
   for (let round = 1; round <= ELIMINATION_ROUNDS_MAX; round++) {

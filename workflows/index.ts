@@ -4,3 +4,4 @@ export { streamWorkflow } from './stream';
 export { grantJobWorkflow } from './job';
 export { subaccountCreationWorkflow, subaccountEliminationWorkflow, subaccountLifecycleWorkflow, webhookDeliveryWorkflow } from './entities';
 export { billingClockWorkflow } from './billingClock';
+export { reconcilerWorkflow } from './reconciler';

@@ -2,12 +2,14 @@ import { ApplicationFailure, CancellationScope, CancelledFailure, condition, isC
 import type { Activities } from '../activities';
 import { utcDay, type GrantView, type JobRequest } from '../src/domain/grants';
 import { SA_STATUS } from '../src/domain/searchAttributes';
+import { OPERATOR } from '../src/domain/streams';
 import { cancelJobSignal, jobDecidedUpdate, jobPaymentUpdate, jobViewQuery, type CancelJob } from './definitions';
 import { isFinalRefusal } from './failures';
+import { LEDGER_STEP_TIMEOUTS } from './ledgerTimeouts';
 
 // Ledger steps are idempotent transactions keyed by the job id: retry until they commit.
 const { openGrant, payForGrant, settleGrant, releaseGrantReservation, refundGrantPayment, closeGrant } = proxyActivities<Activities>({
-  startToCloseTimeout: '30 seconds',
+  ...LEDGER_STEP_TIMEOUTS,
   retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
 });
 
@@ -95,22 +97,27 @@ export async function grantJobWorkflow(request: JobRequest): Promise<GrantView> 
   if (grant!.status !== 'reserved' && grant!.status !== 'awaiting_payment') return grant!; // a job already over (its workflow ran before)
   if (grant!.status === 'awaiting_payment') compensations.push(() => refundGrantPayment(request.jobId));
 
-  let outcome: { actualCost: number } | { status: 'cancelled' | 'failed'; failure: string };
+  let outcome: { actualCost: number } | { status: 'cancelled' | 'failed'; failure: string; closedBy: string; reason: string };
   try {
     outcome = await cancellable.run(async () => {
       if (grant!.status === 'awaiting_payment') {
         await condition(() => grant!.status !== 'awaiting_payment', request.paymentTimeoutMs);
         closing = true;
         await condition(() => paying === undefined); // a payment in flight at the timeout still counts
-        if (grant!.status === 'awaiting_payment') return { status: 'cancelled', failure: `no payment within ${request.paymentTimeoutMs} ms` };
+        if (grant!.status === 'awaiting_payment') return { status: 'cancelled', failure: `no payment within ${request.paymentTimeoutMs} ms`, closedBy: 'system', reason: 'payment_timeout' };
         setStatus(grant!);
       }
       closing = true;
       return performJobWork(request);
     });
   } catch (error) {
-    if (!isCancellation(error)) outcome = { status: 'failed', failure: error instanceof Error ? (error.cause instanceof Error ? error.cause.message : error.message) : String(error) };
-    else outcome = { status: 'cancelled', failure: cancel ? `cancelled by ${cancel.by}${cancel.reason ? `: ${cancel.reason}` : ''}` : 'cancelled through Temporal' };
+    if (!isCancellation(error)) {
+      outcome = { status: 'failed', failure: error instanceof Error ? (error.cause instanceof Error ? error.cause.message : error.message) : String(error), closedBy: 'system', reason: 'work_failed' };
+    } else if (cancel) {
+      outcome = { status: 'cancelled', failure: `cancelled by ${cancel.by}${cancel.reason ? `: ${cancel.reason}` : ''}`, closedBy: cancel.by, reason: 'cancelled' };
+    } else {
+      outcome = { status: 'cancelled', failure: 'cancelled through Temporal', closedBy: OPERATOR, reason: 'workflow_cancelled' };
+    }
   }
   if ('actualCost' in outcome) {
     const { actualCost } = outcome;
@@ -118,15 +125,15 @@ export async function grantJobWorkflow(request: JobRequest): Promise<GrantView> 
       return setStatus(await ledger(() => settleGrant(request.jobId, actualCost)));
     } catch (error) {
       if (!isFinalRefusal(error) || !patched(SETTLE_REFUSED_COMPENSATES_PATCH)) throw error;
-      outcome = { status: 'failed', failure: `settlement refused: ${error instanceof Error && error.cause instanceof Error ? error.cause.message : String(error)}` };
+      outcome = { status: 'failed', failure: `settlement refused: ${error instanceof Error && error.cause instanceof Error ? error.cause.message : String(error)}`, closedBy: 'system', reason: 'settlement_refused' };
     }
   }
-  const { status, failure } = outcome;
+  const { status, failure, closedBy, reason } = outcome;
   const closed = await ledger(async () => {
     closing = true;
     await condition(() => paying === undefined); // compensate what a payment in flight commits, too
     for (const compensate of compensations.reverse()) await compensate();
-    return setStatus(await closeGrant({ jobId: request.jobId, status, failure }));
+    return setStatus(await closeGrant({ jobId: request.jobId, status, failure, closedBy, reason }));
   });
   // a Temporal cancellation ends the workflow as cancelled (the UI shows it so), once compensated
   if (status === 'cancelled' && CancellationScope.current().consideredCancelled) throw new CancelledFailure(failure);

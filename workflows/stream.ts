@@ -1,8 +1,8 @@
-import { allHandlersFinished, ApplicationFailure, condition, continueAsNew, getExternalWorkflowHandle, patched, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import { allHandlersFinished, ApplicationFailure, CancellationScope, condition, isCancellation, continueAsNew, getExternalWorkflowHandle, patched, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { BILLING_SHARDS_DEFAULT, billingClockWorkflowId, shardOf, type HaltReason } from '../src/domain/billing';
 import { SA_STATUS } from '../src/domain/searchAttributes';
-import { effectiveGraceMs, tickDueAtMs, type CloseReason, type StreamProgress, type StreamReceipt, type StreamRequest, type TickOutcome } from '../src/domain/streams';
+import { effectiveGraceMs, OPERATOR, tickDueAtMs, type CloseReason, type StreamProgress, type StreamReceipt, type StreamRequest, type TickOutcome } from '../src/domain/streams';
 import {
   billingDueSignal,
   cancelStreamSignal,
@@ -16,10 +16,11 @@ import {
   type StreamView,
 } from './definitions';
 import { isFinalRefusal } from './failures';
+import { LEDGER_STEP_TIMEOUTS } from './ledgerTimeouts';
 
 // Billing is one idempotent transaction per tick: retry it until it commits.
 const { openStream, billTick, closeStream, pauseStream, resumeStream } = proxyActivities<Activities>({
-  startToCloseTimeout: '30 seconds',
+  ...LEDGER_STEP_TIMEOUTS,
   retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
 });
 
@@ -42,6 +43,14 @@ export const OVERDUE_TICK_AT_ONCE_PATCH = 'stream-overdue-tick-at-once';
 export const BILLING_CLOCK_PATCH = 'stream-billing-clock';
 /** Patch: the clock to wake is the payer account's shard (runs before it woke the ref's). */
 export const SHARD_BY_PAYER_PATCH = 'stream-billing-shard-by-payer';
+
+/**
+ * Patch: a Temporal cancellation (the UI's "Request Cancellation", `temporal workflow
+ * cancel`) settles the stream like a cancel, `closedBy: operator`, reason
+ * `workflow_cancelled`, and the run completes with the receipt. Runs cancelled before
+ * it ended cancelled with the stream still open (the reconciler settles those).
+ */
+export const OUTSIDE_CANCEL_SETTLES_PATCH = 'stream-outside-cancel-settles';
 
 export interface StreamWorkflowOptions {
   historyTicksMax?: number;
@@ -134,71 +143,88 @@ export async function streamWorkflow(request: StreamRequest, options: StreamWork
   });
   setHandler(streamViewQuery, view);
 
-  if (!progress) {
-    opened = await openStream(request);
-    if (opened.status !== 'STREAMING') {
-      status = opened.status;
-      upsertSearchAttributes([{ key: SA_STATUS, value: status }]);
-      return opened;
-    }
-    progress = { lastTick: 1, paid: opened.totalPaid, ticksBilled: opened.ticks, openedAtMs: Date.parse(opened.openedAt) };
-    if (request.maxTotal !== undefined && opened.totalPaid >= request.maxTotal) return finish('completed', 'system');
+  try {
+    return await run();
+  } catch (error) {
+    if (!isCancellation(error) || !patched(OUTSIDE_CANCEL_SETTLES_PATCH)) throw error;
+    // Cancelled from outside: settle as a cancel would, whatever was in flight (an
+    // open or a close may have committed anyway: both are idempotent by ref).
+    return CancellationScope.nonCancellable(async () => {
+      if (!progress) {
+        opened = await openStream(request);
+        if (opened.status !== 'STREAMING') return opened;
+      }
+      return finish('workflow_cancelled', OPERATOR);
+    });
   }
 
-  if (patched(BILLING_CLOCK_PATCH)) return clocked(progress);
+  async function run(): Promise<StreamReceipt> {
+    if (!progress) {
+      opened = await openStream(request);
+      if (opened.status !== 'STREAMING') {
+        status = opened.status;
+        upsertSearchAttributes([{ key: SA_STATUS, value: status }]);
+        return opened;
+      }
+      progress = { lastTick: 1, paid: opened.totalPaid, ticksBilled: opened.ticks, openedAtMs: Date.parse(opened.openedAt) };
+      if (request.maxTotal !== undefined && opened.totalPaid >= request.maxTotal) return finish('completed', 'system');
+    }
 
-  const graceMs = effectiveGraceMs(request);
-  for (let ticksThisRun = 0; ; ticksThisRun++) {
-    if (ticksThisRun >= historyTicksMax && !cancel) {
-      // a signal that arrives during the hand-over is delivered to the next run; a
-      // pause or resume on its way finishes here first, and a cancel that came
-      // while it did closes this run instead of being left behind
-      await condition(allHandlersFinished);
-      if (cancel) break;
-      return continueAsNew<typeof streamWorkflow>(request, options, progress);
+    if (patched(BILLING_CLOCK_PATCH)) return clocked(progress);
+
+    const graceMs = effectiveGraceMs(request);
+    for (let ticksThisRun = 0; ; ticksThisRun++) {
+      if (ticksThisRun >= historyTicksMax && !cancel) {
+        // a signal that arrives during the hand-over is delivered to the next run; a
+        // pause or resume on its way finishes here first, and a cancel that came
+        // while it did closes this run instead of being left behind
+        await condition(allHandlersFinished);
+        if (cancel) break;
+        return continueAsNew<typeof streamWorkflow>(request, options, progress);
+      }
+      if (pauseState !== 'running') {
+        // paused: no timer, no tick, until resumed or cancelled
+        await condition(() => cancel !== undefined || pauseState === 'running');
+        if (cancel) break;
+      }
+      const tick: number = progress.lastTick + 1;
+      const waitMs = Math.max(0, tickDueAtMs(progress.openedAtMs, request.tickIntervalMs, tick, progress.pausedMs) - Date.now());
+      // A tick already due (the worker was down, a timer fired late) is billed now:
+      // condition(fn, 0) would still start a timer, one per overdue tick, and a stream
+      // whose timers take longer than its interval would never catch up.
+      const overdue = waitMs === 0 && patched(OVERDUE_TICK_AT_ONCE_PATCH);
+      if (overdue ? cancel !== undefined : await condition(() => cancel !== undefined || pauseState !== 'running', waitMs)) {
+        if (cancel) break;
+        continue; // paused while waiting: the tick waits for the resume
+      }
+      let outcome: TickOutcome;
+      try {
+        outcome = await billTick(request.ref, tick);
+      } catch (error) {
+        // a tick the ledger refuses for good (a payee account that can no longer take
+        // money): close, so the escrow goes back instead of staying held by a failed run
+        if (!isFinalRefusal(error)) throw error;
+        return finish('tick_refused', 'system');
+      }
+      if (outcome.kind === 'paused') {
+        // the ledger saw a pause first; its update is on its way (or, at worst, wait a tick and look again)
+        await condition(() => cancel !== undefined || pauseState !== 'running', request.tickIntervalMs);
+        continue;
+      }
+      progress = { ...progress, lastTick: tick };
+      if (outcome.kind === 'billed') {
+        progress = { ...progress, paid: outcome.paid, ticksBilled: outcome.ticksBilled };
+        if (outcome.completed) return finish('completed', 'system');
+      } else if (outcome.kind === 'insufficient_funds') {
+        return finish('insufficient_funds', 'system');
+      } else if (outcome.kind === 'skipped') {
+        if (graceMs !== undefined && outcome.silentMs > graceMs) return finish('partition', 'system');
+      } else {
+        break; // closed underneath us: settle and report
+      }
     }
-    if (pauseState !== 'running') {
-      // paused: no timer, no tick, until resumed or cancelled
-      await condition(() => cancel !== undefined || pauseState === 'running');
-      if (cancel) break;
-    }
-    const tick: number = progress.lastTick + 1;
-    const waitMs = Math.max(0, tickDueAtMs(progress.openedAtMs, request.tickIntervalMs, tick, progress.pausedMs) - Date.now());
-    // A tick already due (the worker was down, a timer fired late) is billed now:
-    // condition(fn, 0) would still start a timer, one per overdue tick, and a stream
-    // whose timers take longer than its interval would never catch up.
-    const overdue = waitMs === 0 && patched(OVERDUE_TICK_AT_ONCE_PATCH);
-    if (overdue ? cancel !== undefined : await condition(() => cancel !== undefined || pauseState !== 'running', waitMs)) {
-      if (cancel) break;
-      continue; // paused while waiting: the tick waits for the resume
-    }
-    let outcome: TickOutcome;
-    try {
-      outcome = await billTick(request.ref, tick);
-    } catch (error) {
-      // a tick the ledger refuses for good (a payee account that can no longer take
-      // money): close, so the escrow goes back instead of staying held by a failed run
-      if (!isFinalRefusal(error)) throw error;
-      return finish('tick_refused', 'system');
-    }
-    if (outcome.kind === 'paused') {
-      // the ledger saw a pause first; its update is on its way (or, at worst, wait a tick and look again)
-      await condition(() => cancel !== undefined || pauseState !== 'running', request.tickIntervalMs);
-      continue;
-    }
-    progress = { ...progress, lastTick: tick };
-    if (outcome.kind === 'billed') {
-      progress = { ...progress, paid: outcome.paid, ticksBilled: outcome.ticksBilled };
-      if (outcome.completed) return finish('completed', 'system');
-    } else if (outcome.kind === 'insufficient_funds') {
-      return finish('insufficient_funds', 'system');
-    } else if (outcome.kind === 'skipped') {
-      if (graceMs !== undefined && outcome.silentMs > graceMs) return finish('partition', 'system');
-    } else {
-      break; // closed underneath us: settle and report
-    }
+    return finish(cancel ? 'cancelled' : 'completed', cancel?.by ?? 'system');
   }
-  return finish(cancel ? 'cancelled' : 'completed', cancel?.by ?? 'system');
 
   /** Billed by the clock: wake it for the next tick, then wait for a cancel or a halt, waking it again after each resume. */
   async function clocked(p: StreamProgress): Promise<StreamReceipt> {

@@ -17,6 +17,7 @@ import { paymentRoutes } from './routes/payments';
 import { streamRoutes } from './routes/streams';
 import { streamControlRoutes } from './routes/streamControls';
 import { operatorRoutes } from './routes/operators';
+import { reconcileRoutes } from './routes/reconcile';
 import { jobRoutes } from './routes/jobs';
 import { entityRoutes } from './routes/entities';
 import { rateRoutes } from './routes/rates';
@@ -44,6 +45,8 @@ export interface ApiDeps {
   namespace?: string;
   /** The billing clock's shard count (SLUICE_BILLING_SHARDS; the worker's): a new stream wakes its shard's clock. */
   billingShards?: number;
+  /** How long a call waits on a workflow before it answers 202 with a status URL (SLUICE_API_WAIT_MS). */
+  waitMs?: number;
   /** Where the built console is (default dist/console). */
   consoleDir?: string;
 }
@@ -143,6 +146,7 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
   streamRoutes(app);
   streamControlRoutes(app);
   operatorRoutes(app);
+  reconcileRoutes(app);
   jobRoutes(app);
   entityRoutes(app);
   rateRoutes(app);

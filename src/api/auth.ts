@@ -59,3 +59,9 @@ export async function ownAccount(pool: Pool, actor: Actor, accountId: string): P
  * or `refund`) can reach the admin's keys or the workflows' `payment:` and `refund:` keys.
  */
 export const scopedKey = (actor: Actor, key: string) => (actor.kind === 'admin' ? `admin:${key}` : `party:${actor.party}:${key}`);
+
+/**
+ * The id (a stream's ref, a job's id) a start sent with only an Idempotency-Key gets:
+ * the same key from the same caller is the same stream or job, whoever else uses that key.
+ */
+export const idOfKey = (actor: Actor, key: string) => `k-${createHash('sha256').update(scopedKey(actor, key)).digest('hex').slice(0, 32)}`;

@@ -3,6 +3,7 @@ import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { SluiceError, sluiceErrorFromDatabase, type ErrorCode } from '../domain/errors';
 import { isConnectionLost } from '../db/pool';
 import { isTemporalUnavailable, sluiceErrorFromTemporal } from '../temporal/failures';
+import { StillRunning, stillRunningBody } from './deadline';
 
 /** One HTTP status per error code, in one place. */
 export const HTTP_STATUS: Record<ErrorCode, number> = {
@@ -52,7 +53,7 @@ const outageBody = () => body('unavailable', 'a service Sluice depends on is una
 /** An error's answer, where it is not a bug: the caller's error (its 4xx) or an outage (503, with Retry-After). */
 export interface Answer {
   status: number;
-  body: ReturnType<typeof body>;
+  body: ReturnType<typeof body> | ReturnType<typeof stillRunningBody>;
   retryAfterS?: number;
 }
 
@@ -61,6 +62,8 @@ export interface Answer {
  * undefined means a bug (answered 500 and logged by the caller).
  */
 export function answerFor(error: unknown): Answer | undefined {
+  // not an error: accepted, still running past the API's wait
+  if (error instanceof StillRunning) return { status: 202, body: stillRunningBody(error) };
   const known = asSluiceError(error);
   if (known) return { status: HTTP_STATUS[known.code], body: body(known.code, known.message, known.details) };
   if (isOutage(error)) return { status: 503, body: outageBody(), retryAfterS: OUTAGE_RETRY_AFTER_S };

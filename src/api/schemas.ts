@@ -200,9 +200,20 @@ export const Grant = z.object({
   credited: z.number().int(),
   actualCost: z.number().int().optional(),
   failure: z.string().optional(),
+  closedBy: z.string().optional().describe('a cancelled or failed job: who ended it (the payer, admin, system, or operator: a Temporal cancellation or the reconciler)'),
+  reason: z.string().optional().describe('why: cancelled, payment_timeout, work_failed, settlement_refused, workflow_cancelled, workflow_<status>'),
   createdAt: z.string(),
   resolvedAt: z.string().optional(),
 });
+
+/** 202: accepted, still running past the API's wait (SLUICE_API_WAIT_MS). */
+export const StillRunning = z
+  .object({
+    status: z.literal('PENDING'),
+    statusUrl: z.string().describe('where to look; or send the same request again (same ref or key) to wait again'),
+    message: z.string(),
+  })
+  .passthrough();
 
 export const PoolState = z.object({
   accountId: z.string(),

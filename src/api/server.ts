@@ -24,6 +24,7 @@ export async function runApi(config: Config): Promise<void> {
     temporalUiUrl: config.SLUICE_TEMPORAL_UI_URL ?? `http://127.0.0.1:${config.TEMPORAL_UI_PORT}`,
     namespace: config.TEMPORAL_NAMESPACE,
     billingShards: config.SLUICE_BILLING_SHARDS,
+    waitMs: config.SLUICE_API_WAIT_MS,
   });
   await app.listen({ host: config.SLUICE_API_HOST, port: config.SLUICE_API_PORT });
   await new Promise<void>((resolve) => {

@@ -26,7 +26,7 @@ export function streamCommands(program: Command, config: () => Config): void {
     .option('--max <units>', 'maxTotal (leave out with --payg for an open-ended stream)', int)
     .option('--interval-ms <ms>', 'tick interval', int, 1000)
     .option('--payg', 'pay as you go instead of escrow')
-    .option('--ref <ref>', 'the stream ref (default: generated)')
+    .option('--ref <ref>', 'the stream ref (default: a new one, printed; open again with it and you get the same stream, never a second)')
     .option('--rate-consent <who>', "'payee': rate changes wait for the payee")
     .option('--low-balance-ticks <n>', 'warn this many ticks before the money runs out', int)
     .action((o) =>
@@ -44,7 +44,8 @@ export function streamCommands(program: Command, config: () => Config): void {
         ...(o.max !== undefined && { maxTotal: o.max }),
         tickIntervalMs: o.intervalMs,
         mode: o.payg ? 'payg' : 'escrow',
-        ...(o.ref && { ref: o.ref }),
+        // a ref of its own: the API refuses an open without one (a retry must not open twice)
+        ref: o.ref ?? `cli-${randomBytes(6).toString('hex')}`,
         ...(o.rateConsent && { rateConsent: o.rateConsent }),
         ...(o.lowBalanceTicks !== undefined && { lowBalanceTicks: o.lowBalanceTicks }),
       }),

@@ -190,6 +190,9 @@ export interface GrantView {
   credited: number;
   actualCost?: number;
   failure?: string;
+  /** A cancelled or failed job: who ended it (payer, admin, system, operator) and why. */
+  closedBy?: string;
+  reason?: string;
   createdAt: string;
   resolvedAt?: string;
 }

@@ -5,7 +5,38 @@
 export type StreamMode = 'escrow' | 'payg';
 export type StreamStatus = 'STREAMING' | 'CONFIRMED' | 'FAILED';
 /** `tick_refused`: the ledger refused a tick for good (a payee account that can no longer take money). */
-export type CloseReason = 'completed' | 'cancelled' | 'insufficient_funds' | 'partition' | 'tick_refused';
+/**
+ * Why a stream closed. `workflow_cancelled`: its workflow was cancelled from outside
+ * (the Temporal UI or CLI) and settled as it stopped. `workflow_<status>`: the
+ * reconciler found it open in the ledger with its workflow ended that way (or lost) and
+ * settled it there.
+ */
+export type CloseReason = 'completed' | 'cancelled' | 'insufficient_funds' | 'partition' | 'tick_refused' | 'workflow_cancelled' | WorkflowGoneReason;
+
+/** How a workflow that holds money was found gone: it ended without settling, or Temporal no longer knows it. */
+export type WorkflowGoneReason = 'workflow_terminated' | 'workflow_timed_out' | 'workflow_failed' | 'workflow_completed' | 'workflow_lost';
+
+/** The close reason for a workflow found in this state (a Temporal status name; undefined: not found). */
+export function goneReason(status: string | undefined): WorkflowGoneReason | 'workflow_cancelled' {
+  switch (status) {
+    case 'CANCELLED':
+      return 'workflow_cancelled';
+    case 'TERMINATED':
+      return 'workflow_terminated';
+    case 'TIMED_OUT':
+      return 'workflow_timed_out';
+    case 'FAILED':
+      return 'workflow_failed';
+    case 'COMPLETED':
+    case 'CONTINUED_AS_NEW':
+      return 'workflow_completed';
+    default:
+      return 'workflow_lost';
+  }
+}
+
+/** Who settles what an outside cancel or the reconciler closes. */
+export const OPERATOR = 'operator';
 /** `direct`: one payee; `distribution`: a weighted group of members (src/domain/distribution.ts). */
 export type StreamKind = 'direct' | 'distribution';
 

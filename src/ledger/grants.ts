@@ -60,6 +60,8 @@ interface GrantRow {
   credited: number;
   actual_cost: number | null;
   failure: string | null;
+  closed_by: string | null;
+  close_reason: string | null;
   created_at: Date;
   reserved_at: Date | null;
   resolved_at: Date | null;
@@ -90,6 +92,8 @@ export function toGrantView(r: GrantRow): GrantView {
   if (r.day) v.day = r.day;
   if (r.actual_cost !== null) v.actualCost = r.actual_cost;
   if (r.failure) v.failure = r.failure;
+  if (r.closed_by) v.closedBy = r.closed_by;
+  if (r.close_reason) v.reason = r.close_reason;
   if (r.resolved_at) v.resolvedAt = r.resolved_at.toISOString();
   return v;
 }
@@ -345,16 +349,25 @@ export function refundGrantPayment(pool: Pool, jobId: string): Promise<GrantView
  * anything else, and the grants CHECKs (grant_resolved_in_full, grant_closed_refunded)
  * refuse it even to code that skips this function.
  */
-export function closeGrant(pool: Pool, input: { jobId: string; status: 'cancelled' | 'failed'; failure: string }): Promise<GrantView> {
+export interface CloseGrant {
+  jobId: string;
+  status: 'cancelled' | 'failed';
+  failure: string;
+  /** Who ended it (the payer, admin, system or operator) and why (runs before these were recorded left them out). */
+  closedBy?: string;
+  reason?: string;
+}
+
+export function closeGrant(pool: Pool, input: CloseGrant): Promise<GrantView> {
   return withTransaction(pool, async (client) => {
     const g = await findGrant(client, input.jobId, true);
     if (!g) throw notFound('job', input.jobId);
     if (g.status === 'settled' || g.status === 'cancelled' || g.status === 'failed') return toGrantView(g);
     const { rows } = await client.query<GrantRow>(
-      `update grants g set status = $2, failure = $3, resolved_at = now()
+      `update grants g set status = $2, failure = $3, closed_by = $4, close_reason = $5, resolved_at = now()
         where job_id = $1 and status in ('awaiting_payment', 'reserved') and absorbed = 0 and returned = reserved and refunded = paid
         returning ${GRANT_COLUMNS}`,
-      [input.jobId, input.status, input.failure],
+      [input.jobId, input.status, input.failure, input.closedBy ?? null, input.reason ?? null],
     );
     if (!rows[0]) {
       throw new SluiceError('job_conflict', `job ${g.job_id} still holds ${g.reserved - g.returned} of the pool and ${g.paid - g.refunded} of its payment: compensate before closing`, {
@@ -366,4 +379,16 @@ export function closeGrant(pool: Pool, input: { jobId: string; status: 'cancelle
     await appendEvent(client, { type: `job.${input.status}`, subject: input.jobId, payload: { ...grant }, parties: [g.payer] });
     return grant;
   });
+}
+
+/**
+ * A job whose workflow is gone (terminated, failed, lost), cancelled in the ledger as
+ * its own compensations would: the payment refunded, the reservation released (the
+ * budget given back), then closed `cancelled`. Each step is idempotent, so a retry,
+ * or a race with a workflow compensating the same job, ends it once.
+ */
+export async function cancelGrantInLedger(pool: Pool, input: Omit<CloseGrant, 'status'>): Promise<GrantView> {
+  await refundGrantPayment(pool, input.jobId);
+  await releaseGrantReservation(pool, input.jobId);
+  return closeGrant(pool, { ...input, status: 'cancelled' });
 }

@@ -1,4 +1,4 @@
-import { Client, Connection } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import { billingClockWorkflowId } from '../domain/billing';
 import { billingClockWorkflow } from '../../workflows/billingClock';
 
@@ -25,14 +25,4 @@ export async function ensureBillingClocks(client: Client, taskQueue: string, set
       }),
     ),
   );
-}
-
-/** ensureBillingClocks over a connection of its own (the worker holds only a native one). */
-export async function ensureBillingClocksAt(address: string, namespace: string, taskQueue: string, settings: BillingClockSettings): Promise<void> {
-  const connection = await Connection.connect({ address });
-  try {
-    await ensureBillingClocks(new Client({ connection, namespace }), taskQueue, settings);
-  } finally {
-    await connection.close();
-  }
 }

@@ -7,7 +7,8 @@ import { entityDashboard, getEntity, getSubaccount, listDeliveries, listSubaccou
 import { sluiceErrorFromTemporal } from '../../temporal/failures';
 import { runWorkflowOnce } from '../../temporal/runOnce';
 import { subaccountCreationWorkflow, subaccountEliminationWorkflow } from '../../../workflows/entities';
-import { actorName, type Actor } from '../auth';
+import { actorName, idOfKey, type Actor } from '../auth';
+import { API_WAIT_MS_DEFAULT, StillRunning, withinDeadline } from '../deadline';
 import type { Api } from '../app';
 import * as S from '../schemas';
 import { PAGE_ROWS_MAX, WEBHOOK_URL_CHARS_MAX, WEBHOOK_URLS_MAX } from '../limits';
@@ -41,6 +42,7 @@ const Subaccount = z.object({
 
 export function entityRoutes(app: Api) {
   const { pool, temporal, taskQueue } = app.deps;
+  const waitMs = app.deps.waitMs ?? API_WAIT_MS_DEFAULT;
 
   /** An entity acts on its own subaccounts only; the admin on all. */
   const ownEntity = (actor: Actor, entityId: string) => {
@@ -95,22 +97,29 @@ export function entityRoutes(app: Api) {
       tags: ['entities'],
       summary: 'Create a subaccount (creation saga): answers with it, or with the failed step and what was rolled back',
       params: z.object({ id: S.PartyId }),
-      body: z.object({ requestId: S.Ref.optional().describe('the same request id returns the same creation') }).default({}),
-      response: { 201: z.object({ subaccount: Subaccount, compensated: z.array(z.string()) }), ...errors },
+      headers: S.IdempotencyHeaders.partial(),
+      body: z.object({ requestId: S.Ref.optional().describe('the same request id (or Idempotency-Key) returns the same creation') }).default({}),
+      response: { 201: z.object({ subaccount: Subaccount, compensated: z.array(z.string()) }), 202: S.StillRunning, ...errors },
     },
     handler: async (req, reply) => {
       ownEntity(req.actor, req.params.id);
       await getEntity(pool, req.params.id);
-      const requestId = req.body?.requestId ?? randomBytes(8).toString('hex');
+      // a request id (or an Idempotency-Key) makes a re-sent request the same creation
+      const key = req.headers['idempotency-key'];
+      const requestId = req.body?.requestId ?? (key !== undefined ? idOfKey(req.actor, key) : randomBytes(8).toString('hex'));
       // once per request: a re-send attaches to the run in flight or reads the outcome
       // of the finished one (no second saga, no second webhook); only a refused
       // allocation (the run failed, nothing allocated) may run again
-      const result = await runWorkflowOnce(temporal, subaccountCreationWorkflow, {
-        workflowId: creationWorkflowId(req.params.id, requestId),
+      const workflowId = creationWorkflowId(req.params.id, requestId);
+      const creation = runWorkflowOnce(temporal, subaccountCreationWorkflow, {
+        workflowId,
         taskQueue,
         args: [{ entityId: req.params.id, requestId }],
         visibility: subaccountCreationVisibility({ entityId: req.params.id, requestId }),
-      }).catch((error) => {
+      });
+      const result = await withinDeadline(creation, waitMs, () =>
+        new StillRunning(`/v1/entities/${req.params.id}/subaccounts`, { entityId: req.params.id, requestId, workflowId }),
+      ).catch((error) => {
         if (sluiceErrorFromTemporal(error)?.code === 'rate_limited') reply.header('retry-after', '3600');
         throw error;
       });
@@ -214,7 +223,7 @@ export function entityRoutes(app: Api) {
   app.get('/v1/entities/:id/deliveries', {
     schema: {
       tags: ['entities'],
-      summary: 'Webhook delivery attempts with their outcome, oldest first',
+      summary: 'Webhook delivery attempts with their outcome, in commit order after a cursor (0, or the id of the last attempt of the previous page)',
       params: z.object({ id: S.PartyId }),
       querystring: z.object({ after: S.PageAfter, limit: S.PageLimit('GET /v1/entities/:id/deliveries') }),
       response: {

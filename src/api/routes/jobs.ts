@@ -1,14 +1,16 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { CancelledFailure, WorkflowUpdateFailedError } from '@temporalio/client';
 import { z } from 'zod';
 import { forbidden, SluiceError } from '../../domain/errors';
 import { costOfUnits, DEFAULT_TIER_BUDGETS, jobWorkflowId, paymentState, PRICE_PER_UNIT_DEFAULT, utcDay, type GrantView, type JobRequest } from '../../domain/grants';
-import { findGrant, getGrant, listGrants, noPayment, previewDecision, setTier, toGrantView } from '../../ledger/grants';
+import { cancelGrantInLedger, findGrant, getGrant, listGrants, noPayment, previewDecision, setTier, toGrantView } from '../../ledger/grants';
 import { poolState } from '../../ledger/pool';
 import { startJobWorkflow } from '../../temporal/jobs';
 import { sluiceErrorFromTemporal } from '../../temporal/failures';
 import { cancelJobSignal, jobPaymentUpdate } from '../../../workflows/definitions';
-import { actorName, ownAccount, type Actor } from '../auth';
+import { actorName, idOfKey, ownAccount, type Actor } from '../auth';
+import { API_WAIT_MS_DEFAULT, StillRunning, withinDeadline } from '../deadline';
+import { workflowStatus } from '../../temporal/reconciler';
 import type { Api } from '../app';
 import * as S from '../schemas';
 import { PAGE_ROWS_MAX } from '../limits';
@@ -32,7 +34,7 @@ const Work = z.object({
 });
 
 const CreateJobBody = z.object({
-  jobId: S.Ref.optional(),
+  jobId: S.Ref.optional().describe('the job id (workflow job-<id>): starting it again returns the same job. Required, or an Idempotency-Key header'),
   accountId: S.AccountId.describe("the payer's account: pays the charged part, receives refunds"),
   estimatedCost: S.Units.optional().describe('the estimate in minor units; or give `units` (priced at SLUICE_PRICE_PER_UNIT)'),
   units: S.Units.optional().describe('units of work; the estimate is units × the price per unit'),
@@ -53,6 +55,7 @@ export function jobRoutes(app: Api) {
   const budgets = app.deps.budgets ?? DEFAULT_TIER_BUDGETS;
   const paymentTimeoutMs = app.deps.jobPaymentTimeoutMs ?? 3_600_000;
   const pricePerUnit = app.deps.pricePerUnit ?? PRICE_PER_UNIT_DEFAULT;
+  const waitMs = app.deps.waitMs ?? API_WAIT_MS_DEFAULT;
 
   /** A job is the payer's (and the admin's) to see and act on. */
   const visibleJob = async (actor: Actor, jobId: string): Promise<GrantView> => {
@@ -131,14 +134,20 @@ export function jobRoutes(app: Api) {
     schema: {
       tags: ['jobs'],
       summary: 'Start a grant job (workflow job-<id>): decided before this returns; a free job is reserved and runs at once',
+      headers: S.IdempotencyHeaders.partial(),
       body: CreateJobBody,
-      response: { 201: S.Grant, 200: S.Grant, ...errors },
+      response: { 201: S.Grant, 200: S.Grant, 202: S.StillRunning, ...errors },
     },
     handler: async (req, reply) => {
       const account = await ownAccount(pool, req.actor, req.body.accountId);
       // the job's payment comes out of this account and its refunds go back to it: the world and the pool take neither
       if (account.kind === 'world' || account.kind === 'pool') throw new SluiceError('invalid_request', `a job cannot be paid from the ${account.kind} account`, { account: account.id });
-      const { jobId = `j-${randomBytes(8).toString('hex')}`, work } = req.body;
+      const key = req.headers['idempotency-key'];
+      const jobId = req.body.jobId ?? (key !== undefined ? idOfKey(req.actor, key) : undefined);
+      if (jobId === undefined) {
+        throw new SluiceError('invalid_request', 'give the job a jobId, or send an Idempotency-Key header: a retried start must find the job it started, not start a second one', { param: 'jobId' });
+      }
+      const { work } = req.body;
       const request: JobRequest = {
         jobId,
         payer: account.ownerId,
@@ -156,7 +165,9 @@ export function jobRoutes(app: Api) {
       }
       let decided: GrantView;
       try {
-        ({ decided } = await startJobWorkflow(temporal, taskQueue, request));
+        ({ decided } = await withinDeadline(startJobWorkflow(temporal, taskQueue, request), waitMs, () =>
+          new StillRunning(`/v1/jobs/${jobId}`, { jobId, workflowId: jobWorkflowId(jobId) }),
+        ));
       } catch (error) {
         // a job id already run to its end: its grant answers
         const ended = await findGrant(pool, jobId);
@@ -205,7 +216,7 @@ export function jobRoutes(app: Api) {
       summary: 'Cancel a job before it settles (payer or admin): releases its reservation, gives the budget back, refunds its payment; returns the job',
       params: JobIdParam,
       body: z.object({ reason: S.Memo.optional() }).default({}),
-      response: { 200: S.Grant, ...errors },
+      response: { 200: S.Grant, 202: S.StillRunning, ...errors },
     },
     handler: async (req) => {
       const grant = await visibleJob(req.actor, req.params.id);
@@ -213,11 +224,24 @@ export function jobRoutes(app: Api) {
       if (grant.status !== 'awaiting_payment' && grant.status !== 'reserved') {
         throw new SluiceError('job_conflict', `job ${grant.jobId} is ${grant.status}: it can no longer be cancelled`, { jobId: grant.jobId, status: grant.status });
       }
-      const handle = temporal.workflow.getHandle(jobWorkflowId(grant.jobId));
-      await handle.signal(cancelJobSignal, { by: actorName(req.actor), reason: req.body?.reason }).catch(() => undefined); // already ending: read the result
+      const by = actorName(req.actor);
+      const throughLedger = () =>
+        cancelGrantInLedger(pool, { jobId: grant.jobId, failure: `cancelled by ${by}${req.body?.reason ? `: ${req.body.reason}` : ''}`, closedBy: by, reason: 'cancelled' });
+      const workflowId = jobWorkflowId(grant.jobId);
+      // its workflow gone (terminated, failed, lost): the ledger compensates it here
+      if ((await workflowStatus(temporal, workflowId)) !== 'RUNNING') return throughLedger();
+      const handle = temporal.workflow.getHandle(workflowId);
+      await handle.signal(cancelJobSignal, { by, reason: req.body?.reason }).catch(() => undefined); // already ending: read the result
       // the workflow compensates, then ends (settled if the cancel came too late; failed or cancelled through Temporal: an error)
-      await handle.result().catch(() => undefined);
-      return getGrant(pool, grant.jobId);
+      const ended = handle.result().then(
+        () => getGrant(pool, grant.jobId),
+        async () => {
+          const g = await getGrant(pool, grant.jobId);
+          // a run that ended without compensating (terminated as it did): the ledger does
+          return g.status === 'awaiting_payment' || g.status === 'reserved' ? throughLedger() : g;
+        },
+      );
+      return withinDeadline(ended, waitMs, () => new StillRunning(`/v1/jobs/${grant.jobId}`, { jobId: grant.jobId, workflowId }));
     },
   });
 }

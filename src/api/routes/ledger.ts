@@ -172,18 +172,18 @@ export function ledgerRoutes(app: Api) {
       summary: 'Check every invariant over the whole ledger; each violation comes with the rows involved (admin)',
       response: { 200: S.AuditReport, ...errors },
     },
-    handler: async () => runAudit(pool),
+    handler: async () => runAudit(pool, { client: app.deps.temporal, taskQueue: app.deps.taskQueue }),
   });
 
   app.get('/v1/events', {
     schema: {
       tags: ['events'],
-      summary: 'Tail the event log by cursor (a party sees its own events; the admin sees all)',
+      summary: 'Tail the event log by cursor, in commit order: no committed event is skipped or repeated (a party sees its own events; the admin sees all)',
       querystring: z.object({
-        after: S.PageAfter,
+        after: S.PageAfter.describe('0 for the start, or `next` of the previous page (an event id; any other id is a 400)'),
         limit: S.PageLimit('GET /v1/events'),
       }),
-      response: { 200: z.object({ events: z.array(S.Event), next: z.number().int() }), ...errors },
+      response: { 200: z.object({ events: z.array(S.Event), next: z.number().int().describe('the id of the last event returned, or `after` when none: pass it as the next `after`') }), ...errors },
     },
     handler: async (req) => {
       const events = await listEvents(pool, { ...req.query, party: req.actor.kind === 'party' ? req.actor.party : undefined });

@@ -7,6 +7,7 @@ import { assertSamePayment, findPayment, getPayment } from '../../ledger/payment
 import { paymentWorkflow, refundWorkflow } from '../../../workflows/payment';
 import { runWorkflowOnce } from '../../temporal/runOnce';
 import { ownAccount, type Actor } from '../auth';
+import { API_WAIT_MS_DEFAULT, StillRunning, withinDeadline } from '../deadline';
 import type { Api } from '../app';
 import * as S from '../schemas';
 
@@ -14,13 +15,14 @@ const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.Er
 
 export function paymentRoutes(app: Api) {
   const { pool, temporal, taskQueue } = app.deps;
+  const waitMs = app.deps.waitMs ?? API_WAIT_MS_DEFAULT;
 
   app.post('/v1/payments', {
     schema: {
       tags: ['payments'],
       summary: 'One-shot payment through a workflow (id payment-<ref>); repeating a ref returns the same receipt',
       body: z.object({ ref: S.Ref, fromAccountId: S.AccountId, toAccountId: S.AccountId, amount: S.Units, memo: S.Memo.optional() }),
-      response: { 200: S.PaymentReceipt, ...errors },
+      response: { 200: S.PaymentReceipt, 202: S.StillRunning, ...errors },
     },
     handler: async (req) => {
       const payer = await ownAccount(pool, req.actor, req.body.fromAccountId);
@@ -37,12 +39,16 @@ export function paymentRoutes(app: Api) {
         assertSamePayment(existing, request);
         return existing;
       }
-      const receipt = await runWorkflowOnce(temporal, paymentWorkflow, {
-        workflowId: paymentWorkflowId(request.ref),
-        taskQueue,
-        args: [request],
-        visibility: paymentVisibility({ ref: request.ref, payer: payer.ownerId, payee: payee.ownerId, amount: request.amount }),
-      });
+      const receipt = await withinDeadline(
+        runWorkflowOnce(temporal, paymentWorkflow, {
+          workflowId: paymentWorkflowId(request.ref),
+          taskQueue,
+          args: [request],
+          visibility: paymentVisibility({ ref: request.ref, payer: payer.ownerId, payee: payee.ownerId, amount: request.amount }),
+        }),
+        waitMs,
+        () => new StillRunning(`/v1/payments/${request.ref}`, { ref: request.ref, workflowId: paymentWorkflowId(request.ref) }),
+      );
       // a concurrent request with the same ref and a different body attached to that run
       assertSamePayment(receipt, request);
       return receipt;
@@ -68,18 +74,22 @@ export function paymentRoutes(app: Api) {
       params: S.RefParam,
       headers: S.IdempotencyHeaders,
       body: z.object({ amount: S.Units.optional() }).default({}),
-      response: { 200: S.RefundReceipt, ...errors },
+      response: { 200: S.RefundReceipt, 202: S.StillRunning, ...errors },
     },
     handler: async (req) => {
       const payment = await visiblePayment(req.actor, req.params.ref);
       if (req.actor.kind === 'party' && req.actor.party !== payment.payee) throw forbidden('only the payee (or the admin) can refund a payment');
       const refundKey = req.headers['idempotency-key'];
-      return runWorkflowOnce(temporal, refundWorkflow, {
-        workflowId: refundWorkflowId(payment.ref, refundKey),
-        taskQueue,
-        args: [{ ref: payment.ref, refundKey, amount: req.body?.amount }],
-        visibility: refundVisibility({ ref: payment.ref, payer: payment.payee, payee: payment.payer, amount: req.body?.amount }),
-      });
+      return withinDeadline(
+        runWorkflowOnce(temporal, refundWorkflow, {
+          workflowId: refundWorkflowId(payment.ref, refundKey),
+          taskQueue,
+          args: [{ ref: payment.ref, refundKey, amount: req.body?.amount }],
+          visibility: refundVisibility({ ref: payment.ref, payer: payment.payee, payee: payment.payer, amount: req.body?.amount }),
+        }),
+        waitMs,
+        () => new StillRunning(`/v1/payments/${payment.ref}`, { ref: payment.ref, workflowId: refundWorkflowId(payment.ref, refundKey) }),
+      );
     },
   });
 }

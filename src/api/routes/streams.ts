@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { forbidden, SluiceError } from '../../domain/errors';
 import { startStreamWorkflow } from '../../temporal/streams';
@@ -11,7 +10,10 @@ import { holdersAt } from '../../ledger/rates';
 import { appendEvent } from '../../ledger/events';
 import { answerFor, internalBody } from '../errors';
 import { membersOf, payableAccount, payerAccountFor, streamActor, visibleStream } from '../streamAccess';
-import type { Actor } from '../auth';
+import { idOfKey, type Actor } from '../auth';
+import { StillRunning, withinDeadline, API_WAIT_MS_DEFAULT } from '../deadline';
+import { closeStream } from '../../ledger/streams';
+import { workflowStatus } from '../../temporal/reconciler';
 import type { Api } from '../app';
 import * as S from '../schemas';
 import { PAGE_ROWS_MAX, STREAM_BATCH_ITEMS_MAX, STREAM_MEMBERS_MAX } from '../limits';
@@ -25,7 +27,7 @@ export const TICK_INTERVAL_MS_MIN = 100;
 export const TICK_INTERVAL_MS_MAX = 86_400_000;
 
 const OpenStreamBody = z.object({
-  ref: S.Ref.optional(),
+  ref: S.Ref.optional().describe('the stream\'s ref (workflow stream-<ref>): sending the same open again returns the same stream. Required, or an Idempotency-Key header'),
   fromAccountId: S.AccountId.describe("the payer's account (an operator names its payer's)"),
   toAccountId: S.AccountId.optional().describe('the payee account; or say payee "best", or give members'),
   payee: z.literal('best').optional().describe('route to a current crown holder of the rate board'),
@@ -102,6 +104,7 @@ function streamView(row: StreamRow, nowMs: number, payerAvailable: number | unde
 
 export function streamRoutes(app: Api) {
   const { pool, temporal, taskQueue } = app.deps;
+  const waitMs = app.deps.waitMs ?? API_WAIT_MS_DEFAULT;
 
   /**
    * payee "best": a crown holder now, among those with a payout account other than
@@ -133,10 +136,22 @@ export function streamRoutes(app: Api) {
     return p && { seller: p.seller, tick: p.tick, holders: p.holders, bestRate: p.bestRate };
   };
 
+  /** Whether `ref` is a stream still opening that `actor` may see (its payer or payee, per its workflow's memo, or the admin). */
+  const openingFor = async (actor: Actor, ref: string): Promise<boolean> => {
+    const described = await temporal.workflow.getHandle(streamWorkflowId(ref)).describe().catch(() => undefined);
+    if (described?.status.name !== 'RUNNING') return false;
+    const memo = (described.memo ?? {}) as { payer?: string; payee?: string | null };
+    return actor.kind === 'admin' || actor.party === memo.payer || actor.party === memo.payee;
+  };
+
   /** Opens one stream (POST /v1/streams and each `open` of a batch): the status and body to answer with. */
-  const openOne = async (actor: Actor, body: OpenStreamInput): Promise<{ status: number; body: Record<string, unknown> }> => {
+  const openOne = async (actor: Actor, body: OpenStreamInput, idempotencyKey?: string): Promise<{ status: number; body: Record<string, unknown> }> => {
     const { account: payer, openedBy } = await payerAccountFor(pool, actor, body.fromAccountId);
-    const { fromAccountId, toAccountId, payee: best, members, ref = `s-${randomBytes(8).toString('hex')}`, rateConsent, lowBalanceTicks, ...terms } = body;
+    const { fromAccountId, toAccountId, payee: best, members, ref: given, rateConsent, lowBalanceTicks, ...terms } = body;
+    const ref = given ?? (idempotencyKey !== undefined ? idOfKey(actor, idempotencyKey) : undefined);
+    if (ref === undefined) {
+      throw new SluiceError('invalid_request', 'give the stream a ref, or send an Idempotency-Key header: a retried open must find the stream it opened, not open a second one', { param: 'ref' });
+    }
     if ([toAccountId, best, members].filter((x) => x !== undefined).length !== 1) {
       throw new SluiceError('invalid_request', 'give exactly one of toAccountId, payee: "best" or members');
     }
@@ -171,7 +186,9 @@ export function streamRoutes(app: Api) {
       ...(lowBalanceTicks !== undefined && { lowBalanceTicks }),
       ...(openedBy && { openedBy }),
     };
-    const { opened: receipt } = await startStreamWorkflow(temporal, taskQueue, request, { billingShards: app.deps.billingShards });
+    const { opened: receipt } = await withinDeadline(startStreamWorkflow(temporal, taskQueue, request, { billingShards: app.deps.billingShards }), waitMs, () =>
+      new StillRunning(`/v1/streams/${ref}`, { ref, workflowId: streamWorkflowId(ref) }),
+    );
     if (receipt.status === 'FAILED') throw failedToOpen(receipt);
     if (!route) return { status: 201, body: receipt as unknown as Record<string, unknown> };
     const { accountId: _a, ...routed } = route;
@@ -179,25 +196,39 @@ export function streamRoutes(app: Api) {
     return { status: 201, body: { ...receipt, route: routed } };
   };
 
-  /** Cancels one stream (its cancel route and each `cancel` of a batch): the receipt, the same on a repeat. */
+  /**
+   * Cancels one stream (its cancel route and each `cancel` of a batch): the receipt, the
+   * same on a repeat. A running workflow is signalled and settles; a workflow that is
+   * gone (terminated, failed, lost) or ends without settling leaves the stream to the
+   * ledger, which closes it here the same way (due ticks billed, escrow released).
+   */
   const cancelOne = async (actor: Actor, ref: string, reason?: string): Promise<StreamReceipt> => {
     const row = await visibleStream(pool, actor, ref);
     const { by } = await streamActor(pool, actor, row, 'cancel');
     if (row.status !== 'open') return toReceipt(row);
-    const handle = temporal.workflow.getHandle(streamWorkflowId(row.ref));
+    const workflowId = streamWorkflowId(row.ref);
+    const throughLedger = () => closeStream(pool, { ref: row.ref, reason: 'cancelled', closedBy: by });
+    if ((await workflowStatus(temporal, workflowId)) !== 'RUNNING') return throughLedger();
+    const handle = temporal.workflow.getHandle(workflowId);
     await handle.signal(cancelStreamSignal, { by, reason }).catch(() => undefined); // already closing: read the result
-    return (await handle.result()) as StreamReceipt;
+    const settled = handle.result().then(
+      (receipt: StreamReceipt) => receipt,
+      // the run ended without a receipt (terminated or failed as it closed): the ledger settles
+      () => throughLedger(),
+    );
+    return withinDeadline(settled, waitMs, () => new StillRunning(`/v1/streams/${row.ref}`, { ref: row.ref, workflowId }));
   };
 
   app.post('/v1/streams', {
     schema: {
       tags: ['streams'],
       summary: 'Open a stream (workflow stream-<ref>); the first tick is billed before this returns',
+      headers: S.IdempotencyHeaders.partial(),
       body: OpenStreamBody,
-      response: { 201: S.StreamReceipt, 200: S.StreamReceipt, ...errors },
+      response: { 201: S.StreamReceipt, 200: S.StreamReceipt, 202: S.StillRunning, ...errors },
     },
     handler: async (req, reply) => {
-      const { status, body } = await openOne(req.actor, req.body);
+      const { status, body } = await openOne(req.actor, req.body, req.headers['idempotency-key']);
       return reply.status(status).send(body as z.infer<typeof S.StreamReceipt>);
     },
   });
@@ -295,10 +326,16 @@ export function streamRoutes(app: Api) {
       tags: ['streams'],
       summary: 'A stream: paid so far, ticks, next tick time, accrued but not yet billed, when its money runs out',
       params: S.RefParam,
-      response: { 200: S.StreamView, ...errors },
+      response: { 200: S.StreamView, 202: S.StillRunning, ...errors },
     },
     handler: async (req) => {
-      const row = await visibleStream(pool, req.actor, req.params.ref);
+      const row = await visibleStream(pool, req.actor, req.params.ref).catch(async (error: unknown) => {
+        // an open still on its way (answered 202): its workflow runs, its row is not written yet
+        if (error instanceof SluiceError && error.code === 'not_found' && (await openingFor(req.actor, req.params.ref))) {
+          throw new StillRunning(`/v1/streams/${req.params.ref}`, { ref: req.params.ref, workflowId: streamWorkflowId(req.params.ref) });
+        }
+        throw error;
+      });
       // only a payg stream is limited by the payer's balance (an escrow's money is its hold)
       const payerAvailable = row.mode === 'payg' ? (await getAccount(pool, row.payer_account_id)).available : undefined;
       return streamView(row, Date.now(), payerAvailable);
@@ -311,7 +348,7 @@ export function streamRoutes(app: Api) {
       summary: 'Close a stream now (payer, payee, an operator granted cancel); returns the receipt. Cancelling again returns the same receipt',
       params: S.RefParam,
       body: z.object({ reason: S.Memo.optional() }).default({}),
-      response: { 200: S.StreamReceipt, ...errors },
+      response: { 200: S.StreamReceipt, 202: S.StillRunning, ...errors },
     },
     handler: async (req) => cancelOne(req.actor, req.params.ref, req.body?.reason),
   });

@@ -1,0 +1,53 @@
+import { z } from 'zod';
+import { SluiceError } from '../../domain/errors';
+import type { HeldOpenFilter } from '../../ledger/heldOpen';
+import { reconcile } from '../../temporal/reconciler';
+import type { Api } from '../app';
+import * as S from '../schemas';
+
+const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody };
+
+const Reconciled = z.object({
+  kind: z.enum(['stream', 'job', 'creation', 'elimination']),
+  id: z.string(),
+  workflowId: z.string(),
+  workflowStatus: z.string().optional().describe("Temporal's status of the workflow (TERMINATED, TIMED_OUT, FAILED, ...); absent: Temporal does not know it"),
+  outcome: z.enum(['settled', 'resumed', 'failed']),
+  reason: z.string().optional(),
+  error: z.string().optional(),
+});
+
+/**
+ * The reconciler on demand (admin): what the worker's reconciler does every
+ * SLUICE_RECONCILE_INTERVAL_MS, now, for everything or for one stream, job or subaccount.
+ */
+export function reconcileRoutes(app: Api) {
+  const { pool, temporal, taskQueue } = app.deps;
+
+  app.post('/v1/reconcile', {
+    config: { auth: 'admin' },
+    schema: {
+      tags: ['audit'],
+      summary: 'Settle what the ledger holds open for a workflow no longer running (admin): everything, or one stream, job or subaccount',
+      description:
+        'A stream closes (`closedBy: operator`, reason `workflow_<status>`), a job is refunded, released and cancelled, a subaccount being created is compensated and fails, an elimination is resumed. ' +
+        'Naming one whose workflow is still running is a 409: cancel it instead.',
+      body: z
+        .object({ stream: S.Ref.optional(), job: S.Ref.optional(), subaccount: z.string().min(1).max(200).optional() })
+        .default({}),
+      response: { 200: z.object({ heldOpen: z.number().int(), stranded: z.array(Reconciled) }), ...errors },
+    },
+    handler: async (req) => {
+      const named = Object.entries(req.body ?? {}).filter(([, v]) => v !== undefined);
+      if (named.length > 1) throw new SluiceError('invalid_request', 'name at most one of stream, job, subaccount');
+      const [what, id] = named[0] ?? [];
+      const only: HeldOpenFilter | undefined =
+        what === 'stream' ? { kinds: ['stream'], id } : what === 'job' ? { kinds: ['job'], id } : what === 'subaccount' ? { kinds: ['creation', 'elimination'], id } : undefined;
+      const report = await reconcile({ pool, temporal, taskQueue }, only);
+      if (only && report.heldOpen > 0 && report.stranded.length === 0) {
+        throw new SluiceError('invalid_state', `${what} ${id}'s workflow is running: it settles itself (cancel it instead)`, { [what!]: id });
+      }
+      return report;
+    },
+  });
+}

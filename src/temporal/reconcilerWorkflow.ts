@@ -1,0 +1,17 @@
+import type { Client } from '@temporalio/client';
+import { reconcilerWorkflow } from '../../workflows/reconciler';
+
+/** Between two rounds of the reconciler, by default: a stranded hold waits at most about this long. */
+export const RECONCILE_INTERVAL_MS_DEFAULT = 10_000;
+
+export const reconcilerWorkflowId = (taskQueue: string) => `reconciler-${taskQueue}`;
+
+/** Starts the task queue's reconciler, or leaves the one running as it is. */
+export async function ensureReconciler(client: Client, taskQueue: string, intervalMs: number): Promise<void> {
+  await client.workflow.start(reconcilerWorkflow, {
+    workflowId: reconcilerWorkflowId(taskQueue),
+    taskQueue,
+    args: [{ intervalMs }],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+  });
+}
