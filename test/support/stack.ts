@@ -41,6 +41,10 @@ export interface TestStackOptions extends TestDatabaseOptions {
   logger?: Logger;
   /** The Temporal UI base URL the API gives the console. */
   temporalUiUrl?: string;
+  /** The worker's reconciler: between two rounds (default: the product's, 10 s). */
+  reconcileIntervalMs?: number;
+  /** How long the API waits on a workflow before answering 202 (default: the product's). */
+  waitMs?: number;
 }
 
 export async function startTestStack(options: TestStackOptions = {}): Promise<TestStack> {
@@ -51,7 +55,9 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
   const db = await createTestDatabase(options);
   const taskQueue = `test-${randomBytes(4).toString('hex')}`;
   const client = await connectClient(address, 'default');
-  const { worker, connection } = await createWorker({ pool: db.pool, address, namespace: 'default', taskQueue, workflowBundlePath: bundle, budgets: options.budgets, faults: options.faults });
+  const { worker, connection } = await createWorker({
+    pool: db.pool, address, namespace: 'default', taskQueue, workflowBundlePath: bundle, budgets: options.budgets, faults: options.faults, reconcileIntervalMs: options.reconcileIntervalMs,
+  });
   const running = worker.run();
   const app = await buildApp({
     pool: db.pool,
@@ -64,6 +70,7 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     pricePerUnit: options.pricePerUnit,
     writeRate: options.writeRate,
     temporalUiUrl: options.temporalUiUrl,
+    waitMs: options.waitMs,
   });
   return {
     db,
