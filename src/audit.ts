@@ -1,5 +1,7 @@
 import type { Client } from '@temporalio/client';
 import type { Queryable } from './db/pool';
+import { ConfigSchema } from './config';
+import { LIVE_STATUSES } from './domain/entities';
 import { heldOpen } from './ledger/heldOpen';
 import { strandedItems } from './temporal/reconciler';
 
@@ -26,7 +28,13 @@ export interface AuditReport {
 
 const ROWS_MAX = 20;
 
-const CHECKS: Array<{ name: string; description: string; sql: string }> = [
+/**
+ * The cap of an entity without its own: the configured default, read as the worker
+ * reads it (SLUICE_SUBACCOUNT_CAP, the same rule and default as src/config.ts).
+ */
+const configuredSubaccountCap = (): number => ConfigSchema.shape.SLUICE_SUBACCOUNT_CAP.parse(process.env.SLUICE_SUBACCOUNT_CAP);
+
+const CHECKS: Array<{ name: string; description: string; sql: string; params?: () => unknown[] }> = [
   {
     name: 'conservation.sum_zero',
     description: 'the balances of each currency sum to zero (the world account is the other side)',
@@ -185,10 +193,18 @@ const CHECKS: Array<{ name: string; description: string; sql: string }> = [
   },
   {
     name: 'subaccounts.within_cap_and_sequence',
-    description: "an entity's numbers are unique and below its next number, and each subaccount's account is owned by its entity",
-    sql: `select s.id, s.seq, e.next_seq, a.owner_id
+    description:
+      "no entity has more live subaccounts than its cap (its own, else SLUICE_SUBACCOUNT_CAP), its numbers are below its next number, and each subaccount's account is owned by its entity",
+    // live: the statuses allocation counts against the cap (LIVE_STATUSES)
+    sql: `select e.id as entity, null as id, null::int as seq, e.next_seq, null as owner_id, l.live, coalesce(e.subaccount_cap, $1::int) as cap
+            from entities e
+            join (select entity_id, count(*)::int as live from subaccounts where status = any($2::text[]) group by 1) l on l.entity_id = e.id
+           where l.live > coalesce(e.subaccount_cap, $1::int)
+          union all
+          select s.entity_id, s.id, s.seq, e.next_seq, a.owner_id, null, null
             from subaccounts s join entities e on e.id = s.entity_id left join accounts a on a.id = s.account_id
            where s.seq >= e.next_seq or (a.id is not null and (a.owner_id <> s.entity_id or a.kind <> 'subaccount'))`,
+    params: () => [configuredSubaccountCap(), LIVE_STATUSES],
   },
   {
     name: 'subaccounts.ended_empty',
@@ -198,19 +214,28 @@ const CHECKS: Array<{ name: string; description: string; sql: string }> = [
   },
 ];
 
+/** The check that needs Temporal: money held open for a workflow that is not running. */
+export const WORKFLOWS_CHECK = 'workflows.running_for_held_money';
+
+/**
+ * The name of every check runAudit can report, the one that needs Temporal too. Each
+ * has its own corruption in test/integration/audit.test.ts, which must turn it (and
+ * only it) red; that test fails if a name here has none.
+ */
+export const AUDIT_CHECK_NAMES: readonly string[] = [...CHECKS.map((c) => c.name), WORKFLOWS_CHECK];
+
 /** The Temporal the workflows run on: with it, the audit also checks that every money held open has a running workflow. */
 export interface AuditTemporal {
   client: Client;
   taskQueue: string;
 }
 
-export const WORKFLOWS_CHECK = 'workflows.running_for_held_money';
-
 export async function runAudit(db: Queryable, temporal?: AuditTemporal | { unreachable: string }): Promise<AuditReport> {
   const checks: AuditCheck[] = [];
   for (const check of CHECKS) {
-    const { rows } = await db.query(`select * from (${check.sql}) v limit ${ROWS_MAX + 1}`);
-    const { rows: count } = await db.query<{ n: number }>(`select count(*)::int as n from (${check.sql}) v`);
+    const params = check.params?.() ?? [];
+    const { rows } = await db.query(`select * from (${check.sql}) v limit ${ROWS_MAX + 1}`, params);
+    const { rows: count } = await db.query<{ n: number }>(`select count(*)::int as n from (${check.sql}) v`, params);
     const violations = count[0]!.n;
     checks.push({ name: check.name, description: check.description, ok: violations === 0, violations, rows: rows.slice(0, ROWS_MAX) });
   }
