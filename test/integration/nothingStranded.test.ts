@@ -128,6 +128,10 @@ describe('a terminated workflow is found and settled', () => {
     expect((await open('rec', 'rc-2')).status).toBe(201);
     await stack.client.workflow.getHandle(streamWorkflowId('rc-1')).terminate('gone');
     expect((await admin().post('/v1/reconcile', { stream: 'rc-2' })).status).toBe(409);
+    // no workflow to pause it: a clear 409, not a 500
+    const paused = await as('rec').post('/v1/streams/rc-1/pause');
+    expect(paused).toMatchObject({ status: 409, body: { error: { code: 'invalid_state' } } });
+    expect(paused.body.error.message).toMatch(/no running workflow/);
     expect((await as('rec').post('/v1/reconcile', { stream: 'rc-1' })).status).toBe(403);
     const report = await admin().post('/v1/reconcile', { stream: 'rc-1' });
     expect(report).toMatchObject({ status: 200, body: { heldOpen: 1, stranded: [{ kind: 'stream', id: 'rc-1', workflowStatus: 'TERMINATED', outcome: 'settled', reason: 'workflow_terminated' }] } });

@@ -153,6 +153,7 @@ export function entityRoutes(app: Api) {
       body: z.object({ reason: S.Memo.optional() }).default({}),
       response: {
         200: z.object({ subaccount: Subaccount, swept: z.number().int(), collateralReleased: z.boolean(), streams: z.array(S.StreamReceipt) }),
+        202: S.StillRunning,
         ...errors,
       },
     },
@@ -163,13 +164,15 @@ export function entityRoutes(app: Api) {
         throw new SluiceError('invalid_request', `subaccount ${sub.id} is ${sub.status}; only a live subaccount can be eliminated`, { status: sub.status });
       }
       const elimination = { id: sub.id, reason: req.body?.reason ?? 'eliminated on request', by: actorName(req.actor) };
-      return temporal.workflow.execute(subaccountEliminationWorkflow, {
-        workflowId: eliminationWorkflowId(sub.id),
+      const workflowId = eliminationWorkflowId(sub.id);
+      const eliminated = temporal.workflow.execute(subaccountEliminationWorkflow, {
+        workflowId,
         taskQueue,
         args: [elimination],
         workflowIdConflictPolicy: 'USE_EXISTING',
         ...subaccountEliminationVisibility(elimination),
       });
+      return withinDeadline(eliminated, waitMs, () => new StillRunning(`/v1/subaccounts/${sub.id}`, { subaccount: sub.id, workflowId }));
     },
   });
 

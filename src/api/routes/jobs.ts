@@ -190,7 +190,7 @@ export function jobRoutes(app: Api) {
       tags: ['jobs'],
       summary: 'Pay a partial or gate job: re-grants what is left now, reserves it, charges the rest. Paying again changes nothing',
       params: JobIdParam,
-      response: { 200: S.Grant, ...errors },
+      response: { 200: S.Grant, 202: S.StillRunning, ...errors },
     },
     handler: async (req) => {
       const grant = await visibleJob(req.actor, req.params.id);
@@ -198,8 +198,11 @@ export function jobRoutes(app: Api) {
       if (state === 'paid') return grant;
       if (state === 'refused') throw noPayment(grant);
       try {
-        return await temporal.workflow.getHandle(jobWorkflowId(grant.jobId)).executeUpdate(jobPaymentUpdate);
+        const workflowId = jobWorkflowId(grant.jobId);
+        const paid = temporal.workflow.getHandle(workflowId).executeUpdate(jobPaymentUpdate);
+        return await withinDeadline(paid, waitMs, () => new StillRunning(`/v1/jobs/${grant.jobId}`, { jobId: grant.jobId, workflowId }));
       } catch (error) {
+        if (error instanceof StillRunning) throw error;
         const known = sluiceErrorFromTemporal(error);
         if (known) throw known;
         // refused by a workflow that was being cancelled: the job takes no payment

@@ -7,6 +7,8 @@ import { findStreamWithHistory, receiptOf } from '../../ledger/streams';
 import { pauseStreamUpdate, resumeStreamUpdate } from '../../../workflows/definitions';
 import { ownAccount, scopedKey } from '../auth';
 import { asSluiceError } from '../errors';
+import { API_WAIT_MS_DEFAULT, StillRunning, withinDeadline } from '../deadline';
+import { workflowStatus } from '../../temporal/reconciler';
 import { membersOf, streamActor, visibleStream } from '../streamAccess';
 import type { Api } from '../app';
 import * as S from '../schemas';
@@ -22,6 +24,7 @@ const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.Er
  */
 export function streamControlRoutes(app: Api) {
   const { pool, temporal } = app.deps;
+  const waitMs = app.deps.waitMs ?? API_WAIT_MS_DEFAULT;
 
   app.post('/v1/streams/:ref/deposits', {
     schema: {
@@ -60,17 +63,24 @@ export function streamControlRoutes(app: Api) {
             ? 'Pause a stream: no ticks until resumed, nothing owed is lost (payer, an operator granted pause, admin)'
             : 'Resume a paused stream: the tick numbering goes on (payer, an operator granted pause, admin)',
         params: S.RefParam,
-        response: { 200: S.StreamReceipt, ...errors },
+        response: { 200: S.StreamReceipt, 202: S.StillRunning, ...errors },
       },
       handler: async (req) => {
         const row = await visibleStream(pool, req.actor, req.params.ref);
         const actor = await streamActor(pool, req.actor, row, 'pause');
         if (row.status !== 'open') throw new SluiceError('invalid_state', `stream ${row.ref} is closed`, { ref: row.ref });
-        await temporal.workflow.getHandle(streamWorkflowId(row.ref)).executeUpdate(update, { args: [actor] }).catch(async (error: unknown) => {
+        const workflowId = streamWorkflowId(row.ref);
+        const updated = temporal.workflow.getHandle(workflowId).executeUpdate(update, { args: [actor] }).catch(async (error: unknown) => {
+          if (asSluiceError(error)) throw error;
           // the run ended between the read above and the update: the stream closed meanwhile
-          if (asSluiceError(error) || (await findStreamWithHistory(pool, row.ref))?.status === 'open') throw error;
-          throw new SluiceError('invalid_state', `stream ${row.ref} is closed`, { ref: row.ref });
+          if ((await findStreamWithHistory(pool, row.ref))?.status !== 'open') throw new SluiceError('invalid_state', `stream ${row.ref} is closed`, { ref: row.ref });
+          // open, with no workflow to pause it: the reconciler settles it (a cancel does now)
+          if ((await workflowStatus(temporal, workflowId)) !== 'RUNNING') {
+            throw new SluiceError('invalid_state', `stream ${row.ref} has no running workflow to ${action} it: cancel it (it settles through the ledger) or let the reconciler close it`, { ref: row.ref, workflowId });
+          }
+          throw error;
         });
+        await withinDeadline(updated, waitMs, () => new StillRunning(`/v1/streams/${row.ref}`, { ref: row.ref, workflowId }));
         return receiptOf(pool, row.ref);
       },
     });
