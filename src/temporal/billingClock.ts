@@ -1,6 +1,7 @@
 import type { Client } from '@temporalio/client';
 import { billingClockWorkflowId } from '../domain/billing';
 import { billingClockWorkflow } from '../../workflows/billingClock';
+import { WORKFLOW_TASK_TIMEOUT } from './timeouts';
 
 export interface BillingClockSettings {
   /** Shards (billing workflows); a stream goes to shard shardKeyOf(payer account) % shards. */
@@ -22,6 +23,7 @@ export async function ensureBillingClocks(client: Client, taskQueue: string, set
         taskQueue,
         args: [{ shard, shards: settings.shards, rowsMax: settings.rowsMax }],
         workflowIdConflictPolicy: 'USE_EXISTING',
+        workflowTaskTimeout: WORKFLOW_TASK_TIMEOUT,
       }),
     ),
   );

@@ -3,6 +3,7 @@ import { jobWorkflowId, type GrantView, type JobRequest } from '../domain/grants
 import { jobVisibility } from '../domain/searchAttributes';
 import { jobDecidedUpdate } from '../../workflows/definitions';
 import { grantJobWorkflow } from '../../workflows/job';
+import { WORKFLOW_TASK_TIMEOUT } from './timeouts';
 
 /**
  * Starts a grant job the one way Sluice does it: update-with-start on `job-<id>`,
@@ -16,6 +17,7 @@ export async function startJobWorkflow(client: Client, taskQueue: string, reques
     taskQueue,
     args: [request],
     workflowIdConflictPolicy: 'USE_EXISTING',
+    workflowTaskTimeout: WORKFLOW_TASK_TIMEOUT,
     // a job id runs once: a finished job is answered from its grant, never started again
     workflowIdReusePolicy: 'REJECT_DUPLICATE',
     ...jobVisibility(request),

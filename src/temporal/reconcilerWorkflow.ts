@@ -1,5 +1,6 @@
 import type { Client } from '@temporalio/client';
 import { reconcilerWorkflow } from '../../workflows/reconciler';
+import { WORKFLOW_TASK_TIMEOUT } from './timeouts';
 
 /** Between two rounds of the reconciler, by default: a stranded hold waits at most about this long. */
 export const RECONCILE_INTERVAL_MS_DEFAULT = 10_000;
@@ -13,5 +14,6 @@ export async function ensureReconciler(client: Client, taskQueue: string, interv
     taskQueue,
     args: [{ intervalMs }],
     workflowIdConflictPolicy: 'USE_EXISTING',
+    workflowTaskTimeout: WORKFLOW_TASK_TIMEOUT,
   });
 }

@@ -1,6 +1,7 @@
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import type { Workflow, WorkflowResultType } from '@temporalio/common';
 import type { Visibility } from '../domain/searchAttributes';
+import { WORKFLOW_TASK_TIMEOUT } from './timeouts';
 
 /**
  * Runs a workflow at most once per id and waits for its result: a request that
@@ -20,6 +21,7 @@ export async function runWorkflowOnce<W extends Workflow>(
       taskQueue: opts.taskQueue,
       args: opts.args,
       workflowIdConflictPolicy: 'USE_EXISTING',
+      workflowTaskTimeout: WORKFLOW_TASK_TIMEOUT,
       workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
       ...opts.visibility,
     } as never);

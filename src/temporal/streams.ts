@@ -4,6 +4,7 @@ import { streamWorkflowId, type StreamReceipt, type StreamRequest } from '../dom
 import { streamOpenedUpdate } from '../../workflows/definitions';
 import { sluiceErrorFromTemporal } from './failures';
 import { streamWorkflow, type StreamWorkflowOptions } from '../../workflows/stream';
+import { WORKFLOW_TASK_TIMEOUT } from './timeouts';
 
 /**
  * Opens a stream the one way Sluice does it: update-with-start on `stream-<ref>`,
@@ -16,6 +17,7 @@ export async function startStreamWorkflow(client: Client, taskQueue: string, req
     taskQueue,
     args: [request, options],
     workflowIdConflictPolicy: 'USE_EXISTING',
+    workflowTaskTimeout: WORKFLOW_TASK_TIMEOUT,
     ...streamVisibility(request),
   });
   let opened: StreamReceipt;
