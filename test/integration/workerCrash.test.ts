@@ -1,8 +1,10 @@
 import { randomBytes, randomInt } from 'node:crypto';
-import { WithStartWorkflowOperation, type Client, type WorkflowHandle } from '@temporalio/client';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import type { Client, WorkflowHandle } from '@temporalio/client';
 import { runAudit } from '../../src/audit';
-import { SA_KIND, SA_PAYEE, SA_PAYER, SA_STATUS } from '../../src/domain/searchAttributes';
-import { streamWorkflowId, type StreamMode, type StreamReceipt, type StreamRequest } from '../../src/domain/streams';
+import { loadConfig } from '../../src/config';
+import { billingClockWorkflowId } from '../../src/domain/billing';
+import type { StreamMode, StreamReceipt, StreamRequest } from '../../src/domain/streams';
 import { createAccount, getAccount } from '../../src/ledger/accounts';
 import { createParty } from '../../src/ledger/parties';
 import { deposit } from '../../src/ledger/transfers';
@@ -24,10 +26,17 @@ import { WORKER_START_TIMEOUT_MS, WorkerProcess, within } from '../support/worke
  * once, with no gaps, and balance to the unit.
  *
  * Each kill waits until the restarted worker is billing again, so that every kill
- * lands on work in flight: Temporal gives up on a dead worker only after its
- * timeouts (a started workflow task or the dead worker's sticky queue: 10 s; a
- * started activity: its 30 s start-to-close), so back-to-back kills would mostly hit
- * a worker with nothing to do.
+ * lands on work in flight (Temporal hands a dead worker's work on only after its
+ * timeouts: the billing activity's 3 s heartbeat, the workflow tasks' 5 s). Every
+ * other kill lands inside a billing transaction for certain: the test holds the
+ * payer's account row, waits until a batch of the worker is blocked on it (stream
+ * rows locked, a transaction id taken), and kills the worker then.
+ *
+ * What the kills did is asserted, not only logged: every backend the worker had in
+ * PostgreSQL ended with it; each held kill aborted a billing transaction of the
+ * worker's (txid_status), so it cut a billing activity in the middle; and Temporal
+ * retried those activities (billDue attempts > 1 in the billing clocks' histories),
+ * at least once per batch cut.
  */
 const STREAMS = 5;
 const TICK_INTERVAL_MS = 300;
@@ -36,6 +45,12 @@ const KILLS = 4;
 const RESUME_TIMEOUT_MS = 60_000;
 const RATE = 3;
 const MAX_TOTAL = 1_000_000;
+/**
+ * A killed worker's backends end at once (the kernel closes its sockets; a backend
+ * blocked on a lock, once it gets the lock). The worker's pool closes an idle
+ * connection only after 10 s, so backends ending within this are the kill's doing.
+ */
+const BACKENDS_END_MS = 2_000;
 /** An activity killed mid-flight is retried only after its start-to-close timeout (30 s). */
 const SETTLE_TIMEOUT_MS = 120_000;
 
@@ -60,18 +75,91 @@ async function openStream(ref: string, mode: StreamMode): Promise<{ opened: Stre
   return startStreamWorkflow(client, taskQueue, request);
 }
 
-/** A billing clock transaction open right now (its transaction id), waiting at most `timeoutMs` to catch one. */
-async function billingTransactionOpen(timeoutMs: number): Promise<string | undefined> {
+/**
+ * A billing transaction open right now (its transaction id and backend), waiting at
+ * most `timeoutMs` to catch one: one blocked by the backend `blockedBy` (a batch
+ * waiting for the account that backend holds), or else any billing statement of the
+ * clock (tagged `sluice:`) running inside a transaction.
+ */
+async function billingTransactionOpen(timeoutMs: number, blockedBy?: number): Promise<{ xid: string; pid: number } | undefined> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     const { rows } = await db.pool.query(
-      `select backend_xid::text as xid from pg_stat_activity
-        where datname = current_database() and backend_xid is not null and query like '/* sluice:%' limit 1`,
+      `select backend_xid::text as xid, pid from pg_stat_activity
+        where datname = current_database() and backend_xid is not null and pid <> pg_backend_pid()
+          and ${blockedBy === undefined ? `query like '/* sluice:%'` : `$1::int = any(pg_blocking_pids(pid))`}
+        limit 1`,
+      blockedBy === undefined ? [] : [blockedBy],
     );
-    if (rows[0]) return rows[0].xid;
+    if (rows[0]) return rows[0];
     await sleep(2);
   }
   return undefined;
+}
+
+/**
+ * The PostgreSQL backends serving a process: its TCP sockets (/proc/<pid>/fd) matched
+ * by local port (/proc/net/tcp*) with the backends' client ports. Linux only.
+ */
+async function backendsOf(processId: number): Promise<number[]> {
+  const inodes = new Set<string>();
+  for (const fd of readdirSync(`/proc/${processId}/fd`)) {
+    try {
+      const socket = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${processId}/fd/${fd}`));
+      if (socket) inodes.add(socket[1]!);
+    } catch {
+      // closed meanwhile
+    }
+  }
+  const ports: number[] = [];
+  for (const table of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of readFileSync(table, 'utf8').trim().split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (inodes.has(f[9]!)) ports.push(parseInt(f[1]!.split(':')[1]!, 16));
+    }
+  }
+  const { rows } = await db.pool.query(`select pid from pg_stat_activity where datname = current_database() and client_port = any($1::int[])`, [ports]);
+  return rows.map((r) => r.pid as number);
+}
+
+/** How many of `pids` have ended (their backends gone), waiting up to `timeoutMs` for all of them. */
+async function backendsEnded(pids: number[], timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { rows } = await db.pool.query(`select count(*)::int as n from pg_stat_activity where pid = any($1::int[])`, [pids]);
+    if (rows[0].n === 0 || Date.now() > deadline) return pids.length - rows[0].n;
+    await sleep(50);
+  }
+}
+
+/**
+ * Retries of the billing activity, from the billing clocks' histories (every run of
+ * each shard's chain, continue-as-new followed) and the attempt in flight: the sum of
+ * (attempt - 1) over every billDue, so an activity killed twice counts twice.
+ */
+async function billDueRetries(): Promise<{ activities: number; retries: number }> {
+  const historyOf = async (id: string, runId: string) => (await client.workflow.getHandle(id, runId).fetchHistory()).events ?? [];
+  const shards = loadConfig().SLUICE_BILLING_SHARDS;
+  let activities = 0;
+  let retries = 0;
+  for (let shard = 0; shard < shards; shard++) {
+    const id = billingClockWorkflowId(taskQueue, shard, shards);
+    const latest = await client.workflow.getHandle(id).describe();
+    for (let runId: string | undefined = latest.raw.workflowExecutionInfo?.firstRunId ?? latest.runId; runId; ) {
+      const events = await historyOf(id, runId);
+      const billDue = new Set(events.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'billDue').map((e) => String(e.eventId)));
+      for (const e of events) {
+        const started = e.activityTaskStartedEventAttributes;
+        if (!started || !billDue.has(String(started.scheduledEventId))) continue;
+        activities++;
+        retries += (started.attempt ?? 1) - 1;
+      }
+      runId = events.find((e) => e.workflowExecutionContinuedAsNewEventAttributes)?.workflowExecutionContinuedAsNewEventAttributes?.newExecutionRunId ?? undefined;
+    }
+    // a started activity's attempt is in the history only once it ends: the one in flight now
+    for (const a of latest.raw.pendingActivities ?? []) if (a.activityType?.name === 'billDue') retries += (a.attempt ?? 1) - 1;
+  }
+  return { activities, retries };
 }
 
 /** What became of a transaction once its backend is done with it: committed or aborted. */
@@ -104,7 +192,7 @@ afterAll(async () => {
 });
 
 describe('a worker process killed mid-stream', () => {
-  test(`SIGKILLed ${KILLS} times at random moments: every tick billed at most once, no gaps, the books balance`, async () => {
+  test(`SIGKILLed ${KILLS} times while billing, half of them inside a billing transaction: its backends end, the batch aborts, Temporal retries the activity; every tick billed at most once, no gaps, the books balance`, async () => {
     const t0 = Date.now();
     worker.start();
     await worker.untilPolling(client);
@@ -119,25 +207,29 @@ describe('a worker process killed mid-stream', () => {
 
     const killedAt: number[] = [];
     const resumedMs: number[] = [];
-    let killedMidBatch = 0;
+    const kills: Array<{ held: boolean; outcome: string; caughtWorkers: boolean; backends: number; ended: number }> = [];
     for (let k = 0; k < KILLS; k++) {
       // a random moment while the streams are billing on this worker
       const since = await lastTicks(db.pool, refs);
       resumedMs.push(await untilBilled(db.pool, refs, since, (moved) => moved > 0, { ...resuming, what: `worker ${k + 1}` }));
       await sleep(randomInt(0, 1_500));
       // then the moment a billing transaction of the clock is open (it has a transaction id);
-      // every other kill holds the payer's account meanwhile, so the batch waits inside its
-      // transaction (stream rows locked) and the kill lands in the middle of it for sure
-      const blocker = k % 2 === 0 ? await db.pool.connect() : undefined;
+      // every other kill holds the payer's account meanwhile and waits for a batch blocked on
+      // it (its stream rows locked, inside its transaction): the kill lands in the middle of it
+      const held = k % 2 === 0;
+      const blocker = held ? await db.pool.connect() : undefined;
       await blocker?.query(`begin; select 1 from accounts where id = 'buyer.w' for update`);
-      const open = await billingTransactionOpen(5_000);
+      const blockerPid: number | undefined = blocker ? (await blocker.query('select pg_backend_pid() as pid')).rows[0].pid : undefined;
+      const open = await billingTransactionOpen(held ? 15_000 : 5_000, blockerPid);
+      const backends = await backendsOf(worker.child!.pid!);
       await worker.kill();
       await blocker?.query('commit');
       blocker?.release();
       // the kill landed mid-batch when that transaction never committed: the connection died with the worker
-      const outcome = open ? await transactionOutcome(open) : 'none caught';
-      if (outcome === 'aborted') killedMidBatch++;
-      console.log(`kill ${k + 1}: ${blocker ? 'batch held' : 'at random'}, its billing transaction ${outcome}`);
+      const outcome = open ? await transactionOutcome(open.xid) : 'none caught';
+      const ended = await backendsEnded(backends, BACKENDS_END_MS);
+      kills.push({ held, outcome, caughtWorkers: open !== undefined && backends.includes(open.pid), backends: backends.length, ended });
+      console.log(`kill ${k + 1}: ${held ? 'batch held' : 'at random'}, its billing transaction ${outcome}; ${ended} of the worker's ${backends.length} backends ended`);
       killedAt.push(Date.now() - t0);
       const restart = Date.now();
       worker.start();
@@ -167,9 +259,6 @@ describe('a worker process killed mid-stream', () => {
 
     let billed = 0;
     let duplicates = 0;
-    let retriedBillings = 0;
-    let committedBeforeRetry = 0;
-    let timedOutWorkflowTasks = 0;
     for (const [i, ref] of refs.entries()) {
       const receipt = receipts[i]!;
       expect(receipt).toMatchObject({ ref, status: 'CONFIRMED', reason: 'cancelled', closedBy: 'buyer' });
@@ -183,29 +272,6 @@ describe('a worker process killed mid-stream', () => {
       expect(receipt).toMatchObject({ totalPaid: ledger.paid, ticks: ledger.billed.length });
       expect(ledger.paid).toBe(RATE * ledger.billed.length);
       billed += ledger.billed.length;
-
-      // what the kills hit, from the workflow's history: billTick attempts retried after a
-      // kill, and among them those whose first attempt had committed (its result lost with
-      // the worker): the retry must have found the tick billed and billed nothing
-      const events = (await streams[i]!.handle.fetchHistory()).events ?? [];
-      const tickOf = new Map<string, number>();
-      for (const e of events) {
-        const a = e.activityTaskScheduledEventAttributes;
-        if (a?.activityType?.name === 'billTick') {
-          const args = (a.input?.payloads ?? []).map((p) => JSON.parse(Buffer.from(p.data ?? new Uint8Array()).toString('utf8')));
-          tickOf.set(String(e.eventId), args[1]);
-        }
-        if (e.workflowTaskTimedOutEventAttributes) timedOutWorkflowTasks++;
-      }
-      const billedAt = new Map((await db.pool.query(`select tick, billed_at from stream_ticks where stream_ref = $1`, [ref])).rows.map((r) => [r.tick, r.billed_at]));
-      for (const e of events) {
-        const a = e.activityTaskStartedEventAttributes;
-        const tick = tickOf.get(String(a?.scheduledEventId));
-        if (!a || tick === undefined || (a.attempt ?? 1) <= 1) continue;
-        retriedBillings++;
-        const startedMs = Number(e.eventTime?.seconds ?? 0) * 1000 + Math.floor((e.eventTime?.nanos ?? 0) / 1e6);
-        if (billedAt.get(tick) && billedAt.get(tick)!.getTime() < startedMs) committedBeforeRetry++;
-      }
     }
 
     // the books: the payer holds nothing once everything is closed, and all balances sum to zero
@@ -218,8 +284,24 @@ describe('a worker process killed mid-stream', () => {
     expect((await db.pool.query(`select count(*)::int as n from holds where status = 'open'`)).rows[0].n).toBe(0);
     expect(duplicates).toBe(0);
     expect(killedAt).toHaveLength(KILLS);
-    // the failure happened where it matters: at least one kill cut a billing batch in the middle
-    expect(killedMidBatch).toBeGreaterThanOrEqual(1);
+
+    // the failures happened where they matter. Every kill ended the worker's backends, all of them:
+    for (const kill of kills) expect([kill.backends > 0, kill.ended]).toEqual([true, kill.backends]);
+    const backendsEndedTotal = kills.reduce((n, kill) => n + kill.ended, 0);
+    expect(backendsEndedTotal).toBeGreaterThan(0);
+    // every held kill caught a billing transaction of the worker's, blocked inside it, and
+    // the kill aborted it (txid_status): the kill cut a billing batch, and so its activity, in the middle
+    const heldKills = kills.filter((kill) => kill.held);
+    expect(heldKills.map((kill) => [kill.caughtWorkers, kill.outcome])).toEqual(heldKills.map(() => [true, 'aborted']));
+    // a kill at random caught the worker's own transaction, if it caught one, whatever became of it
+    for (const kill of kills.filter((x) => !x.held && x.outcome !== 'none caught')) expect(kill.caughtWorkers).toBe(true);
+    const killedMidBatch = kills.filter((kill) => kill.outcome === 'aborted').length;
+    expect(killedMidBatch).toBeGreaterThanOrEqual(heldKills.length);
+    // Temporal retried what the kills cut: at least one more billDue attempt per batch cut
+    const { activities: billingActivities, retries: retriedBillings } = await billDueRetries();
+    expect(retriedBillings).toBeGreaterThanOrEqual(killedMidBatch);
+    expect(retriedBillings).toBeGreaterThan(0);
+
     const audit = await runAudit(db.pool);
     expect(audit.checks.filter((c) => !c.ok)).toEqual([]);
 
@@ -229,7 +311,8 @@ describe('a worker process killed mid-stream', () => {
         `billing resumed after ${resumedMs.map((ms) => `${(ms / 1000).toFixed(1)}s`).join(', ')}; ` +
         `at most ${behindAtResume} ticks behind the clock at the last resume, ${behindAtCancel} at the cancel 2 s later; ` +
         `${billed} ticks billed over ${STREAMS} streams (${receipts.map((r) => r.ticks).join('/')}), duplicates ${duplicates}; ` +
-        `${killedMidBatch} kills cut a billing batch in the middle; ${timedOutWorkflowTasks} workflow tasks timed out, ${retriedBillings} billTick retries (${committedBeforeRetry} after a commit whose result was lost); ` +
+        `${killedMidBatch} kills cut a billing batch in the middle, ${backendsEndedTotal} of the worker's backends ended with it; ` +
+        `${retriedBillings} billDue retries over ${billingActivities} billing activities; ` +
         `closed ${(settleMs / 1000).toFixed(1)}s after the cancel, ${((Date.now() - t0) / 1000).toFixed(1)}s in all`,
     );
   }, (WORKER_START_TIMEOUT_MS + RESUME_TIMEOUT_MS) * (KILLS + 1) + SETTLE_TIMEOUT_MS + 60_000);
