@@ -21,6 +21,7 @@ import { placeHoldIn, releaseHoldIfOpen } from './holds';
 import { createParty } from './parties';
 import { postTransfer } from './transfers';
 import { pageRows } from './paging';
+import { readTail } from './tails';
 
 /**
  * Entities and their subaccounts (DESIGN §4): each function is one transaction,
@@ -466,11 +467,15 @@ export async function recordDelivery(
 /** Delivery attempts in one page of the log at most. */
 export const DELIVERIES_PAGE_MAX = 500;
 
+/** An entity's delivery attempts after a cursor (0 or a delivery's id), in commit order (src/ledger/tails.ts). */
 export async function listDeliveries(db: Queryable, entityId: string, opts: { after?: number; limit?: number } = {}) {
-  const { rows } = await db.query(
-    `select id, event_key, event_type, url, attempt, status_code, ok, error, at from webhook_deliveries where entity_id = $1 and id > $2 order by id limit $3`,
-    [entityId, opts.after ?? 0, pageRows(opts.limit, DELIVERIES_PAGE_MAX, 100)],
-  );
+  const rows = await readTail<Record<string, unknown> & { id: number }>(db, {
+    table: 'webhook_deliveries',
+    columns: 't.id, t.event_key, t.event_type, t.url, t.attempt, t.status_code, t.ok, t.error, t.at',
+    after: opts.after ?? 0,
+    limit: pageRows(opts.limit, DELIVERIES_PAGE_MAX, 100),
+    where: (param) => `t.entity_id = ${param(entityId)}`,
+  });
   return rows.map((r) => ({
     id: r.id as number,
     eventKey: r.event_key as string,

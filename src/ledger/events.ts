@@ -1,5 +1,6 @@
 import type { Queryable } from '../db/pool';
 import { pageRows } from './paging';
+import { readTail } from './tails';
 
 export interface EventInput {
   type: string;
@@ -29,14 +30,19 @@ export async function appendEvent(db: Queryable, event: EventInput): Promise<voi
 
 export const EVENTS_PAGE_MAX = 1000;
 
-/** Events after a cursor, oldest first; `party` limits the page to that party's events. */
+/**
+ * A page of the event tail after a cursor, in commit order (src/ledger/tails.ts: no
+ * committed event is ever skipped or shown twice); `party` limits the page to that
+ * party's events. The cursor is 0 or an event's id, the last of the previous page.
+ */
 export async function listEvents(db: Queryable, opts: { after: number; limit: number; party?: string }): Promise<LedgerEvent[]> {
-  const limit = pageRows(opts.limit, EVENTS_PAGE_MAX);
-  const { rows } = await db.query(
-    `select id, type, subject, payload, created_at from events
-      where id > $1 and ($3::text is null or parties @> array[$3::text])
-      order by id limit $2`,
-    [opts.after, limit, opts.party ?? null],
-  );
+  const { party } = opts;
+  const rows = await readTail<{ id: number; type: string; subject: string; payload: Record<string, unknown>; created_at: Date }>(db, {
+    table: 'events',
+    columns: 't.id, t.type, t.subject, t.payload, t.created_at',
+    after: opts.after,
+    limit: pageRows(opts.limit, EVENTS_PAGE_MAX),
+    where: party === undefined ? undefined : (param) => `t.parties @> array[${param(party)}::text]`,
+  });
   return rows.map((r) => ({ id: r.id, type: r.type, subject: r.subject, payload: r.payload, createdAt: r.created_at.toISOString() }));
 }

@@ -6,6 +6,7 @@ import { notFound, SluiceError } from '../domain/errors';
 import { getAccount } from './accounts';
 import { appendEvent } from './events';
 import { pageRows } from './paging';
+import { readTail } from './tails';
 
 /**
  * The rate board's storage: events in, replays out. The rules live in
@@ -32,10 +33,10 @@ export const toRateEvent = (r: RateEventRow): RateEvent => ({
 });
 
 /**
- * One lock serialises the rate board's writers: rate events commit in id order (a
- * tail reader past id n never misses an n−1 that commits later), and "now" is read
- * under it, so an event for tick t cannot land in a window that rewards have already
- * paid (rewards take the same lock and only pay windows that are over).
+ * One lock serialises the rate board's writers: "now" is read under it, so an event
+ * for tick t cannot land in a window that rewards have already paid (rewards take the
+ * same lock and only pay windows that are over). The tail does not rely on it: it
+ * reads in commit order whoever writes (src/ledger/tails.ts).
  */
 async function lockRateBoard(client: PoolClient): Promise<void> {
   await client.query('select pg_advisory_xact_lock(hashtext($1))', ['rate-board']);
@@ -89,9 +90,14 @@ export function postRateEvent(
 /** Rate events in one page of the tail at most. */
 export const RATE_EVENTS_PAGE_MAX = 1000;
 
-/** Events after a cursor, oldest first (tail readers). */
+/** Rate events after a cursor (0 or a rate event's id), in commit order (src/ledger/tails.ts). */
 export async function listRateEvents(db: Queryable, after: number, limit: number): Promise<Array<RateEvent & { createdAt: string }>> {
-  const { rows } = await db.query<RateEventRow>('select * from rate_events where id > $1 order by id limit $2', [after, pageRows(limit, RATE_EVENTS_PAGE_MAX)]);
+  const rows = await readTail<RateEventRow>(db, {
+    table: 'rate_events',
+    columns: 't.id, t.seller, t.tick, t.rate, t.active, t.busy, t.created_at',
+    after,
+    limit: pageRows(limit, RATE_EVENTS_PAGE_MAX),
+  });
   return rows.map((r) => ({ ...toRateEvent(r), createdAt: r.created_at.toISOString() }));
 }
 

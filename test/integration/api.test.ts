@@ -1,4 +1,5 @@
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
+import { untilTailsCaughtUp } from '../support/tails';
 import { buildFixture, CATALOG, closeLeftovers, databaseSnapshot, ERROR_SHAPE, openApiPath, registeredRoutes, type Fixture, type Req } from '../support/routeCatalog';
 
 /**
@@ -344,6 +345,7 @@ describe('authentication and authorization', () => {
   });
 
   test("a party's event tail holds only events it is a party to", async () => {
+    await untilTailsCaughtUp(stack.db.pool);
     const carol = await api(stack.app, keys.carol!).get('/v1/events?limit=1000');
     expect(carol.status).toBe(200);
     const subjects = carol.body.events.map((e: { subject: string }) => e.subject);

@@ -2,6 +2,7 @@ import pg from 'pg';
 import { apply, NO_OFFER, tickAt, type SellerState } from '../../src/domain/crown';
 import { statesBefore, toRateEvent } from '../../src/ledger/rates';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
+import { untilTailsCaughtUp } from '../support/tails';
 
 /**
  * The rate board through the API on a real database: posting rates and states,
@@ -57,6 +58,7 @@ describe('the rate board', () => {
   });
 
   test('events are tailed by cursor; a seller posts only its own; the past is not rewritten; bad input is 400', async () => {
+    await untilTailsCaughtUp(stack.db.pool);
     const all = (await admin.get('/v1/rates/events?after=0&limit=1000')).body.events;
     expect(all.length).toBeGreaterThanOrEqual(8);
     const tail = (await admin.get(`/v1/rates/events?after=${all[3].id}&limit=2`)).body.events;

@@ -63,7 +63,7 @@ export function rateRoutes(app: Api) {
   app.get('/v1/rates/events', {
     schema: {
       tags: ['rates'],
-      summary: 'Tail the rate events by cursor (id), oldest first',
+      summary: 'Tail the rate events by cursor (0, or the id of the last event of the previous page), in commit order: none is skipped or repeated',
       querystring: z.object({ after: S.PageAfter, limit: S.PageLimit('GET /v1/rates/events') }),
       response: { 200: z.object({ events: z.array(RateEvent) }), ...errors },
     },
