@@ -58,7 +58,17 @@ export interface RunOptions extends SimulationOptions {
   onRound?: (done: number, rounds: number, streamsOpened: number) => void;
 }
 
-const BUYER_FUNDS = 5_000;
+/** What each buyer is deposited before the first round (its top-ups come on top). */
+export const BUYER_FUNDS = 5_000;
+
+/** The ids a run gives its parties, their accounts and its streams. */
+export const simulationIds = (tag: string) => ({
+  buyer: (index: number) => `${tag}-b${index}`,
+  seller: (index: number) => `${tag}-s${index}`,
+  account: (party: string) => `${party}.w`,
+  stream: (n: number) => `${tag}-st${n}`,
+});
+
 const LIVENESS_TIMEOUT_MS = 700;
 const GRACE_MS = 2_000;
 
@@ -80,14 +90,15 @@ export async function runSimulation(o: RunOptions): Promise<SimulationResult> {
   };
 
   const keys = new Map<string, string>();
-  const buyers = Array.from({ length: o.buyers }, (_, i) => `${tag}-b${i}`);
-  const sellers = Array.from({ length: o.sellers }, (_, i) => `${tag}-s${i}`);
+  const ids = simulationIds(tag);
+  const buyers = Array.from({ length: o.buyers }, (_, i) => ids.buyer(i));
+  const sellers = Array.from({ length: o.sellers }, (_, i) => ids.seller(i));
   for (const id of [...buyers, ...sellers]) {
     const created = await ok(o.call('POST', '/v1/parties', { id, name: id }, o.adminKey), `party ${id}`);
     keys.set(id, created.body.apiKey);
-    await ok(o.call('POST', '/v1/accounts', { id: `${id}.w` }, created.body.apiKey), `account ${id}`);
+    await ok(o.call('POST', '/v1/accounts', { id: ids.account(id) }, created.body.apiKey), `account ${id}`);
   }
-  for (const id of buyers) await ok(o.call('POST', '/v1/deposits', { accountId: `${id}.w`, amount: BUYER_FUNDS }, o.adminKey, `${tag}-seed-${id}`), 'deposit');
+  for (const id of buyers) await ok(o.call('POST', '/v1/deposits', { accountId: ids.account(id), amount: BUYER_FUNDS }, o.adminKey, `${tag}-seed-${id}`), 'deposit');
   log(`${buyers.length} buyers with ${BUYER_FUNDS} each, ${sellers.length} sellers; ${plan.length} commands (digest ${commandsDigest})`);
 
   const silentUntil = new Map<string, number>();
@@ -101,20 +112,21 @@ export async function runSimulation(o: RunOptions): Promise<SimulationResult> {
       if (c.kind === 'open') {
         const payer = buyers[c.buyer]!;
         const payee = sellers[c.seller]!;
-        const ref = `${tag}-st${c.stream}`;
+        const ref = ids.stream(c.stream);
         const res = await ok(
           o.call('POST', '/v1/streams', {
-            ref, fromAccountId: `${payer}.w`, toAccountId: `${payee}.w`, ratePerTick: c.ratePerTick, maxTotal: c.maxTotal,
+            ref, fromAccountId: ids.account(payer), toAccountId: ids.account(payee), ratePerTick: c.ratePerTick, maxTotal: c.maxTotal,
             tickIntervalMs: c.tickIntervalMs, mode: c.mode, ...(o.partition ? { livenessTimeoutMs: LIVENESS_TIMEOUT_MS, graceMs: GRACE_MS } : {}),
           }, keys.get(payer)),
           `open ${ref}`,
         );
-        streams[c.stream] = { ref, payer, payee, opened: res.status === 201 || res.status === 200 };
+        // 202: still opening (past the API's wait), but started: it is closed like the others
+        streams[c.stream] = { ref, payer, payee, opened: res.status === 201 || res.status === 200 || res.status === 202 };
       } else if (c.kind === 'cancel') {
         const s = streams[c.stream]!;
         if (s.opened) await ok(o.call('POST', `/v1/streams/${s.ref}/cancel`, {}, keys.get(c.by === 'payer' ? s.payer : s.payee)), `cancel ${s.ref}`);
       } else if (c.kind === 'topup') {
-        await ok(o.call('POST', '/v1/deposits', { accountId: `${buyers[c.buyer]}.w`, amount: c.amount }, o.adminKey, `${tag}-topup-${round}`), 'top-up');
+        await ok(o.call('POST', '/v1/deposits', { accountId: ids.account(buyers[c.buyer]!), amount: c.amount }, o.adminKey, `${tag}-topup-${round}`), 'top-up');
       } else {
         silentUntil.set((c.party === 'buyer' ? buyers : sellers)[c.index]!, round + c.rounds);
       }
