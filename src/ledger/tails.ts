@@ -9,7 +9,8 @@ import { SluiceError } from '../domain/errors';
  * committed later always sorts after them. So a reader that passes back the cursor it
  * was given never misses a committed row and never sees one twice, however the ids
  * of concurrent writers commit. The price is latency: a row shows once the oldest
- * writing transaction of the whole server that began before it has ended.
+ * writing transaction of this database that began before it has ended (the horizon
+ * is tail_horizon(), migration 014: transactions of other databases do not hold it).
  *
  * The cursor the API hands out stays the id of the last row returned: `after = n`
  * means after the row with id n, wherever that row sits in commit order; 0 means
@@ -53,7 +54,7 @@ export async function readTail<Row extends { id: number }>(db: Queryable, page: 
        from cursor left join lateral (
          select ${page.columns} from ${page.table} t
           where (t.xid, t.id) > (cursor.xid, cursor.id)
-            and t.xid < pg_snapshot_xmin(pg_current_snapshot())
+            and t.xid < (select tail_horizon())
             ${narrow}
           order by t.xid, t.id
           limit ${param(page.limit)}) page on true`,

@@ -5,6 +5,7 @@ import { appendEvent, listEvents } from '../../src/ledger/events';
 import { postRateEvent } from '../../src/ledger/rates';
 import { tickAt } from '../../src/domain/crown';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
+import { SERVER_URL } from '../support/db';
 import { untilHorizonPasses, untilTailsCaughtUp } from '../support/tails';
 
 /**
@@ -322,6 +323,48 @@ describe('many writers committing in shuffled order while readers poll', () => {
 });
 
 // ---------------------------------------------------------------- cursors
+
+describe('the horizon is this database\'s', () => {
+  test('a transaction left open in another database does not hold the tail; one left open in this database does', async () => {
+    const elsewhere = new pg.Client({ connectionString: SERVER_URL });
+    const here = new pg.Client({ connectionString: stack.db.url });
+    await Promise.all([elsewhere.connect(), here.connect()]);
+    try {
+      // another database's writer, older than what follows, left open
+      await elsewhere.query('begin');
+      const { rows } = await elsewhere.query<{ xid: string }>('select pg_current_xact_id()::text as xid');
+      const held = async () => (await stack.db.pool.query<{ held: boolean }>('select pg_snapshot_xmin(pg_current_snapshot()) <= $1::xid8 as held', [rows[0]!.xid])).rows[0]!.held;
+      expect(await held()).toBe(true); // the server-wide horizon is held by it
+      const reader = new Reader(eventsTail);
+      await reader.poll();
+      await eventsTail.append(here, 'horizon-1');
+      // shown within seconds (this database's own short transactions may hold it a moment), not when the other one ends
+      for (let i = 0; i < 100 && !reader.rows.some((r) => r.tag === 'horizon-1'); i++) {
+        await reader.poll();
+        await sleep(50);
+      }
+      expect(reader.rows.map((r) => r.tag)).toContain('horizon-1');
+      expect(await held()).toBe(true); // still open: the tail did not wait for it
+
+      // a writer of this database left open holds the rows committed after it
+      await here.query('begin');
+      await eventsTail.append(here, 'horizon-2');
+      const later = new pg.Client({ connectionString: stack.db.url });
+      await later.connect();
+      await eventsTail.append(later, 'horizon-3');
+      await later.end();
+      await reader.poll();
+      expect(reader.rows.map((r) => r.tag)).not.toContain('horizon-3');
+      await here.query('commit');
+      await untilTailsCaughtUp(stack.db.pool);
+      await reader.poll();
+      expect(reader.rows.map((r) => r.tag).filter((t) => t.startsWith('horizon-'))).toEqual(['horizon-1', 'horizon-2', 'horizon-3']);
+    } finally {
+      await elsewhere.query('rollback').catch(() => undefined);
+      await Promise.all([elsewhere.end(), here.end()]);
+    }
+  });
+});
 
 describe('cursors', () => {
   test('a cursor that names no row is a 400 on each tail; 0 starts at the first row', async () => {

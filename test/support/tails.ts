@@ -3,10 +3,9 @@ import type { Pool } from '../../src/db/pool';
 
 /**
  * The tails (events, rate events, webhook deliveries) show a row once every
- * transaction that began writing before it has ended, on the whole PostgreSQL server
- * (src/ledger/tails.ts). Test files share the server and some hold a transaction
- * open on purpose for seconds, so a test that reads a tail for rows it just wrote
- * waits for that horizon first.
+ * transaction of its database that began writing before it has ended
+ * (src/ledger/tails.ts, tail_horizon()). A test that reads a tail for rows it just
+ * wrote waits for that horizon first.
  */
 export const TAIL_HORIZON_WAIT_MS = 60_000;
 
@@ -14,16 +13,16 @@ export const TAIL_HORIZON_WAIT_MS = 60_000;
 export async function untilHorizonPasses(pool: Pool, xid: string, waitMs = TAIL_HORIZON_WAIT_MS): Promise<void> {
   const deadline = Date.now() + waitMs;
   for (;;) {
-    const { rows } = await pool.query<{ past: boolean }>('select pg_snapshot_xmin(pg_current_snapshot()) > $1::xid8 as past', [xid]);
+    const { rows } = await pool.query<{ past: boolean }>('select tail_horizon() > $1::xid8 as past', [xid]);
     if (rows[0]!.past) return;
     if (Date.now() > deadline) {
       const oldest = (
         await pool.query(
           `select datname, state, backend_xid::text as xid, (now() - xact_start)::text as age, left(query, 120) as query
-             from pg_stat_activity where backend_xid is not null order by age(backend_xid) desc limit 1`,
+             from pg_stat_activity where backend_xid is not null and datname = current_database() order by age(backend_xid) desc limit 1`,
         )
       ).rows[0];
-      throw new Error(`a transaction older than ${xid} is still in flight on the server after ${waitMs} ms: ${JSON.stringify(oldest)}`);
+      throw new Error(`a transaction older than ${xid} is still in flight in this database after ${waitMs} ms: ${JSON.stringify(oldest)}`);
     }
     await sleep(20);
   }
