@@ -94,7 +94,24 @@ export async function worldAccountId(db: Queryable, currency: string): Promise<s
 }
 
 /**
- * Locks accounts FOR UPDATE in one global order (ascending id), so two transactions
+ * The one lock order of the ledger, for every path that moves money (opens, ticks,
+ * controls, closes, holds, transfers, payments, sagas, grants):
+ *
+ *   1. the domain row the movement is about, when there is one (a stream by ref —
+ *      the billing clock takes many, SKIP LOCKED; a grant; a subaccount; a party for
+ *      its daily budget);
+ *   2. the accounts, all at once, ascending by id, FOR NO KEY UPDATE (which does not
+ *      conflict with the KEY SHARE a foreign key takes when a row referencing an
+ *      account is inserted: a new stream, hold or transfer);
+ *   3. holds, then the rows inserted (transfers, ticks, events).
+ *
+ * The transfers trigger (migration 015) takes the statement's accounts in the same
+ * order before it touches a hold, so a writer that skipped step 2 still keeps it.
+ * test/integration/deadlocks.test.ts holds each step and probes the next, and runs a
+ * storm of opens, controls, cancels and transfers asserting PostgreSQL counted no
+ * deadlock.
+ *
+ * Locks accounts FOR NO KEY UPDATE in that order (ascending id), so two transactions
  * touching the same accounts always queue instead of deadlocking. Every money
  * movement locks through here before it reads a balance. Holds past their expiry
  * on these accounts are released first (under the lock), so the balances returned

@@ -84,8 +84,9 @@ export function depositToStream(pool: Pool, input: { ref: string; key: string; f
       if (s.max_total === null && input.fromAccountId === s.payer_account_id) {
         throw new SluiceError('invalid_request', `stream ${s.ref} is open-ended and bills ${s.payer_account_id} directly: a deposit from that account changes nothing`);
       }
+      // the accounts before the hold (the lock order, src/ledger/accounts.ts), also when the payer tops up its own stream
+      const accounts = await lockAccounts(client, [...new Set([input.fromAccountId, s.payer_account_id])]);
       if (input.fromAccountId !== s.payer_account_id) {
-        const accounts = await lockAccounts(client, [input.fromAccountId, s.payer_account_id]);
         await postTransfer(
           client,
           { key: `${key}:transfer`, kind: 'stream_deposit', debitAccountId: input.fromAccountId, creditAccountId: s.payer_account_id, amount: input.amount, streamRef: s.ref },
