@@ -345,7 +345,7 @@ describe('chaos', () => {
     const recoveryStart = Date.now();
     let stillOpen: { id: string; type: string }[] = [];
     for (;;) {
-      stillOpen = (await open()).filter((w) => w.type !== 'streamWorkflow' && w.type !== 'billingClockWorkflow' && !waitingJobs.has(w.id));
+      stillOpen = (await open()).filter((w) => w.type !== 'streamWorkflow' && w.type !== 'billingClockWorkflow' && w.type !== 'reconcilerWorkflow' && !waitingJobs.has(w.id));
       if (stillOpen.length === 0) break;
       if (Date.now() - recoveryStart > RECOVERY_TIMEOUT_MS) {
         throw new Error(`still running after ${RECOVERY_TIMEOUT_MS} ms: ${JSON.stringify(await Promise.all(stillOpen.map(whereStuck)), null, 1)}\nworker:\n${worker.output}`);

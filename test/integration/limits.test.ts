@@ -273,12 +273,21 @@ describe('Idempotency-Key', () => {
     'POST /v1/holds/{id}/release': { as: () => as('alice'), url: () => `/v1/holds/${fixture.hold}/release` },
     'POST /v1/payments/{ref}/refunds': { as: () => as('bob'), url: () => `/v1/payments/${fixture.payment}/refunds`, body: () => ({ amount: 1 }) },
     'POST /v1/streams/{ref}/deposits': { as: () => as('alice'), url: () => `/v1/streams/${fixture.stream}/deposits`, body: () => ({ fromAccountId: 'alice.w', amount: 1 }) },
+    // opens and starts take a key in place of a ref, a job id or a request id
+    'POST /v1/streams': { as: () => as('alice'), url: () => '/v1/streams', body: () => ({ fromAccountId: 'alice.w', toAccountId: 'bob.w', ratePerTick: 1, maxTotal: 10, tickIntervalMs: 3_600_000 }) },
+    'POST /v1/jobs': { as: () => as('alice'), url: () => '/v1/jobs', body: () => ({ accountId: 'alice.w', estimatedCost: 1, work: { description: 'keyed' } }) },
+    'POST /v1/entities/{id}/subaccounts': { as: () => api(stack.app, String(fixture.entityKey)), url: () => `/v1/entities/${fixture.entity}/subaccounts`, body: () => ({}) },
   };
 
   beforeAll(async () => {
     fixture.hold = (await as('alice').post('/v1/holds', { accountId: 'alice.w', amount: 10 }, `fixture-hold-${RUN}`)).body.id;
     fixture.payment = ref('paid');
     expect((await as('alice').post('/v1/payments', { ref: fixture.payment, fromAccountId: 'alice.w', toAccountId: 'bob.w', amount: 10 })).status).toBe(200);
+    fixture.entity = `keyent-${RUN}`;
+    const entity = await admin().post('/v1/entities', { id: fixture.entity, name: 'keyed', collateral: 1, funding: 0 });
+    expect(entity.status).toBe(201);
+    fixture.entityKey = entity.body.apiKey;
+    expect((await admin().post('/v1/deposits', { accountId: entity.body.mainAccountId, amount: 10 }, `fund-${fixture.entity}`)).status).toBeLessThan(300);
     fixture.stream = ref('stream');
     expect((await as('alice').post('/v1/streams', { ref: fixture.stream, fromAccountId: 'alice.w', toAccountId: 'bob.w', ratePerTick: 1, maxTotal: 100, tickIntervalMs: 3_600_000 })).status).toBe(201);
   });

@@ -88,7 +88,7 @@ describe('the rate board', () => {
 
   test('payee "best" opens the stream to the crown holder now and records it; nobody qualifying is a clear 4xx', async () => {
     // nobody is active now (all the posted events are in the future)
-    const none = await as('buyer').post('/v1/streams', { fromAccountId: 'buyer.w', payee: 'best', ratePerTick: 2, maxTotal: 20, tickIntervalMs: 60_000 });
+    const none = await as('buyer').post('/v1/streams', { ref: 'best-none', fromAccountId: 'buyer.w', payee: 'best', ratePerTick: 2, maxTotal: 20, tickIntervalMs: 60_000 });
     expect(none.status).toBe(400);
     expect(none.body.error.message).toMatch(/no seller holds the crown/);
     // effective now (the server's tick: a tick computed here could be in the past by the time it arrives)
@@ -106,7 +106,7 @@ describe('the rate board', () => {
     expect((await admin.get('/v1/accounts/s3.w')).body.balance).toBe(2);
     const routed = await stack.db.pool.query(`select payload from events where type = 'stream.routed' and subject = 'to-best'`);
     expect(routed.rows[0].payload).toMatchObject({ ref: 'to-best', seller: 's3' });
-    expect((await as('buyer').post('/v1/streams', { fromAccountId: 'buyer.w', toAccountId: 's1.w', payee: 'best', ratePerTick: 2, maxTotal: 20, tickIntervalMs: 60_000 })).status).toBe(400);
+    expect((await as('buyer').post('/v1/streams', { ref: 'best-both', fromAccountId: 'buyer.w', toAccountId: 's1.w', payee: 'best', ratePerTick: 2, maxTotal: 20, tickIntervalMs: 60_000 })).status).toBe(400);
     // the same request again answers with the stream it opened (and its route), whatever the crown does meanwhile
     expect((await as('s1').post('/v1/sellers/s1/rates', { ratePerTick: 1 })).status).toBe(201);
     const again = await as('buyer').post('/v1/streams', { ref: 'to-best', fromAccountId: 'buyer.w', payee: 'best', ratePerTick: 2, maxTotal: 20, tickIntervalMs: 60_000 });
@@ -126,13 +126,13 @@ describe('the rate board', () => {
     expect((await as('s1').post('/v1/sellers/s1/rates', { ratePerTick: 50 })).status).toBe(201);
     expect((await as('s3').post('/v1/sellers/s3/state', { active: false })).status).toBe(201);
     const before = (await as('buyer').get('/v1/accounts/buyer.w')).body.balance;
-    const pricey = await as('buyer').post('/v1/streams', { fromAccountId: 'buyer.w', payee: 'best', ratePerTick: 10, maxTotal: 100, tickIntervalMs: 60_000 });
+    const pricey = await as('buyer').post('/v1/streams', { ref: 'best-pricey', fromAccountId: 'buyer.w', payee: 'best', ratePerTick: 10, maxTotal: 100, tickIntervalMs: 60_000 });
     expect(pricey.status).toBe(422);
     expect(pricey.body.error).toMatchObject({ code: 'limit_exceeded', details: { bestRate: 50, ratePerTick: 10 } });
     expect((await as('buyer').get('/v1/accounts/buyer.w')).body.balance).toBe(before);
     // the only holder asking for the best seller is not routed to itself
     await admin.post('/v1/deposits', { accountId: 's1.w', amount: 500 }, 'fund-s1-self');
-    const self = await as('s1').post('/v1/streams', { fromAccountId: 's1.w', payee: 'best', ratePerTick: 60, maxTotal: 100, tickIntervalMs: 60_000 });
+    const self = await as('s1').post('/v1/streams', { ref: 'best-self', fromAccountId: 's1.w', payee: 'best', ratePerTick: 60, maxTotal: 100, tickIntervalMs: 60_000 });
     expect(self.status).toBe(400);
     expect(self.body.error.message).toMatch(/no seller holds the crown/);
   });

@@ -109,6 +109,8 @@ export const ROUTE_CATALOG: RouteEntry[] = [
   },
   { route: 'POST /v1/holds/:id/release', keyed: true, body: false, valid: { as: 'alice', url: '/v1/holds/{toRelease}/release' }, asAdmin: { url: '/v1/holds/{toRelease2}/release' }, expect: OWN(200) },
   { route: 'GET /v1/audit', keyed: false, body: false, valid: { as: 'admin' }, expect: ADMIN_ONLY(200) },
+  // settles what no running workflow holds: the admin's alone
+  { route: 'POST /v1/reconcile', keyed: false, body: true, workflow: true, valid: { as: 'admin', body: {} }, expect: ADMIN_ONLY(200) },
   // a party's tail holds its own events only
   { route: 'GET /v1/events', keyed: false, body: false, valid: { as: 'alice', url: '/v1/events?after=0&limit=10' }, expect: ANY_PARTY(200) },
 
