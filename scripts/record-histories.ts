@@ -32,7 +32,10 @@ import { createTestDatabase, type TestDatabase } from '../test/support/db';
 import { freePort } from '../test/support/globalSetup';
 import { paymentWorkflow, refundWorkflow } from '../workflows';
 import { billingDueSignal, cancelStreamSignal, jobPaymentUpdate, pauseStreamUpdate, resumeStreamUpdate, streamHaltedSignal } from '../workflows/definitions';
-import { BILLING_CLOCK_PATCH, type StreamWorkflowOptions } from '../workflows/stream';
+import { BILLING_CLOCK_PATCH, OUTSIDE_CANCEL_SETTLES_PATCH, type StreamWorkflowOptions } from '../workflows/stream';
+import { PAYMENT_RUNS_THROUGH_CANCEL_PATCH } from '../workflows/payment';
+import { SAGA_OUTSIDE_CANCEL_PATCH } from '../workflows/entities';
+import { reconcilerWorkflow } from '../workflows/reconciler';
 import { BILLING_SHARDS_DEFAULT, billingClockWorkflowId, shardOf } from '../src/domain/billing';
 import { getStream } from '../src/ledger/streams';
 import { startStreamWorkflow } from '../src/temporal/streams';
@@ -181,8 +184,9 @@ async function main(): Promise<void> {
     await new Promise<void>((r) => hooks.listen(0, '127.0.0.1', r));
     const hookUrl = `http://127.0.0.1:${(hooks.address() as AddressInfo).port}/hooks`;
     // and faults: rec-ent's subaccount 2 fails to activate, rec-alloc's allocation commits but is reported
-    // failed, rec-job-settle-refused's settlement is refused for good
-    const faults = parseFaults('activate@rec-ent/2=always,allocate@rec-alloc=after,settle@rec-job-settle-refused=always');
+    // failed, rec-job-settle-refused's settlement is refused for good, rec-cancel's collateral step fails
+    // twice (the saga sits between its steps long enough to be cancelled there)
+    const faults = parseFaults('activate@rec-ent/2=always,allocate@rec-alloc=after,settle@rec-job-settle-refused=always,hold_collateral@rec-cancel=2');
     const { worker, connection } = await createWorker({ pool: db.pool, address: server.address, namespace: 'default', taskQueue: TASK_QUEUE, faults });
     const files: string[] = [];
     try {
@@ -203,6 +207,14 @@ async function main(): Promise<void> {
           throw new Error(`expected the payment to fail with insufficient_funds, got ${String(failure)}`);
         }
         files.push(await save('payment-insufficient-funds', refused));
+
+        // 2b. paymentWorkflow cancelled through Temporal as it starts: its transaction runs to its end and the run
+        //     completes with the receipt (PAYMENT_RUNS_THROUGH_CANCEL_PATCH)
+        const cancelledPayment = await startPayment(client!, { ref: 'rec-cancelled', payerAccountId: 'alice.wallet', payeeAccountId: 'bob.wallet', amount: 10 });
+        await cancelledPayment.cancel();
+        if ((await cancelledPayment.result()).amount !== 10) throw new Error('rec-cancelled did not pay');
+        if (!patchesIn(await cancelledPayment.fetchHistory()).includes(PAYMENT_RUNS_THROUGH_CANCEL_PATCH)) throw new Error('rec-cancelled took the old path');
+        files.push(await save('payment-cancelled', cancelledPayment));
 
         // 3. refundWorkflow: part of the first payment back, payee to payer
         const refund = await startRefund(client!, { ref: 'rec-1', refundKey: 'r1', amount: 100 });
@@ -302,6 +314,15 @@ async function main(): Promise<void> {
         }
         files.push(await save('billing-clock', clock, clockHistory));
 
+        // 5c. streamWorkflow cancelled through Temporal (the UI's Request Cancellation): it settles like a cancel,
+        //     closedBy operator, reason workflow_cancelled, and completes with the receipt (OUTSIDE_CANCEL_SETTLES_PATCH)
+        const outside = await openStream(client!, streamRequest('rec-stream-outside-cancel', { ratePerTick: 3, maxTotal: 300, tickIntervalMs: 200 }));
+        await untilTicksBilled('rec-stream-outside-cancel', 3);
+        await outside.handle.cancel();
+        expectReceipt(await outside.handle.result(), { status: 'CONFIRMED', reason: 'workflow_cancelled', closedBy: 'operator' });
+        if (!patchesIn(await outside.handle.fetchHistory()).includes(OUTSIDE_CANCEL_SETTLES_PATCH)) throw new Error('rec-stream-outside-cancel took the old path');
+        files.push(await save('stream-outside-cancelled', outside.handle));
+
         // 6. streamWorkflow that cannot open: the escrow hold is refused, the stream is recorded FAILED and nothing is charged
         const refusedStream = await openStream(client!, streamRequest('rec-stream-poor', { ratePerTick: 1, maxTotal: 5000, tickIntervalMs: 200 }));
         expectReceipt(refusedStream.opened, { status: 'FAILED', ticks: 0, totalPaid: 0 });
@@ -360,6 +381,26 @@ async function main(): Promise<void> {
         const lost = await createSubaccount(client!, 'rec-alloc', 'rec-1');
         if (lost.failedStep !== 'allocate' || lost.subaccount?.status !== 'failed') throw new Error(`unexpected allocation failure ${JSON.stringify(lost)}`);
         files.push(await save('subaccount-allocation-failed', client!.workflow.getHandle(creationWorkflowId('rec-alloc', 'rec-1'))));
+        // a creation cancelled through Temporal between its steps (its collateral step failing, being retried):
+        // the compensations run out of the cancellation's reach and the slot fails (SAGA_OUTSIDE_CANCEL_PATCH)
+        await registerEntity(db!.pool, { id: 'rec-cancel', name: 'Recorded', collateral: 100, funding: 50, webhookUrls: [hookUrl] });
+        await deposit(db!.pool, { key: 'seed-rec-cancel', accountId: 'rec-cancel.main', amount: 1000 });
+        const cancelling = await client!.workflow.start(subaccountCreationWorkflow, {
+          workflowId: creationWorkflowId('rec-cancel', 'rec-1'),
+          taskQueue: TASK_QUEUE,
+          args: [{ entityId: 'rec-cancel', requestId: 'rec-1' }],
+          ...subaccountCreationVisibility({ entityId: 'rec-cancel', requestId: 'rec-1' }),
+        });
+        for (let i = 0; !(await db!.pool.query(`select 1 from subaccounts where entity_id = 'rec-cancel' and status = 'pending'`)).rows[0]; i++) {
+          if (i > 400) throw new Error('rec-cancel/1 was never allocated');
+          await sleep(5);
+        }
+        await cancelling.cancel();
+        const cancelledCreation = await cancelling.result();
+        if (cancelledCreation.error?.code !== 'workflow_cancelled' || cancelledCreation.subaccount?.status !== 'failed') throw new Error(`unexpected cancelled creation ${JSON.stringify(cancelledCreation)}`);
+        if (!patchesIn(await cancelling.fetchHistory()).includes(SAGA_OUTSIDE_CANCEL_PATCH)) throw new Error('rec-cancel took the old path');
+        files.push(await save('subaccount-creation-cancelled', cancelling));
+
         const doomed = await createSubaccount(client!, 'rec-ent', 'rec-3');
         const doomedId = doomed.subaccount!.id;
         await transfer(db!.pool, { key: 'rec-spend', kind: 'transfer', debitAccountId: doomedId, creditAccountId: 'bob.wallet', amount: 40 });
@@ -375,6 +416,24 @@ async function main(): Promise<void> {
         const delivery = client!.workflow.getHandle(deliveryId);
         await delivery.result();
         files.push(await save('webhook-delivered', delivery));
+
+        // 12. reconcilerWorkflow: rounds of reconcileHeldOpen between timers. It runs for good, so (like the
+        //     billing clock) its history is saved open once it sleeps again after its third round
+        const reconciler = await client!.workflow.start(reconcilerWorkflow, { workflowId: 'rec-reconciler', taskQueue: TASK_QUEUE, args: [{ intervalMs: 300 }] });
+        let reconcilerHistory: temporal.api.history.v1.IHistory | undefined;
+        for (let i = 0; ; i++) {
+          if (i > 400) throw new Error('the reconciler did not run three rounds');
+          const history = await reconciler.fetchHistory();
+          const rounds = history.events?.filter((e) => e.activityTaskCompletedEventAttributes).length ?? 0;
+          const tail = history.events?.slice(-2) ?? [];
+          if (rounds >= 3 && tail.length === 2 && tail[0]!.workflowTaskCompletedEventAttributes && tail[1]!.timerStartedEventAttributes) {
+            reconcilerHistory = history;
+            break;
+          }
+          await sleep(50);
+        }
+        files.push(await save('reconciler', reconciler, reconcilerHistory));
+        await reconciler.terminate('recorded');
       });
       await new Promise((r) => hooks.close(r));
     } finally {
