@@ -16,6 +16,7 @@ import { startDevServer, type DevServer } from '../../src/temporal/devServer';
 import { ensureTemporalTools } from '../../src/temporal/tools';
 import { freePort } from '../../src/dev/ports';
 import { streamViewQuery } from '../../workflows/definitions';
+import { prng } from '../../src/domain/simulation';
 import { BILLING_SHARDS_DEFAULT, billingClockWorkflowId } from '../../src/domain/billing';
 import { streamWorkflowId } from '../../src/domain/streams';
 import { jobWorkflowId } from '../../src/domain/grants';
@@ -505,7 +506,7 @@ describe('chaos', () => {
   test('streams, jobs and creation sagas cancelled or terminated through Temporal at random moments: the reconciler settles what no workflow will, nothing stays held, the books match an oracle', async () => {
     const seed = Number(process.env.CHAOS_SEED ?? 17);
     console.log(`outside cancels and terminations: seed ${seed} (CHAOS_SEED picks another)`);
-    const rng = mulberry32(seed);
+    const rng = prng(seed);
     const pick = <T>(xs: readonly T[]) => xs[Math.floor(rng() * xs.length)]!;
     const FUNDS = 1_000_000;
     await party('ob', FUNDS);
@@ -666,14 +667,3 @@ describe('chaos', () => {
   }, 5 * (WORKER_START_TIMEOUT_MS + RESUME_TIMEOUT_MS) + 60_000);
 });
 
-/** A small seeded PRNG (mulberry32): the same seed, the same draws. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

@@ -6,6 +6,7 @@ import { postRateEvent } from '../../src/ledger/rates';
 import { tickAt } from '../../src/domain/crown';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 import { SERVER_URL } from '../support/db';
+import { prng } from '../../src/domain/simulation';
 import { untilHorizonPasses, untilTailsCaughtUp } from '../support/tails';
 
 /**
@@ -130,17 +131,6 @@ async function connect(): Promise<pg.Client> {
 /** The writing transaction's id (it takes one if it has none yet). */
 const xidOf = async (db: pg.Client): Promise<string> => (await db.query<{ xid: string }>('select pg_current_xact_id()::text as xid')).rows[0]!.xid;
 
-/** Small and seeded: a failure prints its seed; TAILS_SEED replays its choices (not the timing). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // ---------------------------------------------------------------- one transaction overtakes another
 
@@ -210,7 +200,7 @@ async function shuffledCommits(
   tail: Tail,
   o: { tag: (n: number) => string; seed: number; writers: number; txns: number; readers: Reader[]; parties?: (rng: () => number) => string[] },
 ): Promise<ShuffledRun> {
-  const rng = mulberry32(o.seed);
+  const rng = prng(o.seed);
   const run: ShuffledRun = { committed: new Set(), rolledBack: new Set(), lateRows: 0 };
   let writing = true;
   let tagsOut = 0;
