@@ -18,7 +18,7 @@ import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-uti
 import type { temporal } from '@temporalio/proto';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { paymentWorkflowId, refundWorkflowId, type PaymentRequest, type RefundRequest } from '../src/domain/payments';
-import { paymentVisibility, refundVisibility, subaccountCreationVisibility } from '../src/domain/searchAttributes';
+import { paymentVisibility, refundVisibility, subaccountCreationVisibility, subaccountEliminationVisibility } from '../src/domain/searchAttributes';
 import { streamWorkflowId, type StreamReceipt, type StreamRequest } from '../src/domain/streams';
 import { createAccount } from '../src/ledger/accounts';
 import { createParty } from '../src/ledger/parties';
@@ -34,7 +34,7 @@ import { paymentWorkflow, refundWorkflow } from '../workflows';
 import { billingDueSignal, cancelStreamSignal, jobPaymentUpdate, pauseStreamUpdate, resumeStreamUpdate, streamHaltedSignal } from '../workflows/definitions';
 import { BILLING_CLOCK_PATCH, OUTSIDE_CANCEL_SETTLES_PATCH, type StreamWorkflowOptions } from '../workflows/stream';
 import { PAYMENT_RUNS_THROUGH_CANCEL_PATCH } from '../workflows/payment';
-import { SAGA_OUTSIDE_CANCEL_PATCH } from '../workflows/entities';
+import { ELIMINATION_RUNS_THROUGH_CANCEL_PATCH, SAGA_OUTSIDE_CANCEL_PATCH } from '../workflows/entities';
 import { reconcilerWorkflow } from '../workflows/reconciler';
 import { BILLING_SHARDS_DEFAULT, billingClockWorkflowId, shardOf } from '../src/domain/billing';
 import { getStream } from '../src/ledger/streams';
@@ -45,7 +45,7 @@ import type { AddressInfo } from 'node:net';
 import { parseFaults } from '../src/jobs/faults';
 import { registerEntity } from '../src/ledger/entities';
 import { creationWorkflowId, eliminationWorkflowId, lifecycleWorkflowId, type CreationResult } from '../src/domain/entities';
-import { subaccountCreationWorkflow } from '../workflows/entities';
+import { subaccountCreationWorkflow, subaccountEliminationWorkflow } from '../workflows/entities';
 import { SETTLE_REFUSED_COMPENSATES_PATCH } from '../workflows/job';
 import { setTier } from '../src/ledger/grants';
 import type { GrantView, JobRequest, WorkSimulation } from '../src/domain/grants';
@@ -184,9 +184,9 @@ async function main(): Promise<void> {
     await new Promise<void>((r) => hooks.listen(0, '127.0.0.1', r));
     const hookUrl = `http://127.0.0.1:${(hooks.address() as AddressInfo).port}/hooks`;
     // and faults: rec-ent's subaccount 2 fails to activate, rec-alloc's allocation commits but is reported
-    // failed, rec-job-settle-refused's settlement is refused for good, rec-cancel's collateral step fails
-    // twice (the saga sits between its steps long enough to be cancelled there)
-    const faults = parseFaults('activate@rec-ent/2=always,allocate@rec-alloc=after,settle@rec-job-settle-refused=always,hold_collateral@rec-cancel=2');
+    // failed, rec-job-settle-refused's settlement is refused for good, rec-cancel's collateral step and
+    // rec-elim's close_streams step fail twice (each workflow sits between its steps long enough to be cancelled there)
+    const faults = parseFaults('activate@rec-ent/2=always,allocate@rec-alloc=after,settle@rec-job-settle-refused=always,hold_collateral@rec-cancel=2,close_streams@rec-elim=2');
     const { worker, connection } = await createWorker({ pool: db.pool, address: server.address, namespace: 'default', taskQueue: TASK_QUEUE, faults });
     const files: string[] = [];
     try {
@@ -400,6 +400,35 @@ async function main(): Promise<void> {
         if (cancelledCreation.error?.code !== 'workflow_cancelled' || cancelledCreation.subaccount?.status !== 'failed') throw new Error(`unexpected cancelled creation ${JSON.stringify(cancelledCreation)}`);
         if (!patchesIn(await cancelling.fetchHistory()).includes(SAGA_OUTSIDE_CANCEL_PATCH)) throw new Error('rec-cancel took the old path');
         files.push(await save('subaccount-creation-cancelled', cancelling));
+        // an elimination cancelled through Temporal once begun (its close_streams step fails twice, which keeps it
+        // between its steps): it runs to its end, no step asked to cancel, and completes eliminated
+        // (ELIMINATION_RUNS_THROUGH_CANCEL_PATCH)
+        await registerEntity(db!.pool, { id: 'rec-elim', name: 'Recorded', collateral: 100, funding: 50, webhookUrls: [hookUrl] });
+        await deposit(db!.pool, { key: 'seed-rec-elim', accountId: 'rec-elim.main', amount: 1000 });
+        const live = await createSubaccount(client!, 'rec-elim', 'rec-1');
+        if (live.subaccount?.status !== 'active') throw new Error(`unexpected creation ${JSON.stringify(live)}`);
+        const elimination = { id: live.subaccount.id, reason: 'recorded', by: 'operator' };
+        const eliminating = await client!.workflow.start(subaccountEliminationWorkflow, {
+          workflowId: eliminationWorkflowId(elimination.id),
+          taskQueue: TASK_QUEUE,
+          args: [elimination],
+          ...subaccountEliminationVisibility(elimination),
+        });
+        for (let i = 0; !(await db!.pool.query(`select 1 from subaccounts where id = $1 and status = 'eliminating'`, [elimination.id])).rows[0]; i++) {
+          if (i > 400) throw new Error(`${elimination.id} never began its elimination`);
+          await sleep(5);
+        }
+        await eliminating.cancel();
+        const eliminated = await eliminating.result();
+        if (eliminated.subaccount.status !== 'eliminated') throw new Error(`unexpected cancelled elimination ${JSON.stringify(eliminated)}`);
+        const eliminationHistory = await eliminating.fetchHistory();
+        if (!patchesIn(eliminationHistory).includes(ELIMINATION_RUNS_THROUGH_CANCEL_PATCH)) throw new Error(`${elimination.id} took the old path`);
+        const eliminationEvents = eliminationHistory.events ?? [];
+        const cancelAt = eliminationEvents.findIndex((e) => e.workflowExecutionCancelRequestedEventAttributes);
+        const settledAt = eliminationEvents.findIndex((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'settleElimination');
+        if (cancelAt < 0 || settledAt < cancelAt) throw new Error(`${elimination.id} was not cancelled before it settled`);
+        if (eliminationEvents.some((e) => e.activityTaskCancelRequestedEventAttributes)) throw new Error(`${elimination.id} asked a step to cancel`);
+        files.push(await save('subaccount-elimination-cancelled', eliminating, eliminationHistory));
 
         const doomed = await createSubaccount(client!, 'rec-ent', 'rec-3');
         const doomedId = doomed.subaccount!.id;
