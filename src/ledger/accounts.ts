@@ -95,19 +95,41 @@ export async function worldAccountId(db: Queryable, currency: string): Promise<s
 
 /**
  * The one lock order of the ledger, for every path that moves money (opens, ticks,
- * controls, closes, holds, transfers, payments, sagas, grants):
+ * controls, closes, holds, transfers, payments, sagas, grants, crown rewards). A
+ * transaction takes its locks in this order and never waits for a lock of an
+ * earlier step while it holds one of a later step:
  *
- *   1. the domain row the movement is about, when there is one (a stream by ref —
- *      the billing clock takes many, SKIP LOCKED; a grant; a subaccount; a party for
- *      its daily budget);
- *   2. the accounts, all at once, ascending by id, FOR NO KEY UPDATE (which does not
- *      conflict with the KEY SHARE a foreign key takes when a row referencing an
- *      account is inserted: a new stream, hold or transfer);
- *   3. holds, then the rows inserted (transfers, ticks, events).
+ *   0. its idempotency key (the key row is inserted first: a repeat queues there),
+ *      and an advisory lock that serialises a whole kind of writer (the rate board);
+ *   1. the domain rows the movement is about, each kind in this order: a payer's
+ *      party row (its daily budget, grants), an entity row (allocation) or a
+ *      subaccount row, a grant row, a stream row by ref (controls, ticks, closes; the
+ *      billing clock takes many, SKIP LOCKED, so it never waits for one), a payment
+ *      row (refunds). No path takes two of these kinds but the budget's party row
+ *      before its grant and an entity's row before its new subaccount;
+ *   2. every account it will move, in one statement, ascending by id, FOR NO KEY
+ *      UPDATE (lockAccounts below; the billing batch's own statement in
+ *      tickBatch.ts). A later lockAccounts in the same transaction names only
+ *      accounts it holds already. FOR NO KEY UPDATE does not conflict with the KEY
+ *      SHARE a foreign key takes when a row referencing the account is inserted (a
+ *      stream, hold, transfer, grant or member row), and no path locks an account
+ *      FOR UPDATE or changes its id, so those implicit locks never wait;
+ *   3. the rows its accounts lead to: holds (by id; overdue holds expired here, a
+ *      hold locked by lockOpenHold, captured by the transfers trigger or grown by a
+ *      top-up), an operator's allowance (operator_grants, operator_spend); then the
+ *      rows it inserts (a new stream, its ticks, transfers, events: rows nobody else
+ *      can see or wait for yet);
+ *   4. the grant-budget advisory lock (the grants trigger).
  *
- * The transfers trigger (migration 015) takes the statement's accounts in the same
- * order before it touches a hold, so a writer that skipped step 2 still keeps it.
- * test/integration/deadlocks.test.ts holds each step and probes the next, and runs a
+ * The triggers keep it. apply_transfers (migration 015) locks its statement's
+ * accounts ascending by id before it captures a hold or moves a balance (its update
+ * of the balances runs in no set order, but on rows already held), so even a writer
+ * that skipped step 2 cannot take them out of order; apply_hold updates only its
+ * hold's account, locked in step 2 by every writer of holds. Rows that other
+ * transactions' foreign keys reference (holds, entities, operator grants) are
+ * locked FOR NO KEY UPDATE too; stream rows are locked FOR UPDATE, but only the
+ * transaction holding a stream's lock inserts rows that reference it.
+ * test/integration/deadlocks.test.ts holds steps and probes the next, and runs a
  * storm of opens, controls, cancels and transfers asserting PostgreSQL counted no
  * deadlock.
  *

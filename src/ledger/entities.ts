@@ -141,7 +141,7 @@ export interface Limits {
  */
 export function allocateSubaccount(pool: Pool, input: { entityId: string; requestId: string; limits: Limits }): Promise<Subaccount> {
   return withTransaction(pool, async (client) => {
-    const { rows: er } = await client.query<EntityRow>('select * from entities where id = $1 for update', [input.entityId]);
+    const { rows: er } = await client.query<EntityRow>('select * from entities where id = $1 for no key update', [input.entityId]);
     const entity = er[0];
     if (!entity) throw notFound('entity', input.entityId);
     // the request id is the entity's own: another entity's request of the same id is another request

@@ -28,8 +28,9 @@ import { assertPageRows } from './paging';
 
 /**
  * The money side of grant jobs (DESIGN §5). Every function is one transaction,
- * idempotent by job id, and takes its locks in one order: the payer's party row
- * (the budget lock), the grant row, then accounts in id order. The payer's row lock
+ * idempotent by job id, and takes its locks in the ledger's one order
+ * (src/ledger/accounts.ts): the payer's party row (the budget lock), the grant row,
+ * then accounts in id order, then the pool hold. The payer's row lock
  * is what makes "read the day's usage, then reserve" safe under concurrency. Behind
  * it, the grants trigger takes its own per-payer-day lock before it sums the day, so
  * it refuses a day over budget even from a writer that forgot the payer lock (a
@@ -180,26 +181,30 @@ export async function previewDecision(db: Queryable, input: { payer: string; est
   return { decision, budget, pool };
 }
 
-/**
- * Takes the payer's budget lock, then the pool's (and `alsoLock`) in account order,
- * and only then reads the day's usage: budget given back (settle, release) commits
- * under the pool's lock, so a usage read before it could miss a return and grant
- * less than the payer is owed (never more).
- */
-async function lockBudgetAndPool(client: PoolClient, payer: string, day: string, budgets: TierBudgets, alsoLock: string[] = []) {
+/** The payer's budget lock: its party row, taken before the grant row and the accounts (the lock order, accounts.ts). */
+async function lockBudget(client: PoolClient, payer: string): Promise<void> {
   const { rowCount } = await client.query('select 1 from parties where id = $1 for no key update', [payer]);
   if (!rowCount) throw notFound('party', payer);
+}
+
+/**
+ * With the payer's budget lock held, takes the pool's account lock (and `alsoLock`'s)
+ * in account order, and only then reads the day's usage: budget given back (settle,
+ * release) commits under the pool's lock, so a usage read before it could miss a
+ * return and grant less than the payer is owed (never more).
+ */
+async function lockPoolAndReadBudget(client: PoolClient, payer: string, day: string, budgets: TierBudgets, alsoLock: string[] = []) {
   const accounts = await lockAccounts(client, [POOL_ACCOUNT, ...alsoLock]);
   const budget = await budgetOn(client, payer, day, budgets);
   return { budget, accounts, poolAvailable: accounts.get(POOL_ACCOUNT)!.available };
 }
 
-/** Locks the accounts a step on a grant will move, then the grant row (the order every money movement keeps). */
+/** Locks the grant row, then the accounts a step on it will move (the lock order, accounts.ts). */
 async function lockGrant(client: PoolClient, jobId: string, accountsOf: (g: GrantRow) => string[]): Promise<GrantRow> {
-  const found = await findGrant(client, jobId);
-  if (!found) throw notFound('job', jobId);
-  await lockAccounts(client, accountsOf(found));
-  return (await findGrant(client, jobId, true))!;
+  const g = await findGrant(client, jobId, true);
+  if (!g) throw notFound('job', jobId);
+  await lockAccounts(client, accountsOf(g));
+  return g;
 }
 
 /** Places the pool reservation (a hold on the pool account) for a grant. */
@@ -221,12 +226,13 @@ const sameJob = (row: GrantRow, r: JobRequest) =>
 export function openGrant(pool: Pool, input: { request: JobRequest; day: string; budgets: TierBudgets }): Promise<GrantView> {
   const r = input.request;
   return withTransaction(pool, async (client) => {
-    const { budget, poolAvailable } = await lockBudgetAndPool(client, r.payer, input.day, input.budgets);
+    await lockBudget(client, r.payer);
     const existing = await findGrant(client, r.jobId, true);
     if (existing) {
       if (!sameJob(existing, r)) throw new SluiceError('ref_conflict', `job id ${r.jobId} is already used by another job`, { jobId: r.jobId });
       return toGrantView(existing);
     }
+    const { budget, poolAvailable } = await lockPoolAndReadBudget(client, r.payer, input.day, input.budgets);
     const d: Decision = decide({ estimatedCostUnits: r.estimatedCost, budgetRemainingUnits: budget.remaining, poolAvailableUnits: poolAvailable });
     const free = d.mode === 'free';
     const holdId = free ? await reserve(client, r.jobId, d.absorbUnits) : null;
@@ -255,11 +261,12 @@ export function payForGrant(pool: Pool, input: { jobId: string; day: string; bud
   return withTransaction(pool, async (client) => {
     const found = await findGrant(client, input.jobId);
     if (!found) throw notFound('job', input.jobId);
-    const { budget, poolAvailable } = await lockBudgetAndPool(client, found.payer, input.day, input.budgets, [found.payer_account_id, JOBS_ACCOUNT]);
+    await lockBudget(client, found.payer);
     const g = (await findGrant(client, input.jobId, true))!;
     const state = paymentState(g);
     if (state === 'paid') return toGrantView(g);
     if (state === 'refused') throw noPayment(toGrantView(g));
+    const { budget, poolAvailable } = await lockPoolAndReadBudget(client, g.payer, input.day, input.budgets, [g.payer_account_id, JOBS_ACCOUNT]);
     const d = regrant({
       estimatedCostUnits: g.estimated_cost,
       advisoryAbsorbUnits: g.advisory_absorb,

@@ -106,7 +106,7 @@ async function lockOpenHold(
     if (!found.rows[0]) throw notFound('hold', String(holdId));
     // accounts first, then the hold row: the same order postTransfer and the trigger use
     accounts = await lockAccounts(client, [found.rows[0].account_id, ...(opts.alsoLock ?? [])]);
-    const { rows } = await client.query({ name: 'lock-hold', text: 'select * from holds where id = $1 for update', values: [holdId] });
+    const { rows } = await client.query({ name: 'lock-hold', text: 'select * from holds where id = $1 for no key update', values: [holdId] });
     hold = toHold(rows[0]);
   }
   if (hold.status === 'expired') throw new SluiceError('hold_expired', `hold ${holdId} expired`, { hold: holdId });

@@ -111,7 +111,7 @@ export function assertGrantAllows(grant: OperatorGrant | undefined, actor: strin
  */
 export async function spendOperatorAllowance(client: PoolClient, input: { payer: string; operator: string; amount: number }): Promise<void> {
   const { rows } = await client.query<{ daily_limit: number }>(
-    `select daily_limit from operator_grants where payer = $1 and operator = $2 and revoked_at is null and 'open' = any(scopes) for update`,
+    `select daily_limit from operator_grants where payer = $1 and operator = $2 and revoked_at is null and 'open' = any(scopes) for no key update`,
     [input.payer, input.operator],
   );
   const grant = rows[0];

@@ -3,7 +3,7 @@ import { withTransaction } from '../db/pool';
 import { postTransfer } from './transfers';
 import { crownIntervals, crownTicks, crownTime, NO_OFFER, splitReward, tickAt, type CrownInterval, type RateEvent, type SellerState, type Window } from '../domain/crown';
 import { notFound, SluiceError } from '../domain/errors';
-import { getAccount } from './accounts';
+import { getAccount, lockAccounts } from './accounts';
 import { appendEvent } from './events';
 import { pageRows } from './paging';
 import { readTail } from './tails';
@@ -176,6 +176,10 @@ export function payCrownRewards(pool: Pool, input: { window: Window; budget: num
     const payTo = Object.fromEntries(accounts.map((a) => [a.id, a.account_id]));
     const missing = Object.keys(shares).filter((s) => !payTo[s]);
     if (missing.length) throw new SluiceError('invalid_request', `sellers without a payout account: ${missing.join(', ')}`, { sellers: missing });
+    // every account the rewards move, locked at once in id order (the lock order, accounts.ts);
+    // each transfer then re-locks its pair, already held, and reads the balance as it is now.
+    // Pair by pair in seller order, the accounts were taken out of id order.
+    await lockAccounts(client, [REWARDS_ACCOUNT, ...Object.keys(shares).map((seller) => payTo[seller]!)]);
     for (const [seller, amount] of Object.entries(shares).sort()) {
       await postTransfer(client, {
         key: `crown:${from}:${to}:${seller}`,

@@ -1,7 +1,10 @@
 import type { PoolClient } from 'pg';
 import { runAudit } from '../../src/audit';
 import type { Pool } from '../../src/db/pool';
+import { DEFAULT_TIER_BUDGETS, utcDay } from '../../src/domain/grants';
 import { lockAccounts } from '../../src/ledger/accounts';
+import { openGrant, setTier, settleGrant } from '../../src/ledger/grants';
+import { POOL_ACCOUNT } from '../../src/ledger/pool';
 import { depositToStream } from '../../src/ledger/streamControls';
 import { closeStream, openStream } from '../../src/ledger/streams';
 import { sleep, testParties } from '../support/parties';
@@ -63,10 +66,10 @@ describe('the lock order, step by step (one transaction held mid-way, the others
   });
 
   /** Whether another transaction holds a row lock on the row (NOWAIT fails at once instead of queueing). */
-  const locked = async (table: 'accounts' | 'holds', id: string | number): Promise<boolean> => {
+  const locked = async (table: 'accounts' | 'holds' | 'grants', id: string | number): Promise<boolean> => {
     try {
       await probe.query('begin');
-      await probe.query(`select 1 from ${table} where id = $1 for no key update nowait`, [id]);
+      await probe.query(`select 1 from ${table} where ${table === 'grants' ? 'job_id' : 'id'} = $1 for no key update nowait`, [id]);
       return false;
     } catch (error) {
       if ((error as { code?: string }).code === '55P03') return true; // lock_not_available
@@ -135,10 +138,11 @@ describe('the lock order, step by step (one transaction held mid-way, the others
     const pool = stack.db.pool;
     await openStream(pool, { ref: 'lo-escrow', payer: 'lo-a', payee: 'lo-b', payerAccountId: 'lo-a.w', payeeAccountId: 'lo-b.w', ratePerTick: 1, maxTotal: 100, tickIntervalMs: 3_600_000, mode: 'escrow' });
     const [{ hold_id: holdId }] = await q(`select hold_id from streams where ref = 'lo-escrow'`);
+    let topUp: Promise<unknown> = Promise.resolve();
     try {
       await holder.query('begin');
       await holder.query(`select 1 from accounts where id = 'lo-a.w' for no key update`);
-      const topUp = depositToStream(pool, { ref: 'lo-escrow', key: 'lo-top-up', fromAccountId: 'lo-a.w', amount: 10, by: 'lo-a' });
+      topUp = depositToStream(pool, { ref: 'lo-escrow', key: 'lo-top-up', fromAccountId: 'lo-a.w', amount: 10, by: 'lo-a' });
       await untilWaiting();
       // it waits at the account, the hold untouched: a path holding the account could still take the hold
       expect(await locked('holds', holdId)).toBe(false);
@@ -146,7 +150,28 @@ describe('the lock order, step by step (one transaction held mid-way, the others
       expect(await topUp).toMatchObject({ maxTotal: 110, deposited: 10 });
     } finally {
       await holder.query('rollback').catch(() => undefined);
+      await topUp.catch(() => undefined);
       await closeStream(pool, { ref: 'lo-escrow', reason: 'cancelled', closedBy: 'admin' });
+    }
+  });
+
+  test("a step on a job's grant locks the grant row before the accounts (domain row, then accounts): a settle held up at the pool's account holds its grant", async () => {
+    const pool = stack.db.pool;
+    await setTier(pool, 'lo-a', 'trusted');
+    const request = { jobId: 'lo-job', payer: 'lo-a', payerAccountId: 'lo-a.w', estimatedCost: 30, requestHash: 'h', work: { description: 'lock order' }, paymentTimeoutMs: 60_000 };
+    expect(await openGrant(pool, { request, day: utcDay(Date.now()), budgets: DEFAULT_TIER_BUDGETS })).toMatchObject({ decision: 'free', status: 'reserved' });
+    let settling: Promise<unknown> = Promise.resolve();
+    try {
+      await holder.query('begin');
+      await holder.query(`select 1 from accounts where id = $1 for no key update`, [POOL_ACCOUNT]);
+      settling = settleGrant(pool, { jobId: 'lo-job', actualCost: 20 });
+      await untilWaiting();
+      expect(await locked('grants', 'lo-job')).toBe(true);
+      await holder.query('commit');
+      expect(await settling).toMatchObject({ status: 'settled', absorbed: 20 });
+    } finally {
+      await holder.query('rollback').catch(() => undefined);
+      await settling.catch(() => undefined);
     }
   });
 });
