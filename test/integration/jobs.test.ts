@@ -158,16 +158,24 @@ describe('grant jobs', () => {
   });
 
   test('bad input is a clear 4xx and starts nothing', async () => {
-    expect((await job('est', { estimatedCost: 0 })).status).toBe(400);
-    expect((await job('est', { estimatedCost: -5 })).status).toBe(400);
+    const grantsOf = async (payer: string) => (await stack.db.pool.query(`select count(*)::int as n from grants where payer = $1`, [payer])).rows[0].n as number;
+    const estGrants = await grantsOf('est');
+    expect((await job('est', { jobId: 'j-bad-zero', estimatedCost: 0 })).status).toBe(400);
+    expect((await job('est', { jobId: 'j-bad-negative', estimatedCost: -5 })).status).toBe(400);
     expect((await as('est').get('/v1/estimate?units=0')).status).toBe(400);
     expect((await as('est').get('/v1/estimate?units=2.5')).status).toBe(400);
     expect((await as('est').get('/v1/estimate?estimatedCost=5')).status).toBe(400); // units, not an amount
     expect((await admin.get('/v1/estimate?units=5')).status).toBe(400); // the admin names the payer
     expect((await as('est').get('/v1/estimate?units=5&payer=tru')).status).toBe(403);
-    expect((await job('est', { estimatedCost: 5, units: 5 })).status).toBe(400);
-    expect((await job('est', {})).status).toBe(400);
-    expect((await as('est').post('/v1/jobs', { accountId: 'tru.w', estimatedCost: 5, work: { description: 'x' } })).status).toBe(403);
+    expect((await job('est', { jobId: 'j-bad-both', estimatedCost: 5, units: 5 })).status).toBe(400);
+    expect((await job('est', { jobId: 'j-bad-none' })).status).toBe(400);
+    // a start names its job (or sends an Idempotency-Key): a retry must find it, not start a second
+    const unnamed = await job('est', { estimatedCost: 5 });
+    expect(unnamed).toMatchObject({ status: 400, body: { error: { code: 'invalid_request', details: { param: 'jobId' } } } });
+    expect(unnamed.body.error.message).toMatch(/jobId.*Idempotency-Key/);
+    expect((await as('est').post('/v1/jobs', { jobId: 'j-bad-theirs', accountId: 'tru.w', estimatedCost: 5, work: { description: 'x' } })).status).toBe(403);
+    expect((await stack.db.pool.query(`select job_id from grants where job_id like 'j-bad-%'`)).rows).toEqual([]);
+    expect(await grantsOf('est')).toBe(estGrants);
     expect((await as('est').post('/v1/parties/est/tier', { tier: 'elite' })).status).toBe(403);
     expect((await admin.post('/v1/parties/est/tier', { tier: 'platinum' })).status).toBe(400);
     expect((await admin.post('/v1/parties/nobody/tier', { tier: 'elite' })).status).toBe(404);

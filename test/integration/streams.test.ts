@@ -147,7 +147,7 @@ describe('streams on a real Temporal dev server', () => {
     await open('buyer', { ref: 'st-private', ratePerTick: 1, maxTotal: 100, tickIntervalMs: 60_000 });
     expect((await as('mallory').get('/v1/streams/st-private')).status).toBe(403);
     expect((await as('mallory').post('/v1/streams/st-private/cancel', {})).status).toBe(403);
-    expect((await as('mallory').post('/v1/streams', { fromAccountId: 'buyer.w', toAccountId: 'mallory.w', ratePerTick: 1, maxTotal: 9, tickIntervalMs: 300 })).status).toBe(403);
+    expect((await as('mallory').post('/v1/streams', { ref: 'st-mallory', fromAccountId: 'buyer.w', toAccountId: 'mallory.w', ratePerTick: 1, maxTotal: 9, tickIntervalMs: 300 })).status).toBe(403);
     expect((await as('mallory').post('/v1/parties/buyer/heartbeat')).status).toBe(403);
     await as('buyer').post('/v1/streams/st-private/cancel', {});
   });
