@@ -174,8 +174,13 @@ export const tickOwner = (tick: number, holders: readonly string[]) => holders[t
  * the sharing rule above). Sellers that held nothing are absent.
  */
 export function crownTime(window: Window, before: ReadonlyMap<string, SellerState>, events: readonly RateEvent[], counter?: StepCounter): Record<string, number> {
+  return crownTimeOf(crownIntervals(window, before, events, counter));
+}
+
+/** Crown time per seller over intervals the generator yielded (for a caller that also keeps the intervals: one replay, not two). */
+export function crownTimeOf(intervals: Iterable<CrownInterval>): Record<string, number> {
   const total: Record<string, number> = {};
-  for (const iv of crownIntervals(window, before, events, counter)) {
+  for (const iv of intervals) {
     const k = iv.holders.length;
     if (k === 0) continue;
     const { each, left } = splitTick(k);

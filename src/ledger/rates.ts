@@ -1,7 +1,7 @@
 import type { Pool, PoolClient, Queryable } from '../db/pool';
 import { withTransaction } from '../db/pool';
 import { postTransfer } from './transfers';
-import { crownIntervals, crownTicks, crownTime, NO_OFFER, splitReward, tickAt, type CrownInterval, type RateEvent, type SellerState, type Window } from '../domain/crown';
+import { crownIntervals, crownTicks, crownTimeOf, splitReward, tickAt, type CrownInterval, type RateEvent, type SellerState, type Window } from '../domain/crown';
 import { notFound, SluiceError } from '../domain/errors';
 import { getAccount, lockAccounts } from './accounts';
 import { appendEvent } from './events';
@@ -23,14 +23,14 @@ export interface RateEventRow {
   created_at: Date;
 }
 
-export const toRateEvent = (r: RateEventRow): RateEvent => ({
-  id: r.id,
-  seller: r.seller,
-  tick: r.tick,
-  ...(r.rate !== null && { rate: r.rate }),
-  ...(r.active !== null && { active: r.active }),
-  ...(r.busy !== null && { busy: r.busy }),
-});
+export function toRateEvent(r: Pick<RateEventRow, 'id' | 'seller' | 'tick' | 'rate' | 'active' | 'busy'>): RateEvent {
+  // fields set one by one, not spread: a replay converts every row of its window
+  const event: RateEvent = { id: r.id, seller: r.seller, tick: r.tick };
+  if (r.rate !== null) event.rate = r.rate;
+  if (r.active !== null) event.active = r.active;
+  if (r.busy !== null) event.busy = r.busy;
+  return event;
+}
 
 /**
  * One lock serialises the rate board's writers: "now" is read under it, so an event
@@ -101,40 +101,62 @@ export async function listRateEvents(db: Queryable, after: number, limit: number
   return rows.map((r) => ({ ...toRateEvent(r), createdAt: r.created_at.toISOString() }));
 }
 
+/** A row of readWindow: a seller's whole state (tick before the window) or an event inside it. */
+interface WindowRow {
+  seller: string;
+  tick: number;
+  id: number;
+  rate: number | null;
+  active: boolean | null;
+  busy: boolean | null;
+}
+
 /**
- * Each seller's state as a window opens: for each field, the seller's last event
- * before `from` that set it (tick, then id order). Three index probes per seller
- * (rate_events_seller_idx), not a read of the whole history. A seller with no event
- * yet is absent, which the replay reads as no offer.
+ * What a replay of a window reads, in one statement (one snapshot, one round trip):
+ * each seller's state as the window opens, and the events inside it in (tick, id)
+ * order, with only the columns the replay needs.
+ *
+ * The state is read from rate_states (migration 018), which holds a seller's whole
+ * state from each of its events on: one index-only step back from `from` per seller
+ * finds it, however many events of the seller came before or which fields they set.
+ * A seller with no event before `from` is absent, which the replay reads as no offer.
  */
-export async function statesBefore(db: Queryable, from: number): Promise<Map<string, SellerState>> {
-  const { rows } = await db.query<{ seller: string; rate: number | null; active: boolean | null; busy: boolean | null }>(
-    `select s.id as seller,
-            (select e.rate from rate_events e where e.seller = s.id and e.tick < $1 and e.rate is not null order by e.tick desc, e.id desc limit 1) as rate,
-            (select e.active from rate_events e where e.seller = s.id and e.tick < $1 and e.active is not null order by e.tick desc, e.id desc limit 1) as active,
-            (select e.busy from rate_events e where e.seller = s.id and e.tick < $1 and e.busy is not null order by e.tick desc, e.id desc limit 1) as busy
+export async function readWindow(db: Queryable, w: Window): Promise<{ before: Map<string, SellerState>; events: RateEvent[] }> {
+  const { rows } = await db.query<WindowRow>(
+    `select s.id as seller, st.tick, st.event_id as id, st.rate, st.active, st.busy
        from sellers s
-      where exists (select 1 from rate_events e where e.seller = s.id and e.tick < $1)`,
-    [from],
+       cross join lateral (select r.tick, r.event_id, r.rate, r.active, r.busy from rate_states r
+                            where r.seller = s.id and r.tick < $1 order by r.tick desc, r.event_id desc limit 1) st
+     union all
+     (select e.seller, e.tick, e.id, e.rate, e.active, e.busy from rate_events e where e.tick >= $1 and e.tick < $2 order by e.tick, e.id)`,
+    [w.from, w.to],
   );
-  return new Map(rows.map((r) => [r.seller, { rate: r.rate ?? NO_OFFER.rate, active: r.active ?? NO_OFFER.active, busy: r.busy ?? NO_OFFER.busy }]));
+  const before = new Map<string, SellerState>();
+  const events: RateEvent[] = [];
+  for (const r of rows) {
+    if (r.tick < w.from) before.set(r.seller, { rate: r.rate!, active: r.active!, busy: r.busy! });
+    else events.push(toRateEvent(r));
+  }
+  return { before, events };
 }
 
-export async function eventsIn(db: Queryable, w: Window): Promise<RateEvent[]> {
-  const { rows } = await db.query<RateEventRow>('select * from rate_events where tick >= $1 and tick < $2 order by tick, id', [w.from, w.to]);
-  return rows.map(toRateEvent);
+/** Each seller's state as a window opens (readWindow over an empty window). */
+export async function statesBefore(db: Queryable, from: number): Promise<Map<string, SellerState>> {
+  return (await readWindow(db, { from, to: from })).before;
 }
 
-/** Crown time per seller over a window (crown units), and its intervals. */
+/** Crown time per seller over a window (crown units), and its intervals: one read, one replay. */
 export async function crownOver(db: Queryable, w: Window): Promise<{ crownTime: Record<string, number>; intervals: CrownInterval[] }> {
-  const before = await statesBefore(db, w.from);
-  const events = await eventsIn(db, w);
-  return { crownTime: crownTime(w, before, events), intervals: [...crownIntervals(w, before, events)] };
+  const { before, events } = await readWindow(db, w);
+  const intervals = [...crownIntervals(w, before, events)];
+  return { crownTime: crownTimeOf(intervals), intervals };
 }
 
 /** The holders at one tick (and their payout accounts): a one-tick window. */
 export async function holdersAt(db: Queryable, tick: number): Promise<{ holders: string[]; bestRate: number | null; accounts: Record<string, string | null> }> {
-  const [iv] = [...crownIntervals({ from: tick, to: tick + 1 }, await statesBefore(db, tick), await eventsIn(db, { from: tick, to: tick + 1 }))];
+  const w = { from: tick, to: tick + 1 };
+  const { before, events } = await readWindow(db, w);
+  const [iv] = [...crownIntervals(w, before, events)];
   const holders = iv?.holders ?? [];
   const { rows } = await db.query<{ id: string; account_id: string | null }>('select id, account_id from sellers where id = any($1)', [holders]);
   return { holders, bestRate: iv?.bestRate ?? null, accounts: Object.fromEntries(rows.map((r) => [r.id, r.account_id])) };
