@@ -240,17 +240,11 @@ async function routePhase(o: Options, d: Data, url: string): Promise<RouteResult
   }
 }
 
-interface Report {
-  ticks: number;
-  events: number;
-  history: number;
-  sellers: number;
-  reads: number;
-  seed: number;
+type Report = Omit<Options, 'databaseUrl' | 'json'> & {
   replay: ReplayResult;
   route: RouteResult;
   ok: boolean;
-}
+};
 
 const ROUTE_RATIO_TARGET = 1.5;
 
