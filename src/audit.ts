@@ -37,7 +37,7 @@ const configuredSubaccountCap = (): number => ConfigSchema.shape.SLUICE_SUBACCOU
 const CHECKS: Array<{ name: string; description: string; sql: string; params?: () => unknown[] }> = [
   {
     name: 'conservation.sum_zero',
-    description: 'the balances of each currency sum to zero (the world account is the other side)',
+    description: 'the balances of each currency sum to zero (the world account, the sum of its stripes, is the other side)',
     sql: `select currency, sum(balance)::bigint as total from accounts group by currency having sum(balance) <> 0`,
   },
   {
@@ -51,7 +51,7 @@ const CHECKS: Array<{ name: string; description: string; sql: string; params?: (
   },
   {
     name: 'conservation.available_not_negative',
-    description: 'no account but the world account has available < 0',
+    description: "no account but the world's stripe accounts has available < 0",
     sql: `select id, balance, held from accounts where kind <> 'world' and balance - held < 0`,
   },
   {

@@ -5,6 +5,7 @@ import { parseFaults } from './jobs/faults';
 import { BILLING_ROWS_MAX_DEFAULT, BILLING_SHARDS_DEFAULT } from './domain/billing';
 import { RECONCILE_INTERVAL_MS_DEFAULT } from './temporal/reconcilerWorkflow';
 import { API_WAIT_MS_DEFAULT } from './api/deadline';
+import { WORLD_STRIPES_DEFAULT } from './ledger/world';
 import { BODY_LIMIT_BYTES_DEFAULT, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './api/limits';
 
 
@@ -40,6 +41,8 @@ export const ConfigSchema = z.object({
   SLUICE_WRITE_RATE_WINDOW_MS: z.coerce.number().int().min(1000).max(3_600_000).default(WRITE_RATE_WINDOW_MS_DEFAULT),
   /** Units the free-tier pool is seeded with when the database is first migrated. */
   SLUICE_POOL_SEED_UNITS: z.coerce.number().int().min(0).max(1e15).default(POOL_SEED_UNITS_DEFAULT),
+  /** Stripe accounts each currency's world account is held as, so concurrent deposits and withdrawals do not queue on one row (added at migration, never removed). */
+  SLUICE_WORLD_STRIPES: z.coerce.number().int().min(1).max(256).default(WORLD_STRIPES_DEFAULT),
   /** Daily pool budgets per tier, e.g. `established=50,trusted=200` (unnamed tiers keep their default). */
   SLUICE_TIER_BUDGETS: z.string().default('').transform((text, ctx) => {
     try {

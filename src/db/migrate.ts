@@ -1,6 +1,8 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
+import { ConfigSchema } from '../config';
+import { ensureWorldStripes } from '../ledger/world';
 import { POOL_SEED_UNITS_DEFAULT, seedPool } from '../ledger/pool';
 
 const MIGRATIONS_DIR = join(__dirname, 'migrations');
@@ -28,10 +30,13 @@ export interface MigrateOptions {
   readonlyRole?: string;
   /** Units the free-tier pool is seeded with, once (a keyed deposit; later runs leave it). */
   poolSeedUnits?: number;
+  /** Stripe accounts each currency's world account is held as, at least (default: SLUICE_WORLD_STRIPES, else 8). */
+  worldStripes?: number;
 }
 
 export async function migrate(url: string, options: MigrateOptions = {}): Promise<number[]> {
   const { readonlyRole = 'sluice_readonly', poolSeedUnits = POOL_SEED_UNITS_DEFAULT } = options;
+  const worldStripes = options.worldStripes ?? ConfigSchema.shape.SLUICE_WORLD_STRIPES.parse(process.env.SLUICE_WORLD_STRIPES);
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
@@ -55,6 +60,7 @@ export async function migrate(url: string, options: MigrateOptions = {}): Promis
       }
     }
     await grantReadonly(client, readonlyRole);
+    await ensureWorldStripes(client, worldStripes);
     await seedPool(client, poolSeedUnits);
     return applied;
   } finally {

@@ -86,9 +86,12 @@ export async function listAccounts(db: Queryable, ownerId: string, opts: { after
   return rows.map(toAccount);
 }
 
-/** The world account of a currency: the other side of every deposit and withdrawal. */
+/**
+ * The world account of a currency, the other side of every deposit and withdrawal:
+ * its stripe 0 (the first by id; the stripes are src/ledger/world.ts).
+ */
 export async function worldAccountId(db: Queryable, currency: string): Promise<string> {
-  const { rows } = await db.query<{ id: string }>(`select id from accounts where kind = 'world' and currency = $1`, [currency]);
+  const { rows } = await db.query<{ id: string }>(`select id from accounts where kind = 'world' and currency = $1 order by id limit 1`, [currency]);
   if (!rows[0]) throw new SluiceError('invalid_request', `no world account for currency ${currency}`, { currency });
   return rows[0].id;
 }
@@ -110,7 +113,9 @@ export async function worldAccountId(db: Queryable, currency: string): Promise<s
  *   2. every account it will move, in one statement, ascending by id, FOR NO KEY
  *      UPDATE (lockAccounts below; the billing batch's own statement in
  *      tickBatch.ts). A later lockAccounts in the same transaction names only
- *      accounts it holds already. FOR NO KEY UPDATE does not conflict with the KEY
+ *      accounts it holds already. A deposit or withdrawal takes its world stripe
+ *      after its own account (lockWorldStripe in src/ledger/world.ts: SKIP LOCKED,
+ *      waiting only when every stripe is locked), and locks no account after it. FOR NO KEY UPDATE does not conflict with the KEY
  *      SHARE a foreign key takes when a row referencing the account is inserted (a
  *      stream, hold, transfer, grant or member row), and no path locks an account
  *      FOR UPDATE or changes its id, so those implicit locks never wait;

@@ -2,7 +2,8 @@ import type { Pool, PoolClient, Queryable } from '../db/pool';
 import { withTransaction } from '../db/pool';
 import { SluiceError } from '../domain/errors';
 import { assertUnits } from '../domain/money';
-import { lockAccounts, worldAccountId, type Account } from './accounts';
+import { getAccount, lockAccounts, worldAccountId, type Account } from './accounts';
+import { lockWorldStripe } from './world';
 import { idempotent } from './idempotency';
 
 /** What a transfer row may point at, so the auditor can tie money to its cause. */
@@ -149,22 +150,48 @@ export function transfer(pool: Pool, input: TransferInput): Promise<Transfer> {
   );
 }
 
-/** Money enters from the world account of the account's currency. */
-export async function deposit(pool: Pool, input: { key: string; accountId: string; amount: number; memo?: string }): Promise<Transfer> {
-  const world = await worldFor(pool, input.accountId);
-  return transfer(pool, { key: input.key, kind: 'deposit', debitAccountId: world, creditAccountId: input.accountId, amount: input.amount, memo: input.memo });
+/** Money enters from a stripe of the world account of the account's currency (src/ledger/world.ts). */
+export function deposit(pool: Pool, input: { key: string; accountId: string; amount: number; memo?: string }): Promise<Transfer> {
+  return moveWithWorld(pool, 'deposit', input);
 }
 
-/** Money leaves to the world account; refused beyond the available balance. */
-export async function withdraw(pool: Pool, input: { key: string; accountId: string; amount: number; memo?: string }): Promise<Transfer> {
-  const world = await worldFor(pool, input.accountId);
-  return transfer(pool, { key: input.key, kind: 'withdrawal', debitAccountId: input.accountId, creditAccountId: world, amount: input.amount, memo: input.memo });
+/** Money leaves to a stripe of the world account; refused beyond the available balance. */
+export function withdraw(pool: Pool, input: { key: string; accountId: string; amount: number; memo?: string }): Promise<Transfer> {
+  return moveWithWorld(pool, 'withdrawal', input);
 }
 
-async function worldFor(db: Queryable, accountId: string): Promise<string> {
-  const { rows } = await db.query<{ currency: string }>('select currency from accounts where id = $1', [accountId]);
+/**
+ * A deposit or withdrawal in its own transaction, keyed by `input.key`: the account is
+ * locked first, then a world stripe nobody holds (lockWorldStripe), so concurrent
+ * movements do not queue on one world row. The request is hashed naming the world's
+ * stripe 0 (the world as the caller sees it), so a replay matches whichever stripe
+ * the first attempt took.
+ */
+async function moveWithWorld(
+  pool: Pool,
+  kind: 'deposit' | 'withdrawal',
+  input: { key: string; accountId: string; amount: number; memo?: string },
+): Promise<Transfer> {
+  const { currency, world } = await worldFor(pool, input.accountId);
+  const toOrFrom = (worldSide: string) =>
+    kind === 'deposit' ? { debitAccountId: worldSide, creditAccountId: input.accountId } : { debitAccountId: input.accountId, creditAccountId: worldSide };
+  const request: TransferInput = { key: input.key, kind, ...toOrFrom(world), amount: input.amount, memo: input.memo };
+  return withTransaction(pool, (client) =>
+    idempotent(client, input.key, `transfer:${kind}`, request, async () => {
+      const locked = await lockAccounts(client, [input.accountId]);
+      const stripe = await lockWorldStripe(client, currency, input.key);
+      // the stripe is locked (above); its row is read, not locked again
+      locked.set(stripe, await getAccount(client, stripe));
+      return postTransfer(client, { ...request, ...toOrFrom(stripe) }, locked);
+    }),
+  );
+}
+
+async function worldFor(db: Queryable, accountId: string): Promise<{ currency: string; world: string }> {
+  const { rows } = await db.query<{ currency: string; kind: string }>('select currency, kind from accounts where id = $1', [accountId]);
   if (!rows[0]) throw new SluiceError('not_found', `account ${accountId} not found`, { account: accountId });
-  return worldAccountId(db, rows[0].currency);
+  if (rows[0].kind === 'world') throw new SluiceError('invalid_request', 'the world account is the other side of deposits and withdrawals, not their account', { account: accountId });
+  return { currency: rows[0].currency, world: await worldAccountId(db, rows[0].currency) };
 }
 
 export async function getTransfer(db: Queryable, id: number): Promise<Transfer | undefined> {
