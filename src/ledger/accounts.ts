@@ -18,7 +18,7 @@ export interface Account {
   createdAt: string;
 }
 
-interface AccountRow {
+export interface AccountRow {
   id: string;
   owner_id: string;
   kind: AccountKind;
@@ -28,7 +28,7 @@ interface AccountRow {
   created_at: Date;
 }
 
-const toAccount = (r: AccountRow): Account => ({
+export const toAccount = (r: AccountRow): Account => ({
   id: r.id,
   ownerId: r.owner_id,
   kind: r.kind,

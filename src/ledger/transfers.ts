@@ -2,9 +2,9 @@ import type { Pool, PoolClient, Queryable } from '../db/pool';
 import { withTransaction } from '../db/pool';
 import { SluiceError } from '../domain/errors';
 import { assertUnits } from '../domain/money';
-import { getAccount, lockAccounts, worldAccountId, type Account } from './accounts';
+import { getAccount, lockAccounts, toAccount, worldAccountId, type Account, type AccountRow } from './accounts';
 import { lockWorldStripe } from './world';
-import { idempotent } from './idempotency';
+import { idempotent, requestHash } from './idempotency';
 
 /** What a transfer row may point at, so the auditor can tie money to its cause. */
 export interface TransferRefs {
@@ -89,7 +89,13 @@ export interface AlongWithTransfer {
  * With `holdId` the debit comes out of that hold (a capture), not out of available funds.
  * A caller that already holds both accounts' locks passes them as `locked`.
  */
-export async function postTransfer(client: PoolClient, input: TransferInput, locked?: Map<string, Account>, along?: AlongWithTransfer): Promise<Transfer> {
+export async function postTransfer(
+  client: PoolClient,
+  input: TransferInput,
+  locked?: Map<string, Account>,
+  along?: AlongWithTransfer,
+  opts: { storeAsKeyResult?: boolean } = {},
+): Promise<Transfer> {
   assertUnits(input.amount, 'amount');
   if (input.debitAccountId === input.creditAccountId) {
     throw new SluiceError('invalid_request', 'a transfer needs two different accounts', { account: input.debitAccountId });
@@ -123,31 +129,66 @@ export async function postTransfer(client: PoolClient, input: TransferInput, loc
   // the event describes the transfer as toTransfer shows it; undefined fields drop out
   const described: TransferInput = { key, kind, debitAccountId: debit.id, creditAccountId: credit.id, amount, holdId, paymentRef, streamRef, tick, jobId, subaccountId, memo };
   // the row and its transfer.posted event in one statement (one round trip); the
-  // event's id and createdAt are the inserted row's
+  // event's id and createdAt are the inserted row's. With storeAsKeyResult the same
+  // description is stored as the result of the idempotency key (inserted earlier in
+  // this transaction, row `input.key`) and returned, so a replay returns exactly it.
+  const store = opts.storeAsKeyResult === true;
   const { rows } = await client.query({
-    name: along ? `post-transfer:${along.name}` : 'post-transfer',
+    name: `post-transfer${along ? `:${along.name}` : ''}${store ? ':keyed' : ''}`,
     text: `with t as (
              insert into transfers (idempotency_key, kind, debit_account_id, credit_account_id, amount,
                                     hold_id, payment_ref, stream_ref, tick, job_id, subaccount_id, memo)
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) returning *),
+           p as (
+             select t.id, $13::jsonb || jsonb_build_object('id', t.id, 'createdAt', to_char(t.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')) as payload
+               from t),
            e as (
              insert into events (type, subject, payload, parties)
-             select 'transfer.posted', t.id::text,
-                    $13::jsonb || jsonb_build_object('id', t.id, 'createdAt', to_char(t.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')),
-                    $14 from t)${along ? `,
+             select 'transfer.posted', p.id::text, p.payload, $14 from p)${store ? `,
+           r as (update idempotency_keys k set result = p.payload from p where k.key = $1 returning k.result)` : ''}${along ? `,
            ${along.ctes}` : ''}
-           select * from t`,
+           select t.*${store ? ', (select result from r) as stored_result' : ''} from t`,
     values: [key, kind, debit.id, credit.id, amount, holdId ?? null, paymentRef ?? null, streamRef ?? null, tick ?? null, jobId ?? null,
       subaccountId ?? null, memo ?? null, JSON.stringify(described), [...new Set([debit.ownerId, credit.ownerId])], ...(along?.values ?? [])],
   });
-  return toTransfer(rows[0]);
+  if (store && !rows[0].stored_result) throw new Error(`idempotency key ${key} is not this transaction's to store a result under`);
+  return store ? (rows[0].stored_result as Transfer) : toTransfer(rows[0]);
 }
 
-/** A standalone idempotent transfer: its own transaction, keyed by `input.key`. */
+/**
+ * A standalone idempotent transfer: its own transaction, keyed by `input.key`, in two
+ * statements between BEGIN and COMMIT (it was four): the key row and the accounts'
+ * locks in one (the key first, as the lock order says: the accounts are locked only
+ * once the key row is this transaction's), the transfer, its event and the key's
+ * stored result in the other. A replay, a capture, an overdue hold or a refusal
+ * takes the general path (idempotent + postTransfer) or throws from it.
+ */
 export function transfer(pool: Pool, input: TransferInput): Promise<Transfer> {
-  return withTransaction(pool, (client) =>
-    idempotent(client, input.key, `transfer:${input.kind}`, input, () => postTransfer(client, input)),
-  );
+  const operation = `transfer:${input.kind}`;
+  const general = (client: PoolClient) => idempotent(client, input.key, operation, input, () => postTransfer(client, input));
+  if (input.holdId !== undefined || input.debitAccountId === input.creditAccountId) return withTransaction(pool, general);
+  return withTransaction(pool, async (client) => {
+    const { rows } = await client.query<AccountRow & { fresh: boolean; overdue: boolean | null }>({
+      name: 'transfer-key-and-lock',
+      text: `with k as (
+               insert into idempotency_keys (key, operation, request_hash) values ($1, $2, $3)
+               on conflict (key) do nothing returning key)
+             select f.fresh, a.*
+               from (select exists (select 1 from k) as fresh) f
+               left join lateral (
+                 select a.*, exists (select 1 from holds h where h.account_id = a.id and h.status = 'open' and h.expires_at <= now()) as overdue
+                   from accounts a where f.fresh and a.id = any($4) order by a.kind = 'pool', a.id for no key update of a) a on true`,
+      values: [input.key, operation, requestHash(operation, input), [input.debitAccountId, input.creditAccountId]],
+    });
+    // the key was taken before: a replay (or a conflict), answered from the stored row
+    if (!rows[0]!.fresh) return general(client);
+    const found = rows.filter((r) => r.id !== null);
+    const locked =
+      found.length === 2 && !found.some((r) => r.overdue)
+        ? new Map(found.map((r) => [r.id, toAccount(r)]))
+        : await lockAccounts(client, [input.debitAccountId, input.creditAccountId]); // throws not_found; expires overdue holds
+    return postTransfer(client, input, locked, undefined, { storeAsKeyResult: true });
+  });
 }
 
 /** Money enters from a stripe of the world account of the account's currency (src/ledger/world.ts). */
