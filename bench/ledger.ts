@@ -1,38 +1,44 @@
 /**
- * Ledger throughput against a PostgreSQL baseline, on the same server and the same
- * fresh database in one run: pgbench's built-in TPC-B-like script first, then the
- * ledger's idempotent transfer path with the same number of clients and seconds.
- * The ratio ledger/pgbench is the number to watch: the absolute rates depend on the
- * machine (and on its neighbours), the ratio much less.
+ * Ledger throughput against pgbench, like for like, on the same server and the same
+ * fresh database in one run:
+ *   - hot: pgbench TPC-B-like at scale 1 (every transaction updates the one branch
+ *     row) beside ledger transfers that all credit one hot account;
+ *   - spread: pgbench at scale = clients (a branch row per client, rows spread)
+ *     beside ledger transfers between disjoint account pairs, one pair per client.
+ * Each ratio ledger/pgbench compares the same clients and seconds; the absolute rates
+ * depend on the machine (and on its neighbours), the ratios much less.
  *
- *   npm run bench:ledger -- [--clients 8] [--seconds 10] [--accounts 100] [--database-url URL] [--json]
+ *   npm run bench:ledger -- [--clients 8] [--seconds 10] [--database-url URL] [--json]
  *
- * Progress goes to stderr, results to stdout (so `--json` output can be piped).
- * Exits non-zero if the books do not balance after the run.
+ * Progress goes to stderr, results to stdout as `name: value` lines (`--json`: one
+ * JSON object only). Exits non-zero if the books do not balance after the run (the
+ * auditor's checks, and the bench's own count of transfers).
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
 import { Command } from 'commander';
+import { runAudit, WORKFLOWS_CHECK } from '../src/audit';
 import { migrate } from '../src/db/migrate';
 import { createPool, withDatabase, type Pool } from '../src/db/pool';
 import { SluiceError } from '../src/domain/errors';
 import { createAccount } from '../src/ledger/accounts';
 import { deposit, transfer } from '../src/ledger/transfers';
-import { benchDatabaseName, checkpoint, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, pgbenchTps, runBench, withServerAndJson } from './support';
+import { benchDatabaseName, checkpoint, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, mapConcurrently, onServer, runBench, runPgbench, withServerAndJson } from './support';
 
 const execFileAsync = promisify(execFile);
 
 // Generous enough that no account runs dry during a run (transfers move 1..100
-// units), small enough that the world account's negative sum stays a safe integer.
+// units), small enough that the world's negative sum stays a safe integer.
 const FUNDING_UNITS = 1_000_000_000;
 const TRANSFER_UNITS_MAX = 100;
+// accounts that pay the hot one: enough that the payers themselves rarely collide
+const HOT_PAYERS = 100;
 
 interface Options {
   clients: number;
   seconds: number;
-  accounts: number;
   databaseUrl: string;
   json: boolean;
 }
@@ -40,102 +46,64 @@ interface Options {
 function parseOptions(): Options {
   return withServerAndJson(
     new Command()
-    .name('bench:ledger')
-    .description('ledger transfers/s against pgbench tpcb-like tps, same server, same fresh database')
-    .option('--clients <n>', 'concurrent clients (pgbench -c, ledger pool size and loops)', integerAtLeast(1), 8)
-    .option('--seconds <n>', 'duration of each measured phase', integerAtLeast(1), 10)
-    // 100 accounts by default. Not the same contention as pgbench scale 1, which cannot
-    // be matched exactly: there every transaction updates the single branch row (and one
-    // of 10 tellers), so all commits queue on one row for a short tail of each
-    // transaction; here a transfer holds 2 of N rows locked for its whole transaction.
-    // With 100 accounts and 8 clients, ~1 in 4 transfers waits for a lock, which keeps
-    // lock waits in the picture without making one row the whole story.
-    // `--accounts 2` is the everything-on-one-row worst case.
-    .option('--accounts <n>', 'accounts the transfers move money between', integerAtLeast(2), 100),
+      .name('bench:ledger')
+      .description('ledger transfers/s against pgbench tpcb-like tps: one hot row (scale 1) and spread rows (scale = clients), same server, same fresh database')
+      .option('--clients <n>', 'concurrent clients (pgbench -c, ledger pool size and loops)', integerAtLeast(1), 8)
+      .option('--seconds <n>', 'duration of each measured phase', integerAtLeast(1), 10),
   )
     .parse()
     .opts<Options>();
 }
 
-// ------------------------------------------------------------------ pgbench
-
-async function pgbench(url: string, o: Options, signal: AbortSignal): Promise<number> {
-  // pgbench takes the URL as its dbname argument (libpq expands connection URIs).
-  const exec = (args: string[]) => execFileAsync('pgbench', [...args, url], { signal, maxBuffer: 16 << 20 });
-  log('pgbench -i -s 1');
-  await exec(['-i', '-s', '1', '-q']);
-  await checkpoint(url);
-  const threads = Math.min(o.clients, 2);
-  log(`pgbench -b tpcb-like -c ${o.clients} -j ${threads} -T ${o.seconds} -n`);
-  const { stdout } = await exec(['-b', 'tpcb-like', '-c', String(o.clients), '-j', String(threads), '-T', String(o.seconds), '-n']);
-  return pgbenchTps(stdout);
-}
-
-// ------------------------------------------------------------------ ledger
-
-interface LedgerResult {
+interface LedgerRun {
   committed: number;
   refused: Record<string, number>;
   elapsedSeconds: number;
   tps: number;
 }
 
-async function setUpLedger(url: string, pool: Pool, accounts: number): Promise<string[]> {
-  log(`migrations, ${accounts} parties and accounts, deposits`);
+/** Parties and funded accounts for both ledger runs (not measured: plain SQL for the parties). */
+async function setUpLedger(url: string, pool: Pool, clients: number): Promise<{ hot: string; payers: string[]; pairs: [string, string][] }> {
+  log('migrations, parties, accounts and deposits');
   await migrate(url);
-  // One party per account, as users would be. Parties are not on the measured path,
-  // so plain SQL: one statement, and no API keys to mint.
-  const ids = Array.from({ length: accounts }, (_, i) => `bench-${String(i).padStart(6, '0')}`);
+  const payers = Array.from({ length: HOT_PAYERS }, (_, i) => `payer-${String(i).padStart(4, '0')}`);
+  const pairs = Array.from({ length: clients }, (_, i): [string, string] => [`pair-${i}-a`, `pair-${i}-b`]);
+  const ids = ['hot', ...payers, ...pairs.flat()];
   await pool.query(`insert into parties (id, name) select id, id from unnest($1::text[]) as id`, [ids]);
-  // Sequential on purpose: every deposit locks the one world account, so concurrency
-  // would only queue, and setup is not what is measured.
-  for (const id of ids) {
+  // concurrent: the world side is striped, so deposits do not queue on one row
+  await mapConcurrently(ids, clients, async (id) => {
     await createAccount(pool, { id, ownerId: id, kind: 'user' });
     await deposit(pool, { key: `fund-${id}`, accountId: id, amount: FUNDING_UNITS });
-  }
-  // pgbench -i vacuums and analyzes its tables; give the ledger's the same start.
+  });
+  // pgbench -i vacuums and analyzes its tables; give the ledger's the same start
   await pool.query('vacuum analyze');
-  await checkpoint(url);
-  return ids;
+  return { hot: 'hot', payers, pairs };
 }
 
-async function driveLedger(pool: Pool, ids: string[], o: Options, signal: AbortSignal): Promise<LedgerResult> {
-  // Open all C connections before the clock starts: pgbench's tps excludes connection time too.
-  const warm = await Promise.all(Array.from({ length: o.clients }, () => pool.connect()));
-  warm.forEach((c) => c.release());
-
-  log(`ledger transfers -c ${o.clients} -T ${o.seconds} over ${ids.length} accounts`);
+/** `clients` loops of idempotent transfers for `seconds`; `pick(client)` names the two accounts. */
+async function driveLedger(pool: Pool, name: string, o: Options, pick: (client: number) => [string, string], signal: AbortSignal): Promise<LedgerRun> {
+  log(`ledger ${name}: transfers -c ${o.clients} -T ${o.seconds}`);
   const runId = randomBytes(4).toString('hex');
   const refused: Record<string, number> = {};
   let committed = 0;
   let failure: unknown;
   const started = performance.now();
   const deadline = started + o.seconds * 1000;
-  const pick = (n: number) => Math.floor(Math.random() * n);
-
   const loop = async (client: number) => {
     for (let seq = 0; performance.now() < deadline && !signal.aborted && failure === undefined; seq++) {
-      // two different random accounts: the second is offset from the first by 1..N-1
-      const debit = pick(ids.length);
-      const credit = (debit + 1 + pick(ids.length - 1)) % ids.length;
+      const [debitAccountId, creditAccountId] = pick(client);
       try {
-        await transfer(pool, {
-          key: `bench-${runId}-${client}-${seq}`, // unique: every transfer does the real work, no replays
-          kind: 'transfer',
-          debitAccountId: ids[debit]!,
-          creditAccountId: ids[credit]!,
-          amount: 1 + pick(TRANSFER_UNITS_MAX),
-        });
+        // a unique key: every transfer does the real work, no replays
+        await transfer(pool, { key: `bench-${runId}-${client}-${seq}`, kind: 'transfer', debitAccountId, creditAccountId, amount: 1 + Math.floor(Math.random() * TRANSFER_UNITS_MAX) });
         committed++;
       } catch (error) {
-        // a refusal is an answer the ledger is allowed to give; anything else ends the run
+        // a refusal is an answer the ledger may give; anything else ends the run
         if (error instanceof SluiceError) refused[error.code] = (refused[error.code] ?? 0) + 1;
         else failure = error;
       }
     }
   };
-  // Every loop finishes its in-flight transfer before the run ends (none is cut off),
-  // and the rate uses the real elapsed time, as pgbench does for -T.
+  // every loop finishes its transfer in flight; the rate uses the real elapsed time, as pgbench does for -T
   await Promise.all(Array.from({ length: o.clients }, (_, i) => loop(i)));
   const elapsedSeconds = (performance.now() - started) / 1000;
   if (failure !== undefined) throw failure;
@@ -143,72 +111,26 @@ async function driveLedger(pool: Pool, ids: string[], o: Options, signal: AbortS
   return { committed, refused, elapsedSeconds, tps: committed / elapsedSeconds };
 }
 
-interface Conservation {
-  balanceSum: string;
-  transfersInDb: number;
+interface Books {
   ok: boolean;
+  transfersInDb: number;
+  transfersCounted: number;
+  failedChecks: string[];
 }
 
-/**
- * The books must balance: the world account is minus everything deposited, so all
- * balances sum to zero. The transfer count cross-checks the bench's own counting
- * (a transfer counted but not committed, or the reverse, would show here).
- */
-async function checkConservation(pool: Pool, committed: number): Promise<Conservation> {
-  const { rows } = await pool.query<{ sum: string; transfers: number }>(
-    `select (select sum(balance)::text from accounts) as sum,
-            (select count(*) from transfers where kind = 'transfer') as transfers`,
-  );
-  const { sum, transfers } = rows[0]!;
-  return { balanceSum: sum, transfersInDb: transfers, ok: sum === '0' && transfers === committed };
+/** The auditor's checks (all but the one that needs Temporal) and the count of transfers against the bench's own. */
+async function checkBooks(pool: Pool, counted: number): Promise<Books> {
+  const report = await runAudit(pool);
+  const failedChecks = report.checks.filter((c) => !c.ok && c.name !== WORKFLOWS_CHECK).map((c) => c.name);
+  const { rows } = await pool.query<{ n: number }>(`select count(*)::int as n from transfers where kind = 'transfer'`);
+  return { ok: failedChecks.length === 0 && rows[0]!.n === counted, transfersInDb: rows[0]!.n, transfersCounted: counted, failedChecks };
 }
-
-// ------------------------------------------------------------------ report
-
-function printTable(r: Report): void {
-  const refused = Object.entries(r.ledger.refused);
-  const refusedText = refused.length ? refused.map(([code, n]) => `${code}: ${n}`).join(', ') : '0';
-  const rows: [string, string][] = [
-    ['pgbench', r.pgbenchVersion],
-    ['postgresql', r.postgresVersion],
-    ['clients', String(r.clients)],
-    ['pgbench threads', String(r.pgbenchThreads)],
-    ['seconds', String(r.seconds)],
-    ['accounts', String(r.accounts)],
-    ['pgbench tps', r.pgbench.tps.toFixed(1)],
-    ['ledger transfers/s', `${r.ledger.tps.toFixed(1)} (${r.ledger.committed} in ${r.ledger.elapsedSeconds.toFixed(2)} s)`],
-    ['ledger refused', refusedText],
-    ['ratio ledger/pgbench', r.ratio.toFixed(2)],
-    [
-      'conservation',
-      `${r.conservation.ok ? 'ok' : 'FAILED'} (sum of balances ${r.conservation.balanceSum}, ` +
-        `${r.conservation.transfersInDb} transfers in db, ${r.ledger.committed} counted)`,
-    ],
-  ];
-  const width = Math.max(...rows.map(([k]) => k.length));
-  for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
-  console.log(`ratio ledger/pgbench: ${r.ratio.toFixed(2)}`);
-}
-
-type Report = Omit<Options, 'databaseUrl' | 'json'> & {
-  pgbenchVersion: string;
-  postgresVersion: string;
-  pgbenchThreads: number;
-  pgbench: { tps: number };
-  ledger: LedgerResult;
-  ratio: number;
-  conservation: Conservation;
-};
-
-// ------------------------------------------------------------------ main
 
 async function main(): Promise<void> {
   const o = parseOptions();
   const serverUrl = o.databaseUrl;
   const name = benchDatabaseName();
   const url = withDatabase(serverUrl, name);
-
-  // Ctrl-C or a kill stops pgbench and the loops, and still drops the database.
   const abort = new AbortController();
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => abort.abort());
 
@@ -216,32 +138,59 @@ async function main(): Promise<void> {
     execFileAsync('pgbench', ['--version']),
     onServer<{ server_version: string }>(serverUrl, 'show server_version'),
   ]);
-
   await createBenchDatabase(serverUrl, name);
   let pool: Pool | undefined;
   try {
-    const pgbenchTps = await pgbench(url, o, abort.signal);
+    const threads = Math.min(o.clients, 2);
+    const pgbenchHot = await runPgbench(url, { clients: o.clients, threads, seconds: o.seconds, scale: 1 }, abort.signal);
+    const pgbenchSpread = await runPgbench(url, { clients: o.clients, threads, seconds: o.seconds, scale: o.clients }, abort.signal);
 
     pool = createPool(url, o.clients);
-    const ids = await setUpLedger(url, pool, o.accounts);
-    const ledger = await driveLedger(pool, ids, o, abort.signal);
-    const conservation = await checkConservation(pool, ledger.committed);
+    const { hot, payers, pairs } = await setUpLedger(url, pool, o.clients);
+    // open all connections before the clock starts: pgbench's tps excludes connection time too
+    (await Promise.all(Array.from({ length: o.clients }, () => pool!.connect()))).forEach((c) => c.release());
+    await checkpoint(url);
+    const ledgerHot = await driveLedger(pool, 'hot', o, () => [payers[Math.floor(Math.random() * payers.length)]!, hot], abort.signal);
+    await checkpoint(url);
+    // each client moves money back and forth within its own pair: no two clients share a row
+    const flip = new Array<boolean>(o.clients).fill(false);
+    const ledgerSpread = await driveLedger(pool, 'spread', o, (c) => {
+      flip[c] = !flip[c];
+      const [a, b] = pairs[c]!;
+      return flip[c] ? [a, b] : [b, a];
+    }, abort.signal);
+    const books = await checkBooks(pool, ledgerHot.committed + ledgerSpread.committed);
 
-    const report: Report = {
-      pgbenchVersion: pgbenchVersion.trim(),
-      postgresVersion: server!.server_version,
+    const report = {
+      pgbench: pgbenchVersion.trim(),
+      postgresql: server!.server_version,
       clients: o.clients,
-      pgbenchThreads: Math.min(o.clients, 2),
+      pgbenchThreads: threads,
       seconds: o.seconds,
-      accounts: o.accounts,
-      pgbench: { tps: pgbenchTps },
-      ledger,
-      ratio: ledger.tps / pgbenchTps,
-      conservation,
+      hot: { pgbenchScale1Tps: pgbenchHot.tps, ledger: ledgerHot, ratio: ledgerHot.tps / pgbenchHot.tps },
+      spread: { pgbenchScaleTps: pgbenchSpread.tps, pgbenchScale: o.clients, ledger: ledgerSpread, ratio: ledgerSpread.tps / pgbenchSpread.tps },
+      books,
     };
     if (o.json) console.log(JSON.stringify(report, null, 2));
-    else printTable(report);
-    if (!conservation.ok) process.exitCode = 1;
+    else {
+      const refusedText = (r: Record<string, number>) => Object.entries(r).map(([k, n]) => `${k} ${n}`).join(', ') || '0';
+      const lines: [string, string][] = [
+        ['pgbench', report.pgbench],
+        ['postgresql', report.postgresql],
+        ['clients', String(o.clients)],
+        ['pgbench threads', String(threads)],
+        ['seconds', String(o.seconds)],
+        ['hot pgbench tps (scale 1)', pgbenchHot.tps.toFixed(1)],
+        ['hot ledger transfers/s (one account credited by all)', `${ledgerHot.tps.toFixed(1)} (${ledgerHot.committed} in ${ledgerHot.elapsedSeconds.toFixed(2)} s, refused ${refusedText(ledgerHot.refused)})`],
+        ['hot ratio ledger/pgbench', report.hot.ratio.toFixed(2)],
+        [`spread pgbench tps (scale ${o.clients})`, pgbenchSpread.tps.toFixed(1)],
+        ['spread ledger transfers/s (a pair of accounts per client)', `${ledgerSpread.tps.toFixed(1)} (${ledgerSpread.committed} in ${ledgerSpread.elapsedSeconds.toFixed(2)} s, refused ${refusedText(ledgerSpread.refused)})`],
+        ['spread ratio ledger/pgbench', report.spread.ratio.toFixed(2)],
+        ['books', `${books.ok ? 'ok' : 'FAILED'} (auditor ${books.failedChecks.length ? `failed: ${books.failedChecks.join(', ')}` : 'green'}, ${books.transfersInDb} transfers in db, ${books.transfersCounted} counted)`],
+      ];
+      for (const [k, v] of lines) console.log(`${k}: ${v}`);
+    }
+    if (!books.ok) process.exitCode = 1;
   } finally {
     await pool?.end();
     await dropBenchDatabase(serverUrl, name);
