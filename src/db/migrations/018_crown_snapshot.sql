@@ -20,8 +20,11 @@ create index rate_states_seller_idx on rate_states (seller, tick, event_id) incl
 -- the event's fields applied. An event may be posted for a tick before events already
 -- posted for later ticks (postRateEvent refuses only the past), so the states after
 -- it are folded again, in order: few rows (the seller's events for later ticks).
--- Writers take the rate board's lock (postRateEvent holds it already; the lock is the
--- same one), so two writers never fold the same seller's states at once. Rows of one
+-- The fold relies on its writers being serialised: postRateEvent holds the rate
+-- board's lock. The trigger takes no lock of its own (the tails' tests write rows
+-- outside the board lock from transactions committing in any order, and must not
+-- queue): two transactions inserting one seller's events at once without the board
+-- lock would each fold without the other's, so any other writer takes it. Rows of one
 -- statement are taken in id order and each sees those before it: a multi-row insert
 -- folds like the same events inserted one by one.
 create function fold_rate_state() returns trigger language plpgsql as $$
@@ -32,7 +35,6 @@ declare
   active_now boolean;
   busy_now boolean;
 begin
-  perform pg_advisory_xact_lock(hashtext('rate-board'));
   select s.rate, s.active, s.busy into prior from rate_states s
    where s.seller = new.seller and (s.tick, s.event_id) < (new.tick, new.id)
    order by s.tick desc, s.event_id desc limit 1;
