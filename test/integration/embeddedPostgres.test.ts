@@ -15,13 +15,21 @@ test('with no DATABASE_URL and no local server, the launcher runs an embedded Po
     expect(seen.source).toBe('embedded');
     expect(seen.lines.join('\n')).toContain('starting an embedded one');
     expect(seen.applied).toEqual(loadMigrations().map((m) => m.version));
-    // the system accounts, the pool seeded from the world (the default 10,000)
-    expect(seen.rows).toEqual([
+    // the system accounts, the pool seeded from the world (the default 10,000); the pool and the
+    // world are each held as stripes (SLUICE_POOL_STRIPES, SLUICE_WORLD_STRIPES, default 8 each)
+    type Row = { id: string; kind: string; balance: number };
+    const rows: Row[] = seen.rows;
+    const ofKind = (kind: string) => rows.filter((r) => r.kind === kind);
+    const sum = (rs: Row[]) => rs.reduce((s, r) => s + Number(r.balance), 0);
+    expect(ofKind('user')).toEqual([
       { id: 'sluice.jobs', kind: 'user', balance: 0 },
-      { id: 'sluice.pool', kind: 'pool', balance: 10_000 },
       { id: 'sluice.rewards', kind: 'user', balance: 0 },
-      { id: 'world', kind: 'world', balance: -10_000 },
     ]);
+    expect(ofKind('pool').map((r) => r.id)).toEqual(['sluice.pool', ...[1, 2, 3, 4, 5, 6, 7].map((i) => `sluice.pool.${i}`)]);
+    expect(sum(ofKind('pool'))).toBe(10_000);
+    expect(ofKind('world').map((r) => r.id)).toEqual(['world', ...[1, 2, 3, 4, 5, 6, 7].map((i) => `world.${i}`)]);
+    expect(sum(ofKind('world'))).toBe(-10_000);
+    expect(rows).toHaveLength(18);
     expect(seen.version).toMatch(/^\d+\.\d+/);
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
