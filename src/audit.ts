@@ -152,12 +152,17 @@ const CHECKS: Array<{ name: string; description: string; sql: string; params?: (
   },
   {
     name: 'grants.reservation_matches_hold',
-    description: "a grant's reservation is its pool hold: same amount, absorbed = captured, returned = released, settled or closed grants leave no open hold",
-    sql: `select g.job_id, g.status, g.reserved, g.absorbed, g.returned, h.amount, h.captured, h.released, h.status as hold_status
-            from grants g left join holds h on h.id = g.hold_id
-           where (g.reserved > 0) <> (h.id is not null)
-              or (h.id is not null and (h.amount <> g.reserved or h.account_id <> 'sluice.pool'
-                  or (g.status <> 'reserved' and (h.status = 'open' or h.captured <> g.absorbed or h.released <> g.returned))))`,
+    description:
+      "a grant's reservation is its pool holds (one per stripe it took from): they sum to it, all on pool stripes, absorbed = captured, returned = released, settled or closed grants leave no open hold",
+    sql: `select g.job_id, g.status, g.reserved, g.absorbed, g.returned, h.holds, h.amount, h.captured, h.released, h.open, h.off_pool
+            from grants g
+            left join (select gh.job_id, count(*) as holds, sum(h.amount) as amount, sum(h.captured) as captured, sum(h.released) as released,
+                              count(*) filter (where h.status = 'open') as open, count(*) filter (where a.kind <> 'pool') as off_pool
+                         from grant_holds gh join holds h on h.id = gh.hold_id join accounts a on a.id = h.account_id
+                        group by gh.job_id) h on h.job_id = g.job_id
+           where (g.reserved > 0) <> (h.job_id is not null)
+              or (h.job_id is not null and (h.amount <> g.reserved or h.off_pool > 0
+                  or (g.status <> 'reserved' and (h.open > 0 or h.captured <> g.absorbed or h.released <> g.returned))))`,
   },
   {
     name: 'grants.money_matches_transfers',
@@ -175,13 +180,23 @@ const CHECKS: Array<{ name: string; description: string; sql: string; params?: (
   },
   {
     name: 'grants.pool_conservation',
-    description: 'the pool holds its deposits plus its credits minus what it absorbed: it absorbed no more than it was given',
-    sql: `select a.balance, d.deposits, c.credits, x.absorbed
-            from accounts a,
-                 (select coalesce(sum(amount), 0) as deposits from transfers where credit_account_id = 'sluice.pool' and kind = 'deposit') d,
-                 (select coalesce(sum(amount), 0) as credits from transfers where credit_account_id = 'sluice.pool' and kind = 'pool_credit') c,
-                 (select coalesce(sum(amount), 0) as absorbed from transfers where debit_account_id = 'sluice.pool' and kind = 'job_absorb') x
-           where a.id = 'sluice.pool' and (a.balance <> d.deposits + c.credits - x.absorbed or x.absorbed > d.deposits + c.credits)`,
+    description:
+      'each pool stripe, and so the pool (their sum), holds its deposits plus its credits minus what it absorbed, moved by nothing else; it absorbed no more than it was given',
+    sql: `select a.id, a.balance, coalesce(t.deposits, 0) as deposits, coalesce(t.credits, 0) as credits, coalesce(t.absorbed, 0) as absorbed,
+                 coalesce(t.other, 0) as other_transfers
+            from accounts a
+            left join (select account_id,
+                              sum(amount) filter (where kind = 'deposit' and credit) as deposits,
+                              sum(amount) filter (where kind = 'pool_credit' and credit) as credits,
+                              sum(amount) filter (where kind = 'job_absorb' and not credit) as absorbed,
+                              count(*) filter (where not ((kind in ('deposit', 'pool_credit') and credit) or (kind = 'job_absorb' and not credit))) as other
+                         from (select credit_account_id as account_id, kind, amount, true as credit from transfers
+                               union all
+                               select debit_account_id, kind, amount, false from transfers) m
+                        where account_id in (select id from accounts where kind = 'pool')
+                        group by account_id) t on t.account_id = a.id
+           where a.kind = 'pool'
+             and (a.balance <> coalesce(t.deposits, 0) + coalesce(t.credits, 0) - coalesce(t.absorbed, 0) or coalesce(t.other, 0) > 0)`,
   },
   {
     name: 'subaccounts.collateral_held_while_live',

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseTierBudgets, POOL_SEED_UNITS_DEFAULT, PRICE_PER_UNIT_DEFAULT } from './domain/grants';
+import { parseTierBudgets, POOL_SEED_UNITS_DEFAULT, POOL_STRIPES_DEFAULT, PRICE_PER_UNIT_DEFAULT } from './domain/grants';
 import { CREATIONS_PER_HOUR_DEFAULT, SUBACCOUNT_CAP_DEFAULT } from './domain/entities';
 import { parseFaults } from './jobs/faults';
 import { BILLING_ROWS_MAX_DEFAULT, BILLING_SHARDS_DEFAULT } from './domain/billing';
@@ -41,6 +41,8 @@ export const ConfigSchema = z.object({
   SLUICE_WRITE_RATE_WINDOW_MS: z.coerce.number().int().min(1000).max(3_600_000).default(WRITE_RATE_WINDOW_MS_DEFAULT),
   /** Units the free-tier pool is seeded with when the database is first migrated. */
   SLUICE_POOL_SEED_UNITS: z.coerce.number().int().min(0).max(1e15).default(POOL_SEED_UNITS_DEFAULT),
+  /** Stripe accounts the free-tier pool is held as, so concurrent reservations do not queue on one row (added at migration, never removed). */
+  SLUICE_POOL_STRIPES: z.coerce.number().int().min(1).max(256).default(POOL_STRIPES_DEFAULT),
   /** Stripe accounts each currency's world account is held as, so concurrent deposits and withdrawals do not queue on one row (added at migration, never removed). */
   SLUICE_WORLD_STRIPES: z.coerce.number().int().min(1).max(256).default(WORLD_STRIPES_DEFAULT),
   /** Daily pool budgets per tier, e.g. `established=50,trusted=200` (unnamed tiers keep their default). */

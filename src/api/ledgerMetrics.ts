@@ -1,6 +1,6 @@
 import client from 'prom-client';
+import { poolTotals } from '../ledger/pool';
 import type { Queryable } from '../db/pool';
-import { POOL_ACCOUNT } from '../ledger/pool';
 
 /**
  * The business metrics, read from the database when Prometheus scrapes the API.
@@ -41,16 +41,15 @@ export function registerLedgerMetrics(registry: client.Registry, db: Queryable):
   const registers = [registry];
   new client.Gauge({
     name: 'sluice_pool_units',
-    help: 'The free-tier pool account: balance, held (open reservations) and available, in minor units',
+    help: 'The free-tier pool (the sum of its stripe accounts): balance, held (open reservations) and available, in minor units',
     labelNames: ['state'] as const,
     registers,
     async collect() {
-      const { rows } = await db.query<{ balance: number; held: number }>('select balance, held from accounts where id = $1', [POOL_ACCOUNT]);
-      if (!rows[0]) return; // not migrated yet
-      const { balance, held } = rows[0];
-      this.set({ state: 'balance' }, balance);
-      this.set({ state: 'held' }, held);
-      this.set({ state: 'available' }, balance - held);
+      const pool = await poolTotals(db);
+      if (!pool.stripes) return; // not migrated yet
+      this.set({ state: 'balance' }, pool.balance);
+      this.set({ state: 'held' }, pool.held);
+      this.set({ state: 'available' }, pool.available);
     },
   });
 

@@ -217,6 +217,7 @@ export const StillRunning = z
 
 export const PoolState = z.object({
   accountId: z.string(),
+  stripes: z.number().int(),
   balance: z.number().int(),
   held: z.number().int(),
   available: z.number().int(),

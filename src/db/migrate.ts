@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { ConfigSchema } from '../config';
 import { ensureWorldStripes } from '../ledger/world';
-import { POOL_SEED_UNITS_DEFAULT, seedPool } from '../ledger/pool';
+import { ensurePoolStripes, POOL_SEED_UNITS_DEFAULT, seedPool } from '../ledger/pool';
 
 const MIGRATIONS_DIR = join(__dirname, 'migrations');
 // one migrator at a time per database (the launcher, tests and workers may race)
@@ -30,12 +30,15 @@ export interface MigrateOptions {
   readonlyRole?: string;
   /** Units the free-tier pool is seeded with, once (a keyed deposit; later runs leave it). */
   poolSeedUnits?: number;
+  /** Stripe accounts the pool is held as, at least (default: SLUICE_POOL_STRIPES, else 8; more are added, none taken away). */
+  poolStripes?: number;
   /** Stripe accounts each currency's world account is held as, at least (default: SLUICE_WORLD_STRIPES, else 8). */
   worldStripes?: number;
 }
 
 export async function migrate(url: string, options: MigrateOptions = {}): Promise<number[]> {
   const { readonlyRole = 'sluice_readonly', poolSeedUnits = POOL_SEED_UNITS_DEFAULT } = options;
+  const poolStripes = options.poolStripes ?? ConfigSchema.shape.SLUICE_POOL_STRIPES.parse(process.env.SLUICE_POOL_STRIPES);
   const worldStripes = options.worldStripes ?? ConfigSchema.shape.SLUICE_WORLD_STRIPES.parse(process.env.SLUICE_WORLD_STRIPES);
   const client = new pg.Client({ connectionString: url });
   await client.connect();
@@ -61,6 +64,7 @@ export async function migrate(url: string, options: MigrateOptions = {}): Promis
     }
     await grantReadonly(client, readonlyRole);
     await ensureWorldStripes(client, worldStripes);
+    await ensurePoolStripes(client, poolStripes);
     await seedPool(client, poolSeedUnits);
     return applied;
   } finally {

@@ -18,6 +18,8 @@ export const DEFAULT_TIER_BUDGETS: Record<Tier, number> = { new: 0, established:
 
 /** The pool's seed when the database is first migrated (SLUICE_POOL_SEED_UNITS). */
 export const POOL_SEED_UNITS_DEFAULT = 10_000;
+/** Stripe accounts the pool is held as (SLUICE_POOL_STRIPES): about the reservations that run at once. */
+export const POOL_STRIPES_DEFAULT = 8;
 
 /** Minor units one unit of work costs (SLUICE_PRICE_PER_UNIT). */
 export const PRICE_PER_UNIT_DEFAULT = 1;

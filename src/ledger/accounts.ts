@@ -112,10 +112,14 @@ export async function worldAccountId(db: Queryable, currency: string): Promise<s
  *      before its grant and an entity's row before its new subaccount;
  *   2. every account it will move, in one statement, ascending by id, FOR NO KEY
  *      UPDATE (lockAccounts below; the billing batch's own statement in
- *      tickBatch.ts). A later lockAccounts in the same transaction names only
- *      accounts it holds already. A deposit or withdrawal takes its world stripe
- *      after its own account (lockWorldStripe in src/ledger/world.ts: SKIP LOCKED,
- *      waiting only when every stripe is locked), and locks no account after it. FOR NO KEY UPDATE does not conflict with the KEY
+ *      tickBatch.ts), the free-tier pool's stripes last (ascending among
+ *      themselves). A later lockAccounts in the same transaction names only
+ *      accounts it holds already, or pool stripes: a reservation picks its stripe
+ *      after its other accounts, SKIP LOCKED (src/ledger/pool.ts), and takes every
+ *      stripe, waiting, only when no single one holds enough. A deposit or withdrawal
+ *      likewise takes its world stripe after its own account (lockWorldStripe in
+ *      src/ledger/world.ts: SKIP LOCKED, waiting only when every stripe is locked),
+ *      and locks no account after it. FOR NO KEY UPDATE does not conflict with the KEY
  *      SHARE a foreign key takes when a row referencing the account is inserted (a
  *      stream, hold, transfer, grant or member row), and no path locks an account
  *      FOR UPDATE or changes its id, so those implicit locks never wait;
@@ -151,7 +155,7 @@ export async function lockAccounts(client: PoolClient, ids: string[]): Promise<M
     client.query<AccountRow & { overdue: boolean }>({
       name: 'lock-accounts',
       text: `select a.*, exists (select 1 from holds h where h.account_id = a.id and h.status = 'open' and h.expires_at <= now()) as overdue
-               from accounts a where a.id = any($1) order by a.id for no key update of a`,
+               from accounts a where a.id = any($1) order by a.kind = 'pool', a.id for no key update of a`,
       values: [unique],
     });
   let { rows } = await lock();

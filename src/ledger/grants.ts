@@ -21,8 +21,8 @@ import {
 } from '../domain/grants';
 import { lockAccounts } from './accounts';
 import { appendEvent } from './events';
-import { captureHoldIn, placeHoldIn, releaseHoldIn } from './holds';
-import { JOBS_ACCOUNT, POOL_ACCOUNT } from './pool';
+import { captureHoldIn, releaseHoldIn } from './holds';
+import { creditStripe, grantHolds, poolTotals, JOBS_ACCOUNT, lockPoolStripes, reserveAcrossStripes, reserveOnOneStripe, stripeKey, type PoolHold } from './pool';
 import { postTransfer } from './transfers';
 import { assertPageRows } from './paging';
 
@@ -30,12 +30,19 @@ import { assertPageRows } from './paging';
  * The money side of grant jobs (DESIGN §5). Every function is one transaction,
  * idempotent by job id, and takes its locks in the ledger's one order
  * (src/ledger/accounts.ts): the payer's party row (the budget lock), the grant row,
- * then accounts in id order, then the pool hold. The payer's row lock
- * is what makes "read the day's usage, then reserve" safe under concurrency. Behind
+ * then accounts in id order with the pool's stripes last, then the pool holds.
+ *
+ * The payer's row lock is what makes "read the day's usage, then reserve" exact
+ * under concurrency: every write that uses or gives back budget (a reservation, a
+ * settlement, a release) takes it first, so it is per payer, never global. Behind
  * it, the grants trigger takes its own per-payer-day lock before it sums the day, so
  * it refuses a day over budget even from a writer that forgot the payer lock (a
- * second writer waits for the first to commit, then sees its row); the accounts CHECK
- * refuses a pool below zero.
+ * second writer waits for the first to commit, then sees its row).
+ *
+ * The pool is K stripe accounts (src/ledger/pool.ts): a reservation takes one stripe
+ * that holds enough without waiting for a locked one, and only when none does takes
+ * every stripe and spills across them; each stripe's accounts CHECK refuses it below
+ * zero.
  */
 export type TierBudgets = Record<Tier, number>;
 
@@ -52,7 +59,6 @@ interface GrantRow {
   status: GrantStatus;
   day: string | null;
   budget: number | null;
-  hold_id: number | null;
   reserved: number;
   absorbed: number;
   returned: number;
@@ -175,43 +181,96 @@ export async function previewDecision(db: Queryable, input: { payer: string; est
   const { rowCount } = await db.query('select 1 from parties where id = $1', [input.payer]);
   if (!rowCount) throw notFound('party', input.payer);
   const budget = await budgetOn(db, input.payer, input.day, input.budgets);
-  const { rows } = await db.query<{ balance: number; held: number }>('select balance, held from accounts where id = $1', [POOL_ACCOUNT]);
-  const pool = { balance: rows[0]!.balance, held: rows[0]!.held, available: rows[0]!.balance - rows[0]!.held };
+  const pool = await poolTotals(db);
   const decision = decide({ estimatedCostUnits: input.estimatedCost, budgetRemainingUnits: budget.remaining, poolAvailableUnits: pool.available });
   return { decision, budget, pool };
 }
 
 /** The payer's budget lock: its party row, taken before the grant row and the accounts (the lock order, accounts.ts). */
 async function lockBudget(client: PoolClient, payer: string): Promise<void> {
-  const { rowCount } = await client.query('select 1 from parties where id = $1 for no key update', [payer]);
+  const { rowCount } = await client.query({ name: 'grant-lock-budget', text: 'select 1 from parties where id = $1 for no key update', values: [payer] });
   if (!rowCount) throw notFound('party', payer);
 }
 
 /**
- * With the payer's budget lock held, takes the pool's account lock (and `alsoLock`'s)
- * in account order, and only then reads the day's usage: budget given back (settle,
- * release) commits under the pool's lock, so a usage read before it could miss a
- * return and grant less than the payer is owed (never more).
+ * With the payer's budget lock held, in one statement: the job's grant if it exists,
+ * the payer's tier and the day's usage, and what the pool's stripes hold now. A
+ * separate statement from the lock: under READ COMMITTED a statement that waited for
+ * the lock would still read with the snapshot it took before waiting.
  */
-async function lockPoolAndReadBudget(client: PoolClient, payer: string, day: string, budgets: TierBudgets, alsoLock: string[] = []) {
-  const accounts = await lockAccounts(client, [POOL_ACCOUNT, ...alsoLock]);
-  const budget = await budgetOn(client, payer, day, budgets);
-  return { budget, accounts, poolAvailable: accounts.get(POOL_ACCOUNT)!.available };
+async function readBudget(client: PoolClient, input: { payer: string; jobId: string; day: string; budgets: TierBudgets }) {
+  const { rows } = await client.query<{ grant: GrantRow | null; tier: Tier; used: number; pool_available: number }>({
+    name: 'grant-read-budget',
+    text: `select (select to_jsonb(g) || jsonb_build_object('day', to_char(g.day, 'YYYY-MM-DD')) from grants g where g.job_id = $2) as grant,
+                  coalesce((select tier from payer_tiers where party_id = $1), 'new') as tier,
+                  (select coalesce(sum(reserved - returned), 0)::bigint from grants where payer = $1 and day = $3::date) as used,
+                  (select coalesce(sum(balance - held), 0)::bigint from accounts where kind = 'pool') as pool_available`,
+    values: [input.payer, input.jobId, input.day],
+  });
+  const r = rows[0]!;
+  const daily = input.budgets[r.tier];
+  const budget: Budget = { tier: r.tier, daily, used: r.used, remaining: Math.max(0, daily - r.used) };
+  return { existing: r.grant ? grantFromJson(r.grant) : undefined, budget, poolAvailable: r.pool_available };
 }
 
-/** Locks the grant row, then the accounts a step on it will move (the lock order, accounts.ts). */
-async function lockGrant(client: PoolClient, jobId: string, accountsOf: (g: GrantRow) => string[]): Promise<GrantRow> {
-  const g = await findGrant(client, jobId, true);
-  if (!g) throw notFound('job', jobId);
-  await lockAccounts(client, accountsOf(g));
-  return g;
+/** A grant row read as jsonb: its timestamps come back as text. */
+const grantFromJson = (j: GrantRow): GrantRow => ({
+  ...j,
+  created_at: new Date(j.created_at),
+  reserved_at: j.reserved_at && new Date(j.reserved_at),
+  resolved_at: j.resolved_at && new Date(j.resolved_at),
+});
+
+/**
+ * Decides with what the pool holds and reserves what the decision absorbs, exactly:
+ * `decideWith(poolAvailable)` is the domain's decision (decide or regrant) for a pool
+ * holding that much; `reserves(d)`: whether this decision places its hold now (a free
+ * job at creation, any job at payment).
+ *
+ * The first decision is taken on the stripes' sum as this transaction's snapshot saw
+ * it. A decision that reserves and that the pool does not bind (it absorbs what it
+ * would from a bottomless pool) is placed on one unlocked stripe that holds it all:
+ * the common case, which waits for no other reservation. A decision the pool binds,
+ * or one no unlocked stripe can hold (stripes locked or fragmented, or the snapshot
+ * out of date), takes every stripe, is made again on their exact sum and spills across
+ * them, so a grant cut short by the pool always takes exactly what the pool had left.
+ * A decision that reserves nothing (the advisory of a partial or gate job) is the one
+ * made on the snapshot: a consistent state of the pool, and no money moves on it.
+ */
+async function decideAndReserve(
+  client: PoolClient,
+  jobId: string,
+  snapshotAvailable: number,
+  decideWith: (poolAvailable: number) => Decision,
+  reserves: (d: Decision) => boolean,
+): Promise<{ decision: Decision; holds: PoolHold[] }> {
+  const first = decideWith(snapshotAvailable);
+  if (!reserves(first)) return { decision: first, holds: [] };
+  const poolBinds = first.absorbUnits < decideWith(Number.MAX_SAFE_INTEGER).absorbUnits;
+  if (!poolBinds) {
+    if (first.absorbUnits === 0) return { decision: first, holds: [] };
+    const one = await reserveOnOneStripe(client, { jobId, key: reserveKey(jobId), amount: first.absorbUnits });
+    if (one) return { decision: first, holds: [one] };
+  }
+  const stripes = await lockPoolStripes(client);
+  const decision = decideWith(stripes.reduce((sum, s) => sum + s.available, 0));
+  if (!reserves(decision) || decision.absorbUnits === 0) return { decision, holds: [] };
+  return { decision, holds: await reserveAcrossStripes(client, { jobId, key: reserveKey(jobId), amount: decision.absorbUnits }, stripes) };
 }
 
-/** Places the pool reservation (a hold on the pool account) for a grant. */
-async function reserve(client: PoolClient, jobId: string, amount: number): Promise<number | null> {
-  if (amount === 0) return null;
-  const hold = await placeHoldIn(client, { key: reserveKey(jobId), accountId: POOL_ACCOUNT, amount, reference: { job: jobId } });
-  return hold.id;
+/**
+ * Locks the payer's budget (a settlement or release gives budget back), the grant
+ * row, then the accounts a step on it will move, the stripes of its pool holds among
+ * them when `withHolds` (the lock order, accounts.ts).
+ */
+async function lockGrant(client: PoolClient, jobId: string, accountsOf: (g: GrantRow) => string[], withHolds: boolean) {
+  const found = await findGrant(client, jobId);
+  if (!found) throw notFound('job', jobId);
+  await lockBudget(client, found.payer);
+  const g = (await findGrant(client, jobId, true))!;
+  const holds = withHolds ? await grantHolds(client, jobId) : [];
+  await lockAccounts(client, [...accountsOf(g), ...holds.map((h) => h.accountId)]);
+  return { g, holds };
 }
 
 const sameJob = (row: GrantRow, r: JobRequest) =>
@@ -227,23 +286,29 @@ export function openGrant(pool: Pool, input: { request: JobRequest; day: string;
   const r = input.request;
   return withTransaction(pool, async (client) => {
     await lockBudget(client, r.payer);
-    const existing = await findGrant(client, r.jobId, true);
+    const { existing, budget, poolAvailable } = await readBudget(client, { payer: r.payer, jobId: r.jobId, day: input.day, budgets: input.budgets });
     if (existing) {
       if (!sameJob(existing, r)) throw new SluiceError('ref_conflict', `job id ${r.jobId} is already used by another job`, { jobId: r.jobId });
       return toGrantView(existing);
     }
-    const { budget, poolAvailable } = await lockPoolAndReadBudget(client, r.payer, input.day, input.budgets);
-    const d: Decision = decide({ estimatedCostUnits: r.estimatedCost, budgetRemainingUnits: budget.remaining, poolAvailableUnits: poolAvailable });
-    const free = d.mode === 'free';
-    const holdId = free ? await reserve(client, r.jobId, d.absorbUnits) : null;
-    const { rows } = await client.query<GrantRow>(
-      `insert into grants as g (job_id, payer, payer_account_id, request_hash, work, estimated_cost, decision, tier, advisory_absorb,
-                           status, day, budget, hold_id, reserved, reserved_at)
-       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::date, $12, $13, $14, case when $10 = 'reserved' then now() end)
-       returning ${GRANT_COLUMNS}`,
-      [r.jobId, r.payer, r.payerAccountId, r.requestHash, JSON.stringify(r.work), r.estimatedCost, d.mode, budget.tier, d.absorbUnits,
-       free ? 'reserved' : 'awaiting_payment', free ? input.day : null, free ? budget.daily : null, holdId, free ? d.absorbUnits : 0],
+    const { decision: d } = await decideAndReserve(
+      client,
+      r.jobId,
+      poolAvailable,
+      (available) => decide({ estimatedCostUnits: r.estimatedCost, budgetRemainingUnits: budget.remaining, poolAvailableUnits: available }),
+      (decision) => decision.mode === 'free',
     );
+    const free = d.mode === 'free';
+    // reserved_at is the clock under the payer's lock: one payer's reservations in commit order
+    const { rows } = await client.query<GrantRow>({
+      name: 'grant-insert',
+      text: `insert into grants as g (job_id, payer, payer_account_id, request_hash, work, estimated_cost, decision, tier, advisory_absorb,
+                           status, day, budget, reserved, reserved_at)
+       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::date, $12, $13, case when $10 = 'reserved' then clock_timestamp() end)
+       returning ${GRANT_COLUMNS}`,
+      values: [r.jobId, r.payer, r.payerAccountId, r.requestHash, JSON.stringify(r.work), r.estimatedCost, d.mode, budget.tier, d.absorbUnits,
+       free ? 'reserved' : 'awaiting_payment', free ? input.day : null, free ? budget.daily : null, free ? d.absorbUnits : 0],
+    });
     const grant = toGrantView(rows[0]!);
     await appendEvent(client, { type: 'job.decided', subject: r.jobId, payload: { ...grant }, parties: [r.payer] });
     return grant;
@@ -266,21 +331,23 @@ export function payForGrant(pool: Pool, input: { jobId: string; day: string; bud
     const state = paymentState(g);
     if (state === 'paid') return toGrantView(g);
     if (state === 'refused') throw noPayment(toGrantView(g));
-    const { budget, poolAvailable } = await lockPoolAndReadBudget(client, g.payer, input.day, input.budgets, [g.payer_account_id, JOBS_ACCOUNT]);
-    const d = regrant({
-      estimatedCostUnits: g.estimated_cost,
-      advisoryAbsorbUnits: g.advisory_absorb,
-      budgetRemainingUnits: budget.remaining,
-      poolAvailableUnits: poolAvailable,
-    });
+    const accounts = await lockAccounts(client, [g.payer_account_id, JOBS_ACCOUNT]);
+    const { budget, poolAvailable } = await readBudget(client, { payer: g.payer, jobId: g.job_id, day: input.day, budgets: input.budgets });
+    const { decision: d } = await decideAndReserve(
+      client,
+      g.job_id,
+      poolAvailable,
+      (available) =>
+        regrant({ estimatedCostUnits: g.estimated_cost, advisoryAbsorbUnits: g.advisory_absorb, budgetRemainingUnits: budget.remaining, poolAvailableUnits: available }),
+      () => true,
+    );
     if (d.chargeUnits > 0) {
-      await postTransfer(client, { key: paymentKey(g.job_id), kind: 'job_payment', debitAccountId: g.payer_account_id, creditAccountId: JOBS_ACCOUNT, amount: d.chargeUnits, jobId: g.job_id });
+      await postTransfer(client, { key: paymentKey(g.job_id), kind: 'job_payment', debitAccountId: g.payer_account_id, creditAccountId: JOBS_ACCOUNT, amount: d.chargeUnits, jobId: g.job_id }, accounts);
     }
-    const holdId = await reserve(client, g.job_id, d.absorbUnits);
     const { rows } = await client.query<GrantRow>(
-      `update grants g set status = 'reserved', day = $2::date, budget = $3, hold_id = $4, reserved = $5, paid = $6, reserved_at = now()
+      `update grants g set status = 'reserved', day = $2::date, budget = $3, reserved = $4, paid = $5, reserved_at = clock_timestamp()
         where job_id = $1 returning ${GRANT_COLUMNS}`,
-      [g.job_id, input.day, budget.daily, holdId, d.absorbUnits, d.chargeUnits],
+      [g.job_id, input.day, budget.daily, d.absorbUnits, d.chargeUnits],
     );
     const grant = toGrantView(rows[0]!);
     await appendEvent(client, { type: 'job.paid', subject: g.job_id, payload: { ...grant }, parties: [g.payer] });
@@ -299,19 +366,25 @@ export const noPayment = (g: GrantView) =>
  */
 export function settleGrant(pool: Pool, input: { jobId: string; actualCost: number }): Promise<GrantView> {
   return withTransaction(pool, async (client) => {
-    const g = await lockGrant(client, input.jobId, (found) => [POOL_ACCOUNT, JOBS_ACCOUNT, found.payer_account_id]);
+    const { g, holds } = await lockGrant(client, input.jobId, (found) => [JOBS_ACCOUNT, found.payer_account_id], true);
     if (g.status === 'settled') return toGrantView(g);
     if (g.status !== 'reserved') throw new SluiceError('job_conflict', `job ${g.job_id} is ${g.status}; it cannot settle`, { jobId: g.job_id, status: g.status });
     const s = settle({ reservedUnits: g.reserved, paidUnits: g.paid, actualCostUnits: input.actualCost });
-    if (g.hold_id !== null) {
-      if (s.absorbed > 0) await captureHoldIn(client, { key: absorbKey(g.job_id), holdId: g.hold_id, amount: s.absorbed, toAccountId: JOBS_ACCOUNT, kind: 'job_absorb', jobId: g.job_id });
-      if (s.returned > 0) await releaseHoldIn(client, { key: releaseReservationKey(g.job_id), holdId: g.hold_id });
+    // the pool absorbs from its holds in order; what each does not absorb goes back to its stripe
+    let absorb = s.absorbed;
+    for (const [n, hold] of holds.entries()) {
+      const take = Math.min(absorb, hold.amount);
+      absorb -= take;
+      if (take > 0) await captureHoldIn(client, { key: stripeKey(absorbKey(g.job_id), n), holdId: hold.id, amount: take, toAccountId: JOBS_ACCOUNT, kind: 'job_absorb', jobId: g.job_id });
+      if (take < hold.amount) await releaseHoldIn(client, { key: stripeKey(releaseReservationKey(g.job_id), n), holdId: hold.id });
     }
     if (s.refund > 0) {
       await postTransfer(client, { key: jobRefundKey(g.job_id), kind: 'job_refund', debitAccountId: JOBS_ACCOUNT, creditAccountId: g.payer_account_id, amount: s.refund, jobId: g.job_id });
     }
     if (s.credited > 0) {
-      await postTransfer(client, { key: creditKey(g.job_id), kind: 'pool_credit', debitAccountId: JOBS_ACCOUNT, creditAccountId: POOL_ACCOUNT, amount: s.credited, jobId: g.job_id });
+      // to a stripe this job already holds, else any unlocked one: credits spread with the reservations
+      const stripe = holds[0]?.accountId ?? (await creditStripe(client, g.job_id));
+      await postTransfer(client, { key: creditKey(g.job_id), kind: 'pool_credit', debitAccountId: JOBS_ACCOUNT, creditAccountId: stripe, amount: s.credited, jobId: g.job_id });
     }
     const { rows } = await client.query<GrantRow>(
       `update grants g set status = 'settled', absorbed = $2, returned = $3, refunded = $4, credited = $5, actual_cost = $6, resolved_at = now()
@@ -327,9 +400,11 @@ export function settleGrant(pool: Pool, input: { jobId: string; actualCost: numb
 /** Compensation: releases a job's pool reservation, which gives the budget back. Idempotent; a no-op before reserving. */
 export function releaseGrantReservation(pool: Pool, jobId: string): Promise<GrantView> {
   return withTransaction(pool, async (client) => {
-    const g = await lockGrant(client, jobId, () => [POOL_ACCOUNT]);
+    const { g, holds } = await lockGrant(client, jobId, () => [], true);
     if (g.status !== 'reserved' || g.reserved - g.absorbed - g.returned === 0) return toGrantView(g);
-    if (g.hold_id !== null) await releaseHoldIn(client, { key: releaseReservationKey(jobId), holdId: g.hold_id });
+    for (const [n, hold] of holds.entries()) {
+      if (hold.status === 'open') await releaseHoldIn(client, { key: stripeKey(releaseReservationKey(jobId), n), holdId: hold.id });
+    }
     const { rows } = await client.query<GrantRow>(`update grants g set returned = reserved - absorbed where job_id = $1 returning ${GRANT_COLUMNS}`, [jobId]);
     await appendEvent(client, { type: 'job.reservation_released', subject: jobId, payload: { jobId, returned: rows[0]!.returned }, parties: [g.payer] });
     return toGrantView(rows[0]!);
@@ -339,7 +414,7 @@ export function releaseGrantReservation(pool: Pool, jobId: string): Promise<Gran
 /** Compensation: refunds what the payer paid for a job that did not run. Idempotent; a no-op when nothing was paid. */
 export function refundGrantPayment(pool: Pool, jobId: string): Promise<GrantView> {
   return withTransaction(pool, async (client) => {
-    const g = await lockGrant(client, jobId, (found) => [JOBS_ACCOUNT, found.payer_account_id]);
+    const { g } = await lockGrant(client, jobId, (found) => [JOBS_ACCOUNT, found.payer_account_id], false);
     const due = g.paid - g.refunded;
     if (g.status === 'settled' || due === 0) return toGrantView(g);
     await postTransfer(client, { key: jobRefundKey(jobId), kind: 'job_refund', debitAccountId: JOBS_ACCOUNT, creditAccountId: g.payer_account_id, amount: due, jobId });

@@ -382,8 +382,8 @@ describe('chaos', () => {
     for (const w of openNow.filter((x) => x.type === 'streamWorkflow')) {
       expect((await client.workflow.getHandle(w.id).query(streamViewQuery)).status).toBe('STREAMING');
     }
-    const waiting = (await db.pool.query(`select job_id, status, reserved, paid, hold_id from grants where 'job-' || job_id = any($1)`, [[...waitingJobs]])).rows;
-    for (const g of waiting) expect(g).toMatchObject({ status: 'awaiting_payment', reserved: 0, paid: 0, hold_id: null });
+    const waiting = (await db.pool.query(`select job_id, status, reserved, paid, (select count(*)::int from grant_holds gh where gh.job_id = g.job_id) as holds from grants g where 'job-' || job_id = any($1)`, [[...waitingJobs]])).rows;
+    for (const g of waiting) expect(g).toMatchObject({ status: 'awaiting_payment', reserved: 0, paid: 0, holds: 0 });
 
     // no workflow failed, timed out or was terminated
     const byStatus: Record<string, number> = {};
@@ -412,7 +412,7 @@ describe('chaos', () => {
         `select h.id, h.reference from holds h
           where h.status = 'open'
             and not exists (select 1 from streams s where s.hold_id = h.id and s.status = 'open')
-            and not exists (select 1 from grants g where g.hold_id = h.id and g.status = 'reserved')
+            and not exists (select 1 from grant_holds gh join grants g on g.job_id = gh.job_id where gh.hold_id = h.id and g.status = 'reserved')
             and not exists (select 1 from subaccounts a where h.reference->>'subaccount' = a.id and a.status in ('active', 'challenge'))`,
       )
     ).rows;

@@ -225,7 +225,7 @@ const CORRUPTIONS: Corruption[] = [
     what: "a grant's pool hold capturing one unit less than the grant absorbed",
     corrupt: async (c) => {
       await triggersOff(c);
-      await c.query(`update holds set captured = captured - 1, released = released + 1 where id = (select hold_id from grants where job_id = 'g1')`);
+      await c.query(`update holds set captured = captured - 1, released = released + 1 where id = (select hold_id from grant_holds where job_id = 'g1')`);
     },
   },
   {
@@ -240,6 +240,15 @@ const CORRUPTIONS: Corruption[] = [
       await triggersOff(c);
       await c.query(`insert into transfers (idempotency_key, kind, debit_account_id, credit_account_id, amount) values ('pool-leak', 'transfer', 'sluice.pool', 'q.w', 25)`);
       await c.query(`update accounts set balance = balance + case id when 'q.w' then 25 else -25 end where id in ('sluice.pool', 'q.w')`);
+    },
+  },
+  {
+    check: 'grants.pool_conservation',
+    what: "one pool stripe paying 25 to another: the pool's sum unchanged, each stripe's books broken",
+    corrupt: async (c) => {
+      await triggersOff(c);
+      await c.query(`insert into transfers (idempotency_key, kind, debit_account_id, credit_account_id, amount) values ('stripe-shuffle', 'transfer', 'sluice.pool', 'sluice.pool.1', 25)`);
+      await c.query(`update accounts set balance = balance + case id when 'sluice.pool.1' then 25 else -25 end where id in ('sluice.pool', 'sluice.pool.1')`);
     },
   },
   {

@@ -4,7 +4,7 @@ import type { Pool } from '../../src/db/pool';
 import { DEFAULT_TIER_BUDGETS, utcDay } from '../../src/domain/grants';
 import { lockAccounts } from '../../src/ledger/accounts';
 import { openGrant, setTier, settleGrant } from '../../src/ledger/grants';
-import { POOL_ACCOUNT } from '../../src/ledger/pool';
+import { grantHolds } from '../../src/ledger/pool';
 import { depositToStream } from '../../src/ledger/streamControls';
 import { closeStream, openStream } from '../../src/ledger/streams';
 import { sleep, testParties } from '../support/parties';
@@ -66,7 +66,7 @@ describe('the lock order, step by step (one transaction held mid-way, the others
   });
 
   /** Whether another transaction holds a row lock on the row (NOWAIT fails at once instead of queueing). */
-  const locked = async (table: 'accounts' | 'holds' | 'grants', id: string | number): Promise<boolean> => {
+  const locked = async (table: 'accounts' | 'holds' | 'grants' | 'parties', id: string | number): Promise<boolean> => {
     try {
       await probe.query('begin');
       await probe.query(`select 1 from ${table} where ${table === 'grants' ? 'job_id' : 'id'} = $1 for no key update nowait`, [id]);
@@ -155,7 +155,7 @@ describe('the lock order, step by step (one transaction held mid-way, the others
     }
   });
 
-  test("a step on a job's grant locks the grant row before the accounts (domain row, then accounts): a settle held up at the pool's account holds its grant", async () => {
+  test("a step on a job's grant locks the grant row before the accounts (domain row, then accounts): a settle held up at its pool stripe holds its payer's budget lock and its grant", async () => {
     const pool = stack.db.pool;
     await setTier(pool, 'lo-a', 'trusted');
     const request = { jobId: 'lo-job', payer: 'lo-a', payerAccountId: 'lo-a.w', estimatedCost: 30, requestHash: 'h', work: { description: 'lock order' }, paymentTimeoutMs: 60_000 };
@@ -163,9 +163,11 @@ describe('the lock order, step by step (one transaction held mid-way, the others
     let settling: Promise<unknown> = Promise.resolve();
     try {
       await holder.query('begin');
-      await holder.query(`select 1 from accounts where id = $1 for no key update`, [POOL_ACCOUNT]);
+      const [hold] = await grantHolds(pool, 'lo-job');
+      await holder.query(`select 1 from accounts where id = $1 for no key update`, [hold!.accountId]);
       settling = settleGrant(pool, { jobId: 'lo-job', actualCost: 20 });
       await untilWaiting();
+      expect(await locked('parties', 'lo-a')).toBe(true);
       expect(await locked('grants', 'lo-job')).toBe(true);
       await holder.query('commit');
       expect(await settling).toMatchObject({ status: 'settled', absorbed: 20 });

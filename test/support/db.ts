@@ -22,6 +22,8 @@ export interface TestDatabaseOptions {
   durableCommits?: boolean;
   /** Units the free-tier pool is seeded with (default: the product's default, 10,000). */
   poolSeedUnits?: number;
+  /** Stripe accounts the pool is held as (default: the product's default, 8). */
+  poolStripes?: number;
 }
 
 /** A fresh, migrated database for one test file; `drop()` removes it. */
@@ -34,7 +36,7 @@ export async function createTestDatabase(options: TestDatabaseOptions = {}): Pro
   if (options.durableCommits === false) await admin.query(`alter database ${name} set synchronous_commit = off`);
   await admin.end();
   const url = withDatabase(SERVER_URL, name);
-  await migrate(url, { poolSeedUnits: options.poolSeedUnits });
+  await migrate(url, { poolSeedUnits: options.poolSeedUnits, poolStripes: options.poolStripes });
   const pool = createPool(url, 20);
   return {
     url,
