@@ -9,8 +9,10 @@
  *                     what placed a pool hold counts as a reservation: a `gate` job,
  *                     or a partial one with nothing left at payment, reserves nothing
  *                     and is not counted (its time is, in the elapsed time). Every
- *                     reservation locks its payer's row and then the one pool
- *                     account row, so all of them queue on a single hot row.
+ *                     reservation locks its payer's row (the budget lock), then one
+ *                     of the pool's K stripe accounts that no one else holds (SKIP
+ *                     LOCKED); only a reservation the pool binds, or one no single
+ *                     stripe can hold, takes all K.
  *   B (pgbench)       pgbench updating one row of a one-row table, C clients for S
  *                     seconds: the same hot-row queue with nothing else around it.
  *
@@ -22,7 +24,7 @@
  * the pool never below zero, the auditor's verdict.
  *
  *   npm run bench:pool -- [--reservations 1000] [--payers 50] [--concurrency 10]
- *     [--pool-units 15000] [--estimate-min 1] [--estimate-max 40] [--seed 1]
+ *     [--pool-units 15000] [--stripes 8] [--estimate-min 1] [--estimate-max 40] [--seed 1]
  *     [--seconds 10] [--database-url URL] [--json]
  *
  * Progress goes to stderr, results to stdout (so `--json` output can be piped).
@@ -39,15 +41,16 @@ import { promisify } from 'node:util';
 import { Command } from 'commander';
 import { formatAudit, runAudit, type AuditReport } from '../src/audit';
 import { migrate } from '../src/db/migrate';
-import { createPool, withDatabase, type Pool } from '../src/db/pool';
+import { createPool, withDatabase, withTransaction, type Pool } from '../src/db/pool';
 import { SluiceError } from '../src/domain/errors';
 import { DEFAULT_TIER_BUDGETS, utcDay, type GrantMode, type JobRequest, type Tier } from '../src/domain/grants';
 import { prng } from '../src/domain/simulation';
-import { createAccount } from '../src/ledger/accounts';
-import { openGrant, payForGrant, setTier } from '../src/ledger/grants';
+import { createAccount, worldAccountId } from '../src/ledger/accounts';
+import { GRANT_SQL, openGrant, payForGrant, setTier } from '../src/ledger/grants';
 import { createParty } from '../src/ledger/parties';
-import { POOL_ACCOUNT, poolState } from '../src/ledger/pool';
-import { deposit } from '../src/ledger/transfers';
+import { poolState, RESERVE_WAITING } from '../src/ledger/pool';
+import { EVENT_INSERT_SQL } from '../src/ledger/events';
+import { deposit, postTransfer } from '../src/ledger/transfers';
 import { benchDatabaseName, checkpoint, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, pgbenchTps, runBench, withServerAndJson } from './support';
 
 const execFileAsync = promisify(execFile);
@@ -67,6 +70,7 @@ interface Options {
   payers: number;
   concurrency: number;
   poolUnits: number;
+  stripes: number;
   estimateMin: number;
   estimateMax: number;
   seed: number;
@@ -85,6 +89,7 @@ function parseOptions(): Options {
     // createPool's default max: the pool an API process reserves through
     .option('--concurrency <n>', 'pg pool size for the reservations, and pgbench -c', integerAtLeast(1), 10)
     .option('--pool-units <n>', 'units the free-tier pool is seeded with', integerAtLeast(0), 15000)
+    .option('--stripes <n>', 'stripe accounts the pool is held as (SLUICE_POOL_STRIPES; 1 is the single hot row)', integerAtLeast(1), 8)
     .option('--estimate-min <n>', 'smallest estimated cost of a job', integerAtLeast(1), 1)
     .option('--estimate-max <n>', 'largest estimated cost of a job', integerAtLeast(1), 40)
     .option('--seed <n>', 'PRNG seed for payers and estimates (the same seed, the same jobs)', integerAtLeast(0), 1)
@@ -114,8 +119,8 @@ interface Payer {
 }
 
 async function setUp(url: string, pool: Pool, o: Options): Promise<Payer[]> {
-  log(`migrations (pool seeded with ${o.poolUnits} units), ${o.payers} payers`);
-  await migrate(url, { poolSeedUnits: o.poolUnits });
+  log(`migrations (pool seeded with ${o.poolUnits} units over ${o.stripes} stripes), ${o.payers} payers`);
+  await migrate(url, { poolSeedUnits: o.poolUnits, poolStripes: o.stripes });
   const payers = Array.from({ length: o.payers }, (_, i): Payer => {
     const id = `bench-${String(i).padStart(6, '0')}`;
     return { id, accountId: `${id}.w`, tier: PAYER_TIERS[i % PAYER_TIERS.length]! };
@@ -159,7 +164,7 @@ interface ReservationResult {
   decisions: Record<GrantMode, number>;
   /** Partial jobs paid (each re-granted and, if anything was left, reserved). */
   paid: number;
-  /** Pool holds placed: free jobs at decide time, partial jobs at payment. What perSecond counts. */
+  /** Jobs that reserved on the pool (one or, spilled, several holds): free jobs at decide time, partial jobs at payment. What perSecond counts. */
   reservations: number;
   /** Units reserved on the pool, as the answers said. */
   reservedUnits: number;
@@ -247,9 +252,9 @@ async function check(pool: Pool, payers: Payer[], result: ReservationResult): Pr
   // read back from the deposits into the pool, not taken from the options.
   const state = await poolState(pool, utcDay(Date.now()));
   const { rows: totals } = await pool.query<{ seed: number; reserved: number }>(
-    `select (select coalesce(sum(amount), 0)::bigint from transfers where credit_account_id = $1 and kind = 'deposit') as seed,
+    `select (select coalesce(sum(t.amount), 0)::bigint from transfers t join accounts a on a.id = t.credit_account_id
+              where a.kind = 'pool' and t.kind = 'deposit') as seed,
             (select coalesce(sum(reserved), 0)::bigint from grants) as reserved`,
-    [POOL_ACCOUNT],
   );
   const { seed, reserved: reservedTotal } = totals[0]!;
   const poolOk = state.available >= 0 && reservedTotal <= seed && state.held === reservedTotal;
@@ -297,6 +302,67 @@ async function pgbenchSingleRow(url: string, o: Options, signal: AbortSignal): P
   }
 }
 
+/**
+ * A free job's reservation, its own statements (GRANT_SQL, RESERVE_WAITING,
+ * EVENT_INSERT_SQL: the texts openGrant runs) replayed by pgbench's C client, C clients
+ * for S seconds, over the same payers, with the pool topped up so every one reserves:
+ * what the reservation's SQL costs this server without this process. The stripe is
+ * taken in its waiting form (openGrant tries SKIP LOCKED first and waits only when
+ * that finds none; pgbench cannot branch on an empty result), so every replay places
+ * its hold, queueing where two clients pick the same stripe. Each `$n` becomes
+ * a pgbench variable, bound as a parameter (-M prepared). Run after the checks, on
+ * grants and holds of its own ('pgb-' job ids).
+ */
+async function pgbenchOwnStatements(url: string, pool: Pool, payers: Payer[], o: Options, signal: AbortSignal): Promise<number> {
+  const { rows: stripes } = await pool.query<{ id: string }>(`select id from accounts where kind = 'pool' order by id`);
+  const world = await worldAccountId(pool, 'UNIT');
+  for (const s of stripes) {
+    await withTransaction(pool, (c) => postTransfer(c, { key: `pgb-topup-${s.id}`, kind: 'deposit', debitAccountId: world, creditAccountId: s.id, amount: 1e12, memo: 'bench:pool probe' }));
+  }
+  const { rows: sample } = await pool.query<{ payload: unknown }>(`select payload from events where type = 'job.decided' order by id limit 1`);
+  const bind = (sql: string, vars: string[]) => sql.replace(/\$(\d+)/g, (_, n: string) => `:${vars[Number(n) - 1]}`);
+  const script = [
+    `\\set p random(0, ${payers.length - 1})`,
+    `\\set amount random(${o.estimateMin}, ${o.estimateMax})`,
+    // the job's id and payer, as the API hands them to openGrant
+    `select 'bench-' || lpad(:p::text, 6, '0') as payer, 'bench-' || lpad(:p::text, 6, '0') || '.w' as account, 'pgb-' || gen_random_uuid() as job, current_date::text as day \\gset`,
+    'begin;',
+    bind(GRANT_SQL.lockBudget, ['payer']) + ';',
+    bind(GRANT_SQL.readBudget, ['payer', 'job', 'day']) + ';',
+    bind(RESERVE_WAITING, ['job', 'amount', 'job']) + ';',
+    bind(GRANT_SQL.insert, ['job', 'payer', 'account', 'job', 'work', 'amount', 'free', 'tier', 'amount', 'reserved', 'day', 'budget', 'amount', 'jobs']) + ';',
+    bind(EVENT_INSERT_SQL, ['decided', 'job', 'payload', 'parties']) + ';',
+    'commit;',
+  ].map((l) => l.replace(/\s*\n\s*/g, ' ')).join('\n');
+  const defines = {
+    work: JSON.stringify({ description: 'bench:pool' }),
+    free: 'free',
+    tier: 'elite',
+    reserved: 'reserved',
+    budget: String(Number.MAX_SAFE_INTEGER), // budgets are the app's to decide: the trigger's sum still runs
+    jobs: 'sluice.jobs',
+    decided: 'job.decided',
+    payload: JSON.stringify(sample[0]?.payload ?? {}),
+    parties: '{bench}',
+  };
+  const dir = await mkdtemp(join(tmpdir(), 'sluice-bench-pool-'));
+  try {
+    const file = join(dir, 'reservation.sql');
+    await writeFile(file, script + '\n');
+    const args = ['-n', '-M', 'prepared', '-c', String(o.concurrency), '-j', '1', '-T', String(o.seconds), '-f', file, ...Object.entries(defines).flatMap(([k, v]) => ['-D', `${k}=${v}`])];
+    log(`pgbench -n -M prepared -c ${o.concurrency} -j 1 -T ${o.seconds} -f reservation.sql (a free job's reservation statements)`);
+    const { stdout } = await execFileAsync('pgbench', [...args, url], { signal, maxBuffer: 16 << 20 });
+    const { rows } = await pool.query<{ n: number; holds: number }>(
+      `select count(*)::int as n, (select count(*)::int from grant_holds where job_id like 'pgb-%') as holds from grants where job_id like 'pgb-%'`,
+    );
+    // every replayed reservation placed its hold: the probe did the work it stands for
+    if (rows[0]!.n === 0 || rows[0]!.holds !== rows[0]!.n) throw new Error(`pgbench reservations: ${rows[0]!.n} grants, ${rows[0]!.holds} holds`);
+    return pgbenchTps(stdout);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 // ------------------------------------------------------------------ report
 
 // `reservations` is the result; its count is `reservations.attempted`
@@ -305,9 +371,12 @@ type Report = Omit<Options, 'databaseUrl' | 'json' | 'reservations'> & {
   postgresVersion: string;
   budgets: Record<Tier, number>;
   reservations: ReservationResult;
-  pgbench: { tps: number } | null;
+  /** pgbench's single-row updates/s, and its replay of a free job's reservation statements/s. */
+  pgbench: { tps: number; ownStatementsTps: number } | null;
   /** reservations/s over pgbench single-row updates/s; null without pgbench. */
   ratio: number | null;
+  /** reservations/s over pgbench replaying the reservation's own statements: what this process adds. */
+  ownStatementsRatio: number | null;
   checks: Checks;
 };
 
@@ -322,9 +391,10 @@ function printTable(r: Report): void {
     ['concurrency', String(r.concurrency)],
     ['pool seed', String(c.pool.seed)],
     ['tier budgets', PAYER_TIERS.map((t) => `${t} ${r.budgets[t]}`).join(', ')],
-    ['reservations/s', `${res.perSecond.toFixed(1)} (${res.reservations} pool holds placed in ${res.elapsedSeconds.toFixed(2)} s)`],
+    ['reservations/s', `${res.perSecond.toFixed(1)} (${res.reservations} jobs reserved in ${res.elapsedSeconds.toFixed(2)} s)`],
     ['pgbench updates/s', r.pgbench ? `${r.pgbench.tps.toFixed(1)} (single row, ${r.seconds} s)` : 'n/a (pgbench not found)'],
     ['ratio', r.ratio === null ? 'n/a' : r.ratio.toFixed(2)],
+    ['pgbench own SQL/s', r.pgbench ? `${r.pgbench.ownStatementsTps.toFixed(1)} (a free job's reservation statements from pgbench, ${r.seconds} s)` : 'n/a'],
     ['decisions', `${MODES.map((m) => `${m} ${res.decisions[m]}`).join(', ')}; ${res.paid} partial paid`],
     ['reserved', `${res.reservedUnits} units`],
     ['errors', errors.length ? errors.map(([code, n]) => `${code}: ${n}`).join(', ') : '0'],
@@ -342,6 +412,7 @@ function printTable(r: Report): void {
   for (const g of c.overGrantRows.slice(0, 20)) console.log(`  over budget: ${g.payer} on ${g.day} used ${g.used} of ${g.budget}`);
   if (!c.audit.ok) console.log(formatAudit(c.audit));
   console.log(`ratio reservations/pgbench: ${r.ratio === null ? 'n/a' : r.ratio.toFixed(2)}`);
+  console.log(`ratio reservations/pgbench-own-statements: ${r.ownStatementsRatio === null ? 'n/a' : r.ownStatementsRatio.toFixed(2)}`);
   console.log(`over-grants: ${c.overGrants}`);
 }
 
@@ -369,6 +440,7 @@ async function main(): Promise<void> {
     // without pgbench the reservations and the checks still stand: no baseline, not a failure
     if (version === null) log('pgbench not found: no baseline, ratio n/a');
     const tps = version === null ? null : await pgbenchSingleRow(url, o, abort.signal);
+    const ownTps = version === null ? null : await pgbenchOwnStatements(url, pool, payers, o, abort.signal);
 
     const { databaseUrl: _url, json: _json, reservations: _count, ...shown } = o;
     const report: Report = {
@@ -377,8 +449,9 @@ async function main(): Promise<void> {
       postgresVersion: server!.server_version,
       budgets: BUDGETS,
       reservations,
-      pgbench: tps === null ? null : { tps },
+      pgbench: tps === null || ownTps === null ? null : { tps, ownStatementsTps: ownTps },
       ratio: tps === null ? null : reservations.perSecond / tps,
+      ownStatementsRatio: ownTps === null ? null : reservations.perSecond / ownTps,
       checks,
     };
     if (o.json) console.log(JSON.stringify(report, null, 2));

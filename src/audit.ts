@@ -166,17 +166,21 @@ const CHECKS: Array<{ name: string; description: string; sql: string; params?: (
   },
   {
     name: 'grants.money_matches_transfers',
-    description: "each job's transfers are what its grant says: payment = paid, refunds = refunded, absorbed captured from the pool, credit = 10% of what was kept",
-    sql: `select g.job_id, g.paid, g.refunded, g.absorbed, g.credited, t.payment, t.refund, t.absorb, t.credit
+    description:
+      "each job's transfers are what its grant says: payment = paid, refunds = refunded, absorbed captured from the pool, credit = 10% of what was kept, all through the grant's own jobs account stripe",
+    sql: `select g.job_id, g.jobs_account_id, g.paid, g.refunded, g.absorbed, g.credited, t.payment, t.refund, t.absorb, t.credit, t.elsewhere
             from grants g
-            left join (select job_id,
-                              coalesce(sum(amount) filter (where kind = 'job_payment'), 0) as payment,
-                              coalesce(sum(amount) filter (where kind = 'job_refund'), 0) as refund,
-                              coalesce(sum(amount) filter (where kind = 'job_absorb'), 0) as absorb,
-                              coalesce(sum(amount) filter (where kind = 'pool_credit'), 0) as credit
-                         from transfers where job_id is not null group by 1) t on t.job_id = g.job_id
+            left join (select t.job_id,
+                              coalesce(sum(t.amount) filter (where t.kind = 'job_payment'), 0) as payment,
+                              coalesce(sum(t.amount) filter (where t.kind = 'job_refund'), 0) as refund,
+                              coalesce(sum(t.amount) filter (where t.kind = 'job_absorb'), 0) as absorb,
+                              coalesce(sum(t.amount) filter (where t.kind = 'pool_credit'), 0) as credit,
+                              count(*) filter (where case when t.kind in ('job_payment', 'job_absorb') then t.credit_account_id
+                                                          else t.debit_account_id end <> j.jobs_account_id) as elsewhere
+                         from transfers t join grants j on j.job_id = t.job_id group by 1) t on t.job_id = g.job_id
            where g.paid <> coalesce(t.payment, 0) or g.refunded <> coalesce(t.refund, 0) or g.absorbed <> coalesce(t.absorb, 0)
-              or g.credited <> coalesce(t.credit, 0) or (g.status = 'settled' and g.credited <> (g.paid - g.refunded) / 10)`,
+              or g.credited <> coalesce(t.credit, 0) or coalesce(t.elsewhere, 0) > 0
+              or (g.status = 'settled' and g.credited <> (g.paid - g.refunded) / 10)`,
   },
   {
     name: 'grants.pool_conservation',

@@ -24,8 +24,10 @@ export function eventValues(event: EventInput): [string, string, string, string[
 }
 
 /** Appends an event. Call it inside the transaction that made the change it reports. */
+export const EVENT_INSERT_SQL = 'insert into events (type, subject, payload, parties) values ($1, $2, $3, $4)';
+
 export async function appendEvent(db: Queryable, event: EventInput): Promise<void> {
-  await db.query('insert into events (type, subject, payload, parties) values ($1, $2, $3, $4)', eventValues(event));
+  await db.query(EVENT_INSERT_SQL, eventValues(event));
 }
 
 export const EVENTS_PAGE_MAX = 1000;

@@ -22,7 +22,7 @@ import {
 import { lockAccounts } from './accounts';
 import { appendEvent } from './events';
 import { captureHoldIn, releaseHoldIn } from './holds';
-import { creditStripe, grantHolds, poolTotals, JOBS_ACCOUNT, lockPoolStripes, reserveAcrossStripes, reserveOnOneStripe, stripeKey, type PoolHold } from './pool';
+import { creditStripe, grantHolds, jobsAccountOf, poolTotals, lockPoolStripes, reserveAcrossStripes, reserveOnOneStripe, stripeKey, type PoolHold } from './pool';
 import { postTransfer } from './transfers';
 import { assertPageRows } from './paging';
 
@@ -50,6 +50,8 @@ interface GrantRow {
   job_id: string;
   payer: string;
   payer_account_id: string;
+  /** The jobs account stripe this job's money goes through (src/ledger/pool.ts). */
+  jobs_account_id: string;
   request_hash: string;
   work: JobRequest['work'];
   estimated_cost: number;
@@ -186,9 +188,27 @@ export async function previewDecision(db: Queryable, input: { payer: string; est
   return { decision, budget, pool };
 }
 
+/**
+ * The statements of a reservation's transaction, by name: the code below runs them,
+ * and bench:pool replays them from pgbench's C client to measure what they cost
+ * without this process (bench/pool.ts).
+ */
+export const GRANT_SQL = {
+  lockBudget: 'select 1 from parties where id = $1 for no key update',
+  readBudget: `select (select to_jsonb(g) || jsonb_build_object('day', to_char(g.day, 'YYYY-MM-DD')) from grants g where g.job_id = $2) as grant,
+                  coalesce((select tier from payer_tiers where party_id = $1), 'new') as tier,
+                  (select coalesce(sum(reserved - returned), 0)::bigint from grants where payer = $1 and day = $3::date) as used,
+                  p.available as pool_available, p.stripes as pool_stripes
+             from (select coalesce(sum(balance - held), 0)::bigint as available, count(*)::int as stripes from accounts where kind = 'pool') p`,
+  insert: `insert into grants as g (job_id, payer, payer_account_id, request_hash, work, estimated_cost, decision, tier, advisory_absorb,
+                           status, day, budget, reserved, reserved_at, jobs_account_id)
+       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::date, $12, $13, case when $10 = 'reserved' then clock_timestamp() end, $14)
+       returning ${GRANT_COLUMNS}`,
+} as const;
+
 /** The payer's budget lock: its party row, taken before the grant row and the accounts (the lock order, accounts.ts). */
 async function lockBudget(client: PoolClient, payer: string): Promise<void> {
-  const { rowCount } = await client.query({ name: 'grant-lock-budget', text: 'select 1 from parties where id = $1 for no key update', values: [payer] });
+  const { rowCount } = await client.query({ name: 'grant-lock-budget', text: GRANT_SQL.lockBudget, values: [payer] });
   if (!rowCount) throw notFound('party', payer);
 }
 
@@ -199,18 +219,15 @@ async function lockBudget(client: PoolClient, payer: string): Promise<void> {
  * the lock would still read with the snapshot it took before waiting.
  */
 async function readBudget(client: PoolClient, input: { payer: string; jobId: string; day: string; budgets: TierBudgets }) {
-  const { rows } = await client.query<{ grant: GrantRow | null; tier: Tier; used: number; pool_available: number }>({
+  const { rows } = await client.query<{ grant: GrantRow | null; tier: Tier; used: number; pool_available: number; pool_stripes: number }>({
     name: 'grant-read-budget',
-    text: `select (select to_jsonb(g) || jsonb_build_object('day', to_char(g.day, 'YYYY-MM-DD')) from grants g where g.job_id = $2) as grant,
-                  coalesce((select tier from payer_tiers where party_id = $1), 'new') as tier,
-                  (select coalesce(sum(reserved - returned), 0)::bigint from grants where payer = $1 and day = $3::date) as used,
-                  (select coalesce(sum(balance - held), 0)::bigint from accounts where kind = 'pool') as pool_available`,
+    text: GRANT_SQL.readBudget,
     values: [input.payer, input.jobId, input.day],
   });
   const r = rows[0]!;
   const daily = input.budgets[r.tier];
   const budget: Budget = { tier: r.tier, daily, used: r.used, remaining: Math.max(0, daily - r.used) };
-  return { existing: r.grant ? grantFromJson(r.grant) : undefined, budget, poolAvailable: r.pool_available };
+  return { existing: r.grant ? grantFromJson(r.grant) : undefined, budget, poolAvailable: r.pool_available, poolStripes: r.pool_stripes };
 }
 
 /** A grant row read as jsonb: its timestamps come back as text. */
@@ -233,7 +250,8 @@ const grantFromJson = (j: GrantRow): GrantRow => ({
  * the common case, which waits for no other reservation. A decision the pool binds,
  * or one no unlocked stripe can hold (stripes locked or fragmented, or the snapshot
  * out of date), takes every stripe, is made again on their exact sum and spills across
- * them, so a grant cut short by the pool always takes exactly what the pool had left.
+ * them, so a grant cut short by the pool always takes exactly what the pool had left
+ * (one that finds nothing to take decides on that exact sum and frees the stripes).
  * A decision that reserves nothing (the advisory of a partial or gate job) is the one
  * made on the snapshot: a consistent state of the pool, and no money moves on it.
  */
@@ -252,9 +270,15 @@ async function decideAndReserve(
     const one = await reserveOnOneStripe(client, { jobId, key: reserveKey(jobId), amount: first.absorbUnits });
     if (one) return { decision: first, holds: [one] };
   }
+  // in a savepoint: a decision that reserves nothing lets the stripes go at once, so a
+  // dry pool does not keep every payment queued behind this transaction's commit
+  await client.query('savepoint pool_stripes');
   const stripes = await lockPoolStripes(client);
   const decision = decideWith(stripes.reduce((sum, s) => sum + s.available, 0));
-  if (!reserves(decision) || decision.absorbUnits === 0) return { decision, holds: [] };
+  if (!reserves(decision) || decision.absorbUnits === 0) {
+    await client.query('rollback to savepoint pool_stripes');
+    return { decision, holds: [] };
+  }
   return { decision, holds: await reserveAcrossStripes(client, { jobId, key: reserveKey(jobId), amount: decision.absorbUnits }, stripes) };
 }
 
@@ -286,7 +310,7 @@ export function openGrant(pool: Pool, input: { request: JobRequest; day: string;
   const r = input.request;
   return withTransaction(pool, async (client) => {
     await lockBudget(client, r.payer);
-    const { existing, budget, poolAvailable } = await readBudget(client, { payer: r.payer, jobId: r.jobId, day: input.day, budgets: input.budgets });
+    const { existing, budget, poolAvailable, poolStripes } = await readBudget(client, { payer: r.payer, jobId: r.jobId, day: input.day, budgets: input.budgets });
     if (existing) {
       if (!sameJob(existing, r)) throw new SluiceError('ref_conflict', `job id ${r.jobId} is already used by another job`, { jobId: r.jobId });
       return toGrantView(existing);
@@ -302,12 +326,9 @@ export function openGrant(pool: Pool, input: { request: JobRequest; day: string;
     // reserved_at is the clock under the payer's lock: one payer's reservations in commit order
     const { rows } = await client.query<GrantRow>({
       name: 'grant-insert',
-      text: `insert into grants as g (job_id, payer, payer_account_id, request_hash, work, estimated_cost, decision, tier, advisory_absorb,
-                           status, day, budget, reserved, reserved_at)
-       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::date, $12, $13, case when $10 = 'reserved' then clock_timestamp() end)
-       returning ${GRANT_COLUMNS}`,
+      text: GRANT_SQL.insert,
       values: [r.jobId, r.payer, r.payerAccountId, r.requestHash, JSON.stringify(r.work), r.estimatedCost, d.mode, budget.tier, d.absorbUnits,
-       free ? 'reserved' : 'awaiting_payment', free ? input.day : null, free ? budget.daily : null, free ? d.absorbUnits : 0],
+       free ? 'reserved' : 'awaiting_payment', free ? input.day : null, free ? budget.daily : null, free ? d.absorbUnits : 0, jobsAccountOf(r.jobId, poolStripes)],
     });
     const grant = toGrantView(rows[0]!);
     await appendEvent(client, { type: 'job.decided', subject: r.jobId, payload: { ...grant }, parties: [r.payer] });
@@ -331,7 +352,7 @@ export function payForGrant(pool: Pool, input: { jobId: string; day: string; bud
     const state = paymentState(g);
     if (state === 'paid') return toGrantView(g);
     if (state === 'refused') throw noPayment(toGrantView(g));
-    const accounts = await lockAccounts(client, [g.payer_account_id, JOBS_ACCOUNT]);
+    const accounts = await lockAccounts(client, [g.payer_account_id, g.jobs_account_id]);
     const { budget, poolAvailable } = await readBudget(client, { payer: g.payer, jobId: g.job_id, day: input.day, budgets: input.budgets });
     const { decision: d } = await decideAndReserve(
       client,
@@ -342,7 +363,7 @@ export function payForGrant(pool: Pool, input: { jobId: string; day: string; bud
       () => true,
     );
     if (d.chargeUnits > 0) {
-      await postTransfer(client, { key: paymentKey(g.job_id), kind: 'job_payment', debitAccountId: g.payer_account_id, creditAccountId: JOBS_ACCOUNT, amount: d.chargeUnits, jobId: g.job_id }, accounts);
+      await postTransfer(client, { key: paymentKey(g.job_id), kind: 'job_payment', debitAccountId: g.payer_account_id, creditAccountId: g.jobs_account_id, amount: d.chargeUnits, jobId: g.job_id }, accounts);
     }
     const { rows } = await client.query<GrantRow>(
       `update grants g set status = 'reserved', day = $2::date, budget = $3, reserved = $4, paid = $5, reserved_at = clock_timestamp()
@@ -366,7 +387,7 @@ export const noPayment = (g: GrantView) =>
  */
 export function settleGrant(pool: Pool, input: { jobId: string; actualCost: number }): Promise<GrantView> {
   return withTransaction(pool, async (client) => {
-    const { g, holds } = await lockGrant(client, input.jobId, (found) => [JOBS_ACCOUNT, found.payer_account_id], true);
+    const { g, holds } = await lockGrant(client, input.jobId, (found) => [found.jobs_account_id, found.payer_account_id], true);
     if (g.status === 'settled') return toGrantView(g);
     if (g.status !== 'reserved') throw new SluiceError('job_conflict', `job ${g.job_id} is ${g.status}; it cannot settle`, { jobId: g.job_id, status: g.status });
     const s = settle({ reservedUnits: g.reserved, paidUnits: g.paid, actualCostUnits: input.actualCost });
@@ -375,16 +396,16 @@ export function settleGrant(pool: Pool, input: { jobId: string; actualCost: numb
     for (const [n, hold] of holds.entries()) {
       const take = Math.min(absorb, hold.amount);
       absorb -= take;
-      if (take > 0) await captureHoldIn(client, { key: stripeKey(absorbKey(g.job_id), n), holdId: hold.id, amount: take, toAccountId: JOBS_ACCOUNT, kind: 'job_absorb', jobId: g.job_id });
+      if (take > 0) await captureHoldIn(client, { key: stripeKey(absorbKey(g.job_id), n), holdId: hold.id, amount: take, toAccountId: g.jobs_account_id, kind: 'job_absorb', jobId: g.job_id });
       if (take < hold.amount) await releaseHoldIn(client, { key: stripeKey(releaseReservationKey(g.job_id), n), holdId: hold.id });
     }
     if (s.refund > 0) {
-      await postTransfer(client, { key: jobRefundKey(g.job_id), kind: 'job_refund', debitAccountId: JOBS_ACCOUNT, creditAccountId: g.payer_account_id, amount: s.refund, jobId: g.job_id });
+      await postTransfer(client, { key: jobRefundKey(g.job_id), kind: 'job_refund', debitAccountId: g.jobs_account_id, creditAccountId: g.payer_account_id, amount: s.refund, jobId: g.job_id });
     }
     if (s.credited > 0) {
       // to a stripe this job already holds, else any unlocked one: credits spread with the reservations
       const stripe = holds[0]?.accountId ?? (await creditStripe(client, g.job_id));
-      await postTransfer(client, { key: creditKey(g.job_id), kind: 'pool_credit', debitAccountId: JOBS_ACCOUNT, creditAccountId: stripe, amount: s.credited, jobId: g.job_id });
+      await postTransfer(client, { key: creditKey(g.job_id), kind: 'pool_credit', debitAccountId: g.jobs_account_id, creditAccountId: stripe, amount: s.credited, jobId: g.job_id });
     }
     const { rows } = await client.query<GrantRow>(
       `update grants g set status = 'settled', absorbed = $2, returned = $3, refunded = $4, credited = $5, actual_cost = $6, resolved_at = now()
@@ -414,10 +435,10 @@ export function releaseGrantReservation(pool: Pool, jobId: string): Promise<Gran
 /** Compensation: refunds what the payer paid for a job that did not run. Idempotent; a no-op when nothing was paid. */
 export function refundGrantPayment(pool: Pool, jobId: string): Promise<GrantView> {
   return withTransaction(pool, async (client) => {
-    const { g } = await lockGrant(client, jobId, (found) => [JOBS_ACCOUNT, found.payer_account_id], false);
+    const { g } = await lockGrant(client, jobId, (found) => [found.jobs_account_id, found.payer_account_id], false);
     const due = g.paid - g.refunded;
     if (g.status === 'settled' || due === 0) return toGrantView(g);
-    await postTransfer(client, { key: jobRefundKey(jobId), kind: 'job_refund', debitAccountId: JOBS_ACCOUNT, creditAccountId: g.payer_account_id, amount: due, jobId });
+    await postTransfer(client, { key: jobRefundKey(jobId), kind: 'job_refund', debitAccountId: g.jobs_account_id, creditAccountId: g.payer_account_id, amount: due, jobId });
     const { rows } = await client.query<GrantRow>(`update grants g set refunded = paid where job_id = $1 returning ${GRANT_COLUMNS}`, [jobId]);
     await appendEvent(client, { type: 'job.refunded', subject: jobId, payload: { jobId, refunded: due }, parties: [g.payer] });
     return toGrantView(rows[0]!);

@@ -11,24 +11,54 @@ export { POOL_SEED_UNITS_DEFAULT, POOL_STRIPES_DEFAULT } from '../domain/grants'
  * `sluice.pool.<i>`. The account jobs' costs are paid into is one account.
  */
 export const POOL_ACCOUNT = 'sluice.pool';
-export const JOBS_ACCOUNT = 'sluice.jobs';
 export const poolStripeId = (i: number) => (i === 0 ? POOL_ACCOUNT : `${POOL_ACCOUNT}.${i}`);
+/**
+ * The account jobs pay into, striped like the pool (one per pool stripe): stripe 0 is
+ * `sluice.jobs`, the others `sluice.jobs.<i>`. Each job keeps to the one its grant
+ * names (jobsAccountOf), so a payment never queues on another job's.
+ */
+export const JOBS_ACCOUNT = 'sluice.jobs';
+export const jobsStripeId = (i: number) => (i === 0 ? JOBS_ACCOUNT : `${JOBS_ACCOUNT}.${i}`);
 const POOL_SEED_KEY = 'pool:seed';
 const seedKey = (i: number) => (i === 0 ? POOL_SEED_KEY : `${POOL_SEED_KEY}:${i}`);
 
 /**
- * Makes sure the pool has at least `stripes` stripe accounts. Run by the migrator
- * (under its lock). Raising the setting adds empty stripes (reservations spill to
- * whichever holds enough; credits fill them); lowering it keeps the stripes there are,
- * since each may hold money and open reservations.
+ * Makes sure the pool has at least `stripes` stripe accounts, and the jobs account as
+ * many. Run by the migrator (under its lock). Raising the setting adds empty stripes
+ * (reservations spill to whichever holds enough; credits fill them); lowering it keeps
+ * the stripes there are, since each may hold money and open reservations.
  */
 export async function ensurePoolStripes(client: PoolClient, stripes: number): Promise<void> {
+  const ids = (stripeId: (i: number) => string) => Array.from({ length: stripes }, (_, i) => stripeId(i));
   await client.query(
     `insert into accounts (id, owner_id, kind, currency)
-     select id, 'sluice', 'pool', 'UNIT' from unnest($1::text[]) as id
+     select id, 'sluice', kind, 'UNIT' from unnest($1::text[], $2::text[]) as s (id, kind)
      on conflict (id) do nothing`,
-    [Array.from({ length: stripes }, (_, i) => poolStripeId(i))],
+    [
+      [...ids(poolStripeId), ...ids(jobsStripeId)],
+      [...ids(() => 'pool'), ...ids(() => 'user')],
+    ],
   );
+}
+
+/** The jobs account a job keeps to: by its id, over as many stripes as the pool has. */
+export const jobsAccountOf = (jobId: string, stripes: number) => jobsStripeId(stripeOf(jobId, Math.max(1, stripes)));
+
+/** FNV-1a of the id, mod n: a fixed, even spread that needs no lock and no lookup. */
+function stripeOf(id: string, n: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < id.length; i++) h = Math.imul(h ^ id.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % n;
+}
+
+/** The jobs account's totals over its stripes (metrics and tests). */
+export async function jobsAccountTotals(db: Queryable): Promise<{ balance: number; held: number }> {
+  const { rows } = await db.query<{ balance: number; held: number }>(
+    `select coalesce(sum(balance), 0)::bigint as balance, coalesce(sum(held), 0)::bigint as held
+       from accounts where id = $1 or id like $1 || '.%'`,
+    [JOBS_ACCOUNT],
+  );
+  return rows[0]!;
 }
 
 /**
@@ -122,35 +152,56 @@ export const stripeKey = (key: string, n: number) => (n === 0 ? key : `${key}:${
 
 /**
  * Reserves `amount` for a job on one stripe that holds enough, in one statement: the
- * stripe (FOR NO KEY UPDATE SKIP LOCKED, so a reservation never queues behind
- * another; each job tries the stripes in its own order, so they spread), its hold,
- * the hold's event and the grant's link to it. Undefined when no unlocked stripe holds
- * `amount`: the caller then takes every stripe (lockPoolStripes) and spills.
+ * stripe, its hold, the hold's event and the grant's link to it. First without
+ * waiting (SKIP LOCKED; each job tries the stripes in its own order, so they spread);
+ * when every stripe that holds enough is locked, by waiting for one of them (the
+ * first in the job's order, by id: one row, so a failed recheck cannot leave another
+ * locked) inside a savepoint that is rolled back if that stripe no longer holds enough
+ * once its holder commits, so no stripe stays locked. Undefined when neither found
+ * one: the caller then takes every stripe (lockPoolStripes) and spills.
  *
  * A stripe is the last lock a reservation takes (the lock order, accounts.ts), and a
- * SKIP LOCKED lock never waits, so this cannot join a deadlock. Under READ COMMITTED
- * a stripe changed since the statement's snapshot is re-read when locked and its
- * `available` checked again on the version locked.
+ * reservation that waits for one holds no other stripe, so this cannot join a
+ * deadlock. Under READ COMMITTED a stripe changed since the statement's snapshot is
+ * re-read when locked and its `available` checked again on the version locked.
  */
 export async function reserveOnOneStripe(client: PoolClient, input: { jobId: string; key: string; amount: number }): Promise<PoolHold | undefined> {
+  const skipping = await placeOnStripe(client, input, 'skip locked');
+  if (skipping) return skipping;
+  await client.query('savepoint one_stripe');
+  const waited = await placeOnStripe(client, input, 'wait');
+  await client.query(waited ? 'release savepoint one_stripe' : 'rollback to savepoint one_stripe');
+  return waited;
+}
+
+const reserveOnStripeSql = (stripe: string) => `
+  with stripe as (${stripe}),
+  hold as (
+    insert into holds (account_id, amount, idempotency_key, reference)
+    select id, $2, $3, jsonb_build_object('job', $1::text) from stripe
+    returning id, account_id, amount),
+  link as (insert into grant_holds (job_id, hold_id) select $1, id from hold),
+  event as (
+    insert into events (type, subject, payload, parties)
+    select 'hold.placed', id::text, jsonb_build_object('hold', id, 'account', account_id, 'amount', amount, 'expiresAt', null), array['sluice']
+      from hold)
+  select id::int, account_id as "accountId", amount::int from hold`;
+
+const RESERVE_SKIPPING = reserveOnStripeSql(
+  `select id from accounts where kind = 'pool' and balance - held >= $2 order by hashtext(id || $1) limit 1 for no key update skip locked`,
+);
+// the candidate chosen unlocked, then that one row locked (waiting) and checked again
+export const RESERVE_WAITING = reserveOnStripeSql(
+  `select a.id from accounts a
+    where a.id = (select id from accounts where kind = 'pool' and balance - held >= $2 order by hashtext(id || $1) limit 1)
+      and a.balance - a.held >= $2
+      for no key update`,
+);
+
+async function placeOnStripe(client: PoolClient, input: { jobId: string; key: string; amount: number }, mode: 'skip locked' | 'wait'): Promise<PoolHold | undefined> {
   const { rows } = await client.query<PoolHold>({
-    name: 'pool-reserve-one-stripe',
-    text: `with stripe as (
-             select id from accounts
-              where kind = 'pool' and balance - held >= $2
-              order by hashtext(id || $1)
-              limit 1
-                for no key update skip locked),
-           hold as (
-             insert into holds (account_id, amount, idempotency_key, reference)
-             select id, $2, $3, jsonb_build_object('job', $1::text) from stripe
-             returning id, account_id, amount),
-           link as (insert into grant_holds (job_id, hold_id) select $1, id from hold),
-           event as (
-             insert into events (type, subject, payload, parties)
-             select 'hold.placed', id::text, jsonb_build_object('hold', id, 'account', account_id, 'amount', amount, 'expiresAt', null), array['sluice']
-               from hold)
-           select id::int, account_id as "accountId", amount::int from hold`,
+    name: mode === 'wait' ? 'pool-reserve-waiting' : 'pool-reserve-skipping',
+    text: mode === 'wait' ? RESERVE_WAITING : RESERVE_SKIPPING,
     values: [input.jobId, input.amount, input.key],
   });
   return rows[0];

@@ -234,6 +234,11 @@ const CORRUPTIONS: Corruption[] = [
     corrupt: (c) => c.query(`update grants set paid = paid - 1, refunded = refunded - 1 where job_id = 'g2'`),
   },
   {
+    check: 'grants.money_matches_transfers',
+    what: "a job whose money went through another jobs account stripe than its grant's",
+    corrupt: (c) => c.query(`update grants set jobs_account_id = case jobs_account_id when 'sluice.jobs' then 'sluice.jobs.1' else 'sluice.jobs' end where job_id = 'g2'`),
+  },
+  {
     check: 'grants.pool_conservation',
     what: 'the pool paying 25 out by a transfer that is neither an absorption nor a credit',
     corrupt: async (c) => {

@@ -21,15 +21,16 @@ test('with no DATABASE_URL and no local server, the launcher runs an embedded Po
     const rows: Row[] = seen.rows;
     const ofKind = (kind: string) => rows.filter((r) => r.kind === kind);
     const sum = (rs: Row[]) => rs.reduce((s, r) => s + Number(r.balance), 0);
+    const stripes = [1, 2, 3, 4, 5, 6, 7];
     expect(ofKind('user')).toEqual([
-      { id: 'sluice.jobs', kind: 'user', balance: 0 },
+      ...['sluice.jobs', ...stripes.map((i) => `sluice.jobs.${i}`)].map((id) => ({ id, kind: 'user', balance: 0 })), // the jobs account, striped like the pool
       { id: 'sluice.rewards', kind: 'user', balance: 0 },
     ]);
-    expect(ofKind('pool').map((r) => r.id)).toEqual(['sluice.pool', ...[1, 2, 3, 4, 5, 6, 7].map((i) => `sluice.pool.${i}`)]);
+    expect(ofKind('pool').map((r) => r.id)).toEqual(['sluice.pool', ...stripes.map((i) => `sluice.pool.${i}`)]);
     expect(sum(ofKind('pool'))).toBe(10_000);
-    expect(ofKind('world').map((r) => r.id)).toEqual(['world', ...[1, 2, 3, 4, 5, 6, 7].map((i) => `world.${i}`)]);
+    expect(ofKind('world').map((r) => r.id)).toEqual(['world', ...stripes.map((i) => `world.${i}`)]);
     expect(sum(ofKind('world'))).toBe(-10_000);
-    expect(rows).toHaveLength(18);
+    expect(rows).toHaveLength(25);
     expect(seen.version).toMatch(/^\d+\.\d+/);
   } finally {
     rmSync(dataDir, { recursive: true, force: true });

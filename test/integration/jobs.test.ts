@@ -187,8 +187,8 @@ describe('grant jobs', () => {
   test('the database refuses a day over budget and a pool below zero, bypassing application code', async () => {
     await expect(
       stack.db.pool.query(
-        `insert into grants (job_id, payer, payer_account_id, request_hash, work, estimated_cost, decision, tier, advisory_absorb, status, day, budget, reserved, reserved_at)
-         values ('j-sneak', 'tru', 'tru.w', 'h', '{}', 500, 'free', 'trusted', 500, 'reserved', current_date, 200, 500, now())`,
+        `insert into grants (job_id, payer, payer_account_id, request_hash, work, estimated_cost, decision, tier, advisory_absorb, status, day, budget, reserved, reserved_at, jobs_account_id)
+         values ('j-sneak', 'tru', 'tru.w', 'h', '{}', 500, 'free', 'trusted', 500, 'reserved', current_date, 200, 500, now(), 'sluice.jobs')`,
       ),
     ).rejects.toThrow(/would use 530 of its 200 budget/) // 30 used by j-free + 500;
     await expect(stack.db.pool.query(`insert into holds (account_id, amount, idempotency_key) values ('sluice.pool', 100000000, 'sneak')`)).rejects.toThrow(
@@ -315,8 +315,8 @@ describe('grant jobs', () => {
     await party('sneaky', 0, 'established'); // 50 a day
     const insert = (c: pg.Client, jobId: string) =>
       c.query(
-        `insert into grants (job_id, payer, payer_account_id, request_hash, work, estimated_cost, decision, tier, advisory_absorb, status, day, budget, reserved, reserved_at)
-         values ($1, 'sneaky', 'sneaky.w', 'h', '{}', 30, 'free', 'established', 30, 'reserved', current_date, 50, 30, now())`,
+        `insert into grants (job_id, payer, payer_account_id, request_hash, work, estimated_cost, decision, tier, advisory_absorb, status, day, budget, reserved, reserved_at, jobs_account_id)
+         values ($1, 'sneaky', 'sneaky.w', 'h', '{}', 30, 'free', 'established', 30, 'reserved', current_date, 50, 30, now(), 'sluice.jobs')`,
         [jobId],
       );
     const [a, b] = [new pg.Client({ connectionString: stack.db.url }), new pg.Client({ connectionString: stack.db.url })];

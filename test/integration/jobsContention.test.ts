@@ -1,6 +1,6 @@
 import { runAudit } from '../../src/audit';
 import { DEFAULT_TIER_BUDGETS, jobWorkflowId, type GrantView, type Tier } from '../../src/domain/grants';
-import { JOBS_ACCOUNT } from '../../src/ledger/pool';
+import { jobsAccountTotals } from '../../src/ledger/pool';
 import { WORK_ATTEMPTS_MAX } from '../../workflows/job';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 import { prng } from '../../src/domain/simulation';
@@ -136,7 +136,9 @@ let outcomes: Outcome[];
 let grants: Map<string, any>;
 
 beforeAll(async () => {
-  stack = await startTestStack({ poolSeedUnits: POOL_SEED });
+  // 200 starts at once on a shared 2-core machine: the API waits past its 15 s default
+  // rather than answer 202 (a deadline is not what this test is about)
+  stack = await startTestStack({ poolSeedUnits: POOL_SEED, waitMs: 90_000 });
   admin = api(stack.app, ADMIN_KEY);
   await Promise.all(
     Array.from({ length: PAYERS }, async (_, i) => {
@@ -252,7 +254,7 @@ describe('200 concurrent jobs from 50 payers against a pool of 1,000 units', () 
     const pool = (await admin.get('/v1/pool')).body;
     expect(pool).toMatchObject({ balance: POOL_SEED + credited - absorbed, held: 0, reservedOpen: 0 });
     expect(absorbed).toBeLessThanOrEqual(POOL_SEED + credited);
-    expect((await admin.get(`/v1/accounts/${JOBS_ACCOUNT}`)).body).toMatchObject({ balance: kept + absorbed - credited, held: 0 });
+    expect(await jobsAccountTotals(stack.db.pool)).toEqual({ balance: kept + absorbed - credited, held: 0 }); // over its stripes
     for (let i = 0; i < PAYERS; i++) {
       const id = payerId(i);
       const own = all.filter((g) => g.payer === id);

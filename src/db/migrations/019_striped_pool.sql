@@ -20,3 +20,11 @@ alter table grants drop column hold_id;
 
 -- The pool's accounts, found by kind on every reservation.
 create index accounts_pool_idx on accounts (id) where kind = 'pool';
+
+-- The account jobs' payments are paid into (and their absorbs captured into, their
+-- refunds and credits paid from) is striped alike: sluice.jobs (stripe 0) and
+-- sluice.jobs.1 .. K-1, created by the migrator beside the pool's stripes. Each job
+-- keeps to one, chosen by its id when its grant is recorded, so every job's money
+-- in and out of it nets to what it kept, and no stripe goes below zero.
+alter table grants add column jobs_account_id text not null default 'sluice.jobs' references accounts(id);
+alter table grants alter column jobs_account_id drop default;
