@@ -115,8 +115,10 @@ export async function worldAccountId(db: Queryable, currency: string): Promise<s
  *      tickBatch.ts), the free-tier pool's stripes last (ascending among
  *      themselves). A later lockAccounts in the same transaction names only
  *      accounts it holds already, or pool stripes: a reservation picks its stripe
- *      after its other accounts, SKIP LOCKED (src/ledger/pool.ts), and takes every
- *      stripe, waiting, only when no single one holds enough. A deposit or withdrawal
+ *      after its other accounts, SKIP LOCKED (src/ledger/pool.ts); when every
+ *      stripe that fits is locked it waits for one, holding no other stripe (in a
+ *      savepoint, rolled back if that one no longer fits), and takes every stripe,
+ *      in id order, only when the pool binds or no single one holds enough. A deposit or withdrawal
  *      likewise takes its world stripe after its own account (lockWorldStripe in
  *      src/ledger/world.ts: SKIP LOCKED, waiting only when every stripe is locked),
  *      and locks no account after it. FOR NO KEY UPDATE does not conflict with the KEY
