@@ -14,10 +14,8 @@
  * JSON object only). Exits non-zero if the books do not balance after the run (the
  * auditor's checks, and the bench's own count of transfers).
  */
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { promisify } from 'node:util';
 import { Command } from 'commander';
 import { runAudit, WORKFLOWS_CHECK } from '../src/audit';
 import { migrate } from '../src/db/migrate';
@@ -25,9 +23,8 @@ import { createPool, withDatabase, type Pool } from '../src/db/pool';
 import { SluiceError } from '../src/domain/errors';
 import { createAccount } from '../src/ledger/accounts';
 import { deposit, transfer } from '../src/ledger/transfers';
-import { benchDatabaseName, checkpoint, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, mapConcurrently, onServer, runBench, runPgbench, withServerAndJson } from './support';
+import { benchDatabaseName, checkpoint, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, mapConcurrently, onServer, pgbenchVersion, runBench, runPgbench, withServerAndJson } from './support';
 
-const execFileAsync = promisify(execFile);
 
 // Generous enough that no account runs dry during a run (transfers move 1..100
 // units), small enough that the world's negative sum stays a safe integer.
@@ -134,10 +131,8 @@ async function main(): Promise<void> {
   const abort = new AbortController();
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => abort.abort());
 
-  const [{ stdout: pgbenchVersion }, [server]] = await Promise.all([
-    execFileAsync('pgbench', ['--version']),
-    onServer<{ server_version: string }>(serverUrl, 'show server_version'),
-  ]);
+  const [version, [server]] = await Promise.all([pgbenchVersion(), onServer<{ server_version: string }>(serverUrl, 'show server_version')]);
+  if (version === null) throw new Error('pgbench not found: bench:ledger measures against it (Debian: postgresql-client)');
   await createBenchDatabase(serverUrl, name);
   let pool: Pool | undefined;
   try {
@@ -162,7 +157,7 @@ async function main(): Promise<void> {
     const books = await checkBooks(pool, ledgerHot.committed + ledgerSpread.committed);
 
     const report = {
-      pgbench: pgbenchVersion.trim(),
+      pgbench: version,
       postgresql: server!.server_version,
       clients: o.clients,
       pgbenchThreads: threads,

@@ -31,13 +31,8 @@
  * Exits non-zero if a check fails. The database sluice_bench_* is dropped at the
  * end, also on failure or Ctrl-C.
  */
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { promisify } from 'node:util';
 import { Command } from 'commander';
 import { formatAudit, runAudit, type AuditReport } from '../src/audit';
 import { migrate } from '../src/db/migrate';
@@ -51,9 +46,8 @@ import { createParty } from '../src/ledger/parties';
 import { poolState, RESERVE_WAITING } from '../src/ledger/pool';
 import { EVENT_INSERT_SQL } from '../src/ledger/events';
 import { deposit, postTransfer } from '../src/ledger/transfers';
-import { benchDatabaseName, checkpoint, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, pgbenchTps, runBench, withServerAndJson } from './support';
+import { benchDatabaseName, checkpoint, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, pgbenchVersion, runBench, runPgbenchScript, withServerAndJson } from './support';
 
-const execFileAsync = promisify(execFile);
 
 // Sized so that most jobs place a hold (what is measured) and both limits still bind.
 // 'new' (0) and 'established' (50) would make most jobs gates that reserve nothing;
@@ -98,16 +92,6 @@ function parseOptions(): Options {
   const o = command.opts<Options>();
   if (o.estimateMin > o.estimateMax) command.error('error: --estimate-min must not exceed --estimate-max');
   return o;
-}
-
-/** pgbench's version line, or null when it is not installed (the ratio is then n/a, not a failure). */
-async function pgbenchVersion(): Promise<string | null> {
-  try {
-    return (await execFileAsync('pgbench', ['--version'])).stdout.trim();
-  } catch (error) {
-    if ((error as { code?: string }).code === 'ENOENT') return null;
-    throw error;
-  }
 }
 
 // ------------------------------------------------------------------ reservations
@@ -284,22 +268,7 @@ async function pgbenchSingleRow(url: string, o: Options, signal: AbortSignal): P
   await onServer(url, `create table ${PGBENCH_TABLE} (id int primary key, n bigint not null)`);
   await onServer(url, `insert into ${PGBENCH_TABLE} values (1, 0)`);
   await onServer(url, `vacuum analyze ${PGBENCH_TABLE}`);
-  await checkpoint(url);
-
-  const dir = await mkdtemp(join(tmpdir(), 'sluice-bench-pool-'));
-  try {
-    const script = join(dir, 'single-row-update.sql');
-    await writeFile(script, `update ${PGBENCH_TABLE} set n = n + 1 where id = 1;\n`);
-    // -j 1: one thread drives all clients, as this process's one event loop drives the
-    // reservations. -n: no vacuum of pgbench's own tables (there are none here).
-    const args = ['-n', '-M', 'prepared', '-c', String(o.concurrency), '-j', '1', '-T', String(o.seconds), '-f', script];
-    log(`pgbench ${args.join(' ')}`);
-    // pgbench takes the URL as its dbname argument (libpq expands connection URIs).
-    const { stdout } = await execFileAsync('pgbench', [...args, url], { signal, maxBuffer: 16 << 20 });
-    return pgbenchTps(stdout);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  return runPgbenchScript(url, `update ${PGBENCH_TABLE} set n = n + 1 where id = 1;`, { clients: o.concurrency, seconds: o.seconds, label: 'single-row update' }, signal);
 }
 
 /**
@@ -345,22 +314,13 @@ async function pgbenchOwnStatements(url: string, pool: Pool, payers: Payer[], o:
     payload: JSON.stringify(sample[0]?.payload ?? {}),
     parties: '{bench}',
   };
-  const dir = await mkdtemp(join(tmpdir(), 'sluice-bench-pool-'));
-  try {
-    const file = join(dir, 'reservation.sql');
-    await writeFile(file, script + '\n');
-    const args = ['-n', '-M', 'prepared', '-c', String(o.concurrency), '-j', '1', '-T', String(o.seconds), '-f', file, ...Object.entries(defines).flatMap(([k, v]) => ['-D', `${k}=${v}`])];
-    log(`pgbench -n -M prepared -c ${o.concurrency} -j 1 -T ${o.seconds} -f reservation.sql (a free job's reservation statements)`);
-    const { stdout } = await execFileAsync('pgbench', [...args, url], { signal, maxBuffer: 16 << 20 });
-    const { rows } = await pool.query<{ n: number; holds: number }>(
-      `select count(*)::int as n, (select count(*)::int from grant_holds where job_id like 'pgb-%') as holds from grants where job_id like 'pgb-%'`,
-    );
-    // every replayed reservation placed its hold: the probe did the work it stands for
-    if (rows[0]!.n === 0 || rows[0]!.holds !== rows[0]!.n) throw new Error(`pgbench reservations: ${rows[0]!.n} grants, ${rows[0]!.holds} holds`);
-    return pgbenchTps(stdout);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  const tps = await runPgbenchScript(url, script, { clients: o.concurrency, seconds: o.seconds, defines, label: "a free job's reservation statements" }, signal);
+  const { rows } = await pool.query<{ n: number; holds: number }>(
+    `select count(*)::int as n, (select count(*)::int from grant_holds where job_id like 'pgb-%') as holds from grants where job_id like 'pgb-%'`,
+  );
+  // every replayed reservation placed its hold: the probe did the work it stands for
+  if (rows[0]!.n === 0 || rows[0]!.holds !== rows[0]!.n) throw new Error(`pgbench reservations: ${rows[0]!.n} grants, ${rows[0]!.holds} holds`);
+  return tps;
 }
 
 // ------------------------------------------------------------------ report

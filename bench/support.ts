@@ -132,6 +132,51 @@ export interface PgbenchRun {
   tps: number;
 }
 
+/** pgbench's version line, or null when it is not installed (a bench's baseline is then n/a, not a failure). */
+export async function pgbenchVersion(): Promise<string | null> {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  try {
+    return (await promisify(execFile)('pgbench', ['--version'])).stdout.trim();
+  } catch (error) {
+    if ((error as { code?: string }).code === 'ENOENT') return null;
+    throw error;
+  }
+}
+
+/**
+ * A custom pgbench script on `url`, after a checkpoint: `-n -M prepared -c clients
+ * -j 1 -T seconds -f script`, each of `defines` passed as `-D name=value`. -j 1: one
+ * thread drives all clients, as a bench's one event loop drives its own; -M prepared:
+ * a `:name` in a statement is bound as a parameter. Returns its tps.
+ */
+export async function runPgbenchScript(
+  url: string,
+  script: string,
+  o: { clients: number; seconds: number; defines?: Record<string, string>; label: string },
+  signal?: AbortSignal,
+): Promise<number> {
+  const { execFile } = await import('node:child_process');
+  const { promisify } = await import('node:util');
+  const { mkdtemp, rm, writeFile } = await import('node:fs/promises');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  await checkpoint(url);
+  const dir = await mkdtemp(join(tmpdir(), 'sluice-bench-'));
+  try {
+    const file = join(dir, 'script.sql');
+    await writeFile(file, script.endsWith('\n') ? script : `${script}\n`);
+    const args = ['-n', '-M', 'prepared', '-c', String(o.clients), '-j', '1', '-T', String(o.seconds)];
+    log(`pgbench ${args.join(' ')} -f <${o.label}>`);
+    const defines = Object.entries(o.defines ?? {}).flatMap(([k, v]) => ['-D', `${k}=${v}`]);
+    // pgbench takes the URL as its dbname argument (libpq expands connection URIs)
+    const { stdout } = await promisify(execFile)('pgbench', [...args, '-f', file, ...defines, url], { signal, maxBuffer: 16 << 20 });
+    return pgbenchTps(stdout);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 /**
  * pgbench's built-in TPC-B-like script on `url` (a scratch database: `pgbench -i`
  * creates its tables there), after a checkpoint: `-c clients -j threads -T seconds -n`.
