@@ -6,6 +6,7 @@ import {
   ParentClosePolicy,
   patched,
   proxyActivities,
+  proxyLocalActivities,
   sleep,
   startChild,
   upsertSearchAttributes,
@@ -34,9 +35,22 @@ import { cancelStreamSignal } from './definitions';
 import { LEDGER_STEP_TIMEOUTS } from './ledgerTimeouts';
 
 // Saga steps: a few quick retries, then the saga compensates.
-const steps = proxyActivities<Activities>({
-  ...LEDGER_STEP_TIMEOUTS,
-  retry: { initialInterval: '100 milliseconds', backoffCoefficient: 2, maximumAttempts: 3 },
+const STEP_RETRY = { initialInterval: '100 milliseconds', backoffCoefficient: 2, maximumAttempts: 3 } as const;
+const steps = proxyActivities<Activities>({ ...LEDGER_STEP_TIMEOUTS, retry: STEP_RETRY });
+/**
+ * The same steps as local activities (SAGA_LOCAL_STEPS_PATCH): run by the worker that
+ * runs the saga, inside its workflow task, each recorded as a marker. No heartbeat
+ * (a worker killed mid-step fails the workflow task, and the next one runs the steps
+ * again: each is idempotent). A step that fails is retried on a durable timer, not
+ * inside the task (the retry threshold is below the first backoff), so a cancellation
+ * or a termination that lands while a step is failing finds the saga between two
+ * attempts, as it did when each step was an activity of its own.
+ */
+const localSteps = proxyLocalActivities<Activities>({
+  startToCloseTimeout: LEDGER_STEP_TIMEOUTS.startToCloseTimeout,
+  cancellationType: LEDGER_STEP_TIMEOUTS.cancellationType,
+  retry: STEP_RETRY,
+  localRetryThreshold: '10 milliseconds',
 });
 // Compensations and settlements are idempotent transactions: retried until they commit.
 const ledger = proxyActivities<Activities>({
@@ -165,10 +179,24 @@ const OUTSIDE_CANCEL_FAILURE = { code: 'workflow_cancelled', message: 'cancelled
 /** Runs `fn` where a cancellation cannot reach it when `shielded`, as it is otherwise. */
 const shieldedIf = <T>(shielded: boolean, fn: () => Promise<T>): Promise<T> => (shielded ? CancellationScope.nonCancellable(fn) : fn());
 
+/**
+ * Patch: the forward steps (allocate, hold collateral, fund, activate) run as local
+ * activities, so the saga's happy path is one workflow task and the webhook lookup
+ * (as a payment is one task and its activity), not a task and an activity per step.
+ * The compensations stay activities: rare, retried until they commit, heartbeating.
+ * Because a failed workflow task runs its local activities again, the allocation may
+ * find its slot already live (its steps committed, the task lost): the saga then
+ * concludes it (announce, challenge) rather than stop. Runs before it ran each step
+ * as an activity of its own.
+ */
+export const SAGA_LOCAL_STEPS_PATCH = 'saga-local-steps';
+
 async function createSubaccount(input: { entityId: string; requestId: string }): Promise<CreationResult> {
+  const local = patched(SAGA_LOCAL_STEPS_PATCH);
+  const forward = local ? localSteps : steps;
   let sub: Subaccount;
   try {
-    sub = await steps.allocateSubaccount(input.entityId, input.requestId);
+    sub = await forward.allocateSubaccount(input.entityId, input.requestId);
   } catch (error) {
     const cancelled = cancelledFromOutside(error);
     if (cancelled) return shieldedIf(true, () => allocationFailed(input, OUTSIDE_CANCEL_FAILURE, OUTSIDE_CANCEL_FAILURE.code));
@@ -188,17 +216,22 @@ async function createSubaccount(input: { entityId: string; requestId: string }):
   if (sub.status === 'failed') {
     return { subaccount: sub, failedStep: (sub.failedStep ?? 'activate') as SagaStep, error: { code: 'creation_failed', message: sub.failure ?? 'failed' }, compensated: [] };
   }
-  if (sub.status !== 'pending') return { subaccount: sub, compensated: [] };
+  if (sub.status !== 'pending') {
+    // local steps run again after a lost workflow task find their slot live: it is concluded now
+    // (announcing is idempotent by the event's key; its challenge may have started)
+    const live = sub.status === 'active' || sub.status === 'challenge';
+    return local && live ? concludeLive(sub) : { subaccount: sub, compensated: [] };
+  }
   const compensations: Array<{ name: string; run: () => Promise<boolean> }> = [];
   let step: SagaStep = 'hold_collateral';
   try {
     compensations.push({ name: 'release_collateral', run: () => ledger.releaseCollateral(id) });
-    await steps.holdCollateral(id);
+    await forward.holdCollateral(id);
     step = 'fund';
     compensations.push({ name: 'unfund', run: () => ledger.unfundSubaccount(id) });
-    await steps.fundSubaccount(id);
+    await forward.fundSubaccount(id);
     step = 'activate';
-    sub = await steps.activateSubaccount(id);
+    sub = await forward.activateSubaccount(id);
   } catch (error) {
     const cancelled = cancelledFromOutside(error);
     const failure = cancelled ? OUTSIDE_CANCEL_FAILURE : failureOf(error);
@@ -211,16 +244,25 @@ async function createSubaccount(input: { entityId: string; requestId: string }):
       return { subaccount: failed, failedStep: step, error: failure, compensated };
     });
   }
-  const live = sub;
+  return concludeLive(sub);
+}
+
+/** A live subaccount (`active` or `challenge`) is announced and, in `challenge`, its challenge period started. */
+async function concludeLive(live: Subaccount): Promise<CreationResult> {
   const conclude = async () => {
     await announce(live.status === 'challenge' ? 'subaccount.challenge' : 'subaccount.active', live);
     if (live.status === 'challenge') {
-      await startChild(subaccountLifecycleWorkflow, {
-        workflowId: lifecycleWorkflowId(id),
-        args: [{ id }],
-        parentClosePolicy: ParentClosePolicy.ABANDON,
-        ...subaccountChallengeVisibility(id),
-      });
+      try {
+        await startChild(subaccountLifecycleWorkflow, {
+          workflowId: lifecycleWorkflowId(live.id),
+          args: [{ id: live.id }],
+          parentClosePolicy: ParentClosePolicy.ABANDON,
+          ...subaccountChallengeVisibility(live.id),
+        });
+      } catch (error) {
+        // already started by an earlier attempt at concluding it (a lost workflow task): it runs
+        if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
+      }
     }
   };
   try {
@@ -230,7 +272,7 @@ async function createSubaccount(input: { entityId: string; requestId: string }):
     if (!cancelledFromOutside(error)) throw error;
     await shieldedIf(true, conclude);
   }
-  return { subaccount: sub, compensated: [] };
+  return { subaccount: live, compensated: [] };
 }
 
 /** An allocation that failed other than by a refusal (or was cancelled): its slot, if it was allocated after all, ends failed. */
