@@ -34,7 +34,7 @@ import { paymentWorkflow, refundWorkflow } from '../workflows';
 import { billingDueSignal, cancelStreamSignal, jobPaymentUpdate, pauseStreamUpdate, resumeStreamUpdate, streamHaltedSignal } from '../workflows/definitions';
 import { BILLING_CLOCK_PATCH, OUTSIDE_CANCEL_SETTLES_PATCH, type StreamWorkflowOptions } from '../workflows/stream';
 import { PAYMENT_RUNS_THROUGH_CANCEL_PATCH } from '../workflows/payment';
-import { ELIMINATION_RUNS_THROUGH_CANCEL_PATCH, SAGA_OUTSIDE_CANCEL_PATCH } from '../workflows/entities';
+import { ELIMINATION_RUNS_THROUGH_CANCEL_PATCH, SAGA_LOCAL_STEPS_PATCH, SAGA_OUTSIDE_CANCEL_PATCH } from '../workflows/entities';
 import { reconcilerWorkflow } from '../workflows/reconciler';
 import { BILLING_SHARDS_DEFAULT, billingClockWorkflowId, shardOf } from '../src/domain/billing';
 import { getStream } from '../src/ledger/streams';
@@ -369,7 +369,9 @@ async function main(): Promise<void> {
         await deposit(db!.pool, { key: 'seed-rec-ent', accountId: 'rec-ent.main', amount: 1000 });
         const created = await createSubaccount(client!, 'rec-ent', 'rec-1');
         if (created.subaccount?.status !== 'challenge') throw new Error(`unexpected creation ${JSON.stringify(created)}`);
-        files.push(await save('subaccount-created', client!.workflow.getHandle(creationWorkflowId('rec-ent', 'rec-1'))));
+        const createdHandle = client!.workflow.getHandle(creationWorkflowId('rec-ent', 'rec-1'));
+        if (!patchesIn(await createdHandle.fetchHistory()).includes(SAGA_LOCAL_STEPS_PATCH)) throw new Error('rec-ent/1 took the old path (steps as activities)');
+        files.push(await save('subaccount-created', createdHandle));
         const lifecycle = client!.workflow.getHandle(lifecycleWorkflowId('rec-ent/1'));
         if ((await lifecycle.result()).status !== 'active') throw new Error('rec-ent/1 did not pass its challenge');
         files.push(await save('subaccount-challenge-passed', lifecycle));
@@ -381,8 +383,8 @@ async function main(): Promise<void> {
         const lost = await createSubaccount(client!, 'rec-alloc', 'rec-1');
         if (lost.failedStep !== 'allocate' || lost.subaccount?.status !== 'failed') throw new Error(`unexpected allocation failure ${JSON.stringify(lost)}`);
         files.push(await save('subaccount-allocation-failed', client!.workflow.getHandle(creationWorkflowId('rec-alloc', 'rec-1'))));
-        // a creation cancelled through Temporal between its steps (its collateral step failing, being retried):
-        // the compensations run out of the cancellation's reach and the slot fails (SAGA_OUTSIDE_CANCEL_PATCH)
+        // a creation cancelled through Temporal between its steps (its collateral step failing, its local retry
+        // waiting on a timer): the compensations run out of the cancellation's reach and the slot fails (SAGA_OUTSIDE_CANCEL_PATCH)
         await registerEntity(db!.pool, { id: 'rec-cancel', name: 'Recorded', collateral: 100, funding: 50, webhookUrls: [hookUrl] });
         await deposit(db!.pool, { key: 'seed-rec-cancel', accountId: 'rec-cancel.main', amount: 1000 });
         const cancelling = await client!.workflow.start(subaccountCreationWorkflow, {
@@ -398,7 +400,8 @@ async function main(): Promise<void> {
         await cancelling.cancel();
         const cancelledCreation = await cancelling.result();
         if (cancelledCreation.error?.code !== 'workflow_cancelled' || cancelledCreation.subaccount?.status !== 'failed') throw new Error(`unexpected cancelled creation ${JSON.stringify(cancelledCreation)}`);
-        if (!patchesIn(await cancelling.fetchHistory()).includes(SAGA_OUTSIDE_CANCEL_PATCH)) throw new Error('rec-cancel took the old path');
+        const cancelledPatches = patchesIn(await cancelling.fetchHistory());
+        if (!cancelledPatches.includes(SAGA_OUTSIDE_CANCEL_PATCH) || !cancelledPatches.includes(SAGA_LOCAL_STEPS_PATCH)) throw new Error('rec-cancel took the old path');
         files.push(await save('subaccount-creation-cancelled', cancelling));
         // an elimination cancelled through Temporal once begun (its close_streams step fails twice, which keeps it
         // between its steps): it runs to its end, no step asked to cancel, and completes eliminated
