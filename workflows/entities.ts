@@ -1,6 +1,7 @@
 import {
   ApplicationFailure,
   CancellationScope,
+  CancelledFailure,
   getExternalWorkflowHandle,
   isCancellation,
   ParentClosePolicy,
@@ -42,9 +43,9 @@ const steps = proxyActivities<Activities>({ ...LEDGER_STEP_TIMEOUTS, retry: STEP
  * runs the saga, inside its workflow task, each recorded as a marker. No heartbeat
  * (a worker killed mid-step fails the workflow task, and the next one runs the steps
  * again: each is idempotent). A step that fails is retried on a durable timer, not
- * inside the task (the retry threshold is below the first backoff), so a cancellation
- * or a termination that lands while a step is failing finds the saga between two
- * attempts, as it did when each step was an activity of its own.
+ * inside the task (the retry threshold is below the first backoff): the task ends
+ * there, so a termination lands between two attempts and a cancellation is seen
+ * (and taken once the step has ended), as when each step was an activity of its own.
  */
 const localSteps = proxyLocalActivities<Activities>({
   startToCloseTimeout: LEDGER_STEP_TIMEOUTS.startToCloseTimeout,
@@ -58,10 +59,10 @@ const ledger = proxyActivities<Activities>({
   retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
 });
 /** Reading the webhook URLs before announcing: bounded, so a database outage delays a saga by seconds at most. */
-const lookup = proxyActivities<Activities>({
-  startToCloseTimeout: '5 seconds',
-  retry: { initialInterval: '200 milliseconds', maximumAttempts: 2 },
-});
+const LOOKUP_OPTIONS = { startToCloseTimeout: '5 seconds', retry: { initialInterval: '200 milliseconds', maximumAttempts: 2 } } as const;
+const lookup = proxyActivities<Activities>(LOOKUP_OPTIONS);
+/** The creation saga's lookup since SAGA_LOCAL_STEPS_PATCH: in its workflow task, like its steps. */
+const localLookup = proxyLocalActivities<Activities>(LOOKUP_OPTIONS);
 /** The elimination's close-then-settle rounds: one normally, two if a stream opened as it began. */
 export const ELIMINATION_ROUNDS_MAX = 5;
 /** Webhook delivery: exponential backoff from 1 s, up to 8 attempts per URL (and for reading the URLs). */
@@ -87,8 +88,8 @@ const failureOf = (error: unknown): { code: string; message: string } => {
  * the event. The workflow id is the event's: announcing it again (a retried or
  * re-run step) starts nothing, and the event is delivered once.
  */
-async function announce(type: SubaccountEvent['type'], subaccount: Subaccount): Promise<void> {
-  const urls = await lookup.webhookTargets(subaccount.entityId).catch(() => undefined);
+async function announce(type: SubaccountEvent['type'], subaccount: Subaccount, targets: Pick<Activities, 'webhookTargets'> = lookup): Promise<void> {
+  const urls = await targets.webhookTargets(subaccount.entityId).catch(() => undefined);
   if (urls?.length === 0) return;
   const key = subaccountEventKey(type, subaccount.id);
   const event: SubaccountEvent = { key, type, entityId: subaccount.entityId, subaccount, at: new Date(Date.now()).toISOString() };
@@ -180,29 +181,38 @@ const OUTSIDE_CANCEL_FAILURE = { code: 'workflow_cancelled', message: 'cancelled
 const shieldedIf = <T>(shielded: boolean, fn: () => Promise<T>): Promise<T> => (shielded ? CancellationScope.nonCancellable(fn) : fn());
 
 /**
- * Patch: the forward steps (allocate, hold collateral, fund, activate) run as local
- * activities, so the saga's happy path is one workflow task and the webhook lookup
- * (as a payment is one task and its activity), not a task and an activity per step.
- * The compensations stay activities: rare, retried until they commit, heartbeating.
- * Because a failed workflow task runs its local activities again, the allocation may
- * find its slot already live (its steps committed, the task lost): the saga then
- * concludes it (announce, challenge) rather than stop. Runs before it ran each step
- * as an activity of its own.
+ * Patch: the forward steps (allocate, hold collateral, fund, activate) and the webhook
+ * lookup run as local activities, so a creation's happy path is one workflow task
+ * (a payment's is two and an activity), not a task and an activity per step. The
+ * compensations stay activities: rare, retried until they commit, heartbeating.
+ *
+ * A workflow task that fails (its worker lost; or rejected because a cancellation
+ * came in while it completed the run) discards its local activities' results, and
+ * the next runs them again: each is idempotent, and the allocation then finds the
+ * slot as far as they took it. So a step, once begun, runs to its end (retries
+ * included) and a cancellation from outside is taken between steps, never inside
+ * one, and a slot found live is concluded (announced, its challenge started) rather
+ * than left unannounced. Runs before it ran each step as an activity of its own.
  */
 export const SAGA_LOCAL_STEPS_PATCH = 'saga-local-steps';
 
 async function createSubaccount(input: { entityId: string; requestId: string }): Promise<CreationResult> {
   const local = patched(SAGA_LOCAL_STEPS_PATCH);
   const forward = local ? localSteps : steps;
+  const targets = local ? localLookup : lookup;
+  const runStep = <T>(fn: () => Promise<T>): Promise<T> => (local ? CancellationScope.nonCancellable(fn) : fn());
+  const betweenSteps = () => {
+    if (local && CancellationScope.current().consideredCancelled) throw new CancelledFailure('cancelled between the saga steps');
+  };
   let sub: Subaccount;
   try {
-    sub = await forward.allocateSubaccount(input.entityId, input.requestId);
+    sub = await runStep(() => forward.allocateSubaccount(input.entityId, input.requestId));
   } catch (error) {
     const cancelled = cancelledFromOutside(error);
-    if (cancelled) return shieldedIf(true, () => allocationFailed(input, OUTSIDE_CANCEL_FAILURE, OUTSIDE_CANCEL_FAILURE.code));
+    if (cancelled) return shieldedIf(true, () => allocationFailed(input, OUTSIDE_CANCEL_FAILURE, OUTSIDE_CANCEL_FAILURE.code, targets));
     const failure = failureOf(error);
     // an allocation that failed otherwise may have committed (its reply lost): its slot, if any, ends failed
-    if (!REFUSALS.has(failure.code) && patched(ALLOCATION_FAILED_MARKS_SLOT_PATCH)) return allocationFailed(input, failure, 'creation_failed');
+    if (!REFUSALS.has(failure.code) && patched(ALLOCATION_FAILED_MARKS_SLOT_PATCH)) return allocationFailed(input, failure, 'creation_failed', targets);
     throw ApplicationFailure.create({
       type: REFUSALS.has(failure.code) ? failure.code : 'creation_failed',
       message: failure.message,
@@ -220,18 +230,21 @@ async function createSubaccount(input: { entityId: string; requestId: string }):
     // local steps run again after a lost workflow task find their slot live: it is concluded now
     // (announcing is idempotent by the event's key; its challenge may have started)
     const live = sub.status === 'active' || sub.status === 'challenge';
-    return local && live ? concludeLive(sub) : { subaccount: sub, compensated: [] };
+    return local && live ? concludeLive(sub, targets) : { subaccount: sub, compensated: [] };
   }
   const compensations: Array<{ name: string; run: () => Promise<boolean> }> = [];
   let step: SagaStep = 'hold_collateral';
   try {
+    betweenSteps();
     compensations.push({ name: 'release_collateral', run: () => ledger.releaseCollateral(id) });
-    await forward.holdCollateral(id);
+    await runStep(() => forward.holdCollateral(id));
     step = 'fund';
+    betweenSteps();
     compensations.push({ name: 'unfund', run: () => ledger.unfundSubaccount(id) });
-    await forward.fundSubaccount(id);
+    await runStep(() => forward.fundSubaccount(id));
     step = 'activate';
-    sub = await forward.activateSubaccount(id);
+    betweenSteps();
+    sub = await runStep(() => forward.activateSubaccount(id));
   } catch (error) {
     const cancelled = cancelledFromOutside(error);
     const failure = cancelled ? OUTSIDE_CANCEL_FAILURE : failureOf(error);
@@ -240,17 +253,17 @@ async function createSubaccount(input: { entityId: string; requestId: string }):
       for (const c of compensations.reverse()) if (await c.run()) compensated.push(c.name);
       const failed = await ledger.markSubaccountFailed({ id, step, failure: failure.message });
       compensated.push('mark_failed');
-      if (failed.status === 'failed') await announce('subaccount.failed', failed); // not one its elimination took over
+      if (failed.status === 'failed') await announce('subaccount.failed', failed, targets); // not one its elimination took over
       return { subaccount: failed, failedStep: step, error: failure, compensated };
     });
   }
-  return concludeLive(sub);
+  return concludeLive(sub, targets);
 }
 
 /** A live subaccount (`active` or `challenge`) is announced and, in `challenge`, its challenge period started. */
-async function concludeLive(live: Subaccount): Promise<CreationResult> {
+async function concludeLive(live: Subaccount, targets: Pick<Activities, 'webhookTargets'>): Promise<CreationResult> {
   const conclude = async () => {
-    await announce(live.status === 'challenge' ? 'subaccount.challenge' : 'subaccount.active', live);
+    await announce(live.status === 'challenge' ? 'subaccount.challenge' : 'subaccount.active', live, targets);
     if (live.status === 'challenge') {
       try {
         await startChild(subaccountLifecycleWorkflow, {
@@ -276,10 +289,15 @@ async function concludeLive(live: Subaccount): Promise<CreationResult> {
 }
 
 /** An allocation that failed other than by a refusal (or was cancelled): its slot, if it was allocated after all, ends failed. */
-async function allocationFailed(input: { entityId: string; requestId: string }, failure: { code: string; message: string }, type: string): Promise<CreationResult> {
+async function allocationFailed(
+  input: { entityId: string; requestId: string },
+  failure: { code: string; message: string },
+  type: string,
+  targets: Pick<Activities, 'webhookTargets'>,
+): Promise<CreationResult> {
   const failed = await ledger.markAllocationFailed({ entityId: input.entityId, requestId: input.requestId, failure: failure.message });
   if (failed) {
-    if (failed.status === 'failed') await announce('subaccount.failed', failed);
+    if (failed.status === 'failed') await announce('subaccount.failed', failed, targets);
     return { subaccount: failed, failedStep: 'allocate', error: failure, compensated: ['mark_failed'] };
   }
   throw ApplicationFailure.create({ type, message: failure.message, details: [{ failedStep: 'allocate', compensated: [], subaccount: null }], nonRetryable: true });
