@@ -15,8 +15,8 @@
  *                     starts it) from one account to another, C at a time: one
  *                     activity, one transaction, the same two rows every time.
  *
- * The ratios creations/payments say what a creation (a saga of several activities,
- * each with its workflow task) costs against the cheapest workflow the product runs; the absolute
+ * The ratios creations/payments say what a creation (a saga of four ledger steps,
+ * local activities in one workflow task) costs against the cheapest workflow the product runs; the absolute
  * rates depend on the machine, the ratios much less. The payments run in two halves,
  * one before the creations and one after, because an in-memory dev server grows with
  * every history: its rate pools both halves, and each half's rate shows the drift.
