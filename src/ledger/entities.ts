@@ -11,6 +11,7 @@ import {
   SUBACCOUNT_STATUSES,
   sweepKey,
   unfundKey,
+  type SagaStep,
   type Subaccount,
   type SubaccountStatus,
 } from '../domain/entities';
@@ -250,19 +251,43 @@ export function unfundSubaccount(pool: Pool, id: string): Promise<boolean> {
   return withTransaction(pool, async (client) => {
     const { sub, entity } = await lockSubaccount(client, id);
     if (sub.account_id === null || !sagaOwns(sub)) return false;
-    // unfunded by an earlier attempt whose reply was lost: done, and reported as done
-    const { rows } = await client.query('select 1 from transfers where idempotency_key = $1', [unfundKey(id)]);
-    if (rows[0]) return true;
-    const accounts = await lockAccounts(client, [sub.account_id, entity.main_account_id]);
-    // what is free to move: a hold on it (none is expected) stays, and the ended-empty guard says so
-    const available = accounts.get(sub.account_id)!.available;
-    if (available <= 0) return false;
-    await postTransfer(
-      client,
-      { key: unfundKey(id), kind: 'subaccount_unfunding', debitAccountId: sub.account_id, creditAccountId: entity.main_account_id, amount: available, subaccountId: id },
-      accounts,
-    );
-    return true;
+    return unfundIn(client, sub, entity);
+  });
+}
+
+async function unfundIn(client: PoolClient, sub: SubaccountRow, entity: EntityRow): Promise<boolean> {
+  if (sub.account_id === null) return false;
+  // unfunded by an earlier attempt whose reply was lost: done, and reported as done
+  const { rows } = await client.query('select 1 from transfers where idempotency_key = $1', [unfundKey(sub.id)]);
+  if (rows[0]) return true;
+  const accounts = await lockAccounts(client, [sub.account_id, entity.main_account_id]);
+  // what is free to move: a hold on it (none is expected) stays, and the ended-empty guard says so
+  const available = accounts.get(sub.account_id)!.available;
+  if (available <= 0) return false;
+  await postTransfer(
+    client,
+    { key: unfundKey(sub.id), kind: 'subaccount_unfunding', debitAccountId: sub.account_id, creditAccountId: entity.main_account_id, amount: available, subaccountId: sub.id },
+    accounts,
+  );
+  return true;
+}
+
+/**
+ * The reconciler's compensation of a creation whose workflow is no longer running, in
+ * one transaction and only while the slot is still `pending`: its funding back, its
+ * collateral released, `failed` at the step it had reached. A slot its saga activated
+ * (after the reconciler listed it, before its workflow ended) is the saga's result and
+ * is left alone: undefined.
+ */
+export function failStrandedCreation(pool: Pool, input: { id: string; failure: string }): Promise<Subaccount | undefined> {
+  return withTransaction(pool, async (client) => {
+    const { sub, entity } = await lockSubaccount(client, input.id);
+    if (sub.status !== 'pending') return undefined;
+    // the step the saga had reached: no collateral yet, no account yet, or about to activate
+    const step: SagaStep = sub.account_id !== null ? 'activate' : sub.hold_id !== null ? 'fund' : 'hold_collateral';
+    await unfundIn(client, sub, entity);
+    await releaseCollateralIn(client, sub);
+    return failSlotIn(client, sub, entity, { step, failure: input.failure });
   });
 }
 

@@ -4,7 +4,7 @@ import { goneReason, OPERATOR, type CloseReason } from '../domain/streams';
 import { heldOpen, type HeldOpen, type HeldOpenFilter } from '../ledger/heldOpen';
 import { closeStream } from '../ledger/streams';
 import { cancelGrantInLedger } from '../ledger/grants';
-import { getSubaccount, markSubaccountFailed, releaseCollateral, unfundSubaccount } from '../ledger/entities';
+import { failStrandedCreation } from '../ledger/entities';
 import { subaccountEliminationWorkflow } from '../../workflows/entities';
 import { subaccountEliminationVisibility } from '../domain/searchAttributes';
 
@@ -18,7 +18,8 @@ export interface ReconcileDeps {
 export interface Reconciled extends HeldOpen {
   /** The workflow's status as Temporal reports it (TERMINATED, TIMED_OUT, FAILED, ...); absent when Temporal does not know it. */
   workflowStatus?: string;
-  outcome: 'settled' | 'resumed' | 'failed';
+  /** `concluded`: its own workflow had settled it by the time the reconciler held it (a creation activated after it was listed). */
+  outcome: 'settled' | 'resumed' | 'concluded' | 'failed';
   /** The close reason it was settled with (workflow_<status>), or the error that stopped it. */
   reason?: string;
   error?: string;
@@ -79,7 +80,7 @@ export async function reconcile(deps: ReconcileDeps, only?: HeldOpenFilter): Pro
   for (const item of stranded) {
     const reason = goneReason(item.workflowStatus);
     try {
-      const outcome = await settle(deps, item, reason);
+      const outcome = await settleStranded(deps, item, reason);
       out.push({ ...item, outcome, reason });
     } catch (error) {
       // left for the next round (a lock timeout, a database restart); the others go on
@@ -89,7 +90,8 @@ export async function reconcile(deps: ReconcileDeps, only?: HeldOpenFilter): Pro
   return { heldOpen: count, stranded: out };
 }
 
-async function settle({ pool, temporal, taskQueue }: ReconcileDeps, item: HeldOpen, reason: CloseReason): Promise<Reconciled['outcome']> {
+/** Settles one item the reconciler found held open with its workflow gone (exported for the test of a stale listing). */
+export async function settleStranded({ pool, temporal, taskQueue }: ReconcileDeps, item: HeldOpen, reason: CloseReason): Promise<Reconciled['outcome']> {
   switch (item.kind) {
     case 'stream':
       await closeStream(pool, { ref: item.id, reason, closedBy: OPERATOR });
@@ -98,13 +100,9 @@ async function settle({ pool, temporal, taskQueue }: ReconcileDeps, item: HeldOp
       await cancelGrantInLedger(pool, { jobId: item.id, failure: `its workflow ${item.workflowId} is not running (${reason})`, closedBy: OPERATOR, reason });
       return 'settled';
     case 'creation': {
-      const sub = await getSubaccount(pool, item.id);
-      await unfundSubaccount(pool, item.id);
-      await releaseCollateral(pool, item.id);
-      // the step the saga had reached: no collateral yet, no account yet, or about to activate
-      const step = sub.accountId ? 'activate' : (await collateralHeld(pool, item.id)) ? 'fund' : 'hold_collateral';
-      await markSubaccountFailed(pool, { id: item.id, step, failure: `its creation workflow ${item.workflowId} is not running (${reason})` });
-      return 'settled';
+      // only while still pending, in one transaction: listed pending, it may have been activated since
+      const failed = await failStrandedCreation(pool, { id: item.id, failure: `its creation workflow ${item.workflowId} is not running (${reason})` });
+      return failed ? 'settled' : 'concluded';
     }
     case 'elimination': {
       // an elimination only moves forward: a new run finishes what the lost one began
@@ -122,5 +120,3 @@ async function settle({ pool, temporal, taskQueue }: ReconcileDeps, item: HeldOp
   }
 }
 
-const collateralHeld = async (pool: Pool, id: string) =>
-  (await pool.query('select 1 from subaccounts where id = $1 and hold_id is not null', [id])).rowCount! > 0;

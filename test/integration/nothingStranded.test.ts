@@ -4,6 +4,7 @@ import { jobWorkflowId } from '../../src/domain/grants';
 import { paymentWorkflowId } from '../../src/domain/payments';
 import { creationWorkflowId } from '../../src/domain/entities';
 import { streamWorkflowId } from '../../src/domain/streams';
+import { settleStranded } from '../../src/temporal/reconciler';
 import { ensureReconciler, reconcilerWorkflowId } from '../../src/temporal/reconcilerWorkflow';
 import { paymentWorkflow } from '../../workflows/payment';
 import { subaccountCreationWorkflow } from '../../workflows/entities';
@@ -179,6 +180,31 @@ describe('a terminated workflow is found and settled', () => {
     const { rows: subs } = await stack.db.pool.query(`select status, failed_step, failure from subaccounts where entity_id = 'lostco'`);
     expect(subs).toEqual([expect.objectContaining({ status: 'failed', failure: expect.stringMatching(/workflow_terminated/) })]);
     expect(await account(mainAccount)).toMatchObject({ balance: before.balance, held: 0 });
+    expect((await audit()).ok).toBe(true);
+  });
+});
+
+describe('a stale listing', () => {
+  test('a creation its saga activated after the reconciler listed it pending is left alone (concluded): still active, funded, its collateral held', async () => {
+    const created = await admin().post('/v1/entities', { id: 'lateco', name: 'lateco', collateral: 100, funding: 50 });
+    const mainAccount: string = created.body.mainAccountId;
+    await admin().post('/v1/deposits', { accountId: mainAccount, amount: 1000 }, 'fund-lateco');
+    const sagaId = creationWorkflowId('lateco', 'r1');
+    const saga = await stack.client.workflow.start(subaccountCreationWorkflow, { workflowId: sagaId, taskQueue: stack.taskQueue, args: [{ entityId: 'lateco', requestId: 'r1' }] });
+    const result = await saga.result();
+    expect(result.subaccount).toMatchObject({ status: 'active' });
+    // the reconciler read it pending, then found its workflow completed: the listing is stale
+    expect((await saga.describe()).status.name).toBe('COMPLETED');
+    const id: string = result.subaccount!.id;
+    const outcome = await settleStranded({ pool: stack.db.pool, temporal: stack.client, taskQueue: stack.taskQueue }, { kind: 'creation', id, workflowId: sagaId }, 'workflow_completed');
+    expect(outcome).toBe('concluded');
+    const { rows } = await stack.db.pool.query(`select status, failure from subaccounts where id = $1`, [id]);
+    expect(rows).toEqual([{ status: 'active', failure: null }]);
+    const { rows: balances } = await stack.db.pool.query(`select id, balance::int, held::int from accounts where id in ($1, $2) order by id = $1 desc`, [id, mainAccount]);
+    expect(balances).toEqual([
+      { id, balance: 50, held: 0 },
+      { id: mainAccount, balance: 1000 - 50, held: 100 },
+    ]);
     expect((await audit()).ok).toBe(true);
   });
 });

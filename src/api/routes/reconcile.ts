@@ -12,7 +12,7 @@ const Reconciled = z.object({
   id: z.string(),
   workflowId: z.string(),
   workflowStatus: z.string().optional().describe("Temporal's status of the workflow (TERMINATED, TIMED_OUT, FAILED, ...); absent: Temporal does not know it"),
-  outcome: z.enum(['settled', 'resumed', 'failed']),
+  outcome: z.enum(['settled', 'resumed', 'concluded', 'failed']).describe('concluded: its own workflow had settled it by the time the reconciler held it'),
   reason: z.string().optional(),
   error: z.string().optional(),
 });
