@@ -27,7 +27,7 @@ export function eventValues(event: EventInput): [string, string, string, string[
 export const EVENT_INSERT_SQL = 'insert into events (type, subject, payload, parties) values ($1, $2, $3, $4)';
 
 export async function appendEvent(db: Queryable, event: EventInput): Promise<void> {
-  await db.query(EVENT_INSERT_SQL, eventValues(event));
+  await db.query({ name: 'event-insert', text: EVENT_INSERT_SQL, values: eventValues(event) });
 }
 
 export const EVENTS_PAGE_MAX = 1000;

@@ -108,7 +108,11 @@ export function toGrantView(r: GrantRow): GrantView {
 }
 
 export async function findGrant(db: Queryable, jobId: string, forUpdate = false): Promise<GrantRow | undefined> {
-  const { rows } = await db.query<GrantRow>(`select ${GRANT_COLUMNS} from grants g where g.job_id = $1 ${forUpdate ? 'for update' : ''}`, [jobId]);
+  const { rows } = await db.query<GrantRow>({
+    name: forUpdate ? 'grant-find-for-update' : 'grant-find',
+    text: `select ${GRANT_COLUMNS} from grants g where g.job_id = $1 ${forUpdate ? 'for update' : ''}`,
+    values: [jobId],
+  });
   return rows[0];
 }
 
@@ -365,11 +369,12 @@ export function payForGrant(pool: Pool, input: { jobId: string; day: string; bud
     if (d.chargeUnits > 0) {
       await postTransfer(client, { key: paymentKey(g.job_id), kind: 'job_payment', debitAccountId: g.payer_account_id, creditAccountId: g.jobs_account_id, amount: d.chargeUnits, jobId: g.job_id }, accounts);
     }
-    const { rows } = await client.query<GrantRow>(
-      `update grants g set status = 'reserved', day = $2::date, budget = $3, reserved = $4, paid = $5, reserved_at = clock_timestamp()
+    const { rows } = await client.query<GrantRow>({
+      name: 'grant-paid',
+      text: `update grants g set status = 'reserved', day = $2::date, budget = $3, reserved = $4, paid = $5, reserved_at = clock_timestamp()
         where job_id = $1 returning ${GRANT_COLUMNS}`,
-      [g.job_id, input.day, budget.daily, d.absorbUnits, d.chargeUnits],
-    );
+      values: [g.job_id, input.day, budget.daily, d.absorbUnits, d.chargeUnits],
+    });
     const grant = toGrantView(rows[0]!);
     await appendEvent(client, { type: 'job.paid', subject: g.job_id, payload: { ...grant }, parties: [g.payer] });
     return grant;
