@@ -21,12 +21,20 @@ declare module 'fastify' {
 const digest = (s: string) => createHash('sha256').update(s).digest();
 const sameSecret = (a: string, b: string) => timingSafeEqual(digest(a), digest(b));
 
+/**
+ * The key of an `Authorization: Bearer <key>` header. The scheme is matched without
+ * regard to case (RFC 9110 §11.1), and spaces or tabs may separate it from the key;
+ * anything else (another scheme, no key, a key with spaces in it) is no key.
+ */
+export function bearerKey(header: string | undefined): string | undefined {
+  return header === undefined ? undefined : /^bearer[ \t]+([^\s]+)[ \t]*$/i.exec(header)?.[1];
+}
+
 export function createAuthenticator(pool: Pool, adminKey: string) {
   return async function authenticate(request: FastifyRequest): Promise<void> {
     const required = request.routeOptions.config.auth ?? 'party';
     if (required === 'public') return;
-    const header = request.headers.authorization;
-    const key = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined;
+    const key = bearerKey(request.headers.authorization);
     if (!key) throw new SluiceError('unauthorized', 'missing API key: send Authorization: Bearer <key>');
     if (sameSecret(key, adminKey)) {
       request.actor = { kind: 'admin' };

@@ -91,3 +91,17 @@ test('the other party is refused on every route that names a resource of its own
   // every /v1 route needs a key
   expect(ROUTE_CATALOG.filter((e) => e.route.includes(' /v1/') && (e.expect.none !== 401 || e.expect.wrong !== 401))).toEqual([]);
 });
+
+test('the auth scheme is matched without regard to case, and spaces or tabs may follow it; any other form is no key (401)', async () => {
+  const get = (authorization: string) => stack.app.inject({ method: 'GET', url: '/v1/accounts', headers: { authorization } });
+  const key = fx.keys.alice!;
+  for (const header of [`Bearer ${key}`, `bearer ${key}`, `BEARER ${key}`, `Bearer\t${key}`, `bearer  ${key} `]) {
+    const res = await get(header);
+    expect({ header, status: res.statusCode }).toEqual({ header, status: 200 });
+    expect(res.json().accounts.map((a: { ownerId: string }) => a.ownerId)).toContain('alice');
+  }
+  for (const header of [`Basic ${key}`, 'Bearer', 'Bearer ', `Bearer${key}`, `Bearer ${key} extra`]) {
+    const res = await get(header);
+    expect({ header, status: res.statusCode, code: res.json().error?.code }).toEqual({ header, status: 401, code: 'unauthorized' });
+  }
+});
