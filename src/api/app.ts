@@ -131,6 +131,16 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
   });
   await app.register(fastifySwaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list' } });
 
+  // a first request to the server's root finds where everything is, not a 401
+  app.get('/', { config: { auth: 'public' }, schema: { hide: true } }, async () => ({
+    name: 'sluice',
+    api: '/v1 (Authorization: Bearer <key>)',
+    docs: '/docs',
+    openapi: '/openapi.json',
+    console: '/console/',
+    health: '/healthz',
+    metrics: '/metrics',
+  }));
   app.get('/healthz', { config: { auth: 'public' }, schema: { hide: true } }, async () => {
     await deps.pool.query('select 1');
     return { status: 'ok' };

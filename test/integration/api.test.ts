@@ -528,3 +528,14 @@ describe('metrics', () => {
     expect(after).not.toMatch(/sluice_http_requests_total\{[^}]*alice\.wallet/);
   });
 });
+
+test('the server root answers without a key with where everything is, and each place it names answers', async () => {
+  const root = await stack.app.inject({ method: 'GET', url: '/' });
+  expect(root.statusCode).toBe(200);
+  const index = root.json();
+  expect(index).toMatchObject({ name: 'sluice', docs: '/docs', openapi: '/openapi.json', console: '/console/', health: '/healthz', metrics: '/metrics' });
+  for (const path of [index.docs, index.openapi, index.health, index.metrics]) {
+    const res = await stack.app.inject({ method: 'GET', url: path });
+    expect({ path, status: res.statusCode < 400 }).toEqual({ path, status: true });
+  }
+});

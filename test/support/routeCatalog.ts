@@ -71,6 +71,7 @@ const STREAM = { fromAccountId: 'alice.spend', toAccountId: 'bob.wallet', ratePe
 
 export const ROUTE_CATALOG: RouteEntry[] = [
   // ---- public
+  { route: 'GET /', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
   { route: 'GET /healthz', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
   { route: 'GET /metrics', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
   { route: 'GET /openapi.json', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
