@@ -71,7 +71,12 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
     frameworkErrors: errorHandler,
   }).withTypeProvider<ZodTypeProvider>() as Api;
   app.decorate('deps', deps);
-  app.setValidatorCompiler(validatorCompiler);
+  // Fastify validates a missing body as null: as undefined instead, so a body schema's
+  // default (a cancel's `{}`) applies to a request that sent none (see the JSON parser below)
+  app.setValidatorCompiler((route) => {
+    const validate = validatorCompiler(route as Parameters<typeof validatorCompiler>[0]);
+    return route.httpPart === 'body' ? (data: unknown) => validate(data === null ? undefined : data) : validate;
+  });
   app.setSerializerCompiler(serializerCompiler);
   app.setErrorHandler(errorHandler);
   app.setNotFoundHandler(notFoundHandler);
@@ -108,6 +113,16 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
     if (isWrite(req)) await limitWrites.call(app, req, reply);
     if (refused) throw refused;
   });
+
+  // A request that sends no body, an empty JSON one or JSON null sends none: a route whose
+  // body schema has a default (a cancel's `{}`: every field optional) takes it, and any
+  // other route refuses the missing body (400). No money-moving route defaults its body:
+  // an empty refund or account creation is refused, not guessed.
+  app.removeContentTypeParser('application/json');
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) =>
+    body === '' ? done(null, undefined) : parseJson(req, body as string, done),
+  );
 
   const metrics = createMetrics(deps.pool);
   app.addHook('onResponse', async (req, reply) => {
