@@ -10,7 +10,7 @@ import { createAuthenticator } from './auth';
 import { SluiceError } from '../domain/errors';
 import { ErrorBody } from './schemas';
 import { RATE_LIMIT_CALLERS_MAX, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './limits';
-import { errorHandler, notFoundHandler } from './errors';
+import { clientErrorHandler, errorHandler, notFoundHandler } from './errors';
 import { createMetrics } from './metrics';
 import { ledgerRoutes } from './routes/ledger';
 import { paymentRoutes } from './routes/payments';
@@ -69,6 +69,8 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
     routerOptions: { maxParamLength: 256 },
     // the router's own refusals (a malformed %-escape, an overlong path segment) leave in the same error shape
     frameworkErrors: errorHandler,
+    // and Node's HTTP parser's refusals, before any route
+    clientErrorHandler,
   }).withTypeProvider<ZodTypeProvider>() as Api;
   app.decorate('deps', deps);
   // Fastify validates a missing body as null: as undefined instead, so a body schema's

@@ -25,6 +25,8 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   refund_exceeds_payment: 422,
   rate_limited: 429,
   payload_too_large: 413,
+  headers_too_large: 431,
+  request_timeout: 408,
   limit_exceeded: 422,
   subaccount_not_live: 409,
   holds_open: 409,
@@ -101,4 +103,25 @@ export function errorHandler(error: FastifyError | Error, request: FastifyReques
 
 export function notFoundHandler(request: FastifyRequest, reply: FastifyReply) {
   return reply.status(404).send(body('not_found', `no route ${request.method} ${request.url.split('?')[0]}`));
+}
+
+/**
+ * A request Node's HTTP parser refused before Fastify saw it (a control byte in a
+ * header, a space in the request line, headers too large, a timeout): answered in the
+ * one error shape on the raw socket, then the connection is closed, since the rest of
+ * its bytes cannot be trusted to frame a next request.
+ */
+export function clientErrorHandler(error: Error & { code?: string }, socket: import('node:net').Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed) return;
+  const [code, reason, message]: [ErrorCode, string, string] =
+    error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+      ? ['request_timeout', 'Request Timeout', 'the request was not received in time']
+      : error.code === 'HPE_HEADER_OVERFLOW'
+        ? ['headers_too_large', 'Request Header Fields Too Large', 'the request headers are too large']
+        : ['invalid_request', 'Bad Request', `malformed HTTP request (${error.code ?? 'unparseable'}): check the request line, and that no header value holds a control character`];
+  const status = HTTP_STATUS[code];
+  const payload = JSON.stringify(body(code, message));
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(payload)}\r\nConnection: close\r\n\r\n${payload}`,
+  );
 }

@@ -22,6 +22,8 @@ export const ERROR_CODES = [
   'already_exists',
   'rate_limited',
   'payload_too_large',
+  'headers_too_large',
+  'request_timeout',
   'limit_exceeded',
   'subaccount_not_live',
   'holds_open',

@@ -565,3 +565,28 @@ test('a body left out where every field is optional is taken as {}: a cancel wit
   }
   expect(await databaseSnapshot(stack)).toEqual(before);
 });
+
+test("a request Node's HTTP parser refuses (a control byte in a header, a space in the path) is answered in the error shape, not Fastify's default", async () => {
+  const { connect } = await import('node:net');
+  const address = await stack.app.listen({ port: 0, host: '127.0.0.1' });
+  const { port } = new URL(address);
+  const raw = (request: string) =>
+    new Promise<string>((resolve, reject) => {
+      const socket = connect(Number(port), '127.0.0.1', () => socket.write(request));
+      let answer = '';
+      socket.on('data', (chunk) => (answer += chunk.toString('utf8')));
+      socket.on('end', () => resolve(answer));
+      socket.on('error', reject);
+    });
+  for (const request of [
+    'GET /v1/accounts HTTP/1.1\r\nHost: x\r\nX-Bad: a\x01b\r\n\r\n',
+    'GET /v1/acc ounts HTTP/1.1\r\nHost: x\r\n\r\n',
+  ]) {
+    const answer = await raw(request);
+    const [head, payload] = answer.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 400 /);
+    expect(head).toMatch(/content-type: application\/json/i);
+    const parsed = JSON.parse(payload!);
+    expect(parsed).toEqual({ error: { code: 'invalid_request', message: expect.stringMatching(/^malformed HTTP request/), details: {} } });
+  }
+});
