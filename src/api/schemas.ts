@@ -24,13 +24,23 @@ export const IdempotencyHeaders = z.object({
 });
 
 /**
+ * A whole number in a query string, from `min` to `max`: decimal digits only, as path
+ * ids are (Number() would also read '0x10', '1e1', ' 1' or '1.0').
+ */
+export const QueryInt = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^(0|[1-9][0-9]*)$/, 'a whole number in decimal digits')
+    .pipe(z.coerce.number<string>().int().min(min).max(max));
+
+/**
  * The `limit` of a list route, from its maximum in limits.ts: a larger limit is a 400
  * (never clamped in silence, so a caller never mistakes a short page for the end).
  */
 export const PageLimit = (route: keyof typeof PAGE_ROWS_MAX, byDefault: number = Math.min(PAGE_ROWS_DEFAULT, PAGE_ROWS_MAX[route])) =>
-  z.coerce.number<string>().int().min(1).max(PAGE_ROWS_MAX[route]).default(byDefault).describe(`rows in the page, at most ${PAGE_ROWS_MAX[route]} (default ${byDefault})`);
+  QueryInt(1, PAGE_ROWS_MAX[route]).default(byDefault).describe(`rows in the page, at most ${PAGE_ROWS_MAX[route]} (default ${byDefault})`);
 /** A numeric cursor: rows after this id or number. */
-export const PageAfter = z.coerce.number<string>().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0);
+export const PageAfter = QueryInt(0, Number.MAX_SAFE_INTEGER).default(0);
 
 export const IdParam = z.object({ id: AccountId });
 // decimal digits only: Number() would also read '0x1', ' 1' or '1.0' as hold 1

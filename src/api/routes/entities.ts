@@ -24,7 +24,7 @@ const SubaccountParam = z.object({
 });
 /** Subaccount numbers are a PostgreSQL integer: a cursor past it is refused here, not by the query. */
 const SEQ_MAX = 2_147_483_647;
-const SeqCursor = z.coerce.number<string>().int().min(0).max(SEQ_MAX).default(0);
+const SeqCursor = S.QueryInt(0, SEQ_MAX).default(0);
 
 const Subaccount = z.object({
   id: z.string(),

@@ -93,7 +93,7 @@ export function jobRoutes(app: Api) {
     schema: {
       tags: ['pool'],
       summary: 'What a job of N units would cost and get now: the decision preview, your budget today, the pool, the tier budgets (reserves nothing)',
-      querystring: z.object({ units: z.coerce.number<string>().int().positive().max(AMOUNT_UNITS_MAX), payer: S.PartyId.optional() }),
+      querystring: z.object({ units: S.QueryInt(1, AMOUNT_UNITS_MAX), payer: S.PartyId.optional() }),
       response: {
         200: z.object({
           units: z.number().int(),

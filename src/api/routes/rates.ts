@@ -10,7 +10,7 @@ import { CROWN_INTERVALS_SHOWN_MAX, CROWN_WINDOW_TICKS_MAX } from '../limits';
 const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
 
 const Tick = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
-const QueryTick = z.coerce.number<string>().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const QueryTick = S.QueryInt(0, Number.MAX_SAFE_INTEGER);
 
 const RateEvent = z.object({
   id: z.number().int(),
