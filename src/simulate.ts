@@ -21,6 +21,13 @@ export function httpCaller(baseUrl: string): Caller {
         ...(idempotencyKey ? { 'idempotency-key': idempotencyKey } : {}),
       },
       body: body === undefined ? undefined : JSON.stringify(body),
+    }).catch((error: unknown) => {
+      // fetch says only "fetch failed": name the URL it tried, why, and what to do
+      const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+      throw new Error(
+        `cannot reach the Sluice API at ${baseUrl} (${cause?.code ?? cause?.message ?? (error as Error).message}): ` +
+          'start it with `npm start`, or point to it with --api URL (or SLUICE_API_HOST and SLUICE_API_PORT)',
+      );
     });
     return { status: res.status, body: await res.json().catch(() => undefined) };
   };

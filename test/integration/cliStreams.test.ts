@@ -75,3 +75,21 @@ test('operators grant, list and revoke from the command line; the operator opens
   expect((await sluice(keys['cli-payer']!, 'streams', 'cancel', 'cli-ops-1')).json).toMatchObject({ status: 'CONFIRMED', closedBy: 'cli-payer' });
   expect((await runAudit(stack.db.pool)).ok).toBe(true);
 }, 60_000);
+
+test('an API it cannot reach is named in the error, with why and what to do; exit code 1', async () => {
+  // a port nothing listens on: one the OS just handed out and took back
+  const { createServer } = await import('node:net');
+  const probe = createServer();
+  const port = await new Promise<number>((done) => probe.listen(0, '127.0.0.1', () => done((probe.address() as { port: number }).port)));
+  await new Promise((done) => probe.close(done));
+  const url = `http://127.0.0.1:${port}`;
+  const failed = await run(process.execPath, ['--import', 'tsx', resolve(__dirname, '../../src/cli.ts'), 'streams', 'status', 'any', '--api', url, '--key', 'k'], {
+    env: { ...process.env, LOG_LEVEL: 'silent' },
+  }).then(
+    () => undefined,
+    (error: { code: number; stderr: string }) => error,
+  );
+  expect(failed?.code).toBe(1);
+  expect(failed?.stderr).toContain(`cannot reach the Sluice API at ${url} (ECONNREFUSED)`);
+  expect(failed?.stderr).toMatch(/--api URL/);
+});
