@@ -2,7 +2,7 @@
 import { Command } from 'commander';
 import { loadConfig, type Config } from './config';
 import { LOCAL_DATABASE_URL } from './dev/database';
-import { createPool } from './db/pool';
+import { createPool, redactUrl } from './db/pool';
 import { migrate } from './db/migrate';
 import { ensureTemporalTools } from './temporal/tools';
 import { streamCommands } from './cli/streams';
@@ -69,8 +69,9 @@ program
   .description('apply the database migrations to DATABASE_URL')
   .action(async () => {
     const config = loadConfig();
-    const applied = await migrate(databaseUrl(config), { readonlyRole: config.SLUICE_READONLY_ROLE, poolSeedUnits: config.SLUICE_POOL_SEED_UNITS });
-    console.log(applied.length ? `applied migrations ${applied.join(', ')}` : 'migrations up to date');
+    const url = databaseUrl(config);
+    const applied = await migrate(url, { readonlyRole: config.SLUICE_READONLY_ROLE, poolSeedUnits: config.SLUICE_POOL_SEED_UNITS });
+    console.log(`${applied.length ? `applied migrations ${applied.join(', ')}` : 'migrations up to date'} (database ${redactUrl(url)})`);
   });
 
 program
@@ -111,7 +112,10 @@ program
   .action(async (opts: { json?: boolean }) => {
     const config = loadConfig();
     const { runAudit, formatAudit } = await import('./audit');
-    const pool = createPool(databaseUrl(config), 2);
+    const url = databaseUrl(config);
+    // which database this is, said before the verdict (on stderr with --json, so stdout stays JSON)
+    (opts.json ? console.error : console.log)(`auditing ${redactUrl(url)} (DATABASE_URL, else the local default)`);
+    const pool = createPool(url, 2);
     // Temporal is asked too: money held open whose workflow is gone is a violation
     const { connectClient } = await import('./temporal/connection');
     const client = await connectClient(config.TEMPORAL_ADDRESS, config.TEMPORAL_NAMESPACE).catch((error: Error) => error);

@@ -74,6 +74,13 @@ export function withDatabase(url: string, database: string): string {
   return parsed.toString();
 }
 
+/** A database URL fit to print: its password, if any, replaced by `***`. */
+export function redactUrl(url: string): string {
+  const parsed = new URL(url);
+  if (parsed.password) parsed.password = '***';
+  return parsed.toString();
+}
+
 export function databaseName(url: string): string {
   return decodeURIComponent(new URL(url).pathname.replace(/^\//, '')) || 'postgres';
 }

@@ -3,6 +3,7 @@ import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Config } from '../config';
 import { migrate } from '../db/migrate';
+import { redactUrl } from '../db/pool';
 import { connectClient, registerSearchAttributes, waitForTemporal } from '../temporal/connection';
 import { startDevServer } from '../temporal/devServer';
 import { describeTool, resolveTool, TEMPORAL_CLI } from '../temporal/tools';
@@ -79,7 +80,7 @@ export async function launch(config: Config, opts: LaunchOptions): Promise<void>
     const dataDir = resolve(config.SLUICE_DATA_DIR);
     const db = await resolveDatabase({ databaseUrl: config.DATABASE_URL, dataDir, log });
     if (db.stop) stops.push({ name: 'embedded PostgreSQL', stop: db.stop });
-    log(`PostgreSQL (${db.source}): ${redact(db.url)}`);
+    log(`PostgreSQL (${db.source}): ${redactUrl(db.url)}`);
     const applied = await migrate(db.url, { readonlyRole: config.SLUICE_READONLY_ROLE, poolSeedUnits: config.SLUICE_POOL_SEED_UNITS });
     log(applied.length ? `migrations applied: ${applied.join(', ')}` : 'migrations: up to date');
 
@@ -148,4 +149,3 @@ export async function launch(config: Config, opts: LaunchOptions): Promise<void>
   }
 }
 
-const redact = (url: string) => url.replace(/:[^:@/]+@/, ':***@');

@@ -401,6 +401,8 @@ describe('the auditor', () => {
     expect(report.ok).toBe(true);
     const cli = cliAudit();
     expect(cli.code).toBe(0);
+    // it names the database it audited (the test's own) before its verdict
+    expect(cli.out.split('\n')[0]).toBe(`auditing ${db.url} (DATABASE_URL, else the local default)`);
     expect(cli.out).toContain('audit: PASS');
   });
 
