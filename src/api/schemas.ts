@@ -31,7 +31,9 @@ export const QueryInt = (min: number, max: number) =>
   z
     .string()
     .regex(/^(0|[1-9][0-9]*)$/, 'a whole number in decimal digits')
-    .pipe(z.coerce.number<string>().int().min(min).max(max));
+    .pipe(z.coerce.number<string>().int().min(min).max(max))
+    // the OpenAPI document shows what the caller writes: an integer in this range
+    .meta({ type: 'integer', minimum: min, maximum: max });
 
 /**
  * The `limit` of a list route, from its maximum in limits.ts: a larger limit is a 400
