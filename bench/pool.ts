@@ -297,7 +297,7 @@ async function pgbenchOwnStatements(url: string, pool: Pool, payers: Payer[], o:
     `select 'bench-' || lpad(:p::text, 6, '0') as payer, 'bench-' || lpad(:p::text, 6, '0') || '.w' as account, 'pgb-' || gen_random_uuid() as job, current_date::text as day \\gset`,
     'begin;',
     bind(GRANT_SQL.lockBudget, ['payer']) + ';',
-    bind(GRANT_SQL.readBudget, ['payer', 'job', 'day']) + ';',
+    bind(GRANT_SQL.readBudget, ['payer', 'day', 'job']) + ';',
     bind(RESERVE_WAITING, ['job', 'amount', 'job']) + ';',
     bind(GRANT_SQL.insert, ['job', 'payer', 'account', 'job', 'work', 'amount', 'free', 'tier', 'amount', 'reserved', 'day', 'budget', 'amount', 'jobs']) + ';',
     bind(EVENT_INSERT_SQL, ['decided', 'job', 'payload', 'parties']) + ';',

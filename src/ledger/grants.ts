@@ -22,7 +22,7 @@ import {
 import { lockAccounts } from './accounts';
 import { appendEvent } from './events';
 import { captureHoldIn, releaseHoldIn } from './holds';
-import { creditStripe, grantHolds, jobsAccountOf, poolTotals, lockPoolStripes, reserveAcrossStripes, reserveOnOneStripe, stripeKey, type PoolHold } from './pool';
+import { creditStripe, grantHolds, jobsAccountOf, POOL_TOTALS_SQL, poolTotals, lockPoolStripes, reserveAcrossStripes, reserveOnOneStripe, stripeKey, type PoolHold } from './pool';
 import { postTransfer } from './transfers';
 import { assertPageRows } from './paging';
 
@@ -141,9 +141,15 @@ export async function listGrants(db: Queryable, q: { payer?: string; after?: str
   return rows.map(toGrantView);
 }
 
+// A payer's budget, each reading written once ($1 the payer, $2 the UTC day): its tier
+// (`new` until set), and its usage that day, what its grants of the day reserved and did
+// not give back (as the grants trigger counts it).
+const PAYER_TIER_SQL = `coalesce((select tier from payer_tiers where party_id = $1), 'new')`;
+const DAY_USAGE_SQL = `(select coalesce(sum(reserved - returned), 0)::bigint from grants where payer = $1 and day = $2::date)`;
+
 export async function tierOf(db: Queryable, party: string): Promise<Tier> {
-  const { rows } = await db.query<{ tier: Tier }>('select tier from payer_tiers where party_id = $1', [party]);
-  return rows[0]?.tier ?? 'new';
+  const { rows } = await db.query<{ tier: Tier }>(`select ${PAYER_TIER_SQL} as tier`, [party]);
+  return rows[0]!.tier;
 }
 
 export async function setTier(db: Queryable, party: string, tier: Tier): Promise<{ party: string; tier: Tier }> {
@@ -162,10 +168,7 @@ export async function setTier(db: Queryable, party: string, tier: Tier): Promise
 
 /** What a payer has used of its budget on a UTC day: what its grants of that day reserved and did not give back. */
 export async function usageOn(db: Queryable, payer: string, day: string): Promise<number> {
-  const { rows } = await db.query<{ used: number }>(
-    'select coalesce(sum(reserved - returned), 0)::bigint as used from grants where payer = $1 and day = $2::date',
-    [payer, day],
-  );
+  const { rows } = await db.query<{ used: number }>(`select ${DAY_USAGE_SQL} as used`, [payer, day]);
   return rows[0]!.used;
 }
 
@@ -176,10 +179,11 @@ export interface Budget {
   remaining: number;
 }
 
+const budgetOf = (tier: Tier, used: number, budgets: TierBudgets): Budget => ({ tier, daily: budgets[tier], used, remaining: Math.max(0, budgets[tier] - used) });
+
 export async function budgetOn(db: Queryable, payer: string, day: string, budgets: TierBudgets): Promise<Budget> {
-  const tier = await tierOf(db, payer);
-  const used = await usageOn(db, payer, day);
-  return { tier, daily: budgets[tier], used, remaining: Math.max(0, budgets[tier] - used) };
+  const { rows } = await db.query<{ tier: Tier; used: number }>(`select ${PAYER_TIER_SQL} as tier, ${DAY_USAGE_SQL} as used`, [payer, day]);
+  return budgetOf(rows[0]!.tier, rows[0]!.used, budgets);
 }
 
 /** The decision a payer would get now, without reserving anything (GET /v1/estimate). An unknown payer is 404, not tier `new`. */
@@ -199,11 +203,10 @@ export async function previewDecision(db: Queryable, input: { payer: string; est
  */
 export const GRANT_SQL = {
   lockBudget: 'select 1 from parties where id = $1 for no key update',
-  readBudget: `select (select to_jsonb(g) || jsonb_build_object('day', to_char(g.day, 'YYYY-MM-DD')) from grants g where g.job_id = $2) as grant,
-                  coalesce((select tier from payer_tiers where party_id = $1), 'new') as tier,
-                  (select coalesce(sum(reserved - returned), 0)::bigint from grants where payer = $1 and day = $3::date) as used,
-                  p.available as pool_available, p.stripes as pool_stripes
-             from (select coalesce(sum(balance - held), 0)::bigint as available, count(*)::int as stripes from accounts where kind = 'pool') p`,
+  readBudget: `select ${PAYER_TIER_SQL} as tier, ${DAY_USAGE_SQL} as used,
+                  (select to_jsonb(g) || jsonb_build_object('day', to_char(g.day, 'YYYY-MM-DD')) from grants g where g.job_id = $3) as grant,
+                  p.balance - p.held as pool_available, p.stripes as pool_stripes
+             from (${POOL_TOTALS_SQL}) p`,
   insert: `insert into grants as g (job_id, payer, payer_account_id, request_hash, work, estimated_cost, decision, tier, advisory_absorb,
                            status, day, budget, reserved, reserved_at, jobs_account_id)
        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::date, $12, $13, case when $10 = 'reserved' then clock_timestamp() end, $14)
@@ -226,12 +229,10 @@ async function readBudget(client: PoolClient, input: { payer: string; jobId: str
   const { rows } = await client.query<{ grant: GrantRow | null; tier: Tier; used: number; pool_available: number; pool_stripes: number }>({
     name: 'grant-read-budget',
     text: GRANT_SQL.readBudget,
-    values: [input.payer, input.jobId, input.day],
+    values: [input.payer, input.day, input.jobId],
   });
   const r = rows[0]!;
-  const daily = input.budgets[r.tier];
-  const budget: Budget = { tier: r.tier, daily, used: r.used, remaining: Math.max(0, daily - r.used) };
-  return { existing: r.grant ? grantFromJson(r.grant) : undefined, budget, poolAvailable: r.pool_available, poolStripes: r.pool_stripes };
+  return { existing: r.grant ? grantFromJson(r.grant) : undefined, budget: budgetOf(r.tier, r.used, input.budgets), poolAvailable: r.pool_available, poolStripes: r.pool_stripes };
 }
 
 /** A grant row read as jsonb: its timestamps come back as text. */

@@ -6,9 +6,9 @@ import { postTransfer } from './transfers';
 export { POOL_SEED_UNITS_DEFAULT, POOL_STRIPES_DEFAULT } from '../domain/grants';
 
 /**
- * The free-tier pool is held as K stripe accounts (migration 016): every account of
+ * The free-tier pool is held as K stripe accounts (migration 019): every account of
  * kind 'pool'. Stripe 0 is the pool's first account (migration 005), the others are
- * `sluice.pool.<i>`. The account jobs' costs are paid into is one account.
+ * `sluice.pool.<i>`. The account jobs' costs are paid into is striped alike (below).
  */
 export const POOL_ACCOUNT = 'sluice.pool';
 export const poolStripeId = (i: number) => (i === 0 ? POOL_ACCOUNT : `${POOL_ACCOUNT}.${i}`);
@@ -51,7 +51,7 @@ function stripeOf(id: string, n: number): number {
   return (h >>> 0) % n;
 }
 
-/** The jobs account's totals over its stripes (metrics and tests). */
+/** The jobs account's totals over its stripes (for tests: it scans the accounts by id prefix). */
 export async function jobsAccountTotals(db: Queryable): Promise<{ balance: number; held: number }> {
   const { rows } = await db.query<{ balance: number; held: number }>(
     `select coalesce(sum(balance), 0)::bigint as balance, coalesce(sum(held), 0)::bigint as held
@@ -108,12 +108,13 @@ export interface PoolState {
   reservedOpen: number;
 }
 
+/** The pool's figures as one row (stripes, balance, held): the sums over its stripes. */
+export const POOL_TOTALS_SQL = `select count(*)::int as stripes, coalesce(sum(balance), 0)::bigint as balance, coalesce(sum(held), 0)::bigint as held
+                                  from accounts where kind = 'pool'`;
+
 /** The pool's figures: the sums over its stripes, read (not locked) in one snapshot; 0 stripes before the migrations. */
 export async function poolTotals(db: Queryable): Promise<{ stripes: number; balance: number; held: number; available: number }> {
-  const { rows } = await db.query<{ stripes: number; balance: number; held: number }>({
-    name: 'pool-totals',
-    text: `select count(*)::int as stripes, coalesce(sum(balance), 0)::bigint as balance, coalesce(sum(held), 0)::bigint as held from accounts where kind = 'pool'`,
-  });
+  const { rows } = await db.query<{ stripes: number; balance: number; held: number }>({ name: 'pool-totals', text: POOL_TOTALS_SQL });
   const { stripes, balance, held } = rows[0]!;
   return { stripes, balance, held, available: balance - held };
 }
@@ -174,6 +175,8 @@ export async function reserveOnOneStripe(client: PoolClient, input: { jobId: str
   return waited;
 }
 
+// the hold, its event and its link as placeHoldIn (holds.ts) writes them, in the statement
+// that picks the stripe: one round trip (the stripe is already checked and locked here)
 const reserveOnStripeSql = (stripe: string) => `
   with stripe as (${stripe}),
   hold as (
