@@ -65,6 +65,13 @@ function cliAudit(): { code: number; out: string } {
 /** Triggers off for the rest of the transaction: the statements that follow write what the ledger's triggers would refuse or redo. */
 const triggersOff = (c: PoolClient) => c.query(`set local session_replication_role = replica`);
 
+/** A transfer of kind 'transfer' written with the triggers off, its two balances moved by hand as the trigger would. */
+async function rawTransfer(c: PoolClient, t: { key: string; from: string; to: string; amount: number }) {
+  await triggersOff(c);
+  await c.query(`insert into transfers (idempotency_key, kind, debit_account_id, credit_account_id, amount) values ($1, 'transfer', $2, $3, $4)`, [t.key, t.from, t.to, t.amount]);
+  await c.query(`update accounts set balance = balance + case id when $2 then $3::bigint else -$3::bigint end where id in ($1, $2)`, [t.from, t.to, t.amount]);
+}
+
 /** The configured default cap of an entity without its own (what the worker allocates against). */
 const CAP_DEFAULT = loadConfig().SLUICE_SUBACCOUNT_CAP;
 
@@ -241,20 +248,12 @@ const CORRUPTIONS: Corruption[] = [
   {
     check: 'grants.pool_conservation',
     what: 'the pool paying 25 out by a transfer that is neither an absorption nor a credit',
-    corrupt: async (c) => {
-      await triggersOff(c);
-      await c.query(`insert into transfers (idempotency_key, kind, debit_account_id, credit_account_id, amount) values ('pool-leak', 'transfer', 'sluice.pool', 'q.w', 25)`);
-      await c.query(`update accounts set balance = balance + case id when 'q.w' then 25 else -25 end where id in ('sluice.pool', 'q.w')`);
-    },
+    corrupt: (c) => rawTransfer(c, { key: 'pool-leak', from: 'sluice.pool', to: 'q.w', amount: 25 }),
   },
   {
     check: 'grants.pool_conservation',
     what: "one pool stripe paying 25 to another: the pool's sum unchanged, each stripe's books broken",
-    corrupt: async (c) => {
-      await triggersOff(c);
-      await c.query(`insert into transfers (idempotency_key, kind, debit_account_id, credit_account_id, amount) values ('stripe-shuffle', 'transfer', 'sluice.pool', 'sluice.pool.1', 25)`);
-      await c.query(`update accounts set balance = balance + case id when 'sluice.pool.1' then 25 else -25 end where id in ('sluice.pool', 'sluice.pool.1')`);
-    },
+    corrupt: (c) => rawTransfer(c, { key: 'stripe-shuffle', from: 'sluice.pool', to: 'sluice.pool.1', amount: 25 }),
   },
   {
     check: 'subaccounts.collateral_held_while_live',
