@@ -117,9 +117,9 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
   });
 
   // A request that sends no body, an empty JSON one or JSON null sends none: a route whose
-  // body schema has a default (a cancel's `{}`: every field optional) takes it, and any
-  // other route refuses the missing body (400). No money-moving route defaults its body:
-  // an empty refund or account creation is refused, not guessed.
+  // body schema defaults to `{}` (every field optional: a cancel, a refund of what is
+  // left, a subaccount creation) takes it as `{}`, and any other route refuses the
+  // missing body (400) before it changes anything.
   app.removeContentTypeParser('application/json');
   const parseJson = app.getDefaultJsonParser('error', 'error');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) =>

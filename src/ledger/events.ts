@@ -23,9 +23,10 @@ export function eventValues(event: EventInput): [string, string, string, string[
   return [event.type, event.subject, JSON.stringify(event.payload), [...new Set(event.parties)]];
 }
 
-/** Appends an event. Call it inside the transaction that made the change it reports. */
+/** The statement appendEvent runs (bench:pool replays it from pgbench). */
 export const EVENT_INSERT_SQL = 'insert into events (type, subject, payload, parties) values ($1, $2, $3, $4)';
 
+/** Appends an event. Call it inside the transaction that made the change it reports. */
 export async function appendEvent(db: Queryable, event: EventInput): Promise<void> {
   await db.query({ name: 'event-insert', text: EVENT_INSERT_SQL, values: eventValues(event) });
 }
