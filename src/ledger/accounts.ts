@@ -118,10 +118,11 @@ export async function worldAccountId(db: Queryable, currency: string): Promise<s
  *      after its other accounts, SKIP LOCKED (src/ledger/pool.ts); when every
  *      stripe that fits is locked it waits for one, holding no other stripe (in a
  *      savepoint, rolled back if that one no longer fits), and takes every stripe,
- *      in id order, only when the pool binds or no single one holds enough. A deposit or withdrawal
- *      likewise takes its world stripe after its own account (lockWorldStripe in
- *      src/ledger/world.ts: SKIP LOCKED, waiting only when every stripe is locked),
- *      and locks no account after it. FOR NO KEY UPDATE does not conflict with the KEY
+ *      in id order, only when the pool binds or no single one holds enough. A
+ *      deposit or withdrawal likewise takes its world stripe after its own account
+ *      (lockWorldStripe in src/ledger/world.ts: SKIP LOCKED, waiting only when every
+ *      stripe is locked), and locks no account after it. FOR NO KEY UPDATE does not
+ *      conflict with the KEY
  *      SHARE a foreign key takes when a row referencing the account is inserted (a
  *      stream, hold, transfer, grant or member row), and no path locks an account
  *      FOR UPDATE or changes its id, so those implicit locks never wait;

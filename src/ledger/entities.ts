@@ -250,11 +250,12 @@ export function fundSubaccount(pool: Pool, id: string): Promise<Subaccount> {
 export function unfundSubaccount(pool: Pool, id: string): Promise<boolean> {
   return withTransaction(pool, async (client) => {
     const { sub, entity } = await lockSubaccount(client, id);
-    if (sub.account_id === null || !sagaOwns(sub)) return false;
+    if (!sagaOwns(sub)) return false;
     return unfundIn(client, sub, entity);
   });
 }
 
+/** Moves a slot's funding back to its entity (false: no account yet, or nothing to move). */
 async function unfundIn(client: PoolClient, sub: SubaccountRow, entity: EntityRow): Promise<boolean> {
   if (sub.account_id === null) return false;
   // unfunded by an earlier attempt whose reply was lost: done, and reported as done
