@@ -53,8 +53,11 @@ export async function runDemo(opts: { apiUrl: string; adminKey: string; temporal
   await show(`6. payment ${ref}: 750 alice → bob through workflow payment-${ref} (transfer ${receipt.transferId}, ${receipt.status})`);
   const refund = await call(bob.apiKey, 'POST', `/v1/payments/${ref}/refunds`, { amount: 250 }, 'demo-refund');
   await show(`7. bob refunds 250 of ${ref} (refunded ${refund.refundedTotal} of ${refund.paymentAmount})`);
-  const world = await admin('GET', '/v1/accounts/world');
-  log(`world account balance ${world.balance} (the other side of every deposit: all balances sum to zero)`);
+  // the world is held as stripe accounts (SLUICE_WORLD_STRIPES): its balance is their sum
+  const { accounts } = await admin('GET', '/v1/accounts?ownerId=sluice&limit=1000');
+  const stripes = (accounts as { kind: string; currency: string; balance: number }[]).filter((x) => x.kind === 'world' && x.currency === 'UNIT');
+  const world = stripes.reduce((sum, x) => sum + x.balance, 0);
+  log(`world balance ${world} over its ${stripes.length} stripes (the other side of every deposit: all balances sum to zero)`);
   if (opts.temporalUiUrl) log(`payment workflow: ${opts.temporalUiUrl}/namespaces/${opts.namespace}/workflows/payment-${ref}`);
   return { alice: alice.id, bob: bob.id, ref };
 }

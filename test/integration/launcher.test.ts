@@ -70,6 +70,8 @@ test('npm start brings up Temporal, worker and API, runs the demo, a second star
   // the demo printed real balances: 10000 deposited, 2500 + 400 + 750 - 250 moved to bob
   expect(out).toMatch(/7\. bob refunds 250[\s\S]*alice-\w+\.wallet\s+balance\s+6600\s+held\s+0\s+available\s+6600/);
   expect(out).toMatch(/bob-\w+\.wallet\s+balance\s+3400/);
+  // the world's side, summed over its stripes: the pool's seed (10000) and alice's 10000
+  expect(out).toContain('world balance -20000 over its 8 stripes');
   expect(out).toContain(`API docs   http://127.0.0.1:${apiPort}/docs`);
   expect(out).toContain(`console    http://127.0.0.1:${apiPort}/console/`);
   expect(out).toContain(`Temporal   http://127.0.0.1:${uiPort}`);
@@ -83,6 +85,7 @@ test('npm start brings up Temporal, worker and API, runs the demo, a second star
   expect(two.output()).toContain(`Temporal: reusing the server at 127.0.0.1:${temporalPort}`);
   expect(two.output()).toContain(`API: reusing http://127.0.0.1:${apiPort}`);
   expect(two.output()).toMatch(/bob-\w+\.wallet\s+balance\s+3400/);
+  expect(two.output()).toContain('world balance -30000 over its 8 stripes'); // one more demo deposit
 
   // Ctrl-C: every child the first launcher started goes away with it
   one.child.kill('SIGINT');
