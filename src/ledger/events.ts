@@ -38,14 +38,23 @@ export const EVENTS_PAGE_MAX = 1000;
  * committed event is ever skipped or shown twice); `party` limits the page to that
  * party's events. The cursor is 0 or an event's id, the last of the previous page.
  */
-export async function listEvents(db: Queryable, opts: { after: number; limit: number; party?: string }): Promise<LedgerEvent[]> {
-  const { party } = opts;
+export async function listEvents(db: Queryable, opts: { after: number; limit: number; party?: string; subject?: string; type?: string }): Promise<LedgerEvent[]> {
+  const { party, subject, type } = opts;
+  // each filter narrows the tail; the cursor still orders by the whole table
+  const where = (param: (value: unknown) => string) =>
+    [
+      party === undefined ? undefined : `t.parties @> array[${param(party)}::text]`,
+      subject === undefined ? undefined : `t.subject = ${param(subject)}`,
+      type === undefined ? undefined : `t.type = ${param(type)}`,
+    ]
+      .filter(Boolean)
+      .join(' and ') || 'true';
   const rows = await readTail<{ id: number; type: string; subject: string; payload: Record<string, unknown>; created_at: Date }>(db, {
     table: 'events',
     columns: 't.id, t.type, t.subject, t.payload, t.created_at',
     after: opts.after,
     limit: pageRows(opts.limit, EVENTS_PAGE_MAX),
-    where: party === undefined ? undefined : (param) => `t.parties @> array[${param(party)}::text]`,
+    where,
   });
   return rows.map((r) => ({ id: r.id, type: r.type, subject: r.subject, payload: r.payload, createdAt: r.created_at.toISOString() }));
 }

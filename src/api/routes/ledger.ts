@@ -182,6 +182,8 @@ export function ledgerRoutes(app: Api) {
       querystring: z.object({
         after: S.PageAfter.describe('0 for the start, or `next` of the previous page (an event id; any other id is a 400)'),
         limit: S.PageLimit('GET /v1/events'),
+        subject: z.string().min(1).max(200).optional().describe("only this subject's events: a stream's ref, a job's id, an account's id"),
+        type: z.string().regex(/^[a-z_.]{1,80}$/, 'an event type such as stream.tick').optional().describe('only events of this type, e.g. stream.tick, stream.closed, hold.placed'),
       }),
       response: { 200: z.object({ events: z.array(S.Event), next: z.number().int().describe('the id of the last event returned, or `after` when none: pass it as the next `after`') }), ...errors },
     },
