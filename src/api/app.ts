@@ -10,7 +10,8 @@ import { createAuthenticator } from './auth';
 import { SluiceError } from '../domain/errors';
 import { ErrorBody } from './schemas';
 import { RATE_LIMIT_CALLERS_MAX, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './limits';
-import { clientErrorHandler, errorHandler, notFoundHandler } from './errors';
+import { clientErrorHandler, errorHandler, notFoundHandler, requestIdOf, statusOfCode } from './errors';
+import { errorReferenceHtml } from './errorReference';
 import { createMetrics } from './metrics';
 import { ledgerRoutes } from './routes/ledger';
 import { partyRoutes } from './routes/parties';
@@ -72,7 +73,14 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
     frameworkErrors: errorHandler,
     // and Node's HTTP parser's refusals, before any route
     clientErrorHandler,
+    // every request has an id: in its log lines, its X-Request-Id header and any error body
+    genReqId: requestIdOf,
+    requestIdLogLabel: 'requestId',
   }).withTypeProvider<ZodTypeProvider>() as Api;
+  // first of all hooks, so a refusal by any later one (a 401, a 429) carries it too
+  app.addHook('onRequest', async (req, reply) => {
+    reply.header('x-request-id', req.id);
+  });
   app.decorate('deps', deps);
   // Fastify validates a missing body as null: as undefined instead, so a body schema's
   // default (a cancel's `{}`) applies to a request that sent none (see the JSON parser below)
@@ -149,8 +157,11 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
   });
   await app.register(fastifySwaggerUi, { routePrefix: '/docs', uiConfig: { docExpansion: 'list' } });
 
-  // a first request to the server's root finds where everything is, not a 401
-  app.get('/', { config: { auth: 'public' }, schema: { hide: true } }, async () => ({
+  // a first request to the server's root finds where everything is, not a 401: a
+  // browser is sent to the console, a program gets the index
+  app.get('/', { config: { auth: 'public' }, schema: { hide: true } }, async (req, reply) => {
+    if (/\btext\/html\b/.test(req.headers.accept ?? '')) return reply.redirect('/console/', 302);
+    return {
     name: 'sluice',
     api: '/v1 (Authorization: Bearer <key>)',
     docs: '/docs',
@@ -158,7 +169,12 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
     console: '/console/',
     health: '/healthz',
     metrics: '/metrics',
-  }));
+    errors: '/errors',
+    };
+  });
+  app.get('/errors', { config: { auth: 'public' }, schema: { hide: true } }, async (_req, reply) =>
+    reply.type('text/html; charset=utf-8').send(errorReferenceHtml(statusOfCode)),
+  );
   app.get('/healthz', { config: { auth: 'public' }, schema: { hide: true } }, async () => {
     await deps.pool.query('select 1');
     return { status: 'ok' };

@@ -1,9 +1,12 @@
+import { randomBytes } from 'node:crypto';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { SluiceError, sluiceErrorFromDatabase, type ErrorCode } from '../domain/errors';
 import { isConnectionLost } from '../db/pool';
 import { isTemporalUnavailable, sluiceErrorFromTemporal } from '../temporal/failures';
 import { StillRunning, stillRunningBody } from './deadline';
+import { docUrlFor } from './errorReference';
+import { plainIssue, type RequestPart, type SchemaIssue } from './validation';
 
 /** One HTTP status per error code, in one place. */
 export const HTTP_STATUS: Record<ErrorCode, number> = {
@@ -38,7 +41,20 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
 export const asSluiceError = (error: unknown): SluiceError | undefined =>
   error instanceof SluiceError ? error : (sluiceErrorFromTemporal(error) ?? sluiceErrorFromDatabase(error));
 
-const body = (code: string, message: string, details: Record<string, unknown> = {}) => ({ error: { code, message, details } });
+const body = (code: string, message: string, details: Record<string, unknown> = {}, param?: string) => ({ error: { code, message, details, ...(param ? { param } : {}) } });
+
+/** The HTTP status of a code, counting the two that are no caller's error. */
+export const statusOfCode = (code: ErrorCode | 'unavailable' | 'internal') => (code === 'unavailable' ? 503 : code === 'internal' ? 500 : HTTP_STATUS[code]);
+
+/**
+ * What every error answer carries besides its code and message: the request's id (the
+ * same as its X-Request-Id header and its log lines) and the code's entry in the error
+ * reference. A domain error that is about one input names it as `details.param`.
+ */
+function answered<B extends { error: { code: string; details: Record<string, unknown>; param?: string } }>(request: FastifyRequest, b: B) {
+  const param = b.error.param ?? (typeof b.error.details.param === 'string' ? b.error.details.param : undefined);
+  return { error: { ...b.error, ...(param ? { param } : {}), request_id: request.id, doc_url: docUrlFor(request, b.error.code) } };
+}
 
 /** Seconds a caller should wait before retrying through an outage. */
 export const OUTAGE_RETRY_AFTER_S = 1;
@@ -81,28 +97,31 @@ export const internalBody = (retryWith: string) => body('internal', `internal er
  * internals (a 5xx is a bug to fix, never a way to report bad input).
  */
 export function errorHandler(error: FastifyError | Error, request: FastifyRequest, reply: FastifyReply) {
+  // the router's own refusals come here before any hook has set it
+  reply.header('x-request-id', request.id);
   if (hasZodFastifySchemaValidationErrors(error)) {
-    const issues = error.validation.map((v) => ({ path: v.instancePath, message: v.message }));
-    return reply.status(400).send(body('invalid_request', `invalid ${error.validationContext ?? 'request'}: ${issues.map((i) => `${i.path} ${i.message}`.trim()).join('; ')}`, { issues }));
+    const part = (error.validationContext ?? 'body') as RequestPart;
+    const issues = error.validation.map((v) => plainIssue(v as unknown as SchemaIssue, part, partOf(request, part)));
+    return reply.status(400).send(answered(request, body('invalid_request', issues.map((i) => i.message).join('; '), { issues }, issues[0]?.param || undefined)));
   }
   const answer = answerFor(error);
   if (answer?.retryAfterS !== undefined) {
     request.log.warn({ err: error }, 'outage');
     reply.header('retry-after', String(answer.retryAfterS));
   }
-  if (answer) return reply.status(answer.status).send(answer.body);
+  if (answer) return reply.status(answer.status).send('error' in answer.body ? answered(request, answer.body) : answer.body);
   const status = (error as FastifyError).statusCode;
   if (status && status >= 400 && status < 500) {
     // Fastify's own 4xx: malformed JSON, body too large, unsupported media type…
     const code = status === 413 ? 'payload_too_large' : status === 429 ? 'rate_limited' : 'invalid_request';
-    return reply.status(status).send(body(code, error.message, status === 413 ? { limitBytes: request.server.initialConfig.bodyLimit } : {}));
+    return reply.status(status).send(answered(request, body(code, error.message, status === 413 ? { limitBytes: request.server.initialConfig.bodyLimit } : {})));
   }
   request.log.error({ err: error }, 'unhandled error');
-  return reply.status(500).send(internalBody('request may be retried with the same idempotency key'));
+  return reply.status(500).send(answered(request, internalBody('request may be retried with the same idempotency key')));
 }
 
 export function notFoundHandler(request: FastifyRequest, reply: FastifyReply) {
-  return reply.status(404).send(body('not_found', `no route ${request.method} ${request.url.split('?')[0]}`));
+  return reply.status(404).send(answered(request, body('not_found', `no route ${request.method} ${request.url.split('?')[0]}`)));
 }
 
 /**
@@ -111,6 +130,22 @@ export function notFoundHandler(request: FastifyRequest, reply: FastifyReply) {
  * one error shape on the raw socket, then the connection is closed, since the rest of
  * its bytes cannot be trusted to frame a next request.
  */
+/** The part of the request a schema refused, as it arrived. */
+const partOf = (request: FastifyRequest, part: RequestPart): unknown =>
+  part === 'querystring' ? request.query : part === 'params' ? request.params : part === 'headers' ? request.headers : request.body;
+
+/** A request's id: random, so ids from several API processes never collide in one log. */
+export const newRequestId = () => `req_${randomBytes(8).toString('hex')}`;
+
+/** A caller's own X-Request-Id is kept when it is a plain token, so its logs and ours join up. */
+const CALLER_REQUEST_ID = /^[A-Za-z0-9._:-]{8,64}$/;
+
+/** Fastify's genReqId: the caller's X-Request-Id where it is a plain token, else a new one. */
+export function requestIdOf(req: { headers: Record<string, string | string[] | undefined> }): string {
+  const given = req.headers['x-request-id'];
+  return typeof given === 'string' && CALLER_REQUEST_ID.test(given) ? given : newRequestId();
+}
+
 export function clientErrorHandler(error: Error & { code?: string }, socket: import('node:net').Socket): void {
   if (error.code === 'ECONNRESET' || socket.destroyed) return;
   const [code, reason, message]: [ErrorCode, string, string] =
@@ -120,8 +155,10 @@ export function clientErrorHandler(error: Error & { code?: string }, socket: imp
         ? ['headers_too_large', 'Request Header Fields Too Large', 'the request headers are too large']
         : ['invalid_request', 'Bad Request', `malformed HTTP request (${error.code ?? 'unparseable'}): check the request line, and that no header value holds a control character`];
   const status = HTTP_STATUS[code];
-  const payload = JSON.stringify(body(code, message));
+  // no request was parsed, so no Host to link from: the reference's path alone
+  const requestId = newRequestId();
+  const payload = JSON.stringify({ error: { ...body(code, message).error, request_id: requestId, doc_url: `/errors#${code}` } });
   socket.end(
-    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(payload)}\r\nConnection: close\r\n\r\n${payload}`,
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(payload)}\r\nX-Request-Id: ${requestId}\r\nConnection: close\r\n\r\n${payload}`,
   );
 }

@@ -5,12 +5,12 @@ import { TIERS } from '../domain/grants';
 
 /** Request and response shapes of the HTTP API; the OpenAPI document is generated from them. */
 export const Units = z.number().int().positive().max(AMOUNT_UNITS_MAX).describe('integer minor units');
-export const PartyId = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/, 'lowercase letters, digits, _ . -; at most 63');
-export const AccountId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$/, 'letters, digits, _ . : / -; at most 128');
-export const Ref = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/, 'letters, digits, _ . : -; at most 128');
-export const Currency = z.string().regex(/^[A-Z]{3,8}$/);
+export const PartyId = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/, '1 to 63 lowercase letters, digits and _ . - (starting with a letter or digit)');
+export const AccountId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$/, '1 to 128 letters, digits and _ . : / - (starting with a letter or digit)');
+export const Ref = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/, '1 to 128 letters, digits and _ . : - (starting with a letter or digit)');
+export const Currency = z.string().regex(/^[A-Z]{3,8}$/, '3 to 8 capital letters, such as UNIT or USD');
 /** Free text. PostgreSQL text cannot hold a NUL character, so it is refused here instead of failing the insert. */
-const Text = z.string().regex(/^[^\u0000]*$/, 'no NUL characters');
+const Text = z.string().regex(/^[^\u0000]*$/, 'text without NUL characters');
 export const Memo = Text.max(500);
 export const PartyName = Text.min(1).max(200);
 
@@ -131,7 +131,14 @@ export const Event = z.object({
 });
 
 export const ErrorBody = z.object({
-  error: z.object({ code: z.string(), message: z.string(), details: z.record(z.string(), z.unknown()) }),
+  error: z.object({
+    code: z.string().describe('stable, for programs: see doc_url'),
+    message: z.string().describe('a sentence for people: what was wrong and what to send instead'),
+    details: z.record(z.string(), z.unknown()),
+    param: z.string().optional().describe('the field, query parameter, path parameter or header the error is about, where it is one'),
+    request_id: z.string().optional().describe('this request, as in the X-Request-Id header and the logs'),
+    doc_url: z.string().optional().describe("the code's entry in the error reference (GET /errors)"),
+  }),
 });
 
 export const StreamReceipt = z.object({

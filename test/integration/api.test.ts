@@ -534,12 +534,14 @@ describe('metrics', () => {
   });
 });
 
-test('the server root answers without a key with where everything is, and each place it names answers', async () => {
+test('the server root sends a browser to the console, and answers a program without a key with where everything is; each place it names answers', async () => {
+  const browser = await stack.app.inject({ method: 'GET', url: '/', headers: { accept: 'text/html,application/xhtml+xml,*/*;q=0.8' } });
+  expect([browser.statusCode, browser.headers.location]).toEqual([302, '/console/']);
   const root = await stack.app.inject({ method: 'GET', url: '/' });
   expect(root.statusCode).toBe(200);
   const index = root.json();
   expect(index).toMatchObject({ name: 'sluice', docs: '/docs', openapi: '/openapi.json', console: '/console/', health: '/healthz', metrics: '/metrics' });
-  for (const path of [index.docs, index.openapi, index.health, index.metrics]) {
+  for (const path of [index.docs, index.openapi, index.health, index.metrics, index.errors]) {
     const res = await stack.app.inject({ method: 'GET', url: path });
     expect({ path, status: res.statusCode < 400 }).toEqual({ path, status: true });
   }
@@ -591,6 +593,59 @@ test("a request Node's HTTP parser refuses (a control byte in a header, a space 
     expect(head).toMatch(/^HTTP\/1\.1 400 /);
     expect(head).toMatch(/content-type: application\/json/i);
     const parsed = JSON.parse(payload!);
-    expect(parsed).toEqual({ error: { code: 'invalid_request', message: expect.stringMatching(/^malformed HTTP request/), details: {} } });
+    expect(parsed).toEqual({ error: { code: 'invalid_request', message: expect.stringMatching(/^malformed HTTP request/), details: {}, request_id: expect.stringMatching(/^req_/), doc_url: '/errors#invalid_request' } });
+    expect(head).toMatch(new RegExp(`x-request-id: ${parsed.error.request_id}`, 'i'));
   }
+});
+
+describe('errors in plain words', () => {
+  const send = (method: 'GET' | 'POST', url: string, opts: { key?: string; idem?: string | null; payload?: string } = {}) =>
+    stack.app.inject({
+      method,
+      url,
+      headers: {
+        authorization: `Bearer ${opts.key ?? ADMIN_KEY}`,
+        ...(opts.payload !== undefined && { 'content-type': 'application/json' }),
+        ...(opts.idem !== null && method === 'POST' && { 'idempotency-key': opts.idem ?? ref('plain') }),
+      },
+      payload: opts.payload,
+    });
+  test.each([
+    ['a fractional amount', 'POST', '/v1/deposits', { payload: JSON.stringify({ accountId: 'alice.wallet', amount: 12.5 }) }, 'amount', 'amount must be a whole number of minor units, got 12.5'],
+    ['an amount sent as a string', 'POST', '/v1/deposits', { payload: JSON.stringify({ accountId: 'alice.wallet', amount: '5' }) }, 'amount', 'amount must be a whole number of minor units, got "5"'],
+    ['a missing field', 'POST', '/v1/deposits', { payload: JSON.stringify({ amount: 5 }) }, 'accountId', 'accountId is required'],
+    ['no Idempotency-Key', 'POST', '/v1/deposits', { idem: null, payload: JSON.stringify({ accountId: 'alice.wallet', amount: 5 }) }, 'idempotency-key', 'the idempotency-key header is required'],
+    ['a JSON null body where fields are required', 'POST', '/v1/transfers', { payload: 'null' }, undefined, 'the request needs a JSON object body'],
+    ['a query integer out of range', 'GET', '/v1/events?limit=0', {}, 'limit', 'query parameter limit must be'],
+    ['an id against its pattern', 'POST', '/v1/parties', { payload: JSON.stringify({ id: 'Has Space', name: 'x' }) }, 'id', 'id must be 1 to 63 lowercase letters, digits and _ . - (starting with a letter or digit), got "Has Space"'],
+  ] as const)('%s: the message names the field and the rule, `param` names the field', async (_what, method, url, opts, param, message) => {
+    const before = await databaseSnapshot(stack);
+    const res = await send(method, url, opts);
+    expect(res.statusCode).toBe(400);
+    const { error } = res.json();
+    expect(error.message.slice(0, message.length)).toBe(message);
+    expect(error.message).not.toMatch(/expected|received|Invalid input/);
+    expect(error.param).toBe(param);
+    expect(await databaseSnapshot(stack)).toEqual(before);
+  });
+
+  test("every error carries the request's id (as in its X-Request-Id header) and a link to its code's entry in the error reference, which the API serves", async () => {
+    const res = await send('POST', '/v1/transfers', { key: keys.alice, payload: JSON.stringify({ fromAccountId: 'alice.wallet', toAccountId: 'bob.wallet', amount: 10 ** 12 }) });
+    expect(res.statusCode).toBe(422);
+    const { error } = res.json();
+    expect(error).toMatchObject({ code: 'insufficient_funds', request_id: res.headers['x-request-id'] });
+    const link = new URL(error.doc_url);
+    expect(link.hash).toBe('#insufficient_funds');
+    const reference = await stack.app.inject({ method: 'GET', url: link.pathname });
+    expect(reference.statusCode).toBe(200);
+    expect(reference.headers['content-type']).toMatch(/text\/html/);
+    expect(reference.body).toContain('id="insufficient_funds"');
+    // a caller's own request id (a plain token) is kept, so its logs and ours join up; anything else is replaced
+    const mine = await stack.app.inject({ method: 'GET', url: '/v1/nothing', headers: { 'x-request-id': 'client-trace-0001' } });
+    expect([mine.headers['x-request-id'], mine.json().error.request_id]).toEqual(['client-trace-0001', 'client-trace-0001']);
+    const odd = await stack.app.inject({ method: 'GET', url: '/v1/nothing', headers: { 'x-request-id': 'a b' } });
+    expect(odd.headers['x-request-id']).toMatch(/^req_[0-9a-f]{16}$/);
+    // a success carries the header too
+    expect((await stack.app.inject({ method: 'GET', url: '/healthz' })).headers['x-request-id']).toMatch(/^req_/);
+  });
 });

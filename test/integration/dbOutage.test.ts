@@ -110,7 +110,7 @@ describe('a lost database connection', () => {
       const res = await app.inject({ method: 'GET', url: '/v1/accounts/anything', headers: { authorization: `Bearer ${ADMIN_KEY}` } });
       expect(res.statusCode).toBe(503);
       expect(res.headers['retry-after']).toBe('1');
-      expect(res.json()).toEqual({ error: { code: 'unavailable', message: expect.stringMatching(/retry the same request/), details: {} } });
+      expect(res.json()).toEqual({ error: expect.objectContaining({ code: 'unavailable', message: expect.stringMatching(/retry the same request/), details: {} }) });
       // a party's key cannot even be looked up: the same 503, not a 401
       expect((await api(app, 'some-party-key').get('/v1/accounts/anything')).status).toBe(503);
     } finally {

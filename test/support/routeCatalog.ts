@@ -75,6 +75,7 @@ export const ROUTE_CATALOG: RouteEntry[] = [
   { route: 'GET /healthz', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
   { route: 'GET /metrics', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
   { route: 'GET /openapi.json', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
+  { route: 'GET /errors', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
   { route: 'GET /docs', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
   { route: 'GET /docs/', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
   { route: 'GET /docs/json', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
@@ -246,7 +247,7 @@ export function registeredRoutes(app: TestStack['app']): string[] {
 /** A route as the app registers it (`/v1/streams/:ref`) as the OpenAPI document writes it (`/v1/streams/{ref}`). */
 export const openApiPath = (route: string) => route.replace(/:(\w+)/g, '{$1}');
 
-export const ERROR_SHAPE = { error: { code: expect.any(String), message: expect.any(String), details: expect.any(Object) } };
+export const ERROR_SHAPE = { error: expect.objectContaining({ code: expect.any(String), message: expect.any(String), details: expect.any(Object), request_id: expect.stringMatching(/^req_[0-9a-f]{16}$/), doc_url: expect.stringMatching(/\/errors#[a-z_]+$/) }) };
 
 export interface Response {
   status: number;
