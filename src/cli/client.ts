@@ -1,12 +1,13 @@
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
 import type { Config } from '../config';
 import { httpCaller } from '../simulate';
+import { normalizeApi, readProfile } from './profile';
 
 /**
- * What every API command of the CLI shares: the API (--api, or SLUICE_API_HOST/PORT),
- * the key (--key, or SLUICE_API_KEY; the admin's for admin routes) and the output:
- * a human summary by default, the API's JSON answer with --json. An error answer
- * prints the API's error and sets exit code 1.
+ * What every API command of the CLI shares: the API and the key (each from its flag,
+ * then the environment, then the login `sluice login` saved; see apiBase and apiKey),
+ * and the output: a human summary by default, the API's JSON answer with --json.
+ * An error answer prints the API's error and sets exit code 1.
  */
 export interface Common {
   api?: string;
@@ -16,7 +17,8 @@ export interface Common {
 
 export type Call = (opts: Common, method: 'GET' | 'POST', path: string, body?: unknown, idempotencyKey?: string) => Promise<{ status: number; body: any }>;
 
-export const withCommon = (cmd: Command) => cmd.option('--api <url>', 'API base URL').option('--key <key>', 'API key (default SLUICE_API_KEY)');
+export const withCommon = (cmd: Command) =>
+  cmd.option('--api <url>', 'API base URL (default SLUICE_API_URL, then the saved login, then the local API)').option('--key <key>', 'API key (default SLUICE_API_KEY, then the saved login)');
 export const withOutput = (cmd: Command) => withCommon(cmd).option('--json', "print the API's JSON answer (for scripts)");
 
 export const int = (v: string) => {
@@ -25,14 +27,44 @@ export const int = (v: string) => {
   return n;
 };
 
-export const apiBase = (opts: Common, c: Config) => opts.api ?? `http://${c.SLUICE_API_HOST === '0.0.0.0' ? '127.0.0.1' : c.SLUICE_API_HOST}:${c.SLUICE_API_PORT}`;
+/**
+ * An amount of money: a positive whole number of minor units (the API's only unit; 500
+ * is 5.00 in a two-decimal currency). Checked here so a typo such as `12.50` or `1e3`
+ * is refused with this message before anything is sent.
+ */
+export const units = (v: string) => {
+  const n = /^[1-9][0-9]*$/.test(v) ? Number(v) : NaN;
+  if (!Number.isSafeInteger(n)) throw new InvalidArgumentError(`amounts are positive whole numbers of minor units (500 for 5.00), not "${v}"`);
+  return n;
+};
+
+/** The API the dev launcher runs, from SLUICE_API_HOST/PORT (their defaults: 127.0.0.1:3000). */
+const localApi = (c: Config) => `http://${c.SLUICE_API_HOST === '0.0.0.0' ? '127.0.0.1' : c.SLUICE_API_HOST}:${c.SLUICE_API_PORT}`;
+
+/** The API: --api, then SLUICE_API_URL (or SLUICE_API_HOST/PORT when set), then the saved login's, then the local one. */
+export function apiBase(opts: Common, c: Config): string {
+  const env = process.env.SLUICE_API_URL || (process.env.SLUICE_API_HOST || process.env.SLUICE_API_PORT ? localApi(c) : undefined);
+  return normalizeApi(opts.api ?? env ?? readProfile()?.api ?? localApi(c));
+}
+
+/**
+ * The key: --key, then SLUICE_API_KEY, then the saved login's, which goes only to the
+ * API it was saved for: a key typed for one server is never sent to another.
+ */
+export function apiKey(opts: Common, api: string): string {
+  const key = opts.key || process.env.SLUICE_API_KEY;
+  if (key) return key;
+  const profile = readProfile();
+  if (profile?.api === api) return profile.key;
+  const saved = profile ? ` (the saved login is for ${profile.api})` : '';
+  throw new Error(`no API key for ${api}${saved}: pass --key, set SLUICE_API_KEY, or log in with \`sluice login --api ${api} --key KEY\``);
+}
 
 /** The API call, without printing. */
 export function caller(config: () => Config): Call {
   return async (opts, method, path, body, idempotencyKey) => {
-    const key = opts.key ?? process.env.SLUICE_API_KEY;
-    if (!key) throw new Error('no API key: pass --key or set SLUICE_API_KEY');
-    return httpCaller(apiBase(opts, config()))(method, path, body, key, idempotencyKey);
+    const api = apiBase(opts, config());
+    return httpCaller(api)(method, path, body, apiKey(opts, api), idempotencyKey);
   };
 }
 
@@ -59,6 +91,15 @@ export function table(header: string[], rows: (string | number)[][]): string {
   const widths = header.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
   return cells.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ')).join('\n');
 }
+
+/** `?a=1&b=2` of the values given, or '' when none is: a list's query string. */
+export const query = (params: Record<string, string | number | undefined>) => {
+  const q = new URLSearchParams(Object.entries(params).flatMap(([k, v]): [string, string][] => (v === undefined ? [] : [[k, String(v)]])));
+  return q.size ? `?${q}` : '';
+};
+
+/** A page of a list for people: the table, how many rows (`count`: "2 streams"), and how to ask for the next page. */
+export const page = (rows: string, count: string, next?: string) => `${rows}\n${count}${next ? `; more with --after ${next}` : ''}`;
 
 /** `key: value` lines, for one object. */
 export const fields = (pairs: [string, unknown][]) =>
