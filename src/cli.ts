@@ -8,6 +8,8 @@ import { ensureTemporalTools } from './temporal/tools';
 import { streamCommands } from './cli/streams';
 import { entityCommands } from './cli/entities';
 import { jobCommands } from './cli/jobs';
+import { ledgerCommands } from './cli/ledger';
+import { loginCommands } from './cli/login';
 
 /** DATABASE_URL, or the local database the dev launcher uses by default. */
 const databaseUrl = (config: Config) => config.DATABASE_URL ?? LOCAL_DATABASE_URL;
@@ -134,6 +136,8 @@ program
     if (!cli.path) process.exitCode = 1;
   });
 
+loginCommands(program, loadConfig);
+ledgerCommands(program, loadConfig);
 streamCommands(program, loadConfig);
 entityCommands(program, loadConfig);
 jobCommands(program, loadConfig);

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { Config } from '../config';
 import { caller, errorLine, fields, int, print, show, table, withOutput, type Common } from './client';
+import { ago, plural } from './format';
 
 /**
  * `sluice entities …`: register (admin key), show, the dashboard, subaccounts
@@ -68,11 +69,11 @@ export function entityCommands(program: Command, config: () => Config): void {
     .option('--limit <n>', 'at most this many', int)
     .action((entity: string, o: Common & { after?: number; limit?: number }) => {
       const q = new URLSearchParams({ ...(o.after !== undefined && { after: String(o.after) }), ...(o.limit !== undefined && { limit: String(o.limit) }) });
-      return show(api, o, (b) => table(['SUBACCOUNT', 'STATUS', 'FUNDING', 'CREATED'], b.subaccounts.map((s: any) => [s.id, s.status, s.funding, s.createdAt])), 'GET', `/v1/entities/${enc(entity)}/subaccounts${q.size ? `?${q}` : ''}`);
+      return show(api, o, (b) => table(['SUBACCOUNT', 'STATUS', 'FUNDING', 'CREATED'], b.subaccounts.map((s: any) => [s.id, s.status, s.funding, ago(s.createdAt)])), 'GET', `/v1/entities/${enc(entity)}/subaccounts${q.size ? `?${q}` : ''}`);
     });
   withOutput(entities.command('eliminate <subaccount>').description('close its streams, sweep its balance to the entity, release its collateral'))
     .option('--reason <text>')
     .action((id: string, o: Common & { reason?: string }) =>
-      show(api, o, (r) => `${sub(r.subaccount)}\nswept ${r.swept} to the entity, collateral ${r.collateralReleased ? 'released' : 'not held'}, ${r.streams.length} streams closed`, 'POST', `/v1/subaccounts/${enc(id)}/eliminate`, o.reason ? { reason: o.reason } : {}),
+      show(api, o, (r) => `${sub(r.subaccount)}\nswept ${r.swept} to the entity, collateral ${r.collateralReleased ? 'released' : 'not held'}, ${plural(r.streams.length, 'stream')} closed`, 'POST', `/v1/subaccounts/${enc(id)}/eliminate`, o.reason ? { reason: o.reason } : {}),
     );
 }

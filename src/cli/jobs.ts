@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import type { Config } from '../config';
-import { caller, fields, int, show, table, withOutput, type Common } from './client';
+import { caller, fields, int, show, table, units, withOutput, type Common } from './client';
+import { plural } from './format';
 
 /** How a grant job reads: its decision, status and where the money went. */
 export const jobSummary = (g: any) =>
@@ -44,7 +45,7 @@ export function jobCommands(program: Command, config: () => Config): void {
     );
   withOutput(jobs.command('start').description('start a job: decided before this returns; a free job runs at once'))
     .requiredOption('--account <id>', "the payer's account")
-    .option('--cost <units>', 'the estimate in minor units', int)
+    .option('--cost <units>', 'the estimate in minor units', units)
     .option('--units <n>', 'or units of work (priced by the API)', int)
     .option('--description <text>', 'what the work is', 'cli job')
     .option('--job-id <id>', 'the job id (default: generated)')
@@ -76,7 +77,7 @@ export function jobCommands(program: Command, config: () => Config): void {
           const window = c.to - c.from;
           return [
             `holders now (tick ${c.current.tick}): ${c.current.holders.join(', ') || 'nobody'}${c.current.bestRate !== null ? ` at ${c.current.bestRate} per tick` : ''}`,
-            `window [${c.from}, ${c.to}): ${window} ticks, ${c.intervalCount} intervals`,
+            `window [${c.from}, ${c.to}): ${plural(window, 'tick')}, ${plural(c.intervalCount, 'interval')}`,
             table(['SELLER', 'CROWN TICKS', 'SHARE'], sellers.map(([s, t]) => [s, Number.isInteger(t) ? t : t.toFixed(3), `${((100 * t) / window).toFixed(1)}%`])),
           ].join('\n');
         },

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import type { Config } from '../config';
-import { caller, errorLine, fields, int, show, table, withOutput, type Common } from './client';
+import { caller, errorLine, fields, int, page, query, show, table, units, withOutput, type Common } from './client';
+import { ago, at, plural } from './format';
 import { progress } from './progress';
 
 /**
@@ -22,8 +23,8 @@ export function streamCommands(program: Command, config: () => Config): void {
     .option('--to <account>', 'the payee account')
     .option('--best', 'route to a current crown holder')
     .option('--member <account=weight...>', 'a distribution member (repeat)')
-    .requiredOption('--rate <units>', 'units per tick', int)
-    .option('--max <units>', 'maxTotal (leave out with --payg for an open-ended stream)', int)
+    .requiredOption('--rate <units>', 'units per tick', units)
+    .option('--max <units>', 'maxTotal (leave out with --payg for an open-ended stream)', units)
     .option('--interval-ms <ms>', 'tick interval', int, 1000)
     .option('--payg', 'pay as you go instead of escrow')
     .option('--ref <ref>', 'the stream ref (default: a new one, printed; open again with it and you get the same stream, never a second)')
@@ -50,6 +51,11 @@ export function streamCommands(program: Command, config: () => Config): void {
         ...(o.lowBalanceTicks !== undefined && { lowBalanceTicks: o.lowBalanceTicks }),
       }),
     );
+  withOutput(streams.command('list').description("your streams, newest first (the admin's: everyone's)"))
+    .option('--status <status>', 'open, closed or failed')
+    .option('--after <ref>', 'the last ref of the previous page')
+    .option('--limit <n>', 'at most this many', int)
+    .action((o: Common & { status?: string; after?: string; limit?: number }) => show(api, o, streamList, 'GET', `/v1/streams${query({ status: o.status, after: o.after, limit: o.limit })}`));
   withOutput(streams.command('status <ref>').description('paid so far, ticks, next tick, when the money runs out')).action((r: string, o: Common) => call(o, 'GET', `/v1/streams/${ref(r)}`));
   withOutput(streams.command('watch <ref>').description('a live paid-so-far line (a bar toward maxTotal) until the stream closes; then its receipt'))
     .option('--every-ms <ms>', 'how often to look', int, 500)
@@ -62,7 +68,7 @@ export function streamCommands(program: Command, config: () => Config): void {
   }
   withOutput(streams.command('deposit <ref>').description("top a stream up from one of your accounts (maxTotal grows by the amount)"))
     .requiredOption('--from <account>')
-    .requiredOption('--amount <units>', 'units', int)
+    .requiredOption('--amount <units>', 'units', units)
     .option('--idempotency-key <key>', 'repeat a top-up safely (default: a fresh key)')
     .action((r: string, o: Common & { from: string; amount: number; idempotencyKey?: string }) =>
       call(o, 'POST', `/v1/streams/${ref(r)}/deposits`, { fromAccountId: o.from, amount: o.amount }, o.idempotencyKey ?? `cli-${randomBytes(8).toString('hex')}`),
@@ -101,11 +107,12 @@ export function streamSummary(v: any): string {
     ['status', v.status + (v.pausedAt ? ', paused' : '')],
     ['from → to', `${v.payer} → ${to}`],
     ['rate', `${v.ratePerTick} per tick`],
-    ['paid', `${v.totalPaid}${v.maxTotal !== undefined ? ` of ${v.maxTotal}` : ''} in ${v.ticks} ticks`],
+    ['paid', `${v.totalPaid}${v.maxTotal !== undefined ? ` of ${v.maxTotal}` : ''} in ${plural(v.ticks, 'tick')}`],
     ['deposited', v.deposited || undefined],
-    ['next tick', v.nextTickAt],
-    ['runs out', v.depletion ? `${v.depletion.ticksLeft} ticks left (${v.depletion.limitedBy})` : undefined],
-    ['closed', v.closedAt ? `${v.closedAt}: ${v.reason ?? ''}${v.closedBy ? ` by ${v.closedBy}` : ''}` : undefined],
+    ['opened', v.openedAt && at(v.openedAt)],
+    ['next tick', v.nextTickAt && at(v.nextTickAt)],
+    ['runs out', v.depletion ? `${plural(v.depletion.ticksLeft, 'tick')} left (${v.depletion.limitedBy})${v.depletion.at ? `, ${ago(v.depletion.at)}` : ''}` : undefined],
+    ['closed', v.closedAt ? `${at(v.closedAt)}: ${v.reason ?? ''}${v.closedBy ? ` by ${v.closedBy}` : ''}` : undefined],
     ['failure', v.failure],
   ]);
 }
@@ -115,6 +122,17 @@ const GRANT_HEADER = ['PAYER', 'OPERATOR', 'SCOPES', 'DAILY LIMIT', 'SPENT TODAY
 /** An operator grant, or a list of them. */
 export const grantSummary = (b: any) => table(GRANT_HEADER, (b.grants ?? [b]).map(grantLine));
 
+/** A page of streams: one line each, newest first. */
+export const streamList = (b: any) =>
+  page(
+    table(
+      ['REF', 'STATUS', 'PAYER', 'PAYEE', 'RATE', 'PAID', 'OPENED'],
+      b.streams.map((v: any) => [v.ref, v.status, v.payer, v.payee ?? `${plural(v.members?.length ?? 0, 'member')}`, v.ratePerTick, `${v.totalPaid}${v.maxTotal !== undefined ? ` of ${v.maxTotal}` : ''}`, ago(v.openedAt)]),
+    ),
+    plural(b.streams.length, 'stream'),
+    b.next,
+  );
+
 /** A batch's outcome: one line per item. */
 export const batchSummary = (b: any) =>
   `${b.succeeded} succeeded, ${b.failed} failed\n` +
@@ -122,8 +140,8 @@ export const batchSummary = (b: any) =>
 
 /** How a stream's progress reads in one line. */
 export const streamLine = (v: { ref: string; totalPaid: number; maxTotal?: number; ticks: number; accruedUnbilled?: number; nextTickAt?: string; pausedAt?: string }) =>
-  `${v.ref}: paid ${v.totalPaid}${v.maxTotal !== undefined ? ` of ${v.maxTotal}` : ''}, ${v.ticks} ticks` +
-  (v.pausedAt ? ', paused' : v.nextTickAt ? `, next tick ${v.nextTickAt.slice(11, 23)}` : '') +
+  `${v.ref}: paid ${v.totalPaid}${v.maxTotal !== undefined ? ` of ${v.maxTotal}` : ''}, ${plural(v.ticks, 'tick')}` +
+  (v.pausedAt ? ', paused' : v.nextTickAt ? `, next tick ${ago(v.nextTickAt)}` : '') +
   (v.accruedUnbilled ? `, ${v.accruedUnbilled} accrued` : '');
 
 /**
@@ -150,7 +168,7 @@ async function watchStream(api: ReturnType<typeof caller>, o: Common, ref: strin
       else if (v.status === 'STREAMING') line.update(streamLine(v), v.totalPaid, v.maxTotal);
     }
     if (v.status !== 'STREAMING') {
-      if (!o.json) line.finish(`${v.ref} ${v.status}: paid ${v.totalPaid} in ${v.ticks} ticks, ${v.reason ?? v.failure ?? 'closed'}${v.closedBy ? ` by ${v.closedBy}` : ''}`);
+      if (!o.json) line.finish(`${v.ref} ${v.status}: paid ${v.totalPaid} in ${plural(v.ticks, 'tick')}, ${v.reason ?? v.failure ?? 'closed'}${v.closedBy ? ` by ${v.closedBy}` : ''}`);
       return;
     }
     await new Promise((r) => setTimeout(r, everyMs));
