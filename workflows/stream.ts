@@ -131,7 +131,7 @@ export async function streamWorkflow(request: StreamRequest, options: StreamWork
       maxTotal: request.maxTotal, ticks: p.ticksBilled, totalPaid: p.paid, openedAt: new Date(p.openedAtMs).toISOString() };
   });
   const view = (): StreamView => ({
-    status,
+    status: status === 'STREAMING' && pauseState === 'paused' ? 'PAUSED' : status,
     paid: progress?.paid ?? 0,
     ticks: progress?.ticksBilled ?? 0,
     lastTick: progress?.lastTick ?? 0,

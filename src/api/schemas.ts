@@ -143,7 +143,7 @@ export const ErrorBody = z.object({
 
 export const StreamReceipt = z.object({
   ref: z.string(),
-  status: z.enum(['STREAMING', 'CONFIRMED', 'FAILED']),
+  status: z.enum(['STREAMING', 'PAUSED', 'CONFIRMED', 'FAILED']).describe('STREAMING: open and billing; PAUSED: open, its clock stopped until a resume; CONFIRMED: closed and settled; FAILED: never opened'),
   kind: z.literal('distribution').optional().describe('left out for a stream to one payee'),
   payer: z.string(),
   payee: z.string().optional().describe("a direct stream's payee (a distribution lists members)"),
@@ -162,6 +162,7 @@ export const StreamReceipt = z.object({
   failure: z.string().optional(),
   openedBy: z.string().optional().describe('the operator that opened the stream for its payer'),
   deposited: z.number().int().optional().describe('added by top-ups (maxTotal grew by as much)'),
+  escrowReturned: z.number().int().optional().describe('a closed escrow stream: what its escrow gave back to the payer at the close (maxTotal less what was paid)'),
   pauses: z.array(z.object({ pausedAt: z.string(), resumedAt: z.string().optional(), by: z.string() })).optional(),
   rates: z.array(z.object({ ratePerTick: z.number().int(), fromTick: z.number().int(), at: z.string(), by: z.string(), agreedBy: z.string().optional() })).optional().describe('the rate history, the opening rate first'),
   members: z

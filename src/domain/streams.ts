@@ -3,7 +3,8 @@
  * tests. No I/O, no clocks: callers pass the time in.
  */
 export type StreamMode = 'escrow' | 'payg';
-export type StreamStatus = 'STREAMING' | 'CONFIRMED' | 'FAILED';
+/** PAUSED: open, its clock stopped by a pause (no tick comes due until it resumes). */
+export type StreamStatus = 'STREAMING' | 'PAUSED' | 'CONFIRMED' | 'FAILED';
 /** `tick_refused`: the ledger refused a tick for good (a payee account that can no longer take money). */
 /**
  * Why a stream closed. `workflow_cancelled`: its workflow was cancelled from outside
@@ -127,6 +128,8 @@ export interface StreamReceipt {
   openedBy?: string;
   /** Added by top-ups (maxTotal grew by as much). */
   deposited?: number;
+  /** A closed escrow stream: what the escrow gave back to the payer at the close. */
+  escrowReturned?: number;
   pauses?: StreamPause[];
   /** The rate history, the opening rate first. */
   rates?: StreamRate[];

@@ -77,6 +77,8 @@ export interface StreamRow {
   next_due_ms: string | null;
   /** With withHistory: ticks that came due but were not charged (stream_skips). */
   ticks_skipped?: number;
+  /** With withHistory and in lists: the escrow hold's released part (null for payg). */
+  escrow_released?: string | null;
   /** With withHistory: the stream's controls, oldest first, and a distribution's members. */
   controls?: StreamControl[];
   members?: MemberRow[];
@@ -108,7 +110,7 @@ const STATUS: Record<StreamRow['status'], StreamStatus> = { open: 'STREAMING', c
 export function toReceipt(r: StreamRow): StreamReceipt {
   const receipt: StreamReceipt = {
     ref: r.ref,
-    status: STATUS[r.status],
+    status: r.status === 'open' && r.paused_at !== null ? 'PAUSED' : STATUS[r.status],
     payer: r.payer,
     mode: r.mode,
     ratePerTick: r.rate_per_tick,
@@ -128,6 +130,8 @@ export function toReceipt(r: StreamRow): StreamReceipt {
   if (r.closed_at) receipt.ticksDue = ticksDueBy(r.opened_at.getTime(), r.tick_interval_ms, Number(r.paused_ms), r.closed_at.getTime());
   if (r.ticks_skipped !== undefined) receipt.ticksSkipped = r.ticks_skipped;
   if (r.deposited > 0) receipt.deposited = r.deposited;
+  // what the escrow gave back to the payer at the close: the hold's released part
+  if (r.closed_at && r.escrow_released !== undefined && r.escrow_released !== null) receipt.escrowReturned = Number(r.escrow_released);
   if (r.controls) {
     const pauses = pausesOf(r.controls);
     if (pauses.length > 0) receipt.pauses = pauses;
@@ -176,6 +180,9 @@ const membersJson = (where: string) => `case when s.kind = 'distribution' then
                                                 'received', m.received, 'left', m.left_at is not null) order by m.account_id), '[]')
      from stream_members m where m.stream_ref = s.ref and ${where}) end as members`;
 
+/** The escrow hold's released part, as a column of a query over `streams s` (null for payg). */
+const ESCROW_RELEASED = `(select h.released from holds h where h.id = s.hold_id) as escrow_released`;
+
 /** A stream with its controls and members, for a full receipt or view (one round trip). */
 export async function findStreamWithHistory(db: Queryable, ref: string): Promise<StreamRow | undefined> {
   const { rows } = await db.query<StreamRow>(
@@ -184,6 +191,7 @@ export async function findStreamWithHistory(db: Queryable, ref: string): Promise
                                                           'at', to_char(c.at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), 'details', c.details) order by c.id), '[]')
                from stream_controls c where c.stream_ref = s.ref) as controls,
             (select count(*)::int from stream_skips k where k.stream_ref = s.ref) as ticks_skipped,
+            ${ESCROW_RELEASED},
             ${membersJson('true')}
        from streams s where s.ref = $1`,
     [ref],
@@ -214,7 +222,8 @@ export const STREAMS_PAGE_MAX = 100;
 export interface StreamListQuery {
   /** Only the streams this party pays, is paid by, is a member of, or operates for the payer of; all for undefined (the admin). */
   party?: string;
-  status?: StreamRow['status'];
+  /** A row status, or 'paused': open streams whose clock a pause stopped. */
+  status?: StreamRow['status'] | 'paused';
   /** The last ref of the previous page: the page continues after it, newest first. */
   after?: string;
   limit: number;
@@ -227,12 +236,12 @@ export interface StreamListQuery {
  */
 export async function listStreams(db: Queryable, q: StreamListQuery): Promise<StreamRow[]> {
   const { rows } = await db.query<StreamRow>(
-    `select s.* from streams s
+    `select s.*, ${ESCROW_RELEASED} from streams s
       where ($1::text is null
              or s.payer = $1 or s.payee = $1
              or exists (select 1 from stream_members m where m.stream_ref = s.ref and m.party = $1)
              or exists (select 1 from operator_grants g where g.payer = s.payer and g.operator = $1 and g.revoked_at is null))
-        and ($2::text is null or s.status = $2)
+        and ($2::text is null or s.status = $2 or ($2 = 'paused' and s.status = 'open' and s.paused_at is not null))
         and ($3::text is null or (s.opened_at, s.ref) < (select c.opened_at, c.ref from streams c where c.ref = $3))
       order by s.opened_at desc, s.ref desc
       limit $4`,

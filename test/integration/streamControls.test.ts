@@ -203,7 +203,7 @@ describe('pause and resume', () => {
     expect(both.map((b) => b.status).sort()).toEqual([200, 409]);
     const paused = both.find((b) => b.status === 200)!;
     expect(both.find((b) => b.status === 409)!.body.error.code).toBe('invalid_state');
-    expect(paused.body).toMatchObject({ ref: 'sc-pause', status: 'STREAMING', pauses: [{ by: 'buyer' }] });
+    expect(paused.body).toMatchObject({ ref: 'sc-pause', status: 'PAUSED', pauses: [{ by: 'buyer' }] });
     expect(paused.body.pauses[0].resumedAt).toBeUndefined();
     const atPause = await ticksOf('sc-pause');
     const n = atPause.length;
@@ -218,14 +218,19 @@ describe('pause and resume', () => {
     // the live view while paused: pausedAt, no next tick, nothing accrues, no depletion time
     const v = await as('seller').get('/v1/streams/sc-pause');
     expect(v.status).toBe(200);
+    expect(v.body.status).toBe('PAUSED');
     expect(v.body.pausedAt).toEqual(expect.any(String));
+    // and the list says so, and finds it under status=paused
+    const listed = (await as('seller').get('/v1/streams?status=paused')).body.streams;
+    expect(listed.map((x: any) => [x.ref, x.status])).toContainEqual(['sc-pause', 'PAUSED']);
+    expect(listed.every((x: any) => x.status === 'PAUSED')).toBe(true);
     expect(v.body.nextTickAt).toBeUndefined();
     expect(v.body.accruedUnbilled).toBe(0);
     expect(v.body.depletion).toMatchObject({ limitedBy: 'escrow', ticksLeft: Math.ceil((10_000 - 5 * n) / 5) });
     expect(v.body.depletion.at).toBeUndefined();
 
     const q = await stack.client.workflow.getHandle(streamWorkflowId('sc-pause')).query(streamViewQuery);
-    expect(q).toMatchObject({ status: 'STREAMING', paused: true, ticks: n });
+    expect(q).toMatchObject({ status: 'PAUSED', paused: true, ticks: n });
     expect(q.nextTickAtMs).toBeUndefined();
 
     // several intervals pass: nothing is billed

@@ -44,6 +44,8 @@ describe('streams on a real Temporal dev server', () => {
     expect(r).toMatchObject({ ref: 'st-payer', status: 'CONFIRMED', payer: 'buyer', payee: 'seller', reason: 'cancelled', closedBy: 'buyer' });
     expect(r.ticks).toBeGreaterThanOrEqual(3);
     expect(r.totalPaid).toBe(7 * r.ticks);
+    // the receipt says what the escrow gave back, and the tick interval it billed on
+    expect(r).toMatchObject({ escrowReturned: 1000 - r.totalPaid, tickIntervalMs: expect.any(Number) });
     const ticks = await transfersOf('st-payer');
     expect(ticks.map((t: any) => t.tick)).toEqual(Array.from({ length: r.ticks }, (_, i) => i + 1));
     expect(ticks.every((t: any) => t.amount === 7)).toBe(true);
@@ -91,7 +93,7 @@ describe('streams on a real Temporal dev server', () => {
   test('the last tick is partial and the stream completes exactly at maxTotal', async () => {
     await open('buyer', { ref: 'st-cap', ratePerTick: 30, maxTotal: 100, tickIntervalMs: 200 });
     const result = await stack.client.workflow.getHandle(streamWorkflowId('st-cap')).result();
-    expect(result).toMatchObject({ status: 'CONFIRMED', reason: 'completed', ticks: 4, totalPaid: 100 });
+    expect(result).toMatchObject({ status: 'CONFIRMED', reason: 'completed', ticks: 4, totalPaid: 100, escrowReturned: 0 });
     expect((await transfersOf('st-cap')).map((t: any) => t.amount)).toEqual([30, 30, 30, 10]);
     expect((await stack.db.pool.query(`select held from accounts where id = 'buyer.w'`)).rows[0].held).toBe(0);
   });
@@ -100,6 +102,7 @@ describe('streams on a real Temporal dev server', () => {
     await open('poor', { ref: 'st-payg', ratePerTick: 6, maxTotal: 1000, tickIntervalMs: 200, mode: 'payg' });
     const result = await stack.client.workflow.getHandle(streamWorkflowId('st-payg')).result();
     expect(result).toMatchObject({ status: 'CONFIRMED', reason: 'insufficient_funds', ticks: 2, totalPaid: 12 });
+    expect(result.escrowReturned).toBeUndefined();
     expect(await account('poor.w')).toMatchObject({ balance: 3, held: 0 });
   });
 

@@ -37,7 +37,7 @@ export function streamControlRoutes(app: Api) {
       response: {
         201: z.object({
           ref: z.string(),
-          status: z.enum(['STREAMING', 'CONFIRMED', 'FAILED']),
+          status: z.enum(['STREAMING', 'PAUSED', 'CONFIRMED', 'FAILED']),
           amount: z.number().int(),
           fromAccountId: z.string(),
           maxTotal: z.number().int().optional(),

@@ -301,7 +301,7 @@ export function streamRoutes(app: Api) {
       tags: ['streams'],
       summary: `Streams newest first, the caller's own (payer, payee, member, or operator for the payer; the admin sees all); at most ${PAGE_ROWS_MAX['GET /v1/streams']} a page`,
       querystring: z.object({
-        status: z.enum(['open', 'closed', 'failed']).optional().describe('open: STREAMING; closed: CONFIRMED; failed: FAILED'),
+        status: z.enum(['open', 'paused', 'closed', 'failed']).optional().describe('open: STREAMING or PAUSED; paused: PAUSED only; closed: CONFIRMED; failed: FAILED'),
         after: S.Ref.optional().describe('the last ref of the previous page (its next)'),
         limit: S.PageLimit('GET /v1/streams'),
       }),
