@@ -24,10 +24,37 @@ export class ApiError extends Error {
 }
 
 export async function get<T>(path: string, key = apiKey()): Promise<T> {
-  const res = await fetch(path, { headers: key ? { authorization: `Bearer ${key}` } : {} });
-  const body = await res.json().catch(() => undefined);
-  if (!res.ok) throw new ApiError(res.status, body?.error?.code ?? 'http_error', body?.error?.message ?? `HTTP ${res.status}`);
-  return body as T;
+  return (await request<T>('GET', path, key)).body;
+}
+
+/**
+ * A write (a stream control), with the pasted key. The status comes back with the body:
+ * a 202 means the API accepted it but answered before it finished (a pause still on its
+ * way to the workflow, a rate change waiting for the payee).
+ */
+export function post<T>(path: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: T }> {
+  return request<T>('POST', path, apiKey(), body, headers);
+}
+
+async function request<T>(method: 'GET' | 'POST', path: string, key: string | undefined, body?: unknown, headers: Record<string, string> = {}) {
+  const res = await fetch(path, {
+    method,
+    headers: { ...(key && { authorization: `Bearer ${key}` }), ...(body !== undefined && { 'content-type': 'application/json' }), ...headers },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const answer = await res.json().catch(() => undefined);
+  if (!res.ok) throw new ApiError(res.status, answer?.error?.code ?? 'http_error', answer?.error?.message ?? `HTTP ${res.status}`);
+  return { status: res.status, body: answer as T };
+}
+
+/**
+ * A fresh Idempotency-Key for one confirmed write: a retried request with it is the same
+ * write, a second confirmation is a new one. From getRandomValues, not randomUUID, which
+ * only exists on https or localhost and the console may be served over plain http.
+ */
+export function newIdempotencyKey(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return `console-${Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')}`;
 }
 
 // The shapes the console reads: the API's own zod schemas where they are exported
@@ -39,10 +66,14 @@ export interface ConsoleConfig {
 }
 
 export type StreamView = z.infer<typeof S.StreamView>;
+/** Open: billing (STREAMING) or its clock stopped until a resume (PAUSED); either may still be acted on. */
+export const isOpen = (s: Pick<StreamView, 'status'>) => s.status === 'STREAMING' || s.status === 'PAUSED';
 export type StreamItem = z.infer<typeof S.StreamReceipt> & Pick<StreamView, 'tickIntervalMs' | 'workflowId'>;
 export type PoolState = z.infer<typeof S.PoolState>;
 export type Grant = z.infer<typeof S.Grant>;
 export type AuditReport = z.infer<typeof S.AuditReport>;
+export type Account = z.infer<typeof S.Account>;
+export type LedgerEvent = z.infer<typeof S.Event>;
 
 export interface Dashboard {
   entity: string;
@@ -64,10 +95,24 @@ export interface Delivery {
   at: string;
 }
 
+/** GET /v1/subaccounts/:id: a failed one says at which saga step and why. */
+export interface Subaccount {
+  id: string;
+  entityId: string;
+  seq: number;
+  status: string;
+  failedStep?: string;
+  failure?: string;
+  createdAt: string;
+  endedAt?: string;
+}
+
+/** Ticks here are the rate board's (one a second, src/domain/crown.ts), not a stream's. */
 export interface Crown {
   from: number;
   to: number;
   crownTime: Record<string, number>;
   intervalCount: number;
+  intervals: Array<{ start: number; end: number; holders: string[]; bestRate: number | null }>;
   current: { tick: number; holders: string[]; bestRate: number | null };
 }

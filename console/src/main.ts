@@ -32,13 +32,17 @@ function route(ctx: Context): Page {
   }
 }
 
-/** Which entity: a party key sees its own (the API refuses any other), the admin names one. */
+/**
+ * Which entity: a party key sees its own (the API refuses any other), the admin names one
+ * (the API has no route that lists entities, so there is no list to pick from).
+ */
 function entityPicker(ctx: Context): Page {
   return {
     title: 'Entity',
     async load() {
       const input = h('input', { name: 'entity', placeholder: 'entity id', value: ctx.config.actor.party ?? '', required: true }) as HTMLInputElement;
       return h('section', { class: 'card' }, h('h2', {}, 'Entity dashboard'),
+        h('p', { class: 'hint' }, ctx.config.actor.kind === 'admin' ? "Open an entity's dashboard by its id (the id it was registered with)." : 'Your own dashboard.'),
         h('form', { class: 'inline', onsubmit: (e: Event) => { e.preventDefault(); location.hash = `#/entity/${encodeURIComponent(input.value.trim())}`; } },
           input, h('button', { type: 'submit' }, 'Open')));
     },
@@ -67,6 +71,9 @@ async function show(ctx: Context) {
   const content = h('div', { class: 'content' }, h('p', { class: 'hint' }, 'Loading…'));
   app.replaceChildren(shell(ctx, content));
   const status = h('p', { class: 'status' });
+  // an action reads the page again at once (and a page that stopped polling, a closed stream's, once more)
+  let wake = () => {};
+  ctx.refresh = () => mine === generation && wake();
   for (;;) {
     try {
       const body = await page.load();
@@ -78,8 +85,10 @@ async function show(ctx: Context) {
       if (error instanceof ApiError && error.status === 401) return void start('That key is no longer accepted.');
       content.replaceChildren(h('div', { class: 'error', 'data-test': 'error' }, error instanceof ApiError ? `${error.code}: ${error.message}` : String(error)));
     }
-    if (!page.everyMs) return;
-    await new Promise((r) => setTimeout(r, page.everyMs));
+    await new Promise<void>((r) => {
+      wake = r;
+      if (page.everyMs) setTimeout(r, page.everyMs);
+    });
     if (mine !== generation) return;
   }
 }
@@ -112,7 +121,7 @@ function login(message?: string) {
 
 /** Signed in: the pages, for the key whose config was just read (sign-in reads it once, not twice). */
 async function enter(config: ConsoleConfig) {
-  const ctx: Context = { config };
+  const ctx: Context = { config, refresh: () => {} };
   window.onhashchange = () => void show(ctx);
   await show(ctx);
 }

@@ -1,5 +1,10 @@
-import { get, type AuditReport, type Grant, type ConsoleConfig, type Crown, type Dashboard, type Delivery, type PoolState, type StreamItem, type StreamView } from './api';
-import { badge, card, dateTime, h, stat, statusBadge, svg, table, time, units } from './dom';
+import { get, type AuditReport, type Grant, type ConsoleConfig, type Crown, type Dashboard, type Delivery, type PoolState, type StreamItem, type Subaccount } from './api';
+import { badge, card, dateTime, duration, h, stat, statusBadge, svg, table, time, units, when } from './dom';
+import { payeeOf, streamLink, temporalLink, workflowsWhere } from './links';
+import { searchStreams } from './streamSearch';
+import { CROWN_TICK_MS } from '../../src/domain/crown';
+
+export { streamPage } from './streamPage';
 
 /** A page: what it shows (loaded again every `everyMs` while it is open, for the live ones). */
 export interface Page {
@@ -10,101 +15,52 @@ export interface Page {
 
 export interface Context {
   config: ConsoleConfig;
+  /** Reads the page again now (after an action), without waiting for the next poll. */
+  refresh(): void;
 }
 
-/** Links into the Temporal Web UI, when the API knows where it is. */
-function temporalLink(config: ConsoleConfig, label: string, path: string) {
-  if (!config.temporalUiUrl) return null;
-  return h('a', { href: `${config.temporalUiUrl}/namespaces/${encodeURIComponent(config.namespace)}/${path}`, target: '_blank', rel: 'noopener', class: 'external' }, `${label} ↗`);
-}
-const workflowsWhere = (query: string) => `workflows?query=${encodeURIComponent(query)}`;
-
-const streamLink = (ref: string) => h('a', { href: `#/streams/${encodeURIComponent(ref)}` }, ref);
-const payeeOf = (s: StreamItem) => s.payee ?? (s.kind === 'distribution' ? 'distribution' : '—');
-
-/** Streams the key can see, newest first; paid so far moves as the poll reads it again. */
+/**
+ * Streams the key can see, newest first; paid so far moves as the poll reads it again.
+ * With `q`, only those whose ref or party contains it (matched in the page: see streamSearch.ts).
+ */
 export function streamsPage(ctx: Context, params: URLSearchParams): Page {
   const status = params.get('status') ?? 'open';
   const after = params.get('after') ?? undefined;
+  const q = params.get('q')?.trim() || undefined;
   const party = ctx.config.actor.party;
+  const hash = (p: Record<string, string | undefined>) => `#/streams?${new URLSearchParams(Object.entries(p).filter((e): e is [string, string] => e[1] !== undefined))}`;
+  // built once, so what the operator is typing survives the poll's redraw
+  const input = h('input', { type: 'search', name: 'q', placeholder: 'ref or party', value: q ?? '', 'data-test': 'stream-search', 'aria-label': 'search streams' }) as HTMLInputElement;
+  const search = h('form', { class: 'search', onsubmit: (e: Event) => { e.preventDefault(); location.hash = hash({ status, q: input.value.trim() || undefined }); } },
+    input, h('button', { type: 'submit' }, 'Search'), q ? h('a', { href: hash({ status }), 'data-test': 'search-clear' }, 'clear') : null);
   return {
     title: 'Streams',
-    everyMs: 1000,
+    // a search reads up to five pages: every 5 s, not every second
+    everyMs: q ? 5000 : 1000,
     async load() {
-      const q = new URLSearchParams({ limit: '25', ...(status !== 'all' && { status }), ...(after && { after }) });
-      const page = await get<{ streams: StreamItem[]; next?: string }>(`/v1/streams?${q}`);
-      const filter = (value: string, label: string) =>
-        h('a', { href: `#/streams?status=${value}`, class: value === status ? 'chip active' : 'chip' }, label);
+      const query = new URLSearchParams({ limit: '25', ...(status !== 'all' && { status }), ...(after && { after }) });
+      const page = q ? { streams: await searchStreams(q, status), next: undefined } : await get<{ streams: StreamItem[]; next?: string }>(`/v1/streams?${query}`);
+      const filter = (value: string, label: string) => h('a', { href: hash({ status: value, q }), class: value === status ? 'chip active' : 'chip' }, label);
       const running = party ? `SluiceKind="stream" AND SluicePayer="${party}" AND ExecutionStatus="Running"` : `SluiceKind="stream" AND ExecutionStatus="Running"`;
       return card(
         'Streams',
-        h('div', { class: 'toolbar' }, filter('open', 'Open'), filter('closed', 'Closed'), filter('failed', 'Failed'), filter('all', 'All'),
+        h('div', { class: 'toolbar' }, filter('open', 'Open'), filter('paused', 'Paused'), filter('closed', 'Closed'), filter('failed', 'Failed'), filter('all', 'All'), search,
           h('span', { class: 'spacer' }), temporalLink(ctx.config, party ? `${party}'s running streams in Temporal` : 'Running streams in Temporal', workflowsWhere(running))),
         table(
           ['Ref', 'Payer', 'Payee', 'Mode', 'Rate / tick', 'Ticks', 'Paid so far', 'Cap', 'Status', 'Opened'],
           page.streams.map((s) => [
             streamLink(s.ref), s.payer, payeeOf(s), s.mode, units(s.ratePerTick), s.ticks,
-            h('span', { 'data-test': `paid-${s.ref}` }, units(s.totalPaid)), s.maxTotal === undefined ? 'open-ended' : units(s.maxTotal), statusBadge(s.status), time(s.openedAt),
+            h('span', { 'data-test': `paid-${s.ref}` }, units(s.totalPaid)), s.maxTotal === undefined ? 'open-ended' : units(s.maxTotal), statusBadge(s.status), when(s.openedAt),
           ]),
-          { numeric: [4, 5, 6, 7], empty: 'No streams here.', test: 'streams' },
+          { numeric: [4, 5, 6, 7], empty: q ? `No stream here whose ref or party contains "${q}".` : 'No streams here.', test: 'streams' },
         ),
-        page.next ? h('p', {}, h('a', { href: `#/streams?status=${status}&after=${encodeURIComponent(page.next)}` }, 'Older streams →')) : null,
-        h('p', { class: 'hint' }, 'Amounts are integer minor units. The list reads the API again every second.'),
+        page.next ? h('p', {}, h('a', { href: hash({ status, after: page.next }) }, 'Older streams →')) : null,
+        h('p', { class: 'hint' }, q
+          ? 'A search looks through the newest 500 streams this key can list, and finds an older one by its full ref.'
+          : 'Amounts are integer minor units. The list reads the API again every second.'),
       );
     },
   };
-}
-
-/** One stream: the money moving while it runs, the receipt once it has closed. */
-export function streamPage(ctx: Context, ref: string): Page {
-  const page: Page = {
-    title: `Stream ${ref}`,
-    everyMs: 1000,
-    async load() {
-      const s = await get<StreamView>(`/v1/streams/${encodeURIComponent(ref)}`);
-      const open = s.status === 'STREAMING';
-      // a closed stream's receipt is final: no need to read it again
-      if (!open) page.everyMs = undefined;
-      const progress = s.maxTotal ? Math.min(1, s.totalPaid / s.maxTotal) : undefined;
-      const figures = h(
-        'div', { class: 'stats' },
-        stat('Paid so far', units(s.totalPaid), 'stream-paid', s.maxTotal ? `of ${units(s.maxTotal)} cap` : 'open-ended'),
-        stat('Ticks billed', s.ticks, 'stream-ticks', `every ${(s.tickIntervalMs / 1000).toLocaleString('en-US')} s`),
-        stat('Rate per tick', units(s.ratePerTick)),
-        stat('Next tick', open ? (s.pausedAt ? 'paused' : time(s.nextTickAt)) : '—', 'stream-next'),
-        stat('Accrued, not billed', units(s.accruedUnbilled)),
-        s.depletion ? stat('Money left for', `${units(s.depletion.ticksLeft)} ticks`, undefined, `limited by ${s.depletion.limitedBy}`) : null,
-      );
-      const receipt =
-        !open &&
-        card(
-          'Receipt',
-          h('dl', { class: 'receipt', 'data-test': 'receipt' },
-            ...([
-              ['Status', statusBadge(s.status)],
-              ['Total paid', units(s.totalPaid)],
-              ['Ticks', String(s.ticks)],
-              ['Reason', s.reason ?? s.failure ?? '—'],
-              ['Closed by', s.closedBy ?? '—'],
-              ['Opened', dateTime(s.openedAt)],
-              ['Closed', dateTime(s.closedAt)],
-            ] as const).flatMap(([k, v]) => [h('dt', {}, k), h('dd', { 'data-test': `receipt-${k.toLowerCase().replace(/ /g, '-')}` }, v)]),
-          ),
-        );
-      return h(
-        'div', {},
-        card(
-          `Stream ${s.ref}`,
-          h('p', { class: 'lede' }, `${s.payer} → ${payeeOf(s)} · ${s.mode} · `, statusBadge(s.status), ' ', temporalLink(ctx.config, 'workflow in Temporal', `workflows/${encodeURIComponent(s.workflowId)}`)),
-          figures,
-          progress === undefined ? null : h('div', { class: 'bar', title: `${Math.round(progress * 100)}% of the cap` }, h('div', { class: 'bar-fill', style: `width:${(progress * 100).toFixed(1)}%` })),
-          s.members ? table(['Member', 'Party', 'Weight', 'Received'], s.members.map((m) => [m.accountId, m.party, m.weight, units(m.received)]), { numeric: [2, 3] }) : null,
-        ),
-        receipt,
-      );
-    },
-  };
-  return page;
 }
 
 /** An entity's fleet: totals, statuses, each subaccount's money, and its webhook deliveries. */
@@ -123,11 +79,19 @@ export function entityPage(ctx: Context, id: string): Page {
       if (deliveries.length < PAGE) return;
     }
   }
+  // why a subaccount failed (the dashboard says only that it did): `failed` is final, so each is read once
+  const failures = new Map<string, Subaccount>();
+  async function readNewFailures(d: Dashboard) {
+    const unread = d.subaccounts.filter((s) => s.status === 'failed' && !failures.has(s.id));
+    for (const sub of await Promise.all(unread.map((s) => get<Subaccount>(`/v1/subaccounts/${encodeURIComponent(s.id)}`)))) failures.set(sub.id, sub);
+  }
   return {
     title: `Entity ${id}`,
     everyMs: 5000,
     async load() {
       const [d] = await Promise.all([get<Dashboard>(`/v1/entities/${encodeURIComponent(id)}/dashboard`), readNewDeliveries()]);
+      await readNewFailures(d);
+      const failed = d.subaccounts.flatMap((s) => failures.get(s.id) ?? []);
       const t = d.totals;
       const recent = [...latest].reverse();
       return h(
@@ -151,6 +115,7 @@ export function entityPage(ctx: Context, id: string): Page {
             { numeric: [2, 3, 4, 5, 6], empty: 'No subaccounts yet.', test: 'subaccounts' }),
           d.nextAfter !== undefined ? h('p', { class: 'hint' }, 'More subaccounts than one page shows.') : null,
         ),
+        failed.length ? failedCard(ctx, d.entity, failed) : null,
         card(
           'Webhook deliveries (latest 20)',
           table(['When', 'Event', 'Subaccount', 'Attempt', 'Outcome', 'URL'],
@@ -161,6 +126,23 @@ export function entityPage(ctx: Context, id: string): Page {
       );
     },
   };
+}
+
+/**
+ * Failed subaccounts with the step their creation saga failed at and why, and a link to
+ * the entity's failed creation sagas in the Temporal UI. (The saga's workflow id is
+ * `subaccount-create-<entity>/<request id>`; the API does not give the request id, so
+ * the link lists the entity's failed creations rather than opening the one.)
+ */
+function failedCard(ctx: Context, entity: string, failed: Subaccount[]) {
+  const sagas = temporalLink(ctx.config, 'failed creation sagas in Temporal', workflowsWhere(`SluiceKind="subaccount" AND SluiceEntity="${entity}" AND SluiceStatus="FAILED"`), 'failed-sagas');
+  return card(
+    'Failed subaccounts',
+    table(['Subaccount', 'Failed at', 'Reason', 'When'],
+      failed.map((s) => [s.id, s.failedStep ? h('code', {}, s.failedStep) : '—', h('span', { 'data-test': `failure-${s.id}` }, s.failure ?? '—'), when(s.endedAt ?? s.createdAt)]),
+      { test: 'failed-subaccounts' }),
+    sagas ? h('p', {}, sagas) : null,
+  );
 }
 
 /** The free-tier pool today. */
@@ -191,7 +173,18 @@ export function poolPage(): Page {
   };
 }
 
-/** Who holds the crown now, and crown time per seller over the last hour, as bars. */
+/**
+ * The rate board counts in ticks of CROWN_TICK_MS (one a second) from the epoch: tick n
+ * starts at n × CROWN_TICK_MS. The crown answer is in ticks; the page shows clock times.
+ */
+const boardTime = (tick: number) => new Date(tick * CROWN_TICK_MS);
+/** Crown time (in ticks, possibly a fraction: a shared tick is split) as a length of time. */
+const crownSpan = (ticks: number) => {
+  const s = (ticks * CROWN_TICK_MS) / 1000;
+  return s < 60 ? `${s.toLocaleString('en-US', { maximumFractionDigits: 2 })} s` : duration(s * 1000);
+};
+
+/** Who holds the crown now, crown time per seller over the last hour as bars, and the latest changes of holder. */
 export function crownPage(): Page {
   return {
     title: 'Crown',
@@ -199,6 +192,8 @@ export function crownPage(): Page {
     async load() {
       const c = await get<Crown>('/v1/crown');
       const sellers = Object.entries(c.crownTime).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+      // the window ends with the current tick: its last interval is still running
+      const latest = c.intervals.slice(-10).reverse();
       return h(
         'div', {},
         card(
@@ -206,22 +201,29 @@ export function crownPage(): Page {
           h('div', { class: 'stats' },
             stat('Holders', c.current.holders.length ? c.current.holders.join(', ') : 'nobody', 'crown-holders'),
             stat('Best rate per tick', c.current.bestRate === null ? '—' : units(c.current.bestRate), 'crown-best-rate'),
-            stat('Tick', String(c.current.tick), undefined, 'rate board ticks'),
+            stat('As of', time(boardTime(c.current.tick)), 'crown-now', 'the board moves once a second'),
           ),
         ),
-        card(`Crown time per seller over the last ${units(c.to - c.from)} ticks`, crownChart(sellers),
-          h('p', { class: 'hint' }, `Ticks ${c.from} to ${c.to}, ${c.intervalCount} intervals of uniform state; a shared tick is split evenly among its holders.`)),
+        card(`Crown time per seller, ${time(boardTime(c.from))} to ${time(boardTime(c.to))}`, crownChart(sellers),
+          h('p', { class: 'hint' }, `The last ${duration((c.to - c.from) * CROWN_TICK_MS)}; a second shared by several holders is split evenly among them.`)),
+        card('Latest changes of holder',
+          table(['From', 'Until', 'For', 'Holders', 'Best rate'],
+            latest.map((iv) => [
+              when(boardTime(iv.start)), iv.end >= c.to ? 'now' : time(boardTime(iv.end)), crownSpan(iv.end - iv.start),
+              iv.holders.length ? iv.holders.join(', ') : 'nobody', iv.bestRate === null ? '—' : units(iv.bestRate),
+            ]),
+            { numeric: [4], empty: 'No change in this window.', test: 'crown-intervals' }),
+          c.intervalCount > c.intervals.length ? h('p', { class: 'hint' }, `${units(c.intervalCount)} changes in the window; the API lists the first ${units(c.intervals.length)}, the latest of those are shown.`) : null),
       );
     },
   };
 }
 
-/** Horizontal SVG bars: one per seller, its ticks written at the end. */
+/** Horizontal SVG bars: one per seller, its crown time written at the end. */
 function crownChart(sellers: Array<[string, number]>): Node {
   if (sellers.length === 0) return h('p', { class: 'empty' }, 'No seller held the crown in this window.');
   const rowPx = 30, labelPx = 140, barPx = 460, valuePx = 110;
   const max = Math.max(...sellers.map(([, t]) => t));
-  const label = (t: number) => `${t.toLocaleString('en-US', { maximumFractionDigits: 2 })} ticks`;
   return svg(
     'svg', { viewBox: `0 0 ${labelPx + barPx + valuePx} ${rowPx * sellers.length}`, class: 'chart', 'data-test': 'crown-chart', role: 'img' },
     ...sellers.flatMap(([seller, ticks], i) => {
@@ -230,7 +232,7 @@ function crownChart(sellers: Array<[string, number]>): Node {
       return [
         svg('text', { x: labelPx - 10, y: y + rowPx / 2 + 5, 'text-anchor': 'end', class: 'chart-label' }, seller),
         svg('rect', { x: labelPx, y: y + 5, width: w.toFixed(1), height: rowPx - 10, rx: 3, class: 'chart-bar' }),
-        svg('text', { x: labelPx + w + 8, y: y + rowPx / 2 + 5, class: 'chart-value', 'data-seller': seller }, label(ticks)),
+        svg('text', { x: labelPx + w + 8, y: y + rowPx / 2 + 5, class: 'chart-value', 'data-seller': seller }, crownSpan(ticks)),
       ];
     }),
   );
