@@ -9,10 +9,12 @@ import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack
 /**
  * The operator console in headless Chromium against the real stack (API on a port,
  * worker, PostgreSQL, the Temporal dev server): signing in with a key, a stream's
- * paid amount rising on screen tick by tick, its receipt once cancelled, and the
- * entity, pool, crown and audit pages showing the fixture's own numbers, the same
- * the API answers. Screenshots land in test-artifacts/console/ (and docs/console/
- * with UPDATE_SCREENSHOTS=1).
+ * paid amount rising on screen tick by tick, its receipt once cancelled, searching
+ * streams, the stream actions behind their confirmation (each checked through the API
+ * too), a refused action in the API's words, the entity, pool, crown and audit pages
+ * showing the fixture's own numbers, the same the API answers, a failed subaccount's
+ * reason, and the pages at 375 px wide. Screenshots land in test-artifacts/console/
+ * (and docs/console/ with UPDATE_SCREENSHOTS=1).
  */
 const TEMPORAL_UI = 'http://temporal-ui.test:8233';
 let stack: TestStack;
@@ -28,6 +30,23 @@ const text = (test: string) => page.locator(`[data-test="${test}"]`).innerText()
 const figure = async (test: string) => Number((await text(test)).replace(/,/g, ''));
 /** How the console writes minor units. */
 const units = (n: number) => n.toLocaleString('en-US');
+/** How the console writes a clock time (the browser and this process share the machine's time zone). */
+const clock = (ms: number) => new Date(ms).toLocaleTimeString('en-GB', { hour12: false });
+/** A stream as alice's key reads it from the API. */
+const view = async (ref: string) => (await as('alice').get(`/v1/streams/${ref}`)).body;
+
+/** Confirms (or dismisses) the dialog an action opens, and waits for it to close. */
+async function answerConfirm(accept: boolean) {
+  await page.locator('[data-test=confirm]').waitFor();
+  await page.locator(accept ? '[data-test=confirm-accept]' : '[data-test=confirm-dismiss]').click();
+  await page.locator('[data-test=confirm]').waitFor({ state: 'detached' });
+}
+
+/** The streams the search for `text` should find: the key's own list, matched the way the console says it matches. */
+async function expectedMatches(who: string, text: string): Promise<string[]> {
+  const { streams } = (await as(who).get('/v1/streams?limit=100')).body as { streams: Array<{ ref: string; payer: string; payee?: string }> };
+  return streams.filter((s) => [s.ref, s.payer, s.payee].some((v) => v?.includes(text))).map((s) => s.ref);
+}
 
 /** Reads a figure on screen until it has grown past `before` (the page polls the API every second). */
 const untilAbove = (test: string, before: number) => until(`${test} to rise above ${before}`, async () => ((await figure(test)) > before ? true : undefined));
@@ -61,6 +80,9 @@ beforeAll(async () => {
   await party('carol', 10_000);
   // someone else's stream: alice's console must not list it
   expect((await as('carol').post('/v1/streams', { ref: 'carol-hidden', fromAccountId: 'carol.w', toAccountId: 'bob.w', ratePerTick: 2, maxTotal: 100, tickIntervalMs: 60_000 })).status).toBe(201);
+  // alice's other streams: one to carol (found by searching for carol), one to drive the actions on
+  expect((await as('alice').post('/v1/streams', { ref: 'console-gift', fromAccountId: 'alice.w', toAccountId: 'carol.w', ratePerTick: 1, maxTotal: 50, tickIntervalMs: 60_000 })).status).toBe(201);
+  expect((await as('alice').post('/v1/streams', { ref: 'console-actions', fromAccountId: 'alice.w', toAccountId: 'bob.w', ratePerTick: 10, maxTotal: 5_000, tickIntervalMs: 1_000 })).status).toBe(201);
 
   // an entity with two subaccounts, each announced to a webhook receiver
   const entity = await admin().post('/v1/entities', { id: 'nimbus', name: 'Nimbus agents', collateral: 100, funding: 50, webhookUrls: [`http://127.0.0.1:${(hooks.address() as AddressInfo).port}/hooks`] });
@@ -68,6 +90,11 @@ beforeAll(async () => {
   keys.nimbus = entity.body.apiKey;
   expect((await admin().post('/v1/deposits', { accountId: 'nimbus.main', amount: 5_000 }, 'fund-nimbus')).status).toBe(201);
   for (let i = 0; i < 2; i++) expect((await as('nimbus').post('/v1/entities/nimbus/subaccounts', {})).status).toBe(201);
+
+  // an entity whose main account cannot hold the collateral: its first subaccount's creation saga fails
+  expect((await admin().post('/v1/entities', { id: 'crumbly', name: 'Crumbly agents', collateral: 1_000, funding: 50 })).status).toBe(201);
+  const failed = await admin().post('/v1/entities/crumbly/subaccounts', { requestId: 'first' });
+  expect(failed.body.error).toMatchObject({ code: 'creation_failed', details: { subaccount: { id: 'crumbly/1', status: 'failed' } } });
 
   // a free job the pool absorbs: 30 units
   await admin().post('/v1/parties/alice/tier', { tier: 'established' });
@@ -125,14 +152,37 @@ describe('the operator console in headless Chromium', () => {
     expect(first % 25).toBe(0);
     await untilAbove('paid-console-live', first);
     expect(await figure('paid-console-live')).toBeGreaterThan(first);
-    expect(await rowsOnceSettled('[data-test=streams] tbody tr', 1)).toBe(1);
+    const listed = (await as('alice').get('/v1/streams?status=open')).body.streams;
+    expect(listed.map((s: { ref: string }) => s.ref).sort()).toEqual(['console-actions', 'console-gift', 'console-live']);
+    expect(await rowsOnceSettled('[data-test=streams] tbody tr', listed.length)).toBe(listed.length);
     expect(await page.locator('[data-test=streams]').innerText()).not.toContain('carol-hidden');
     const filtered = await page.locator('a.external').getAttribute('href');
     expect(decodeURIComponent(filtered!.split('query=')[1]!)).toBe('SluiceKind="stream" AND SluicePayer="alice" AND ExecutionStatus="Running"');
     await screenshot(page, 'streams');
   });
 
-  test("the stream's page shows paid rising across ticks, links to its workflow, and shows the receipt once cancelled", async () => {
+  test('searching by party or by ref lists only the matching streams the key may see', async () => {
+    const search = async (q: string) => {
+      await page.locator('[data-test=stream-search]').fill(q);
+      await page.locator('form.search button').click();
+      const expected = await expectedMatches('alice', q);
+      expect(await rowsOnceSettled('[data-test=streams] tbody tr', expected.length)).toBe(expected.length);
+      return expected;
+    };
+    // carol's own stream mentions carol too, but it is not alice's to see
+    expect(await search('carol')).toEqual(['console-gift']);
+    expect(await page.locator('[data-test=streams] tbody').innerText()).toContain('console-gift');
+    expect(await page.locator('[data-test=streams]').innerText()).not.toContain('carol-hidden');
+    expect(page.url()).toContain('q=carol');
+    await screenshot(page, 'streams-search');
+    expect(await search('actions')).toEqual(['console-actions']);
+    expect(await search('nobody-here')).toEqual([]);
+    expect(await text('streams')).toContain('No stream here whose ref or party contains "nobody-here"');
+    await page.locator('[data-test=search-clear]').click();
+    expect(await rowsOnceSettled('[data-test=streams] tbody tr', 3)).toBe(3);
+  });
+
+  test("the stream's page: paid flowing between ticks, paid over time as a chart, its workflow link, and the receipt once cancelled", async () => {
     await page.locator('a', { hasText: 'console-live' }).click();
     await page.locator('[data-test=stream-paid]').waitFor();
     const first = await figure('stream-paid');
@@ -140,6 +190,23 @@ describe('the operator console in headless Chromium', () => {
     const second = await figure('stream-paid');
     expect(second).toBeGreaterThan(first);
     expect(second % 25).toBe(0);
+    // the counter flows between ticks: never below what is billed, never past what the next tick pays
+    // (both figures read in one turn of the page, so no poll lands between them)
+    const flowing = new Set<number>();
+    for (let i = 0; i < 25; i++) {
+      const [billed, live] = await page.evaluate<number[]>(`['stream-paid', 'stream-paid-live'].map((t) => Number(document.querySelector('[data-test="' + t + '"]').textContent.replace(/,/g, '')))`);
+      expect(live).toBeGreaterThanOrEqual(billed!);
+      expect(live).toBeLessThanOrEqual(billed! + 25);
+      flowing.add(live! % 25);
+      await new Promise((r) => setTimeout(r, 80));
+    }
+    expect(flowing.size).toBeGreaterThan(2); // values between two ticks' amounts, not only multiples of 25
+    // the chart's last step is the stream's paid total as the API has it, one step a tick
+    const chart = await until('the chart to reach the API total', async () => {
+      const onChart = await page.locator('[data-test=paid-chart]').evaluate((el) => ({ last: Number(el.getAttribute('data-last')), points: Number(el.getAttribute('data-points')) }));
+      return onChart.last === (await view('console-live')).totalPaid ? onChart : undefined;
+    });
+    expect(chart.points).toBe(chart.last / 25);
     expect(await page.locator('a.external').getAttribute('href')).toBe(`${TEMPORAL_UI}/namespaces/default/workflows/stream-console-live`);
     await screenshot(page, 'stream-live');
 
@@ -152,7 +219,105 @@ describe('the operator console in headless Chromium', () => {
     expect(await text('receipt-reason')).toBe('cancelled');
     expect(await text('receipt-status')).toBe('CONFIRMED');
     expect(receipt.totalPaid).toBe(25 * receipt.ticks);
+    // a closed stream offers no actions
+    expect(await page.locator('[data-test=action-cancel]').count()).toBe(0);
     await screenshot(page, 'stream-receipt');
+  });
+
+  test('cancel asks first: dismissing the confirmation leaves the stream running', async () => {
+    await page.goto(`${base}/console/#/streams/console-actions`);
+    await page.locator('[data-test=action-cancel]').click();
+    await page.locator('[data-test=confirm]').waitFor();
+    expect(await text('confirm')).toContain('Cancel stream console-actions?');
+    await screenshot(page, 'stream-confirm');
+    await answerConfirm(false);
+    const ticks = (await view('console-actions')).ticks;
+    await until('another tick', async () => ((await view('console-actions')).ticks > ticks ? true : undefined));
+    expect(await view('console-actions')).toMatchObject({ status: 'STREAMING' });
+    expect(await page.locator('[data-test=receipt]').count()).toBe(0);
+  });
+
+  test('pause, then resume: no ticks while paused, ticking again after', async () => {
+    await page.locator('[data-test=action-pause]').click();
+    await answerConfirm(true);
+    await page.locator('[data-test=action-resume]').waitFor();
+    const paused = await view('console-actions');
+    expect(paused.pausedAt).toBeDefined();
+    expect(paused.pauses.at(-1)).toMatchObject({ by: 'alice' });
+    expect(await text('action-done')).toBe('Paused: no ticks until it is resumed.');
+    await until('the page to show it paused', async () => ((await text('stream-next')) === 'paused' ? true : undefined));
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect((await view('console-actions')).ticks).toBe(paused.ticks);
+
+    await page.locator('[data-test=action-resume]').click();
+    await answerConfirm(true);
+    await page.locator('[data-test=action-pause]').waitFor();
+    const resumed = await view('console-actions');
+    expect(resumed.pausedAt).toBeUndefined();
+    expect(resumed.pauses.at(-1)).toMatchObject({ by: 'alice', resumedAt: expect.any(String) });
+    await until('a tick after the resume', async () => ((await view('console-actions')).ticks > paused.ticks ? true : undefined));
+  });
+
+  test("a top-up raises the cap and the money left by the amount, as the API reports", async () => {
+    const before = await view('console-actions');
+    expect(before).toMatchObject({ maxTotal: 5_000 });
+    await page.locator('[data-test=topup-from] option').first().waitFor({ state: 'attached' });
+    expect(await page.locator('[data-test=topup-from]').inputValue()).toBe('alice.w');
+    await page.locator('[data-test=topup-amount]').fill('500');
+    await page.locator('[data-test=action-topup]').click();
+    expect(await text('confirm')).toContain('500 moves from alice.w');
+    await answerConfirm(true);
+    await page.locator('[data-test=action-done]').waitFor();
+    expect(await text('action-done')).toBe('Topped up by 500 from alice.w: the cap is now 5,500.');
+    const after = await view('console-actions');
+    expect(after).toMatchObject({ maxTotal: 5_500, deposited: 500 });
+    // the escrow grew by 500, less what the ticks since paid
+    expect(after.depletion.funds).toBe(5_500 - after.totalPaid);
+    expect(after.depletion.funds).toBeGreaterThan(before.depletion.funds + 400);
+    await until('the cap on screen', async () => ((await text('stream-cap')) === '5,500' ? true : undefined));
+    expect(await figure('stream-funds')).toBeGreaterThan(before.depletion.funds + 400);
+  });
+
+  test('a rate change applies from the next tick, as the API reports', async () => {
+    await page.locator('[data-test=rate-input]').fill('20');
+    await page.locator('[data-test=action-rate]').click();
+    expect(await text('confirm')).toContain('From 10 to 20 per tick');
+    await answerConfirm(true);
+    await page.locator('[data-test=action-done]', { hasText: 'rate' }).waitFor();
+    expect(await text('action-done')).toBe('The rate is now 20 per tick, from the next tick.');
+    const changed = await view('console-actions');
+    expect(changed.ratePerTick).toBe(20);
+    expect(changed.rates.at(-1)).toMatchObject({ ratePerTick: 20, by: 'alice' });
+    await until('the new rate on screen', async () => ((await text('stream-rate')) === '20' ? true : undefined));
+    await screenshot(page, 'stream-actions');
+  });
+
+  test('cancel, confirmed: the receipt, closed by alice, as the API has it', async () => {
+    await page.locator('[data-test=action-cancel]').click();
+    await answerConfirm(true);
+    await page.locator('[data-test=receipt]').waitFor();
+    const receipt = await view('console-actions');
+    expect(receipt).toMatchObject({ status: 'CONFIRMED', reason: 'cancelled', closedBy: 'alice' });
+    expect(await text('action-done')).toBe(`Cancelled: ${units(receipt.totalPaid)} paid over ${units(receipt.ticks)} ticks.`);
+    expect(await text('receipt-total-paid')).toBe(units(receipt.totalPaid));
+    expect(await text('receipt-closed-by')).toBe('alice');
+    expect(await page.locator('[data-test=action-pause]').count()).toBe(0);
+  });
+
+  test("an action the key may not take is refused in the API's words, and changes nothing", async () => {
+    await page.locator('button', { hasText: 'Sign out' }).click();
+    await signIn(keys.carol!);
+    await page.goto(`${base}/console/#/streams/console-gift`);
+    await page.locator('[data-test=rate-input]').fill('5');
+    await page.locator('[data-test=action-rate]').click();
+    await answerConfirm(true);
+    await page.locator('[data-test=action-error]').waitFor();
+    // the same request as the API answers it to carol
+    const refused = await as('carol').post('/v1/streams/console-gift/rate', { ratePerTick: 5 });
+    expect(refused.status).toBe(403);
+    expect(await text('action-error')).toBe(refused.body.error.message);
+    expect(await view('console-gift')).toMatchObject({ status: 'STREAMING', ratePerTick: 1 });
+    await screenshot(page, 'stream-refused');
   });
 
   test("a party key sees the auditor is the admin's", async () => {
@@ -214,7 +379,18 @@ describe('the operator console in headless Chromium', () => {
     expect(await page.locator('[data-test=crown-chart] rect').count()).toBe(3);
     // aster held the crown alone for exactly ticks t0+1 and t0+2
     expect(crown.crownTime.aster).toBe(2);
-    expect(await page.locator('[data-seller=aster]').textContent()).toBe('2 ticks');
+    expect(await page.locator('[data-seller=aster]').textContent()).toBe('2 s');
+    // times, not tick numbers: the board's tick n starts at n seconds after the epoch
+    const now = await text('crown-now');
+    expect(now).toMatch(/^\d\d:\d\d:\d\d$/);
+    expect(Math.abs(Date.parse(`${new Date().toISOString().slice(0, 10)}T${now}`) - Date.parse(`${new Date().toISOString().slice(0, 10)}T${clock(crown.current.tick * 1000)}`))).toBeLessThanOrEqual(10_000);
+    const asterAlone = crown.intervals.find((iv: { holders: string[] }) => iv.holders.join() === 'aster');
+    expect(asterAlone).toMatchObject({ end: asterAlone.start + 2 });
+    const rows = await page.locator('[data-test=crown-intervals] tbody tr').allInnerTexts();
+    const asterRow = rows.find((r) => r.split('\t')[3] === 'aster')!.split('\t');
+    expect(asterRow[0]).toMatch(new RegExp(`^${clock(asterAlone.start * 1000)} · `));
+    expect([asterRow[1], asterRow[2], asterRow[4]]).toEqual([clock(asterAlone.end * 1000), '2 s', '5']);
+    expect(await page.locator('main').innerText()).not.toContain(String(crown.current.tick));
     await screenshot(page, 'crown');
 
     await page.locator('nav a', { hasText: 'Audit' }).click();
@@ -229,7 +405,70 @@ describe('the operator console in headless Chromium', () => {
     await page.locator('nav a', { hasText: 'Streams' }).click();
     await page.locator('a.chip', { hasText: 'All' }).click();
     await page.locator('[data-test="paid-carol-hidden"]').waitFor();
-    expect(await rowsOnceSettled('[data-test=streams] tbody tr', 2)).toBe(2);
+    const everyone = (await admin().get('/v1/streams?limit=100')).body.streams;
+    expect(everyone).toHaveLength(4);
+    expect(await rowsOnceSettled('[data-test=streams] tbody tr', everyone.length)).toBe(everyone.length);
+  });
+
+  test("the admin opens an entity by its id; a failed subaccount shows why, with a link to the failed creation sagas", async () => {
+    await page.locator('nav a', { hasText: 'Entity' }).click();
+    await page.locator('input[name=entity]').fill('crumbly');
+    await page.locator('button', { hasText: 'Open' }).click();
+    await page.locator('[data-test=failed-subaccounts]').waitFor();
+    const sub = (await admin().get('/v1/subaccounts/crumbly%2F1')).body;
+    expect(sub).toMatchObject({ status: 'failed', failedStep: expect.any(String), failure: expect.any(String) });
+    expect(await text('failure-crumbly/1')).toBe(sub.failure);
+    expect((await page.locator('[data-test=failed-subaccounts] tbody tr').innerText()).split('\t').slice(0, 2)).toEqual(['crumbly/1', sub.failedStep]);
+    const href = await page.locator('[data-test=failed-sagas]').getAttribute('href');
+    const query = decodeURIComponent(href!.split('query=')[1]!);
+    expect(href!.startsWith(`${TEMPORAL_UI}/namespaces/default/workflows?query=`)).toBe(true);
+    expect(query).toBe('SluiceKind="subaccount" AND SluiceEntity="crumbly" AND SluiceStatus="FAILED"');
+    // the link's query finds the saga that failed: subaccount-create-<entity>/<request id>
+    const found = await until('the failed saga in visibility', async () => {
+      const ids: string[] = [];
+      for await (const wf of stack.client.workflow.list({ query })) ids.push(wf.workflowId);
+      return ids.length ? ids : undefined;
+    });
+    expect(found).toEqual(['subaccount-create-crumbly/first']);
+    await screenshot(page, 'entity-failed');
+  });
+
+  test('at 375 px wide nothing scrolls sideways: the nav wraps, tables scroll in their own box', async () => {
+    await page.setViewportSize({ width: 375, height: 740 });
+    try {
+      for (const [hash, ready] of [
+        ['streams?status=all', '[data-test=streams]'],
+        ['streams/console-actions', '[data-test=receipt]'],
+        ['entity/nimbus', '[data-test=subaccounts]'],
+        ['entity/crumbly', '[data-test=failed-subaccounts]'],
+        ['pool', '[data-test=grants]'],
+        ['crown', '[data-test=crown-chart]'],
+        ['audit', '[data-test=audit-checks]'],
+      ] as const) {
+        await page.goto(`${base}/console/#/${hash}`);
+        await page.locator(ready).waitFor();
+        const width = await page.evaluate<number>('Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)');
+        expect(`${hash}: ${width <= 375 ? 'fits' : `${width} px wide`}`).toBe(`${hash}: fits`);
+        if (hash === 'streams?status=all') {
+          // the same rows as the API lists, in a box that scrolls on its own
+          expect(await page.locator('[data-test=streams] tbody tr').count()).toBe((await admin().get('/v1/streams?limit=25')).body.streams.length);
+          expect(await page.locator('.table-scroll').first().evaluate((el) => el.scrollWidth > el.clientWidth)).toBe(true);
+          await screenshot(page, 'mobile-streams');
+        }
+        if (hash === 'streams/console-actions') {
+          expect(await text('receipt-total-paid')).toBe(units((await view('console-actions')).totalPaid));
+          await screenshot(page, 'mobile-stream');
+        }
+      }
+      // the nav wrapped onto its own line rather than running off the screen
+      const nav = await page.locator('header nav').boundingBox();
+      expect(nav!.x + nav!.width).toBeLessThanOrEqual(375);
+    } finally {
+      await page.setViewportSize({ width: 1280, height: 800 });
+    }
+  });
+
+  test('no uncaught error in the page all along', () => {
     expect(pageErrors).toEqual([]);
   });
 });
