@@ -98,8 +98,9 @@ export const query = (params: Record<string, string | number | undefined>) => {
   return q.size ? `?${q}` : '';
 };
 
-/** A page of a list for people: the table, how many rows (`count`: "2 streams"), and how to ask for the next page. */
-export const page = (rows: string, count: string, next?: string) => `${rows}\n${count}${next ? `; more with --after ${next}` : ''}`;
+/** A page of a list for people: its table (none when empty), how many rows (`count`: "2 streams"), and how to ask for the next page. */
+export const page = (header: string[], rows: (string | number)[][], count: string, next?: string) =>
+  `${rows.length ? `${table(header, rows)}\n` : ''}${count}${next ? `; more with --after ${next}` : ''}`;
 
 /** `key: value` lines, for one object. */
 export const fields = (pairs: [string, unknown][]) =>

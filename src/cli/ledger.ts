@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import type { Config } from '../config';
-import { caller, fields, int, page, print, query, show, table, units, withOutput, type Call, type Common } from './client';
+import { caller, fields, int, page, print, query, show, units, withOutput, type Call, type Common } from './client';
 import { ago, at, plural } from './format';
 
 /**
@@ -35,7 +35,7 @@ export function ledgerCommands(program: Command, config: () => Config): void {
       show(
         api,
         o,
-        (b) => page(table(['PARTY', 'NAME', 'CREATED'], b.parties.map((p: any) => [p.id, p.name, ago(p.createdAt)])), plural(b.parties.length, 'party', 'parties'), b.next),
+        (b) => page(['PARTY', 'NAME', 'CREATED'], b.parties.map((p: any) => [p.id, p.name, ago(p.createdAt)]), plural(b.parties.length, 'party', 'parties'), b.next),
         'GET',
         `/v1/parties${query({ after: o.after, limit: o.limit })}`,
       ),
@@ -93,7 +93,7 @@ async function move(api: Call, o: Common & { idempotencyKey?: string }, path: st
   return show(
     api,
     o,
-    (t) => fields([['transfer', `${t.id} (${t.kind})`], ['amount', t.amount], ['from → to', `${t.debitAccountId} → ${t.creditAccountId}`], ['memo', t.memo], ['idempotency key', key], ['at', at(t.createdAt)]]),
+    (t) => fields([['transfer', `${t.id} (${t.kind})`], ['amount', t.amount], ['from → to', `${t.debitAccountId} → ${t.creditAccountId}`], ['memo', t.memo], ['at', at(t.createdAt)]]),
     'POST',
     path,
     body,

@@ -125,10 +125,8 @@ export const grantSummary = (b: any) => table(GRANT_HEADER, (b.grants ?? [b]).ma
 /** A page of streams: one line each, newest first. */
 export const streamList = (b: any) =>
   page(
-    table(
-      ['REF', 'STATUS', 'PAYER', 'PAYEE', 'RATE', 'PAID', 'OPENED'],
-      b.streams.map((v: any) => [v.ref, v.status, v.payer, v.payee ?? `${plural(v.members?.length ?? 0, 'member')}`, v.ratePerTick, `${v.totalPaid}${v.maxTotal !== undefined ? ` of ${v.maxTotal}` : ''}`, ago(v.openedAt)]),
-    ),
+    ['REF', 'STATUS', 'PAYER', 'PAYEE', 'RATE', 'PAID', 'OPENED'],
+    b.streams.map((v: any) => [v.ref, v.status, v.payer, v.payee ?? plural(v.members?.length ?? 0, 'member'), v.ratePerTick, `${v.totalPaid}${v.maxTotal !== undefined ? ` of ${v.maxTotal}` : ''}`, ago(v.openedAt)]),
     plural(b.streams.length, 'stream'),
     b.next,
   );

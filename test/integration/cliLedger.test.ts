@@ -84,7 +84,7 @@ test('deposit and transfer move money once per idempotency key; accounts show an
   expect(deposited.code).toBe(0);
   // the generated key is printed, with how to retry with it
   const key = /idempotency key: (cli-[0-9a-f]{16}) \(to retry safely, repeat with --idempotency-key \1\)/.exec(deposited.stderr)![1]!;
-  expect(deposited.stdout).toMatch(/^transfer: \d+ \(deposit\)\namount: 1000\nfrom → to: \S+ → cll-alice\.w\nmemo: first\nidempotency key: cli-[0-9a-f]{16}\nat: /);
+  expect(deposited.stdout).toMatch(/^transfer: \d+ \(deposit\)\namount: 1000\nfrom → to: \S+ → cll-alice\.w\nmemo: first\nat: /);
   expect(await balance('cll-alice.w')).toBe(1000);
   // the retry with the printed key: the same transfer, no second deposit
   const retried = await json(ADMIN_KEY, 'deposit', 'cll-alice.w', '1000', '--memo', 'first', '--idempotency-key', key);
@@ -161,7 +161,7 @@ test('streams list: the caller\'s streams, newest first, with a count; --status 
   expect(human[3]).toBe('2 streams');
   expect((await sluice(aliceKey.value, 'streams', 'list', '--limit', '1')).stdout).toContain('1 stream; more with --after cll-s2');
   expect((await json(aliceKey.value, 'streams', 'list', '--status', 'closed')).json).toEqual({ streams: [] });
-  expect((await sluice(aliceKey.value, 'streams', 'list', '--status', 'closed')).stdout).toContain('0 streams');
+  expect((await sluice(aliceKey.value, 'streams', 'list', '--status', 'closed')).stdout).toBe('0 streams\n');
   expect((await json(aliceKey.value, 'streams', 'list', '--after', 'cll-s2')).json.streams.map((s: { ref: string }) => s.ref)).toEqual(['cll-s1']);
 }, 60_000);
 
