@@ -57,6 +57,44 @@ export interface ApiDeps {
 const isWriteTo = (method: string | string[], url: string) => method !== 'GET' && method !== 'HEAD' && url.startsWith('/v1/');
 const isWrite = (req: FastifyRequest) => isWriteTo(req.method, req.url);
 
+/**
+ * What the app itself may answer on a route, whatever its handler does: a write may
+ * be too large (413), of a media type other than JSON (415) or over the rate limit
+ * (429); a path parameter longer than the router takes is 414.
+ */
+function appStatuses(method: string | string[], url: string): Record<number, typeof ErrorBody> {
+  const statuses = [...(isWriteTo(method, url) ? [413, 415, 429] : []), ...(url.includes('/:') ? [414] : [])];
+  return Object.fromEntries(statuses.map((status) => [status, ErrorBody]));
+}
+
+/** What each status means on any route, for a response that does not say it itself. */
+const STATUS_TEXT: Record<number, string> = {
+  200: 'OK',
+  201: 'Created',
+  202: 'Accepted, still running: the body names the status URL to read its outcome from',
+  400: 'The request does not fit the schema: `error.param` names the field',
+  401: 'No key, or a key Sluice does not know',
+  403: 'The key may not do this',
+  404: 'Nothing by that id or ref',
+  409: "Conflicts with what exists: another request's idempotency key or ref, or the resource's state",
+  413: 'The body is larger than the API accepts',
+  414: 'A path parameter is longer than the router accepts',
+  415: 'The body is not JSON (send Content-Type: application/json)',
+  422: "Refused by the ledger's rules (funds, limits, currencies)",
+  429: 'Too many writes from this caller: retry after Retry-After seconds',
+};
+
+/** Each response schema with its status's sentence, unless it carries its own description. */
+function describedResponses(responses: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(
+    Object.entries(responses).map(([status, schema]) => {
+      const text = STATUS_TEXT[Number(status)];
+      const zod = schema as { description?: string; describe?: (d: string) => unknown };
+      return [status, text && typeof zod.describe === 'function' && !zod.description ? zod.describe(text) : schema];
+    }),
+  );
+}
+
 /** Whom a request counts against: its party, the admin, or (no valid key) its IP address. */
 const callerOf = (req: FastifyRequest) => (!req.actor ? `ip:${req.ip}` : req.actor.kind === 'admin' ? 'admin' : `party:${req.actor.party}`);
 
@@ -110,9 +148,11 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
       }),
   });
   const limitWrites = app.rateLimit();
-  // and the OpenAPI document says so on each write (before @fastify/swagger reads the routes)
+  // and the OpenAPI document says so (before @fastify/swagger reads the routes): the
+  // statuses the app answers around any handler, and a sentence for every status
   app.addHook('onRoute', (route) => {
-    if (isWriteTo(route.method, route.url) && route.schema) route.schema = { ...route.schema, response: { 413: ErrorBody, 429: ErrorBody, ...(route.schema.response as object) } };
+    if (!route.schema?.response) return;
+    route.schema = { ...route.schema, response: describedResponses({ ...appStatuses(route.method, route.url), ...(route.schema.response as object) }) };
   });
   const authenticate = createAuthenticator(deps.pool, deps.adminKey);
   // The limiter runs after authentication, so it counts writes per party; a request

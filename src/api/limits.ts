@@ -6,6 +6,8 @@ import { IDEMPOTENCY_KEY_CHARS_MAX } from '../ledger/idempotency';
 import { GRANTS_PAGE_MAX } from '../ledger/operators';
 import { JOB_GRANTS_PAGE_MAX } from '../ledger/grants';
 import { STREAMS_PAGE_MAX } from '../ledger/streams';
+import { STREAM_TICKS_PAGE_MAX } from '../ledger/streamTicks';
+import { PARTIES_PAGE_MAX } from '../ledger/partyList';
 import { RATE_EVENTS_PAGE_MAX } from '../ledger/rates';
 
 /**
@@ -31,6 +33,7 @@ export const PAGE_ROWS_DEFAULT = 100;
 
 /** The largest `limit` of each list route; a larger one is refused (400), never clamped in silence. */
 export const PAGE_ROWS_MAX = {
+  'GET /v1/parties': PARTIES_PAGE_MAX,
   'GET /v1/accounts': ACCOUNTS_PAGE_MAX,
   'GET /v1/events': EVENTS_PAGE_MAX,
   'GET /v1/rates/events': RATE_EVENTS_PAGE_MAX,
@@ -39,6 +42,7 @@ export const PAGE_ROWS_MAX = {
   'GET /v1/entities/:id/deliveries': DELIVERIES_PAGE_MAX,
   'GET /v1/entities/:id/dashboard': DASHBOARD_ROWS_MAX,
   'GET /v1/streams': STREAMS_PAGE_MAX,
+  'GET /v1/streams/:ref/ticks': STREAM_TICKS_PAGE_MAX,
   'GET /v1/grants': JOB_GRANTS_PAGE_MAX,
 } as const;
 

@@ -141,6 +141,14 @@ export const ErrorBody = z.object({
   }),
 });
 
+/**
+ * The error statuses a route documents. A read is refused for its input (400), its key
+ * (401, 403) or what it names (404); only a write can conflict (409) or be refused by
+ * the ledger's rules (422). Write routes also get 413 and 429 from the app (app.ts).
+ */
+export const ReadErrors = { 400: ErrorBody, 401: ErrorBody, 403: ErrorBody, 404: ErrorBody };
+export const WriteErrors = { ...ReadErrors, 409: ErrorBody, 422: ErrorBody };
+
 export const StreamReceipt = z.object({
   ref: z.string(),
   status: z.enum(['STREAMING', 'PAUSED', 'CONFIRMED', 'FAILED']).describe('STREAMING: open and billing; PAUSED: open, its clock stopped until a resume; CONFIRMED: closed and settled; FAILED: never opened'),

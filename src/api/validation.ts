@@ -29,9 +29,11 @@ const MONEY = /amount|total|rate|collateral|funding|balance|budget|deposit|price
 
 const WHERE: Record<RequestPart, string> = { body: 'field', querystring: 'query parameter', params: 'path parameter', headers: 'header' };
 
-/** A value as the caller would recognise it in the sentence: JSON, cut short. */
+/** A value as the caller would recognise it in the sentence: a scalar as JSON, cut short; a structure by its kind (it may be nested too deep to print). */
 function shown(value: unknown): string {
   if (value === undefined) return 'nothing';
+  if (Array.isArray(value)) return 'an array';
+  if (value !== null && typeof value === 'object') return 'an object';
   const json = JSON.stringify(value) ?? String(value);
   return json.length > 60 ? `${json.slice(0, 57)}...` : json;
 }

@@ -199,6 +199,8 @@ interface Operation {
   path: string;
   params: { name: string; in: string; required?: boolean; schema: any }[];
   bodySchema?: any;
+  /** The statuses the OpenAPI document says the operation answers. */
+  statuses: string[];
 }
 
 function operations(): Operation[] {
@@ -209,6 +211,7 @@ function operations(): Operation[] {
       path,
       params: op.parameters ?? [],
       bodySchema: op.requestBody?.content?.['application/json']?.schema,
+      statuses: Object.keys(op.responses ?? {}),
     })),
   );
 }
@@ -364,6 +367,8 @@ test(`no request to any documented operation is answered 5xx; every 4xx is the e
       // a rate limiter's refusal would hide the handler from the fuzzer: this stack's limits must let every request through
       if (res.statusCode === 429) throw new Error(`429 ${res.body.slice(0, 300)}: raise the test stack's rate limits for this file\nrequest: ${shown(req)}`);
       if (res.statusCode >= 500) throw new Error(`${res.statusCode} ${res.body.slice(0, 500)}\nrequest: ${shown(req)}`);
+      // the OpenAPI document lists the statuses the route really answers: one it left out is a documentation bug
+      if (!op.statuses.includes(String(res.statusCode))) throw new Error(`UNDOCUMENTED ${op.route} ${res.statusCode} ` + `${res.statusCode} is not among the documented statuses ${op.statuses.join(', ')}: ${res.body.slice(0, 300)}\nrequest: ${shown(req)}`);
       if (res.statusCode >= 400) {
         let body: any;
         try {
@@ -387,7 +392,7 @@ test(`no request to any documented operation is answered 5xx; every 4xx is the e
     try {
       await fc.assert(property, { numRuns, seed, endOnFailure: true });
     } catch (error) {
-      failures.push(`${op.route} (SLUICE_FUZZ_SEED=${SEED} FUZZ_ROUTE="${op.route}", route seed ${seed}):\n${(error as Error).message}`);
+      failures.push(`${op.route} (SLUICE_FUZZ_SEED=${SEED} FUZZ_ROUTE="${op.route}", route seed ${seed}):\n${(error as Error).message}${(error as Error).cause instanceof Error ? `\n${((error as Error).cause as Error).message}` : ""}`);
     }
   }
 

@@ -174,6 +174,7 @@ describe('body size', () => {
 describe('page sizes', () => {
   /** A URL of each list route, readable by the admin, with `limit` to fill in. */
   const LIST_URLS: Record<keyof typeof PAGE_ROWS_MAX, string> = {
+    'GET /v1/parties': '/v1/parties?limit=',
     'GET /v1/accounts': '/v1/accounts?ownerId=alice&limit=',
     'GET /v1/events': '/v1/events?limit=',
     'GET /v1/rates/events': '/v1/rates/events?limit=',
@@ -182,12 +183,15 @@ describe('page sizes', () => {
     'GET /v1/entities/:id/deliveries': '/v1/entities/ent/deliveries?limit=',
     'GET /v1/entities/:id/dashboard': '/v1/entities/ent/dashboard?limit=',
     'GET /v1/streams': '/v1/streams?limit=',
+    'GET /v1/streams/:ref/ticks': `/v1/streams/${ref('ticks')}/ticks?limit=`,
     'GET /v1/grants': '/v1/grants?limit=',
   };
 
   beforeAll(async () => {
     const res = await admin().post('/v1/entities', { id: 'ent', name: 'Ent', collateral: 1, funding: 0 });
     expect(res.status).toBe(201);
+    const stream = await as('alice').post('/v1/streams', { ref: ref('ticks'), fromAccountId: 'alice.w', toAccountId: 'bob.w', ratePerTick: 1, maxTotal: 5, tickIntervalMs: 3_600_000 });
+    expect(stream.status).toBe(201);
   });
 
   test.each(Object.entries(LIST_URLS))('%s: limit up to its maximum is read; above it, or 0, is 400', async (route, url) => {

@@ -56,6 +56,18 @@ describe('streams on a real Temporal dev server', () => {
     expect(events[0]).toBe('stream.opened');
     expect(events.filter((t: string) => t === 'stream.tick')).toHaveLength(r.ticks);
     expect(events.at(-1)).toBe('stream.closed');
+    // the tick list, paged two at a time by tick number, is the ledger's ticks with the running total
+    const listed: any[] = [];
+    for (let after = 0; ; ) {
+      const page = await as('seller').get(`/v1/streams/st-payer/ticks?after=${after}&limit=2`);
+      expect(page.status).toBe(200);
+      listed.push(...page.body.ticks);
+      if (page.body.next === undefined) break;
+      after = page.body.next;
+    }
+    expect(listed.map((t) => [t.tick, t.amount, t.paid])).toEqual(ticks.map((t: any, i: number) => [t.tick, 7, 7 * (i + 1)]));
+    expect(listed.at(-1).paid).toBe(r.totalPaid);
+    expect((await as('mallory').get('/v1/streams/st-payer/ticks')).status).toBe(403);
     // cancelling twice returns the same receipt and moves nothing
     const again = await as('seller').post('/v1/streams/st-payer/cancel', {});
     expect(again.body).toEqual(r);

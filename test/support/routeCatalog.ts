@@ -91,6 +91,7 @@ export const ROUTE_CATALOG: RouteEntry[] = [
 
   // ---- parties, accounts, money, holds, audit, events
   { route: 'POST /v1/parties', keyed: false, body: true, valid: { as: 'admin', body: { id: '{newParty}', name: 'Dave' } }, expect: ADMIN_ONLY(201) },
+  { route: 'GET /v1/parties', keyed: false, body: false, valid: { as: 'admin', url: '/v1/parties?limit=10' }, expect: ADMIN_ONLY(200) },
   { route: 'POST /v1/accounts', keyed: false, body: true, valid: { as: 'alice', body: { id: '{newAccount}', ownerId: 'alice' } }, expect: OWN(201) },
   // a party lists its own accounts whatever ownerId says
   { route: 'GET /v1/accounts', keyed: false, body: false, valid: { as: 'alice', url: '/v1/accounts?ownerId=alice' }, expect: ANY_PARTY(200) },
@@ -150,6 +151,7 @@ export const ROUTE_CATALOG: RouteEntry[] = [
   // a party lists the streams it is a party to (carol's list is empty, not refused)
   { route: 'GET /v1/streams', keyed: false, body: false, valid: { as: 'alice', url: '/v1/streams?limit=10' }, expect: ANY_PARTY(200) },
   { route: 'GET /v1/streams/:ref', keyed: false, body: false, valid: { as: 'alice', url: '/v1/streams/{stream}' }, expect: OWN(200) },
+  { route: 'GET /v1/streams/:ref/ticks', keyed: false, body: false, valid: { as: 'alice', url: '/v1/streams/{stream}/ticks?after=0&limit=10' }, expect: OWN(200) },
   { route: 'POST /v1/streams/:ref/cancel', keyed: false, body: true, workflow: true, valid: { as: 'alice', url: '/v1/streams/{cancelMe}/cancel', body: { reason: 'done' } }, asAdmin: { url: '/v1/streams/{cancelMe2}/cancel' }, expect: OWN(200) },
   { route: 'POST /v1/parties/:id/heartbeat', keyed: false, body: false, valid: { as: 'alice', url: '/v1/parties/alice/heartbeat' }, expect: OWN(200) },
 

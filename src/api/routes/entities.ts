@@ -13,7 +13,8 @@ import type { Api } from '../app';
 import * as S from '../schemas';
 import { PAGE_ROWS_MAX, WEBHOOK_URL_CHARS_MAX, WEBHOOK_URLS_MAX } from '../limits';
 
-const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody, 429: S.ErrorBody };
+const errors = { ...S.WriteErrors, 429: S.ErrorBody };
+const readErrors = S.ReadErrors;
 
 const EntityId = z
   .string()
@@ -82,7 +83,7 @@ export function entityRoutes(app: Api) {
       params: z.object({ id: S.PartyId }),
       response: {
         200: z.object({ id: z.string(), mainAccountId: z.string(), collateral: z.number().int(), funding: z.number().int(), webhookUrls: z.array(z.string()), challengeMs: z.number().int(), challengeMinBps: z.number().int(), nextSeq: z.number().int() }),
-        ...errors,
+        ...readErrors,
       },
     },
     handler: async (req) => {
@@ -131,7 +132,7 @@ export function entityRoutes(app: Api) {
   });
 
   app.get('/v1/entities/:id/subaccounts', {
-    schema: { tags: ['entities'], summary: "An entity's subaccounts by number, a page at a time", params: z.object({ id: S.PartyId }), querystring: z.object({ after: SeqCursor, limit: S.PageLimit('GET /v1/entities/:id/subaccounts') }), response: { 200: z.object({ subaccounts: z.array(Subaccount) }), ...errors } },
+    schema: { tags: ['entities'], summary: "An entity's subaccounts by number, a page at a time", params: z.object({ id: S.PartyId }), querystring: z.object({ after: SeqCursor, limit: S.PageLimit('GET /v1/entities/:id/subaccounts') }), response: { 200: z.object({ subaccounts: z.array(Subaccount) }), ...readErrors } },
     handler: async (req) => {
       ownEntity(req.actor, req.params.id);
       // an unknown entity is a 404, as on its dashboard, not an empty page
@@ -141,7 +142,7 @@ export function entityRoutes(app: Api) {
   });
 
   app.get('/v1/subaccounts/:id', {
-    schema: { tags: ['entities'], summary: 'A subaccount (its entity or the admin)', params: SubaccountParam, response: { 200: Subaccount, ...errors } },
+    schema: { tags: ['entities'], summary: 'A subaccount (its entity or the admin)', params: SubaccountParam, response: { 200: Subaccount, ...readErrors } },
     handler: async (req) => ownSubaccount(req.actor, req.params.id),
   });
 
@@ -214,7 +215,7 @@ export function entityRoutes(app: Api) {
           ),
           nextAfter: z.number().int().optional().describe('pass as `after` for the next page'),
         }),
-        ...errors,
+        ...readErrors,
       },
     },
     handler: async (req) => {
@@ -233,7 +234,7 @@ export function entityRoutes(app: Api) {
         200: z.object({
           deliveries: z.array(z.object({ id: z.number().int(), eventKey: z.string(), eventType: z.string(), url: z.string(), attempt: z.number().int(), statusCode: z.number().int().optional(), ok: z.boolean(), error: z.string().optional(), at: z.string() })),
         }),
-        ...errors,
+        ...readErrors,
       },
     },
     handler: async (req) => {

@@ -16,7 +16,8 @@ import * as S from '../schemas';
 import { PAGE_ROWS_MAX } from '../limits';
 import { AMOUNT_UNITS_MAX } from '../../domain/money';
 
-const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
+const errors = S.WriteErrors;
+const readErrors = S.ReadErrors;
 
 export const PAYMENT_TIMEOUT_MS_MIN = 1_000;
 export const PAYMENT_TIMEOUT_MS_MAX = 7 * 86_400_000;
@@ -65,7 +66,7 @@ export function jobRoutes(app: Api) {
   };
 
   app.get('/v1/pool', {
-    schema: { tags: ['pool'], summary: "The free-tier pool: balance, held (open reservations), absorbed and credited back today (UTC)", response: { 200: S.PoolState, ...errors } },
+    schema: { tags: ['pool'], summary: "The free-tier pool: balance, held (open reservations), absorbed and credited back today (UTC)", response: { 200: S.PoolState, ...readErrors } },
     handler: async () => poolState(pool, utcDay(Date.now())),
   });
 
@@ -79,7 +80,7 @@ export function jobRoutes(app: Api) {
       }),
       response: {
         200: z.object({ grants: z.array(S.Grant), next: z.string().optional().describe('pass as `after` for the next page; left out on the last page') }),
-        ...errors,
+        ...readErrors,
       },
     },
     handler: async (req) => {
@@ -105,7 +106,7 @@ export function jobRoutes(app: Api) {
           pool: z.object({ balance: z.number().int(), held: z.number().int(), available: z.number().int() }),
           tierBudgets: z.record(z.string(), z.number().int()),
         }),
-        ...errors,
+        ...readErrors,
       },
     },
     handler: async (req) => {
@@ -181,7 +182,7 @@ export function jobRoutes(app: Api) {
   });
 
   app.get('/v1/jobs/:id', {
-    schema: { tags: ['jobs'], summary: 'A job and its grant: decision, reservation, payment, what was absorbed, refunded and credited', params: JobIdParam, response: { 200: S.Grant, ...errors } },
+    schema: { tags: ['jobs'], summary: 'A job and its grant: decision, reservation, payment, what was absorbed, refunded and credited', params: JobIdParam, response: { 200: S.Grant, ...readErrors } },
     handler: async (req) => visibleJob(req.actor, req.params.id),
   });
 

@@ -11,7 +11,8 @@ import type { Api } from '../app';
 import * as S from '../schemas';
 import { SUBACCOUNT_SEPARATOR } from '../../domain/entities';
 
-const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
+const errors = S.WriteErrors;
+const readErrors = S.ReadErrors;
 
 /** Parties, accounts, deposits and withdrawals, transfers, holds and the event tail. */
 export function ledgerRoutes(app: Api) {
@@ -61,7 +62,7 @@ export function ledgerRoutes(app: Api) {
       tags: ['accounts'],
       summary: "The caller's accounts by id, a page at a time",
       querystring: z.object({ ownerId: S.PartyId.optional(), after: S.AccountId.optional().describe('the last id of the previous page'), limit: S.PageLimit('GET /v1/accounts') }),
-      response: { 200: z.object({ accounts: z.array(S.Account), next: z.string().optional().describe('pass as `after` for the next page; left out on the last') }), ...errors },
+      response: { 200: z.object({ accounts: z.array(S.Account), next: z.string().optional().describe('pass as `after` for the next page; left out on the last') }), ...readErrors },
     },
     handler: async (req) => {
       const owner = req.actor.kind === 'party' ? req.actor.party : req.query.ownerId;
@@ -72,7 +73,7 @@ export function ledgerRoutes(app: Api) {
   });
 
   app.get('/v1/accounts/:id', {
-    schema: { tags: ['accounts'], summary: 'Balance, held and available of an account', params: S.IdParam, response: { 200: S.Account, ...errors } },
+    schema: { tags: ['accounts'], summary: 'Balance, held and available of an account', params: S.IdParam, response: { 200: S.Account, ...readErrors } },
     handler: async (req) => ownAccount(pool, req.actor, req.params.id),
   });
 
@@ -83,7 +84,7 @@ export function ledgerRoutes(app: Api) {
   ] as const) {
     app.post(path, {
       config: { auth: 'admin' },
-      schema: { tags: ['money'], summary, headers: S.IdempotencyHeaders, body: moneyBody, response: { 201: S.Transfer, ...errors } },
+      schema: { tags: ['money'], summary, headers: S.IdempotencyHeaders, body: moneyBody, response: { 201: S.Transfer, ...readErrors } },
       handler: async (req, reply) => {
         await getAccount(pool, req.body.accountId);
         const t = await move(pool, { key: scopedKey(req.actor, req.headers['idempotency-key']), ...req.body });
@@ -138,7 +139,7 @@ export function ledgerRoutes(app: Api) {
   };
 
   app.get('/v1/holds/:id', {
-    schema: { tags: ['holds'], summary: 'A hold and what remains of it', params: S.HoldIdParam, response: { 200: S.Hold, ...errors } },
+    schema: { tags: ['holds'], summary: 'A hold and what remains of it', params: S.HoldIdParam, response: { 200: S.Hold, ...readErrors } },
     handler: async (req) => ownHold(req.actor, req.params.id),
   });
 
@@ -170,7 +171,7 @@ export function ledgerRoutes(app: Api) {
     schema: {
       tags: ['audit'],
       summary: 'Check every invariant over the whole ledger; each violation comes with the rows involved (admin)',
-      response: { 200: S.AuditReport, ...errors },
+      response: { 200: S.AuditReport, ...readErrors },
     },
     handler: async () => runAudit(pool, { client: app.deps.temporal, taskQueue: app.deps.taskQueue }),
   });
@@ -185,7 +186,7 @@ export function ledgerRoutes(app: Api) {
         subject: z.string().min(1).max(200).optional().describe("only this subject's events: a stream's ref, a job's id, an account's id"),
         type: z.string().regex(/^[a-z_.]{1,80}$/, 'an event type such as stream.tick').optional().describe('only events of this type, e.g. stream.tick, stream.closed, hold.placed'),
       }),
-      response: { 200: z.object({ events: z.array(S.Event), next: z.number().int().describe('the id of the last event returned, or `after` when none: pass it as the next `after`') }), ...errors },
+      response: { 200: z.object({ events: z.array(S.Event), next: z.number().int().describe('the id of the last event returned, or `after` when none: pass it as the next `after`') }), ...readErrors },
     },
     handler: async (req) => {
       const events = await listEvents(pool, { ...req.query, party: req.actor.kind === 'party' ? req.actor.party : undefined });

@@ -6,7 +6,8 @@ import type { Actor } from '../auth';
 import type { Api } from '../app';
 import * as S from '../schemas';
 
-const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
+const errors = S.WriteErrors;
+const readErrors = S.ReadErrors;
 
 const Grant = z.object({
   payer: z.string(),
@@ -69,7 +70,7 @@ export function operatorRoutes(app: Api) {
       summary: "A party's operators (as=payer, the default) or the payers it operates for (as=operator)",
       params: z.object({ id: S.PartyId }),
       querystring: z.object({ as: z.enum(['payer', 'operator']).default('payer'), after: S.PartyId.optional().describe('the other party of the last grant of the previous page'), limit: S.PageLimit('GET /v1/parties/:id/operators') }),
-      response: { 200: z.object({ grants: z.array(Grant), next: z.string().optional().describe('pass as `after` for the next page; left out on the last') }), ...errors },
+      response: { 200: z.object({ grants: z.array(Grant), next: z.string().optional().describe('pass as `after` for the next page; left out on the last') }), ...readErrors },
     },
     handler: async (req) => {
       assertSelf(req.actor, req.params.id);

@@ -11,7 +11,8 @@ import { API_WAIT_MS_DEFAULT, StillRunning, withinDeadline } from '../deadline';
 import type { Api } from '../app';
 import * as S from '../schemas';
 
-const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
+const errors = S.WriteErrors;
+const readErrors = S.ReadErrors;
 
 export function paymentRoutes(app: Api) {
   const { pool, temporal, taskQueue } = app.deps;
@@ -63,7 +64,7 @@ export function paymentRoutes(app: Api) {
   };
 
   app.get('/v1/payments/:ref', {
-    schema: { tags: ['payments'], summary: 'A payment receipt, with what has been refunded', params: S.RefParam, response: { 200: S.PaymentReceipt, ...errors } },
+    schema: { tags: ['payments'], summary: 'A payment receipt, with what has been refunded', params: S.RefParam, response: { 200: S.PaymentReceipt, ...readErrors } },
     handler: async (req) => visiblePayment(req.actor, req.params.ref),
   });
 

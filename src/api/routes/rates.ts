@@ -7,7 +7,8 @@ import type { Api } from '../app';
 import * as S from '../schemas';
 import { CROWN_INTERVALS_SHOWN_MAX, CROWN_WINDOW_TICKS_MAX } from '../limits';
 
-const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
+const errors = S.WriteErrors;
+const readErrors = S.ReadErrors;
 
 const Tick = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const QueryTick = S.QueryInt(0, Number.MAX_SAFE_INTEGER);
@@ -65,7 +66,7 @@ export function rateRoutes(app: Api) {
       tags: ['rates'],
       summary: 'Tail the rate events by cursor (0, or the id of the last event of the previous page), in commit order: none is skipped or repeated',
       querystring: z.object({ after: S.PageAfter, limit: S.PageLimit('GET /v1/rates/events') }),
-      response: { 200: z.object({ events: z.array(RateEvent) }), ...errors },
+      response: { 200: z.object({ events: z.array(RateEvent) }), ...readErrors },
     },
     handler: async (req) => ({ events: await listRateEvents(pool, req.query.after, req.query.limit) }),
   });
@@ -105,7 +106,7 @@ export function rateRoutes(app: Api) {
           intervals: z.array(z.object({ start: z.number().int(), end: z.number().int(), holders: z.array(z.string()), bestRate: z.number().int().nullable() })),
           current: z.object({ tick: z.number().int(), holders: z.array(z.string()), bestRate: z.number().int().nullable() }),
         }),
-        ...errors,
+        ...readErrors,
       },
     },
     handler: async (req) => {

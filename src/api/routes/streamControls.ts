@@ -14,7 +14,7 @@ import type { Api } from '../app';
 import * as S from '../schemas';
 import { MembersInput } from './streams';
 
-const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
+const errors = S.WriteErrors;
 
 /**
  * The controls of an open stream: top-up, pause/resume, rate change, and a

@@ -13,12 +13,14 @@ import { membersOf, payableAccount, payerAccountFor, streamActor, visibleStream 
 import { idOfKey, type Actor } from '../auth';
 import { StillRunning, withinDeadline, API_WAIT_MS_DEFAULT } from '../deadline';
 import { closeStream } from '../../ledger/streams';
+import { listStreamTicks } from '../../ledger/streamTicks';
 import { workflowStatus } from '../../temporal/reconciler';
 import type { Api } from '../app';
 import * as S from '../schemas';
 import { PAGE_ROWS_MAX, STREAM_BATCH_ITEMS_MAX, STREAM_MEMBERS_MAX } from '../limits';
 
-const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody, 422: S.ErrorBody };
+const errors = S.WriteErrors;
+const readErrors = S.ReadErrors;
 
 export const MemberInput = z.object({ accountId: S.AccountId, weight: z.number().int().min(1).max(1_000_000) });
 export const MembersInput = z.array(MemberInput).min(1).max(STREAM_MEMBERS_MAX);
@@ -310,7 +312,7 @@ export function streamRoutes(app: Api) {
           streams: z.array(S.StreamReceipt.extend({ tickIntervalMs: z.number().int(), workflowId: z.string() })),
           next: z.string().optional().describe('pass as `after` for the next page; left out on the last page'),
         }),
-        ...errors,
+        ...readErrors,
       },
     },
     handler: async (req) => {
@@ -326,7 +328,7 @@ export function streamRoutes(app: Api) {
       tags: ['streams'],
       summary: 'A stream: paid so far, ticks, next tick time, accrued but not yet billed, when its money runs out',
       params: S.RefParam,
-      response: { 200: S.StreamView, 202: S.StillRunning, ...errors },
+      response: { 200: S.StreamView, 202: S.StillRunning, ...readErrors },
     },
     handler: async (req) => {
       const row = await visibleStream(pool, req.actor, req.params.ref).catch(async (error: unknown) => {
@@ -339,6 +341,31 @@ export function streamRoutes(app: Api) {
       // only a payg stream is limited by the payer's balance (an escrow's money is its hold)
       const payerAvailable = row.mode === 'payg' ? (await getAccount(pool, row.payer_account_id)).available : undefined;
       return streamView(row, Date.now(), payerAvailable);
+    },
+  });
+
+  app.get('/v1/streams/:ref/ticks', {
+    schema: {
+      tags: ['streams'],
+      summary: `A stream's billed ticks in order (whoever may read the stream), cursor-paged by tick number; at most ${PAGE_ROWS_MAX['GET /v1/streams/:ref/ticks']} a page`,
+      params: S.RefParam,
+      querystring: z.object({
+        after: S.PageAfter.describe('0 for the first tick, or `next` of the previous page'),
+        limit: S.PageLimit('GET /v1/streams/:ref/ticks'),
+      }),
+      response: {
+        200: z.object({
+          ref: z.string(),
+          ticks: z.array(z.object({ tick: z.number().int(), amount: z.number().int(), paid: z.number().int().describe('paid in total once this tick was billed'), billedAt: z.string(), transferId: z.number().int() })),
+          next: z.number().int().optional().describe('pass as `after` for the next page; left out on the last page'),
+        }),
+        ...readErrors,
+      },
+    },
+    handler: async (req) => {
+      await visibleStream(pool, req.actor, req.params.ref);
+      const ticks = await listStreamTicks(pool, req.params.ref, req.query);
+      return { ref: req.params.ref, ticks, ...(ticks.length === req.query.limit && { next: ticks.at(-1)!.tick }) };
     },
   });
 
