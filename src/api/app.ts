@@ -9,6 +9,7 @@ import type { Logger } from '../logger';
 import { createAuthenticator } from './auth';
 import { SluiceError } from '../domain/errors';
 import { ErrorBody } from './schemas';
+import type { Limits } from '../ledger/entities';
 import { RATE_LIMIT_CALLERS_MAX, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './limits';
 import { clientErrorHandler, errorHandler, notFoundHandler, requestIdOf, statusOfCode } from './errors';
 import { errorReferenceHtml } from './errorReference';
@@ -41,6 +42,8 @@ export interface ApiDeps {
   pricePerUnit?: number;
   /** Writes per caller per window (SLUICE_WRITE_RATE_MAX / _WINDOW_MS); default WRITE_RATE_*_DEFAULT. */
   writeRate?: { max: number; windowMs: number };
+  /** The worker's default subaccount limits (SLUICE_SUBACCOUNT_CAP, _CREATIONS_PER_HOUR), for the entity view and Retry-After. */
+  subaccountLimits?: Limits;
   /** The Temporal Web UI's base URL, for the console's links to workflows (left out: no links). */
   temporalUiUrl?: string;
   /** The Temporal namespace the workflows run in (default 'default'). */

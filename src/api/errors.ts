@@ -73,6 +73,8 @@ export interface Answer {
   status: number;
   body: ReturnType<typeof body> | ReturnType<typeof stillRunningBody>;
   retryAfterS?: number;
+  /** PostgreSQL or Temporal went away (logged as such). */
+  outage?: boolean;
 }
 
 /**
@@ -83,8 +85,12 @@ export function answerFor(error: unknown): Answer | undefined {
   // not an error: accepted, still running past the API's wait
   if (error instanceof StillRunning) return { status: 202, body: stillRunningBody(error) };
   const known = asSluiceError(error);
-  if (known) return { status: HTTP_STATUS[known.code], body: body(known.code, known.message, known.details) };
-  if (isOutage(error)) return { status: 503, body: outageBody(), retryAfterS: OUTAGE_RETRY_AFTER_S };
+  if (known) {
+    // a refusal that knows when it lifts (a rate limit) says so in Retry-After too
+    const retryAfterS = typeof known.details.retryAfterSeconds === 'number' ? known.details.retryAfterSeconds : undefined;
+    return { status: HTTP_STATUS[known.code], body: body(known.code, known.message, known.details), ...(retryAfterS !== undefined && { retryAfterS }) };
+  }
+  if (isOutage(error)) return { status: 503, body: outageBody(), retryAfterS: OUTAGE_RETRY_AFTER_S, outage: true };
   return undefined;
 }
 
@@ -105,10 +111,8 @@ export function errorHandler(error: FastifyError | Error, request: FastifyReques
     return reply.status(400).send(answered(request, body('invalid_request', issues.map((i) => i.message).join('; '), { issues }, issues[0]?.param || undefined)));
   }
   const answer = answerFor(error);
-  if (answer?.retryAfterS !== undefined) {
-    request.log.warn({ err: error }, 'outage');
-    reply.header('retry-after', String(answer.retryAfterS));
-  }
+  if (answer?.outage) request.log.warn({ err: error }, 'outage');
+  if (answer?.retryAfterS !== undefined) reply.header('retry-after', String(answer.retryAfterS));
   if (answer) return reply.status(answer.status).send('error' in answer.body ? answered(request, answer.body) : answer.body);
   const status = (error as FastifyError).statusCode;
   if (status && status >= 400 && status < 500) {

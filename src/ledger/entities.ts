@@ -135,6 +135,46 @@ export interface Limits {
   perHour: number;
 }
 
+/** Where an entity stands against its limits (its own, else the service's defaults). */
+/** The refusal of a creation over the hourly limit, with when a slot frees (also the API's Retry-After). */
+export const creationsRateLimited = (entityId: string, lastHour: number, perHour: number, retryAfterSeconds: number) =>
+  new SluiceError('rate_limited', `entity ${entityId} created ${lastHour} subaccounts in the last hour (limit ${perHour}); the next slot frees in ${retryAfterSeconds} s`, {
+    entity: entityId,
+    limit: perHour,
+    retryAfterSeconds,
+  });
+
+export interface CreationLimits {
+  cap: number;
+  perHour: number;
+  live: number;
+  lastHour: number;
+  /** Seconds until the hourly limit lets one more creation through; 0 below the limit. */
+  slotFreesInS: number;
+}
+
+/**
+ * An entity's live subaccounts, its creations of the last hour (successful and in
+ * flight; failed ones do not count), and when the hourly limit next lets one more
+ * through: once the creation that put it at the limit is an hour old. One statement,
+ * read by the allocation (under the entity's lock), the entity's view and a refusal's
+ * Retry-After alike.
+ */
+export async function creationLimits(db: Queryable, entity: Pick<EntityRow, 'id' | 'subaccount_cap' | 'creations_per_hour'>, defaults: Limits): Promise<CreationLimits> {
+  const perHour = entity.creations_per_hour ?? defaults.perHour;
+  const { rows } = await db.query<{ live: number; last_hour: number; slot_frees_in_s: number | null }>(
+    `with hour as (
+       select created_at from subaccounts where entity_id = $1 and status <> 'failed' and created_at > now() - interval '1 hour')
+     select (select count(*)::int from subaccounts where entity_id = $1 and status = any($2)) as live,
+            (select count(*)::int from hour) as last_hour,
+            (select ceil(extract(epoch from h.created_at + interval '1 hour' - now()))::int
+               from hour h order by h.created_at desc offset $3 - 1 limit 1) as slot_frees_in_s`,
+    [entity.id, LIVE_STATUSES, perHour],
+  );
+  const r = rows[0]!;
+  return { cap: entity.subaccount_cap ?? defaults.cap, perHour, live: r.live, lastHour: r.last_hour, slotFreesInS: r.last_hour >= perHour ? Math.max(1, r.slot_frees_in_s ?? 1) : 0 };
+}
+
 /**
  * Saga step 1: under the entity's row lock, checks the hourly rate (successful
  * and in-flight creations of the last hour; failed ones do not count) and the cap
@@ -151,21 +191,8 @@ export function allocateSubaccount(pool: Pool, input: { entityId: string; reques
       input.requestId,
     ]);
     if (mine[0]) return toSubaccount(mine[0]);
-    const { rows: counts } = await client.query<{ live: number; last_hour: number }>(
-      `select count(*) filter (where status = any($2))::int as live,
-              count(*) filter (where status <> 'failed' and created_at > now() - interval '1 hour')::int as last_hour
-         from subaccounts where entity_id = $1`,
-      [input.entityId, LIVE_STATUSES],
-    );
-    const { live, last_hour } = counts[0]!;
-    const perHour = entity.creations_per_hour ?? input.limits.perHour;
-    const cap = entity.subaccount_cap ?? input.limits.cap;
-    if (last_hour >= perHour) {
-      throw new SluiceError('rate_limited', `entity ${input.entityId} created ${last_hour} subaccounts in the last hour (limit ${perHour})`, {
-        entity: input.entityId,
-        limit: perHour,
-      });
-    }
+    const { cap, perHour, live, lastHour, slotFreesInS } = await creationLimits(client, entity, input.limits);
+    if (lastHour >= perHour) throw creationsRateLimited(input.entityId, lastHour, perHour, slotFreesInS);
     if (live >= cap) {
       throw new SluiceError('limit_exceeded', `entity ${input.entityId} has ${live} live subaccounts (cap ${cap})`, { entity: input.entityId, cap });
     }

@@ -20,7 +20,7 @@ import { sleep, testParties, until } from '../support/parties';
 let stack: TestStack;
 const { as, party, account, untilTicks } = testParties(() => stack);
 const admin = () => api(stack.app, ADMIN_KEY);
-type Res = { status: number; body: any };
+type Res = { status: number; body: any; headers?: unknown };
 
 beforeAll(async () => {
   // the creation sagas of "slowco" and "lostco" fail their collateral (resp. funding)

@@ -11,6 +11,17 @@ import type { Fault } from '../../src/jobs/faults';
 import { createTestDatabase, type TestDatabase, type TestDatabaseOptions } from './db';
 import { quietTemporalRuntime } from './temporalRuntime';
 
+/**
+ * An answer as a re-sent request must repeat it: its status and body, less what is the
+ * request's own (its request id; the headers, with their rate-limit counters).
+ */
+export function sameAnswer(res: { status: number; body: any }): { status: number; body: any } {
+  const error = res.body?.error;
+  if (!error?.request_id) return { status: res.status, body: res.body };
+  const { request_id: _id, ...rest } = error;
+  return { status: res.status, body: { ...res.body, error: rest } };
+}
+
 export const ADMIN_KEY = 'test-admin-key-0123456789';
 
 export interface TestStack {
@@ -105,7 +116,7 @@ export function api(app: Api, key?: string) {
     } catch {
       body = res.body;
     }
-    return { status: res.statusCode, body };
+    return { status: res.statusCode, body, headers: res.headers };
   };
   return {
     get: (url: string, headers?: Record<string, string>) => call('GET', url, undefined, headers),

@@ -3,7 +3,8 @@ import { z } from 'zod';
 import { creationWorkflowId, eliminationWorkflowId, SUBACCOUNT_SEPARATOR, SUBACCOUNT_STATUSES, type Subaccount } from '../../domain/entities';
 import { forbidden, SluiceError } from '../../domain/errors';
 import { subaccountCreationVisibility, subaccountEliminationVisibility } from '../../domain/searchAttributes';
-import { entityDashboard, getEntity, getSubaccount, listDeliveries, listSubaccounts, registerEntity } from '../../ledger/entities';
+import { creationLimits, creationsRateLimited, entityDashboard, getEntity, getSubaccount, listDeliveries, listSubaccounts, registerEntity } from '../../ledger/entities';
+import { CREATIONS_PER_HOUR_DEFAULT, SUBACCOUNT_CAP_DEFAULT } from '../../domain/entities';
 import { sluiceErrorFromTemporal } from '../../temporal/failures';
 import { runWorkflowOnce } from '../../temporal/runOnce';
 import { subaccountCreationWorkflow, subaccountEliminationWorkflow } from '../../../workflows/entities';
@@ -44,6 +45,7 @@ const Subaccount = z.object({
 export function entityRoutes(app: Api) {
   const { pool, temporal, taskQueue } = app.deps;
   const waitMs = app.deps.waitMs ?? API_WAIT_MS_DEFAULT;
+  const limits = app.deps.subaccountLimits ?? { cap: SUBACCOUNT_CAP_DEFAULT, perHour: CREATIONS_PER_HOUR_DEFAULT };
 
   /** An entity acts on its own subaccounts only; the admin on all. */
   const ownEntity = (actor: Actor, entityId: string) => {
@@ -79,17 +81,36 @@ export function entityRoutes(app: Api) {
   app.get('/v1/entities/:id', {
     schema: {
       tags: ['entities'],
-      summary: 'An entity (itself or the admin): terms and webhook URLs (never the secret)',
+      summary: 'An entity (itself or the admin): terms, webhook URLs (never the secret), and where it stands against its limits',
       params: z.object({ id: S.PartyId }),
       response: {
-        200: z.object({ id: z.string(), mainAccountId: z.string(), collateral: z.number().int(), funding: z.number().int(), webhookUrls: z.array(z.string()), challengeMs: z.number().int(), challengeMinBps: z.number().int(), nextSeq: z.number().int() }),
+        200: z.object({
+          id: z.string(),
+          mainAccountId: z.string(),
+          collateral: z.number().int(),
+          funding: z.number().int(),
+          webhookUrls: z.array(z.string()),
+          challengeMs: z.number().int(),
+          challengeMinBps: z.number().int(),
+          nextSeq: z.number().int(),
+          subaccountCap: z.number().int().describe('live subaccounts at most (its own, else SLUICE_SUBACCOUNT_CAP)'),
+          creationsPerHour: z.number().int().describe('creations per rolling hour at most (its own, else SLUICE_SUBACCOUNT_CREATIONS_PER_HOUR)'),
+          liveSubaccounts: z.number().int().describe('pending, challenge, active or eliminating: each counts against the cap'),
+          creationsLastHour: z.number().int().describe('successful and in-flight creations of the last hour'),
+          nextCreationAt: z.string().optional().describe('at the hourly limit: when one more creation is let through'),
+        }),
         ...readErrors,
       },
     },
     handler: async (req) => {
       ownEntity(req.actor, req.params.id);
       const e = await getEntity(pool, req.params.id);
-      return { id: e.id, mainAccountId: e.main_account_id, collateral: e.collateral, funding: e.funding, webhookUrls: e.webhook_urls, challengeMs: e.challenge_ms, challengeMinBps: e.challenge_min_bps, nextSeq: e.next_seq };
+      const l = await creationLimits(pool, e, limits);
+      return {
+        id: e.id, mainAccountId: e.main_account_id, collateral: e.collateral, funding: e.funding, webhookUrls: e.webhook_urls, challengeMs: e.challenge_ms, challengeMinBps: e.challenge_min_bps, nextSeq: e.next_seq,
+        subaccountCap: l.cap, creationsPerHour: l.perHour, liveSubaccounts: l.live, creationsLastHour: l.lastHour,
+        ...(l.slotFreesInS > 0 && { nextCreationAt: new Date(Date.now() + l.slotFreesInS * 1000).toISOString() }),
+      };
     },
   });
 
@@ -120,9 +141,13 @@ export function entityRoutes(app: Api) {
       });
       const result = await withinDeadline(creation, waitMs, () =>
         new StillRunning(`/v1/entities/${req.params.id}/subaccounts`, { entityId: req.params.id, requestId, workflowId }),
-      ).catch((error) => {
-        if (sluiceErrorFromTemporal(error)?.code === 'rate_limited') reply.header('retry-after', '3600');
-        throw error;
+      ).catch(async (error: unknown) => {
+        // over the hourly limit: said with when the next slot frees, now (also the Retry-After header)
+        const refused = sluiceErrorFromTemporal(error);
+        if (refused?.code !== 'rate_limited') throw error;
+        const l = await creationLimits(pool, await getEntity(pool, req.params.id), limits);
+        const limited = creationsRateLimited(req.params.id, l.lastHour, l.perHour, Math.max(1, l.slotFreesInS));
+        throw new SluiceError('rate_limited', limited.message, { ...refused.details, ...limited.details });
       });
       if (result.error) {
         throw new SluiceError('creation_failed', result.error.message, { failedStep: result.failedStep, compensated: result.compensated, subaccount: result.subaccount ?? null });
