@@ -1,3 +1,4 @@
+import { SluiceError } from '../domain/errors';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import fastifyStatic from '@fastify/static';
@@ -43,9 +44,10 @@ export async function consoleRoutes(app: Api) {
 
   const root = app.deps.consoleDir ?? CONSOLE_DIR;
   if (!isConsoleBuilt(root)) {
-    app.get(`${CONSOLE_PATH}*`, { config: { auth: 'public' }, schema: { hide: true } }, async (_req, reply) =>
-      reply.status(404).send({ error: { code: 'not_found', message: 'the console is not built: run `npm run build:console`', details: {} } }),
-    );
+    // thrown, so it leaves through the error handler in the one error shape
+    app.get(`${CONSOLE_PATH}*`, { config: { auth: 'public' }, schema: { hide: true } }, async () => {
+      throw new SluiceError('not_found', 'the console is not built: run `npm run build:console`');
+    });
     return;
   }
   // its own scope: @fastify/swagger-ui registers the same plugin for the docs page

@@ -8,6 +8,7 @@ import { JOB_GRANTS_PAGE_MAX } from '../ledger/grants';
 import { STREAMS_PAGE_MAX } from '../ledger/streams';
 import { STREAM_TICKS_PAGE_MAX } from '../ledger/streamTicks';
 import { PARTIES_PAGE_MAX } from '../ledger/partyList';
+import { ENTITIES_PAGE_MAX } from '../ledger/entityList';
 import { RATE_EVENTS_PAGE_MAX } from '../ledger/rates';
 
 /**
@@ -38,6 +39,7 @@ export const PAGE_ROWS_MAX = {
   'GET /v1/events': EVENTS_PAGE_MAX,
   'GET /v1/rates/events': RATE_EVENTS_PAGE_MAX,
   'GET /v1/parties/:id/operators': GRANTS_PAGE_MAX,
+  'GET /v1/entities': ENTITIES_PAGE_MAX,
   'GET /v1/entities/:id/subaccounts': SUBACCOUNTS_PAGE_MAX,
   'GET /v1/entities/:id/deliveries': DELIVERIES_PAGE_MAX,
   'GET /v1/entities/:id/dashboard': DASHBOARD_ROWS_MAX,

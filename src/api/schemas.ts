@@ -155,6 +155,8 @@ export const StreamReceipt = z.object({
   kind: z.literal('distribution').optional().describe('left out for a stream to one payee'),
   payer: z.string(),
   payee: z.string().optional().describe("a direct stream's payee (a distribution lists members)"),
+  fromAccountId: z.string().optional().describe("the payer's account the stream pays from"),
+  toAccountId: z.string().optional().describe("a direct stream's payee account"),
   mode: z.enum(['escrow', 'payg']),
   ratePerTick: z.number().int(),
   maxTotal: z.number().int().optional().describe('left out for an open-ended payg stream'),

@@ -68,6 +68,8 @@ export interface Subaccount {
   createdAt: string;
   activatedAt?: string;
   endedAt?: string;
+  /** The creation saga's workflow id, to find it in the Temporal UI. */
+  creationWorkflowId?: string;
 }
 
 /** What a creation saga reports: the subaccount, or the failure and what was rolled back. */

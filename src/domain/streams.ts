@@ -128,6 +128,9 @@ export interface StreamReceipt {
   openedBy?: string;
   /** Added by top-ups (maxTotal grew by as much). */
   deposited?: number;
+  /** The accounts it pays from and (a direct stream) to. */
+  fromAccountId?: string;
+  toAccountId?: string;
   /** A closed escrow stream: what the escrow gave back to the payer at the close. */
   escrowReturned?: number;
   pauses?: StreamPause[];

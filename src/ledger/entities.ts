@@ -4,6 +4,7 @@ import { withTransaction } from '../db/pool';
 import {
   collateralKey,
   collateralReleaseKey,
+  creationWorkflowId,
   fundKey,
   LIVE_STATUSES,
   passesChallenge,
@@ -68,6 +69,7 @@ export function toSubaccount(r: SubaccountRow): Subaccount {
   if (r.failure) s.failure = r.failure;
   if (r.activated_at) s.activatedAt = r.activated_at.toISOString();
   if (r.ended_at) s.endedAt = r.ended_at.toISOString();
+  s.creationWorkflowId = creationWorkflowId(r.entity_id, r.request_id);
   return s;
 }
 

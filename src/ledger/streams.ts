@@ -120,6 +120,8 @@ export function toReceipt(r: StreamRow): StreamReceipt {
   };
   if (r.kind === 'distribution') receipt.kind = 'distribution';
   if (r.payee !== null) receipt.payee = r.payee;
+  receipt.fromAccountId = r.payer_account_id;
+  if (r.kind !== 'distribution' && r.payee_account_id !== null) receipt.toAccountId = r.payee_account_id;
   if (r.max_total !== null) receipt.maxTotal = r.max_total;
   if (r.closed_at) receipt.closedAt = r.closed_at.toISOString();
   if (r.close_reason) receipt.reason = r.close_reason;
@@ -224,6 +226,10 @@ export interface StreamListQuery {
   party?: string;
   /** A row status, or 'paused': open streams whose clock a pause stopped. */
   status?: StreamRow['status'] | 'paused';
+  /** Only streams this party pays, is paid by or is a member of (within what the caller sees). */
+  counterparty?: string;
+  /** Only streams whose ref starts with this. */
+  refPrefix?: string;
   /** The last ref of the previous page: the page continues after it, newest first. */
   after?: string;
   limit: number;
@@ -243,9 +249,11 @@ export async function listStreams(db: Queryable, q: StreamListQuery): Promise<St
              or exists (select 1 from operator_grants g where g.payer = s.payer and g.operator = $1 and g.revoked_at is null))
         and ($2::text is null or s.status = $2 or ($2 = 'paused' and s.status = 'open' and s.paused_at is not null))
         and ($3::text is null or (s.opened_at, s.ref) < (select c.opened_at, c.ref from streams c where c.ref = $3))
+        and ($5::text is null or s.payer = $5 or s.payee = $5 or exists (select 1 from stream_members m where m.stream_ref = s.ref and m.party = $5))
+        and ($6::text is null or starts_with(s.ref, $6))
       order by s.opened_at desc, s.ref desc
       limit $4`,
-    [q.party ?? null, q.status ?? null, q.after ?? null, assertPageRows(q.limit, STREAMS_PAGE_MAX, 'stream')],
+    [q.party ?? null, q.status ?? null, q.after ?? null, assertPageRows(q.limit, STREAMS_PAGE_MAX, 'stream'), q.counterparty ?? null, q.refPrefix ?? null],
   );
   return rows;
 }

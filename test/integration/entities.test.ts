@@ -154,6 +154,27 @@ describe('entities and subaccounts', () => {
     expect(c.body.subaccount).toMatchObject({ id: 'amb/1', entityId: 'amb' });
     expect(d.body.subaccount).toMatchObject({ id: 'amb-x/1', entityId: 'amb-x' });
     expect(await account('tw-b/1')).toMatchObject({ ownerId: 'tw-b', balance: 50 });
+    // each names its saga, which Temporal knows by that id
+    expect(a.body.subaccount.creationWorkflowId).toBe(creationWorkflowId('tw-a', 'same'));
+    await expect(stack.client.workflow.getHandle(a.body.subaccount.creationWorkflowId).describe()).resolves.toMatchObject({ status: { name: 'COMPLETED' } });
+    expect((await as('tw-a').get('/v1/subaccounts/tw-a%2F1')).body.creationWorkflowId).toBe(a.body.subaccount.creationWorkflowId);
+  });
+
+  test('the admin lists entities by id, a page at a time, each with its live subaccounts; a party may not', async () => {
+    for (const id of ['ls-a', 'ls-b', 'ls-c']) await entity(id);
+    expect((await create('ls-b')).status).toBe(201);
+    expect((await create('ls-b')).status).toBe(201);
+    const listed: any[] = [];
+    for (let after = 'ls-'; ; ) {
+      const page = await admin.get(`/v1/entities?after=${after}&limit=2`);
+      expect(page.status).toBe(200);
+      listed.push(...page.body.entities.filter((e: any) => e.id.startsWith('ls-')));
+      if (!page.body.next || !page.body.next.startsWith('ls-')) break;
+      after = page.body.next;
+    }
+    expect(listed.map((e) => [e.id, e.liveSubaccounts, e.mainAccountId])).toEqual([['ls-a', 0, 'ls-a.main'], ['ls-b', 2, 'ls-b.main'], ['ls-c', 0, 'ls-c.main']]);
+    expect(JSON.stringify(listed)).not.toMatch(/secret/i);
+    expect((await as('ls-a').get('/v1/entities')).status).toBe(403);
   });
 
   test('a failed creation re-sent answers the same failure again: no second saga, no second webhook', async () => {

@@ -179,6 +179,7 @@ describe('page sizes', () => {
     'GET /v1/events': '/v1/events?limit=',
     'GET /v1/rates/events': '/v1/rates/events?limit=',
     'GET /v1/parties/:id/operators': '/v1/parties/alice/operators?limit=',
+    'GET /v1/entities': '/v1/entities?limit=',
     'GET /v1/entities/:id/subaccounts': '/v1/entities/ent/subaccounts?limit=',
     'GET /v1/entities/:id/deliveries': '/v1/entities/ent/deliveries?limit=',
     'GET /v1/entities/:id/dashboard': '/v1/entities/ent/dashboard?limit=',

@@ -63,6 +63,17 @@ describe('GET /v1/streams', () => {
     expect(refs((await as('dave').get('/v1/streams')).body)).toEqual(['c-1']);
   });
 
+  test('party and ref-prefix filters narrow what the caller sees, never widen it', async () => {
+    expect(refs((await admin.get('/v1/streams?party=dave')).body)).toEqual(['c-1']);
+    expect(refs((await admin.get('/v1/streams?party=bob&refPrefix=a-')).body)).toEqual(['a-5', 'a-4', 'a-3', 'a-2', 'a-1']);
+    expect(refs((await admin.get('/v1/streams?refPrefix=a-3')).body)).toEqual(['a-3']);
+    // alice asking for carol's streams sees none of them: the filter is within her own
+    expect(refs((await as('alice').get('/v1/streams?party=carol')).body)).toEqual([]);
+    expect(refs((await as('alice').get('/v1/streams?refPrefix=c-')).body)).toEqual([]);
+    // the listing names the accounts, so a client can top up or reconcile without another read
+    expect((await as('alice').get('/v1/streams?refPrefix=a-5')).body.streams[0]).toMatchObject({ fromAccountId: 'alice.w', toAccountId: 'bob.w' });
+  });
+
   test('status filters: open is STREAMING, closed is CONFIRMED', async () => {
     expect(refs((await as('alice').get('/v1/streams?status=open')).body)).toEqual(['a-5', 'a-4', 'a-3', 'a-1']);
     const closed = (await as('alice').get('/v1/streams?status=closed')).body;
@@ -102,7 +113,7 @@ describe('GET /v1/streams', () => {
 
   test('the list is in the OpenAPI document', async () => {
     const doc = (await api(stack.app).get('/openapi.json')).body;
-    expect(doc.paths['/v1/streams'].get.parameters.map((p: { name: string }) => p.name).sort()).toEqual(['after', 'limit', 'status']);
+    expect(doc.paths['/v1/streams'].get.parameters.map((p: { name: string }) => p.name).sort()).toEqual(['after', 'limit', 'party', 'refPrefix', 'status']);
   });
 
   test('the console config names the Temporal UI and who the key is; an unbuilt console answers 404 saying how to build it', async () => {
@@ -113,7 +124,7 @@ describe('GET /v1/streams', () => {
       expect((await api(app, key).get('/v1/console/config')).body).toEqual({ temporalUiUrl: 'http://ui.test:8233', namespace: 'default', actor: { kind: 'party', party: 'erin' } });
       expect((await api(app).get('/v1/console/config')).status).toBe(401);
       const unbuilt = await api(app).get('/console/');
-      expect(unbuilt).toEqual({ status: 404, body: { error: { code: 'not_found', message: 'the console is not built: run `npm run build:console`', details: {} } } });
+      expect(unbuilt).toEqual({ status: 404, body: { error: expect.objectContaining({ code: 'not_found', message: 'the console is not built: run `npm run build:console`', details: {}, request_id: expect.any(String) }) } });
     } finally {
       await app.close();
     }

@@ -213,6 +213,7 @@ export const ROUTE_CATALOG: RouteEntry[] = [
     valid: { as: 'admin', body: { id: '{newParty}', name: 'Another entity', collateral: 1, funding: 0 } },
     expect: ADMIN_ONLY(201),
   },
+  { route: 'GET /v1/entities', keyed: false, body: false, valid: { as: 'admin', url: '/v1/entities?limit=10' }, expect: ADMIN_ONLY(200) },
   { route: 'GET /v1/entities/:id', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/{entity}' }, expect: OWN(200) },
   { route: 'POST /v1/entities/:id/subaccounts', keyed: false, body: true, workflow: true, valid: { as: 'acme', url: '/v1/entities/{entity}/subaccounts', body: {} }, expect: OWN(201) },
   { route: 'GET /v1/entities/:id/subaccounts', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/{entity}/subaccounts' }, expect: OWN(200) },

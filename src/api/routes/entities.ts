@@ -6,6 +6,7 @@ import { subaccountCreationVisibility, subaccountEliminationVisibility } from '.
 import { creationLimits, creationsRateLimited, entityDashboard, getEntity, getSubaccount, listDeliveries, listSubaccounts, registerEntity } from '../../ledger/entities';
 import { CREATIONS_PER_HOUR_DEFAULT, SUBACCOUNT_CAP_DEFAULT } from '../../domain/entities';
 import { sluiceErrorFromTemporal } from '../../temporal/failures';
+import { listEntities } from '../../ledger/entityList';
 import { runWorkflowOnce } from '../../temporal/runOnce';
 import { subaccountCreationWorkflow, subaccountEliminationWorkflow } from '../../../workflows/entities';
 import { actorName, idOfKey, type Actor } from '../auth';
@@ -40,6 +41,7 @@ const Subaccount = z.object({
   createdAt: z.string(),
   activatedAt: z.string().optional(),
   endedAt: z.string().optional(),
+  creationWorkflowId: z.string().optional().describe("its creation saga's workflow id (Temporal UI: /namespaces/<ns>/workflows/<id>)"),
 });
 
 export function entityRoutes(app: Api) {
@@ -76,6 +78,29 @@ export function entityRoutes(app: Api) {
       response: { 201: z.object({ id: z.string(), apiKey: z.string(), webhookSecret: z.string(), mainAccountId: z.string() }), ...errors },
     },
     handler: async (req, reply) => reply.status(201).send(await registerEntity(pool, req.body)),
+  });
+
+  app.get('/v1/entities', {
+    config: { auth: 'admin' },
+    schema: {
+      tags: ['entities'],
+      summary: `Every entity by id, with its live subaccounts (admin); at most ${PAGE_ROWS_MAX['GET /v1/entities']} a page`,
+      querystring: z.object({
+        after: S.PartyId.optional().describe('the last id of the previous page (its next)'),
+        limit: S.PageLimit('GET /v1/entities'),
+      }),
+      response: {
+        200: z.object({
+          entities: z.array(z.object({ id: z.string(), name: z.string(), mainAccountId: z.string(), liveSubaccounts: z.number().int(), createdAt: z.string() })),
+          next: z.string().optional().describe('pass as `after` for the next page; left out on the last page'),
+        }),
+        ...readErrors,
+      },
+    },
+    handler: async (req) => {
+      const entities = await listEntities(pool, req.query);
+      return { entities, ...(entities.length === req.query.limit && { next: entities.at(-1)!.id }) };
+    },
   });
 
   app.get('/v1/entities/:id', {

@@ -304,6 +304,8 @@ export function streamRoutes(app: Api) {
       summary: `Streams newest first, the caller's own (payer, payee, member, or operator for the payer; the admin sees all); at most ${PAGE_ROWS_MAX['GET /v1/streams']} a page`,
       querystring: z.object({
         status: z.enum(['open', 'paused', 'closed', 'failed']).optional().describe('open: STREAMING or PAUSED; paused: PAUSED only; closed: CONFIRMED; failed: FAILED'),
+        party: S.PartyId.optional().describe('only streams this party pays, is paid by or is a member of'),
+        refPrefix: z.string().min(1).max(128).optional().describe('only streams whose ref starts with this'),
         after: S.Ref.optional().describe('the last ref of the previous page (its next)'),
         limit: S.PageLimit('GET /v1/streams'),
       }),
@@ -316,8 +318,8 @@ export function streamRoutes(app: Api) {
       },
     },
     handler: async (req) => {
-      const { status, after, limit } = req.query;
-      const rows = await listStreams(pool, { party: req.actor.kind === 'party' ? req.actor.party : undefined, status, after, limit });
+      const { status, after, limit, party: counterparty, refPrefix } = req.query;
+      const rows = await listStreams(pool, { party: req.actor.kind === 'party' ? req.actor.party : undefined, status, after, limit, counterparty, refPrefix });
       const streams = rows.map((row) => ({ ...toReceipt(row), tickIntervalMs: row.tick_interval_ms, workflowId: streamWorkflowId(row.ref) }));
       return { streams, ...(rows.length === limit && { next: rows.at(-1)!.ref }) };
     },
