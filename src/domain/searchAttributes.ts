@@ -20,15 +20,27 @@ export const SEARCH_ATTRIBUTES = [SA_KIND, SA_PAYER, SA_PAYEE, SA_STATUS, SA_ENT
 
 /**
  * What a workflow is started with so the Temporal UI lists it meaningfully: its
- * search attributes and a memo whose `summary` is one human line (the UI shows the
- * memo on the workflow's page). One builder per workflow kind, used by every place
- * that starts one (the API, src/temporal/*, the parents of child workflows), so a
- * kind's attributes cannot differ between its starters. Start options only: they
- * add no workflow command.
+ * search attributes; a static summary (one line the UI shows in the list and on the
+ * workflow's page, e.g. "stream gpu-1: alice → bob, 25/tick") and static details (the
+ * terms, one per line); and a memo with the same facts for programs. One builder per
+ * workflow kind, used by every place that starts one (the API, src/temporal/*, the
+ * parents of child workflows), so a kind's attributes cannot differ between its
+ * starters. Start options only: they add no workflow command.
  */
 export interface Visibility {
   typedSearchAttributes: SearchAttributePair[];
   memo: { summary: string } & Record<string, unknown>;
+  staticSummary: string;
+  staticDetails: string;
+}
+
+/** The one shape of every kind's visibility: the summary line and its facts, shown three ways. */
+function visibility(attributes: SearchAttributePair[], summary: string, facts: Record<string, unknown>): Visibility {
+  const details = Object.entries(facts)
+    .filter(([, v]) => v !== null && v !== undefined)
+    .map(([k, v]) => `**${k}**: ${String(v)}`)
+    .join('\n');
+  return { typedSearchAttributes: attributes, memo: { summary, ...facts }, staticSummary: summary, staticDetails: details };
 }
 
 /** The entity of a subaccount id (`<entity>/<n>`). */
@@ -42,69 +54,41 @@ const pairs = (kind: string, more: Array<[typeof SA_PAYER, string | undefined]>)
 export function streamVisibility(s: { ref: string; payer: string; payee?: string; members?: unknown[]; ratePerTick: number; maxTotal?: number; tickIntervalMs: number; mode: string }): Visibility {
   const to = s.payee ?? `${s.members?.length ?? 0} members`;
   const cap = s.maxTotal === undefined ? 'open-ended' : `max ${s.maxTotal}`;
-  return {
-    // a distribution stream has members, no single payee
-    typedSearchAttributes: pairs('stream', [[SA_PAYER, s.payer], [SA_PAYEE, s.payee], [SA_STATUS, 'STREAMING']]),
-    memo: {
-      summary: `stream ${s.ref}: ${s.payer} → ${to}, ${s.ratePerTick} per ${s.tickIntervalMs} ms tick, ${cap} (${s.mode})`,
-      payer: s.payer,
-      payee: s.payee ?? null,
-      ratePerTick: s.ratePerTick,
-      maxTotal: s.maxTotal ?? null,
-      tickIntervalMs: s.tickIntervalMs,
-      mode: s.mode,
-    },
-  };
+  // a distribution stream has members, no single payee
+  return visibility(
+    pairs('stream', [[SA_PAYER, s.payer], [SA_PAYEE, s.payee], [SA_STATUS, 'STREAMING']]),
+    `stream ${s.ref}: ${s.payer} → ${to}, ${s.ratePerTick}/tick every ${s.tickIntervalMs} ms, ${cap} (${s.mode})`,
+    { payer: s.payer, payee: s.payee ?? null, ratePerTick: s.ratePerTick, maxTotal: s.maxTotal ?? null, tickIntervalMs: s.tickIntervalMs, mode: s.mode },
+  );
 }
 
 export function paymentVisibility(p: { ref: string; payer: string; payee: string; amount: number }): Visibility {
-  return {
-    typedSearchAttributes: pairs('payment', [[SA_PAYER, p.payer], [SA_PAYEE, p.payee], [SA_STATUS, 'PENDING']]),
-    memo: { summary: `payment ${p.ref}: ${p.payer} → ${p.payee}, ${p.amount}`, payer: p.payer, payee: p.payee, amount: p.amount },
-  };
+  return visibility(pairs('payment', [[SA_PAYER, p.payer], [SA_PAYEE, p.payee], [SA_STATUS, 'PENDING']]), `payment ${p.ref}: ${p.payer} → ${p.payee}, ${p.amount}`, { payer: p.payer, payee: p.payee, amount: p.amount });
 }
 
 /** A refund pays the payment's payee back to its payer: those are its payer and payee. */
 export function refundVisibility(r: { ref: string; payer: string; payee: string; amount?: number }): Visibility {
   const amount = r.amount === undefined ? 'the rest' : String(r.amount);
-  return {
-    typedSearchAttributes: pairs('refund', [[SA_PAYER, r.payer], [SA_PAYEE, r.payee]]),
-    memo: { summary: `refund of payment ${r.ref}: ${r.payer} → ${r.payee}, ${amount}`, payment: r.ref, payer: r.payer, payee: r.payee, amount: r.amount ?? null },
-  };
+  return visibility(pairs('refund', [[SA_PAYER, r.payer], [SA_PAYEE, r.payee]]), `refund of payment ${r.ref}: ${r.payer} → ${r.payee}, ${amount}`, { payment: r.ref, payer: r.payer, payee: r.payee, amount: r.amount ?? null });
 }
 
 export function jobVisibility(j: { jobId: string; payer: string; estimatedCost: number }): Visibility {
-  return {
-    typedSearchAttributes: pairs('job', [[SA_PAYER, j.payer], [SA_STATUS, 'DECIDING']]),
-    memo: { summary: `grant job ${j.jobId} for ${j.payer}, estimate ${j.estimatedCost}`, payer: j.payer, estimatedCost: j.estimatedCost },
-  };
+  return visibility(pairs('job', [[SA_PAYER, j.payer], [SA_STATUS, 'DECIDING']]), `grant job ${j.jobId} for ${j.payer}, estimate ${j.estimatedCost}`, { payer: j.payer, estimatedCost: j.estimatedCost });
 }
 
 /** The creation saga: its status is CREATING until it ends (workflows/entities.ts sets the outcome). */
 export function subaccountCreationVisibility(c: { entityId: string; requestId: string }): Visibility {
-  return {
-    typedSearchAttributes: pairs('subaccount', [[SA_ENTITY, c.entityId], [SA_STATUS, 'CREATING']]),
-    memo: { summary: `subaccount creation for ${c.entityId} (request ${c.requestId})`, entity: c.entityId, requestId: c.requestId },
-  };
+  return visibility(pairs('subaccount', [[SA_ENTITY, c.entityId], [SA_STATUS, 'CREATING']]), `subaccount creation for ${c.entityId} (request ${c.requestId})`, { entity: c.entityId, requestId: c.requestId });
 }
 
 export function subaccountChallengeVisibility(id: string): Visibility {
-  return {
-    typedSearchAttributes: pairs('subaccount_challenge', [[SA_ENTITY, subaccountEntity(id)]]),
-    memo: { summary: `challenge period of subaccount ${id}`, entity: subaccountEntity(id), subaccount: id },
-  };
+  return visibility(pairs('subaccount_challenge', [[SA_ENTITY, subaccountEntity(id)]]), `challenge period of subaccount ${id}`, { entity: subaccountEntity(id), subaccount: id });
 }
 
 export function subaccountEliminationVisibility(e: { id: string; reason: string; by: string }): Visibility {
-  return {
-    typedSearchAttributes: pairs('subaccount_elimination', [[SA_ENTITY, subaccountEntity(e.id)]]),
-    memo: { summary: `elimination of subaccount ${e.id} by ${e.by}: ${e.reason}`, entity: subaccountEntity(e.id), subaccount: e.id, reason: e.reason, by: e.by },
-  };
+  return visibility(pairs('subaccount_elimination', [[SA_ENTITY, subaccountEntity(e.id)]]), `elimination of subaccount ${e.id} by ${e.by}: ${e.reason}`, { entity: subaccountEntity(e.id), subaccount: e.id, reason: e.reason, by: e.by });
 }
 
 export function webhookVisibility(e: { key: string; type: string; entityId: string; subaccount: { id: string } }): Visibility {
-  return {
-    typedSearchAttributes: pairs('webhook', [[SA_ENTITY, e.entityId]]),
-    memo: { summary: `webhook ${e.type} for ${e.subaccount.id} to ${e.entityId}'s URLs`, entity: e.entityId, subaccount: e.subaccount.id, event: e.key },
-  };
+  return visibility(pairs('webhook', [[SA_ENTITY, e.entityId]]), `webhook ${e.type} for ${e.subaccount.id} to ${e.entityId}'s URLs`, { entity: e.entityId, subaccount: e.subaccount.id, event: e.key });
 }

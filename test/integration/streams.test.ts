@@ -213,6 +213,10 @@ describe('streams on a real Temporal dev server', () => {
     }
     expect(ids).toContain(streamWorkflowId('st-search'));
     expect(ids).not.toContain(streamWorkflowId('st-payer')); // closed: status CONFIRMED
+    // the UI shows who pays whom at what rate on the workflow itself, not only in its memo
+    const described = await stack.client.workflow.getHandle(streamWorkflowId('st-search')).describe();
+    expect(await described.staticSummary()).toBe('stream st-search: buyer → seller, 1/tick every 60000 ms, max 100 (escrow)');
+    expect(await described.staticDetails()).toContain('**ratePerTick**: 1');
     await as('buyer').post('/v1/streams/st-search/cancel', {});
   });
 });
