@@ -44,12 +44,17 @@ describe('the rate board', () => {
     await as('s3').post('/v1/sellers/s3/state', { active: true, atTick: base + 25 });
     const res = await as('buyer').get(`/v1/crown?from=${base}&to=${base + 30}`);
     expect(res.status).toBe(200);
+    // each interval also as times: a board tick is a second since the epoch
+    const at = (tick: number) => new Date(tick * 1000).toISOString();
+    const iv = (start: number, end: number, holders: string[], bestRate: number) => ({ start, end, startAt: at(start), endAt: at(end), holders, bestRate });
     expect(res.body.intervals).toEqual([
-      { start: base, end: base + 10, holders: ['s1', 's2'], bestRate: 5 },
-      { start: base + 10, end: base + 20, holders: ['s1'], bestRate: 5 },
-      { start: base + 20, end: base + 25, holders: ['s1', 's2'], bestRate: 5 },
-      { start: base + 25, end: base + 30, holders: ['s3'], bestRate: 4 },
+      iv(base, base + 10, ['s1', 's2'], 5),
+      iv(base + 10, base + 20, ['s1'], 5),
+      iv(base + 20, base + 25, ['s1', 's2'], 5),
+      iv(base + 25, base + 30, ['s3'], 4),
     ]);
+    expect([res.body.fromAt, res.body.toAt]).toEqual([at(base), at(base + 30)]);
+    expect(Date.parse(res.body.current.at)).toBe(res.body.current.tick * 1000);
     // 10 shared (5 + 5) + 10 alone + 5 shared (2.5 + 2.5) + 5 to s3; exact in crown units
     expect(res.body.crownTime).toEqual({ s1: 17.5, s2: 7.5, s3: 5 });
     const U = res.body.unitsPerTick;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { CROWN_UNITS_PER_TICK, crownTicks, tickAt } from '../../domain/crown';
+import { CROWN_UNITS_PER_TICK, crownTicks, tickAt, timeOfTick } from '../../domain/crown';
 import { forbidden, SluiceError } from '../../domain/errors';
 import { crownOver, holdersAt, listRateEvents, payCrownRewards, postRateEvent } from '../../ledger/rates';
 import type { Actor } from '../auth';
@@ -99,12 +99,16 @@ export function rateRoutes(app: Api) {
         200: z.object({
           from: z.number().int(),
           to: z.number().int(),
+          fromAt: z.string().describe('when tick `from` begins (board ticks are seconds since the epoch)'),
+          toAt: z.string(),
           crownTime: z.record(z.string(), z.number()).describe('ticks per seller (a shared tick split evenly, so possibly fractional)'),
           crownUnits: z.record(z.string(), z.number().int()).describe(`the same, exact: ${CROWN_UNITS_PER_TICK} units to a tick`),
           unitsPerTick: z.number().int(),
           intervalCount: z.number().int().describe(`intervals in the window; at most ${CROWN_INTERVALS_SHOWN_MAX} are listed`),
-          intervals: z.array(z.object({ start: z.number().int(), end: z.number().int(), holders: z.array(z.string()), bestRate: z.number().int().nullable() })),
-          current: z.object({ tick: z.number().int(), holders: z.array(z.string()), bestRate: z.number().int().nullable() }),
+          intervals: z.array(
+            z.object({ start: z.number().int(), end: z.number().int(), startAt: z.string(), endAt: z.string(), holders: z.array(z.string()), bestRate: z.number().int().nullable() }),
+          ),
+          current: z.object({ tick: z.number().int(), at: z.string(), holders: z.array(z.string()), bestRate: z.number().int().nullable() }),
         }),
         ...readErrors,
       },
@@ -121,12 +125,14 @@ export function rateRoutes(app: Api) {
       return {
         from,
         to,
+        fromAt: timeOfTick(from),
+        toAt: timeOfTick(to),
         crownTime: Object.fromEntries(Object.entries(crownUnits).map(([seller, units]) => [seller, crownTicks(units)])),
         crownUnits,
         unitsPerTick: CROWN_UNITS_PER_TICK,
         intervalCount: intervals.length,
-        intervals: intervals.slice(0, CROWN_INTERVALS_SHOWN_MAX),
-        current: { tick: nowTick, holders: now.holders, bestRate: now.bestRate },
+        intervals: intervals.slice(0, CROWN_INTERVALS_SHOWN_MAX).map((iv) => ({ ...iv, startAt: timeOfTick(iv.start), endAt: timeOfTick(iv.end) })),
+        current: { tick: nowTick, at: timeOfTick(nowTick), holders: now.holders, bestRate: now.bestRate },
       };
     },
   });
