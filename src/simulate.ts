@@ -26,7 +26,8 @@ export function httpCaller(baseUrl: string): Caller {
       const cause = (error as { cause?: { code?: string; message?: string } }).cause;
       throw new Error(
         `cannot reach the Sluice API at ${baseUrl} (${cause?.code ?? cause?.message ?? (error as Error).message}): ` +
-          'start it with `npm start`, or point to it with --api URL (or SLUICE_API_HOST and SLUICE_API_PORT)',
+          'start it with `npm start`, or point to it with --api URL, SLUICE_API_URL (or SLUICE_API_HOST and SLUICE_API_PORT), ' +
+          'or `sluice login --api URL --key KEY`',
       );
     });
     return { status: res.status, body: await res.json().catch(() => undefined) };

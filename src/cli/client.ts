@@ -73,8 +73,19 @@ export async function show(call: Call, opts: Common, human: (body: any) => strin
   return print(await call(opts, method, path, body, idempotencyKey), opts, human);
 }
 
-/** An error answer in one line: `error <status> <code>: <message>`. */
-export const errorLine = (res: { status: number; body: any }) => `error ${res.status} ${res.body?.error?.code ?? ''}: ${res.body?.error?.message ?? JSON.stringify(res.body)}`;
+/**
+ * An error answer for people: `error <status> <code>: <message>` (with the field it is
+ * about, when the message does not name it already), then on the next line the request
+ * id (as in the API's X-Request-Id header and its logs: what to quote when asking for
+ * help) and the link to the code's entry in the error reference.
+ */
+export function errorLine(res: { status: number; body: any }): string {
+  const e = res.body?.error;
+  if (!e) return `error ${res.status}: ${JSON.stringify(res.body) ?? 'no answer body'}`;
+  const param = e.param && !String(e.message).includes(e.param) ? ` (${e.param})` : '';
+  const more = [e.request_id && `request ${e.request_id}`, e.doc_url && `see ${e.doc_url}`].filter(Boolean).join(', ');
+  return `error ${res.status} ${e.code ?? ''}: ${e.message ?? ''}${param}${more ? `\n  ${more}` : ''}`;
+}
 
 /** Prints an answer as `show` does; `failure` words an error answer (default: `errorLine`). */
 export function print(res: { status: number; body: any }, opts: Common, human: (body: any) => string, failure: (res: { status: number; body: any }) => string = errorLine): any {
