@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Command } from 'commander';
 import type { Config } from '../config';
-import { caller, errorLine, fields, int, page, query, show, table, units, withOutput, type Common } from './client';
+import { caller, errorLine, fields, int, page, print, query, show, table, units, withOutput, type Common } from './client';
 import { ago, at, plural } from './format';
 import { progress } from './progress';
 
@@ -52,12 +52,21 @@ export function streamCommands(program: Command, config: () => Config): void {
       }),
     );
   withOutput(streams.command('list').description("your streams, newest first (the admin's: everyone's)"))
-    .option('--status <status>', 'open, closed or failed')
+    .option('--status <status>', 'open (streaming or paused), paused, closed or failed')
+    .option('--party <party>', 'only streams this party pays, is paid by or is a member of')
+    .option('--ref-prefix <prefix>', 'only streams whose ref starts with this')
     .option('--after <ref>', 'the last ref of the previous page')
     .option('--limit <n>', 'at most this many', int)
-    .action((o: Common & { status?: string; after?: string; limit?: number }) => show(api, o, streamList, 'GET', `/v1/streams${query({ status: o.status, after: o.after, limit: o.limit })}`));
+    .action((o: Common & { status?: string; party?: string; refPrefix?: string; after?: string; limit?: number }) =>
+      show(api, o, streamList, 'GET', `/v1/streams${query({ status: o.status, party: o.party, refPrefix: o.refPrefix, after: o.after, limit: o.limit })}`),
+    );
   withOutput(streams.command('status <ref>').description('paid so far, ticks, next tick, when the money runs out')).action((r: string, o: Common) => call(o, 'GET', `/v1/streams/${ref(r)}`));
-  withOutput(streams.command('watch <ref>').description('a live paid-so-far line (a bar toward maxTotal) until the stream closes; then its receipt'))
+  withOutput(streams.command('ticks <ref>').description('its billed ticks in order: amount, paid so far, when billed'))
+    .option('--after <tick>', 'ticks after this one (0: from the first)', int)
+    .option('--limit <n>', 'ticks per page', int)
+    .option('--all', 'every page, to the last tick')
+    .action((r: string, o: Common & { after?: number; limit?: number; all?: boolean }) => listTicks(api, o, r));
+  withOutput(streams.command('watch <ref>').description('a live paid-so-far line (a bar toward maxTotal) while the stream is open, paused or not; its receipt once it closes'))
     .option('--every-ms <ms>', 'how often to look', int, 500)
     .action((r: string, o: Common & { everyMs: number }) => watchStream(api, o, r, o.everyMs));
   withOutput(streams.command('cancel <ref>').description('close a stream; prints the receipt'))
@@ -104,15 +113,18 @@ export function streamSummary(v: any): string {
   const to = v.payee ?? (v.members ? v.members.map((m: any) => `${m.party}×${m.weight}`).join(', ') : '?');
   return fields([
     ['stream', `${v.ref} (${v.mode}${v.kind ? `, ${v.kind}` : ''})`],
-    ['status', v.status + (v.pausedAt ? ', paused' : '')],
+    ['status', v.status + (v.pausedAt && v.status !== 'PAUSED' ? ', paused' : '')],
     ['from → to', `${v.payer} → ${to}`],
+    ['accounts', v.fromAccountId && `${v.fromAccountId} → ${v.toAccountId ?? (v.members ? v.members.map((m: any) => m.accountId).join(', ') : '?')}`],
     ['rate', `${v.ratePerTick} per tick`],
     ['paid', `${v.totalPaid}${v.maxTotal !== undefined ? ` of ${v.maxTotal}` : ''} in ${plural(v.ticks, 'tick')}`],
     ['deposited', v.deposited || undefined],
     ['opened', v.openedAt && at(v.openedAt)],
+    ['paused', v.pausedAt && at(v.pausedAt)],
     ['next tick', v.nextTickAt && at(v.nextTickAt)],
     ['runs out', v.depletion ? `${plural(v.depletion.ticksLeft, 'tick')} left (${v.depletion.limitedBy})${v.depletion.at ? `, ${ago(v.depletion.at)}` : ''}` : undefined],
     ['closed', v.closedAt ? `${at(v.closedAt)}: ${v.reason ?? ''}${v.closedBy ? ` by ${v.closedBy}` : ''}` : undefined],
+    ['escrow returned', v.escrowReturned],
     ['failure', v.failure],
   ]);
 }
@@ -137,14 +149,52 @@ export const batchSummary = (b: any) =>
   table(['#', 'OP', 'STATUS', 'RESULT'], b.results.map((r: any) => [r.index, r.op, r.status, r.body.error ? `${r.body.error.code}: ${r.body.error.message}` : `${r.body.ref} ${r.body.status}`]));
 
 /** How a stream's progress reads in one line. */
-export const streamLine = (v: { ref: string; totalPaid: number; maxTotal?: number; ticks: number; accruedUnbilled?: number; nextTickAt?: string; pausedAt?: string }) =>
+export const streamLine = (v: { ref: string; status?: string; totalPaid: number; maxTotal?: number; ticks: number; accruedUnbilled?: number; nextTickAt?: string; pausedAt?: string }) =>
   `${v.ref}: paid ${v.totalPaid}${v.maxTotal !== undefined ? ` of ${v.maxTotal}` : ''}, ${plural(v.ticks, 'tick')}` +
-  (v.pausedAt ? ', paused' : v.nextTickAt ? `, next tick ${ago(v.nextTickAt)}` : '') +
+  (v.status === 'PAUSED' || v.pausedAt ? `, paused${v.pausedAt ? ` ${ago(v.pausedAt)}` : ''}` : v.nextTickAt ? `, next tick ${ago(v.nextTickAt)}` : '') +
   (v.accruedUnbilled ? `, ${v.accruedUnbilled} accrued` : '');
+
+/** How a closed stream ends, in one line: its status, what it paid, why, and what its escrow gave back. */
+export const closedLine = (v: { ref: string; status: string; totalPaid: number; ticks: number; reason?: string; failure?: string; closedBy?: string; escrowReturned?: number }) =>
+  `${v.ref} ${v.status}: paid ${v.totalPaid} in ${plural(v.ticks, 'tick')}, ${v.reason ?? v.failure ?? 'closed'}${v.closedBy ? ` by ${v.closedBy}` : ''}` +
+  (v.escrowReturned !== undefined ? `; escrow returned ${v.escrowReturned}` : '');
+
+/** Streams that are still open: billing (STREAMING) or with the clock stopped (PAUSED). A watch ends at any other status. */
+const OPEN = new Set(['STREAMING', 'PAUSED']);
+
+/** A page of a stream's ticks: tick, amount, the running total, when it was billed. */
+export const tickList = (b: any, now = Date.now()) =>
+  page(
+    ['TICK', 'AMOUNT', 'PAID', 'BILLED AT', 'BILLED'],
+    b.ticks.map((t: any) => [t.tick, t.amount, t.paid, t.billedAt, ago(t.billedAt, now)]),
+    plural(b.ticks.length, 'tick'),
+    b.next === undefined ? undefined : String(b.next),
+  );
+
+/**
+ * `streams ticks`: a page of the stream's billed ticks after --after; with --all every
+ * page from there to the last tick (the API's cursor, never skipping nor repeating a
+ * tick), printed as one list (--json: one answer with every tick).
+ */
+async function listTicks(api: ReturnType<typeof caller>, o: Common & { after?: number; limit?: number; all?: boolean }, ref: string): Promise<void> {
+  const get = (after?: number) => api(o, 'GET', `/v1/streams/${encodeURIComponent(ref)}/ticks${query({ after, limit: o.limit })}`);
+  let res = await get(o.after);
+  if (o.all && res.status < 400) {
+    const ticks = [...res.body.ticks];
+    while (res.body.next !== undefined) {
+      res = await get(res.body.next);
+      if (res.status >= 400) break;
+      ticks.push(...res.body.ticks);
+    }
+    if (res.status < 400) res = { status: res.status, body: { ref: res.body.ref, ticks } };
+  }
+  print(res, o, (b) => tickList(b));
+}
 
 /**
  * `streams watch`: polls the stream's live view until it is closed, printing its
- * progress (a line per change; redrawn in place on a terminal), then the receipt.
+ * progress (a line per change; redrawn in place on a terminal), through pauses (a
+ * PAUSED stream is open and may resume), then its closing line once CONFIRMED or FAILED.
  * --json prints each view that changed as one JSON line instead.
  */
 async function watchStream(api: ReturnType<typeof caller>, o: Common, ref: string, everyMs: number): Promise<void> {
@@ -163,10 +213,11 @@ async function watchStream(api: ReturnType<typeof caller>, o: Common, ref: strin
     if (key !== seen) {
       seen = key;
       if (o.json) console.log(JSON.stringify(v));
-      else if (v.status === 'STREAMING') line.update(streamLine(v), v.totalPaid, v.maxTotal);
+      else if (OPEN.has(v.status)) line.update(streamLine(v), v.totalPaid, v.maxTotal);
     }
-    if (v.status !== 'STREAMING') {
-      if (!o.json) line.finish(`${v.ref} ${v.status}: paid ${v.totalPaid} in ${plural(v.ticks, 'tick')}, ${v.reason ?? v.failure ?? 'closed'}${v.closedBy ? ` by ${v.closedBy}` : ''}`);
+    // a paused stream is still open: it may resume (or be cancelled), so the watch goes on
+    if (!OPEN.has(v.status)) {
+      if (!o.json) line.finish(closedLine(v));
       return;
     }
     await new Promise((r) => setTimeout(r, everyMs));
