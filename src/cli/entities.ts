@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { Config } from '../config';
-import { caller, errorLine, fields, int, print, show, table, withOutput, type Common } from './client';
-import { ago, plural } from './format';
+import { caller, errorLine, fields, int, page, print, query, show, table, withOutput, type Common } from './client';
+import { ago, at, plural } from './format';
 
 /**
  * `sluice entities …`: register (admin key), show, the dashboard, subaccounts
@@ -21,7 +21,8 @@ export function entityCommands(program: Command, config: () => Config): void {
     .option('--webhook <url...>', 'webhook URLs (up to 5)')
     .option('--challenge-ms <ms>', 'challenge period of new subaccounts (0: active at once)', int)
     .option('--cap <n>', 'live subaccounts at most', int)
-    .action((id: string, o: Common & { name: string; collateral: number; funding: number; webhook?: string[]; challengeMs?: number; cap?: number }) =>
+    .option('--creations-per-hour <n>', 'subaccount creations per rolling hour at most', int)
+    .action((id: string, o: Common & { name: string; collateral: number; funding: number; webhook?: string[]; challengeMs?: number; cap?: number; creationsPerHour?: number }) =>
       show(api, o, (e) => fields([['entity', e.id], ['main account', e.mainAccountId], ['api key', e.apiKey], ['webhook secret', e.webhookSecret]]), 'POST', '/v1/entities', {
         id,
         name: o.name,
@@ -30,10 +31,15 @@ export function entityCommands(program: Command, config: () => Config): void {
         webhookUrls: o.webhook ?? [],
         ...(o.challengeMs !== undefined && { challengeMs: o.challengeMs }),
         ...(o.cap !== undefined && { subaccountCap: o.cap }),
+        ...(o.creationsPerHour !== undefined && { creationsPerHour: o.creationsPerHour }),
       }),
     );
-  withOutput(entities.command('show <id>').description("an entity's terms and webhook URLs")).action((id: string, o: Common) =>
-    show(api, o, (e) => fields([['entity', e.id], ['main account', e.mainAccountId], ['collateral', e.collateral], ['funding', e.funding], ['challenge ms', e.challengeMs], ['webhooks', e.webhookUrls], ['next subaccount', e.nextSeq]]), 'GET', `/v1/entities/${enc(id)}`),
+  withOutput(entities.command('list').description('every entity by id with its live subaccounts, a page at a time (admin key)'))
+    .option('--after <id>', 'the last id of the previous page')
+    .option('--limit <n>', 'at most this many', int)
+    .action((o: Common & { after?: string; limit?: number }) => show(api, o, (b) => entityList(b), 'GET', `/v1/entities${query({ after: o.after, limit: o.limit })}`));
+  withOutput(entities.command('show <id>').description("an entity's terms, webhook URLs, and where it stands against its subaccount limits")).action((id: string, o: Common) =>
+    show(api, o, (e) => entitySummary(e), 'GET', `/v1/entities/${enc(id)}`),
   );
   withOutput(entities.command('dashboard <id>').description('every subaccount at once: balances, held, open streams, paid, received; totals and status counts'))
     .option('--after <n>', 'rows after this subaccount number', int)
@@ -77,3 +83,29 @@ export function entityCommands(program: Command, config: () => Config): void {
       show(api, o, (r) => `${sub(r.subaccount)}\nswept ${r.swept} to the entity, collateral ${r.collateralReleased ? 'released' : 'not held'}, ${plural(r.streams.length, 'stream')} closed`, 'POST', `/v1/subaccounts/${enc(id)}/eliminate`, o.reason ? { reason: o.reason } : {}),
     );
 }
+
+/** A page of entities: id, name, main account, live subaccounts, created. */
+export const entityList = (b: any, now = Date.now()) =>
+  page(
+    ['ENTITY', 'NAME', 'MAIN ACCOUNT', 'LIVE SUBACCOUNTS', 'CREATED'],
+    b.entities.map((e: any) => [e.id, e.name, e.mainAccountId, e.liveSubaccounts, ago(e.createdAt, now)]),
+    plural(b.entities.length, 'entity', 'entities'),
+    b.next,
+  );
+
+/**
+ * An entity for people: its terms, then its limits in one line ("412 of 500 live · 3 of
+ * 50 created this hour") and, at the hourly limit, when the next creation is let through.
+ */
+export const entitySummary = (e: any, now = Date.now()) =>
+  fields([
+    ['entity', e.id],
+    ['main account', e.mainAccountId],
+    ['collateral', e.collateral],
+    ['funding', e.funding],
+    ['challenge ms', e.challengeMs],
+    ['webhooks', e.webhookUrls],
+    ['next subaccount', e.nextSeq],
+    ['subaccounts', e.subaccountCap !== undefined ? `${e.liveSubaccounts} of ${e.subaccountCap} live · ${e.creationsLastHour} of ${e.creationsPerHour} created this hour` : undefined],
+    ['hourly limit', e.nextCreationAt && `reached, next creation ${at(e.nextCreationAt, now)}`],
+  ]);
