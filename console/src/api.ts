@@ -12,12 +12,17 @@ export const apiKey = () => sessionStorage.getItem(KEY) ?? undefined;
 export const setApiKey = (key: string) => sessionStorage.setItem(KEY, key);
 export const forgetApiKey = () => sessionStorage.removeItem(KEY);
 
-/** An API error as the API words it ({error: {code, message}}). */
+/**
+ * An API error as the API words it ({error: {code, message, request_id, doc_url}}): the
+ * request id (also the X-Request-Id header) is what the API's logs know the request by.
+ */
 export class ApiError extends Error {
   constructor(
     readonly status: number,
     readonly code: string,
     message: string,
+    readonly requestId?: string,
+    readonly docUrl?: string,
   ) {
     super(message);
   }
@@ -43,7 +48,10 @@ async function request<T>(method: 'GET' | 'POST', path: string, key: string | un
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const answer = await res.json().catch(() => undefined);
-  if (!res.ok) throw new ApiError(res.status, answer?.error?.code ?? 'http_error', answer?.error?.message ?? `HTTP ${res.status}`);
+  if (!res.ok) {
+    const e = answer?.error;
+    throw new ApiError(res.status, e?.code ?? 'http_error', e?.message ?? `HTTP ${res.status}`, e?.request_id ?? res.headers.get('x-request-id') ?? undefined, e?.doc_url);
+  }
   return { status: res.status, body: answer as T };
 }
 
@@ -73,7 +81,6 @@ export type PoolState = z.infer<typeof S.PoolState>;
 export type Grant = z.infer<typeof S.Grant>;
 export type AuditReport = z.infer<typeof S.AuditReport>;
 export type Account = z.infer<typeof S.Account>;
-export type LedgerEvent = z.infer<typeof S.Event>;
 
 export interface Dashboard {
   entity: string;
@@ -105,6 +112,40 @@ export interface Subaccount {
   failure?: string;
   createdAt: string;
   endedAt?: string;
+  /** Its creation saga's workflow id (`subaccount-create-<entity>/<request id>`). */
+  creationWorkflowId?: string;
+}
+
+/** GET /v1/entities (admin): one row per entity, by id. */
+export interface EntityListing {
+  id: string;
+  name: string;
+  mainAccountId: string;
+  liveSubaccounts: number;
+  createdAt: string;
+}
+
+/** GET /v1/entities/:id: its terms and where it stands against its limits. */
+export interface Entity {
+  id: string;
+  mainAccountId: string;
+  collateral: number;
+  funding: number;
+  subaccountCap: number;
+  creationsPerHour: number;
+  liveSubaccounts: number;
+  creationsLastHour: number;
+  /** At the hourly limit: when one more creation is let through. */
+  nextCreationAt?: string;
+}
+
+/** GET /v1/streams/:ref/ticks: a billed tick with the stream's paid total once it was billed. */
+export interface BilledTick {
+  tick: number;
+  amount: number;
+  paid: number;
+  billedAt: string;
+  transferId: number;
 }
 
 /** Ticks here are the rate board's (one a second, src/domain/crown.ts), not a stream's. */

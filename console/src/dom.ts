@@ -1,3 +1,5 @@
+import { ApiError } from './api';
+
 /** A tiny element builder: enough for tables and cards, with text always set as text (never as HTML). */
 type Child = Node | string | number | null | undefined | false;
 type Attrs = Record<string, string | number | boolean | undefined | ((e: Event) => void)>;
@@ -73,3 +75,17 @@ export function table(headers: string[], rows: Child[][], opts: { numeric?: numb
 }
 
 export const card = (title: string, ...children: Child[]) => h('section', { class: 'card' }, h('h2', {}, title), ...children);
+
+/**
+ * An error as the console shows it: the API's message, and under it in small text the
+ * request id the API's logs know it by (with a link to the code's entry in the error
+ * reference). `test` names the message; its request id is `<test>-request-id`.
+ */
+export function errorNote(error: unknown, test = 'error', tag = 'div'): HTMLElement {
+  const api = error instanceof ApiError ? error : undefined;
+  return h(tag, { class: 'error' },
+    h('span', { 'data-test': test }, api ? api.message : String(error)),
+    api?.requestId ? h('small', { class: 'request-id' },
+      'request ', h('code', { 'data-test': `${test}-request-id` }, api.requestId),
+      api.docUrl ? ' · ' : null, api.docUrl ? h('a', { href: api.docUrl, target: '_blank', rel: 'noopener' }, api.code) : null) : null);
+}

@@ -1,7 +1,7 @@
 import './style.css';
 import { ApiError, apiKey, forgetApiKey, get, setApiKey, type ConsoleConfig } from './api';
-import { h, time } from './dom';
-import { auditPage, crownPage, entityPage, poolPage, streamPage, streamsPage, type Context, type Page } from './pages';
+import { errorNote, h, time } from './dom';
+import { auditPage, crownPage, entitiesPage, entityPage, poolPage, streamPage, streamsPage, type Context, type Page } from './pages';
 
 /**
  * The operator console: a hash router over read-only pages. Live pages poll the API
@@ -20,7 +20,7 @@ function route(ctx: Context): Page {
     case 'streams':
       return parts[1] ? streamPage(ctx, parts[1]) : streamsPage(ctx, params);
     case 'entity':
-      return parts[1] ? entityPage(ctx, parts[1]) : entityPicker(ctx);
+      return parts[1] ? entityPage(ctx, parts[1]) : entitiesPage(ctx, params);
     case 'pool':
       return poolPage();
     case 'crown':
@@ -32,23 +32,6 @@ function route(ctx: Context): Page {
   }
 }
 
-/**
- * Which entity: a party key sees its own (the API refuses any other), the admin names one
- * (the API has no route that lists entities, so there is no list to pick from).
- */
-function entityPicker(ctx: Context): Page {
-  return {
-    title: 'Entity',
-    async load() {
-      const input = h('input', { name: 'entity', placeholder: 'entity id', value: ctx.config.actor.party ?? '', required: true }) as HTMLInputElement;
-      return h('section', { class: 'card' }, h('h2', {}, 'Entity dashboard'),
-        h('p', { class: 'hint' }, ctx.config.actor.kind === 'admin' ? "Open an entity's dashboard by its id (the id it was registered with)." : 'Your own dashboard.'),
-        h('form', { class: 'inline', onsubmit: (e: Event) => { e.preventDefault(); location.hash = `#/entity/${encodeURIComponent(input.value.trim())}`; } },
-          input, h('button', { type: 'submit' }, 'Open')));
-    },
-  };
-}
-
 function shell(ctx: Context, content: HTMLElement) {
   const who = ctx.config.actor.kind === 'admin' ? 'admin' : ctx.config.actor.party!;
   const current = location.hash.split('/')[1]?.split('?')[0] ?? 'streams';
@@ -57,7 +40,7 @@ function shell(ctx: Context, content: HTMLElement) {
     'div', { class: 'shell' },
     h('header', {},
       h('div', { class: 'brand' }, 'Sluice', h('span', {}, 'console')),
-      h('nav', {}, link('streams', 'Streams'), link('entity', 'Entity'), link('pool', 'Pool'), link('crown', 'Crown'), link('audit', 'Audit')),
+      h('nav', {}, link('streams', 'Streams'), link('entity', ctx.config.actor.kind === 'admin' ? 'Entities' : 'Entity'), link('pool', 'Pool'), link('crown', 'Crown'), link('audit', 'Audit')),
       h('div', { class: 'who' }, h('span', { 'data-test': 'who' }, who), h('button', { class: 'link', onclick: () => { forgetApiKey(); void start(); } }, 'Sign out')),
     ),
     h('main', {}, content),
@@ -83,7 +66,7 @@ async function show(ctx: Context) {
     } catch (error) {
       if (mine !== generation) return;
       if (error instanceof ApiError && error.status === 401) return void start('That key is no longer accepted.');
-      content.replaceChildren(h('div', { class: 'error', 'data-test': 'error' }, error instanceof ApiError ? `${error.code}: ${error.message}` : String(error)));
+      content.replaceChildren(errorNote(error));
     }
     await new Promise<void>((r) => {
       wake = r;
@@ -97,7 +80,7 @@ function login(message?: string) {
   generation++;
   window.onhashchange = null;
   const key = h('input', { type: 'password', name: 'key', placeholder: 'API key', autocomplete: 'off', required: true }) as HTMLInputElement;
-  const error = h('p', { class: 'error', 'data-test': 'login-error', hidden: !message }, message ?? '');
+  const error = h('div', {}, message ? errorNote(message, 'login-error', 'p') : null);
   const form = h('form', {
     class: 'login card',
     onsubmit: async (e: Event) => {
@@ -107,8 +90,7 @@ function login(message?: string) {
         setApiKey(key.value.trim());
         await enter(config);
       } catch (err) {
-        error.hidden = false;
-        error.textContent = err instanceof ApiError ? err.message : String(err);
+        error.replaceChildren(errorNote(err, 'login-error', 'p'));
       }
     },
   },

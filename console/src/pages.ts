@@ -1,7 +1,6 @@
-import { get, type AuditReport, type Grant, type ConsoleConfig, type Crown, type Dashboard, type Delivery, type PoolState, type StreamItem, type Subaccount } from './api';
-import { badge, card, dateTime, duration, h, stat, statusBadge, svg, table, time, units, when } from './dom';
+import { ApiError, get, type AuditReport, type Grant, type ConsoleConfig, type Crown, type Dashboard, type Delivery, type Entity, type EntityListing, type PoolState, type StreamItem, type Subaccount } from './api';
+import { ago, badge, card, dateTime, duration, errorNote, h, stat, statusBadge, svg, table, time, units, when } from './dom';
 import { payeeOf, streamLink, temporalLink, workflowsWhere } from './links';
-import { searchStreams } from './streamSearch';
 import { CROWN_TICK_MS } from '../../src/domain/crown';
 
 export { streamPage } from './streamPage';
@@ -21,43 +20,80 @@ export interface Context {
 
 /**
  * Streams the key can see, newest first; paid so far moves as the poll reads it again.
- * With `q`, only those whose ref or party contains it (matched in the page: see streamSearch.ts).
+ * A search is the API's own filters (GET /v1/streams?party=&refPrefix=, within what the
+ * key may see), paged like the plain list, so it reaches the oldest stream as well.
  */
 export function streamsPage(ctx: Context, params: URLSearchParams): Page {
   const status = params.get('status') ?? 'open';
   const after = params.get('after') ?? undefined;
-  const q = params.get('q')?.trim() || undefined;
+  const partyQ = params.get('party')?.trim() || undefined;
+  const refQ = params.get('ref')?.trim() || undefined;
+  const searching = partyQ !== undefined || refQ !== undefined;
   const party = ctx.config.actor.party;
   const hash = (p: Record<string, string | undefined>) => `#/streams?${new URLSearchParams(Object.entries(p).filter((e): e is [string, string] => e[1] !== undefined))}`;
   // built once, so what the operator is typing survives the poll's redraw
-  const input = h('input', { type: 'search', name: 'q', placeholder: 'ref or party', value: q ?? '', 'data-test': 'stream-search', 'aria-label': 'search streams' }) as HTMLInputElement;
-  const search = h('form', { class: 'search', onsubmit: (e: Event) => { e.preventDefault(); location.hash = hash({ status, q: input.value.trim() || undefined }); } },
-    input, h('button', { type: 'submit' }, 'Search'), q ? h('a', { href: hash({ status }), 'data-test': 'search-clear' }, 'clear') : null);
+  const partyInput = h('input', { type: 'search', name: 'party', placeholder: 'party id', value: partyQ ?? '', 'data-test': 'search-party', 'aria-label': 'streams of party', autocapitalize: 'none' }) as HTMLInputElement;
+  const refInput = h('input', { type: 'search', name: 'ref', placeholder: 'ref starts with', value: refQ ?? '', 'data-test': 'search-ref', 'aria-label': 'streams whose ref starts with', autocapitalize: 'none' }) as HTMLInputElement;
+  const search = h('form', { class: 'search', onsubmit: (e: Event) => { e.preventDefault(); location.hash = hash({ status, party: partyInput.value.trim() || undefined, ref: refInput.value.trim() || undefined }); } },
+    partyInput, refInput, h('button', { type: 'submit' }, 'Search'), searching ? h('a', { href: hash({ status }), 'data-test': 'search-clear' }, 'clear') : null);
   return {
     title: 'Streams',
-    // a search reads up to five pages: every 5 s, not every second
-    everyMs: q ? 5000 : 1000,
+    everyMs: 1000,
     async load() {
-      const query = new URLSearchParams({ limit: '25', ...(status !== 'all' && { status }), ...(after && { after }) });
-      const page = q ? { streams: await searchStreams(q, status), next: undefined } : await get<{ streams: StreamItem[]; next?: string }>(`/v1/streams?${query}`);
-      const filter = (value: string, label: string) => h('a', { href: hash({ status: value, q }), class: value === status ? 'chip active' : 'chip' }, label);
+      const query = new URLSearchParams({ limit: '25', ...(status !== 'all' && { status }), ...(partyQ && { party: partyQ }), ...(refQ && { refPrefix: refQ }), ...(after && { after }) });
+      // a search the API refuses (a party id it cannot be) is said under the search box, which stays
+      const page = await get<{ streams: StreamItem[]; next?: string }>(`/v1/streams?${query}`).catch((error: unknown) => {
+        if (searching && error instanceof ApiError && error.status === 400) return error;
+        throw error;
+      });
+      const filter = (value: string, label: string) => h('a', { href: hash({ status: value, party: partyQ, ref: refQ }), class: value === status ? 'chip active' : 'chip' }, label);
       const running = party ? `SluiceKind="stream" AND SluicePayer="${party}" AND ExecutionStatus="Running"` : `SluiceKind="stream" AND ExecutionStatus="Running"`;
+      const sought = [partyQ && `party ${partyQ}`, refQ && `a ref starting with "${refQ}"`].filter(Boolean).join(' and ');
       return card(
         'Streams',
         h('div', { class: 'toolbar' }, filter('open', 'Open'), filter('paused', 'Paused'), filter('closed', 'Closed'), filter('failed', 'Failed'), filter('all', 'All'), search,
           h('span', { class: 'spacer' }), temporalLink(ctx.config, party ? `${party}'s running streams in Temporal` : 'Running streams in Temporal', workflowsWhere(running))),
-        table(
+        page instanceof ApiError ? errorNote(page, 'search-error') : table(
           ['Ref', 'Payer', 'Payee', 'Mode', 'Rate / tick', 'Ticks', 'Paid so far', 'Cap', 'Status', 'Opened'],
           page.streams.map((s) => [
             streamLink(s.ref), s.payer, payeeOf(s), s.mode, units(s.ratePerTick), s.ticks,
             h('span', { 'data-test': `paid-${s.ref}` }, units(s.totalPaid)), s.maxTotal === undefined ? 'open-ended' : units(s.maxTotal), statusBadge(s.status), when(s.openedAt),
           ]),
-          { numeric: [4, 5, 6, 7], empty: q ? `No stream here whose ref or party contains "${q}".` : 'No streams here.', test: 'streams' },
+          { numeric: [4, 5, 6, 7], empty: searching ? `No stream here with ${sought}.` : 'No streams here.', test: 'streams' },
         ),
-        page.next ? h('p', {}, h('a', { href: hash({ status, after: page.next }) }, 'Older streams →')) : null,
-        h('p', { class: 'hint' }, q
-          ? 'A search looks through the newest 500 streams this key can list, and finds an older one by its full ref.'
+        !(page instanceof ApiError) && page.next ? h('p', {}, h('a', { href: hash({ status, party: partyQ, ref: refQ, after: page.next }), 'data-test': 'streams-older' }, 'Older streams →')) : null,
+        h('p', { class: 'hint' }, searching
+          ? 'A party\'s streams are those it pays, is paid by or is a member of; the API searches every stream this key may see.'
           : 'Amounts are integer minor units. The list reads the API again every second.'),
+      );
+    },
+  };
+}
+
+/**
+ * Which entity. The admin gets every entity, by id a page at a time (GET /v1/entities),
+ * each with its live subaccounts and a link to its page, and may also open one by its id;
+ * a party key opens its own (the API refuses any other, and lists entities to the admin only).
+ */
+export function entitiesPage(ctx: Context, params: URLSearchParams): Page {
+  const admin = ctx.config.actor.kind === 'admin';
+  const after = params.get('after') ?? undefined;
+  const input = h('input', { name: 'entity', placeholder: 'entity id', value: ctx.config.actor.party ?? '', required: true, autocapitalize: 'none' }) as HTMLInputElement;
+  const open = h('form', { class: 'inline', onsubmit: (e: Event) => { e.preventDefault(); location.hash = `#/entity/${encodeURIComponent(input.value.trim())}`; } },
+    input, h('button', { type: 'submit' }, 'Open'));
+  return {
+    title: admin ? 'Entities' : 'Entity',
+    async load() {
+      if (!admin) return card('Entity dashboard', h('p', { class: 'hint' }, 'Your own dashboard.'), open);
+      const { entities, next } = await get<{ entities: EntityListing[]; next?: string }>(`/v1/entities?${new URLSearchParams({ limit: '50', ...(after && { after }) })}`);
+      return card(
+        'Entities',
+        table(['Id', 'Name', 'Main account', 'Live subaccounts', 'Registered'],
+          entities.map((e) => [h('a', { href: `#/entity/${encodeURIComponent(e.id)}`, 'data-test': `entity-link-${e.id}` }, e.id), e.name, h('code', {}, e.mainAccountId),
+            h('span', { 'data-test': `entity-live-${e.id}` }, units(e.liveSubaccounts)), when(e.createdAt)]),
+          { numeric: [3], empty: after ? 'No more entities.' : 'No entities registered yet.', test: 'entities' }),
+        next ? h('p', {}, h('a', { href: `#/entity?after=${encodeURIComponent(next)}` }, 'More entities →')) : null,
+        h('p', { class: 'hint' }, 'Or open one by its id:'), open,
       );
     },
   };
@@ -89,7 +125,11 @@ export function entityPage(ctx: Context, id: string): Page {
     title: `Entity ${id}`,
     everyMs: 5000,
     async load() {
-      const [d] = await Promise.all([get<Dashboard>(`/v1/entities/${encodeURIComponent(id)}/dashboard`), readNewDeliveries()]);
+      const [d, e] = await Promise.all([
+        get<Dashboard>(`/v1/entities/${encodeURIComponent(id)}/dashboard`),
+        get<Entity>(`/v1/entities/${encodeURIComponent(id)}`),
+        readNewDeliveries(),
+      ]);
       await readNewFailures(d);
       const failed = d.subaccounts.flatMap((s) => failures.get(s.id) ?? []);
       const t = d.totals;
@@ -99,6 +139,10 @@ export function entityPage(ctx: Context, id: string): Page {
         card(
           `Entity ${d.entity}`,
           h('div', { class: 'stats' },
+            h('div', { class: 'stat' }, h('div', { class: 'stat-label' }, 'Subaccounts'),
+              h('div', { class: 'stat-value' }, h('span', { 'data-test': 'entity-live' }, units(e.liveSubaccounts)), h('span', { class: 'of' }, ' of ', h('span', { 'data-test': 'entity-cap' }, units(e.subaccountCap)), ' live')),
+              h('div', { class: 'stat-hint', 'data-test': 'entity-creations' }, `${units(e.creationsLastHour)} of ${units(e.creationsPerHour)} created this hour`,
+                e.nextCreationAt ? h('span', { 'data-test': 'entity-next-creation' }, ` · next at ${time(e.nextCreationAt)} (${ago(e.nextCreationAt)})`) : null)),
             stat('Main balance', units(t.mainBalance), 'entity-main-balance', `${units(t.collateralHeld)} held as collateral`),
             stat('Subaccount balances', units(t.balance), 'entity-balance', `${units(t.held)} held`),
             stat('Open streams', t.openStreams, 'entity-open-streams'),
@@ -115,7 +159,7 @@ export function entityPage(ctx: Context, id: string): Page {
             { numeric: [2, 3, 4, 5, 6], empty: 'No subaccounts yet.', test: 'subaccounts' }),
           d.nextAfter !== undefined ? h('p', { class: 'hint' }, 'More subaccounts than one page shows.') : null,
         ),
-        failed.length ? failedCard(ctx, d.entity, failed) : null,
+        failed.length ? failedCard(ctx, failed) : null,
         card(
           'Webhook deliveries (latest 20)',
           table(['When', 'Event', 'Subaccount', 'Attempt', 'Outcome', 'URL'],
@@ -129,19 +173,17 @@ export function entityPage(ctx: Context, id: string): Page {
 }
 
 /**
- * Failed subaccounts with the step their creation saga failed at and why, and a link to
- * the entity's failed creation sagas in the Temporal UI. (The saga's workflow id is
- * `subaccount-create-<entity>/<request id>`; the API does not give the request id, so
- * the link lists the entity's failed creations rather than opening the one.)
+ * Failed subaccounts with the step their creation saga failed at and why, each with a
+ * link to that saga in the Temporal UI (its workflow id, `subaccount-create-<entity>/<request id>`,
+ * comes with the subaccount).
  */
-function failedCard(ctx: Context, entity: string, failed: Subaccount[]) {
-  const sagas = temporalLink(ctx.config, 'failed creation sagas in Temporal', workflowsWhere(`SluiceKind="subaccount" AND SluiceEntity="${entity}" AND SluiceStatus="FAILED"`), 'failed-sagas');
+function failedCard(ctx: Context, failed: Subaccount[]) {
   return card(
     'Failed subaccounts',
-    table(['Subaccount', 'Failed at', 'Reason', 'When'],
-      failed.map((s) => [s.id, s.failedStep ? h('code', {}, s.failedStep) : '—', h('span', { 'data-test': `failure-${s.id}` }, s.failure ?? '—'), when(s.endedAt ?? s.createdAt)]),
+    table(['Subaccount', 'Failed at', 'Reason', 'When', 'Creation saga'],
+      failed.map((s) => [s.id, s.failedStep ? h('code', {}, s.failedStep) : '—', h('span', { 'data-test': `failure-${s.id}` }, s.failure ?? '—'), when(s.endedAt ?? s.createdAt),
+        s.creationWorkflowId ? temporalLink(ctx.config, 'in Temporal', `workflows/${encodeURIComponent(s.creationWorkflowId)}`, `saga-${s.id}`) ?? h('code', {}, s.creationWorkflowId) : '—']),
       { test: 'failed-subaccounts' }),
-    sagas ? h('p', {}, sagas) : null,
   );
 }
 

@@ -1,4 +1,4 @@
-import { get, type LedgerEvent, type StreamView } from './api';
+import { get, type BilledTick, type StreamView } from './api';
 import { svg, time, units } from './dom';
 
 interface Point {
@@ -8,13 +8,15 @@ interface Point {
 
 /** Points kept for the chart: past this, every other old one goes (a long stream at 1 s ticks has tens of thousands). */
 const POINTS_MAX = 2000;
-const EVENTS_PAGE = 1000;
+/** Ticks asked for a page (GET /v1/streams/:ref/ticks gives at most 1000). */
+const TICKS_PAGE = 1000;
 
 /**
- * Paid over time for one stream, from its `stream.tick` events (GET /v1/events by
- * subject and type; each carries the stream's paid total after that tick). The first
- * read takes the stream's ticks so far, every later one only those since: the log's
- * cursor is a commit-order id, so no tick is read twice or missed.
+ * Paid over time for one stream, from its billed ticks (GET /v1/streams/:ref/ticks: each
+ * with the stream's paid total once it was billed, readable by whoever may read the
+ * stream). The first read takes the ticks so far, every later one only those after the
+ * last tick read: ticks are billed in order, so the tick number is the cursor and no tick
+ * is read twice or missed.
  */
 export function paidHistory(ref: string) {
   let after = 0;
@@ -22,13 +24,12 @@ export function paidHistory(ref: string) {
 
   async function read(): Promise<Point[]> {
     for (;;) {
-      const q = new URLSearchParams({ subject: ref, type: 'stream.tick', after: String(after), limit: String(EVENTS_PAGE) });
-      const { events, next } = await get<{ events: LedgerEvent[]; next: number }>(`/v1/events?${q}`);
-      for (const e of events) points.push({ at: Date.parse(e.createdAt), paid: Number(e.payload.paid) });
-      after = next;
-      if (events.length < EVENTS_PAGE) break;
+      const q = new URLSearchParams({ after: String(after), limit: String(TICKS_PAGE) });
+      const { ticks, next } = await get<{ ticks: BilledTick[]; next?: number }>(`/v1/streams/${encodeURIComponent(ref)}/ticks?${q}`);
+      for (const t of ticks) points.push({ at: Date.parse(t.billedAt), paid: t.paid });
+      after = ticks.at(-1)?.tick ?? after;
+      if (next === undefined) break;
     }
-    points.sort((a, b) => a.at - b.at);
     if (points.length > POINTS_MAX) points = points.filter((_, i) => i % 2 === 1 || i === points.length - 1);
     return points;
   }

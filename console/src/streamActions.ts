@@ -1,6 +1,6 @@
-import { ApiError, get, isOpen, newIdempotencyKey, post, type Account, type StreamItem, type StreamView } from './api';
+import { get, isOpen, newIdempotencyKey, post, type Account, type StreamItem, type StreamView } from './api';
 import { confirmAction, type Confirmation } from './confirm';
-import { h, units } from './dom';
+import { errorNote, h, units } from './dom';
 import type { Context } from './pages';
 
 /**
@@ -19,11 +19,16 @@ export function streamActions(ctx: Context, ref: string) {
   let state = '';
   let busy = false;
 
-  const say = (text: string, ok: boolean) => {
+  const say = (text: string) => {
     outcome.hidden = false;
-    outcome.className = `outcome ${ok ? 'ok' : 'bad'}`;
-    outcome.setAttribute('data-test', ok ? 'action-done' : 'action-error');
-    outcome.textContent = text;
+    outcome.className = 'outcome ok';
+    outcome.replaceChildren(h('span', { 'data-test': 'action-done' }, text));
+  };
+  /** A refusal: the API's message, and its request id in small text (or the console's own check). */
+  const fail = (error: unknown) => {
+    outcome.hidden = false;
+    outcome.className = 'outcome bad';
+    outcome.replaceChildren(...Array.from(errorNote(error, 'action-error').childNodes));
   };
 
   /** Asks, then calls; whatever the answer, the page reads the stream again. */
@@ -32,9 +37,9 @@ export function streamActions(ctx: Context, ref: string) {
     busy = true;
     outcome.hidden = true;
     try {
-      say(await call(), true);
+      say(await call());
     } catch (error) {
-      say(error instanceof ApiError ? error.message : String(error), false);
+      fail(error);
     } finally {
       busy = false;
       ctx.refresh();
@@ -87,14 +92,16 @@ export function streamActions(ctx: Context, ref: string) {
   function topUp(s: StreamView) {
     const amount = h('input', { type: 'number', min: 1, step: 1, inputmode: 'numeric', placeholder: 'amount', 'data-test': 'topup-amount', required: true }) as HTMLInputElement;
     const from = h('select', { 'data-test': 'topup-from', 'aria-label': 'from account' }) as HTMLSelectElement;
-    void fundingAccounts(ctx, s).then((accounts) => from.replaceChildren(...accounts.map((a) => h('option', { value: a.id }, `${a.id} (${units(a.available)} available)`))));
+    // the account the stream pays from comes preselected; any other of the key's may be picked
+    void fundingAccounts(ctx, s).then((accounts) =>
+      from.replaceChildren(...accounts.map((a) => h('option', { value: a.id, selected: a.id === s.fromAccountId }, `${a.id} (${units(a.available)} available)`))));
     return h('form', {
       class: 'action-form',
       onsubmit: (e: Event) => {
         e.preventDefault();
         const n = amountOf(amount);
-        if (n === undefined) return say('A top-up is a whole number of minor units, above 0.', false);
-        if (!from.value) return say('No account of yours to top up from.', false);
+        if (n === undefined) return fail('A top-up is a whole number of minor units, above 0.');
+        if (!from.value) return fail('No account of yours to top up from.');
         void act(
           { title: `Top up stream ${ref} by ${units(n)}?`, body: `${units(n)} moves from ${from.value} into the stream's escrow, and its cap grows by as much (now ${units(s.maxTotal)}).`, confirm: 'Top up', dismiss: 'Back' },
           async () => {
@@ -115,7 +122,7 @@ export function streamActions(ctx: Context, ref: string) {
       onsubmit: (e: Event) => {
         e.preventDefault();
         const n = amountOf(input);
-        if (n === undefined) return say('A rate is a whole number of minor units per tick, above 0.', false);
+        if (n === undefined) return fail('A rate is a whole number of minor units per tick, above 0.');
         void act(
           { title: `Change the rate of ${ref}?`, body: `From ${units(s.ratePerTick)} to ${units(n)} per tick, from the next tick on.`, confirm: 'Change the rate', dismiss: 'Back' },
           async () => {

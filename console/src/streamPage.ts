@@ -20,11 +20,7 @@ export function streamPage(ctx: Context, ref: string): Page {
     title: `Stream ${ref}`,
     everyMs: 1000,
     async load() {
-      const [s, points] = await Promise.all([
-        get<StreamView>(`/v1/streams/${encodeURIComponent(ref)}`),
-        // a key that may see the stream but not its events (an operator of the payer) still gets the page
-        history.read().catch(() => undefined),
-      ]);
+      const [s, points] = await Promise.all([get<StreamView>(`/v1/streams/${encodeURIComponent(ref)}`), history.read()]);
       const open = isOpen(s);
       // a closed stream's receipt is final: read again only after an action asks to
       page.everyMs = open ? untilNextRead(s) : undefined;
@@ -33,7 +29,7 @@ export function streamPage(ctx: Context, ref: string): Page {
         'div', {},
         card(
           `Stream ${s.ref}`,
-          h('p', { class: 'lede' }, `${s.payer} → ${payeeOf(s)} · ${s.mode} · opened `, when(s.openedAt), ' · ', statusBadge(s.status), ' ',
+          h('p', { class: 'lede' }, party(s.payer, s.fromAccountId), ' → ', party(payeeOf(s), s.toAccountId), ` · ${s.mode} · opened `, when(s.openedAt), ' · ', statusBadge(s.status), ' ',
             temporalLink(ctx.config, 'workflow in Temporal', `workflows/${encodeURIComponent(s.workflowId)}`)),
           figures(s, counter.el),
           s.maxTotal ? h('div', { class: 'bar', title: `${Math.round(Math.min(1, s.totalPaid / s.maxTotal) * 100)}% of the cap` },
@@ -41,9 +37,7 @@ export function streamPage(ctx: Context, ref: string): Page {
           s.members ? table(['Member', 'Party', 'Weight', 'Received'], s.members.map((m) => [m.accountId, m.party, m.weight, units(m.received)]), { numeric: [2, 3] }) : null,
         ),
         actions.update(s),
-        card('Paid over time',
-          points ? paidChart(s, points) : h('p', { class: 'empty' }, 'This key may not read the stream\'s tick events.'),
-          h('p', { class: 'hint' }, 'Each step is a billed tick (from the stream.tick events).')),
+        card('Paid over time', paidChart(s, points), h('p', { class: 'hint' }, 'Each step is a billed tick, at the total paid once it was billed.')),
         open ? null : receipt(s),
       );
     },
@@ -76,6 +70,9 @@ function figures(s: StreamView, paidNow: Node) {
   );
 }
 
+/** A party with the account the stream uses (`alice (alice.w)`). */
+const party = (name: string, account?: string) => h('span', {}, name, account ? ` (${account})` : null);
+
 function receipt(s: StreamView) {
   return card(
     'Receipt',
@@ -84,11 +81,13 @@ function receipt(s: StreamView) {
         ['Status', statusBadge(s.status)],
         ['Total paid', units(s.totalPaid)],
         ['Ticks', String(s.ticks)],
+        // a closed escrow stream: what its escrow gave back to the payer (the cap less what was paid)
+        ...(s.escrowReturned !== undefined ? [['Escrow returned', `${units(s.escrowReturned)} to ${s.fromAccountId ?? s.payer}`]] : []),
         ['Reason', s.reason ?? s.failure ?? '—'],
         ['Closed by', s.closedBy ?? '—'],
         ['Opened', dateTime(s.openedAt)],
         ['Closed', dateTime(s.closedAt)],
-      ] as const).flatMap(([k, v]) => [h('dt', {}, k), h('dd', { 'data-test': `receipt-${k.toLowerCase().replace(/ /g, '-')}` }, v)]),
+      ] as Array<[string, string | Node]>).flatMap(([k, v]) => [h('dt', {}, k), h('dd', { 'data-test': `receipt-${k.toLowerCase().replace(/ /g, '-')}` }, v)]),
     ),
   );
 }
