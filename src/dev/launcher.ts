@@ -129,7 +129,16 @@ export async function launch(config: Config, opts: LaunchOptions): Promise<void>
 
     if (opts.demo) {
       log('demo:');
-      await runDemo({ apiUrl, adminKey: config.SLUICE_ADMIN_KEY, temporalUiUrl: temporalUi, namespace: config.TEMPORAL_NAMESPACE, log: (l) => log(`  ${l}`) });
+      const demoStartedMs = Date.now();
+      await runDemo({
+        apiUrl,
+        adminKey: config.SLUICE_ADMIN_KEY,
+        consoleUrl: isConsoleBuilt() ? `${apiUrl}/console/` : undefined,
+        temporalUiUrl: temporalUi,
+        namespace: config.TEMPORAL_NAMESPACE,
+        log: (l) => log(`  ${l}`),
+      });
+      log(`demo done in ${((Date.now() - demoStartedMs) / 1000).toFixed(1)} s`);
     }
     log(`API        ${apiUrl}/v1   (admin key: SLUICE_ADMIN_KEY${config.SLUICE_ADMIN_KEY === 'sluice-dev-admin-key' ? ' = sluice-dev-admin-key' : ''})`);
     log(`API docs   ${apiUrl}/docs`);

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createTestDatabase, type TestDatabase } from '../support/db';
 import { freePort } from '../support/globalSetup';
-import { paymentWorkflowId } from '../../src/domain/payments';
+import { streamWorkflowId } from '../../src/domain/streams';
 import { connectClient } from '../../src/temporal/connection';
 import { startDevServer } from '../../src/temporal/devServer';
 import { resolveTool, TEMPORAL_CLI } from '../../src/temporal/tools';
@@ -67,11 +67,21 @@ test('npm start brings up Temporal, worker and API, runs the demo, a second star
   await one.waitFor('ready; Ctrl-C stops everything');
   const out = one.output();
   expect(out).toContain(`Temporal: dev server at 127.0.0.1:${temporalPort}`);
-  // the demo printed real balances: 10000 deposited, 2500 + 400 + 750 - 250 moved to bob
-  expect(out).toMatch(/7\. bob refunds 250[\s\S]*alice-\w+\.wallet\s+balance\s+6600\s+held\s+0\s+available\s+6600/);
-  expect(out).toMatch(/bob-\w+\.wallet\s+balance\s+3400/);
-  // the world's side, summed over its stripes: the pool's seed (10000) and alice's 10000
-  expect(out).toContain('world balance -20000 over its 8 stripes');
+  // the demo's headline, with real figures: two keys, a stream ticking, its receipt and the escrow it gave back
+  expect(out).toMatch(/alice-\w+\s+sk_alice-\w+_\S+\s+\(buyer agent; 10,000 deposited\)/);
+  expect(out).toMatch(/bob-\w+\s+sk_bob-\w+_\S+\s+\(GPU seller\)/);
+  for (let t = 1; t <= 5; t++) expect(out).toMatch(new RegExp(`tick ${t}  paid\\s+${25 * t}  escrow left ${(2000 - 25 * t).toLocaleString('en-US')}`));
+  const receipt = out.match(/CONFIRMED after (\d+) ticks: paid ([\d,]+), escrow returned ([\d,]+) \(cancelled by alice-\w+\)/);
+  expect(receipt).not.toBeNull();
+  const [ticks, paid, returned] = receipt!.slice(1).map((n) => Number(n.replace(/,/g, ''))) as [number, number, number];
+  expect([paid, paid + returned]).toEqual([25 * ticks, 2000]);
+  expect(out).toMatch(new RegExp(`alice-\\w+\\.wallet\\s+balance\\s+${(10_000 - paid).toLocaleString('en-US')}\\s+held 0`));
+  expect(out).toMatch(/subaccount fleet-\w+\/1 active, account fleet-\w+\/1 \(saga subaccount-create-fleet-\w+\/\w+\); 1 of 500 live/);
+  expect(out).toContain('decided free, reserved 40');
+  expect(out).toContain('settled: the work cost 30, the pool absorbed 30');
+  expect(out).toMatch(/the crown \(lowest qualifying rate\) is carol-\w+'s at 18/);
+  expect(out).toMatch(/npx sluice login --api http:\/\/127\.0\.0\.1:\d+ --key sk_alice-/);
+  expect(out).toMatch(/demo done in [\d.]+ s/);
   expect(out).toContain(`API docs   http://127.0.0.1:${apiPort}/docs`);
   expect(out).toContain(`console    http://127.0.0.1:${apiPort}/console/`);
   expect(out).toContain(`Temporal   http://127.0.0.1:${uiPort}`);
@@ -84,8 +94,12 @@ test('npm start brings up Temporal, worker and API, runs the demo, a second star
   expect(await two.exited).toBe(0);
   expect(two.output()).toContain(`Temporal: reusing the server at 127.0.0.1:${temporalPort}`);
   expect(two.output()).toContain(`API: reusing http://127.0.0.1:${apiPort}`);
-  expect(two.output()).toMatch(/bob-\w+\.wallet\s+balance\s+3400/);
-  expect(two.output()).toContain('world balance -30000 over its 8 stripes'); // one more demo deposit
+  // its own parties, its own stream, and a crown of its own sellers (the first run's left the board)
+  expect(two.output()).toMatch(/escrow returned/);
+  const runs = [one.output(), two.output()].map((o) => o.match(/stream (gpu-job-\w+)\)/)![1]);
+  expect(new Set(runs).size).toBe(2);
+  expect(two.output()).toMatch(/the crown \(lowest qualifying rate\) is carol-\w+'s at 18, as of/);
+  expect(two.output()).not.toMatch(/is carol-\w+, carol-/);
 
   // Ctrl-C: every child the first launcher started goes away with it
   one.child.kill('SIGINT');
@@ -96,15 +110,15 @@ test('npm start brings up Temporal, worker and API, runs the demo, a second star
   expect(one.output()).not.toContain('SIGKILL');
   for (const port of [temporalPort, uiPort, apiPort]) expect(await portOpen(port)).toBe(false);
 
-  // both demos paid once each
-  const { rows } = await db.pool.query(`select ref from payments order by created_at`);
-  expect(rows).toHaveLength(2);
+  // both demos streamed once each, and closed their streams
+  const { rows } = await db.pool.query(`select ref, status from streams order by opened_at`);
+  expect(rows.map((r: any) => [r.ref, r.status])).toEqual(runs.map((ref) => [ref, 'closed']));
 
   // Temporal's state is the SQLite file under the data dir: a restarted server still knows the payment workflows
   const server = await startDevServer({ cliPath: resolveTool(TEMPORAL_CLI).path!, port: temporalPort, dbFile: join(dataDir, 'temporal.db') });
   try {
     const client = await connectClient(server.address, 'default');
-    const described = await client.workflow.getHandle(paymentWorkflowId(rows[0].ref)).describe();
+    const described = await client.workflow.getHandle(streamWorkflowId(rows[0].ref)).describe();
     expect(described.status.name).toBe('COMPLETED');
     await client.connection.close();
   } finally {
