@@ -9,11 +9,13 @@ import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack
 /**
  * The operator console in headless Chromium against the real stack (API on a port,
  * worker, PostgreSQL, the Temporal dev server): signing in with a key, a stream's
- * paid amount rising on screen tick by tick, its receipt once cancelled, searching
- * streams, the stream actions behind their confirmation (each checked through the API
- * too), a refused action in the API's words, the entity, pool, crown and audit pages
- * showing the fixture's own numbers, the same the API answers, a failed subaccount's
- * reason, and the pages at 375 px wide. Screenshots land in test-artifacts/console/
+ * paid amount rising on screen tick by tick, its chart drawn from the billed ticks, its
+ * receipt once cancelled (with the escrow returned), searching streams through the API's
+ * filters, the stream actions behind their confirmation (each checked through the API
+ * too), a refused action in the API's words with its request id, the admin's entity
+ * list, the entity, pool, crown and audit pages showing the fixture's own numbers, the
+ * same the API answers, a failed subaccount's reason and its creation saga, and the
+ * pages at 375 px wide. Screenshots land in test-artifacts/console/
  * (and docs/console/ with UPDATE_SCREENSHOTS=1).
  */
 const TEMPORAL_UI = 'http://temporal-ui.test:8233';
@@ -42,10 +44,27 @@ async function answerConfirm(accept: boolean) {
   await page.locator('[data-test=confirm]').waitFor({ state: 'detached' });
 }
 
-/** The streams the search for `text` should find: the key's own list, matched the way the console says it matches. */
-async function expectedMatches(who: string, text: string): Promise<string[]> {
-  const { streams } = (await as(who).get('/v1/streams?limit=100')).body as { streams: Array<{ ref: string; payer: string; payee?: string }> };
-  return streams.filter((s) => [s.ref, s.payer, s.payee].some((v) => v?.includes(text))).map((s) => s.ref);
+/** The refs of a page of GET /v1/streams as `who` reads it: what a search with the same filters must show. */
+async function listedRefs(who: ReturnType<typeof admin>, query: Record<string, string>): Promise<string[]> {
+  const res = await who.get(`/v1/streams?${new URLSearchParams({ limit: '25', ...query })}`);
+  expect(res.status).toBe(200);
+  return res.body.streams.map((s: { ref: string }) => s.ref);
+}
+/** The refs the streams table shows, in order. */
+const refsOnScreen = async () => (await page.locator('[data-test=streams] tbody tr td:first-child').allInnerTexts()).map((t) => t.trim());
+
+/**
+ * The X-Request-Id of every answer the page receives from an API path containing `part`
+ * (a polled page asks again every second, each time with a new request id), by id: the
+ * path asked.
+ */
+function requestIds(part: string): Map<string, string> {
+  const ids = new Map<string, string>();
+  page.on('response', (r) => {
+    const id = r.headers()['x-request-id'];
+    if (id && r.url().includes(part)) ids.set(id, new URL(r.url()).pathname + new URL(r.url()).search);
+  });
+  return ids;
 }
 
 /** Reads a figure on screen until it has grown past `before` (the page polls the API every second). */
@@ -78,14 +97,30 @@ beforeAll(async () => {
   await party('alice', 100_000);
   await party('bob');
   await party('carol', 10_000);
+  // a second account of alice's that lists before alice.w: a top-up still preselects the stream's own
+  expect((await as('alice').post('/v1/accounts', { id: 'alice.a' })).status).toBe(201);
+  // otto operates alice's streams: it may read them, ticks and all
+  await party('otto');
+  expect((await as('alice').post('/v1/parties/alice/operators', { operator: 'otto', dailyLimit: 1_000 })).status).toBe(201);
   // someone else's stream: alice's console must not list it
   expect((await as('carol').post('/v1/streams', { ref: 'carol-hidden', fromAccountId: 'carol.w', toAccountId: 'bob.w', ratePerTick: 2, maxTotal: 100, tickIntervalMs: 60_000 })).status).toBe(201);
   // alice's other streams: one to carol (found by searching for carol), one to drive the actions on
   expect((await as('alice').post('/v1/streams', { ref: 'console-gift', fromAccountId: 'alice.w', toAccountId: 'carol.w', ratePerTick: 1, maxTotal: 50, tickIntervalMs: 60_000 })).status).toBe(201);
+  // 30 newer streams of dave's (opened and closed in one batch): carol's two are past the admin's newest page of 25
+  await party('dave', 1_000);
+  const fillers = Array.from({ length: 30 }, (_, i) => `filler-${String(i).padStart(2, '0')}`);
+  const batch = await as('dave').post('/v1/streams/batch', {
+    items: fillers.flatMap((ref) => [
+      { op: 'open', ref, fromAccountId: 'dave.w', toAccountId: 'bob.w', ratePerTick: 1, maxTotal: 10, tickIntervalMs: 60_000 },
+      { op: 'cancel', ref },
+    ]),
+  });
+  expect(batch.body).toMatchObject({ succeeded: 60, failed: 0 });
   expect((await as('alice').post('/v1/streams', { ref: 'console-actions', fromAccountId: 'alice.w', toAccountId: 'bob.w', ratePerTick: 10, maxTotal: 5_000, tickIntervalMs: 1_000 })).status).toBe(201);
 
   // an entity with two subaccounts, each announced to a webhook receiver
-  const entity = await admin().post('/v1/entities', { id: 'nimbus', name: 'Nimbus agents', collateral: 100, funding: 50, webhookUrls: [`http://127.0.0.1:${(hooks.address() as AddressInfo).port}/hooks`] });
+  // at most 5 live and 2 created an hour: its two creations reach the hourly limit
+  const entity = await admin().post('/v1/entities', { id: 'nimbus', name: 'Nimbus agents', collateral: 100, funding: 50, subaccountCap: 5, creationsPerHour: 2, webhookUrls: [`http://127.0.0.1:${(hooks.address() as AddressInfo).port}/hooks`] });
   expect(entity.status).toBe(201);
   keys.nimbus = entity.body.apiKey;
   expect((await admin().post('/v1/deposits', { accountId: 'nimbus.main', amount: 5_000 }, 'fund-nimbus')).status).toBe(201);
@@ -135,9 +170,14 @@ describe('the operator console in headless Chromium', () => {
     await page.goto(`${base}/console/`);
     await screenshot(page, 'login');
     await page.locator('input[name=key]').fill('not-a-key');
+    const refused = page.waitForResponse((r) => r.url().endsWith('/v1/console/config'));
     await page.locator('button[type=submit]').click();
     await page.locator('[data-test=login-error]').waitFor({ state: 'visible' });
     expect(await text('login-error')).toBe('unknown API key');
+    // the API's request id, in small text under the message: the one its answer carried
+    const answer = await refused;
+    expect(await text('login-error-request-id')).toBe(answer.headers()['x-request-id']);
+    expect(((await answer.json()) as { error: { request_id: string } }).error.request_id).toBe(answer.headers()['x-request-id']);
     expect(await page.evaluate('sessionStorage.length')).toBe(0);
   });
 
@@ -161,23 +201,35 @@ describe('the operator console in headless Chromium', () => {
     await screenshot(page, 'streams');
   });
 
-  test('searching by party or by ref lists only the matching streams the key may see', async () => {
-    const search = async (q: string) => {
-      await page.locator('[data-test=stream-search]').fill(q);
+  test("searching by party or by ref prefix lists what the API's filters list, within what the key may see", async () => {
+    const search = async (party: string, ref: string, query: Record<string, string>) => {
+      await page.locator('[data-test=search-party]').fill(party);
+      await page.locator('[data-test=search-ref]').fill(ref);
       await page.locator('form.search button').click();
-      const expected = await expectedMatches('alice', q);
-      expect(await rowsOnceSettled('[data-test=streams] tbody tr', expected.length)).toBe(expected.length);
+      const expected = await listedRefs(as('alice'), { status: 'open', ...query });
+      await until(`the rows for ${JSON.stringify(query)}`, async () => (JSON.stringify(await refsOnScreen()) === JSON.stringify(expected) ? true : undefined));
       return expected;
     };
-    // carol's own stream mentions carol too, but it is not alice's to see
-    expect(await search('carol')).toEqual(['console-gift']);
-    expect(await page.locator('[data-test=streams] tbody').innerText()).toContain('console-gift');
+    // carol's own stream has carol in it too, but it is not alice's to see
+    expect(await search('carol', '', { party: 'carol' })).toEqual(['console-gift']);
     expect(await page.locator('[data-test=streams]').innerText()).not.toContain('carol-hidden');
-    expect(page.url()).toContain('q=carol');
+    expect(page.url()).toContain('party=carol');
     await screenshot(page, 'streams-search');
-    expect(await search('actions')).toEqual(['console-actions']);
-    expect(await search('nobody-here')).toEqual([]);
-    expect(await text('streams')).toContain('No stream here whose ref or party contains "nobody-here"');
+    expect(await search('', 'console-a', { refPrefix: 'console-a' })).toEqual(['console-actions']);
+    expect(await search('bob', 'console-', { party: 'bob', refPrefix: 'console-' })).toEqual(['console-live', 'console-actions']);
+    expect(await search('nobody-here', '', { party: 'nobody-here' })).toEqual([]);
+    expect(await text('streams')).toBe('No stream here with party nobody-here.');
+    // a party id the API refuses: its message and request id under the search box, which stays
+    const ids = requestIds('party=Not');
+    await page.locator('[data-test=search-party]').fill('Not a party');
+    await page.locator('form.search button').click();
+    await page.locator('[data-test=search-error]').waitFor();
+    const refused = await as('alice').get('/v1/streams?limit=25&status=open&party=Not+a+party');
+    expect(refused.status).toBe(400);
+    expect(await text('search-error')).toBe(refused.body.error.message);
+    const shown = await text('search-error-request-id');
+    expect(ids.has(shown)).toBe(true);
+    expect(await page.locator('[data-test=search-party]').inputValue()).toBe('Not a party');
     await page.locator('[data-test=search-clear]').click();
     expect(await rowsOnceSettled('[data-test=streams] tbody tr', 3)).toBe(3);
   });
@@ -201,12 +253,15 @@ describe('the operator console in headless Chromium', () => {
       await new Promise((r) => setTimeout(r, 80));
     }
     expect(flowing.size).toBeGreaterThan(2); // values between two ticks' amounts, not only multiples of 25
-    // the chart's last step is the stream's paid total as the API has it, one step a tick
-    const chart = await until('the chart to reach the API total', async () => {
+    // the chart's last step is the last billed tick's running total, as GET /v1/streams/:ref/ticks has it, one step a tick
+    const chart = await until('the chart to reach the last billed tick', async () => {
       const onChart = await page.locator('[data-test=paid-chart]').evaluate((el) => ({ last: Number(el.getAttribute('data-last')), points: Number(el.getAttribute('data-points')) }));
-      return onChart.last === (await view('console-live')).totalPaid ? onChart : undefined;
+      const { ticks } = (await as('alice').get('/v1/streams/console-live/ticks?limit=1000')).body as { ticks: Array<{ tick: number; paid: number }> };
+      return onChart.last === ticks.at(-1)!.paid && onChart.points === ticks.length ? { ...onChart, ticks } : undefined;
     });
     expect(chart.points).toBe(chart.last / 25);
+    expect(chart.ticks.map((t) => t.tick)).toEqual(Array.from({ length: chart.ticks.length }, (_, i) => i + 1));
+    expect(await page.locator('.lede').innerText()).toContain('alice (alice.w) → bob (bob.w)');
     expect(await page.locator('a.external').getAttribute('href')).toBe(`${TEMPORAL_UI}/namespaces/default/workflows/stream-console-live`);
     await screenshot(page, 'stream-live');
 
@@ -219,6 +274,9 @@ describe('the operator console in headless Chromium', () => {
     expect(await text('receipt-reason')).toBe('cancelled');
     expect(await text('receipt-status')).toBe('CONFIRMED');
     expect(receipt.totalPaid).toBe(25 * receipt.ticks);
+    // the escrow gave back what the stream did not pay, to the account it paid from
+    expect(receipt).toMatchObject({ fromAccountId: 'alice.w', toAccountId: 'bob.w', escrowReturned: 10_000 - receipt.totalPaid });
+    expect(await text('receipt-escrow-returned')).toBe(`${units(receipt.escrowReturned)} to alice.w`);
     // a closed stream offers no actions
     expect(await page.locator('[data-test=action-cancel]').count()).toBe(0);
     await screenshot(page, 'stream-receipt');
@@ -245,7 +303,9 @@ describe('the operator console in headless Chromium', () => {
     expect(paused.pausedAt).toBeDefined();
     expect(paused.pauses.at(-1)).toMatchObject({ by: 'alice' });
     expect(await text('action-done')).toBe('Paused: no ticks until it is resumed.');
+    expect(paused.status).toBe('PAUSED');
     await until('the page to show it paused', async () => ((await text('stream-next')) === 'paused' ? true : undefined));
+    expect(await page.locator('.lede .badge').innerText()).toBe('PAUSED');
     await new Promise((r) => setTimeout(r, 1_500));
     expect((await view('console-actions')).ticks).toBe(paused.ticks);
 
@@ -262,7 +322,10 @@ describe('the operator console in headless Chromium', () => {
     const before = await view('console-actions');
     expect(before).toMatchObject({ maxTotal: 5_000 });
     await page.locator('[data-test=topup-from] option').first().waitFor({ state: 'attached' });
-    expect(await page.locator('[data-test=topup-from]').inputValue()).toBe('alice.w');
+    // alice.a lists first; the account the stream pays from is the one preselected
+    expect(await page.locator('[data-test=topup-from] option').allInnerTexts()).toEqual([expect.stringMatching(/^alice\.a /), expect.stringMatching(/^alice\.w /)]);
+    expect(before.fromAccountId).toBe('alice.w');
+    expect(await page.locator('[data-test=topup-from]').inputValue()).toBe(before.fromAccountId);
     await page.locator('[data-test=topup-amount]').fill('500');
     await page.locator('[data-test=action-topup]').click();
     expect(await text('confirm')).toContain('500 moves from alice.w');
@@ -301,6 +364,8 @@ describe('the operator console in headless Chromium', () => {
     expect(await text('action-done')).toBe(`Cancelled: ${units(receipt.totalPaid)} paid over ${units(receipt.ticks)} ticks.`);
     expect(await text('receipt-total-paid')).toBe(units(receipt.totalPaid));
     expect(await text('receipt-closed-by')).toBe('alice');
+    expect(receipt.escrowReturned).toBe(receipt.maxTotal - receipt.totalPaid);
+    expect(await text('receipt-escrow-returned')).toBe(`${units(receipt.escrowReturned)} to alice.w`);
     expect(await page.locator('[data-test=action-pause]').count()).toBe(0);
   });
 
@@ -310,14 +375,30 @@ describe('the operator console in headless Chromium', () => {
     await page.goto(`${base}/console/#/streams/console-gift`);
     await page.locator('[data-test=rate-input]').fill('5');
     await page.locator('[data-test=action-rate]').click();
+    const answer = page.waitForResponse((r) => r.url().endsWith('/v1/streams/console-gift/rate'));
     await answerConfirm(true);
     await page.locator('[data-test=action-error]').waitFor();
     // the same request as the API answers it to carol
     const refused = await as('carol').post('/v1/streams/console-gift/rate', { ratePerTick: 5 });
     expect(refused.status).toBe(403);
     expect(await text('action-error')).toBe(refused.body.error.message);
+    // and in small text, the request id the browser's own request was answered with
+    expect(await text('action-error-request-id')).toBe((await answer).headers()['x-request-id']);
     expect(await view('console-gift')).toMatchObject({ status: 'STREAMING', ratePerTick: 1 });
     await screenshot(page, 'stream-refused');
+  });
+
+  test("the payer's operator sees the paid-over-time chart, from the ticks it may read", async () => {
+    await page.locator('button', { hasText: 'Sign out' }).click();
+    await signIn(keys.otto!);
+    await page.goto(`${base}/console/#/streams/console-actions`);
+    await page.locator('[data-test=receipt]').waitFor();
+    const ticks = await as('otto').get('/v1/streams/console-actions/ticks?limit=1000');
+    expect(ticks.status).toBe(200);
+    const last = ticks.body.ticks.at(-1);
+    expect(last.paid).toBe((await view('console-actions')).totalPaid);
+    await until('the chart at the last tick', async () => (Number(await page.locator('[data-test=paid-chart]').getAttribute('data-last')) === last.paid ? true : undefined));
+    expect(Number(await page.locator('[data-test=paid-chart]').getAttribute('data-points'))).toBe(ticks.body.ticks.length);
   });
 
   test("a party key sees the auditor is the admin's", async () => {
@@ -339,6 +420,12 @@ describe('the operator console in headless Chromium', () => {
     expect(await figure('entity-main-balance')).toBe(d.totals.mainBalance);
     expect(await figure('entity-balance')).toBe(d.totals.balance);
     expect(d.totals.balance).toBe(100); // two subaccounts funded with 50 each
+    // where it stands against its limits, as GET /v1/entities/:id has it: at the hourly limit, with when the next may be created
+    const e = (await as('nimbus').get('/v1/entities/nimbus')).body;
+    expect(e).toMatchObject({ subaccountCap: 5, creationsPerHour: 2, liveSubaccounts: 2, creationsLastHour: 2, nextCreationAt: expect.any(String) });
+    expect(await figure('entity-live')).toBe(e.liveSubaccounts);
+    expect(await figure('entity-cap')).toBe(e.subaccountCap);
+    expect(await text('entity-creations')).toMatch(new RegExp(`^${e.creationsLastHour} of ${e.creationsPerHour} created this hour · next at ${clock(Date.parse(e.nextCreationAt))} \\(in `));
     const workflows = await page.locator('a.external').getAttribute('href');
     expect(decodeURIComponent(workflows!.split('query=')[1]!)).toBe('SluiceEntity="nimbus"');
     expect(await page.locator('[data-test=subaccounts] tbody tr').count()).toBe(2);
@@ -401,35 +488,63 @@ describe('the operator console in headless Chromium', () => {
     expect(await page.locator('[data-test=audit-checks] tbody tr').count()).toBe(audit.checks.length);
     await screenshot(page, 'audit');
 
-    // the admin's streams list holds everyone's, carol's too
+    // the admin's streams list holds everyone's, newest first, a page at a time
     await page.locator('nav a', { hasText: 'Streams' }).click();
     await page.locator('a.chip', { hasText: 'All' }).click();
-    await page.locator('[data-test="paid-carol-hidden"]').waitFor();
-    const everyone = (await admin().get('/v1/streams?limit=100')).body.streams;
-    expect(everyone).toHaveLength(4);
-    expect(await rowsOnceSettled('[data-test=streams] tbody tr', everyone.length)).toBe(everyone.length);
+    const newest = await listedRefs(admin(), {});
+    expect(newest).toHaveLength(25);
+    await until('the newest page of everyone\'s streams', async () => (JSON.stringify(await refsOnScreen()) === JSON.stringify(newest) ? true : undefined));
+    await page.locator('[data-test=streams-older]').waitFor();
+    // carol's streams are older than that page: the API's party filter still finds them
+    expect(newest).not.toContain('console-gift');
+    expect(newest).not.toContain('carol-hidden');
+    await page.locator('[data-test=search-party]').fill('carol');
+    await page.locator('form.search button').click();
+    const carols = await listedRefs(admin(), { party: 'carol' });
+    expect(carols).toEqual(['console-gift', 'carol-hidden']);
+    await until("carol's streams on screen", async () => (JSON.stringify(await refsOnScreen()) === JSON.stringify(carols) ? true : undefined));
   });
 
-  test("the admin opens an entity by its id; a failed subaccount shows why, with a link to the failed creation sagas", async () => {
-    await page.locator('nav a', { hasText: 'Entity' }).click();
-    await page.locator('input[name=entity]').fill('crumbly');
-    await page.locator('button', { hasText: 'Open' }).click();
+  test('the admin lists the entities, each with its live subaccounts as the API counts them', async () => {
+    await page.locator('nav a', { hasText: 'Entities' }).click();
+    await page.locator('[data-test=entities]').waitFor();
+    const { entities } = (await admin().get('/v1/entities')).body as { entities: Array<{ id: string; liveSubaccounts: number }> };
+    expect(entities.map((e) => [e.id, e.liveSubaccounts])).toEqual([['crumbly', 0], ['nimbus', 2]]);
+    expect(await page.locator('[data-test=entities] tbody tr').count()).toBe(entities.length);
+    for (const e of entities) expect(await figure(`entity-live-${e.id}`)).toBe(e.liveSubaccounts);
+    expect(await page.locator('[data-test=entity-link-nimbus]').getAttribute('href')).toBe('#/entity/nimbus');
+    await screenshot(page, 'entities');
+    // a party key gets no list: the API lists entities to the admin only
+    expect((await as('nimbus').get('/v1/entities')).status).toBe(403);
+  });
+
+  test("an entity the API does not know: its message, and the request id in small text", async () => {
+    const ids = requestIds('/v1/entities/nobody');
+    await page.goto(`${base}/console/#/entity/nobody`);
+    await page.locator('[data-test=error]').waitFor();
+    const shown = await text('error-request-id');
+    expect(ids.has(shown)).toBe(true);
+    const again = await admin().get(ids.get(shown)!);
+    expect(again.status).toBe(404);
+    expect(await text('error')).toBe(again.body.error.message);
+  });
+
+  test("a failed subaccount shows why, with a link to its own creation saga in Temporal", async () => {
+    await page.goto(`${base}/console/#/entity`);
+    await page.locator('[data-test=entity-link-crumbly]').click();
     await page.locator('[data-test=failed-subaccounts]').waitFor();
     const sub = (await admin().get('/v1/subaccounts/crumbly%2F1')).body;
-    expect(sub).toMatchObject({ status: 'failed', failedStep: expect.any(String), failure: expect.any(String) });
+    expect(sub).toMatchObject({ status: 'failed', failedStep: expect.any(String), failure: expect.any(String), creationWorkflowId: 'subaccount-create-crumbly/first' });
     expect(await text('failure-crumbly/1')).toBe(sub.failure);
     expect((await page.locator('[data-test=failed-subaccounts] tbody tr').innerText()).split('\t').slice(0, 2)).toEqual(['crumbly/1', sub.failedStep]);
-    const href = await page.locator('[data-test=failed-sagas]').getAttribute('href');
-    const query = decodeURIComponent(href!.split('query=')[1]!);
-    expect(href!.startsWith(`${TEMPORAL_UI}/namespaces/default/workflows?query=`)).toBe(true);
-    expect(query).toBe('SluiceKind="subaccount" AND SluiceEntity="crumbly" AND SluiceStatus="FAILED"');
-    // the link's query finds the saga that failed: subaccount-create-<entity>/<request id>
-    const found = await until('the failed saga in visibility', async () => {
-      const ids: string[] = [];
-      for await (const wf of stack.client.workflow.list({ query })) ids.push(wf.workflowId);
-      return ids.length ? ids : undefined;
-    });
-    expect(found).toEqual(['subaccount-create-crumbly/first']);
+    expect(await text('entity-live')).toBe('0');
+    const href = (await page.locator('[data-test="saga-crumbly/1"]').getAttribute('href'))!;
+    expect(href).toBe(`${TEMPORAL_UI}/namespaces/default/workflows/${encodeURIComponent(sub.creationWorkflowId)}`);
+    expect(decodeURIComponent(href).endsWith(`/workflows/${sub.creationWorkflowId}`)).toBe(true);
+    // the workflow the link opens is the saga that failed
+    const saga = await stack.client.workflow.getHandle(sub.creationWorkflowId).describe();
+    expect(saga.workflowId).toBe(sub.creationWorkflowId);
+    expect(saga.type).toBe('subaccountCreationWorkflow');
     await screenshot(page, 'entity-failed');
   });
 
@@ -438,6 +553,7 @@ describe('the operator console in headless Chromium', () => {
     try {
       for (const [hash, ready] of [
         ['streams?status=all', '[data-test=streams]'],
+        ['entity', '[data-test=entities]'],
         ['streams/console-actions', '[data-test=receipt]'],
         ['entity/nimbus', '[data-test=subaccounts]'],
         ['entity/crumbly', '[data-test=failed-subaccounts]'],
@@ -454,6 +570,10 @@ describe('the operator console in headless Chromium', () => {
           expect(await page.locator('[data-test=streams] tbody tr').count()).toBe((await admin().get('/v1/streams?limit=25')).body.streams.length);
           expect(await page.locator('.table-scroll').first().evaluate((el) => el.scrollWidth > el.clientWidth)).toBe(true);
           await screenshot(page, 'mobile-streams');
+        }
+        if (hash === 'entity') {
+          expect(await page.locator('[data-test=entities] tbody tr').count()).toBe((await admin().get('/v1/entities')).body.entities.length);
+          await screenshot(page, 'mobile-entities');
         }
         if (hash === 'streams/console-actions') {
           expect(await text('receipt-total-paid')).toBe(units((await view('console-actions')).totalPaid));
