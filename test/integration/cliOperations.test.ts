@@ -50,7 +50,7 @@ test('streams watch prints a line per change until the stream completes, then th
   expect(watched.code).toBe(0);
   const lines = watched.stdout.trim().split('\n');
   // not a terminal: plain lines, a bar toward maxTotal, paid never going back
-  expect(lines.at(-1)).toBe('clo-w1 CONFIRMED: paid 40 in 4 ticks, completed by system');
+  expect(lines.at(-1)).toBe('clo-w1 CONFIRMED: paid 40 in 4 ticks, completed by system; escrow returned 0');
   const progress = lines.slice(0, -1);
   expect(progress.length).toBeGreaterThanOrEqual(1);
   for (const l of progress) expect(l).toMatch(/^\[[#-]{24}\] +\d+% clo-w1: paid \d+ of 40, \d ticks?/);
@@ -59,9 +59,9 @@ test('streams watch prints a line per change until the stream completes, then th
 
   // the other stream commands print a human summary too
   const status = await sluice(keys['clo-payer']!, 'streams', 'status', 'clo-w1');
-  expect(status.stdout).toContain('stream: clo-w1 (escrow)\nstatus: CONFIRMED\nfrom → to: clo-payer → clo-payee\nrate: 10 per tick\npaid: 40 of 40 in 4 ticks\n');
-  // times read relative to now, the exact time beside them
-  expect(status.stdout).toMatch(/\nopened: \d+ s ago \(\S+Z\)\nclosed: (\d+ s ago|just now) \(\S+Z\): completed by system\n/);
+  expect(status.stdout).toContain('stream: clo-w1 (escrow)\nstatus: CONFIRMED\nfrom → to: clo-payer → clo-payee\naccounts: clo-payer.w → clo-payee.w\nrate: 10 per tick\npaid: 40 of 40 in 4 ticks\n');
+  // times read relative to now, the exact time beside them; a closed escrow says what it gave back
+  expect(status.stdout).toMatch(/\nopened: \d+ s ago \(\S+Z\)\nclosed: (\d+ s ago|just now) \(\S+Z\): completed by system\nescrow returned: 0\n/);
   expect((await sluice(keys['clo-payer']!, 'operators', 'grant', 'clo-payer', 'clo-payee', '--daily-limit', '300', '--scopes', 'pause')).stdout.split('\n')).toEqual([
     expect.stringMatching(/^PAYER +OPERATOR +SCOPES +DAILY LIMIT +SPENT TODAY +STATE$/),
     expect.stringMatching(/^clo-payer +clo-payee +pause +300 +0 +active$/),
