@@ -88,10 +88,10 @@ export function entitiesPage(ctx: Context, params: URLSearchParams): Page {
       const { entities, next } = await get<{ entities: EntityListing[]; next?: string }>(`/v1/entities?${new URLSearchParams({ limit: '50', ...(after && { after }) })}`);
       return card(
         'Entities',
-        table(['Id', 'Name', 'Main account', 'Live subaccounts', 'Registered'],
-          entities.map((e) => [h('a', { href: `#/entity/${encodeURIComponent(e.id)}`, 'data-test': `entity-link-${e.id}` }, e.id), e.name, h('code', {}, e.mainAccountId),
-            h('span', { 'data-test': `entity-live-${e.id}` }, units(e.liveSubaccounts)), when(e.createdAt)]),
-          { numeric: [3], empty: after ? 'No more entities.' : 'No entities registered yet.', test: 'entities' }),
+        table(['Id', 'Live subaccounts', 'Name', 'Main account', 'Registered'],
+          entities.map((e) => [h('a', { href: `#/entity/${encodeURIComponent(e.id)}`, 'data-test': `entity-link-${e.id}` }, e.id),
+            h('span', { 'data-test': `entity-live-${e.id}` }, units(e.liveSubaccounts)), e.name, h('code', {}, e.mainAccountId), when(e.createdAt)]),
+          { numeric: [1], empty: after ? 'No more entities.' : 'No entities registered yet.', test: 'entities' }),
         next ? h('p', {}, h('a', { href: `#/entity?after=${encodeURIComponent(next)}` }, 'More entities →')) : null,
         h('p', { class: 'hint' }, 'Or open one by its id:'), open,
       );
