@@ -13,6 +13,7 @@ import type { Limits } from '../ledger/entities';
 import { RATE_LIMIT_CALLERS_MAX, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './limits';
 import { clientErrorHandler, errorHandler, notFoundHandler, requestIdOf, statusOfCode } from './errors';
 import { errorReferenceHtml } from './errorReference';
+import { withExample } from './openapiExamples';
 import { createMetrics } from './metrics';
 import { ledgerRoutes } from './routes/ledger';
 import { partyRoutes } from './routes/parties';
@@ -155,7 +156,8 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
   // statuses the app answers around any handler, and a sentence for every status
   app.addHook('onRoute', (route) => {
     if (!route.schema?.response) return;
-    route.schema = { ...route.schema, response: describedResponses({ ...appStatuses(route.method, route.url), ...(route.schema.response as object) }) };
+    const schema = { ...route.schema, response: describedResponses({ ...appStatuses(route.method, route.url), ...(route.schema.response as object) }) };
+    route.schema = withExample(`${route.method} ${route.url}`, schema);
   });
   const authenticate = createAuthenticator(deps.pool, deps.adminKey);
   // The limiter runs after authentication, so it counts writes per party; a request

@@ -207,6 +207,8 @@ export function* crownPerTick(window: Window, before: ReadonlyMap<string, Seller
 /** The rate board's clock: one tick per second of wall time (the API reads it; the rules never do). */
 export const CROWN_TICK_MS = 1000;
 export const tickAt = (ms: number) => Math.floor(ms / CROWN_TICK_MS);
+/** The last board tick a time can be given for (JavaScript's dates end in the year 275760). */
+export const CROWN_TICK_MAX = 8_640_000_000_000_000 / CROWN_TICK_MS;
 /** When a board tick begins, as an ISO time (what a person reads instead of the tick number). */
 export const timeOfTick = (tick: number) => new Date(tick * CROWN_TICK_MS).toISOString();
 

@@ -305,6 +305,8 @@ const FOUND: [string, { method: 'GET' | 'POST'; url: string; as: Who; body?: unk
   // not a 5xx but a wrong 200: an unknown entity's pages were empty where its dashboard is a 404
   ["an unknown entity's subaccounts", { method: 'GET', url: '/v1/entities/nobody/subaccounts', as: 'admin' }, 404],
   ["an unknown entity's deliveries", { method: 'GET', url: '/v1/entities/nobody/deliveries', as: 'admin' }, 404],
+  ['a tick cursor past a PostgreSQL integer', { method: 'GET', url: '/v1/streams/any/ticks?after=1913210275288599', as: 'admin' }, 400],
+  ['a crown window past the last time a date can show', { method: 'GET', url: '/v1/crown?from=9000000000000&to=9000000000010', as: 'admin' }, 400],
 ];
 
 test.each(FOUND)('found by fuzzing: %s is a 4xx in the error shape', async (_what, req, status) => {

@@ -256,6 +256,8 @@ export interface Response {
   status: number;
   contentType: string;
   body: any;
+  /** What was sent, its tokens filled in: the url and the JSON body (undefined: none or raw). */
+  sent: { url: string; body?: unknown };
 }
 
 export type Fixture = Awaited<ReturnType<typeof buildFixture>>;
@@ -302,21 +304,24 @@ export async function buildFixture(stack: TestStack) {
     const headers: Record<string, string> = { ...authHeader(req.as) };
     if (entry?.keyed && req.key !== null) headers['idempotency-key'] = req.key ?? fresh('key');
     let payload: string | undefined;
+    let sentBody: unknown;
     if (req.raw !== undefined) {
       payload = req.raw;
       headers['content-type'] = req.type ?? 'application/json';
     } else if (req.body !== undefined) {
-      payload = JSON.stringify(fill(req.body));
+      sentBody = fill(req.body);
+      payload = JSON.stringify(sentBody);
       headers['content-type'] = 'application/json';
     }
-    const res = await stack.app.inject({ method, url: fill(req.url ?? path), payload, headers });
+    const url = fill(req.url ?? path);
+    const res = await stack.app.inject({ method, url, payload, headers });
     let body: any;
     try {
       body = res.json();
     } catch {
       body = res.body;
     }
-    return { status: res.statusCode, contentType: String(res.headers['content-type']), body };
+    return { status: res.statusCode, contentType: String(res.headers['content-type']), body, sent: { url, body: sentBody } };
   }
 
   /** The request a kind of caller sends on a route: the natural one, under another key. */

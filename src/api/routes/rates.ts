@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { CROWN_UNITS_PER_TICK, crownTicks, tickAt, timeOfTick } from '../../domain/crown';
+import { CROWN_TICK_MAX, CROWN_UNITS_PER_TICK, crownTicks, tickAt, timeOfTick } from '../../domain/crown';
 import { forbidden, SluiceError } from '../../domain/errors';
 import { crownOver, holdersAt, listRateEvents, payCrownRewards, postRateEvent } from '../../ledger/rates';
 import type { Actor } from '../auth';
@@ -10,8 +10,9 @@ import { CROWN_INTERVALS_SHOWN_MAX, CROWN_WINDOW_TICKS_MAX } from '../limits';
 const errors = S.WriteErrors;
 const readErrors = S.ReadErrors;
 
-const Tick = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
-const QueryTick = S.QueryInt(0, Number.MAX_SAFE_INTEGER);
+// a board tick is a second since the epoch; every one has a time to show
+const Tick = z.number().int().min(0).max(CROWN_TICK_MAX);
+const QueryTick = S.QueryInt(0, CROWN_TICK_MAX);
 
 const RateEvent = z.object({
   id: z.number().int(),

@@ -352,7 +352,8 @@ export function streamRoutes(app: Api) {
       summary: `A stream's billed ticks in order (whoever may read the stream), cursor-paged by tick number; at most ${PAGE_ROWS_MAX['GET /v1/streams/:ref/ticks']} a page`,
       params: S.RefParam,
       querystring: z.object({
-        after: S.PageAfter.describe('0 for the first tick, or `next` of the previous page'),
+        // a tick number is a PostgreSQL integer
+        after: S.QueryInt(0, 2_147_483_647).default(0).describe('0 for the first tick, or `next` of the previous page'),
         limit: S.PageLimit('GET /v1/streams/:ref/ticks'),
       }),
       response: {
