@@ -123,8 +123,8 @@ export async function webhookDeliveryWorkflow(event: SubaccountEvent, given?: st
   return outcome;
 }
 
-/** The codes a refused allocation answers with as such; anything else failed the creation. */
-const REFUSALS = new Set(['rate_limited', 'limit_exceeded']);
+/** The codes a refused allocation answers with as such (nothing allocated, nothing held); anything else failed the creation. */
+const REFUSALS = new Set(['rate_limited', 'limit_exceeded', 'insufficient_funds']);
 
 /**
  * Patch: an allocation that fails other than by a refusal marks the request's slot

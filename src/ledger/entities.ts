@@ -51,6 +51,8 @@ interface SubaccountRow {
   entity_id: string;
   seq: number;
   request_id: string;
+  /** When its saga began to undo it (a pending slot on its way to `failed`). */
+  rolling_back_at: Date | null;
   status: SubaccountStatus;
   account_id: string | null;
   hold_id: number | null;
@@ -146,6 +148,25 @@ export const creationsRateLimited = (entityId: string, lastHour: number, perHour
     retryAfterSeconds,
   });
 
+/** A slot of a rolled-back creation frees within this (its compensations are quick transactions, retried from 200 ms). */
+export const ROLLBACK_RETRY_AFTER_S = 2;
+
+/**
+ * The refusal at the cap. Slots of failed creations still being rolled back count (they
+ * hold collateral or funding until undone), and the refusal says how many there are
+ * and when a retry should find their slots free.
+ */
+export function capReached(entityId: string, l: Pick<CreationLimits, 'cap' | 'live' | 'rollingBack'>): SluiceError {
+  if (l.rollingBack === 0) {
+    return new SluiceError('limit_exceeded', `entity ${entityId} has ${l.live} live subaccounts (cap ${l.cap}): eliminate one to free a slot`, { entity: entityId, cap: l.cap, live: l.live, rollingBack: 0 });
+  }
+  return new SluiceError(
+    'limit_exceeded',
+    `entity ${entityId} has ${l.live} live subaccounts (cap ${l.cap}), ${l.rollingBack} of them failed creations still being rolled back: retry in ${ROLLBACK_RETRY_AFTER_S} s`,
+    { entity: entityId, cap: l.cap, live: l.live, rollingBack: l.rollingBack, retryAfterSeconds: ROLLBACK_RETRY_AFTER_S },
+  );
+}
+
 export interface CreationLimits {
   cap: number;
   perHour: number;
@@ -153,6 +174,8 @@ export interface CreationLimits {
   lastHour: number;
   /** Seconds until the hourly limit lets one more creation through; 0 below the limit. */
   slotFreesInS: number;
+  /** Live (pending) slots of failed creations whose sagas are undoing them: each frees its slot within seconds. */
+  rollingBack: number;
 }
 
 /**
@@ -164,17 +187,25 @@ export interface CreationLimits {
  */
 export async function creationLimits(db: Queryable, entity: Pick<EntityRow, 'id' | 'subaccount_cap' | 'creations_per_hour'>, defaults: Limits): Promise<CreationLimits> {
   const perHour = entity.creations_per_hour ?? defaults.perHour;
-  const { rows } = await db.query<{ live: number; last_hour: number; slot_frees_in_s: number | null }>(
+  const { rows } = await db.query<{ live: number; rolling_back: number; last_hour: number; slot_frees_in_s: number | null }>(
     `with hour as (
        select created_at from subaccounts where entity_id = $1 and status <> 'failed' and created_at > now() - interval '1 hour')
      select (select count(*)::int from subaccounts where entity_id = $1 and status = any($2)) as live,
+            (select count(*)::int from subaccounts where entity_id = $1 and status = 'pending' and rolling_back_at is not null) as rolling_back,
             (select count(*)::int from hour) as last_hour,
             (select ceil(extract(epoch from h.created_at + interval '1 hour' - now()))::int
                from hour h order by h.created_at desc offset $3 - 1 limit 1) as slot_frees_in_s`,
     [entity.id, LIVE_STATUSES, perHour],
   );
   const r = rows[0]!;
-  return { cap: entity.subaccount_cap ?? defaults.cap, perHour, live: r.live, lastHour: r.last_hour, slotFreesInS: r.last_hour >= perHour ? Math.max(1, r.slot_frees_in_s ?? 1) : 0 };
+  return {
+    cap: entity.subaccount_cap ?? defaults.cap,
+    perHour,
+    live: r.live,
+    lastHour: r.last_hour,
+    slotFreesInS: r.last_hour >= perHour ? Math.max(1, r.slot_frees_in_s ?? 1) : 0,
+    rollingBack: r.rolling_back,
+  };
 }
 
 /**
@@ -193,10 +224,22 @@ export function allocateSubaccount(pool: Pool, input: { entityId: string; reques
       input.requestId,
     ]);
     if (mine[0]) return toSubaccount(mine[0]);
-    const { cap, perHour, live, lastHour, slotFreesInS } = await creationLimits(client, entity, input.limits);
+    const limits = await creationLimits(client, entity, input.limits);
+    const { perHour, lastHour, slotFreesInS } = limits;
     if (lastHour >= perHour) throw creationsRateLimited(input.entityId, lastHour, perHour, slotFreesInS);
-    if (live >= cap) {
-      throw new SluiceError('limit_exceeded', `entity ${input.entityId} has ${live} live subaccounts (cap ${cap})`, { entity: input.entityId, cap });
+    if (limits.live >= limits.cap) throw capReached(input.entityId, limits);
+    // a main account that cannot cover the collateral and the funding is refused here,
+    // before a number is taken or anything held (the hold and the funding still check
+    // it under their own locks: this read is not a reservation)
+    const { rows: main } = await client.query<{ available: string }>('select balance - held as available from accounts where id = $1', [entity.main_account_id]);
+    const needed = Number(entity.collateral) + Number(entity.funding);
+    const available = Number(main[0]!.available);
+    if (available < needed) {
+      throw new SluiceError(
+        'insufficient_funds',
+        `entity ${entity.id}'s main account ${entity.main_account_id} has ${available} available; a subaccount needs ${entity.collateral} collateral + ${entity.funding} funding = ${needed}: deposit ${needed - available} more`,
+        { entity: entity.id, account: entity.main_account_id, available, required: needed },
+      );
     }
     const seq = entity.next_seq;
     await client.query('update entities set next_seq = next_seq + 1 where id = $1', [entity.id]);
@@ -235,6 +278,14 @@ export function holdCollateral(pool: Pool, id: string): Promise<Subaccount> {
   });
 }
 
+/**
+ * A pending slot whose saga has begun to undo it (the first compensation to run, under
+ * the slot's lock): from now on a refusal at the cap counts it as rolling back.
+ */
+async function markRollingBack(client: PoolClient, sub: SubaccountRow): Promise<void> {
+  if (sub.status === 'pending' && sub.rolling_back_at === null) await client.query('update subaccounts set rolling_back_at = now() where id = $1', [sub.id]);
+}
+
 /** Releases the collateral hold if it is still open (the caller holds the subaccount's lock). */
 async function releaseCollateralIn(client: PoolClient, sub: SubaccountRow): Promise<boolean> {
   return sub.hold_id !== null && releaseHoldIfOpen(client, { key: collateralReleaseKey(sub.id), holdId: sub.hold_id });
@@ -249,7 +300,9 @@ async function releaseCollateralIn(client: PoolClient, sub: SubaccountRow): Prom
 export function releaseCollateral(pool: Pool, id: string): Promise<boolean> {
   return withTransaction(pool, async (client) => {
     const { sub } = await lockSubaccount(client, id);
-    if (!sagaOwns(sub) || sub.hold_id === null) return false;
+    if (!sagaOwns(sub)) return false;
+    await markRollingBack(client, sub);
+    if (sub.hold_id === null) return false;
     if (await releaseCollateralIn(client, sub)) return true;
     const { rows } = await client.query<{ status: string }>('select status from holds where id = $1', [sub.hold_id]);
     return rows[0]?.status === 'released';
@@ -280,6 +333,7 @@ export function unfundSubaccount(pool: Pool, id: string): Promise<boolean> {
   return withTransaction(pool, async (client) => {
     const { sub, entity } = await lockSubaccount(client, id);
     if (!sagaOwns(sub)) return false;
+    await markRollingBack(client, sub);
     return unfundIn(client, sub, entity);
   });
 }

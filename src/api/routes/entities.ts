@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { creationWorkflowId, eliminationWorkflowId, SUBACCOUNT_SEPARATOR, SUBACCOUNT_STATUSES, type Subaccount } from '../../domain/entities';
 import { forbidden, SluiceError } from '../../domain/errors';
 import { subaccountCreationVisibility, subaccountEliminationVisibility } from '../../domain/searchAttributes';
-import { creationLimits, creationsRateLimited, entityDashboard, getEntity, getSubaccount, listDeliveries, listSubaccounts, registerEntity } from '../../ledger/entities';
+import { capReached, creationLimits, creationsRateLimited, entityDashboard, getEntity, getSubaccount, listDeliveries, listSubaccounts, registerEntity } from '../../ledger/entities';
 import { CREATIONS_PER_HOUR_DEFAULT, SUBACCOUNT_CAP_DEFAULT } from '../../domain/entities';
 import { sluiceErrorFromTemporal } from '../../temporal/failures';
 import { listEntities } from '../../ledger/entityList';
@@ -121,6 +121,7 @@ export function entityRoutes(app: Api) {
           subaccountCap: z.number().int().describe('live subaccounts at most (its own, else SLUICE_SUBACCOUNT_CAP)'),
           creationsPerHour: z.number().int().describe('creations per rolling hour at most (its own, else SLUICE_SUBACCOUNT_CREATIONS_PER_HOUR)'),
           liveSubaccounts: z.number().int().describe('pending, challenge, active or eliminating: each counts against the cap'),
+          rollingBack: z.number().int().describe('of the live: failed creations whose sagas are still undoing them (their slots free within seconds)'),
           creationsLastHour: z.number().int().describe('successful and in-flight creations of the last hour'),
           nextCreationAt: z.string().optional().describe('at the hourly limit: when one more creation is let through'),
         }),
@@ -133,7 +134,7 @@ export function entityRoutes(app: Api) {
       const l = await creationLimits(pool, e, limits);
       return {
         id: e.id, mainAccountId: e.main_account_id, collateral: e.collateral, funding: e.funding, webhookUrls: e.webhook_urls, challengeMs: e.challenge_ms, challengeMinBps: e.challenge_min_bps, nextSeq: e.next_seq,
-        subaccountCap: l.cap, creationsPerHour: l.perHour, liveSubaccounts: l.live, creationsLastHour: l.lastHour,
+        subaccountCap: l.cap, creationsPerHour: l.perHour, liveSubaccounts: l.live, rollingBack: l.rollingBack, creationsLastHour: l.lastHour,
         ...(l.slotFreesInS > 0 && { nextCreationAt: new Date(Date.now() + l.slotFreesInS * 1000).toISOString() }),
       };
     },
@@ -167,12 +168,13 @@ export function entityRoutes(app: Api) {
       const result = await withinDeadline(creation, waitMs, () =>
         new StillRunning(`/v1/entities/${req.params.id}/subaccounts`, { entityId: req.params.id, requestId, workflowId }),
       ).catch(async (error: unknown) => {
-        // over the hourly limit: said with when the next slot frees, now (also the Retry-After header)
+        // a refused allocation, said with where the entity stands now: when the next hourly
+        // slot frees, or how many slots at the cap are rolling back (also Retry-After)
         const refused = sluiceErrorFromTemporal(error);
-        if (refused?.code !== 'rate_limited') throw error;
+        if (refused?.code !== 'rate_limited' && refused?.code !== 'limit_exceeded') throw error;
         const l = await creationLimits(pool, await getEntity(pool, req.params.id), limits);
-        const limited = creationsRateLimited(req.params.id, l.lastHour, l.perHour, Math.max(1, l.slotFreesInS));
-        throw new SluiceError('rate_limited', limited.message, { ...refused.details, ...limited.details });
+        const worded = refused.code === 'rate_limited' ? creationsRateLimited(req.params.id, l.lastHour, l.perHour, Math.max(1, l.slotFreesInS)) : capReached(req.params.id, l);
+        throw new SluiceError(refused.code, worded.message, { ...refused.details, ...worded.details });
       });
       if (result.error) {
         throw new SluiceError('creation_failed', result.error.message, { failedStep: result.failedStep, compensated: result.compensated, subaccount: result.subaccount ?? null });
