@@ -151,7 +151,7 @@ function replayPhase(o: Options, d: Data): ReplayResult {
   crownTime(window, before, events);
   naive(window, before, events);
   const counter: StepCounter = { steps: 0 };
-  const fast = crownTime(window, before, events, counter);
+  const fast = crownTime(window, before, events, { counter });
   const slow = naive(window, before, events);
   // the median of several runs each: one run of a few milliseconds is at the mercy of a GC pause
   const generatorMs = medianMs(o.reads, () => crownTime(window, before, events));

@@ -9,7 +9,8 @@ import { STREAMS_PAGE_MAX } from '../ledger/streams';
 import { STREAM_TICKS_PAGE_MAX } from '../ledger/streamTicks';
 import { PARTIES_PAGE_MAX } from '../ledger/partyList';
 import { ENTITIES_PAGE_MAX } from '../ledger/entityList';
-import { RATE_EVENTS_PAGE_MAX } from '../ledger/rates';
+import { CROWN_TIMELINE_PAGE_MAX, RATE_EVENTS_PAGE_MAX } from '../ledger/rates';
+import { MARKETS_PAGE_MAX } from '../ledger/markets';
 
 /**
  * Every limit the HTTP API puts on a caller, each named with its unit, in one
@@ -38,6 +39,8 @@ export const PAGE_ROWS_MAX = {
   'GET /v1/accounts': ACCOUNTS_PAGE_MAX,
   'GET /v1/events': EVENTS_PAGE_MAX,
   'GET /v1/rates/events': RATE_EVENTS_PAGE_MAX,
+  'GET /v1/markets': MARKETS_PAGE_MAX,
+  'GET /v1/crown/timeline': CROWN_TIMELINE_PAGE_MAX,
   'GET /v1/parties/:id/operators': GRANTS_PAGE_MAX,
   'GET /v1/entities': ENTITIES_PAGE_MAX,
   'GET /v1/entities/:id/subaccounts': SUBACCOUNTS_PAGE_MAX,

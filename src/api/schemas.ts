@@ -7,6 +7,8 @@ import { TIERS } from '../domain/grants';
 export const Units = z.number().int().positive().max(AMOUNT_UNITS_MAX).describe('integer minor units');
 export const PartyId = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,62}$/, '1 to 63 lowercase letters, digits and _ . - (starting with a letter or digit)');
 export const AccountId = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$/, '1 to 128 letters, digits and _ . : / - (starting with a letter or digit)');
+/** A rate board market's id, as migration 021's check has it. */
+export const MarketId = z.string().regex(/^[a-z0-9][a-z0-9._-]{0,63}$/, '1 to 64 lowercase letters, digits and _ . - (starting with a letter or digit)');
 export const Ref = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/, '1 to 128 letters, digits and _ . : - (starting with a letter or digit)');
 export const Currency = z.string().regex(/^[A-Z]{3,8}$/, '3 to 8 capital letters, such as UNIT or USD');
 /** Free text. PostgreSQL text cannot hold a NUL character, so it is refused here instead of failing the insert. */
@@ -180,7 +182,16 @@ export const StreamReceipt = z.object({
     .optional(),
   proposedRatePerTick: z.number().int().optional().describe('a rate change waiting for the payee'),
   /** Set when the stream was opened to payee "best": who held the crown and who was chosen. */
-  route: z.object({ seller: z.string(), tick: z.number().int(), holders: z.array(z.string()), bestRate: z.number().int() }).optional(),
+  route: z
+    .object({
+      market: z.string().describe('the market whose crown was followed'),
+      direction: z.enum(['ask', 'bid']),
+      seller: z.string(),
+      tick: z.number().int(),
+      holders: z.array(z.string()),
+      bestRate: z.number().int(),
+    })
+    .optional(),
 });
 
 export const StreamView = StreamReceipt.extend({
@@ -232,6 +243,8 @@ export const Grant = z.object({
   failure: z.string().optional(),
   closedBy: z.string().optional().describe('a cancelled or failed job: who ended it (the payer, admin, system, or operator: a Temporal cancellation or the reconciler)'),
   reason: z.string().optional().describe('why: cancelled, payment_timeout, work_failed, settlement_refused, workflow_cancelled, workflow_<status>'),
+  sessionId: z.string().optional().describe("a session's request: its session (the grant's jobId is session:<session>:<request>)"),
+  requestId: z.string().optional().describe("a session's request: its id within the session"),
   createdAt: z.string(),
   resolvedAt: z.string().optional(),
 });

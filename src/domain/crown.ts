@@ -2,7 +2,10 @@
  * The rate board's crown (DESIGN §6), pure: no I/O, no clock. Time is in ticks.
  *
  * A seller qualifies when it is active, not busy and its rate is above 0. The
- * crown holders at a tick are the qualifying sellers at the lowest rate; ties share.
+ * crown holders at a tick are the qualifying sellers at the best rate; ties share.
+ * A market has a direction: in an `ask` market the lowest rate is best, in a `bid`
+ * market the highest. Each market is replayed on its own (its sellers' states and
+ * events only); the direction is the one thing the rules take from the market.
  * `crownIntervals` is the one replay of the rules: given each seller's state when a
  * window opens and the events inside it, it yields the maximal runs of ticks over
  * which the holders do not change. `crownTime` and `crownPerTick` are thin wrappers
@@ -60,15 +63,28 @@ export interface StepCounter {
   steps: number;
 }
 
+/** Which rate wins a market: `ask`, the lowest (sellers compete on price); `bid`, the highest. */
+export type Direction = 'ask' | 'bid';
+export const DIRECTIONS: readonly Direction[] = ['ask', 'bid'];
+
+/** What a replay takes besides the data: the market's direction (default `ask`, the `default` market's) and a step counter. */
+export interface ReplayOptions {
+  direction?: Direction;
+  counter?: StepCounter;
+}
+
 const qualifies = (s: SellerState) => s.active && !s.busy && s.rate > 0;
 
-/** The holders of a set of states: the qualifying sellers at the lowest rate, in id order. */
-export function holdersOf(states: ReadonlyMap<string, SellerState>): { holders: string[]; bestRate: number | null } {
+/** Whether `rate` beats the best rate so far in a market of this direction (nothing to beat: it does). */
+export const beats = (direction: Direction, rate: number, best: number | null) => best === null || (direction === 'ask' ? rate < best : rate > best);
+
+/** The holders of a set of states: the qualifying sellers at the best rate for the direction, in id order. */
+export function holdersOf(states: ReadonlyMap<string, SellerState>, direction: Direction = 'ask'): { holders: string[]; bestRate: number | null } {
   let bestRate: number | null = null;
   let holders: string[] = [];
   for (const [seller, s] of states) {
     if (!qualifies(s)) continue;
-    if (bestRate === null || s.rate < bestRate) {
+    if (beats(direction, s.rate, bestRate)) {
       bestRate = s.rate;
       holders = [seller];
     } else if (s.rate === bestRate) holders.push(seller);
@@ -96,11 +112,12 @@ const sameHolders = (a: string[], b: string[]) => a.length === b.length && a.eve
  * effect of every event before `from`); `events`: the events with from ≤ tick < to
  * (others are ignored), in any order. Yields maximal intervals covering [from, to).
  */
-export function* crownIntervals(window: Window, before: ReadonlyMap<string, SellerState>, events: readonly RateEvent[], counter?: StepCounter): Generator<CrownInterval> {
+export function* crownIntervals(window: Window, before: ReadonlyMap<string, SellerState>, events: readonly RateEvent[], options: ReplayOptions = {}): Generator<CrownInterval> {
+  const { direction = 'ask', counter } = options;
   if (window.to <= window.from) return;
   const states = new Map(before);
   const inside = inOrder(events.filter((e) => e.tick >= window.from && e.tick < window.to));
-  let { holders, bestRate } = holdersOf(states);
+  let { holders, bestRate } = holdersOf(states, direction);
   if (counter) counter.steps += states.size;
   let start = window.from;
   for (let i = 0; i < inside.length; ) {
@@ -118,7 +135,7 @@ export function* crownIntervals(window: Window, before: ReadonlyMap<string, Sell
       if (rescan) continue;
       const offer = qualifies(next) ? next.rate : null;
       const holding = holders.includes(e.seller);
-      if (offer !== null && (bestRate === null || offer < bestRate)) {
+      if (offer !== null && beats(direction, offer, bestRate)) {
         holders = [e.seller];
         bestRate = offer;
       } else if (offer !== null && offer === bestRate) {
@@ -129,7 +146,7 @@ export function* crownIntervals(window: Window, before: ReadonlyMap<string, Sell
       }
     }
     if (rescan) {
-      ({ holders, bestRate } = holdersOf(states));
+      ({ holders, bestRate } = holdersOf(states, direction));
       if (counter) counter.steps += states.size; // the full pass visits every seller
     }
     if (sameHolders(was.holders, holders) && was.bestRate === bestRate) continue;
@@ -170,11 +187,21 @@ export function tickShares(tick: number, holders: readonly string[]): Array<[str
 export const tickOwner = (tick: number, holders: readonly string[]) => holders[tick % holders.length]!;
 
 /**
+ * payee "best": the holder a stream opened at `tick` is routed to, among the holders
+ * it may pay (`payable`: a payout account, not the payer itself), by the tick's
+ * rotation, so the same moment always picks the same seller; null when none.
+ */
+export function routeChoice(tick: number, holders: readonly string[], payable: (seller: string) => boolean): string | null {
+  const eligible = holders.filter(payable);
+  return eligible.length === 0 ? null : tickOwner(tick, eligible);
+}
+
+/**
  * Crown time per seller over a window, in crown units (CROWN_UNITS_PER_TICK a tick;
  * the sharing rule above). Sellers that held nothing are absent.
  */
-export function crownTime(window: Window, before: ReadonlyMap<string, SellerState>, events: readonly RateEvent[], counter?: StepCounter): Record<string, number> {
-  return crownTimeOf(crownIntervals(window, before, events, counter));
+export function crownTime(window: Window, before: ReadonlyMap<string, SellerState>, events: readonly RateEvent[], options: ReplayOptions = {}): Record<string, number> {
+  return crownTimeOf(crownIntervals(window, before, events, options));
 }
 
 /** Crown time per seller over intervals the generator yielded (for a caller that also keeps the intervals: one replay, not two). */
@@ -198,8 +225,8 @@ export function crownTimeOf(intervals: Iterable<CrownInterval>): Record<string, 
 export const crownTicks = (units: number) => units / CROWN_UNITS_PER_TICK;
 
 /** Every tick of a window with its holders (expanded from the intervals; for per-tick consumers). */
-export function* crownPerTick(window: Window, before: ReadonlyMap<string, SellerState>, events: readonly RateEvent[]): Generator<{ tick: number; holders: string[]; bestRate: number | null }> {
-  for (const iv of crownIntervals(window, before, events)) {
+export function* crownPerTick(window: Window, before: ReadonlyMap<string, SellerState>, events: readonly RateEvent[], options: ReplayOptions = {}): Generator<{ tick: number; holders: string[]; bestRate: number | null }> {
+  for (const iv of crownIntervals(window, before, events, options)) {
     for (let tick = iv.start; tick < iv.end; tick++) yield { tick, holders: iv.holders, bestRate: iv.bestRate };
   }
 }

@@ -1,9 +1,10 @@
 import type { Pool, PoolClient, Queryable } from '../db/pool';
 import { withTransaction } from '../db/pool';
 import { postTransfer } from './transfers';
-import { crownIntervals, crownTicks, crownTimeOf, splitReward, tickAt, type CrownInterval, type RateEvent, type SellerState, type Window } from '../domain/crown';
+import { crownIntervals, crownTicks, crownTimeOf, splitReward, tickAt, type CrownInterval, type Direction, type RateEvent, type SellerState, type Window } from '../domain/crown';
 import { notFound, SluiceError } from '../domain/errors';
 import { getAccount, lockAccounts } from './accounts';
+import { DEFAULT_MARKET, getMarket } from './markets';
 import { appendEvent } from './events';
 import { pageRows } from './paging';
 import { readTail } from './tails';
@@ -11,10 +12,12 @@ import { readTail } from './tails';
 /**
  * The rate board's storage: events in, replays out. The rules live in
  * src/domain/crown.ts; this file only reads the state before a window and the
- * events inside it.
+ * events inside it. Every read and write names a market (migration 021): a
+ * market's crown is replayed from its own events only, with its own direction.
  */
 export interface RateEventRow {
   id: number;
+  market: string;
   seller: string;
   tick: number;
   rate: number | null;
@@ -54,11 +57,13 @@ const wallClock: TickClock = () => tickAt(Date.now());
  */
 export function postRateEvent(
   pool: Pool,
-  input: { seller: string; tick?: number; accountId?: string; rate?: number; active?: boolean; busy?: boolean },
+  input: { seller: string; market?: string; tick?: number; accountId?: string; rate?: number; active?: boolean; busy?: boolean },
   clock: TickClock = wallClock,
-): Promise<RateEvent & { createdAt: string }> {
+): Promise<RateEvent & { market: string; createdAt: string }> {
+  const market = input.market ?? DEFAULT_MARKET;
   return withTransaction(pool, async (db) => {
     await lockRateBoard(db);
+    await getMarket(db, market); // an unknown market is a 404, before anything is written
     const nowTick = clock();
     const tick = input.tick ?? nowTick;
     if (tick < nowTick) {
@@ -78,10 +83,10 @@ export function postRateEvent(
       throw error;
     }
     const { rows } = await db.query<RateEventRow>(
-      `insert into rate_events (seller, tick, rate, active, busy) values ($1, $2, $3, $4, $5) returning *`,
-      [input.seller, tick, input.rate ?? null, input.active ?? null, input.busy ?? null],
+      `insert into rate_events (market, seller, tick, rate, active, busy) values ($1, $2, $3, $4, $5, $6) returning *`,
+      [market, input.seller, tick, input.rate ?? null, input.active ?? null, input.busy ?? null],
     );
-    const event = toRateEvent(rows[0]!);
+    const event = { ...toRateEvent(rows[0]!), market };
     await appendEvent(db, { type: 'rate.posted', subject: input.seller, payload: { ...event }, parties: [input.seller] });
     return { ...event, createdAt: rows[0]!.created_at.toISOString() };
   });
@@ -91,14 +96,14 @@ export function postRateEvent(
 export const RATE_EVENTS_PAGE_MAX = 1000;
 
 /** Rate events after a cursor (0 or a rate event's id), in commit order (src/ledger/tails.ts). */
-export async function listRateEvents(db: Queryable, after: number, limit: number): Promise<Array<RateEvent & { createdAt: string }>> {
+export async function listRateEvents(db: Queryable, after: number, limit: number): Promise<Array<RateEvent & { market: string; createdAt: string }>> {
   const rows = await readTail<RateEventRow>(db, {
     table: 'rate_events',
-    columns: 't.id, t.seller, t.tick, t.rate, t.active, t.busy, t.created_at',
+    columns: 't.id, t.market, t.seller, t.tick, t.rate, t.active, t.busy, t.created_at',
     after,
     limit: pageRows(limit, RATE_EVENTS_PAGE_MAX),
   });
-  return rows.map((r) => ({ ...toRateEvent(r), createdAt: r.created_at.toISOString() }));
+  return rows.map((r) => ({ ...toRateEvent(r), market: r.market, createdAt: r.created_at.toISOString() }));
 }
 
 /** A row of readWindow: a seller's whole state (tick before the window) or an event inside it. */
@@ -112,24 +117,28 @@ interface WindowRow {
 }
 
 /**
- * What a replay of a window reads, in one statement (one snapshot, one round trip):
- * each seller's state as the window opens, and the events inside it in (tick, id)
- * order, with only the columns the replay needs.
+ * What a replay of a market's window reads, in one statement (one snapshot, one
+ * round trip): each of the market's sellers' state as the window opens, and the
+ * market's events inside it in (tick, id) order, with only the columns the replay
+ * needs; and the market's direction (read apart: it never changes, migration 021).
  *
- * The state is read from rate_states (migration 018), which holds a seller's whole
- * state from each of its events on: one index-only step back from `from` per seller
- * finds it, however many events of the seller came before or which fields they set.
- * A seller with no event before `from` is absent, which the replay reads as no offer.
+ * The state is read from rate_states (migrations 018 and 021), which holds a seller's
+ * whole state in a market from each of its events there on: one index-only step back
+ * from `from` per seller of the market finds it, however many events of the seller
+ * came before or which fields they set. A seller with no event in the market before
+ * `from` is absent, which the replay reads as no offer.
  */
-export async function readWindow(db: Queryable, w: Window): Promise<{ before: Map<string, SellerState>; events: RateEvent[] }> {
+export async function readWindow(db: Queryable, market: string, w: Window): Promise<{ direction: Direction; before: Map<string, SellerState>; events: RateEvent[] }> {
+  const { direction } = await getMarket(db, market);
   const { rows } = await db.query<WindowRow>(
-    `select s.id as seller, st.tick, st.event_id as id, st.rate, st.active, st.busy
-       from sellers s
+    `select ms.seller, st.tick, st.event_id as id, st.rate, st.active, st.busy
+       from market_sellers ms
        cross join lateral (select r.tick, r.event_id, r.rate, r.active, r.busy from rate_states r
-                            where r.seller = s.id and r.tick < $1 order by r.tick desc, r.event_id desc limit 1) st
+                            where r.market = ms.market and r.seller = ms.seller and r.tick < $1 order by r.tick desc, r.event_id desc limit 1) st
+      where ms.market = $3
      union all
-     (select e.seller, e.tick, e.id, e.rate, e.active, e.busy from rate_events e where e.tick >= $1 and e.tick < $2 order by e.tick, e.id)`,
-    [w.from, w.to],
+     (select e.seller, e.tick, e.id, e.rate, e.active, e.busy from rate_events e where e.market = $3 and e.tick >= $1 and e.tick < $2 order by e.tick, e.id)`,
+    [w.from, w.to, market],
   );
   const before = new Map<string, SellerState>();
   const events: RateEvent[] = [];
@@ -137,29 +146,60 @@ export async function readWindow(db: Queryable, w: Window): Promise<{ before: Ma
     if (r.tick < w.from) before.set(r.seller, { rate: r.rate!, active: r.active!, busy: r.busy! });
     else events.push(toRateEvent(r));
   }
-  return { before, events };
+  return { direction, before, events };
 }
 
-/** Each seller's state as a window opens (readWindow over an empty window). */
-export async function statesBefore(db: Queryable, from: number): Promise<Map<string, SellerState>> {
-  return (await readWindow(db, { from, to: from })).before;
+/** Each seller's state in a market as a window opens (readWindow over an empty window). */
+export async function statesBefore(db: Queryable, market: string, from: number): Promise<Map<string, SellerState>> {
+  return (await readWindow(db, market, { from, to: from })).before;
 }
 
-/** Crown time per seller over a window (crown units), and its intervals: one read, one replay. */
-export async function crownOver(db: Queryable, w: Window): Promise<{ crownTime: Record<string, number>; intervals: CrownInterval[] }> {
-  const { before, events } = await readWindow(db, w);
-  const intervals = [...crownIntervals(w, before, events)];
-  return { crownTime: crownTimeOf(intervals), intervals };
+/** Crown time per seller over a market's window (crown units), and its intervals: one read, one replay. */
+export async function crownOver(db: Queryable, market: string, w: Window): Promise<{ direction: Direction; crownTime: Record<string, number>; intervals: CrownInterval[] }> {
+  const { direction, before, events } = await readWindow(db, market, w);
+  const intervals = [...crownIntervals(w, before, events, { direction })];
+  return { direction, crownTime: crownTimeOf(intervals), intervals };
 }
 
-/** The holders at one tick (and their payout accounts): a one-tick window. */
-export async function holdersAt(db: Queryable, tick: number): Promise<{ holders: string[]; bestRate: number | null; accounts: Record<string, string | null> }> {
+/** Intervals in one page of GET /v1/crown/timeline at most. */
+export const CROWN_TIMELINE_PAGE_MAX = 1000;
+
+/**
+ * One page of a market's intervals over [from, to): those that start after the cursor
+ * `after` (the start of the previous page's last interval; none: from the window's
+ * start), in order, at most `limit`, and the cursor of the next page (null: the last).
+ *
+ * The page replays [after, to) with the same generator as the aggregate: intervals are
+ * maximal, so a replay from a point where one starts yields the same intervals as the
+ * whole window's from there on. The first one it yields starts at `after` (the
+ * previous page's last, or a part of one for a cursor made up by hand): it is left out.
+ */
+export async function crownTimelinePage(db: Queryable, market: string, w: Window, after: number | undefined, limit: number): Promise<{ direction: Direction; intervals: CrownInterval[]; next: number | null }> {
+  const rows = pageRows(limit, CROWN_TIMELINE_PAGE_MAX);
+  const start = after === undefined ? w.from : Math.min(Math.max(after, w.from), w.to);
+  const page = { from: start, to: w.to };
+  const { direction, before, events } = await readWindow(db, market, page);
+  const intervals: CrownInterval[] = [];
+  let more = false;
+  for (const iv of crownIntervals(page, before, events, { direction })) {
+    if (after !== undefined && iv.start <= after) continue;
+    if (intervals.length === rows) {
+      more = true;
+      break;
+    }
+    intervals.push(iv);
+  }
+  return { direction, intervals, next: more ? intervals[intervals.length - 1]!.start : null };
+}
+
+/** The holders of a market at one tick (and their payout accounts): a one-tick window. */
+export async function holdersAt(db: Queryable, market: string, tick: number): Promise<{ direction: Direction; holders: string[]; bestRate: number | null; accounts: Record<string, string | null> }> {
   const w = { from: tick, to: tick + 1 };
-  const { before, events } = await readWindow(db, w);
-  const [iv] = [...crownIntervals(w, before, events)];
+  const { direction, before, events } = await readWindow(db, market, w);
+  const [iv] = [...crownIntervals(w, before, events, { direction })];
   const holders = iv?.holders ?? [];
   const { rows } = await db.query<{ id: string; account_id: string | null }>('select id, account_id from sellers where id = any($1)', [holders]);
-  return { holders, bestRate: iv?.bestRate ?? null, accounts: Object.fromEntries(rows.map((r) => [r.id, r.account_id])) };
+  return { direction, holders, bestRate: iv?.bestRate ?? null, accounts: Object.fromEntries(rows.map((r) => [r.id, r.account_id])) };
 }
 
 export const REWARDS_ACCOUNT = 'sluice.rewards';
@@ -192,7 +232,8 @@ export function payCrownRewards(pool: Pool, input: { window: Window; budget: num
       if (prior.budget !== input.budget) throw new SluiceError('idempotency_conflict', `the window [${from}, ${to}) was already rewarded with ${prior.budget}`);
       return { from, to, budget: prior.budget, paid: prior.paid, shares: prior.shares, alreadyPaid: true };
     }
-    const { crownTime: units } = await crownOver(client, input.window);
+    // rewards pay the default market's crown time (crown_rewards has no market: migration 008)
+    const { crownTime: units } = await crownOver(client, DEFAULT_MARKET, input.window);
     const shares = splitReward(input.budget, units);
     const { rows: accounts } = await client.query<{ id: string; account_id: string | null }>('select id, account_id from sellers where id = any($1)', [Object.keys(shares)]);
     const payTo = Object.fromEntries(accounts.map((a) => [a.id, a.account_id]));

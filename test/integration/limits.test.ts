@@ -178,6 +178,8 @@ describe('page sizes', () => {
     'GET /v1/accounts': '/v1/accounts?ownerId=alice&limit=',
     'GET /v1/events': '/v1/events?limit=',
     'GET /v1/rates/events': '/v1/rates/events?limit=',
+    'GET /v1/markets': '/v1/markets?limit=',
+    'GET /v1/crown/timeline': '/v1/crown/timeline?limit=',
     'GET /v1/parties/:id/operators': '/v1/parties/alice/operators?limit=',
     'GET /v1/entities': '/v1/entities?limit=',
     'GET /v1/entities/:id/subaccounts': '/v1/entities/ent/subaccounts?limit=',

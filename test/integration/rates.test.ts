@@ -1,5 +1,5 @@
 import pg from 'pg';
-import { apply, NO_OFFER, tickAt, type SellerState } from '../../src/domain/crown';
+import { apply, NO_OFFER, tickAt, tickShares, type SellerState } from '../../src/domain/crown';
 import { statesBefore, toRateEvent } from '../../src/ledger/rates';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 import { untilTailsCaughtUp } from '../support/tails';
@@ -7,7 +7,8 @@ import { untilTailsCaughtUp } from '../support/tails';
 /**
  * The rate board through the API on a real database: posting rates and states,
  * tailing events, the crown over a window of future ticks (so the wall clock cannot
- * move the answer), the read-only role, and streams routed to payee "best".
+ * move the answer), the read-only role, and streams routed to payee "best"; markets
+ * (ask and bid), each with its own crown, and the crown's timeline, page by page.
  */
 let stack: TestStack;
 let admin: ReturnType<typeof api>;
@@ -193,7 +194,143 @@ describe('the rate board', () => {
     for (const from of [at, at + 7, at + 20, at + 39, at + 40]) {
       const folded = new Map<string, SellerState>();
       for (const e of all.filter((x) => x.tick < from)) folded.set(e.seller, apply(folded.get(e.seller) ?? NO_OFFER, e));
-      expect(await statesBefore(stack.db.pool, from)).toEqual(folded);
+      expect(await statesBefore(stack.db.pool, 'default', from)).toEqual(folded);
     }
+  });
+});
+
+describe('markets', () => {
+  const base = tickAt(Date.now()) + 300_000; // future ticks no other test reads
+
+  test('the admin creates a market with a direction; an id taken is 409, bad input 400, a party 403; any party lists them', async () => {
+    const created = await admin.post('/v1/markets', { id: 'gpu-bids', direction: 'bid' });
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({ id: 'gpu-bids', direction: 'bid' });
+    const taken = await admin.post('/v1/markets', { id: 'gpu-bids', direction: 'ask' });
+    expect(taken.status).toBe(409);
+    expect(taken.body.error).toMatchObject({ code: 'already_exists', details: { market: 'gpu-bids', direction: 'bid' } });
+    expect((await admin.post('/v1/markets', { id: 'default', direction: 'bid' })).status).toBe(409);
+    expect((await admin.post('/v1/markets', { id: 'x', direction: 'sideways' })).status).toBe(400);
+    expect((await admin.post('/v1/markets', { id: 'Not An Id', direction: 'ask' })).status).toBe(400);
+    expect((await as('s1').post('/v1/markets', { id: 'mine', direction: 'ask' })).status).toBe(403);
+    const list = await as('buyer').get('/v1/markets');
+    expect(list.body.markets.map((m: any) => [m.id, m.direction])).toEqual([['default', 'ask'], ['gpu-bids', 'bid']]);
+    const page = await as('buyer').get('/v1/markets?limit=1');
+    expect(page.body).toMatchObject({ markets: [{ id: 'default' }], next: 'default' });
+    expect((await as('buyer').get('/v1/markets?limit=1&after=default')).body.markets.map((m: any) => m.id)).toEqual(['gpu-bids']);
+    // a direction is for good: the database refuses to change it
+    await expect(stack.db.pool.query(`update markets set direction = 'ask' where id = 'gpu-bids'`)).rejects.toThrow(/never change/);
+  });
+
+  test('an unknown market is a 404 wherever a market is named; market without payee "best" is a 400', async () => {
+    const missing = await as('s1').post('/v1/sellers/s1/rates', { ratePerTick: 3, market: 'nope', atTick: base });
+    expect(missing.status).toBe(404);
+    expect(missing.body.error).toMatchObject({ code: 'not_found', details: { market: 'nope' } });
+    expect((await as('s1').post('/v1/sellers/s1/state', { active: true, market: 'nope' })).status).toBe(404);
+    expect((await as('buyer').get('/v1/crown?market=nope')).status).toBe(404);
+    expect((await as('buyer').get('/v1/crown/timeline?market=nope')).status).toBe(404);
+    const stream = { fromAccountId: 'buyer.w', ratePerTick: 5, maxTotal: 20, tickIntervalMs: 60_000 };
+    expect((await as('buyer').post('/v1/streams', { ref: 'best-nope', payee: 'best', market: 'nope', ...stream })).status).toBe(404);
+    const stray = await as('buyer').post('/v1/streams', { ref: 'to-s1-market', toAccountId: 's1.w', market: 'gpu-bids', ...stream });
+    expect(stray.status).toBe(400);
+    expect(stray.body.error.message).toMatch(/only with payee "best"/);
+  });
+
+  test("each market has its own crown in its own direction: the highest bid holds gpu-bids, the lowest ask holds default, over the same ticks", async () => {
+    for (const market of ['default', 'gpu-bids']) {
+      for (const [seller, rate] of [['s1', 4], ['s2', 6]] as const) {
+        expect((await as(seller).post(`/v1/sellers/${seller}/rates`, { ratePerTick: rate, atTick: base, market })).status).toBe(201);
+        expect((await as(seller).post(`/v1/sellers/${seller}/state`, { active: true, busy: false, atTick: base, market })).status).toBe(201);
+      }      // s3 out of both (the random events of a test above may have left it priced in the default market)
+      expect((await as('s3').post('/v1/sellers/s3/state', { active: false, atTick: base, market })).status).toBe(201);
+    }
+    // s2 raises its bid at base+10, in gpu-bids only
+    const raised = await as('s2').post('/v1/sellers/s2/rates', { ratePerTick: 8, atTick: base + 10, market: 'gpu-bids' });
+    expect(raised.body).toMatchObject({ market: 'gpu-bids', seller: 's2', rate: 8 });
+    const crown = async (market: string) => (await as('buyer').get(`/v1/crown?market=${market}&from=${base}&to=${base + 20}`)).body;
+    const bids = await crown('gpu-bids');
+    expect(bids).toMatchObject({ market: 'gpu-bids', direction: 'bid', crownTime: { s2: 20 } });
+    expect(bids.intervals.map((iv: any) => [iv.start - base, iv.end - base, iv.holders, iv.bestRate])).toEqual([[0, 10, ['s2'], 6], [10, 20, ['s2'], 8]]);
+    const asks = await crown('default');
+    expect(asks).toMatchObject({ market: 'default', direction: 'ask', crownTime: { s1: 20 } });
+    // the tail says which market each event is for
+    const tail = (await admin.get('/v1/rates/events?after=0&limit=1000')).body.events;
+    expect(tail.find((e: any) => e.id === raised.body.id)).toMatchObject({ market: 'gpu-bids', rate: 8 });
+  });
+
+  test('the timeline, page by page, tiles the window with the aggregate\'s intervals, and its crown time per seller is GET /v1/crown\'s crownUnits, in each direction', async () => {
+    const from = base + 1000;
+    let seed = 19;
+    const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (const market of ['default', 'gpu-bids']) {
+      for (let i = 0; i < 30; i++) {
+        const seller = ['s1', 's2', 's3'][Math.floor(random() * 3)]!;
+        const atTick = from + Math.floor(random() * 60);
+        const res =
+          random() < 0.6
+            ? await as(seller).post(`/v1/sellers/${seller}/rates`, { ratePerTick: 1 + Math.floor(random() * 4), atTick, market })
+            : await as(seller).post(`/v1/sellers/${seller}/state`, { active: random() < 0.8, busy: random() < 0.3, atTick, market });
+        expect(res.status).toBe(201);
+      }
+    }
+    const to = from + 64;
+    for (const market of ['default', 'gpu-bids']) {
+      const aggregate = (await as('buyer').get(`/v1/crown?market=${market}&from=${from}&to=${to}`)).body;
+      const grid: any[] = [];
+      let pages = 0;
+      let after: number | undefined;
+      do {
+        const page = (await as('buyer').get(`/v1/crown/timeline?market=${market}&from=${from}&to=${to}&limit=3${after === undefined ? '' : `&after=${after}`}`)).body;
+        expect(page).toMatchObject({ market, direction: market === 'default' ? 'ask' : 'bid', from, to });
+        expect(page.intervals.length).toBeLessThanOrEqual(3);
+        grid.push(...page.intervals);
+        after = page.next;
+        pages++;
+      } while (after !== undefined);
+      expect(pages).toBeGreaterThan(2);
+      // the pages tile [from, to) with the aggregate's own intervals, with times to show
+      expect(grid).toEqual(aggregate.intervals);
+      expect(grid.map((iv) => iv.start)).toEqual([from, ...grid.slice(0, -1).map((iv) => iv.end)]);
+      expect(grid.at(-1).end).toBe(to);
+      for (const iv of grid) expect([Date.parse(iv.startAt), Date.parse(iv.endAt)]).toEqual([iv.start * 1000, iv.end * 1000]);
+      // crown time from the grid, tick by tick (the sharing rule's per-tick form), is the aggregate's
+      const fromGrid: Record<string, number> = {};
+      for (const iv of grid) {
+        for (let tick = iv.start; tick < iv.end; tick++) {
+          if (iv.holders.length) for (const [seller, units] of tickShares(tick, iv.holders)) fromGrid[seller] = (fromGrid[seller] ?? 0) + units;
+        }
+      }
+      expect(fromGrid).toEqual(aggregate.crownUnits);
+    }
+    // a cursor made up by hand (mid-interval) still gives the intervals that start after it
+    const whole = (await as('buyer').get(`/v1/crown/timeline?market=gpu-bids&from=${from}&to=${to}&limit=1000`)).body.intervals;
+    const mid = whole[1].start + 1;
+    const rest = (await as('buyer').get(`/v1/crown/timeline?market=gpu-bids&from=${from}&to=${to}&limit=1000&after=${mid}`)).body;
+    expect(rest.intervals).toEqual(whole.filter((iv: any) => iv.start > mid));
+    expect(rest.next).toBeUndefined();
+    expect((await as('buyer').get(`/v1/crown/timeline?from=${to}&to=${from}`)).status).toBe(400);
+  });
+
+  test('payee "best" follows the market named: the highest bid in a bid market, the lowest ask in the default market; the buyer\'s limit holds in both', async () => {
+    for (const [seller, rate] of [['s2', 7], ['s3', 9]] as const) {
+      expect((await as(seller).post(`/v1/sellers/${seller}/rates`, { ratePerTick: rate, market: 'gpu-bids' })).status).toBe(201);
+      expect((await as(seller).post(`/v1/sellers/${seller}/state`, { active: true, busy: false, market: 'gpu-bids' })).status).toBe(201);
+    }
+    const open = (ref: string, body: object) => as('buyer').post('/v1/streams', { ref, fromAccountId: 'buyer.w', payee: 'best', maxTotal: 30, tickIntervalMs: 60_000, ...body });
+    const bid = await open('best-bid', { market: 'gpu-bids', ratePerTick: 10 });
+    expect(bid.status).toBe(201);
+    expect(bid.body).toMatchObject({ payee: 's3', ratePerTick: 9, route: { market: 'gpu-bids', direction: 'bid', seller: 's3', holders: ['s3'], bestRate: 9 } });
+    // the same ref again answers with its stream; the same ref for another market is another stream
+    expect((await open('best-bid', { market: 'gpu-bids', ratePerTick: 10 })).status).toBe(200);
+    expect((await open('best-bid', { ratePerTick: 10 })).status).toBe(409);
+    await as('buyer').post('/v1/streams/best-bid/cancel', {});
+    const pricey = await open('best-bid-low', { market: 'gpu-bids', ratePerTick: 8 });
+    expect(pricey.status).toBe(422);
+    expect(pricey.body.error).toMatchObject({ code: 'limit_exceeded', details: { market: 'gpu-bids', bestRate: 9, ratePerTick: 8 } });
+    // the default market is unmoved by gpu-bids: s1 alone at 50 (the tests above), an ask market
+    const ask = await open('best-ask', { ratePerTick: 60 });
+    expect(ask.status).toBe(201);
+    expect(ask.body).toMatchObject({ payee: 's1', ratePerTick: 50, route: { market: 'default', direction: 'ask', seller: 's1', bestRate: 50 } });
+    await as('buyer').post('/v1/streams/best-ask/cancel', {});
   });
 });

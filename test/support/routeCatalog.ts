@@ -228,6 +228,11 @@ export const ROUTE_CATALOG: RouteEntry[] = [
   { route: 'GET /v1/rates/events', keyed: false, body: false, valid: { as: 'alice' }, expect: ANY_PARTY(200) },
   { route: 'POST /v1/crown/rewards', keyed: false, body: true, valid: { as: 'admin', body: { from: 0, to: 1, budget: 1 } }, expect: ADMIN_ONLY(200) },
   { route: 'GET /v1/crown', keyed: false, body: false, valid: { as: 'alice' }, expect: ANY_PARTY(200) },
+  // the crown's grid, a page at a time: any party reads it, as it reads GET /v1/crown
+  { route: 'GET /v1/crown/timeline', keyed: false, body: false, valid: { as: 'alice', url: '/v1/crown/timeline?market=default&limit=10' }, expect: ANY_PARTY(200) },
+  // markets are the admin's to create (a direction never changes); any party lists them to post to one
+  { route: 'POST /v1/markets', keyed: false, body: true, valid: { as: 'admin', body: { id: '{newParty}', direction: 'bid' } }, expect: ADMIN_ONLY(201) },
+  { route: 'GET /v1/markets', keyed: false, body: false, valid: { as: 'alice', url: '/v1/markets?limit=10' }, expect: ANY_PARTY(200) },
 ];
 
 export const CATALOG: Record<string, RouteEntry> = Object.fromEntries(ROUTE_CATALOG.map((e) => [e.route, e]));

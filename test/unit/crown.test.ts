@@ -1,11 +1,26 @@
 import fc from 'fast-check';
-import { CROWN_UNITS_PER_TICK as U, crownIntervals, crownPerTick, crownTime, holdersOf, NO_OFFER, splitReward, tickShares, type RateEvent, type SellerState, type StepCounter } from '../../src/domain/crown';
+import {
+  CROWN_UNITS_PER_TICK as U,
+  crownIntervals,
+  crownPerTick,
+  crownTime,
+  DIRECTIONS,
+  holdersOf,
+  NO_OFFER,
+  routeChoice,
+  splitReward,
+  tickShares,
+  type Direction,
+  type RateEvent,
+  type SellerState,
+  type StepCounter,
+} from '../../src/domain/crown';
 
 const live = (rate: number): SellerState => ({ active: true, busy: false, rate });
 const none = new Map<string, SellerState>();
 let nextId = 1;
 const ev = (tick: number, seller: string, change: Omit<RateEvent, 'id' | 'tick' | 'seller'>): RateEvent => ({ id: nextId++, tick, seller, ...change });
-const intervals = (from: number, to: number, before: Map<string, SellerState>, events: RateEvent[]) => [...crownIntervals({ from, to }, before, events)];
+const intervals = (from: number, to: number, before: Map<string, SellerState>, events: RateEvent[], direction: Direction = 'ask') => [...crownIntervals({ from, to }, before, events, { direction })];
 
 describe('crown: hand-made cases', () => {
   test('a single seller holds the whole window', () => {
@@ -104,6 +119,32 @@ describe('crown: hand-made cases', () => {
   });
 });
 
+describe('crown: a bid market (the highest rate holds)', () => {
+  test('the highest qualifying rate holds; ties share; busy, inactive and unpriced sellers make no bid', () => {
+    const before = new Map([['a', live(3)], ['b', live(9)], ['c', live(9)], ['d', { ...live(20), busy: true }], ['e', live(0)]]);
+    expect(holdersOf(before, 'bid')).toEqual({ holders: ['b', 'c'], bestRate: 9 });
+    expect(holdersOf(before, 'ask')).toEqual({ holders: ['a'], bestRate: 3 });
+    expect(crownTime({ from: 0, to: 10 }, before, [], { direction: 'bid' })).toEqual({ b: 5 * U, c: 5 * U });
+  });
+
+  test('a holder lowering its bid hands the crown to the next highest; raising above the best takes it alone', () => {
+    const before = new Map([['a', live(5)], ['b', live(4)]]);
+    const events = [ev(3, 'a', { rate: 2 }), ev(6, 'b', { rate: 1 }), ev(8, 'a', { rate: 7 })];
+    expect(intervals(0, 10, before, events, 'bid')).toEqual([
+      { start: 0, end: 3, holders: ['a'], bestRate: 5 },
+      { start: 3, end: 6, holders: ['b'], bestRate: 4 },
+      { start: 6, end: 8, holders: ['a'], bestRate: 2 },
+      { start: 8, end: 10, holders: ['a'], bestRate: 7 },
+    ]);
+    // the same events in an ask market: the other seller at every change, and b alone at 1 from tick 6 on
+    expect(intervals(0, 10, before, events, 'ask')).toEqual([
+      { start: 0, end: 3, holders: ['b'], bestRate: 4 },
+      { start: 3, end: 6, holders: ['a'], bestRate: 2 },
+      { start: 6, end: 10, holders: ['b'], bestRate: 1 },
+    ]);
+  });
+});
+
 /** Random sellers, events and windows for the properties. */
 const arbitraryCase = fc
   .record({
@@ -129,18 +170,20 @@ const arbitraryCase = fc
     return { before, events, window: { from: c.from, to: c.from + c.length } };
   });
 
-describe('crown: properties (fast-check)', () => {
+describe.each(DIRECTIONS)('crown: properties in a market of direction %s (fast-check)', (direction) => {
+  const best = (rates: number[]) => (direction === 'ask' ? Math.min(...rates) : Math.max(...rates));
+
   test('the per-tick credits add up to the aggregate for every seller; credited time = ticks with a holder', () => {
     fc.assert(
       fc.property(arbitraryCase, ({ before, events, window }) => {
         const perTick: Record<string, number> = {};
         let held = 0;
-        for (const { tick, holders } of crownPerTick(window, before, events)) {
+        for (const { tick, holders } of crownPerTick(window, before, events, { direction })) {
           if (holders.length === 0) continue;
           held++;
           for (const [seller, units] of tickShares(tick, holders)) perTick[seller] = (perTick[seller] ?? 0) + units;
         }
-        const aggregate = crownTime(window, before, events);
+        const aggregate = crownTime(window, before, events, { direction });
         expect(aggregate).toEqual(perTick);
         expect(Object.values(aggregate).reduce((a, b) => a + b, 0)).toBe(held * U);
       }),
@@ -151,7 +194,7 @@ describe('crown: properties (fast-check)', () => {
   test('the intervals tile the window exactly and are maximal, and agree with a tick-by-tick replay of the rules', () => {
     fc.assert(
       fc.property(arbitraryCase, ({ before, events, window }) => {
-        const ivs = [...crownIntervals(window, before, events)];
+        const ivs = [...crownIntervals(window, before, events, { direction })];
         let at = window.from;
         for (const [i, iv] of ivs.entries()) {
           expect(iv.start).toBe(at);
@@ -169,10 +212,47 @@ describe('crown: properties (fast-check)', () => {
             states.set(e.seller, { active: e.active ?? s.active, busy: e.busy ?? s.busy, rate: e.rate ?? s.rate });
           }
           const iv = ivs.find((x) => x.start <= tick && tick < x.end)!;
-          expect(iv.holders).toEqual(holdersOf(states).holders);
+          // the naive rule, spelled out: the qualifying sellers at the direction's best rate
+          const offers = [...states].filter(([, s]) => s.active && !s.busy && s.rate > 0);
+          const bestRate = offers.length ? best(offers.map(([, s]) => s.rate)) : null;
+          expect(iv.holders).toEqual(offers.filter(([, s]) => s.rate === bestRate).map(([seller]) => seller).sort());
+          expect(iv.bestRate).toBe(bestRate);
         }
       }),
       { numRuns: 500 },
+    );
+  });
+
+  test('payee "best" routes to a holder of the right direction: a qualifying, payable seller at the best rate among all offers, never the payer', () => {
+    fc.assert(
+      fc.property(arbitraryCase, fc.integer({ min: 0, max: 19 }), fc.array(fc.boolean(), { minLength: 20, maxLength: 20 }), ({ before, events, window }, payerIndex, hasAccount) => {
+        // the route reads a one-tick window at the tick the stream opens (holdersAt)
+        const tick = window.from;
+        const states = new Map(before);
+        for (const e of [...events].sort((a, b) => a.tick - b.tick || a.id - b.id).filter((x) => x.tick <= tick)) {
+          const s = states.get(e.seller) ?? NO_OFFER;
+          states.set(e.seller, { active: e.active ?? s.active, busy: e.busy ?? s.busy, rate: e.rate ?? s.rate });
+        }
+        const pastBefore = new Map(states);
+        const [now] = [...crownIntervals({ from: tick, to: tick + 1 }, pastBefore, [], { direction })];
+        const payer = `s${payerIndex}`;
+        const payable = (seller: string) => hasAccount[Number(seller.slice(1))]! && seller !== payer;
+        const chosen = routeChoice(tick, now!.holders, payable);
+        const offers = [...states].filter(([, s]) => s.active && !s.busy && s.rate > 0);
+        const payableAtBest = offers.filter(([seller, s]) => payable(seller) && s.rate === best(offers.map(([, o]) => o.rate)));
+        if (chosen === null) {
+          expect(payableAtBest).toEqual([]);
+          return;
+        }
+        const s = states.get(chosen)!;
+        expect(s.active && !s.busy && s.rate > 0).toBe(true);
+        expect(s.rate).toBe(best(offers.map(([, o]) => o.rate)));
+        expect(s.rate).toBe(now!.bestRate);
+        expect(payable(chosen)).toBe(true);
+        // the same moment always picks the same seller
+        expect(routeChoice(tick, now!.holders, payable)).toBe(chosen);
+      }),
+      { numRuns: 1000 },
     );
   });
 });
@@ -189,12 +269,12 @@ test('the replay grows with events, not ticks: 10^6 ticks with 10^4 events, and 
     ...(random() < 0.5 ? { rate: 1 + Math.floor(random() * 20) } : { busy: random() < 0.3 }),
   }));
   const counter: StepCounter = { steps: 0 };
-  const total = crownTime({ from: 0, to: 1_000_000 }, before, events, counter);
+  const total = crownTime({ from: 0, to: 1_000_000 }, before, events, { counter });
   // every event, every interval and every seller a full pass visits is a step
   expect(counter.steps).toBeGreaterThanOrEqual(events.length);
   expect(counter.steps).toBeLessThan(5 * events.length);
   const longer: StepCounter = { steps: 0 };
-  crownTime({ from: 0, to: 1_000_000_000 }, before, events, longer);
+  crownTime({ from: 0, to: 1_000_000_000 }, before, events, { counter: longer });
   expect(longer.steps).toBe(counter.steps);
   expect(Object.values(total).reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(1_000_000 * U);
 });

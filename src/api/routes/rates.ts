@@ -1,7 +1,8 @@
 import { z } from 'zod';
-import { CROWN_TICK_MAX, CROWN_UNITS_PER_TICK, crownTicks, tickAt, timeOfTick } from '../../domain/crown';
+import { CROWN_TICK_MAX, CROWN_UNITS_PER_TICK, crownTicks, DIRECTIONS, tickAt, timeOfTick, type CrownInterval } from '../../domain/crown';
 import { forbidden, SluiceError } from '../../domain/errors';
-import { crownOver, holdersAt, listRateEvents, payCrownRewards, postRateEvent } from '../../ledger/rates';
+import { createMarket, DEFAULT_MARKET, listMarkets } from '../../ledger/markets';
+import { crownOver, crownTimelinePage, holdersAt, listRateEvents, payCrownRewards, postRateEvent } from '../../ledger/rates';
 import type { Actor } from '../auth';
 import type { Api } from '../app';
 import * as S from '../schemas';
@@ -14,8 +15,28 @@ const readErrors = S.ReadErrors;
 const Tick = z.number().int().min(0).max(CROWN_TICK_MAX);
 const QueryTick = S.QueryInt(0, CROWN_TICK_MAX);
 
+const MarketId = S.MarketId;
+/** The market a rate event or a crown read is for (the `default` market when none is named). */
+const MarketParam = MarketId.default(DEFAULT_MARKET).describe('the market (default: `default`, an ask market)');
+const Direction = z.enum(DIRECTIONS as ['ask', 'bid']).describe('ask: the lowest rate holds the crown; bid: the highest');
+const Market = z.object({ id: z.string(), direction: Direction, createdAt: z.string() });
+
+/** A crown interval with its times: a person reads when, not a tick number. */
+const Interval = z.object({ start: z.number().int(), end: z.number().int(), startAt: z.string(), endAt: z.string(), holders: z.array(z.string()), bestRate: z.number().int().nullable() });
+const withTimes = (iv: CrownInterval) => ({ ...iv, startAt: timeOfTick(iv.start), endAt: timeOfTick(iv.end) });
+
+/** A crown window from the query: [from, to), by default the last hour up to the current tick; refused when empty or too long. */
+function crownWindow(query: { from?: number; to?: number }, nowTick: number) {
+  const to = query.to ?? nowTick + 1;
+  const from = query.from ?? Math.max(0, to - 3600);
+  if (from >= to) throw new SluiceError('invalid_request', `from (${from}) must be before to (${to})`);
+  if (to - from > CROWN_WINDOW_TICKS_MAX) throw new SluiceError('invalid_request', `a window is at most ${CROWN_WINDOW_TICKS_MAX} ticks`);
+  return { from, to };
+}
+
 const RateEvent = z.object({
   id: z.number().int(),
+  market: z.string(),
   seller: z.string(),
   tick: z.number().int(),
   rate: z.number().int().optional(),
@@ -35,12 +56,12 @@ export function rateRoutes(app: Api) {
       tags: ['rates'],
       summary: "Post a seller's price per tick, effective from `atTick` (default: now); `accountId` names where routed streams pay it",
       params: z.object({ id: S.PartyId }),
-      body: z.object({ ratePerTick: z.number().int().min(0).max(1e15), atTick: Tick.optional(), accountId: S.AccountId.optional() }),
+      body: z.object({ ratePerTick: z.number().int().min(0).max(1e15), atTick: Tick.optional(), accountId: S.AccountId.optional(), market: MarketParam }),
       response: { 201: RateEvent, ...errors },
     },
     handler: async (req, reply) => {
       ownSeller(req.actor, req.params.id);
-      const event = await postRateEvent(pool, { seller: req.params.id, tick: req.body.atTick, accountId: req.body.accountId, rate: req.body.ratePerTick });
+      const event = await postRateEvent(pool, { seller: req.params.id, market: req.body.market, tick: req.body.atTick, accountId: req.body.accountId, rate: req.body.ratePerTick });
       return reply.status(201).send(event);
     },
   });
@@ -51,13 +72,13 @@ export function rateRoutes(app: Api) {
       summary: "Post a seller's state (active/inactive, busy/idle), effective from `atTick` (default: now)",
       params: z.object({ id: S.PartyId }),
       body: z
-        .object({ active: z.boolean().optional(), busy: z.boolean().optional(), atTick: Tick.optional() })
+        .object({ active: z.boolean().optional(), busy: z.boolean().optional(), atTick: Tick.optional(), market: MarketParam })
         .refine((b) => b.active !== undefined || b.busy !== undefined, 'give active, busy or both'),
       response: { 201: RateEvent, ...errors },
     },
     handler: async (req, reply) => {
       ownSeller(req.actor, req.params.id);
-      const event = await postRateEvent(pool, { seller: req.params.id, tick: req.body.atTick, active: req.body.active, busy: req.body.busy });
+      const event = await postRateEvent(pool, { seller: req.params.id, market: req.body.market, tick: req.body.atTick, active: req.body.active, busy: req.body.busy });
       return reply.status(201).send(event);
     },
   });
@@ -72,11 +93,35 @@ export function rateRoutes(app: Api) {
     handler: async (req) => ({ events: await listRateEvents(pool, req.query.after, req.query.limit) }),
   });
 
+  app.post('/v1/markets', {
+    config: { auth: 'admin' },
+    schema: {
+      tags: ['rates'],
+      summary: 'Create a market: sellers post to it, and it has its own crown; `ask` (lowest rate wins) or `bid` (highest wins), never changed (admin; an id already taken is a 409)',
+      body: z.object({ id: MarketId, direction: Direction }),
+      response: { 201: Market, ...errors },
+    },
+    handler: async (req, reply) => reply.status(201).send(await createMarket(pool, req.body)),
+  });
+
+  app.get('/v1/markets', {
+    schema: {
+      tags: ['rates'],
+      summary: 'The markets with their direction, in id order, a page at a time',
+      querystring: z.object({ after: MarketId.optional().describe('the last id of the previous page (its next)'), limit: S.PageLimit('GET /v1/markets') }),
+      response: { 200: z.object({ markets: z.array(Market), next: z.string().optional().describe('pass as `after` for the next page; left out on the last') }), ...readErrors },
+    },
+    handler: async (req) => {
+      const markets = await listMarkets(pool, req.query.after ?? '', req.query.limit);
+      return { markets, ...(markets.length === req.query.limit && { next: markets.at(-1)!.id }) };
+    },
+  });
+
   app.post('/v1/crown/rewards', {
     config: { auth: 'admin' },
     schema: {
       tags: ['rates'],
-      summary: 'Pay a budget from the rewards account to sellers in proportion to crown time over [from, to), a window that is over, once (admin; overlapping windows are refused)',
+      summary: "Pay a budget from the rewards account to sellers in proportion to the default market's crown time over [from, to), a window that is over, once (admin; overlapping windows are refused)",
       body: z.object({ from: Tick, to: Tick, budget: S.Units }),
       response: {
         200: z.object({ from: z.number().int(), to: z.number().int(), budget: z.number().int(), paid: z.number().int(), shares: z.record(z.string(), z.number().int()), alreadyPaid: z.boolean() }),
@@ -94,10 +139,12 @@ export function rateRoutes(app: Api) {
   app.get('/v1/crown', {
     schema: {
       tags: ['rates'],
-      summary: 'Crown time per seller over ticks [from, to) (default: the last hour), the intervals, and the holders now',
-      querystring: z.object({ from: QueryTick.optional(), to: QueryTick.optional() }),
+      summary: "A market's crown time per seller over ticks [from, to) (default: the last hour), the intervals, and the holders now",
+      querystring: z.object({ market: MarketParam, from: QueryTick.optional(), to: QueryTick.optional() }),
       response: {
         200: z.object({
+          market: z.string(),
+          direction: Direction,
           from: z.number().int(),
           to: z.number().int(),
           fromAt: z.string().describe('when tick `from` begins (board ticks are seconds since the epoch)'),
@@ -106,24 +153,22 @@ export function rateRoutes(app: Api) {
           crownUnits: z.record(z.string(), z.number().int()).describe(`the same, exact: ${CROWN_UNITS_PER_TICK} units to a tick`),
           unitsPerTick: z.number().int(),
           intervalCount: z.number().int().describe(`intervals in the window; at most ${CROWN_INTERVALS_SHOWN_MAX} are listed`),
-          intervals: z.array(
-            z.object({ start: z.number().int(), end: z.number().int(), startAt: z.string(), endAt: z.string(), holders: z.array(z.string()), bestRate: z.number().int().nullable() }),
-          ),
+          intervals: z.array(Interval),
           current: z.object({ tick: z.number().int(), at: z.string(), holders: z.array(z.string()), bestRate: z.number().int().nullable() }),
         }),
         ...readErrors,
       },
     },
     handler: async (req) => {
+      const { market } = req.query;
       const nowTick = tickAt(Date.now());
-      const to = req.query.to ?? nowTick + 1;
-      const from = req.query.from ?? Math.max(0, to - 3600);
-      if (from >= to) throw new SluiceError('invalid_request', `from (${from}) must be before to (${to})`);
-      if (to - from > CROWN_WINDOW_TICKS_MAX) throw new SluiceError('invalid_request', `a window is at most ${CROWN_WINDOW_TICKS_MAX} ticks`);
-      const { crownTime: crownUnits, intervals } = await crownOver(pool, { from, to });
+      const { from, to } = crownWindow(req.query, nowTick);
+      const { direction, crownTime: crownUnits, intervals } = await crownOver(pool, market, { from, to });
       // the default window ends with the current tick: its last interval already says who holds the crown now
-      const now = intervals.find((iv) => iv.start <= nowTick && nowTick < iv.end) ?? (await holdersAt(pool, nowTick));
+      const now = intervals.find((iv) => iv.start <= nowTick && nowTick < iv.end) ?? (await holdersAt(pool, market, nowTick));
       return {
+        market,
+        direction,
         from,
         to,
         fromAt: timeOfTick(from),
@@ -132,8 +177,50 @@ export function rateRoutes(app: Api) {
         crownUnits,
         unitsPerTick: CROWN_UNITS_PER_TICK,
         intervalCount: intervals.length,
-        intervals: intervals.slice(0, CROWN_INTERVALS_SHOWN_MAX).map((iv) => ({ ...iv, startAt: timeOfTick(iv.start), endAt: timeOfTick(iv.end) })),
+        intervals: intervals.slice(0, CROWN_INTERVALS_SHOWN_MAX).map(withTimes),
         current: { tick: nowTick, at: timeOfTick(nowTick), holders: now.holders, bestRate: now.bestRate },
+      };
+    },
+  });
+
+  app.get('/v1/crown/timeline', {
+    schema: {
+      tags: ['rates'],
+      summary: "Who held a market's crown when over ticks [from, to) (default: the last hour): its intervals, a page at a time, from the replay GET /v1/crown totals",
+      querystring: z.object({
+        market: MarketParam,
+        from: QueryTick.optional(),
+        to: QueryTick.optional(),
+        after: QueryTick.optional().describe('`next` of the previous page (the start of its last interval); none: from `from`'),
+        limit: S.PageLimit('GET /v1/crown/timeline'),
+      }),
+      response: {
+        200: z.object({
+          market: z.string(),
+          direction: Direction,
+          from: z.number().int(),
+          to: z.number().int(),
+          fromAt: z.string(),
+          toAt: z.string(),
+          intervals: z.array(Interval).describe('maximal runs of ticks with the same holders, in order; together, the pages tile [from, to)'),
+          next: z.number().int().optional().describe('pass as `after` for the next page; left out on the last'),
+        }),
+        ...readErrors,
+      },
+    },
+    handler: async (req) => {
+      const { market, after, limit } = req.query;
+      const { from, to } = crownWindow(req.query, tickAt(Date.now()));
+      const page = await crownTimelinePage(pool, market, { from, to }, after, limit);
+      return {
+        market,
+        direction: page.direction,
+        from,
+        to,
+        fromAt: timeOfTick(from),
+        toAt: timeOfTick(to),
+        intervals: page.intervals.map(withTimes),
+        ...(page.next !== null && { next: page.next }),
       };
     },
   });

@@ -5,8 +5,9 @@ import { accruedUnbilled, moneyLeft, streamWorkflowId, tickDueAtMs, type Distrib
 import { getAccount } from '../../ledger/accounts';
 import { findStreamWithHistory, listStreams, recordHeartbeat, toReceipt, type StreamRow } from '../../ledger/streams';
 import { cancelStreamSignal } from '../../../workflows/definitions';
-import { tickAt, tickOwner } from '../../domain/crown';
+import { routeChoice, tickAt } from '../../domain/crown';
 import { holdersAt } from '../../ledger/rates';
+import { DEFAULT_MARKET } from '../../ledger/markets';
 import { appendEvent } from '../../ledger/events';
 import { answerFor, internalBody } from '../errors';
 import { membersOf, payableAccount, payerAccountFor, streamActor, visibleStream } from '../streamAccess';
@@ -33,6 +34,7 @@ const OpenStreamBody = z.object({
   fromAccountId: S.AccountId.describe("the payer's account (an operator names its payer's)"),
   toAccountId: S.AccountId.optional().describe('the payee account; or say payee "best", or give members'),
   payee: z.literal('best').optional().describe('route to a current crown holder of the rate board'),
+  market: S.MarketId.optional().describe('with payee "best": the market whose crown holder is paid, in its direction (default `default`)'),
   members: MembersInput.optional().describe('a distribution stream: each tick is split among these accounts by weight'),
   ratePerTick: S.Units.describe('units per tick; with payee "best", the most you pay (the stream runs at the holder\'s rate)'),
   maxTotal: S.Units.optional().describe('the cap; required in escrow mode; left out, a payg stream is open-ended'),
@@ -111,31 +113,33 @@ export function streamRoutes(app: Api) {
   /**
    * payee "best": a crown holder now, among those with a payout account other than
    * the payer itself; ties broken by the tick's rotation (tickOwner), so the same
-   * moment always picks the same seller. The stream pays the holder's own rate;
-   * the buyer's `ratePerTick` is the most it will pay.
+   * moment always picks the same seller. The holders are the market's, in its
+   * direction: the lowest rate in an ask market, the highest in a bid market. The
+   * stream pays the holder's own rate; the buyer's `ratePerTick` is the most it will
+   * pay, in either direction (money never moves past what the payer agreed to).
    */
-  const routeToBest = async (payer: string, limitPerTick: number) => {
+  const routeToBest = async (payer: string, market: string, limitPerTick: number) => {
     const tick = tickAt(Date.now());
-    const now = await holdersAt(pool, tick);
-    const eligible = now.holders.filter((h) => now.accounts[h] && h !== payer);
-    if (eligible.length === 0) {
-      throw new SluiceError('invalid_request', 'no seller holds the crown now (none is active, idle and priced with a payout account)', { tick, holders: now.holders });
+    const now = await holdersAt(pool, market, tick);
+    const seller = routeChoice(tick, now.holders, (h) => Boolean(now.accounts[h]) && h !== payer);
+    if (seller === null) {
+      throw new SluiceError('invalid_request', `no seller holds the crown of market ${market} now (none is active, idle and priced with a payout account)`, { market, tick, holders: now.holders });
     }
     if (now.bestRate! > limitPerTick) {
-      throw new SluiceError('limit_exceeded', `the best offer is ${now.bestRate} per tick, above your ratePerTick ${limitPerTick}`, { tick, bestRate: now.bestRate, ratePerTick: limitPerTick });
+      throw new SluiceError('limit_exceeded', `the best offer is ${now.bestRate} per tick, above your ratePerTick ${limitPerTick}`, { market, tick, bestRate: now.bestRate, ratePerTick: limitPerTick });
     }
-    const seller = tickOwner(tick, eligible);
-    return { seller, accountId: now.accounts[seller]!, tick, holders: now.holders, bestRate: now.bestRate! };
+    return { market, direction: now.direction, seller, accountId: now.accounts[seller]!, tick, holders: now.holders, bestRate: now.bestRate! };
   };
 
   /** How a stream opened to payee "best" was routed (its stream.routed event), for a repeated request. */
   const routeOf = async (ref: string) => {
-    const { rows } = await pool.query<{ payload: { seller: string; tick: number; holders: string[]; bestRate: number } }>(
+    const { rows } = await pool.query<{ payload: { market?: string; direction?: 'ask' | 'bid'; seller: string; tick: number; holders: string[]; bestRate: number } }>(
       `select payload from events where type = 'stream.routed' and subject = $1 order by id limit 1`,
       [ref],
     );
     const p = rows[0]?.payload;
-    return p && { seller: p.seller, tick: p.tick, holders: p.holders, bestRate: p.bestRate };
+    // routed before markets existed: the default market's, an ask market
+    return p && { market: p.market ?? DEFAULT_MARKET, direction: p.direction ?? 'ask', seller: p.seller, tick: p.tick, holders: p.holders, bestRate: p.bestRate };
   };
 
   /** Whether `ref` is a stream still opening that `actor` may see (its payer or payee, per its workflow's memo, or the admin). */
@@ -149,7 +153,7 @@ export function streamRoutes(app: Api) {
   /** Opens one stream (POST /v1/streams and each `open` of a batch): the status and body to answer with. */
   const openOne = async (actor: Actor, body: OpenStreamInput, idempotencyKey?: string): Promise<{ status: number; body: Record<string, unknown> }> => {
     const { account: payer, openedBy } = await payerAccountFor(pool, actor, body.fromAccountId);
-    const { fromAccountId, toAccountId, payee: best, members, ref: given, rateConsent, lowBalanceTicks, ...terms } = body;
+    const { fromAccountId, toAccountId, payee: best, market: named, members, ref: given, rateConsent, lowBalanceTicks, ...terms } = body;
     const ref = given ?? (idempotencyKey !== undefined ? idOfKey(actor, idempotencyKey) : undefined);
     if (ref === undefined) {
       throw new SluiceError('invalid_request', 'give the stream a ref, or send an Idempotency-Key header: a retried open must find the stream it opened, not open a second one', { param: 'ref' });
@@ -157,6 +161,8 @@ export function streamRoutes(app: Api) {
     if ([toAccountId, best, members].filter((x) => x !== undefined).length !== 1) {
       throw new SluiceError('invalid_request', 'give exactly one of toAccountId, payee: "best" or members');
     }
+    if (named !== undefined && !best) throw new SluiceError('invalid_request', 'market names the crown followed by payee "best": give it only with payee "best"', { param: 'market' });
+    const market = named ?? DEFAULT_MARKET;
     if (terms.maxTotal === undefined && terms.mode === 'escrow') throw new SluiceError('invalid_request', 'an escrow stream needs maxTotal (only a payg stream may be open-ended)');
     if (terms.maxTotal === undefined && openedBy) throw new SluiceError('invalid_request', "an operator's stream needs maxTotal: it counts against the operator's daily limit");
     if (members && terms.livenessTimeoutMs !== undefined) throw new SluiceError('invalid_request', 'a distribution stream has no liveness timeout (its members come and go)');
@@ -166,7 +172,7 @@ export function streamRoutes(app: Api) {
     if (existing) {
       const routed = best ? await routeOf(ref) : undefined;
       const same =
-        (!best || routed !== undefined) &&
+        (!best || (routed !== undefined && routed.market === market)) &&
         (members !== undefined) === (existing.kind === 'distribution') &&
         sameStream(existing, { ...terms, payerAccountId: payer.id, payeeAccountId: toAccountId, routed: best !== undefined });
       if (!same) throw new SluiceError('ref_conflict', `stream ref ${ref} is already used by another stream`, { ref });
@@ -174,7 +180,7 @@ export function streamRoutes(app: Api) {
       if (existing.status === 'failed') throw failedToOpen(toReceipt(existing));
       return { status: 200, body: (routed ? { ...toReceipt(existing), route: routed } : toReceipt(existing)) as unknown as Record<string, unknown> };
     }
-    const route = best ? await routeToBest(payer.ownerId, terms.ratePerTick) : undefined;
+    const route = best ? await routeToBest(payer.ownerId, market, terms.ratePerTick) : undefined;
     const payee = members ? undefined : await payableAccount(pool, payer, route?.accountId ?? toAccountId!);
     const request: StreamRequest = {
       ...terms,
