@@ -2,6 +2,8 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import { DEFAULT_TIER_BUDGETS, type JobRequest } from '../src/domain/grants';
 import { closeGrant, type CloseGrant, openGrant, payForGrant, refundGrantPayment, releaseGrantReservation, settleGrant, type TierBudgets } from '../src/ledger/grants';
 import { simulatedWork, type WorkRunner } from '../src/jobs/work';
+import { closeSession, openSession, openSessionRequest } from '../src/ledger/sessions';
+import type { SessionOpening, SessionRequestTerms } from '../src/domain/sessions';
 import { faultFor, faultIsFinal, type Fault, type FaultStep } from '../src/jobs/faults';
 import { deliverWebhook } from '../src/webhooks/deliver';
 import {
@@ -149,6 +151,10 @@ export function createActivities({
     releaseGrantReservation: step('release_reservation', (jobId: string) => jobId, (jobId: string) => releaseGrantReservation(pool, jobId)),
     refundGrantPayment: step('refund_payment', (jobId: string) => jobId, (jobId: string) => refundGrantPayment(pool, jobId)),
     closeGrant: step('close_grant', (input: { jobId: string }) => input.jobId, (input: CloseGrant) => closeGrant(pool, input)),
+    /** Sessions (src/ledger/sessions.ts): the funding, a request decided, reserved and paid, the close's refund. */
+    openSession: ledger((opening: SessionOpening) => openSession(pool, opening)),
+    openSessionRequest: ledger((sessionId: string, terms: SessionRequestTerms, day: string) => openSessionRequest(pool, { sessionId, terms, day, budgets })),
+    closeSession: ledger((sessionId: string) => closeSession(pool, sessionId)),
     allocateSubaccount: step('allocate', (entityId: string) => entityId, (entityId: string, requestId: string) => allocateSubaccount(pool, { entityId, requestId, limits })),
     holdCollateral: step('hold_collateral', (id: string) => id, (id: string) => holdCollateral(pool, id)),
     fundSubaccount: step('fund', (id: string) => id, (id: string) => fundSubaccount(pool, id)),

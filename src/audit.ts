@@ -203,6 +203,37 @@ const CHECKS: Array<{ name: string; description: string; sql: string; params?: (
              and (a.balance <> coalesce(t.deposits, 0) + coalesce(t.credits, 0) - coalesce(t.absorbed, 0) or coalesce(t.other, 0) > 0)`,
   },
   {
+    name: 'sessions.conservation',
+    description:
+      "each session's balance is what funded it minus what its requests were debited (paid − refunded) minus what its close refunded, never negative, holding nothing; its funding and closing refund are its transfers",
+    sql: `select s.session_id, s.status, a.balance, a.held, s.funded, coalesce(g.debited, 0) as debited, s.refunded,
+                 coalesce(t.fund, 0) as fund_transfers, coalesce(t.refund, 0) as refund_transfers
+            from sessions s
+            join accounts a on a.id = s.account_id
+            left join (select session_id, sum(paid - refunded) as debited from grants where session_id is not null group by 1) g on g.session_id = s.session_id
+            left join (select case when kind = 'session_fund' then credit_account_id else debit_account_id end as account_id,
+                              sum(amount) filter (where kind = 'session_fund') as fund,
+                              sum(amount) filter (where kind = 'session_refund') as refund
+                         from transfers where kind in ('session_fund', 'session_refund') group by 1) t on t.account_id = s.account_id
+           where a.balance <> s.funded - coalesce(g.debited, 0) - s.refunded or a.balance < 0 or a.held <> 0
+              or coalesce(t.fund, 0) <> s.funded or coalesce(t.refund, 0) <> s.refunded`,
+  },
+  {
+    name: 'sessions.closed_released',
+    description: "a closed session has every request resolved, none of its requests' pool reservations open, and nothing left in its balance",
+    sql: `select s.session_id, a.balance,
+                 count(distinct g.job_id) filter (where g.status in ('awaiting_payment', 'reserved')) as running,
+                 count(h.id) filter (where h.status = 'open') as open_holds
+            from sessions s
+            join accounts a on a.id = s.account_id
+            left join grants g on g.session_id = s.session_id
+            left join grant_holds gh on gh.job_id = g.job_id
+            left join holds h on h.id = gh.hold_id
+           where s.status = 'closed'
+           group by s.session_id, a.balance
+          having a.balance <> 0 or count(distinct g.job_id) filter (where g.status in ('awaiting_payment', 'reserved')) > 0 or count(h.id) filter (where h.status = 'open') > 0`,
+  },
+  {
     name: 'subaccounts.collateral_held_while_live',
     description: 'a live subaccount (challenge or active) has its collateral hold open on its entity; a failed or eliminated one has none open',
     sql: `select s.id, s.status, h.id as hold, h.status as hold_status, h.account_id, e.main_account_id

@@ -1,6 +1,7 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { HaltReason } from '../src/domain/billing';
 import type { GrantView } from '../src/domain/grants';
+import type { SessionRequestTerms, SessionView } from '../src/domain/sessions';
 import type { StreamReceipt, StreamStatus } from '../src/domain/streams';
 
 /**
@@ -58,3 +59,14 @@ export interface StreamHalted {
 export const streamHaltedSignal = defineSignal<[StreamHalted]>('streamHalted');
 /** A stream of the shard has a tick due at this time (epoch ms): a clock sleeping past it wakes then. */
 export const billingDueSignal = defineSignal<[number]>('billingDue');
+
+/** Completes once the session is open (its balance funded); fails as the ledger refused it (insufficient funds…). */
+export const sessionOpenedUpdate = defineUpdate<SessionView>('sessionOpened');
+/**
+ * A request to the session: decided and reserved, worked, settled (or failed and
+ * compensated); returns its grant. Sending the same request id again returns the same
+ * grant. Refused (invalid_state) once the session is closing or closed.
+ */
+export const sessionRequestUpdate = defineUpdate<GrantView, [SessionRequestTerms]>('sessionRequest');
+/** Closes the session once its running requests end: what remains goes back to the payer. Returns the receipt. */
+export const closeSessionUpdate = defineUpdate<SessionView>('closeSession');

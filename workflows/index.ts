@@ -2,6 +2,7 @@
 export { paymentWorkflow, refundWorkflow } from './payment';
 export { streamWorkflow } from './stream';
 export { grantJobWorkflow } from './job';
+export { sessionWorkflow } from './session';
 export { subaccountCreationWorkflow, subaccountEliminationWorkflow, subaccountLifecycleWorkflow, webhookDeliveryWorkflow } from './entities';
 export { billingClockWorkflow } from './billingClock';
 export { reconcilerWorkflow } from './reconciler';

@@ -23,6 +23,7 @@ import { streamControlRoutes } from './routes/streamControls';
 import { operatorRoutes } from './routes/operators';
 import { reconcileRoutes } from './routes/reconcile';
 import { jobRoutes } from './routes/jobs';
+import { sessionRoutes } from './routes/sessions';
 import { entityRoutes } from './routes/entities';
 import { rateRoutes } from './routes/rates';
 import { consoleRoutes } from './console';
@@ -238,6 +239,7 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
   operatorRoutes(app);
   reconcileRoutes(app);
   jobRoutes(app);
+  sessionRoutes(app);
   entityRoutes(app);
   rateRoutes(app);
   await consoleRoutes(app);

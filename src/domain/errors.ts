@@ -57,6 +57,9 @@ export const forbidden = (message: string) => new SluiceError('forbidden', messa
 const CALLER_CONSTRAINTS: Record<string, ErrorCode> = {
   // migration 006: money, holds or streams on a subaccount that is not live
   subaccount_not_live: 'subaccount_not_live',
+  // migration 022: a session account moved outside a session's steps; a request to, or a close of, a session that cannot take it
+  session_account_moves: 'forbidden',
+  session_closed: 'invalid_state',
 };
 
 export function sluiceErrorFromDatabase(error: unknown): SluiceError | undefined {

@@ -195,6 +195,9 @@ export interface GrantView {
   /** A cancelled or failed job: who ended it (payer, admin, system, operator) and why. */
   closedBy?: string;
   reason?: string;
+  /** A session's request (its grant's job id is `session:<session>:<request>`). */
+  sessionId?: string;
+  requestId?: string;
   createdAt: string;
   resolvedAt?: string;
 }

@@ -4,7 +4,7 @@ import { notFound, SluiceError } from '../domain/errors';
 import { appendEvent } from './events';
 import { pageRows } from './paging';
 
-export const ACCOUNT_KINDS = ['user', 'entity', 'subaccount', 'pool', 'escrow', 'world'] as const;
+export const ACCOUNT_KINDS = ['user', 'entity', 'subaccount', 'pool', 'escrow', 'world', 'session'] as const;
 export type AccountKind = (typeof ACCOUNT_KINDS)[number];
 
 export interface Account {
@@ -106,7 +106,8 @@ export async function worldAccountId(db: Queryable, currency: string): Promise<s
  *      and an advisory lock that serialises a whole kind of writer (the rate board);
  *   1. the domain rows the movement is about, each kind in this order: a payer's
  *      party row (its daily budget, grants), an entity row (allocation) or a
- *      subaccount row, a grant row, a stream row by ref (controls, ticks, closes; the
+ *      subaccount row, a session row (after its payer's party row: a request's
+ *      budget, then its session), a grant row, a stream row by ref (controls, ticks, closes; the
  *      billing clock takes many, SKIP LOCKED, so it never waits for one), a payment
  *      row (refunds). No path takes two of these kinds but the budget's party row
  *      before its grant and an entity's row before its new subaccount;

@@ -46,7 +46,7 @@ import { assertPageRows } from './paging';
  */
 export type TierBudgets = Record<Tier, number>;
 
-interface GrantRow {
+export interface GrantRow {
   job_id: string;
   payer: string;
   payer_account_id: string;
@@ -71,13 +71,16 @@ interface GrantRow {
   failure: string | null;
   closed_by: string | null;
   close_reason: string | null;
+  /** A session's request (migration 022): its session and request ids. */
+  session_id: string | null;
+  request_id: string | null;
   created_at: Date;
   reserved_at: Date | null;
   resolved_at: Date | null;
 }
 
 // `day` as text: a date column would arrive as a local-midnight Date
-const GRANT_COLUMNS = `g.*, to_char(g.day, 'YYYY-MM-DD') as day`;
+export const GRANT_COLUMNS = `g.*, to_char(g.day, 'YYYY-MM-DD') as day`;
 
 export function toGrantView(r: GrantRow): GrantView {
   const v: GrantView = {
@@ -102,6 +105,8 @@ export function toGrantView(r: GrantRow): GrantView {
   if (r.actual_cost !== null) v.actualCost = r.actual_cost;
   if (r.failure) v.failure = r.failure;
   if (r.closed_by) v.closedBy = r.closed_by;
+  if (r.session_id) v.sessionId = r.session_id;
+  if (r.request_id) v.requestId = r.request_id;
   if (r.close_reason) v.reason = r.close_reason;
   if (r.resolved_at) v.resolvedAt = r.resolved_at.toISOString();
   return v;
@@ -179,7 +184,7 @@ export interface Budget {
   remaining: number;
 }
 
-const budgetOf = (tier: Tier, used: number, budgets: TierBudgets): Budget => ({ tier, daily: budgets[tier], used, remaining: Math.max(0, budgets[tier] - used) });
+export const budgetOf = (tier: Tier, used: number, budgets: TierBudgets): Budget => ({ tier, daily: budgets[tier], used, remaining: Math.max(0, budgets[tier] - used) });
 
 export async function budgetOn(db: Queryable, payer: string, day: string, budgets: TierBudgets): Promise<Budget> {
   const { rows } = await db.query<{ tier: Tier; used: number }>(`select ${PAYER_TIER_SQL} as tier, ${DAY_USAGE_SQL} as used`, [payer, day]);
@@ -214,7 +219,7 @@ export const GRANT_SQL = {
 } as const;
 
 /** The payer's budget lock: its party row, taken before the grant row and the accounts (the lock order, accounts.ts). */
-async function lockBudget(client: PoolClient, payer: string): Promise<void> {
+export async function lockBudget(client: PoolClient, payer: string): Promise<void> {
   const { rowCount } = await client.query({ name: 'grant-lock-budget', text: GRANT_SQL.lockBudget, values: [payer] });
   if (!rowCount) throw notFound('party', payer);
 }
@@ -225,7 +230,7 @@ async function lockBudget(client: PoolClient, payer: string): Promise<void> {
  * separate statement from the lock: under READ COMMITTED a statement that waited for
  * the lock would still read with the snapshot it took before waiting.
  */
-async function readBudget(client: PoolClient, input: { payer: string; jobId: string; day: string; budgets: TierBudgets }) {
+export async function readBudget(client: PoolClient, input: { payer: string; jobId: string; day: string; budgets: TierBudgets }) {
   const { rows } = await client.query<{ grant: GrantRow | null; tier: Tier; used: number; pool_available: number; pool_stripes: number }>({
     name: 'grant-read-budget',
     text: GRANT_SQL.readBudget,
@@ -260,7 +265,7 @@ const grantFromJson = (j: GrantRow): GrantRow => ({
  * A decision that reserves nothing (the advisory of a partial or gate job) is the one
  * made on the snapshot: a consistent state of the pool, and no money moves on it.
  */
-async function decideAndReserve(
+export async function decideAndReserve(
   client: PoolClient,
   jobId: string,
   snapshotAvailable: number,

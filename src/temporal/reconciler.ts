@@ -4,6 +4,7 @@ import { goneReason, OPERATOR, type CloseReason } from '../domain/streams';
 import { heldOpen, type HeldOpen, type HeldOpenFilter } from '../ledger/heldOpen';
 import { closeStream } from '../ledger/streams';
 import { cancelGrantInLedger } from '../ledger/grants';
+import { closeSessionInLedger } from '../ledger/sessions';
 import { failStrandedCreation } from '../ledger/entities';
 import { subaccountEliminationWorkflow } from '../../workflows/entities';
 import { subaccountEliminationVisibility } from '../domain/searchAttributes';
@@ -68,7 +69,8 @@ export async function strandedItems(deps: { pool: Queryable; temporal: Client; t
  * for a workflow that is no longer running, exactly as that workflow's cancel would.
  * A stream closes (its due ticks billed, its escrow released), `closedBy: operator`,
  * reason `workflow_<status>`; a job's payment is refunded and its reservation
- * released, and it ends `cancelled`; a subaccount being created is compensated (its
+ * released, and it ends `cancelled`; an open session's running requests are cancelled
+ * so and it closes, what remains refunded; a subaccount being created is compensated (its
  * funding returned, its collateral released) and ends `failed`; an elimination is
  * started again and finishes. Every step is an idempotent ledger transaction that
  * re-checks the row under its lock, so running it twice, or racing a workflow that
@@ -98,6 +100,10 @@ export async function settleStranded({ pool, temporal, taskQueue }: ReconcileDep
       return 'settled';
     case 'job':
       await cancelGrantInLedger(pool, { jobId: item.id, failure: `its workflow ${item.workflowId} is not running (${reason})`, closedBy: OPERATOR, reason });
+      return 'settled';
+    case 'session':
+      // its running requests compensated (cancelled), then closed with what remains refunded
+      await closeSessionInLedger(pool, { sessionId: item.id, failure: `its workflow ${item.workflowId} is not running (${reason})`, closedBy: OPERATOR, reason });
       return 'settled';
     case 'creation': {
       // only while still pending, in one transaction: listed pending, it may have been activated since

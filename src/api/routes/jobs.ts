@@ -22,7 +22,8 @@ const readErrors = S.ReadErrors;
 export const PAYMENT_TIMEOUT_MS_MIN = 1_000;
 export const PAYMENT_TIMEOUT_MS_MAX = 7 * 86_400_000;
 
-const Work = z.object({
+/** A job's (and a session request's) work. */
+export const Work = z.object({
   description: z.string().min(1).max(500).regex(/^[^\u0000]*$/, 'no NUL characters'),
   simulate: z
     .object({
@@ -142,7 +143,7 @@ export function jobRoutes(app: Api) {
     handler: async (req, reply) => {
       const account = await ownAccount(pool, req.actor, req.body.accountId);
       // the job's payment comes out of this account and its refunds go back to it: the world and the pool take neither
-      if (account.kind === 'world' || account.kind === 'pool') throw new SluiceError('invalid_request', `a job cannot be paid from the ${account.kind} account`, { account: account.id });
+      if (account.kind === 'world' || account.kind === 'pool' || account.kind === 'session') throw new SluiceError('invalid_request', `a job cannot be paid from the ${account.kind} account`, { account: account.id });
       const key = req.headers['idempotency-key'];
       const jobId = req.body.jobId ?? (key !== undefined ? idOfKey(req.actor, key) : undefined);
       if (jobId === undefined) {
@@ -225,6 +226,8 @@ export function jobRoutes(app: Api) {
     handler: async (req) => {
       const grant = await visibleJob(req.actor, req.params.id);
       if (grant.status === 'cancelled') return grant;
+      // a session's request is its session workflow's: it settles or fails there, and the session's close waits for it
+      if (grant.sessionId) throw new SluiceError('job_conflict', `job ${grant.jobId} is a request of session ${grant.sessionId}: it cannot be cancelled on its own`, { jobId: grant.jobId, sessionId: grant.sessionId });
       if (grant.status !== 'awaiting_payment' && grant.status !== 'reserved') {
         throw new SluiceError('job_conflict', `job ${grant.jobId} is ${grant.status}: it can no longer be cancelled`, { jobId: grant.jobId, status: grant.status });
       }

@@ -8,7 +8,7 @@ import * as S from '../schemas';
 const errors = { 400: S.ErrorBody, 401: S.ErrorBody, 403: S.ErrorBody, 404: S.ErrorBody, 409: S.ErrorBody };
 
 const Reconciled = z.object({
-  kind: z.enum(['stream', 'job', 'creation', 'elimination']),
+  kind: z.enum(['stream', 'job', 'creation', 'elimination', 'session']),
   id: z.string(),
   workflowId: z.string(),
   workflowStatus: z.string().optional().describe("Temporal's status of the workflow (TERMINATED, TIMED_OUT, FAILED, ...); absent: Temporal does not know it"),
