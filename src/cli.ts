@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { loadConfig, type Config } from './config';
 import { LOCAL_DATABASE_URL } from './dev/database';
 import { createPool, redactUrl } from './db/pool';
@@ -50,6 +50,7 @@ program
         faults: config.SLUICE_FAULTS,
         billing: { shards: config.SLUICE_BILLING_SHARDS, rowsMax: config.SLUICE_BILLING_ROWS_MAX },
         reconcileIntervalMs: config.SLUICE_RECONCILE_INTERVAL_MS,
+        dailyCheckpoints: config.SLUICE_DAILY_CHECKPOINTS,
       },
       log,
     );
@@ -78,15 +79,35 @@ program
 
 program
   .command('simulate')
-  .description('run a seeded market of buyers and sellers against the running stack; exits 1 if the auditor finds a violation')
+  .description('run a seeded market of buyers and sellers against the running stack; exits 1 if the auditor finds a violation, 2 for a bad scenario file')
+  .addOption(new Option('--scenario <file>', 'a scenario file (YAML, see scenarios/); the flags below are the built-in one').conflicts(['buyers', 'sellers', 'rounds', 'partition']))
   .option('--buyers <n>', 'buyers', (v) => Number.parseInt(v, 10), 5)
   .option('--sellers <n>', 'sellers', (v) => Number.parseInt(v, 10), 5)
   .option('--rounds <n>', 'rounds', (v) => Number.parseInt(v, 10), 100)
-  .option('--seed <n>', 'seed', (v) => Number.parseInt(v, 10), 42)
-  .option('--round-ms <n>', 'wall time of a round', (v) => Number.parseInt(v, 10), 100)
+  .option('--seed <n>', 'seed (overrides the scenario\'s)', (v) => Number.parseInt(v, 10), 42)
+  .option('--round-ms <n>', 'wall time of a round (overrides the scenario\'s)', (v) => Number.parseInt(v, 10), 100)
   .option('--partition', 'some parties go silent for a stretch, then return')
   .option('--api <url>', 'API base URL (default from SLUICE_API_HOST/PORT)')
-  .action(async (opts: { buyers: number; sellers: number; rounds: number; seed: number; roundMs: number; partition?: boolean; api?: string }) => {
+  .action(async (opts: { scenario?: string; buyers: number; sellers: number; rounds: number; seed: number; roundMs: number; partition?: boolean; api?: string }, cmd: Command) => {
+    const { scenarioFromFlags } = await import('./domain/simulation');
+    const { loadScenario, ScenarioFileError } = await import('./scenario');
+    let scenario;
+    if (opts.scenario) {
+      // a bad file is reported before anything is sent to the API
+      scenario = await loadScenario(opts.scenario).catch((error: unknown) => {
+        if (!(error instanceof ScenarioFileError)) throw error;
+        console.error(`sluice simulate: ${error.message}`);
+        return undefined;
+      });
+      if (!scenario) {
+        process.exitCode = 2;
+        return;
+      }
+      if (cmd.getOptionValueSource('seed') === 'cli') scenario.seed = opts.seed;
+      if (cmd.getOptionValueSource('roundMs') === 'cli') scenario.roundMs = opts.roundMs;
+    } else {
+      scenario = scenarioFromFlags({ ...opts, partition: opts.partition ?? false });
+    }
     const config = loadConfig();
     const { runSimulation, formatSimulation, httpCaller } = await import('./simulate');
     const { apiBase } = await import('./cli/client');
@@ -95,8 +116,8 @@ program
     // on a terminal a bar redrawn every round under the log's lines; otherwise the log alone (a line every 20 rounds)
     const bar = barUnderLog(process.stderr, 'simulate');
     const result = await runSimulation({
-      ...opts,
-      partition: opts.partition ?? false,
+      scenario,
+      ...(opts.scenario ? { scenarioFile: opts.scenario } : {}),
       call: httpCaller(api),
       adminKey: config.SLUICE_ADMIN_KEY,
       log: bar.log,

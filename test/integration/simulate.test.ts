@@ -1,4 +1,6 @@
-import { planSimulation, type Command } from '../../src/domain/simulation';
+import { join } from 'node:path';
+import { planScenario, planSimulation, type Command } from '../../src/domain/simulation';
+import { loadScenario } from '../../src/scenario';
 import { BUYER_FUNDS, runSimulation, simulationIds, type Caller, type SimulationResult } from '../../src/simulate';
 import { ADMIN_KEY, startTestStack, type TestStack } from '../support/stack';
 
@@ -225,4 +227,74 @@ test.each([
     const skips = await stack.db.pool.query(`select count(*)::int as n from stream_skips where stream_ref like $1`, [`${result.tag}%`]);
     expect(skips.rows[0].n).toBeGreaterThan(0);
   }
+});
+
+test('a scenario file (scenarios/small-market.yaml) runs end to end: its parties, funding, streams, pause, top-up and payee cancel are in the books, the per-party totals are the ledger\'s, and the auditor is green', async () => {
+  const scenario = await loadScenario(join(__dirname, '../../scenarios/small-market.yaml'));
+  const result = await runSimulation({ scenario, scenarioFile: 'scenarios/small-market.yaml', call: injectCaller(), adminKey: ADMIN_KEY });
+  expect(result.audit).toEqual({ ok: true, failing: [] });
+  const plan = planScenario(scenario);
+  const ids = simulationIds(result.tag);
+  const buyers = scenario.parties.buyers.map((p) => ids.party(p.name));
+  const sellers = scenario.parties.sellers.map((p) => ids.party(p.name));
+  const db = stack.db.pool;
+
+  // every stream of the plan, on its terms, with the scenario's liveness
+  const opens = plan.filter((c): c is Extract<Command, { kind: 'open' }> => c.kind === 'open');
+  const { rows } = await db.query(
+    `select ref, payer_account_id, payee_account_id, rate_per_tick, max_total, tick_interval_ms, mode, liveness_timeout_ms, paid, paused_ms, status, close_reason, closed_by
+       from streams where ref like $1`,
+    [`${result.tag}-st%`],
+  );
+  const byRef = new Map(rows.map((r) => [r.ref, r]));
+  expect(byRef.size).toBe(opens.length);
+  for (const c of opens) {
+    expect(byRef.get(ids.stream(c.stream))).toMatchObject({
+      payer_account_id: ids.account(buyers[c.buyer]!),
+      payee_account_id: ids.account(sellers[c.seller]!),
+      rate_per_tick: c.ratePerTick,
+      max_total: c.maxTotal,
+      tick_interval_ms: c.tickIntervalMs,
+      mode: c.mode,
+      liveness_timeout_ms: scenario.liveness!.timeoutMs,
+    });
+  }
+
+  // the named stream: paused by the file (its clock stood still), then cancelled by its payee gpu
+  const job = opens.find((c) => c.round === 2 && c.maxTotal === 400)!;
+  const jobRow = byRef.get(ids.stream(job.stream))!;
+  expect([jobRow.status, jobRow.close_reason, jobRow.closed_by]).toEqual(['closed', 'cancelled', ids.party('gpu')]);
+  expect(jobRow.paused_ms).toBeGreaterThan(0);
+  expect(jobRow.paid).toBeGreaterThan(0);
+
+  // deposits: each buyer's funding and top-ups, each once; balances: deposits − paid + received, nothing held
+  const deposited = new Map(scenario.parties.buyers.map((p, i) => [ids.account(buyers[i]!), p.fundsUnits]));
+  for (const c of plan) if (c.kind === 'topup') deposited.set(ids.account(buyers[c.buyer]!), deposited.get(ids.account(buyers[c.buyer]!))! + c.amount);
+  const deposits = await db.query(`select credit_account_id as account, sum(amount)::bigint as total from transfers where kind = 'deposit' and credit_account_id = any($1) group by 1`, [[...deposited.keys()]]);
+  expect(new Map(deposits.rows.map((r) => [r.account, r.total]))).toEqual(deposited);
+  const paidBy = new Map<string, number>();
+  const receivedBy = new Map<string, number>();
+  for (const r of rows) {
+    paidBy.set(r.payer_account_id, (paidBy.get(r.payer_account_id) ?? 0) + r.paid);
+    receivedBy.set(r.payee_account_id, (receivedBy.get(r.payee_account_id) ?? 0) + r.paid);
+  }
+  const accounts = await db.query(`select id, balance, held from accounts where id = any($1)`, [[...buyers, ...sellers].map(ids.account)]);
+  expect(new Map(accounts.rows.map((r) => [r.id, { balance: r.balance, held: r.held }]))).toEqual(
+    new Map([
+      ...[...deposited].map(([a, d]) => [a, { balance: d - (paidBy.get(a) ?? 0), held: 0 }] as const),
+      ...sellers.map((s) => [ids.account(s), { balance: receivedBy.get(ids.account(s)) ?? 0, held: 0 }] as const),
+    ]),
+  );
+
+  // the runner's per-party totals are the ledger's; cancels are counted by the side that made them
+  for (const p of result.parties) {
+    const account = ids.account(p.party);
+    const mine = rows.filter((r) => r.status !== 'failed' && (p.side === 'buyer' ? r.payer_account_id : r.payee_account_id) === account);
+    expect([p.party, p.streams, p.paid, p.received]).toEqual([p.party, mine.length, paidBy.get(account) ?? 0, receivedBy.get(account) ?? 0]);
+    const payee = (r: { payee_account_id: string }) => r.payee_account_id.replace(/\.w$/, '');
+    expect([p.party, p.cancelledByPayee]).toEqual([p.party, mine.filter((r) => r.close_reason === 'cancelled' && r.closed_by === payee(r)).length]);
+  }
+  expect(result.parties.find((p) => p.party === ids.party('gpu'))!.cancelledByPayee).toBeGreaterThanOrEqual(1);
+  expect(result.streamsOpened + result.streamsFailedToOpen).toBe(opens.length);
+  console.log(`simulate scenario: ${JSON.stringify({ streams: opens.length, reasons: result.closeReasons, closedAtEnd: result.closedAtEnd })}`);
 });
