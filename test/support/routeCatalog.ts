@@ -11,7 +11,9 @@ import { ADMIN_KEY, api, type TestStack } from './stack';
  * operator of alice) and the entity acme-<run> (key 'acme'). alice.wallet has 1000 in, 200 paid to bob
  * ({paid}), 100 held ({open}), a released hold ({closed}): available 700. alice.eur
  * is in another currency. Streams, jobs and the hold to release are paid from
- * alice.spend, so alice.wallet keeps those figures for the bad-input table.
+ * alice.spend, so alice.wallet keeps those figures for the bad-input table. alice's
+ * sessions ({session} takes requests, {sessionToClose}/{sessionToClose2} are closed by
+ * the matrix) are funded from alice.spend too.
  */
 
 export type Method = 'GET' | 'POST';
@@ -205,6 +207,19 @@ export const ROUTE_CATALOG: RouteEntry[] = [
   { route: 'POST /v1/jobs/:id/payment', keyed: false, body: false, workflow: true, valid: { as: 'alice', url: '/v1/jobs/{job}/payment' }, asAdmin: { url: '/v1/jobs/{job2}/payment' }, expect: OWN(200) },
   { route: 'POST /v1/jobs/:id/cancel', keyed: false, body: true, workflow: true, valid: { as: 'alice', url: '/v1/jobs/{jobToCancel}/cancel', body: { reason: 'changed my mind' } }, asAdmin: { url: '/v1/jobs/{jobToCancel2}/cancel' }, expect: OWN(200) },
 
+  // ---- sessions (alice's, funded from alice.spend; tier new: every request is gated and paid from the balance)
+  { route: 'POST /v1/sessions', keyed: false, body: true, workflow: true, valid: { as: 'alice', body: { sessionId: '{newRef}', accountId: 'alice.spend', amount: 50 } }, expect: OWN(201) },
+  { route: 'GET /v1/sessions/:id', keyed: false, body: false, valid: { as: 'alice', url: '/v1/sessions/{session}' }, expect: OWN(200) },
+  {
+    route: 'POST /v1/sessions/:id/requests',
+    keyed: false,
+    body: true,
+    workflow: true,
+    valid: { as: 'alice', url: '/v1/sessions/{session}/requests', body: { requestId: '{newRef}', estimatedCost: 5, work: { description: 'summarise a page', simulate: { actualCost: 4 } } } },
+    expect: OWN(201),
+  },
+  { route: 'POST /v1/sessions/:id/close', keyed: false, body: false, workflow: true, valid: { as: 'alice', url: '/v1/sessions/{sessionToClose}/close' }, asAdmin: { url: '/v1/sessions/{sessionToClose2}/close' }, expect: OWN(200) },
+
   // ---- entities and subaccounts
   {
     route: 'POST /v1/entities',
@@ -388,6 +403,12 @@ export async function buildFixture(stack: TestStack) {
   for (const name of ['job', 'job2', 'jobToCancel', 'jobToCancel2']) {
     tokens[name] = ref(name);
     ok(name, await as('alice').post('/v1/jobs', { jobId: tokens[name], accountId: 'alice.spend', estimatedCost: 10, work: { description: 'resize images' } }));
+  }
+
+  // sessions: one that takes requests, two to close (the natural caller's and the admin's)
+  for (const name of ['session', 'sessionToClose', 'sessionToClose2']) {
+    tokens[name] = ref(name);
+    ok(name, await as('alice').post('/v1/sessions', { sessionId: tokens[name], accountId: 'alice.spend', amount: 100_000 }));
   }
 
   // an entity with two subaccounts (active at once, no webhooks)
