@@ -229,12 +229,12 @@ export function formatSimulation(r: SimulationResult): string {
   const source = r.scenarioFile ? `scenario ${r.scenarioFile}` : 'the flags\' market';
   const lines = [`simulation ${r.tag} (${source}, ${r.rounds} rounds of ${r.roundMs} ms): ${r.commands} commands (digest ${r.commandsDigest})`];
   const reasons = Object.entries(r.closeReasons).map(([k, v]) => `${k} ${v}`).join(', ');
-  lines.push(`streams opened ${r.streamsOpened}, refused at open ${r.streamsFailedToOpen}; closed: ${reasons || 'none'} (${r.closedAtEnd} of them cancelled by the payer after the last round)`);
+  lines.push(`streams opened ${r.streamsOpened}, refused at open ${r.streamsFailedToOpen}; closed: ${reasons || 'none'}; ${r.closedAtEnd} of the cancels by the runner, after the last round`);
   const row = (cells: Array<string | number>) => cells.map((c, i) => (i === 0 ? String(c).padEnd(22) : i === 1 ? String(c).padEnd(6) : String(c).padStart(i === 3 || i === 4 ? 10 : 8))).join(' ');
   lines.push(row(['party', 'side', 'streams', 'by payer', 'by payee', 'ticks', 'paid', 'received']));
   for (const p of r.parties) lines.push(row([p.party, p.side, p.streams, p.cancelledByPayer, p.cancelledByPayee, p.ticks, p.paid, p.received]));
   const total = (k: 'paid' | 'received') => r.parties.reduce((sum, p) => sum + p[k], 0);
-  lines.push(`streams: opened by buyers, paying sellers; by payer/payee: of those, cancelled by that side during the run; paid ${total('paid')} = received ${total('received')}`);
+  lines.push(`streams: a buyer's own, a seller's incoming; by payer, by payee: of those, cancelled by that side during the run; paid ${total('paid')}, received ${total('received')}`);
   lines.push(`auditor: ${r.audit.ok ? 'PASS' : `FAIL (${r.audit.failing.join(', ')})`}`);
   return lines.join('\n');
 }
