@@ -31,11 +31,12 @@ import { createWorker, WORKFLOWS_PATH } from '../src/worker';
 import { createTestDatabase, type TestDatabase } from '../test/support/db';
 import { freePort } from '../test/support/globalSetup';
 import { paymentWorkflow, refundWorkflow } from '../workflows';
-import { billingDueSignal, cancelStreamSignal, jobPaymentUpdate, pauseStreamUpdate, resumeStreamUpdate, streamHaltedSignal } from '../workflows/definitions';
+import { billingDueSignal, cancelStreamSignal, closeSessionUpdate, jobPaymentUpdate, pauseStreamUpdate, resumeStreamUpdate, sessionRequestUpdate, streamHaltedSignal } from '../workflows/definitions';
 import { BILLING_CLOCK_PATCH, OUTSIDE_CANCEL_SETTLES_PATCH, type StreamWorkflowOptions } from '../workflows/stream';
 import { PAYMENT_RUNS_THROUGH_CANCEL_PATCH } from '../workflows/payment';
 import { ELIMINATION_RUNS_THROUGH_CANCEL_PATCH, SAGA_LOCAL_STEPS_PATCH, SAGA_OUTSIDE_CANCEL_PATCH } from '../workflows/entities';
 import { reconcilerWorkflow } from '../workflows/reconciler';
+import { checkpointWorkflow } from '../workflows/checkpoints';
 import { BILLING_SHARDS_DEFAULT, billingClockWorkflowId, shardOf } from '../src/domain/billing';
 import { getStream } from '../src/ledger/streams';
 import { startStreamWorkflow } from '../src/temporal/streams';
@@ -49,6 +50,8 @@ import { subaccountCreationWorkflow, subaccountEliminationWorkflow } from '../wo
 import { SETTLE_REFUSED_COMPENSATES_PATCH } from '../workflows/job';
 import { setTier } from '../src/ledger/grants';
 import type { GrantView, JobRequest, WorkSimulation } from '../src/domain/grants';
+import { sessionWorkflowId, type SessionOpening } from '../src/domain/sessions';
+import { startSessionWorkflow } from '../src/temporal/sessions';
 
 const HISTORIES_DIR = resolve(__dirname, '..', 'test', 'histories');
 const TASK_QUEUE = 'record-histories';
@@ -149,6 +152,17 @@ function expectClocked(ref: string, history: temporal.api.history.v1.IHistory, {
 }
 
 /** Writes the history (fetched now, unless given) in the JSON shape Temporal's tools use (historyToJSON), and checks it reads back. */
+/** The history of a standing workflow once its workflow task has completed and its timer started (saved open). */
+async function untilOnTimer(handle: WorkflowHandle): Promise<temporal.api.history.v1.IHistory> {
+  for (let i = 0; ; i++) {
+    if (i > 400) throw new Error(`${handle.workflowId} never started its timer`);
+    const history = await handle.fetchHistory();
+    const tail = history.events?.slice(-2) ?? [];
+    if (tail.length === 2 && tail[0]!.workflowTaskCompletedEventAttributes && tail[1]!.timerStartedEventAttributes) return history;
+    await sleep(50);
+  }
+}
+
 async function save(name: string, handle: WorkflowHandle, fetched?: temporal.api.history.v1.IHistory): Promise<string> {
   const history = fetched ?? (await handle.fetchHistory());
   const file = join(HISTORIES_DIR, `${name}.json`);
@@ -363,6 +377,45 @@ async function main(): Promise<void> {
         if (!patchesIn(await unsettled.handle.fetchHistory()).includes(SETTLE_REFUSED_COMPENSATES_PATCH)) throw new Error('rec-job-settle-refused took the old path');
         files.push(await save('job-settle-refused', unsettled.handle));
 
+        // 10c. sessionWorkflow: opened (update-with-start), a free request, a partial one and the same free one sent
+        //      again at once, a request whose work fails (compensated), one whose charge the balance cannot pay
+        //      (refused, nothing reserved), then closed: what remains refunded, the receipt
+        await createParty(db!.pool, { id: 'rec-sess', name: 'Recorded session payer' });
+        await createAccount(db!.pool, { id: 'rec-sess.w', ownerId: 'rec-sess', kind: 'user' });
+        await deposit(db!.pool, { key: 'seed-rec-sess', accountId: 'rec-sess.w', amount: 1000 });
+        await setTier(db!.pool, 'rec-sess', 'trusted');
+        const opening: SessionOpening = { sessionId: 'rec-session', payer: 'rec-sess', payerAccountId: 'rec-sess.w', amountUnits: 500 };
+        const sessionOpened = await startSessionWorkflow(client!, TASK_QUEUE, opening);
+        if (sessionOpened.balance !== 500) throw new Error(`unexpected session ${JSON.stringify(sessionOpened)}`);
+        const sessionHandle = client!.workflow.getHandle(sessionWorkflowId('rec-session'));
+        const sessionRequest = (requestId: string, estimatedCost: number, simulate: WorkSimulation) =>
+          sessionHandle.executeUpdate(sessionRequestUpdate, { args: [{ requestId, estimatedCost, requestHash: requestId, work: { description: 'recorded', simulate } }] });
+        expectGrant(await sessionRequest('r-free', 40, { actualCost: 30 }), { decision: 'free', status: 'settled', absorbed: 30, returned: 10, paid: 0 });
+        const [partialRequest, again] = await Promise.all([sessionRequest('r-partial', 200, { actualCost: 200 }), sessionRequest('r-free', 40, { actualCost: 30 })]);
+        expectGrant(partialRequest, { decision: 'partial', status: 'settled', absorbed: 170, paid: 30, credited: 3 });
+        expectGrant(again, { status: 'settled', absorbed: 30 });
+        expectGrant(await sessionRequest('r-fail', 20, { failTimes: 'always' }), { decision: 'gate', status: 'failed', paid: 20, refunded: 20 });
+        const refusedRequest = await sessionRequest('r-too-dear', 10_000, {}).then(
+          () => undefined,
+          (error: unknown) => sluiceErrorFromTemporal(error),
+        );
+        if (refusedRequest?.code !== 'insufficient_funds') throw new Error(`r-too-dear was not refused for its charge: ${String(refusedRequest)}`);
+        const closedSession = await sessionHandle.executeUpdate(closeSessionUpdate);
+        if (closedSession.status !== 'closed' || closedSession.refunded !== 470 || closedSession.balance !== 0) throw new Error(`unexpected receipt ${JSON.stringify(closedSession)}`);
+        await sessionHandle.result();
+        files.push(await save('session-closed', sessionHandle));
+
+        // 10d. sessionWorkflow whose funding the payer cannot pay: the open update fails, the run fails, nothing moved
+        const poorOpening: SessionOpening = { sessionId: 'rec-session-poor', payer: 'rec-sess', payerAccountId: 'rec-sess.w', amountUnits: 1_000_000 };
+        const poorOpen = await startSessionWorkflow(client!, TASK_QUEUE, poorOpening).then(
+          () => undefined,
+          (error: unknown) => sluiceErrorFromTemporal(error),
+        );
+        if (poorOpen?.code !== 'insufficient_funds') throw new Error(`rec-session-poor was not refused: ${String(poorOpen)}`);
+        const poorHandle = client!.workflow.getHandle(sessionWorkflowId('rec-session-poor'));
+        if (!(await poorHandle.result().then(() => false, (error: unknown) => error instanceof WorkflowFailedError))) throw new Error('rec-session-poor did not fail');
+        files.push(await save('session-open-refused', poorHandle));
+
         // 11. subaccountCreationWorkflow → challenge (1 s) → the lifecycle passes it; then a failed creation
         //     (activate fails: unfund, release collateral, mark failed); then a challenge that fails and eliminates
         await registerEntity(db!.pool, { id: 'rec-ent', name: 'Recorded', collateral: 100, funding: 50, webhookUrls: [hookUrl], challengeMs: 1000, challengeMinBps: 5000 });
@@ -466,6 +519,13 @@ async function main(): Promise<void> {
         }
         files.push(await save('reconciler', reconciler, reconcilerHistory));
         await reconciler.terminate('recorded');
+
+        // 13. checkpointWorkflow: the debt ledger's daily round, asleep until the next UTC midnight.
+        //     It runs for good, so its history is saved open once its first timer has started
+        //     (the rounds themselves run on the time-skipping server: timeskipping.test.ts)
+        const checkpoints = await client!.workflow.start(checkpointWorkflow, { workflowId: 'rec-checkpoints', taskQueue: TASK_QUEUE, args: [] });
+        files.push(await save('checkpoints', checkpoints, await untilOnTimer(checkpoints)));
+        await checkpoints.terminate('recorded');
       });
       await new Promise((r) => hooks.close(r));
     } finally {
