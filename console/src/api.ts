@@ -150,10 +150,38 @@ export interface BilledTick {
 
 /** Ticks here are the rate board's (one a second, src/domain/crown.ts), not a stream's. */
 export interface Crown {
+  market: string;
+  direction: 'ask' | 'bid';
   from: number;
   to: number;
   crownTime: Record<string, number>;
   intervalCount: number;
-  intervals: Array<{ start: number; end: number; holders: string[]; bestRate: number | null }>;
+  intervals: CrownInterval[];
   current: { tick: number; holders: string[]; bestRate: number | null };
+}
+
+/** An interval of the crown's grid: ticks [start, end) and the times they begin. */
+export interface CrownInterval {
+  start: number;
+  end: number;
+  startAt: string;
+  endAt: string;
+  holders: string[];
+  bestRate: number | null;
+}
+
+/** GET /v1/crown/timeline: one page of a market's grid. */
+export interface CrownTimeline {
+  market: string;
+  direction: 'ask' | 'bid';
+  from: number;
+  to: number;
+  intervals: CrownInterval[];
+  next?: number;
+}
+
+/** GET /v1/markets */
+export interface Market {
+  id: string;
+  direction: 'ask' | 'bid';
 }

@@ -24,7 +24,7 @@ function route(ctx: Context): Page {
     case 'pool':
       return poolPage();
     case 'crown':
-      return crownPage();
+      return crownPage(params);
     case 'audit':
       return auditPage(ctx);
     default:

@@ -1,4 +1,4 @@
-import { ApiError, get, type AuditReport, type Grant, type ConsoleConfig, type Crown, type Dashboard, type Delivery, type Entity, type EntityListing, type PoolState, type StreamItem, type Subaccount } from './api';
+import { ApiError, get, type AuditReport, type Grant, type ConsoleConfig, type Crown, type CrownInterval, type CrownTimeline, type Market, type Dashboard, type Delivery, type Entity, type EntityListing, type PoolState, type StreamItem, type Subaccount } from './api';
 import { ago, badge, card, dateTime, duration, errorNote, h, stat, statusBadge, svg, table, time, units, when } from './dom';
 import { payeeOf, streamLink, temporalLink, workflowsWhere } from './links';
 import { CROWN_TICK_MS } from '../../src/domain/crown';
@@ -226,39 +226,93 @@ const crownSpan = (ticks: number) => {
   return s < 60 ? `${s.toLocaleString('en-US', { maximumFractionDigits: 2 })} s` : duration(s * 1000);
 };
 
-/** Who holds the crown now, crown time per seller over the last hour as bars, and the latest changes of holder. */
-export function crownPage(): Page {
+/** Pages of the timeline the Crown page reads at most (of TIMELINE_PAGE_ROWS intervals each); past them it says so. */
+const TIMELINE_PAGES_MAX = 5;
+const TIMELINE_PAGE_ROWS = 200;
+
+/**
+ * A market's crown: who holds it now, crown time per seller over the last hour as bars,
+ * and the timeline of who held it when (GET /v1/crown/timeline, the grid the totals are
+ * replayed from), with a picker of the markets (GET /v1/markets).
+ */
+export function crownPage(params: URLSearchParams): Page {
+  const market = params.get('market') || 'default';
   return {
     title: 'Crown',
     everyMs: 5000,
     async load() {
-      const c = await get<Crown>('/v1/crown');
+      const [c, markets] = await Promise.all([
+        get<Crown>(`/v1/crown?${new URLSearchParams({ market })}`),
+        get<{ markets: Market[] }>('/v1/markets?limit=100').then((m) => m.markets),
+      ]);
+      // the timeline over the same window as the totals, page by page
+      const grid: CrownInterval[] = [];
+      let after: number | undefined;
+      for (let pages = 0; pages < TIMELINE_PAGES_MAX; pages++) {
+        const query = new URLSearchParams({ market, from: String(c.from), to: String(c.to), limit: String(TIMELINE_PAGE_ROWS), ...(after !== undefined && { after: String(after) }) });
+        const page = await get<CrownTimeline>(`/v1/crown/timeline?${query}`);
+        grid.push(...page.intervals);
+        after = page.next;
+        if (after === undefined) break;
+      }
       const sellers = Object.entries(c.crownTime).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
-      // the window ends with the current tick: its last interval is still running
-      const latest = c.intervals.slice(-10).reverse();
+      const best = c.direction === 'ask' ? 'lowest' : 'highest';
+      const picker = h('div', { class: 'toolbar', 'data-test': 'crown-markets' },
+        ...markets.map((m) => h('a', { href: `#/crown?${new URLSearchParams({ market: m.id })}`, class: m.id === market ? 'chip active' : 'chip', 'data-test': `crown-market-${m.id}` }, `${m.id} · ${m.direction}`)));
       return h(
         'div', {},
+        picker,
         card(
-          'Crown holders now',
+          `Crown holders now, market ${c.market}`,
           h('div', { class: 'stats' },
             stat('Holders', c.current.holders.length ? c.current.holders.join(', ') : 'nobody', 'crown-holders'),
-            stat('Best rate per tick', c.current.bestRate === null ? '—' : units(c.current.bestRate), 'crown-best-rate'),
+            stat('Best rate per tick', c.current.bestRate === null ? '—' : units(c.current.bestRate), 'crown-best-rate', `${c.direction === 'ask' ? 'an ask' : 'a bid'} market: the ${best} rate holds`),
             stat('As of', time(boardTime(c.current.tick)), 'crown-now', 'the board moves once a second'),
           ),
         ),
         card(`Crown time per seller, ${time(boardTime(c.from))} to ${time(boardTime(c.to))}`, crownChart(sellers),
           h('p', { class: 'hint' }, `The last ${duration((c.to - c.from) * CROWN_TICK_MS)}; a second shared by several holders is split evenly among them.`)),
-        card('Latest changes of holder',
+        card('Who held the crown when',
+          timelineStrip(grid, c.from, c.to),
           table(['From', 'Until', 'For', 'Holders', 'Best rate'],
-            latest.map((iv) => [
-              when(boardTime(iv.start)), iv.end >= c.to ? 'now' : time(boardTime(iv.end)), crownSpan(iv.end - iv.start),
+            grid.map((iv) => [
+              when(iv.startAt), iv.end >= c.to ? 'now' : time(iv.endAt), crownSpan(iv.end - iv.start),
               iv.holders.length ? iv.holders.join(', ') : 'nobody', iv.bestRate === null ? '—' : units(iv.bestRate),
             ]),
             { numeric: [4], empty: 'No change in this window.', test: 'crown-intervals' }),
-          c.intervalCount > c.intervals.length ? h('p', { class: 'hint' }, `${units(c.intervalCount)} changes in the window; the API lists the first ${units(c.intervals.length)}, the latest of those are shown.`) : null),
+          after !== undefined ? h('p', { class: 'hint', 'data-test': 'crown-timeline-more' }, `More than ${units(grid.length)} changes in the window: the first ${units(grid.length)} are shown.`) : null),
       );
     },
   };
+}
+
+/**
+ * The timeline as a strip: one band per interval, as wide as it lasted, shaded by who
+ * held it (nobody: blank), with clock times under it. Each band's title says who and when.
+ */
+function timelineStrip(grid: CrownInterval[], from: number, to: number): Node {
+  const widthPx = 710, bandPx = 26, labelPx = 18;
+  const x = (tick: number) => ((tick - from) / (to - from)) * widthPx;
+  const shades = new Map<string, number>();
+  const shade = (holders: string[]) => {
+    const key = holders.join(', ');
+    if (!shades.has(key)) shades.set(key, shades.size);
+    return shades.get(key)!;
+  };
+  const marks = [from, from + Math.round((to - from) / 2), to];
+  return svg(
+    // the window as ticks in attributes, for the browser test to ask the API for the same grid; the labels are times
+    'svg', { viewBox: `0 0 ${widthPx} ${bandPx + labelPx + 4}`, class: 'chart', 'data-test': 'crown-timeline', 'data-from': from, 'data-to': to, role: 'img' },
+    ...grid.map((iv) => {
+      const who = iv.holders.length ? iv.holders.join(', ') : 'nobody';
+      return svg('rect', {
+        x: x(iv.start).toFixed(1), y: 0, width: Math.max(1, x(iv.end) - x(iv.start)).toFixed(1), height: bandPx,
+        class: iv.holders.length ? 'chart-bar' : 'chart-gap', 'fill-opacity': iv.holders.length ? (1 - (shade(iv.holders) % 4) * 0.2).toFixed(1) : 0.15,
+        'data-holders': who,
+      }, svg('title', {}, `${who}: ${time(iv.startAt)} to ${time(iv.endAt)}`));
+    }),
+    ...marks.map((tick, i) => svg('text', { x: x(tick), y: bandPx + labelPx, 'text-anchor': ['start', 'middle', 'end'][i]!, class: 'chart-label' }, time(boardTime(tick)))),
+  );
 }
 
 /** Horizontal SVG bars: one per seller, its crown time written at the end. */

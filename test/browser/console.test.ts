@@ -34,6 +34,39 @@ const figure = async (test: string) => Number((await text(test)).replace(/,/g, '
 const units = (n: number) => n.toLocaleString('en-US');
 /** How the console writes a clock time (the browser and this process share the machine's time zone). */
 const clock = (ms: number) => new Date(ms).toLocaleTimeString('en-GB', { hour12: false });
+
+/**
+ * The Crown page's timeline is the API's grid: the window the page drew (read with its
+ * rows in one go, so a poll's redraw cannot fall between them), asked of
+ * GET /v1/crown/timeline page by page, gives the same intervals, row for row, labelled
+ * with times: from (its clock time), until (its clock time, or now for the last),
+ * holders and best rate.
+ */
+async function expectTimelineIsTheGrid(market: string) {
+  const drawn = await page.evaluate<{ from: number; to: number; rows: string[][]; bands: number }>(`(() => {
+    const strip = document.querySelector('[data-test=crown-timeline]');
+    const rows = [...document.querySelectorAll('[data-test=crown-intervals] tbody tr')].map((tr) => [...tr.querySelectorAll('td')].map((td) => td.innerText));
+    return { from: Number(strip.getAttribute('data-from')), to: Number(strip.getAttribute('data-to')), rows, bands: strip.querySelectorAll('rect').length };
+  })()`);
+  const grid: Array<{ start: number; end: number; startAt: string; endAt: string; holders: string[]; bestRate: number | null }> = [];
+  let after: number | undefined;
+  let pages = 0;
+  do {
+    const res = await admin().get(`/v1/crown/timeline?market=${market}&from=${drawn.from}&to=${drawn.to}&limit=2${after === undefined ? '' : `&after=${after}`}`);
+    expect(res.status).toBe(200);
+    grid.push(...res.body.intervals);
+    after = res.body.next;
+    pages++;
+  } while (after !== undefined);
+  expect(grid.length).toBeGreaterThan(0);
+  expect(drawn.bands).toBe(grid.length);
+  expect(drawn.rows.map((r) => [r[0]!.split(' · ')[0], r[1], r[3], r[4]])).toEqual(
+    grid.map((iv) => [clock(Date.parse(iv.startAt)), iv.end >= drawn.to ? 'now' : clock(Date.parse(iv.endAt)), iv.holders.length ? iv.holders.join(', ') : 'nobody', iv.bestRate === null ? '—' : String(iv.bestRate)]),
+  );
+  // no raw tick number anywhere on the page
+  for (const iv of grid) expect(drawn.rows.flat().join(' ')).not.toContain(String(iv.start));
+  return pages;
+}
 /** A stream as alice's key reads it from the API. */
 const view = async (ref: string) => (await as('alice').get(`/v1/streams/${ref}`)).body;
 
@@ -143,6 +176,12 @@ beforeAll(async () => {
     await party(seller);
     expect((await as(seller).post(`/v1/sellers/${seller}/state`, { active: true, busy: false, atTick: at })).status).toBe(201);
     expect((await as(seller).post(`/v1/sellers/${seller}/rates`, { ratePerTick: rate, atTick: at })).status).toBe(201);
+  }
+  // a bid market: the highest bid holds (aster), birch bids less
+  expect((await admin().post('/v1/markets', { id: 'spot-bids', direction: 'bid' })).status).toBe(201);
+  for (const [seller, rate] of [['aster', 7], ['birch', 3]] as const) {
+    expect((await as(seller).post(`/v1/sellers/${seller}/state`, { active: true, busy: false, atTick: t0 + 1, market: 'spot-bids' })).status).toBe(201);
+    expect((await as(seller).post(`/v1/sellers/${seller}/rates`, { ratePerTick: rate, atTick: t0 + 1, market: 'spot-bids' })).status).toBe(201);
   }
 
   page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
@@ -478,7 +517,17 @@ describe('the operator console in headless Chromium', () => {
     expect(asterRow[0]).toMatch(new RegExp(`^${clock(asterAlone.start * 1000)} · `));
     expect([asterRow[1], asterRow[2], asterRow[4]]).toEqual([clock(asterAlone.end * 1000), '2 s', '5']);
     expect(await page.locator('main').innerText()).not.toContain(String(crown.current.tick));
+    await expectTimelineIsTheGrid('default');
     await screenshot(page, 'crown');
+
+    // the market picker: the bid market's crown, its highest bid holding, and its own timeline
+    await page.locator('[data-test=crown-market-spot-bids]').click();
+    await until('the bid market on screen', async () => ((await text('crown-holders').catch(() => '')) === 'aster' ? true : undefined));
+    expect(await text('crown-best-rate')).toBe('7');
+    expect(await page.locator('[data-test=crown-market-spot-bids]').getAttribute('class')).toBe('chip active');
+    await expectTimelineIsTheGrid('spot-bids');
+    expect(await page.locator('main').innerText()).not.toContain(String(crown.current.tick));
+    await screenshot(page, 'crown-bids');
 
     await page.locator('nav a', { hasText: 'Audit' }).click();
     await page.locator('[data-test=audit-verdict]').waitFor();
