@@ -1,3 +1,4 @@
+import { takeCheckpoints } from '../src/ledger/checkpoints';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { DEFAULT_TIER_BUDGETS, type JobRequest } from '../src/domain/grants';
 import { closeGrant, type CloseGrant, openGrant, payForGrant, refundGrantPayment, releaseGrantReservation, settleGrant, type TierBudgets } from '../src/ledger/grants';
@@ -188,6 +189,8 @@ export function createActivities({
       return whileHeartbeating(() => reconcile({ pool, temporal, taskQueue }));
     },
     deliverWebhook: (event: SubaccountEvent, url: string) => deliverWebhook(pool, event, url, Context.current().info.attempt, Context.current().log),
+    /** A daily round of the debt ledger, every entity's live subaccounts at `at` (idempotent: a retry adds nothing). */
+    takeCheckpoints: ledger((at: string) => takeCheckpoints(pool, { at: new Date(at) })),
   };
 }
 

@@ -68,6 +68,8 @@ export const ConfigSchema = z.object({
   SLUICE_BILLING_ROWS_MAX: z.coerce.number().int().min(1).max(100_000).default(BILLING_ROWS_MAX_DEFAULT),
   /** Between two rounds of the reconciler, which settles what the ledger holds open for a workflow no longer running. */
   SLUICE_RECONCILE_INTERVAL_MS: z.coerce.number().int().min(1_000).max(3_600_000).default(RECONCILE_INTERVAL_MS_DEFAULT),
+  /** Take the debt ledger's daily round at UTC midnight (the checkpoint workflow); `false` leaves it out (test workers). */
+  SLUICE_DAILY_CHECKPOINTS: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   /** How long an API call waits on a workflow (an open's first tick, a cancel's receipt) before it answers 202 with a status URL. */
   SLUICE_API_WAIT_MS: z.coerce.number().int().min(100).max(120_000).default(API_WAIT_MS_DEFAULT),
   /** Fault injection for the sagas' steps and compensations, e.g. `fund=always,hold_collateral@acme=2,settle@job-7=after` (tests and demos only; src/jobs/faults.ts). */

@@ -10,7 +10,7 @@ import type { Logger } from './logger';
 import { BILLING_ROWS_MAX_DEFAULT, BILLING_SHARDS_DEFAULT } from './domain/billing';
 import { ensureBillingClocks, type BillingClockSettings } from './temporal/billingClock';
 import { connectClient } from './temporal/connection';
-import { ensureReconciler, RECONCILE_INTERVAL_MS_DEFAULT } from './temporal/reconcilerWorkflow';
+import { ensureCheckpoints, ensureReconciler, RECONCILE_INTERVAL_MS_DEFAULT } from './temporal/reconcilerWorkflow';
 import type { Client } from '@temporalio/client';
 
 export interface WorkerDeps {
@@ -32,6 +32,8 @@ export interface WorkerDeps {
   billing?: Partial<BillingClockSettings>;
   /** Between two rounds of the reconciler (SLUICE_RECONCILE_INTERVAL_MS). */
   reconcileIntervalMs?: number;
+  /** Start the debt ledger's daily round (default true; a test stack leaves it out, so no round lands mid-test at midnight). */
+  dailyCheckpoints?: boolean;
 }
 
 export const billingSettings = (deps: Pick<WorkerDeps, 'billing'>): BillingClockSettings => ({
@@ -72,12 +74,13 @@ export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; 
 
 /**
  * The workflows that run for as long as the task queue does: the billing clock's
- * shards and the reconciler. Started once; found running after (a start of one
+ * shards, the reconciler and the debt ledger's daily round. Started once; found running after (a start of one
  * already running is a no-op), so one terminated from the UI comes back.
  */
-export async function ensureStandingWorkflows(temporal: Client, deps: Pick<WorkerDeps, 'taskQueue' | 'billing' | 'reconcileIntervalMs'>): Promise<void> {
+export async function ensureStandingWorkflows(temporal: Client, deps: Pick<WorkerDeps, 'taskQueue' | 'billing' | 'reconcileIntervalMs' | 'dailyCheckpoints'>): Promise<void> {
   await ensureBillingClocks(temporal, deps.taskQueue, billingSettings(deps));
   await ensureReconciler(temporal, deps.taskQueue, deps.reconcileIntervalMs ?? RECONCILE_INTERVAL_MS_DEFAULT);
+  if (deps.dailyCheckpoints !== false) await ensureCheckpoints(temporal, deps.taskQueue);
 }
 
 export const HOLD_SWEEP_INTERVAL_MS = 30_000;

@@ -6,3 +6,4 @@ export { sessionWorkflow } from './session';
 export { subaccountCreationWorkflow, subaccountEliminationWorkflow, subaccountLifecycleWorkflow, webhookDeliveryWorkflow } from './entities';
 export { billingClockWorkflow } from './billingClock';
 export { reconcilerWorkflow } from './reconciler';
+export { checkpointWorkflow } from './checkpoints';

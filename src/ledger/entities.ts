@@ -19,6 +19,7 @@ import {
 import { notFound, SluiceError } from '../domain/errors';
 import { createAccount, getAccount, lockAccounts } from './accounts';
 import { appendEvent } from './events';
+import { subaccountFigures } from './subaccountFigures';
 import { placeHoldIn, releaseHoldIfOpen } from './holds';
 import { createParty } from './parties';
 import { postTransfer } from './transfers';
@@ -635,17 +636,7 @@ export interface Dashboard {
 export async function entityDashboard(db: Queryable, entityId: string, opts: { after?: number; limit?: number } = {}): Promise<Dashboard> {
   const limit = pageRows(opts.limit, DASHBOARD_ROWS_MAX);
   const { rows } = await db.query(
-    `with subs as (
-       select s.id, s.seq, s.status, s.account_id, s.hold_id,
-              coalesce(a.balance, 0) as balance, coalesce(a.held, 0) as held,
-              coalesce(o.open, 0) + coalesce(i.open, 0) as open_streams, coalesce(o.paid, 0) as paid, coalesce(i.paid, 0) as received
-         from subaccounts s
-         left join accounts a on a.id = s.account_id
-         left join lateral (select count(*) filter (where x.status = 'open') as open, sum(x.paid) as paid
-                              from streams x where x.payer_account_id = s.account_id) o on s.account_id is not null
-         left join lateral (select count(*) filter (where x.status = 'open') as open, sum(x.paid) as paid
-                              from streams x where x.payee_account_id = s.account_id) i on s.account_id is not null
-        where s.entity_id = $1),
+    `with subs as (${subaccountFigures('s.entity_id = $1')}),
      page as (select * from subs where seq > $2 order by seq limit $3 + 1)
      select (select jsonb_agg(jsonb_build_object('id', id, 'seq', seq, 'status', status, 'accountId', account_id, 'balance', balance,
                                                  'held', held, 'openStreams', open_streams, 'paid', paid, 'received', received) order by seq)

@@ -1,5 +1,6 @@
 import type { Client } from '@temporalio/client';
 import { reconcilerWorkflow } from '../../workflows/reconciler';
+import { checkpointWorkflow } from '../../workflows/checkpoints';
 import { WORKFLOW_TASK_TIMEOUT } from './timeouts';
 
 /** Between two rounds of the reconciler, by default: a stranded hold waits at most about this long. */
@@ -13,6 +14,19 @@ export async function ensureReconciler(client: Client, taskQueue: string, interv
     workflowId: reconcilerWorkflowId(taskQueue),
     taskQueue,
     args: [{ intervalMs }],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    workflowTaskTimeout: WORKFLOW_TASK_TIMEOUT,
+  });
+}
+
+export const checkpointWorkflowId = (taskQueue: string) => `checkpoints-${taskQueue}`;
+
+/** Starts the task queue's daily debt-ledger round, or leaves the one running as it is. */
+export async function ensureCheckpoints(client: Client, taskQueue: string): Promise<void> {
+  await client.workflow.start(checkpointWorkflow, {
+    workflowId: checkpointWorkflowId(taskQueue),
+    taskQueue,
+    args: [],
     workflowIdConflictPolicy: 'USE_EXISTING',
     workflowTaskTimeout: WORKFLOW_TASK_TIMEOUT,
   });

@@ -179,7 +179,7 @@ test('a party silent during a worker outage: the ticks that fell due while it wa
   expect(lastAfterOutage).toBe(lastBeforeDown);
 
   // a new worker on the same task queue: the clock catches up
-  const restarted = await createWorker({ pool: stack.db.pool, address: process.env.SLUICE_TEST_TEMPORAL_ADDRESS!, namespace: 'default', taskQueue: stack.taskQueue, workflowBundlePath: process.env.SLUICE_TEST_WORKFLOW_BUNDLE! });
+  const restarted = await createWorker({ pool: stack.db.pool, address: process.env.SLUICE_TEST_TEMPORAL_ADDRESS!, namespace: 'default', taskQueue: stack.taskQueue, workflowBundlePath: process.env.SLUICE_TEST_WORKFLOW_BUNDLE!, dailyCheckpoints: false });
   const run = restarted.worker.run();
   try {
     for (let i = 0; i < 300; i++) {

@@ -66,6 +66,11 @@ test(`the default cap of ${SUBACCOUNT_CAP_DEFAULT} is reached exactly by ${SUBAC
   expect(seqs).toEqual(Array.from({ length: SUBACCOUNT_CAP_DEFAULT }, (_, i) => i + 1));
   expect(await mainOf(id)).toMatchObject({ held: SUBACCOUNT_CAP_DEFAULT });
   expect((await as(id).get(`/v1/entities/${id}`)).body).toMatchObject({ liveSubaccounts: SUBACCOUNT_CAP_DEFAULT, subaccountCap: SUBACCOUNT_CAP_DEFAULT });
+  // the debt ledger over all 500: one round, and its point sums every one of them (one collateral of 1 each, held on the main account, not on theirs)
+  const round = await as(id).post(`/v1/entities/${id}/checkpoints`);
+  expect(round.body).toMatchObject({ subaccounts: SUBACCOUNT_CAP_DEFAULT });
+  const ledger = await as(id).get(`/v1/entities/${id}/ledger?from=${new Date(Date.parse(round.body.at) - 60_000).toISOString()}&to=${round.body.at}&step=60`);
+  expect(ledger.body.points.at(-1)).toMatchObject({ checkpointAt: round.body.at, subaccounts: SUBACCOUNT_CAP_DEFAULT, balance: 0, held: 0 });
   // at the cap, a new request is refused and says why
   const over = await create(id, 'one-more');
   expect(over.status).toBe(422);

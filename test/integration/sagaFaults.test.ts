@@ -159,7 +159,7 @@ beforeAll(async () => {
   admin = api(stack.app, ADMIN_KEY);
   await party('shop', 0);
   const taskQueue = `${stack.taskQueue}-clean`;
-  const w = await createWorker({ pool: stack.db.pool, address: process.env.SLUICE_TEST_TEMPORAL_ADDRESS!, namespace: 'default', taskQueue, workflowBundlePath: process.env.SLUICE_TEST_WORKFLOW_BUNDLE! });
+  const w = await createWorker({ pool: stack.db.pool, address: process.env.SLUICE_TEST_TEMPORAL_ADDRESS!, namespace: 'default', taskQueue, workflowBundlePath: process.env.SLUICE_TEST_WORKFLOW_BUNDLE!, dailyCheckpoints: false });
   clean = { ...w, taskQueue, running: w.worker.run() };
 });
 afterAll(async () => {

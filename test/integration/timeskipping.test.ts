@@ -11,7 +11,8 @@ import { deposit, transfer } from '../../src/ledger/transfers';
 import { activateSubaccount, allocateSubaccount, fundSubaccount, holdCollateral, registerEntity } from '../../src/ledger/entities';
 import { lifecycleWorkflowId } from '../../src/domain/entities';
 import { sluiceErrorFromTemporal } from '../../src/temporal/failures';
-import { paymentWorkflow, subaccountLifecycleWorkflow } from '../../workflows';
+import { checkpointWorkflow, paymentWorkflow, subaccountLifecycleWorkflow } from '../../workflows';
+import { nextUtcMidnight } from '../../src/domain/checkpoints';
 import { sleeper } from '../fixtures/sleeper';
 import { createTestDatabase, type TestDatabase } from '../support/db';
 import { startBundleWorker, startTimeSkippingEnv, within } from '../support/timeSkipping';
@@ -138,5 +139,36 @@ describe('workflows on the time-skipping test server', () => {
     // eliminated: its 20 swept back, its collateral released; the kept one still holds 100
     expect((await getAccount(db.pool, spend)).balance).toBe(0);
     expect(await getAccount(db.pool, 'ts-ent.main')).toMatchObject({ balance: 1000 - 50 - 50 + 20, held: 100 });
+  });
+
+  test('the debt ledger takes a round at each UTC midnight on a durable timer: two days skipped, two rounds, each at midnight', async () => {
+    await registerEntity(db.pool, { id: 'ts-dl', name: 'TS debt ledger', collateral: 10, funding: 40, webhookUrls: [] });
+    await deposit(db.pool, { key: 'seed-ts-dl', accountId: 'ts-dl.main', amount: 1000 });
+    for (const requestId of ['d1', 'd2']) {
+      const { id } = await allocateSubaccount(db.pool, { entityId: 'ts-dl', requestId, limits: { cap: 10, perHour: 10 } });
+      await holdCollateral(db.pool, id);
+      await fundSubaccount(db.pool, id);
+      await activateSubaccount(db.pool, id);
+    }
+    const plain = new Client({ connection: env.connection, namespace: env.namespace ?? 'default' });
+    const handle = await plain.workflow.start(checkpointWorkflow, { workflowId: `checkpoints-${taskQueue}`, taskQueue, args: [] });
+    try {
+      const onTimer = async () => ((await handle.fetchHistory()).events ?? []).some((e) => e.timerStartedEventAttributes);
+      for (let i = 0; i < 100 && !(await onTimer()); i++) await new Promise((r) => setTimeout(r, 100));
+      const serverBefore = await env.currentTimeMs();
+      await env.sleep(2 * DAY_MS);
+      const rounds = async () =>
+        (await db.pool.query(`select at, count(*)::int as n, sum(balance)::int as balance from subaccount_checkpoints where entity_id = 'ts-dl' group by at order by at`)).rows;
+      let taken: { at: Date; n: number; balance: number }[] = [];
+      for (let i = 0; i < 100 && taken.length < 2; i++, await new Promise((r) => setTimeout(r, 100))) taken = await rounds();
+      // the two midnights after the server's time when the workflow started, each a round of both subaccounts
+      const first = nextUtcMidnight(serverBefore);
+      expect(taken.map((r) => [r.at.getTime(), r.n, r.balance])).toEqual([
+        [first, 2, 80],
+        [first + DAY_MS, 2, 80],
+      ]);
+    } finally {
+      await handle.terminate('the test is over');
+    }
   });
 });

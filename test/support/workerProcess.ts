@@ -43,6 +43,8 @@ export class WorkerProcess {
         TEMPORAL_NAMESPACE: 'default',
         SLUICE_TASK_QUEUE: taskQueue,
         LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'warn',
+        // no daily debt-ledger round lands in a test's snapshots at midnight
+        SLUICE_DAILY_CHECKPOINTS: 'false',
         ...env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],

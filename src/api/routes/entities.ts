@@ -7,6 +7,8 @@ import { capReached, creationLimits, creationsRateLimited, entityDashboard, getE
 import { CREATIONS_PER_HOUR_DEFAULT, SUBACCOUNT_CAP_DEFAULT } from '../../domain/entities';
 import { sluiceErrorFromTemporal } from '../../temporal/failures';
 import { listEntities } from '../../ledger/entityList';
+import { entityLedger, takeCheckpoints } from '../../ledger/checkpoints';
+import { DAY_MS, LEDGER_POINTS_MAX } from '../../domain/checkpoints';
 import { runWorkflowOnce } from '../../temporal/runOnce';
 import { subaccountCreationWorkflow, subaccountEliminationWorkflow } from '../../../workflows/entities';
 import { actorName, idOfKey, type Actor } from '../auth';
@@ -226,6 +228,51 @@ export function entityRoutes(app: Api) {
         ...subaccountEliminationVisibility(elimination),
       });
       return withinDeadline(eliminated, waitMs, () => new StillRunning(`/v1/subaccounts/${sub.id}`, { subaccount: sub.id, workflowId }));
+    },
+  });
+
+  const LedgerPoint = z.object({
+    at: z.string().describe('the end of the step: the figures as they stood then'),
+    checkpointAt: z.string().optional().describe('the round they come from (left out before the first round)'),
+    subaccounts: z.number().int(),
+    balance: z.number().int(),
+    held: z.number().int(),
+    paid: z.number().int(),
+    received: z.number().int(),
+  });
+  app.get('/v1/entities/:id/ledger', {
+    schema: {
+      tags: ['entities'],
+      summary: `The debt ledger (itself or the admin): the entity's subaccounts' balance, held, paid and received summed at every step from its checkpoints (or one subaccount's); at most ${LEDGER_POINTS_MAX} points`,
+      params: z.object({ id: S.PartyId }),
+      querystring: z.object({
+        from: z.iso.datetime({ offset: true }).optional().describe('ISO time of the first point (default: 30 days before `to`)'),
+        to: z.iso.datetime({ offset: true }).optional().describe('ISO time of the last point (default: now)'),
+        step: S.QueryInt(60, 366 * 86_400).default(86_400).describe('seconds between points (default a day)'),
+        subaccount: SubaccountParam.shape.id.optional().describe("one subaccount's series instead of the entity's"),
+      }),
+      response: { 200: z.object({ entity: z.string(), subaccount: z.string().optional(), step: z.number().int(), points: z.array(LedgerPoint) }), ...readErrors },
+    },
+    handler: async (req) => {
+      ownEntity(req.actor, req.params.id);
+      const to = req.query.to ? new Date(req.query.to) : new Date();
+      const from = req.query.from ? new Date(req.query.from) : new Date(to.getTime() - 30 * DAY_MS);
+      const points = await entityLedger(pool, req.params.id, { from, to, stepS: req.query.step, subaccount: req.query.subaccount });
+      return { entity: req.params.id, ...(req.query.subaccount && { subaccount: req.query.subaccount }), step: req.query.step, points };
+    },
+  });
+
+  app.post('/v1/entities/:id/checkpoints', {
+    schema: {
+      tags: ['entities'],
+      summary: "Checkpoint the entity's live subaccounts now (itself or the admin): one round of the debt ledger, beside the daily one at UTC midnight",
+      params: z.object({ id: S.PartyId }),
+      response: { 201: z.object({ entity: z.string(), at: z.string(), subaccounts: z.number().int() }), ...errors },
+    },
+    handler: async (req, reply) => {
+      ownEntity(req.actor, req.params.id);
+      await getEntity(pool, req.params.id);
+      return reply.status(201).send({ entity: req.params.id, ...(await takeCheckpoints(pool, { entityId: req.params.id, at: new Date() })) });
     },
   });
 
