@@ -236,7 +236,7 @@ export const ROUTE_CATALOG: RouteEntry[] = [
   { route: 'POST /v1/subaccounts/:id/eliminate', keyed: false, body: true, workflow: true, valid: { as: 'acme', url: '/v1/subaccounts/{subToEliminate}/eliminate', body: {} }, asAdmin: { url: '/v1/subaccounts/{subToEliminate2}/eliminate' }, expect: OWN(200) },
   { route: 'GET /v1/entities/:id/dashboard', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/{entity}/dashboard' }, expect: OWN(200) },
   { route: 'GET /v1/entities/:id/deliveries', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/{entity}/deliveries' }, expect: OWN(200) },
-  { route: 'GET /v1/entities/:id/ledger', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/{entity}/ledger?step=3600' }, expect: OWN(200) },
+  { route: 'GET /v1/entities/:id/ledger', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/{entity}/ledger?step=604800' }, expect: OWN(200) },
   // not money: a round of checkpoints taken twice is two rounds of figures, so it takes no key
   { route: 'POST /v1/entities/:id/checkpoints', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/{entity}/checkpoints' }, expect: OWN(201) },
 
