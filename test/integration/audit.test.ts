@@ -11,6 +11,7 @@ import { billTick, closeStream, openStream } from '../../src/ledger/streams';
 import { captureHold, placeHold } from '../../src/ledger/holds';
 import { deposit } from '../../src/ledger/transfers';
 import { openGrant, payForGrant, setTier, settleGrant } from '../../src/ledger/grants';
+import { closeSession, openSession, openSessionRequest } from '../../src/ledger/sessions';
 import { grantOperator } from '../../src/ledger/operators';
 import { refundPayment, settlePayment } from '../../src/ledger/payments';
 import { activateSubaccount, allocateSubaccount, fundSubaccount, holdCollateral, registerEntity } from '../../src/ledger/entities';
@@ -311,6 +312,17 @@ const CORRUPTIONS: Corruption[] = [
       await c.query(`update subaccounts set status = 'eliminated', ended_at = now() where id = 'ent/1'`);
     },
   },
+  {
+    check: 'sessions.conservation',
+    what: 'a closed session whose row says it was funded 1 more than its funding transfer and its balance account show',
+    guard: { refusedWith: '23514', drop: ['alter table sessions disable trigger sessions_close_resolved'] },
+    corrupt: (c) => c.query(`update sessions set funded = funded + 1 where session_id = 'sess1'`),
+  },
+  {
+    check: 'sessions.closed_released',
+    what: 'a closed session with one of its requests still running',
+    corrupt: (c) => c.query(`update grants set status = 'reserved', resolved_at = null where job_id = 'session:sess1:q2'`),
+  },
 ];
 
 /** Runs `fn` in a transaction that is always rolled back. */
@@ -361,6 +373,14 @@ beforeAll(async () => {
   await openGrant(db.pool, { request: { ...job, jobId: 'g2', estimatedCost: 15 }, day, budgets: { ...DEFAULT_TIER_BUDGETS, trusted: 0 } });
   await payForGrant(db.pool, { jobId: 'g2', day, budgets: { ...DEFAULT_TIER_BUDGETS, trusted: 0 } });
   await settleGrant(db.pool, { jobId: 'g2', actualCost: 12 });
+  // a session of 100, closed: a free request of 10 that cost 8, a gated one charged 20 that cost 15; 85 refunded
+  await openSession(db.pool, { sessionId: 'sess1', payer: 'p', payerAccountId: 'p.w', amountUnits: 100 });
+  const sessionTerms = (requestId: string, estimatedCost: number) => ({ requestId, estimatedCost, requestHash: requestId, work: { description: 'audit' } });
+  await openSessionRequest(db.pool, { sessionId: 'sess1', terms: sessionTerms('q1', 10), day, budgets: DEFAULT_TIER_BUDGETS });
+  await settleGrant(db.pool, { jobId: 'session:sess1:q1', actualCost: 8 });
+  await openSessionRequest(db.pool, { sessionId: 'sess1', terms: sessionTerms('q2', 20), day, budgets: { ...DEFAULT_TIER_BUDGETS, trusted: 0 } });
+  await settleGrant(db.pool, { jobId: 'session:sess1:q2', actualCost: 15 });
+  await closeSession(db.pool, 'sess1');
   // an entity with a cap of its own (1) and one active subaccount (collateral 100 held, funded 50);
   // another on the configured cap, with none yet
   await registerEntity(db.pool, { id: 'ent', name: 'ent', collateral: 100, funding: 50, webhookUrls: [], subaccountCap: 1 });
