@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Browser, Page } from 'playwright-core';
 import { tickAt } from '../../src/domain/crown';
+import { parseFaults } from '../../src/jobs/faults';
 import { launchChromium, screenshot } from '../support/browser';
 import { testParties, until } from '../support/parties';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
@@ -121,7 +122,7 @@ async function signIn(key: string) {
 
 beforeAll(async () => {
   browser = await launchChromium();
-  stack = await startTestStack({ temporalUiUrl: TEMPORAL_UI });
+  stack = await startTestStack({ temporalUiUrl: TEMPORAL_UI, faults: parseFaults('fund@crumbly/1=always') });
   await stack.app.listen({ host: '127.0.0.1', port: 0 });
   base = `http://127.0.0.1:${(stack.app.server.address() as AddressInfo).port}`;
   hooks = createServer((req, res) => req.resume().on('end', () => res.writeHead(204).end()));
@@ -159,8 +160,10 @@ beforeAll(async () => {
   expect((await admin().post('/v1/deposits', { accountId: 'nimbus.main', amount: 5_000 }, 'fund-nimbus')).status).toBe(201);
   for (let i = 0; i < 2; i++) expect((await as('nimbus').post('/v1/entities/nimbus/subaccounts', {})).status).toBe(201);
 
-  // an entity whose main account cannot hold the collateral: its first subaccount's creation saga fails
-  expect((await admin().post('/v1/entities', { id: 'crumbly', name: 'Crumbly agents', collateral: 1_000, funding: 50 })).status).toBe(201);
+  // an entity whose first subaccount's creation saga fails at its funding step (an injected fault, the
+  // stack's own: a main account short of money is refused before any saga step, leaving no failed slot)
+  expect((await admin().post('/v1/entities', { id: 'crumbly', name: 'Crumbly agents', collateral: 100, funding: 50 })).status).toBe(201);
+  expect((await admin().post('/v1/deposits', { accountId: 'crumbly.main', amount: 1_000 }, 'fund-crumbly')).status).toBe(201);
   const failed = await admin().post('/v1/entities/crumbly/subaccounts', { requestId: 'first' });
   expect(failed.body.error).toMatchObject({ code: 'creation_failed', details: { subaccount: { id: 'crumbly/1', status: 'failed' } } });
 
