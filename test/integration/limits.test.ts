@@ -283,6 +283,7 @@ describe('Idempotency-Key', () => {
     // opens and starts take a key in place of a ref, a job id or a request id
     'POST /v1/streams': { as: () => as('alice'), url: () => '/v1/streams', body: () => ({ fromAccountId: 'alice.w', toAccountId: 'bob.w', ratePerTick: 1, maxTotal: 10, tickIntervalMs: 3_600_000 }) },
     'POST /v1/jobs': { as: () => as('alice'), url: () => '/v1/jobs', body: () => ({ accountId: 'alice.w', estimatedCost: 1, work: { description: 'keyed' } }) },
+    'POST /v1/sessions': { as: () => as('alice'), url: () => '/v1/sessions', body: () => ({ accountId: 'alice.w', amount: 1 }) },
     'POST /v1/entities/{id}/subaccounts': { as: () => api(stack.app, String(fixture.entityKey)), url: () => `/v1/entities/${fixture.entity}/subaccounts`, body: () => ({}) },
   };
 
