@@ -32,6 +32,11 @@ export async function get<T>(path: string, key = apiKey()): Promise<T> {
   return (await request<T>('GET', path, key)).body;
 }
 
+/** A read with its status: a 202 (an open still on its way) is not yet the thing asked for. */
+export function read<T>(path: string): Promise<{ status: number; body: T }> {
+  return request<T>('GET', path, apiKey());
+}
+
 /**
  * A write (a stream control), with the pasted key. The status comes back with the body:
  * a 202 means the API accepted it but answered before it finished (a pause still on its

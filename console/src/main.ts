@@ -62,7 +62,8 @@ async function show(ctx: Context) {
       const body = await page.load();
       if (mine !== generation) return;
       status.textContent = page.everyMs ? `live · updated ${time(new Date())}` : '';
-      content.replaceChildren(body, status);
+      // a page that keeps its own root (a form being typed in) stays in place: moving it would take the focus away
+      if (content.firstChild !== body || status.parentNode !== content) content.replaceChildren(body, status);
     } catch (error) {
       if (mine !== generation) return;
       if (error instanceof ApiError && error.status === 401) return void start('That key is no longer accepted.');

@@ -1,6 +1,8 @@
 import { ApiError, get, type AuditReport, type Grant, type ConsoleConfig, type Crown, type CrownInterval, type CrownTimeline, type Market, type Dashboard, type Delivery, type Entity, type EntityListing, type PoolState, type StreamItem, type Subaccount } from './api';
 import { ago, badge, card, dateTime, duration, errorNote, h, stat, statusBadge, svg, table, time, units, when } from './dom';
 import { payeeOf, streamLink, temporalLink, workflowsWhere } from './links';
+import { ledgerPanel } from './ledgerChart';
+import { openStreamForm } from './openStream';
 import { CROWN_TICK_MS } from '../../src/domain/crown';
 
 export { streamPage } from './streamPage';
@@ -36,6 +38,10 @@ export function streamsPage(ctx: Context, params: URLSearchParams): Page {
   const refInput = h('input', { type: 'search', name: 'ref', placeholder: 'ref starts with', value: refQ ?? '', 'data-test': 'search-ref', 'aria-label': 'streams whose ref starts with', autocapitalize: 'none' }) as HTMLInputElement;
   const search = h('form', { class: 'search', onsubmit: (e: Event) => { e.preventDefault(); location.hash = hash({ status, party: partyInput.value.trim() || undefined, ref: refInput.value.trim() || undefined }); } },
     partyInput, refInput, h('button', { type: 'submit' }, 'Search'), searching ? h('a', { href: hash({ status }), 'data-test': 'search-clear' }, 'clear') : null);
+  // a party key may open a stream from its own accounts: the form is kept across the list's polls, with what is typed in it
+  const opener = party ? openStreamForm() : null;
+  const list = h('div');
+  const root = h('div', {}, opener, list);
   return {
     title: 'Streams',
     everyMs: 1000,
@@ -49,7 +55,7 @@ export function streamsPage(ctx: Context, params: URLSearchParams): Page {
       const filter = (value: string, label: string) => h('a', { href: hash({ status: value, party: partyQ, ref: refQ }), class: value === status ? 'chip active' : 'chip' }, label);
       const running = party ? `SluiceKind="stream" AND SluicePayer="${party}" AND ExecutionStatus="Running"` : `SluiceKind="stream" AND ExecutionStatus="Running"`;
       const sought = [partyQ && `party ${partyQ}`, refQ && `a ref starting with "${refQ}"`].filter(Boolean).join(' and ');
-      return card(
+      list.replaceChildren(card(
         'Streams',
         h('div', { class: 'toolbar' }, filter('open', 'Open'), filter('paused', 'Paused'), filter('closed', 'Closed'), filter('failed', 'Failed'), filter('all', 'All'), search,
           h('span', { class: 'spacer' }), temporalLink(ctx.config, party ? `${party}'s running streams in Temporal` : 'Running streams in Temporal', workflowsWhere(running))),
@@ -65,7 +71,8 @@ export function streamsPage(ctx: Context, params: URLSearchParams): Page {
         h('p', { class: 'hint' }, searching
           ? 'A party\'s streams are those it pays, is paid by or is a member of; the API searches every stream this key may see.'
           : 'Amounts are integer minor units. The list reads the API again every second.'),
-      );
+      ));
+      return root;
     },
   };
 }
@@ -121,6 +128,11 @@ export function entityPage(ctx: Context, id: string): Page {
     const unread = d.subaccounts.filter((s) => s.status === 'failed' && !failures.has(s.id));
     for (const sub of await Promise.all(unread.map((s) => get<Subaccount>(`/v1/subaccounts/${encodeURIComponent(s.id)}`)))) failures.set(sub.id, sub);
   }
+  // the debt ledger's chart keeps its controls across polls: it sits between the parts that are redrawn
+  const ledger = ledgerPanel(id);
+  const head = h('div');
+  const rest = h('div');
+  const root = h('div', {}, head, ledger.el, rest);
   return {
     title: `Entity ${id}`,
     everyMs: 5000,
@@ -130,12 +142,11 @@ export function entityPage(ctx: Context, id: string): Page {
         get<Entity>(`/v1/entities/${encodeURIComponent(id)}`),
         readNewDeliveries(),
       ]);
-      await readNewFailures(d);
+      await Promise.all([readNewFailures(d), ledger.update(d.subaccounts)]);
       const failed = d.subaccounts.flatMap((s) => failures.get(s.id) ?? []);
       const t = d.totals;
       const recent = [...latest].reverse();
-      return h(
-        'div', {},
+      head.replaceChildren(
         card(
           `Entity ${d.entity}`,
           h('div', { class: 'stats' },
@@ -152,6 +163,8 @@ export function entityPage(ctx: Context, id: string): Page {
           h('div', { class: 'toolbar' }, ...Object.entries(d.statusCounts).map(([status, n]) => h('span', { class: 'chip', 'data-test': `status-${status}` }, `${status}: ${n}`)),
             h('span', { class: 'spacer' }), temporalLink(ctx.config, `${d.entity}'s workflows in Temporal`, workflowsWhere(`SluiceEntity="${d.entity}"`))),
         ),
+      );
+      rest.replaceChildren(
         card(
           'Subaccounts',
           table(['Id', 'Status', 'Balance', 'Held', 'Open streams', 'Paid', 'Received'],
@@ -159,7 +172,7 @@ export function entityPage(ctx: Context, id: string): Page {
             { numeric: [2, 3, 4, 5, 6], empty: 'No subaccounts yet.', test: 'subaccounts' }),
           d.nextAfter !== undefined ? h('p', { class: 'hint' }, 'More subaccounts than one page shows.') : null,
         ),
-        failed.length ? failedCard(ctx, failed) : null,
+        ...(failed.length ? [failedCard(ctx, failed)] : []),
         card(
           'Webhook deliveries (latest 20)',
           table(['When', 'Event', 'Subaccount', 'Attempt', 'Outcome', 'URL'],
@@ -168,6 +181,7 @@ export function entityPage(ctx: Context, id: string): Page {
             { numeric: [3], empty: 'No deliveries yet.', test: 'deliveries' }),
         ),
       );
+      return root;
     },
   };
 }

@@ -68,7 +68,7 @@ export function paidChart(s: StreamView, points: Point[]): Node {
 }
 
 /** The next 1, 2 or 5 × 10ⁿ at or above n: a round top for the y axis. */
-function niceCeil(n: number): number {
+export function niceCeil(n: number): number {
   const p = 10 ** Math.floor(Math.log10(n));
   return [1, 2, 5, 10].map((m) => m * p).find((v) => v >= n)!;
 }
