@@ -13,10 +13,12 @@ import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack
  * paid amount rising on screen tick by tick, its chart drawn from the billed ticks, its
  * receipt once cancelled (with the escrow returned), searching streams through the API's
  * filters, the stream actions behind their confirmation (each checked through the API
- * too), a refused action in the API's words with its request id, the admin's entity
- * list, the entity, pool, crown and audit pages showing the fixture's own numbers, the
- * same the API answers, a failed subaccount's reason and its creation saga, and the
- * pages at 375 px wide. Screenshots land in test-artifacts/console/
+ * too), a refused action in the API's words with its request id, a stream opened through
+ * the form (refused, then opened with the terms entered, then cancelled), the admin's
+ * entity list, the entity, pool, crown and audit pages showing the fixture's own numbers,
+ * the same the API answers, the debt ledger's chart after "Checkpoint now" (the API's
+ * last point, one subaccount's series, the ranges), a failed subaccount's reason and its
+ * creation saga, and the pages at 375 px wide. Screenshots land in test-artifacts/console/
  * (and docs/console/ with UPDATE_SCREENSHOTS=1).
  */
 const TEMPORAL_UI = 'http://temporal-ui.test:8233';
@@ -411,6 +413,66 @@ describe('the operator console in headless Chromium', () => {
     expect(await page.locator('[data-test=action-pause]').count()).toBe(0);
   });
 
+  test('opening a stream from the Streams page: refused in the API\'s words, then confirmed, sent with the form\'s ref, on its own page with the terms entered; cancelled through its action', async () => {
+    await page.locator('nav a', { hasText: 'Streams' }).click();
+    await page.locator('[data-test=open-stream-toggle]').click();
+    await page.locator('[data-test=open-from] option[value="alice.w"]').waitFor({ state: 'attached' });
+    // from: the key's own accounts, as GET /v1/accounts lists them
+    const accounts = (await as('alice').get('/v1/accounts')).body.accounts.map((a: { id: string }) => a.id);
+    expect(await page.locator('[data-test=open-from] option').evaluateAll((os) => os.map((o) => (o as unknown as { value: string }).value))).toEqual(accounts);
+    const ref = await text('open-ref');
+    expect(ref).toMatch(/^console-[0-9a-f]{16}$/);
+    await page.locator('[data-test=open-from]').selectOption('alice.w');
+    await page.locator('[data-test=open-to]').fill('nobody.w');
+    await page.locator('[data-test=open-rate]').fill('7');
+    await page.locator('[data-test=open-max]').fill('1400');
+    await page.locator('[data-test=open-interval]').fill('2');
+    await page.locator('[data-test=open-mode]').selectOption('escrow');
+    await screenshot(page, 'stream-open');
+
+    // to an account that does not exist: the API's message and the request id its answer carried
+    const answer = page.waitForResponse((r) => r.url().endsWith('/v1/streams') && r.request().method() === 'POST');
+    await page.locator('[data-test=open-submit]').click();
+    await answerConfirm(true);
+    await page.locator('[data-test=open-error]').waitFor();
+    const sent = (await answer).request().postDataJSON();
+    expect(sent).toEqual({ ref, fromAccountId: 'alice.w', toAccountId: 'nobody.w', ratePerTick: 7, maxTotal: 1_400, tickIntervalMs: 2_000, mode: 'escrow' });
+    const refused = await as('alice').post('/v1/streams', sent);
+    expect(refused.status).toBeGreaterThanOrEqual(400);
+    expect(await text('open-error')).toBe(refused.body.error.message);
+    expect(await text('open-error-request-id')).toBe((await answer).headers()['x-request-id']);
+    expect((await as('alice').get(`/v1/streams/${ref}`)).status).toBe(404);
+    // nothing opened under the ref: the next try goes with the same one
+    expect(await text('open-ref')).toBe(ref);
+    await screenshot(page, 'stream-open-refused');
+
+    await page.locator('[data-test=open-to]').fill('bob.w');
+    await page.locator('[data-test=open-submit]').click();
+    await page.locator('[data-test=confirm]').waitFor();
+    expect(await text('confirm')).toContain(`Open stream ${ref}?`);
+    expect(await text('confirm')).toContain('alice.w pays bob.w 7 every 2 s, the first tick at once. 1,400 is held on alice.w now');
+    await screenshot(page, 'stream-open-confirm');
+    await answerConfirm(true);
+    await page.waitForURL(`**/console/#/streams/${ref}`);
+    await page.locator('[data-test=stream-rate]').waitFor();
+    const opened = await view(ref);
+    expect(opened).toMatchObject({ ref, payer: 'alice', payee: 'bob', fromAccountId: 'alice.w', toAccountId: 'bob.w', ratePerTick: 7, maxTotal: 1_400, tickIntervalMs: 2_000, mode: 'escrow', status: 'STREAMING' });
+    expect(await text('stream-rate')).toBe('7');
+    expect(await text('stream-cap')).toBe('1,400');
+    // a retry of the same open (the same ref and terms) is that stream, not a second one
+    const again = await as('alice').post('/v1/streams', { ...sent, toAccountId: 'bob.w' });
+    expect(again.status).toBe(200);
+    expect(again.body.ref).toBe(ref);
+    expect(await listedRefs(as('alice'), { refPrefix: ref })).toEqual([ref]);
+
+    await page.locator('[data-test=action-cancel]').click();
+    await answerConfirm(true);
+    await page.locator('[data-test=receipt]').waitFor();
+    const receipt = await view(ref);
+    expect(receipt).toMatchObject({ status: 'CONFIRMED', reason: 'cancelled', closedBy: 'alice', escrowReturned: 1_400 - receipt.totalPaid });
+    expect(await text('receipt-total-paid')).toBe(units(receipt.totalPaid));
+  });
+
   test("an action the key may not take is refused in the API's words, and changes nothing", async () => {
     await page.locator('button', { hasText: 'Sign out' }).click();
     await signIn(keys.carol!);
@@ -480,6 +542,70 @@ describe('the operator console in headless Chromium', () => {
       ['subaccount.active', 'nimbus/2', '1', '204 delivered'],
     ]);
     await screenshot(page, 'entity');
+  });
+
+  test("the debt ledger: after Checkpoint now, the chart's last point is the API's; the subaccount selector draws that subaccount's series; the ranges", async () => {
+    const chart = page.locator('[data-test=ledger-chart]');
+    const ledgerOf = async (query: Record<string, string>) => {
+      const res = await as('nimbus').get(`/v1/entities/nimbus/ledger?${new URLSearchParams(query)}`);
+      expect(res.status).toBe(200);
+      return res.body.points as Array<Record<string, number | string>>;
+    };
+    const lastDay = () => ({ from: new Date(Date.now() - 86_400_000).toISOString(), step: '3600' });
+    /** The figures the chart plots at its last point and the legend shows, against the API's last point. */
+    const expectShown = async (last: Record<string, number | string>, subaccount = '') => {
+      await until(`the chart of ${subaccount || 'all subaccounts'} at the API's last point`, async () =>
+        (await chart.getAttribute('data-subaccount').catch(() => null)) === subaccount && Number(await chart.getAttribute('data-last-balance')) === last.balance ? true : undefined);
+      for (const s of ['balance', 'held', 'paid', 'received']) {
+        expect(Number(await chart.getAttribute(`data-last-${s}`))).toBe(last[s]);
+        expect(await text(`ledger-${s}`)).toBe(units(last[s] as number));
+        // the last dot of the series is that figure
+        expect(await chart.locator(`circle.series-${s} title`).last().textContent()).toMatch(new RegExp(`^${s[0]!.toUpperCase()}${s.slice(1)} ${units(last[s] as number)} · `));
+      }
+      expect(await text('ledger-round')).toMatch(new RegExp(`${clock(Date.parse(last.checkpointAt as string))}$`));
+    };
+
+    // no round yet: the chart says so
+    await page.locator('[data-test=ledger-empty]').waitFor();
+    expect((await ledgerOf(lastDay())).every((p) => p.checkpointAt === undefined)).toBe(true);
+    await page.locator('[data-test=ledger-checkpoint]').click();
+    expect(await text('confirm')).toContain('Checkpoint nimbus now?');
+    await answerConfirm(true);
+    await page.locator('[data-test=ledger-checkpoint-done]').waitFor();
+    expect(await text('ledger-checkpoint-done')).toMatch(/^Checkpointed 2 subaccounts at \d\d:\d\d:\d\d\.$/);
+    const last = (await ledgerOf(lastDay())).at(-1)!;
+    expect(last).toMatchObject({ subaccounts: 2, balance: 100, checkpointAt: expect.any(String) });
+    // the round holds what the dashboard holds
+    const totals = (await as('nimbus').get('/v1/entities/nimbus/dashboard')).body.totals;
+    expect([last.balance, last.held, last.paid, last.received]).toEqual([totals.balance, totals.held, totals.paid, totals.received]);
+    await expectShown(last);
+    expect(await text('ledger-as-of')).toMatch(/^2 subaccounts at /);
+
+    // one subaccount's own series
+    expect(await page.locator('[data-test=ledger-subaccount] option').evaluateAll((os) => os.map((o) => (o as unknown as { value: string }).value))).toEqual(['', 'nimbus/1', 'nimbus/2']);
+    await page.locator('[data-test=ledger-subaccount]').selectOption('nimbus/1');
+    const own = (await ledgerOf({ ...lastDay(), subaccount: 'nimbus/1' })).at(-1)!;
+    expect(own).toMatchObject({ subaccounts: 1, balance: 50, checkpointAt: last.checkpointAt });
+    await expectShown(own, 'nimbus/1');
+    expect(await text('ledger-as-of')).toMatch(/^nimbus\/1 at /);
+    // the selection survives the page's next poll (every 5 s)
+    await new Promise((r) => setTimeout(r, 5_500));
+    expect(await chart.getAttribute('data-subaccount')).toBe('nimbus/1');
+    expect(await page.locator('[data-test=ledger-subaccount]').inputValue()).toBe('nimbus/1');
+
+    // the ranges: as many points as the API gives for the same window and step
+    for (const [range, days] of [['7d', 7], ['30d', 30]] as const) {
+      await page.locator(`[data-test=ledger-range-${range}]`).click();
+      const points = await ledgerOf({ from: new Date(Date.now() - days * 86_400_000).toISOString(), step: '86400', subaccount: 'nimbus/1' });
+      expect(points).toHaveLength(days + 1);
+      await until(`${range} on the chart`, async () => (Number(await chart.getAttribute('data-points').catch(() => 0)) === points.length ? true : undefined));
+      await expectShown(points.at(-1)!, 'nimbus/1');
+    }
+    await page.locator('[data-test=ledger-subaccount]').selectOption('');
+    await page.locator('[data-test=ledger-range-24h]').click();
+    await expectShown(last);
+    await page.locator('[data-test=ledger]').scrollIntoViewIfNeeded();
+    await screenshot(page, 'entity-ledger');
   });
 
   test('as the admin: the pool with the absorbed job, the crown holders with a bar per seller, and a green auditor', async () => {
@@ -607,7 +733,7 @@ describe('the operator console in headless Chromium', () => {
         ['streams?status=all', '[data-test=streams]'],
         ['entity', '[data-test=entities]'],
         ['streams/console-actions', '[data-test=receipt]'],
-        ['entity/nimbus', '[data-test=subaccounts]'],
+        ['entity/nimbus', '[data-test=ledger-chart]'],
         ['entity/crumbly', '[data-test=failed-subaccounts]'],
         ['pool', '[data-test=grants]'],
         ['crown', '[data-test=crown-chart]'],
@@ -626,6 +752,19 @@ describe('the operator console in headless Chromium', () => {
         if (hash === 'entity') {
           expect(await page.locator('[data-test=entities] tbody tr').count()).toBe((await admin().get('/v1/entities')).body.entities.length);
           await screenshot(page, 'mobile-entities');
+        }
+        if (hash === 'entity/nimbus') {
+          // the ledger's chart scales into the screen, its last point the API's
+          const chart = await page.locator('[data-test=ledger-chart]').boundingBox();
+          expect(chart!.x).toBeGreaterThanOrEqual(0);
+          expect(chart!.x + chart!.width).toBeLessThanOrEqual(375);
+          const last = (await admin().get(`/v1/entities/nimbus/ledger?from=${new Date(Date.now() - 86_400_000).toISOString()}&step=3600`)).body.points.at(-1);
+          expect(await text('ledger-balance')).toBe(units(last.balance));
+          for (const control of ['ledger-range-30d', 'ledger-subaccount', 'ledger-checkpoint']) {
+            const box = await page.locator(`[data-test=${control}]`).boundingBox();
+            expect(box!.x + box!.width).toBeLessThanOrEqual(375);
+          }
+          await screenshot(page, 'mobile-entity');
         }
         if (hash === 'streams/console-actions') {
           expect(await text('receipt-total-paid')).toBe(units((await view('console-actions')).totalPaid));
