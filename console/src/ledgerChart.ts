@@ -2,18 +2,11 @@ import { get, post, type Dashboard } from './api';
 import { confirmAction } from './confirm';
 import { dateTime, errorNote, h, svg, time, units, when } from './dom';
 import { niceCeil } from './paidChart';
+// a point of GET /v1/entities/:id/ledger: the API's own type, imported as a type only (erased by the build)
+import type { LedgerPoint } from '../../src/domain/checkpoints';
 
-/** A point of GET /v1/entities/:id/ledger: the figures summed over the latest round at or before `at`. */
-export interface LedgerPoint {
-  at: string;
-  /** The round the figures come from; left out before the first round. */
-  checkpointAt?: string;
-  subaccounts: number;
-  balance: number;
-  held: number;
-  paid: number;
-  received: number;
-}
+export type { LedgerPoint };
+
 
 export interface Ledger {
   entity: string;

@@ -1,7 +1,7 @@
 import type { Queryable } from '../db/pool';
 import { LIVE_STATUSES } from '../domain/entities';
 import { notFound, SluiceError } from '../domain/errors';
-import { LEDGER_POINTS_MAX } from '../domain/checkpoints';
+import { LEDGER_POINTS_MAX, type LedgerPoint } from '../domain/checkpoints';
 import { subaccountFigures } from './subaccountFigures';
 
 /**
@@ -32,17 +32,6 @@ export async function takeCheckpoints(db: Queryable, opts: { entityId?: string; 
   return { at: opts.at.toISOString(), subaccounts: rowCount ?? 0 };
 }
 
-export interface LedgerPoint {
-  /** The end of the step: the figures as they stood then. */
-  at: string;
-  /** The round they come from (the latest at or before `at`); left out before the first round. */
-  checkpointAt?: string;
-  subaccounts: number;
-  balance: number;
-  held: number;
-  paid: number;
-  received: number;
-}
 
 /**
  * An entity's figures (or one subaccount's) at every `stepS` from `from` to `to`: at
