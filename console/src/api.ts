@@ -1,5 +1,8 @@
 import type { z } from 'zod';
 import type * as S from '../../src/api/schemas';
+// the API's own types where the ledger's answers are typed in src/domain (type-only: erased by the build)
+export type { EntityListing } from '../../src/domain/entities';
+export type { BilledTick } from '../../src/domain/streams';
 
 /**
  * The API as the console calls it: same origin, every request with the key the
@@ -121,14 +124,6 @@ export interface Subaccount {
   creationWorkflowId?: string;
 }
 
-/** GET /v1/entities (admin): one row per entity, by id. */
-export interface EntityListing {
-  id: string;
-  name: string;
-  mainAccountId: string;
-  liveSubaccounts: number;
-  createdAt: string;
-}
 
 /** GET /v1/entities/:id: its terms and where it stands against its limits. */
 export interface Entity {
@@ -144,14 +139,6 @@ export interface Entity {
   nextCreationAt?: string;
 }
 
-/** GET /v1/streams/:ref/ticks: a billed tick with the stream's paid total once it was billed. */
-export interface BilledTick {
-  tick: number;
-  amount: number;
-  paid: number;
-  billedAt: string;
-  transferId: number;
-}
 
 /** Ticks here are the rate board's (one a second, src/domain/crown.ts), not a stream's. */
 export interface Crown {

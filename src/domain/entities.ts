@@ -1,6 +1,7 @@
 /**
  * Entities and subaccounts: the pure rules (DESIGN §4). No I/O.
  */
+import type { RuleBreach } from './challengeRules';
 
 /** `<entity>/<n>`: entity ids are party ids, which cannot contain it, so a subaccount id parses one way. */
 export const SUBACCOUNT_SEPARATOR = '/';
@@ -70,6 +71,11 @@ export interface Subaccount {
   endedAt?: string;
   /** The creation saga's workflow id, to find it in the Temporal UI. */
   creationWorkflowId?: string;
+  /** The high-water mark of its balance as last assessed (at least its funding), and when. */
+  highWaterMark?: number;
+  assessedAt?: string;
+  /** The rule that fired, with its figures: why it was eliminated (or is being). */
+  eliminationRule?: RuleBreach;
 }
 
 /** What a creation saga reports: the subaccount, or the failure and what was rolled back. */
@@ -87,4 +93,13 @@ export interface SubaccountEvent {
   entityId: string;
   subaccount: Subaccount;
   at: string;
+}
+
+/** An entity as the admin's list (GET /v1/entities) shows it. */
+export interface EntityListing {
+  id: string;
+  name: string;
+  mainAccountId: string;
+  liveSubaccounts: number;
+  createdAt: string;
 }

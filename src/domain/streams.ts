@@ -213,3 +213,13 @@ export function accruedUnbilled(opts: { nowMs: number; lastTickDueMs: number; ti
 /** Grace defaults to three liveness timeouts: a blip skips ticks, a real partition closes. */
 export const effectiveGraceMs = (r: Pick<StreamRequest, 'livenessTimeoutMs' | 'graceMs'>) =>
   r.graceMs ?? (r.livenessTimeoutMs !== undefined ? 3 * r.livenessTimeoutMs : undefined);
+
+/** A billed tick as GET /v1/streams/:ref/ticks lists it. */
+export interface BilledTick {
+  tick: number;
+  amount: number;
+  /** The stream's paid total once this tick was billed. */
+  paid: number;
+  billedAt: string;
+  transferId: number;
+}

@@ -1,17 +1,10 @@
 import type { Queryable } from '../db/pool';
-import { LIVE_STATUSES } from '../domain/entities';
+import { LIVE_STATUSES, type EntityListing } from '../domain/entities';
 import { pageRows } from './paging';
 
 /** Entities one page of GET /v1/entities holds at most. */
 export const ENTITIES_PAGE_MAX = 100;
 
-export interface EntityListing {
-  id: string;
-  name: string;
-  mainAccountId: string;
-  liveSubaccounts: number;
-  createdAt: string;
-}
 
 /**
  * Entities by id after `after`, for the admin's list, each with its live subaccount

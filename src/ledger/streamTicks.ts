@@ -1,17 +1,10 @@
 import type { Queryable } from '../db/pool';
+import type { BilledTick } from '../domain/streams';
 import { pageRows } from './paging';
 
 /** Ticks one page of GET /v1/streams/:ref/ticks holds at most. */
 export const STREAM_TICKS_PAGE_MAX = 1000;
 
-export interface BilledTick {
-  tick: number;
-  amount: number;
-  /** The stream's paid total once this tick was billed. */
-  paid: number;
-  billedAt: string;
-  transferId: number;
-}
 
 /**
  * A stream's billed ticks in tick order, after tick `after` (0: from the first): one
