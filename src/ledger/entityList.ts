@@ -5,7 +5,6 @@ import { pageRows } from './paging';
 /** Entities one page of GET /v1/entities holds at most. */
 export const ENTITIES_PAGE_MAX = 100;
 
-
 /**
  * Entities by id after `after`, for the admin's list, each with its live subaccount
  * count (one index range of its subaccounts). Named columns: the row holds the

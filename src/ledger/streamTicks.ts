@@ -5,7 +5,6 @@ import { pageRows } from './paging';
 /** Ticks one page of GET /v1/streams/:ref/ticks holds at most. */
 export const STREAM_TICKS_PAGE_MAX = 1000;
 
-
 /**
  * A stream's billed ticks in tick order, after tick `after` (0: from the first): one
  * range of stream_ticks' primary key, so a page costs its own rows however long the
