@@ -15,6 +15,7 @@ import {
 import {
   activateSubaccount,
   allocateSubaccount,
+  assessSubaccount,
   beginElimination,
   concludeChallenge,
   fundSubaccount,
@@ -167,6 +168,8 @@ export function createActivities({
     ),
     markSubaccountFailed: step('mark_failed', (input: { id: string }) => input.id, (input: { id: string; step: string; failure: string }) => markSubaccountFailed(pool, input)),
     concludeChallenge: ledger((id: string) => concludeChallenge(pool, id)),
+    /** The rules at the end of the challenge and on each periodic assessment, at the workflow's time. */
+    assessSubaccount: ledger((id: string, atMs: number) => assessSubaccount(pool, id, atMs)),
     challengeOf: ledger(async (id: string) => {
       const sub = await getSubaccount(pool, id);
       return { challengeMs: (await getEntity(pool, sub.entityId)).challenge_ms };

@@ -34,7 +34,7 @@ import { paymentWorkflow, refundWorkflow } from '../workflows';
 import { billingDueSignal, cancelStreamSignal, closeSessionUpdate, jobPaymentUpdate, pauseStreamUpdate, resumeStreamUpdate, sessionRequestUpdate, streamHaltedSignal } from '../workflows/definitions';
 import { BILLING_CLOCK_PATCH, OUTSIDE_CANCEL_SETTLES_PATCH, type StreamWorkflowOptions } from '../workflows/stream';
 import { PAYMENT_RUNS_THROUGH_CANCEL_PATCH } from '../workflows/payment';
-import { ELIMINATION_RUNS_THROUGH_CANCEL_PATCH, SAGA_LOCAL_STEPS_PATCH, SAGA_OUTSIDE_CANCEL_PATCH } from '../workflows/entities';
+import { ELIMINATION_RUNS_THROUGH_CANCEL_PATCH, ONGOING_RULES_PATCH, SAGA_LOCAL_STEPS_PATCH, SAGA_OUTSIDE_CANCEL_PATCH, subaccountLifecycleWorkflow } from '../workflows/entities';
 import { reconcilerWorkflow } from '../workflows/reconciler';
 import { checkpointWorkflow } from '../workflows/checkpoints';
 import { BILLING_SHARDS_DEFAULT, billingClockWorkflowId, shardOf } from '../src/domain/billing';
@@ -44,7 +44,7 @@ import { startJobWorkflow } from '../src/temporal/jobs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseFaults } from '../src/jobs/faults';
-import { registerEntity } from '../src/ledger/entities';
+import { activateSubaccount, allocateSubaccount, fundSubaccount, holdCollateral, registerEntity } from '../src/ledger/entities';
 import { creationWorkflowId, eliminationWorkflowId, lifecycleWorkflowId, type CreationResult } from '../src/domain/entities';
 import { subaccountCreationWorkflow, subaccountEliminationWorkflow } from '../workflows/entities';
 import { SETTLE_REFUSED_COMPENSATES_PATCH } from '../workflows/job';
@@ -418,7 +418,8 @@ async function main(): Promise<void> {
 
         // 11. subaccountCreationWorkflow → challenge (1 s) → the lifecycle passes it; then a failed creation
         //     (activate fails: unfund, release collateral, mark failed); then a challenge that fails and eliminates
-        await registerEntity(db!.pool, { id: 'rec-ent', name: 'Recorded', collateral: 100, funding: 50, webhookUrls: [hookUrl], challengeMs: 1000, challengeMinBps: 5000 });
+        //     (assessEveryMs 0: the rules only at the end of the challenge, so the passed one's lifecycle ends there)
+        await registerEntity(db!.pool, { id: 'rec-ent', name: 'Recorded', collateral: 100, funding: 50, webhookUrls: [hookUrl], challengeMs: 1000, challengeMinBps: 5000, assessEveryMs: 0 });
         await deposit(db!.pool, { key: 'seed-rec-ent', accountId: 'rec-ent.main', amount: 1000 });
         const created = await createSubaccount(client!, 'rec-ent', 'rec-1');
         if (created.subaccount?.status !== 'challenge') throw new Error(`unexpected creation ${JSON.stringify(created)}`);
@@ -427,12 +428,15 @@ async function main(): Promise<void> {
         files.push(await save('subaccount-created', createdHandle));
         const lifecycle = client!.workflow.getHandle(lifecycleWorkflowId('rec-ent/1'));
         if ((await lifecycle.result()).status !== 'active') throw new Error('rec-ent/1 did not pass its challenge');
+        if (!patchesIn(await lifecycle.fetchHistory()).includes(ONGOING_RULES_PATCH)) throw new Error('rec-ent/1 took the old lifecycle');
         files.push(await save('subaccount-challenge-passed', lifecycle));
         const failed = await createSubaccount(client!, 'rec-ent', 'rec-2');
         if (failed.failedStep !== 'activate' || failed.compensated.join() !== 'unfund,release_collateral,mark_failed') throw new Error(`unexpected failure ${JSON.stringify(failed)}`);
         files.push(await save('subaccount-creation-failed', client!.workflow.getHandle(creationWorkflowId('rec-ent', 'rec-2'))));
         // an allocation that committed but was reported failed: its slot is marked failed (ALLOCATION_FAILED_MARKS_SLOT_PATCH)
         await registerEntity(db!.pool, { id: 'rec-alloc', name: 'Recorded', collateral: 100, funding: 50, webhookUrls: [hookUrl] });
+        // funded, or the allocation would be refused for insufficient funds before the fault's commit
+        await deposit(db!.pool, { key: 'seed-rec-alloc', accountId: 'rec-alloc.main', amount: 1000 });
         const lost = await createSubaccount(client!, 'rec-alloc', 'rec-1');
         if (lost.failedStep !== 'allocate' || lost.subaccount?.status !== 'failed') throw new Error(`unexpected allocation failure ${JSON.stringify(lost)}`);
         files.push(await save('subaccount-allocation-failed', client!.workflow.getHandle(creationWorkflowId('rec-alloc', 'rec-1'))));
@@ -493,6 +497,41 @@ async function main(): Promise<void> {
         if ((await doomedLife.result()).status !== 'eliminated') throw new Error(`${doomedId} was not eliminated`);
         files.push(await save('subaccount-challenge-failed', doomedLife));
         files.push(await save('subaccount-eliminated', client!.workflow.getHandle(eliminationWorkflowId(doomedId))));
+
+        // 11b. ongoing rules (ONGOING_RULES_PATCH): a subaccount passes its challenge, keeps passing its
+        //      assessments every second, then falls 40% from its high-water mark (the limit 20%) and the
+        //      next assessment eliminates it by max_drawdown
+        await registerEntity(db!.pool, {
+          id: 'rec-rules', name: 'Recorded', collateral: 10, funding: 50, webhookUrls: [hookUrl], challengeMs: 1000, assessEveryMs: 1000, maxDrawdownBps: 2000, inactivityMs: 3_600_000,
+        });
+        await deposit(db!.pool, { key: 'seed-rec-rules', accountId: 'rec-rules.main', amount: 1000 });
+        const ruled = await createSubaccount(client!, 'rec-rules', 'rec-1');
+        const ruledId = ruled.subaccount!.id;
+        const ruledLife = client!.workflow.getHandle(lifecycleWorkflowId(ruledId));
+        const assessmentsOf = async () => (await ruledLife.fetchHistory()).events!.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'assessSubaccount').length;
+        // the third scheduled: the challenge's assessment and one periodic one have passed
+        for (let i = 0; (await assessmentsOf()) < 3; i++) {
+          if (i > 400) throw new Error(`${ruledId} was not assessed twice`);
+          await sleep(20);
+        }
+        await transfer(db!.pool, { key: 'rec-rules-spend', kind: 'transfer', debitAccountId: ruledId, creditAccountId: 'bob.wallet', amount: 20 });
+        const ruledOut = await ruledLife.result();
+        if (ruledOut.status !== 'eliminated' || ruledOut.eliminationRule?.rule !== 'max_drawdown') throw new Error(`${ruledId} was not eliminated by drawdown: ${JSON.stringify(ruledOut)}`);
+        files.push(await save('subaccount-assessed-eliminated', ruledLife));
+        // a lifecycle that continues as new after two assessments (assessmentsPerRunMax 2; the default is 100):
+        // its first run, promoted, assessed twice, continued as new
+        const { id: longId } = await allocateSubaccount(db!.pool, { entityId: 'rec-rules', requestId: 'rec-2', limits: { cap: 10, perHour: 10 } });
+        await holdCollateral(db!.pool, longId);
+        await fundSubaccount(db!.pool, longId);
+        await activateSubaccount(db!.pool, longId);
+        const longLife = await client!.workflow.start(subaccountLifecycleWorkflow, { workflowId: lifecycleWorkflowId(longId), taskQueue: TASK_QUEUE, args: [{ id: longId, assessmentsPerRunMax: 2 }] });
+        const firstRun = client!.workflow.getHandle(longLife.workflowId, longLife.firstExecutionRunId);
+        for (let i = 0; !(await firstRun.describe()).status.name.startsWith('CONTINUED'); i++) {
+          if (i > 400) throw new Error(`${longId} did not continue as new`);
+          await sleep(20);
+        }
+        files.push(await save('subaccount-assessed-continued', firstRun));
+        await client!.workflow.getHandle(longLife.workflowId).terminate('recorded');
         let deliveryId: string | undefined;
         for await (const w of client!.workflow.list({ query: `WorkflowType = 'webhookDeliveryWorkflow'` })) {
           deliveryId ??= w.workflowId;

@@ -2,6 +2,7 @@ import {
   ApplicationFailure,
   CancellationScope,
   CancelledFailure,
+  continueAsNew,
   getExternalWorkflowHandle,
   isCancellation,
   ParentClosePolicy,
@@ -32,6 +33,7 @@ import {
   webhookVisibility,
 } from '../src/domain/searchAttributes';
 import { streamWorkflowId, type StreamReceipt } from '../src/domain/streams';
+import { ASSESSMENTS_PER_RUN_MAX } from '../src/domain/challengeRules';
 import { cancelStreamSignal } from './definitions';
 import { LEDGER_STEP_TIMEOUTS } from './ledgerTimeouts';
 
@@ -304,12 +306,66 @@ async function allocationFailed(
 }
 
 /**
- * A subaccount's challenge period: a durable timer for the entity's challenge
- * duration, then the rule (balance not below the configured fraction of its
- * funding) promotes it to `active` or eliminates it. The duration is read when the
- * period starts, by the first activity.
+ * Patch: the lifecycle assesses all the entity's rules (minimum balance, drawdown from
+ * the high-water mark, inactivity) at the end of the challenge, and then keeps running
+ * for the active subaccount, assessing them every `assessEveryMs` on a durable timer
+ * and eliminating it by the first rule that fires (recorded with its figures);
+ * continue-as-new bounds its history. Runs before it applied the balance rule once and
+ * ended at promotion.
  */
-export async function subaccountLifecycleWorkflow(input: { id: string }): Promise<Subaccount> {
+export const ONGOING_RULES_PATCH = 'ongoing-challenge-rules';
+
+export interface LifecycleInput {
+  id: string;
+  /** Set by continue-as-new: the challenge is over, assessments go on at this period. */
+  assessEveryMs?: number;
+  /** Assessments per run before continue-as-new (default ASSESSMENTS_PER_RUN_MAX; lower in recordings). */
+  assessmentsPerRunMax?: number;
+}
+
+/**
+ * A subaccount's lifecycle: its challenge period on a durable timer, then the rules
+ * promote it to `active` or eliminate it; then, as long as it is active, the same
+ * rules every `assessEveryMs` (the entity's; 0 ends the lifecycle at promotion). The
+ * durations are read by the activities, when each period starts.
+ */
+export async function subaccountLifecycleWorkflow(input: LifecycleInput): Promise<Subaccount> {
+  if (!patched(ONGOING_RULES_PATCH)) return challengeOnce(input);
+  const perRunMax = input.assessmentsPerRunMax ?? ASSESSMENTS_PER_RUN_MAX;
+  let everyMs = input.assessEveryMs;
+  if (everyMs === undefined) {
+    const { challengeMs } = await ledger.challengeOf(input.id);
+    await sleep(challengeMs);
+    const concluded = await ledger.assessSubaccount(input.id, Date.now());
+    if (concluded.verdict === 'breached') return eliminateByRule(input.id, 'challenge_failed');
+    if (concluded.verdict === 'promoted') await announce('subaccount.active', concluded.subaccount);
+    if (concluded.verdict === 'ended' || concluded.assessEveryMs === 0) return concluded.subaccount;
+    everyMs = concluded.assessEveryMs;
+  }
+  for (let assessed = 0; assessed < perRunMax; assessed++) {
+    await sleep(everyMs);
+    const assessment = await ledger.assessSubaccount(input.id, Date.now());
+    if (assessment.verdict === 'breached') return eliminateByRule(input.id, 'rule_breached');
+    if (assessment.verdict === 'ended' || assessment.assessEveryMs === 0) return assessment.subaccount;
+    everyMs = assessment.assessEveryMs;
+  }
+  return continueAsNew<typeof subaccountLifecycleWorkflow>({ ...input, assessEveryMs: everyMs });
+}
+
+/** The elimination of a subaccount a rule fired on (the rule is on the subaccount, for the elimination to report). */
+async function eliminateByRule(id: string, reason: string): Promise<Subaccount> {
+  const elimination = { id, reason, by: 'system' };
+  const child = await startChild(subaccountEliminationWorkflow, {
+    workflowId: eliminationWorkflowId(id),
+    args: [elimination],
+    workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
+    ...subaccountEliminationVisibility(elimination),
+  });
+  return (await child.result()).subaccount;
+}
+
+/** The lifecycle before ONGOING_RULES_PATCH: the balance rule once, at the end of the challenge. */
+async function challengeOnce(input: { id: string }): Promise<Subaccount> {
   const { challengeMs } = await ledger.challengeOf(input.id);
   await sleep(challengeMs);
   const { subaccount, passed } = await ledger.concludeChallenge(input.id);
@@ -318,14 +374,7 @@ export async function subaccountLifecycleWorkflow(input: { id: string }): Promis
     return subaccount;
   }
   if (subaccount.status !== 'challenge') return subaccount; // eliminated by request meanwhile
-  const elimination = { id: input.id, reason: 'challenge_failed', by: 'system' };
-  const child = await startChild(subaccountEliminationWorkflow, {
-    workflowId: eliminationWorkflowId(input.id),
-    args: [elimination],
-    workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
-    ...subaccountEliminationVisibility(elimination),
-  });
-  return (await child.result()).subaccount;
+  return eliminateByRule(input.id, 'challenge_failed');
 }
 
 export interface EliminationResult {

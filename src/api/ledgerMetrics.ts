@@ -1,5 +1,6 @@
 import client from 'prom-client';
 import { poolTotals } from '../ledger/pool';
+import { readCounters, type CounterMetric } from '../ledger/metricCounters';
 import type { Queryable } from '../db/pool';
 
 /**
@@ -33,6 +34,9 @@ export const LEDGER_METRIC_NAMES = [
   'sluice_webhook_delivery_attempts_total',
   'sluice_webhook_delivery_failures_total',
   'sluice_grant_decisions_total',
+  'sluice_subaccount_creations_total',
+  'sluice_subaccount_eliminations_total',
+  'sluice_webhook_deliveries_total',
 ] as const;
 
 const SAGA_COMPENSATIONS = ['release_collateral', 'unfund', 'mark_failed'] as const;
@@ -132,6 +136,34 @@ export function registerLedgerMetrics(registry: client.Registry, db: Queryable):
       setCounter(this, {}, (await deliveries()).failures);
     },
   });
+
+  // the counters kept in the ledger (metric_counters, migration 025): one small read per
+  // scrape for all three, a few rows whatever the volume, joined like the webhook pair
+  let countersInFlight: ReturnType<typeof readCounters> | undefined;
+  const counters = () =>
+    (countersInFlight ??= readCounters(db).finally(() => {
+      countersInFlight = undefined;
+    }));
+  const ledgerCounter = (name: string, help: string, metric: CounterMetric, labelNames: readonly string[]) =>
+    new client.Counter({
+      name,
+      help,
+      labelNames,
+      registers,
+      async collect() {
+        const rows = (await counters()).filter((r) => r.metric === metric);
+        this.reset();
+        for (const r of rows) this.inc(Object.fromEntries(labelNames.map((l) => [l, r.labels[l] ?? ''])), r.value);
+      },
+    });
+  ledgerCounter('sluice_subaccount_creations_total', 'Subaccount creations concluded, by outcome (active, challenge, failed)', 'subaccount_creations', ['outcome']);
+  ledgerCounter(
+    'sluice_subaccount_eliminations_total',
+    'Subaccounts eliminated, by reason (rule, request) and the rule that fired (min_balance, max_drawdown, inactivity; none by request)',
+    'subaccount_eliminations',
+    ['reason', 'rule'],
+  );
+  ledgerCounter('sluice_webhook_deliveries_total', 'Webhook delivery attempts, by outcome (delivered, failed)', 'webhook_deliveries', ['outcome']);
 
   new client.Counter({
     name: 'sluice_grant_decisions_total',

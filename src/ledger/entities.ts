@@ -17,6 +17,15 @@ import {
   type SubaccountStatus,
 } from '../domain/entities';
 import { notFound, SluiceError } from '../domain/errors';
+import {
+  ASSESS_EVERY_MS_DEFAULT,
+  assessRules,
+  CHALLENGE_MIN_BPS_DEFAULT,
+  nextHighWaterMark,
+  type ChallengeRules,
+  type RuleBreach,
+} from '../domain/challengeRules';
+import { bumpCounter } from './metricCounters';
 import { createAccount, getAccount, lockAccounts } from './accounts';
 import { appendEvent } from './events';
 import { subaccountFigures } from './subaccountFigures';
@@ -41,6 +50,9 @@ export interface EntityRow {
   webhook_secret: string;
   challenge_ms: number;
   challenge_min_bps: number;
+  max_drawdown_bps: number | null;
+  inactivity_ms: number | null;
+  assess_every_ms: number;
   subaccount_cap: number | null;
   creations_per_hour: number | null;
   next_seq: number;
@@ -63,6 +75,9 @@ interface SubaccountRow {
   created_at: Date;
   activated_at: Date | null;
   ended_at: Date | null;
+  high_water_mark: number | null;
+  assessed_at: Date | null;
+  elimination_rule: RuleBreach | null;
 }
 
 export function toSubaccount(r: SubaccountRow): Subaccount {
@@ -72,6 +87,9 @@ export function toSubaccount(r: SubaccountRow): Subaccount {
   if (r.failure) s.failure = r.failure;
   if (r.activated_at) s.activatedAt = r.activated_at.toISOString();
   if (r.ended_at) s.endedAt = r.ended_at.toISOString();
+  if (r.high_water_mark !== null) s.highWaterMark = Number(r.high_water_mark);
+  if (r.assessed_at) s.assessedAt = r.assessed_at.toISOString();
+  if (r.elimination_rule) s.eliminationRule = r.elimination_rule;
   s.creationWorkflowId = creationWorkflowId(r.entity_id, r.request_id);
   return s;
 }
@@ -84,6 +102,11 @@ export interface EntityInput {
   webhookUrls: string[];
   challengeMs?: number;
   challengeMinBps?: number;
+  /** The other rules (issue 19): each off unless set. */
+  maxDrawdownBps?: number;
+  inactivityMs?: number;
+  /** How often an active subaccount's rules are assessed; 0: only at the end of its challenge. */
+  assessEveryMs?: number;
   /** Limits of this entity, overriding the configured defaults. */
   subaccountCap?: number;
   creationsPerHour?: number;
@@ -96,10 +119,11 @@ export function registerEntity(pool: Pool, input: EntityInput) {
     const account = await createAccount(client, { id: `${input.id}.main`, ownerId: input.id, kind: 'entity' });
     const webhookSecret = `whsec_${randomBytes(24).toString('base64url')}`;
     await client.query(
-      `insert into entities (id, main_account_id, collateral, funding, webhook_urls, webhook_secret, challenge_ms, challenge_min_bps, subaccount_cap, creations_per_hour)
-       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-      [input.id, account.id, input.collateral, input.funding, input.webhookUrls, webhookSecret, input.challengeMs ?? 0, input.challengeMinBps ?? 5000,
-       input.subaccountCap ?? null, input.creationsPerHour ?? null],
+      `insert into entities (id, main_account_id, collateral, funding, webhook_urls, webhook_secret, challenge_ms, challenge_min_bps, subaccount_cap, creations_per_hour,
+                             max_drawdown_bps, inactivity_ms, assess_every_ms)
+       values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+      [input.id, account.id, input.collateral, input.funding, input.webhookUrls, webhookSecret, input.challengeMs ?? 0, input.challengeMinBps ?? CHALLENGE_MIN_BPS_DEFAULT,
+       input.subaccountCap ?? null, input.creationsPerHour ?? null, input.maxDrawdownBps ?? null, input.inactivityMs ?? null, input.assessEveryMs ?? ASSESS_EVERY_MS_DEFAULT],
     );
     await appendEvent(client, { type: 'entity.registered', subject: input.id, payload: { entity: input.id, mainAccount: account.id }, parties: [input.id] });
     return { id: input.id, apiKey: party.apiKey, webhookSecret, mainAccountId: account.id };
@@ -111,6 +135,13 @@ export async function getEntity(db: Queryable, id: string): Promise<EntityRow> {
   if (!rows[0]) throw notFound('entity', id);
   return rows[0];
 }
+
+/** An entity's rules as the pure assessment reads them. */
+export const rulesOf = (e: EntityRow): ChallengeRules => ({
+  minBalanceBps: e.challenge_min_bps,
+  ...(e.max_drawdown_bps !== null && { maxDrawdownBps: e.max_drawdown_bps }),
+  ...(e.inactivity_ms !== null && { inactivityMs: e.inactivity_ms }),
+});
 
 export async function findSubaccount(db: Queryable, id: string, forUpdate = false): Promise<SubaccountRow | undefined> {
   const { rows } = await db.query<SubaccountRow>(`select * from subaccounts where id = $1 ${forUpdate ? 'for update' : ''}`, [id]);
@@ -388,6 +419,7 @@ export function activateSubaccount(pool: Pool, id: string): Promise<Subaccount> 
     );
     const s = toSubaccount(rows[0]!);
     await appendEvent(client, { type: `subaccount.${status}`, subject: id, payload: { ...s }, parties: [entity.id] });
+    await bumpCounter(client, 'subaccount_creations', { outcome: status });
     return s;
   });
 }
@@ -414,6 +446,7 @@ async function failSlotIn(client: PoolClient, sub: SubaccountRow, entity: Entity
   );
   const s = toSubaccount(rows[0]!);
   await appendEvent(client, { type: 'subaccount.failed', subject: sub.id, payload: { ...s }, parties: [entity.id] });
+  await bumpCounter(client, 'subaccount_creations', { outcome: 'failed' });
   return s;
 }
 
@@ -466,6 +499,63 @@ export function concludeChallenge(pool: Pool, id: string): Promise<{ subaccount:
     const s = toSubaccount(rows[0]!);
     await appendEvent(client, { type: 'subaccount.active', subject: id, payload: { ...s, challenge: { balance, funding: sub.funding } }, parties: [entity.id] });
     return { subaccount: s, passed };
+  });
+}
+
+export interface Assessment {
+  subaccount: Subaccount;
+  /**
+   * `promoted`: its challenge passed, now `active`; `kept`: active and within the rules;
+   * `breached`: a rule fired (recorded on it, the caller eliminates it); `ended`: no
+   * longer assessed (eliminated or being eliminated, by request or by an earlier breach).
+   */
+  verdict: 'promoted' | 'kept' | 'breached' | 'ended';
+  breach?: RuleBreach;
+  /** The entity's assessment period, for the next timer (0: none). */
+  assessEveryMs: number;
+}
+
+/** The last stream tick paid or received by the account (as payer, payee or distribution member), through the account indexes. */
+async function lastActivityOf(client: PoolClient, accountId: string): Promise<Date | null> {
+  const { rows } = await client.query<{ at: Date | null }>(
+    `select max(at) as at from (
+       select max(last_billed_at) as at from streams where payer_account_id = $1
+       union all select max(last_billed_at) from streams where payee_account_id = $1
+       union all select max(s.last_billed_at) from stream_members m join streams s on s.ref = m.stream_ref where m.account_id = $1) t`,
+    [accountId],
+  );
+  return rows[0]?.at ?? null;
+}
+
+/**
+ * The rules (src/domain/challengeRules.ts) on a live subaccount, under its lock: at
+ * the end of its challenge (`challenge`: promoted when they hold) and then on each
+ * periodic assessment (`active`). The high-water mark takes in the balance seen now
+ * (at least the funding); a rule that fires is recorded on it with its figures, for
+ * its elimination to report (a later assessment that passes clears it). `atMs` is the
+ * workflow's clock, so a timer that fires late still measures idleness from its time.
+ */
+export function assessSubaccount(pool: Pool, id: string, atMs: number): Promise<Assessment> {
+  return withTransaction(pool, async (client) => {
+    const { sub, entity } = await lockSubaccount(client, id);
+    const assessEveryMs = entity.assess_every_ms;
+    if (sub.status !== 'challenge' && sub.status !== 'active') return { subaccount: toSubaccount(sub), verdict: 'ended', assessEveryMs };
+    const balance = (await getAccount(client, sub.account_id!)).balance;
+    const highWaterMark = nextHighWaterMark(sub.high_water_mark, balance, sub.funding);
+    const lastActivity = await lastActivityOf(client, sub.account_id!);
+    const lastActivityAtMs = Math.max(sub.created_at.getTime(), lastActivity?.getTime() ?? 0);
+    const breach = assessRules(rulesOf(entity), { fundingUnits: sub.funding, balanceUnits: balance, highWaterMarkUnits: highWaterMark, lastActivityAtMs, atMs });
+    const promote = !breach && sub.status === 'challenge';
+    const { rows } = await client.query<SubaccountRow>(
+      `update subaccounts set high_water_mark = $2, assessed_at = now(), elimination_rule = $3,
+              status = case when $4 then 'active' else status end, activated_at = case when $4 then now() else activated_at end
+        where id = $1 returning *`,
+      [id, highWaterMark, breach ?? null, promote],
+    );
+    const s = toSubaccount(rows[0]!);
+    if (promote) await appendEvent(client, { type: 'subaccount.active', subject: id, payload: { ...s, challenge: { balance, funding: sub.funding } }, parties: [entity.id] });
+    if (breach) await appendEvent(client, { type: 'subaccount.rule_breached', subject: id, payload: { subaccount: id, ...breach }, parties: [entity.id] });
+    return { subaccount: s, verdict: breach ? 'breached' : promote ? 'promoted' : 'kept', ...(breach && { breach }), assessEveryMs };
   });
 }
 
@@ -550,6 +640,8 @@ export function settleElimination(pool: Pool, input: { id: string; reason: strin
     const { rows } = await client.query<SubaccountRow>(`update subaccounts set status = 'eliminated', failure = $2, ended_at = now() where id = $1 returning *`, [input.id, input.reason]);
     const s = toSubaccount(rows[0]!);
     await appendEvent(client, { type: 'subaccount.eliminated', subject: input.id, payload: { ...s, swept, collateralReleased }, parties: [entity.id] });
+    // by rule (the one the assessment recorded) or by request
+    await bumpCounter(client, 'subaccount_eliminations', sub.elimination_rule ? { reason: 'rule', rule: sub.elimination_rule.rule } : { reason: 'request', rule: 'none' });
     return { subaccount: s, swept, collateralReleased, openStreams: [] };
   });
 }
@@ -568,9 +660,13 @@ export async function recordDelivery(
   db: Queryable,
   d: { entityId: string; eventKey: string; eventType: string; url: string; attempt: number; statusCode?: number; ok: boolean; error?: string },
 ): Promise<void> {
+  // the attempt and its count in one statement: both or neither
   await db.query(
-    `insert into webhook_deliveries (entity_id, event_key, event_type, url, attempt, status_code, ok, error) values ($1, $2, $3, $4, $5, $6, $7, $8)`,
-    [d.entityId, d.eventKey, d.eventType, d.url, d.attempt, d.statusCode ?? null, d.ok, d.error ?? null],
+    `with logged as (insert into webhook_deliveries (entity_id, event_key, event_type, url, attempt, status_code, ok, error) values ($1, $2, $3, $4, $5, $6, $7, $8) returning 1)
+     insert into metric_counters (metric, labels, shard, value)
+     select 'webhook_deliveries', jsonb_build_object('outcome', $9::text), floor(random() * 8)::smallint, 1 from logged
+     on conflict (metric, labels, shard) do update set value = metric_counters.value + 1`,
+    [d.entityId, d.eventKey, d.eventType, d.url, d.attempt, d.statusCode ?? null, d.ok, d.error ?? null, d.ok ? 'delivered' : 'failed'],
   );
 }
 

@@ -408,7 +408,8 @@ describe('entities and subaccounts', () => {
   });
 
   test('the challenge period: at its end the balance rule keeps one subaccount (active) and eliminates the other', async () => {
-    await entity('chal', { challengeMs: 1500, challengeMinBps: 5000 });
+    // assessEveryMs 0: the rules only at the end of the challenge, so the kept one's lifecycle ends there
+    await entity('chal', { challengeMs: 1500, challengeMinBps: 5000, assessEveryMs: 0 });
     const keep = (await create('chal')).body.subaccount;
     const spend = (await create('chal')).body.subaccount;
     expect([keep.status, spend.status]).toEqual(['challenge', 'challenge']);

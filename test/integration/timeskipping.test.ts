@@ -8,7 +8,7 @@ import { SA_STATUS } from '../../src/domain/searchAttributes';
 import { createAccount, getAccount } from '../../src/ledger/accounts';
 import { createParty } from '../../src/ledger/parties';
 import { deposit, transfer } from '../../src/ledger/transfers';
-import { activateSubaccount, allocateSubaccount, fundSubaccount, holdCollateral, registerEntity } from '../../src/ledger/entities';
+import { activateSubaccount, allocateSubaccount, fundSubaccount, getSubaccount, holdCollateral, registerEntity } from '../../src/ledger/entities';
 import { lifecycleWorkflowId } from '../../src/domain/entities';
 import { sluiceErrorFromTemporal } from '../../src/temporal/failures';
 import { checkpointWorkflow, paymentWorkflow, subaccountLifecycleWorkflow } from '../../workflows';
@@ -105,7 +105,7 @@ describe('workflows on the time-skipping test server', () => {
   });
 
   test('a subaccount challenge of a week passes or eliminates by the balance rule, in moments', async () => {
-    await registerEntity(db.pool, { id: 'ts-ent', name: 'TS entity', collateral: 100, funding: 50, webhookUrls: [], challengeMs: 7 * DAY_MS, challengeMinBps: 5000 });
+    await registerEntity(db.pool, { id: 'ts-ent', name: 'TS entity', collateral: 100, funding: 50, webhookUrls: [], challengeMs: 7 * DAY_MS, challengeMinBps: 5000, assessEveryMs: 0 });
     await deposit(db.pool, { key: 'seed-ts-ent', accountId: 'ts-ent.main', amount: 1000 });
     // the saga's steps straight through the ledger (the saga runs on the dev server in
     // entities.test.ts); the lifecycle, whose week-long timer is the point here, runs here
@@ -136,9 +136,72 @@ describe('workflows on the time-skipping test server', () => {
     expect((await env.currentTimeMs()) - serverBefore).toBeGreaterThanOrEqual(7 * DAY_MS);
     expect(kept).toMatchObject({ id: keep, status: 'active' });
     expect(gone).toMatchObject({ id: spend, status: 'eliminated' });
+    // the rule that fired, with its figures: 20 left of 50 is 4000 bps, under the 5000 asked
+    expect(gone!.eliminationRule).toEqual({ rule: 'min_balance', balance: 20, funding: 50, ratioBps: 4000, limitBps: 5000 });
     // eliminated: its 20 swept back, its collateral released; the kept one still holds 100
     expect((await getAccount(db.pool, spend)).balance).toBe(0);
     expect(await getAccount(db.pool, 'ts-ent.main')).toMatchObject({ balance: 1000 - 50 - 50 + 20, held: 100 });
+  });
+
+  test('ongoing rules: both challenges passed, then a day later one active subaccount is eliminated by drawdown, one by inactivity, and one is kept', async () => {
+    const plain = new Client({ connection: env.connection, namespace: env.namespace ?? 'default' });
+    await registerEntity(db.pool, { id: 'ts-dd', name: 'TS drawdown', collateral: 10, funding: 100, webhookUrls: [], challengeMs: DAY_MS, assessEveryMs: DAY_MS, maxDrawdownBps: 3000 });
+    await registerEntity(db.pool, { id: 'ts-idle', name: 'TS inactivity', collateral: 10, funding: 100, webhookUrls: [], challengeMs: DAY_MS, assessEveryMs: DAY_MS, inactivityMs: 1.5 * DAY_MS });
+    const ids: string[] = [];
+    for (const [entityId, requestId] of [['ts-dd', 'climb'], ['ts-dd', 'steady'], ['ts-idle', 'idle']] as const) {
+      await deposit(db.pool, { key: `seed-${entityId}-${requestId}`, accountId: `${entityId}.main`, amount: 200 });
+      const { id } = await allocateSubaccount(db.pool, { entityId, requestId, limits: { cap: 10, perHour: 10 } });
+      await holdCollateral(db.pool, id);
+      await fundSubaccount(db.pool, id);
+      expect((await activateSubaccount(db.pool, id)).status).toBe('challenge');
+      ids.push(id);
+    }
+    const [climb, steady, idle] = ids as [string, string, string];
+    // this server's clock has run days ahead of the database's (the tests before skipped them):
+    // the idle one's creation, where its inactivity is measured from, is set to the server's now
+    await db.pool.query('update subaccounts set created_at = $2 where id = $1', [idle, new Date(await env.currentTimeMs())]);
+    // during the challenge: climb doubles to 200 (its high-water mark), steady spends 10 of its 100
+    await deposit(db.pool, { key: 'ts-climb-up', accountId: climb, amount: 100 });
+    await transfer(db.pool, { key: 'ts-steady-spend', kind: 'transfer', debitAccountId: steady, creditAccountId: 'bob.wallet', amount: 10 });
+    const handles = await Promise.all(ids.map((id) => plain.workflow.start(subaccountLifecycleWorkflow, { workflowId: lifecycleWorkflowId(id), taskQueue, args: [{ id }] })));
+    const timersStarted = async (h: (typeof handles)[number]) => ((await h.fetchHistory()).events ?? []).filter((e) => e.timerStartedEventAttributes).length;
+    const untilTimers = async (n: number, hs: typeof handles) => {
+      for (let i = 0; i < 300 && !(await Promise.all(hs.map(async (h) => (await timersStarted(h)) >= n))).every(Boolean); i++) await new Promise((r) => setTimeout(r, 100));
+      expect(await Promise.all(hs.map(timersStarted))).toEqual(hs.map(() => n));
+    };
+    try {
+      await untilTimers(1, handles);
+      await env.sleep(DAY_MS + HOUR_MS);
+      // promoted, each on its first assessment's timer: the high-water marks are 200 and 100 (the funding)
+      await untilTimers(2, handles);
+      expect(await Promise.all(ids.map(async (id) => (await getSubaccount(db.pool, id)).status))).toEqual(['active', 'active', 'active']);
+      expect((await getSubaccount(db.pool, climb)).highWaterMark).toBe(200);
+      expect((await getSubaccount(db.pool, steady)).highWaterMark).toBe(100);
+      // after promotion climb spends 80: 120 of its mark of 200 is a fall of 4000 bps, over the 3000 allowed
+      await transfer(db.pool, { key: 'ts-climb-down', kind: 'transfer', debitAccountId: climb, creditAccountId: 'bob.wallet', amount: 80 });
+      await env.sleep(DAY_MS + HOUR_MS);
+      const [byDrawdown, byInactivity] = await within(30_000, Promise.all([handles[0]!.result(), handles[2]!.result()]), 'the eliminations');
+      expect(byDrawdown).toMatchObject({ id: climb, status: 'eliminated', failure: 'rule_breached' });
+      expect(byDrawdown.eliminationRule).toEqual({ rule: 'max_drawdown', highWaterMark: 200, balance: 120, drawdownBps: 4000, limitBps: 3000 });
+      expect(byInactivity).toMatchObject({ id: idle, status: 'eliminated', failure: 'rule_breached' });
+      const createdIdle = (await db.pool.query('select created_at from subaccounts where id = $1', [idle])).rows[0].created_at as Date;
+      expect(byInactivity.eliminationRule).toMatchObject({ rule: 'inactivity', lastActivityAt: createdIdle.toISOString(), limitMs: 1.5 * DAY_MS });
+      const idleMs = (byInactivity.eliminationRule as { idleMs: number }).idleMs;
+      expect(idleMs).toBeGreaterThanOrEqual(2 * DAY_MS);
+      expect(idleMs).toBeLessThan(2 * DAY_MS + 3 * HOUR_MS);
+      // the figures are on the subaccount and in its subaccount.eliminated event
+      expect((await getSubaccount(db.pool, climb)).eliminationRule).toEqual(byDrawdown.eliminationRule);
+      const event = (await db.pool.query(`select payload from events where type = 'subaccount.eliminated' and subject = $1`, [climb])).rows[0].payload;
+      expect(event.eliminationRule).toEqual(byDrawdown.eliminationRule);
+      // the eliminated ones swept back (climb's 120 and idle's 100); steady is kept, on its next assessment's timer
+      expect((await getAccount(db.pool, climb)).balance).toBe(0);
+      expect(await getAccount(db.pool, 'ts-dd.main')).toMatchObject({ balance: 2 * 200 - 2 * 100 + 120, held: 10 });
+      await untilTimers(3, [handles[1]!]);
+      expect(await getSubaccount(db.pool, steady)).toMatchObject({ status: 'active', highWaterMark: 100 });
+      expect((await getSubaccount(db.pool, steady)).eliminationRule).toBeUndefined();
+    } finally {
+      await handles[1]!.terminate('the test is over').catch(() => undefined);
+    }
   });
 
   test('the debt ledger takes a round at each UTC midnight on a durable timer: two days skipped, two rounds, each at midnight', async () => {

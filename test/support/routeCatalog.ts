@@ -225,7 +225,7 @@ export const ROUTE_CATALOG: RouteEntry[] = [
     route: 'POST /v1/entities',
     keyed: false,
     body: true,
-    valid: { as: 'admin', body: { id: '{newParty}', name: 'Another entity', collateral: 1, funding: 0 } },
+    valid: { as: 'admin', body: { id: '{newParty}', name: 'Another entity', collateral: 1, funding: 0, challengeMs: 60_000, maxDrawdownBps: 2500, inactivityMs: 86_400_000, assessEveryMs: 3_600_000 } },
     expect: ADMIN_ONLY(201),
   },
   { route: 'GET /v1/entities', keyed: false, body: false, valid: { as: 'admin', url: '/v1/entities?limit=10' }, expect: ADMIN_ONLY(200) },

@@ -16,6 +16,7 @@ import { API_WAIT_MS_DEFAULT, StillRunning, withinDeadline } from '../deadline';
 import type { Api } from '../app';
 import * as S from '../schemas';
 import { PAGE_ROWS_MAX, WEBHOOK_URL_CHARS_MAX, WEBHOOK_URLS_MAX } from '../limits';
+import { ASSESS_EVERY_MS_DEFAULT, CHALLENGE_MIN_BPS_DEFAULT, RULE_NAMES } from '../../domain/challengeRules';
 
 const errors = { ...S.WriteErrors, 429: S.ErrorBody };
 const readErrors = S.ReadErrors;
@@ -44,7 +45,18 @@ const Subaccount = z.object({
   activatedAt: z.string().optional(),
   endedAt: z.string().optional(),
   creationWorkflowId: z.string().optional().describe("its creation saga's workflow id (Temporal UI: /namespaces/<ns>/workflows/<id>)"),
+  highWaterMark: z.number().int().optional().describe('the high-water mark of its balance as last assessed (at least its funding)'),
+  assessedAt: z.string().optional().describe('when its rules were last assessed'),
+  eliminationRule: z
+    .object({ rule: z.enum(RULE_NAMES) })
+    .catchall(z.union([z.number(), z.string()]))
+    .optional()
+    .describe('the rule that fired, with its figures (min_balance: balance, funding, ratioBps, limitBps; max_drawdown: highWaterMark, balance, drawdownBps, limitBps; inactivity: lastActivityAt, idleMs, limitMs)'),
 });
+
+/** The rules run on the workflow's timers: a period shorter than this would be a busy loop. */
+const ASSESS_EVERY_MS_MIN = 1000;
+const DAY = 86_400_000;
 
 export function entityRoutes(app: Api) {
   const { pool, temporal, taskQueue } = app.deps;
@@ -73,9 +85,23 @@ export function entityRoutes(app: Api) {
         funding: z.number().int().min(0).max(1e15).describe('moved into each new subaccount'),
         webhookUrls: z.array(z.url({ protocol: /^https?$/ }).max(WEBHOOK_URL_CHARS_MAX)).max(WEBHOOK_URLS_MAX).default([]),
         challengeMs: z.number().int().min(0).max(90 * 86_400_000).optional().describe('0: active at once'),
-        challengeMinBps: z.number().int().min(0).max(10_000).optional().describe('the balance a challenged subaccount must keep, in basis points of its funding'),
+        challengeMinBps: z.number().int().min(0).max(10_000).optional().describe(`rule min_balance: the balance a subaccount must keep, in basis points of its funding (default ${CHALLENGE_MIN_BPS_DEFAULT})`),
+        maxDrawdownBps: z.number().int().min(1).max(10_000).optional().describe('rule max_drawdown: the most its balance may fall from its high-water mark, in basis points of the mark (off unless set)'),
+        inactivityMs: z.number().int().min(ASSESS_EVERY_MS_MIN).max(366 * DAY).optional().describe('rule inactivity: the longest it may go without a stream tick paid or received (off unless set)'),
+        assessEveryMs: z
+          .number()
+          .int()
+          .max(90 * DAY)
+          .refine((ms) => ms === 0 || ms >= ASSESS_EVERY_MS_MIN, `0 (only at the end of the challenge) or at least ${ASSESS_EVERY_MS_MIN} ms`)
+          .optional()
+          .describe(`how often an active subaccount's rules are assessed after its challenge (default ${ASSESS_EVERY_MS_DEFAULT}, a day; 0: only at the end of the challenge)`),
         subaccountCap: z.number().int().min(1).max(100_000).optional().describe('live subaccounts (default: SLUICE_SUBACCOUNT_CAP)'),
         creationsPerHour: z.number().int().min(1).max(100_000).optional().describe('default: SLUICE_SUBACCOUNT_CREATIONS_PER_HOUR'),
+      }).superRefine((b, ctx) => {
+        // the rules are assessed by a subaccount's lifecycle, which begins with its challenge period
+        for (const rule of ['maxDrawdownBps', 'inactivityMs'] as const) {
+          if (b[rule] !== undefined && !b.challengeMs) ctx.addIssue({ code: 'custom', path: [rule], message: `${rule} needs a challenge period (challengeMs > 0): the rules are assessed at its end and then every assessEveryMs` });
+        }
       }),
       response: { 201: z.object({ id: z.string(), apiKey: z.string(), webhookSecret: z.string(), mainAccountId: z.string() }), ...errors },
     },
@@ -119,6 +145,9 @@ export function entityRoutes(app: Api) {
           webhookUrls: z.array(z.string()),
           challengeMs: z.number().int(),
           challengeMinBps: z.number().int(),
+          maxDrawdownBps: z.number().int().optional(),
+          inactivityMs: z.number().int().optional(),
+          assessEveryMs: z.number().int(),
           nextSeq: z.number().int(),
           subaccountCap: z.number().int().describe('live subaccounts at most (its own, else SLUICE_SUBACCOUNT_CAP)'),
           creationsPerHour: z.number().int().describe('creations per rolling hour at most (its own, else SLUICE_SUBACCOUNT_CREATIONS_PER_HOUR)'),
@@ -135,7 +164,8 @@ export function entityRoutes(app: Api) {
       const e = await getEntity(pool, req.params.id);
       const l = await creationLimits(pool, e, limits);
       return {
-        id: e.id, mainAccountId: e.main_account_id, collateral: e.collateral, funding: e.funding, webhookUrls: e.webhook_urls, challengeMs: e.challenge_ms, challengeMinBps: e.challenge_min_bps, nextSeq: e.next_seq,
+        id: e.id, mainAccountId: e.main_account_id, collateral: e.collateral, funding: e.funding, webhookUrls: e.webhook_urls, challengeMs: e.challenge_ms, challengeMinBps: e.challenge_min_bps,
+        ...(e.max_drawdown_bps !== null && { maxDrawdownBps: e.max_drawdown_bps }), ...(e.inactivity_ms !== null && { inactivityMs: e.inactivity_ms }), assessEveryMs: e.assess_every_ms, nextSeq: e.next_seq,
         subaccountCap: l.cap, creationsPerHour: l.perHour, liveSubaccounts: l.live, rollingBack: l.rollingBack, creationsLastHour: l.lastHour,
         ...(l.slotFreesInS > 0 && { nextCreationAt: new Date(Date.now() + l.slotFreesInS * 1000).toISOString() }),
       };
