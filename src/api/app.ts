@@ -2,7 +2,7 @@ import fastifyRateLimit from '@fastify/rate-limit';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
 import type { Client } from '@temporalio/client';
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyInstance, type FastifyRequest } from 'fastify';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import type { Pool } from '../db/pool';
 import type { Logger } from '../logger';
@@ -118,7 +118,7 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
     clientErrorHandler,
     // every request has an id: in its log lines, its X-Request-Id header and any error body
     genReqId: requestIdOf,
-    requestIdLogLabel: 'requestId',
+    logController: new LogController({ requestIdLogLabel: 'requestId' }),
   }).withTypeProvider<ZodTypeProvider>() as Api;
   // first of all hooks, so a refusal by any later one (a 401, a 429) carries it too
   app.addHook('onRequest', async (req, reply) => {

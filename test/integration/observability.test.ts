@@ -115,7 +115,7 @@ test('search attributes list a payer’s open streams and an entity’s failed c
   ]);
 
   const stream = await stack.client.workflow.getHandle(`stream-${id('s1')}`).describe();
-  expect(stream.memo).toMatchObject({ summary: `stream ${id('s1')}: ${payer} → ${id('payee')}, 10 per 200 ms tick, max 10000 (escrow)`, payer, ratePerTick: 10, maxTotal: 10_000 });
+  expect(stream.memo).toMatchObject({ summary: `stream ${id('s1')}: ${payer} → ${id('payee')}, 10/tick every 200 ms, max 10000 (escrow)`, payer, ratePerTick: 10, maxTotal: 10_000 });
   const saga = await stack.client.workflow.getHandle(`subaccount-create-${ent}/r2`).describe();
   expect(saga.memo).toMatchObject({ summary: `subaccount creation for ${ent} (request r2)`, entity: ent });
 
