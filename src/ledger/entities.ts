@@ -25,7 +25,7 @@ import {
   type ChallengeRules,
   type RuleBreach,
 } from '../domain/challengeRules';
-import { bumpCounter } from './metricCounters';
+import { BUMP_COUNTER_SQL, bumpCounter } from './metricCounters';
 import { createAccount, getAccount, lockAccounts } from './accounts';
 import { appendEvent } from './events';
 import { subaccountFigures } from './subaccountFigures';
@@ -663,9 +663,7 @@ export async function recordDelivery(
   // the attempt and its count in one statement: both or neither
   await db.query(
     `with logged as (insert into webhook_deliveries (entity_id, event_key, event_type, url, attempt, status_code, ok, error) values ($1, $2, $3, $4, $5, $6, $7, $8) returning 1)
-     insert into metric_counters (metric, labels, shard, value)
-     select 'webhook_deliveries', jsonb_build_object('outcome', $9::text), floor(random() * 8)::smallint, 1 from logged
-     on conflict (metric, labels, shard) do update set value = metric_counters.value + 1`,
+     ${BUMP_COUNTER_SQL} select 'webhook_deliveries', jsonb_build_object('outcome', $9::text), 1 from logged`,
     [d.entityId, d.eventKey, d.eventType, d.url, d.attempt, d.statusCode ?? null, d.ok, d.error ?? null, d.ok ? 'delivered' : 'failed'],
   );
 }
