@@ -10,6 +10,7 @@ import { entityCommands } from './cli/entities';
 import { jobCommands } from './cli/jobs';
 import { ledgerCommands } from './cli/ledger';
 import { loginCommands } from './cli/login';
+import { sessionCommands } from './cli/sessions';
 
 /** DATABASE_URL, or the local database the dev launcher uses by default. */
 const databaseUrl = (config: Config) => config.DATABASE_URL ?? LOCAL_DATABASE_URL;
@@ -162,6 +163,7 @@ ledgerCommands(program, loadConfig);
 streamCommands(program, loadConfig);
 entityCommands(program, loadConfig);
 jobCommands(program, loadConfig);
+sessionCommands(program, loadConfig);
 
 program.parseAsync().catch((error: Error) => {
   console.error(`sluice: ${error.message}`);
