@@ -87,7 +87,7 @@ export function sessionCommands(program: Command, config: () => Config): void {
   withOutput(sessions.command('request <sessionId>').description('send a request: decided free, partial or gate on its estimate, worked, settled on its actual cost'))
     .requiredOption('--cost <units>', 'the estimate (minor units): decides it, and the most the session pays', units)
     .option('--request-id <id>', 'the request id within the session (default: a new id, printed): sending it again is the same request')
-    .option('--actual <units>', "the simulated work's actual cost (minor units; default: the estimate)", cost)
+    .option('--actual <units>', "the simulated work's actual cost (minor units; default: the estimate moved by up to ±20%, the same for the same request)", cost)
     .option('--description <text>', 'what the work is', 'cli request')
     .action((sessionId: string, o: Common & { cost: number; requestId?: string; actual?: number; description: string }) => {
       // the request's terms include its work: a retry must send the same description and --actual
