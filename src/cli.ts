@@ -110,8 +110,8 @@ program
       scenario = scenarioFromFlags({ ...opts, partition: opts.partition ?? false });
     }
     const config = loadConfig();
-    const { runSimulation, formatSimulation, httpCaller } = await import('./simulate');
-    const { apiBase } = await import('./cli/client');
+    const { runSimulation, formatSimulation } = await import('./simulate');
+    const { apiBase, httpCaller } = await import('./cli/client');
     const api = apiBase(opts, config);
     const { barUnderLog } = await import('./cli/progress');
     // on a terminal a bar redrawn every round under the log's lines; otherwise the log alone (a line every 20 rounds)

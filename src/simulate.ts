@@ -1,38 +1,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { canonicalJson } from './domain/canonical';
 import { BUYER_FUNDS, planScenario, scenarioFromFlags, type Command, type Scenario, type SimulationOptions } from './domain/simulation';
-
-/** One HTTP call to the API: method, path, body, bearer key, idempotency key. */
-export type Caller = (
-  method: 'GET' | 'POST',
-  path: string,
-  body?: unknown,
-  key?: string,
-  idempotencyKey?: string,
-) => Promise<{ status: number; body: any }>;
-
-export function httpCaller(baseUrl: string): Caller {
-  return async (method, path, body, key, idempotencyKey) => {
-    const res = await fetch(`${baseUrl}${path}`, {
-      method,
-      headers: {
-        ...(key ? { authorization: `Bearer ${key}` } : {}),
-        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
-        ...(idempotencyKey ? { 'idempotency-key': idempotencyKey } : {}),
-      },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    }).catch((error: unknown) => {
-      // fetch says only "fetch failed": name the URL it tried, why, and what to do
-      const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-      throw new Error(
-        `cannot reach the Sluice API at ${baseUrl} (${cause?.code ?? cause?.message ?? (error as Error).message}): ` +
-          'start it with `npm start`, or point to it with --api URL, SLUICE_API_URL (or SLUICE_API_HOST and SLUICE_API_PORT), ' +
-          'or `sluice login --api URL --key KEY`',
-      );
-    });
-    return { status: res.status, body: await res.json().catch(() => undefined) };
-  };
-}
+import type { Caller } from './cli/client';
 
 export interface PartySummary {
   party: string;

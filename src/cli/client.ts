@@ -1,7 +1,38 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import type { Config } from '../config';
-import { httpCaller } from '../simulate';
 import { normalizeApi, readProfile } from './profile';
+
+/** One HTTP call to the API: method, path, body, bearer key, idempotency key. */
+export type Caller = (
+  method: 'GET' | 'POST',
+  path: string,
+  body?: unknown,
+  key?: string,
+  idempotencyKey?: string,
+) => Promise<{ status: number; body: any }>;
+
+export function httpCaller(baseUrl: string): Caller {
+  return async (method, path, body, key, idempotencyKey) => {
+    const res = await fetch(`${baseUrl}${path}`, {
+      method,
+      headers: {
+        ...(key ? { authorization: `Bearer ${key}` } : {}),
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+        ...(idempotencyKey ? { 'idempotency-key': idempotencyKey } : {}),
+      },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    }).catch((error: unknown) => {
+      // fetch says only "fetch failed": name the URL it tried, why, and what to do
+      const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+      throw new Error(
+        `cannot reach the Sluice API at ${baseUrl} (${cause?.code ?? cause?.message ?? (error as Error).message}): ` +
+          'start it with `npm start`, or point to it with --api URL, SLUICE_API_URL (or SLUICE_API_HOST and SLUICE_API_PORT), ' +
+          'or `sluice login --api URL --key KEY`',
+      );
+    });
+    return { status: res.status, body: await res.json().catch(() => undefined) };
+  };
+}
 
 /**
  * What every API command of the CLI shares: the API and the key (each from its flag,

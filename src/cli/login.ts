@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import type { Config } from '../config';
-import { httpCaller } from '../simulate';
-import { apiBase, caller, errorLine, withCommon, type Common } from './client';
+import { apiBase, caller, errorLine, httpCaller, withCommon, type Common } from './client';
 import { profilePath, removeProfile, saveProfile } from './profile';
 
 /** Who a key is, as GET /v1/console/config answers it (any valid key may ask). */

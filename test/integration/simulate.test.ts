@@ -1,7 +1,8 @@
 import { join } from 'node:path';
 import { planScenario, planSimulation, type Command } from '../../src/domain/simulation';
 import { loadScenario } from '../../src/scenario';
-import { BUYER_FUNDS, runSimulation, simulationIds, type Caller, type SimulationResult } from '../../src/simulate';
+import type { Caller } from '../../src/cli/client';
+import { BUYER_FUNDS, runSimulation, simulationIds, type SimulationResult } from '../../src/simulate';
 import { ADMIN_KEY, startTestStack, type TestStack } from '../support/stack';
 
 let stack: TestStack;
