@@ -40,8 +40,18 @@ export function streamsPage(ctx: Context, params: URLSearchParams): Page {
     partyInput, refInput, h('button', { type: 'submit' }, 'Search'), searching ? h('a', { href: hash({ status }), 'data-test': 'search-clear' }, 'clear') : null);
   // a party key may open a stream from its own accounts: the form is kept across the list's polls, with what is typed in it
   const opener = party ? openStreamForm() : null;
+  const filter = (value: string, label: string) => h('a', { href: hash({ status: value, party: partyQ, ref: refQ }), class: value === status ? 'chip active' : 'chip' }, label);
+  const running = party ? `SluiceKind="stream" AND SluicePayer="${party}" AND ExecutionStatus="Running"` : `SluiceKind="stream" AND ExecutionStatus="Running"`;
+  const sought = [partyQ && `party ${partyQ}`, refQ && `a ref starting with "${refQ}"`].filter(Boolean).join(' and ');
+  // the card and its toolbar are built once too: only the list under them is redrawn, so the
+  // search box is never moved in the page and keeps the focus while the operator types
   const list = h('div');
-  const root = h('div', {}, opener, list);
+  const root = h('div', {}, opener, card(
+    'Streams',
+    h('div', { class: 'toolbar' }, filter('open', 'Open'), filter('paused', 'Paused'), filter('closed', 'Closed'), filter('failed', 'Failed'), filter('all', 'All'), search,
+      h('span', { class: 'spacer' }), temporalLink(ctx.config, party ? `${party}'s running streams in Temporal` : 'Running streams in Temporal', workflowsWhere(running))),
+    list,
+  ));
   return {
     title: 'Streams',
     everyMs: 1000,
@@ -52,13 +62,7 @@ export function streamsPage(ctx: Context, params: URLSearchParams): Page {
         if (searching && error instanceof ApiError && error.status === 400) return error;
         throw error;
       });
-      const filter = (value: string, label: string) => h('a', { href: hash({ status: value, party: partyQ, ref: refQ }), class: value === status ? 'chip active' : 'chip' }, label);
-      const running = party ? `SluiceKind="stream" AND SluicePayer="${party}" AND ExecutionStatus="Running"` : `SluiceKind="stream" AND ExecutionStatus="Running"`;
-      const sought = [partyQ && `party ${partyQ}`, refQ && `a ref starting with "${refQ}"`].filter(Boolean).join(' and ');
-      list.replaceChildren(card(
-        'Streams',
-        h('div', { class: 'toolbar' }, filter('open', 'Open'), filter('paused', 'Paused'), filter('closed', 'Closed'), filter('failed', 'Failed'), filter('all', 'All'), search,
-          h('span', { class: 'spacer' }), temporalLink(ctx.config, party ? `${party}'s running streams in Temporal` : 'Running streams in Temporal', workflowsWhere(running))),
+      list.replaceChildren(
         page instanceof ApiError ? errorNote(page, 'search-error') : table(
           ['Ref', 'Payer', 'Payee', 'Mode', 'Rate / tick', 'Ticks', 'Paid so far', 'Cap', 'Status', 'Opened'],
           page.streams.map((s) => [
@@ -67,11 +71,11 @@ export function streamsPage(ctx: Context, params: URLSearchParams): Page {
           ]),
           { numeric: [4, 5, 6, 7], empty: searching ? `No stream here with ${sought}.` : 'No streams here.', test: 'streams' },
         ),
-        !(page instanceof ApiError) && page.next ? h('p', {}, h('a', { href: hash({ status, party: partyQ, ref: refQ, after: page.next }), 'data-test': 'streams-older' }, 'Older streams →')) : null,
+        !(page instanceof ApiError) && page.next ? h('p', {}, h('a', { href: hash({ status, party: partyQ, ref: refQ, after: page.next }), 'data-test': 'streams-older' }, 'Older streams →')) : h('span'),
         h('p', { class: 'hint' }, searching
           ? 'A party\'s streams are those it pays, is paid by or is a member of; the API searches every stream this key may see.'
           : 'Amounts are integer minor units. The list reads the API again every second.'),
-      ));
+      );
       return root;
     },
   };

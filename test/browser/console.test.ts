@@ -276,6 +276,14 @@ describe('the operator console in headless Chromium', () => {
     expect(await page.locator('[data-test=search-party]').inputValue()).toBe('Not a party');
     await page.locator('[data-test=search-clear]').click();
     expect(await rowsOnceSettled('[data-test=streams] tbody tr', 3)).toBe(3);
+    // typing survives the list's polls: the box keeps the focus and what was typed across two redraws
+    await page.locator('[data-test=search-party]').click();
+    await page.keyboard.type('bo');
+    const polled = requestIds('/v1/streams?');
+    await until('two polls of the list', async () => (polled.size >= 2 ? true : undefined));
+    await page.keyboard.type('b');
+    expect(await page.evaluate(() => (globalThis as any).document.activeElement?.getAttribute('data-test'))).toBe('search-party');
+    expect(await page.locator('[data-test=search-party]').inputValue()).toBe('bob');
   });
 
   test("the stream's page: paid flowing between ticks, paid over time as a chart, its workflow link, and the receipt once cancelled", async () => {
