@@ -77,25 +77,29 @@ export function sessionCommands(program: Command, config: () => Config): void {
 
   withOutput(sessions.command('open').description("open a session: the amount moves from the payer's account into the session's balance"))
     .requiredOption('--from <account>', "the payer's account: funds the session, gets back what remains at the close")
-    .requiredOption('--amount <units>', 'moved into the session at once (minor units)', units)
+    .requiredOption('--amount <units>', 'moved into the session at once (minor units)')
     .option('--id <sessionId>', 'the session id (default: a new id, printed): opening it again with the same terms is the same session')
-    .action((o: Common & { from: string; amount: number; id?: string }) => {
+    .action((o: Common & { from: string; amount: string; id?: string }) => {
+      // checked here rather than by commander: the deposit's one-line refusal, and before an id is made up
+      const amount = units(o.amount);
       const sessionId = generated(o.id, 'session id', '--id');
-      return show(api, o, (b) => (b.status === 'PENDING' ? pending(b, 'the same open') : sessionSummary(b)), 'POST', '/v1/sessions', { sessionId, accountId: o.from, amount: o.amount });
+      return show(api, o, (b) => (b.status === 'PENDING' ? pending(b, 'the same open') : sessionSummary(b)), 'POST', '/v1/sessions', { sessionId, accountId: o.from, amount });
     });
 
   withOutput(sessions.command('request <sessionId>').description('send a request: decided free, partial or gate on its estimate, worked, settled on its actual cost'))
-    .requiredOption('--cost <units>', 'the estimate (minor units): decides it, and the most the session pays', units)
+    .requiredOption('--cost <units>', 'the estimate (minor units): decides it, and the most the session pays')
     .option('--request-id <id>', 'the request id within the session (default: a new id, printed): sending it again is the same request')
-    .option('--actual <units>', "the simulated work's actual cost (minor units; default: the estimate moved by up to ±20%, the same for the same request)", cost)
+    .option('--actual <units>', "the simulated work's actual cost (minor units; default: the estimate moved by up to ±20%, the same for the same request)")
     .option('--description <text>', 'what the work is', 'cli request')
-    .action((sessionId: string, o: Common & { cost: number; requestId?: string; actual?: number; description: string }) => {
+    .action((sessionId: string, o: Common & { cost: string; requestId?: string; actual?: string; description: string }) => {
+      const estimatedCost = units(o.cost);
+      const actual = o.actual === undefined ? undefined : cost(o.actual);
       // the request's terms include its work: a retry must send the same description and --actual
       const requestId = generated(o.requestId, 'request id', '--request-id', ' and the same options');
-      const work = { description: o.description, ...(o.actual !== undefined && { simulate: { actualCost: o.actual } }) };
+      const work = { description: o.description, ...(actual !== undefined && { simulate: { actualCost: actual } }) };
       return show(api, o, (b) => (b.status === 'PENDING' ? pending(b, 'the same request') : requestSummary(b)), 'POST', `/v1/sessions/${enc(sessionId)}/requests`, {
         requestId,
-        estimatedCost: o.cost,
+        estimatedCost,
         work,
       });
     });
