@@ -5,7 +5,7 @@ import { closeGrant, type CloseGrant, openGrant, payForGrant, refundGrantPayment
 import { simulatedWork, type WorkRunner } from '../src/jobs/work';
 import { closeSession, openSession, openSessionRequest } from '../src/ledger/sessions';
 import type { SessionOpening, SessionRequestTerms } from '../src/domain/sessions';
-import { faultFor, faultIsFinal, type Fault, type FaultStep } from '../src/jobs/faults';
+import { faultFor, faultIsFinal, type Fault, type FaultStep } from '../src/domain/faults';
 import { deliverWebhook } from '../src/webhooks/deliver';
 import {
   CREATIONS_PER_HOUR_DEFAULT,
@@ -57,7 +57,7 @@ export interface ActivityDeps {
 }
 
 /**
- * An activity that configured faults may fail (src/jobs/faults.ts): before it does
+ * An activity that configured faults may fail (src/domain/faults.ts): before it does
  * anything, or (`after`) once it has committed, as a step whose reply was lost.
  * With no fault configured the activity is returned as it is: production never
  * runs this wrapper.

@@ -28,8 +28,8 @@ import { startDevServer, type DevServer } from '../src/temporal/devServer';
 import { sluiceErrorFromTemporal } from '../src/temporal/failures';
 import { describeTool, resolveTool, TEMPORAL_CLI } from '../src/temporal/tools';
 import { createWorker, WORKFLOWS_PATH } from '../src/worker';
-import { createTestDatabase, type TestDatabase } from '../test/support/db';
-import { freePort } from '../test/support/globalSetup';
+import { createScratchDatabase, type ScratchDatabase } from '../src/db/scratch';
+import { freePort } from '../src/dev/ports';
 import { paymentWorkflow, refundWorkflow } from '../workflows';
 import { billingDueSignal, cancelStreamSignal, closeSessionUpdate, jobPaymentUpdate, pauseStreamUpdate, resumeStreamUpdate, sessionRequestUpdate, streamHaltedSignal } from '../workflows/definitions';
 import { BILLING_CLOCK_PATCH, OUTSIDE_CANCEL_SETTLES_PATCH, type StreamWorkflowOptions } from '../workflows/stream';
@@ -43,7 +43,7 @@ import { startStreamWorkflow } from '../src/temporal/streams';
 import { startJobWorkflow } from '../src/temporal/jobs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseFaults } from '../src/jobs/faults';
+import { parseFaults } from '../src/domain/faults';
 import { activateSubaccount, allocateSubaccount, fundSubaccount, holdCollateral, registerEntity } from '../src/ledger/entities';
 import { creationWorkflowId, eliminationWorkflowId, lifecycleWorkflowId, type CreationResult } from '../src/domain/entities';
 import { subaccountCreationWorkflow, subaccountEliminationWorkflow } from '../workflows/entities';
@@ -179,11 +179,11 @@ async function main(): Promise<void> {
   if (!cli.path) throw new Error('the Temporal CLI could not be found or installed');
 
   let server: DevServer | undefined;
-  let db: TestDatabase | undefined;
+  let db: ScratchDatabase | undefined;
   let client: Client | undefined;
   try {
     server = await startDevServer({ cliPath: cli.path, port: await freePort() });
-    db = await createTestDatabase();
+    db = await createScratchDatabase(process.env.TEST_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres', { prefix: 'sluice_histories' });
     log(`dev server ${server.address}, database ${new URL(db.url).pathname.slice(1)}`);
 
     await createParty(db.pool, { id: 'alice', name: 'Alice' });

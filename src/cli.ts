@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
-import { loadConfig, type Config } from './config';
-import { LOCAL_DATABASE_URL } from './dev/database';
+import { databaseUrl, loadConfig, type Config } from './config';
 import { createPool, redactUrl } from './db/pool';
 import { migrate } from './db/migrate';
 import { ensureTemporalTools } from './temporal/tools';
@@ -12,8 +11,6 @@ import { ledgerCommands } from './cli/ledger';
 import { loginCommands } from './cli/login';
 import { sessionCommands } from './cli/sessions';
 
-/** DATABASE_URL, or the local database the dev launcher uses by default. */
-const databaseUrl = (config: Config) => config.DATABASE_URL ?? LOCAL_DATABASE_URL;
 
 /** `sluice` — the dev stack, the services, and the operator's commands. */
 const program = new Command('sluice').description('Sluice: per-tick payments between machines').showHelpAfterError();

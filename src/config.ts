@@ -1,12 +1,9 @@
 import { z } from 'zod';
 import { parseTierBudgets, POOL_SEED_UNITS_DEFAULT, POOL_STRIPES_DEFAULT, PRICE_PER_UNIT_DEFAULT } from './domain/grants';
 import { CREATIONS_PER_HOUR_DEFAULT, SUBACCOUNT_CAP_DEFAULT } from './domain/entities';
-import { parseFaults } from './jobs/faults';
+import { parseFaults } from './domain/faults';
 import { BILLING_ROWS_MAX_DEFAULT, BILLING_SHARDS_DEFAULT } from './domain/billing';
-import { RECONCILE_INTERVAL_MS_DEFAULT } from './temporal/reconcilerWorkflow';
-import { API_WAIT_MS_DEFAULT } from './api/deadline';
-import { WORLD_STRIPES_DEFAULT } from './ledger/world';
-import { BODY_LIMIT_BYTES_DEFAULT, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './api/limits';
+import { API_WAIT_MS_DEFAULT, BODY_LIMIT_BYTES_DEFAULT, LOCAL_DATABASE_URL, RECONCILE_INTERVAL_MS_DEFAULT, WORLD_STRIPES_DEFAULT, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './domain/settings';
 
 
 /**
@@ -72,7 +69,7 @@ export const ConfigSchema = z.object({
   SLUICE_DAILY_CHECKPOINTS: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   /** How long an API call waits on a workflow (an open's first tick, a cancel's receipt) before it answers 202 with a status URL. */
   SLUICE_API_WAIT_MS: z.coerce.number().int().min(100).max(120_000).default(API_WAIT_MS_DEFAULT),
-  /** Fault injection for the sagas' steps and compensations, e.g. `fund=always,hold_collateral@acme=2,settle@job-7=after` (tests and demos only; src/jobs/faults.ts). */
+  /** Fault injection for the sagas' steps and compensations, e.g. `fund=always,hold_collateral@acme=2,settle@job-7=after` (tests and demos only; src/domain/faults.ts). */
   SLUICE_FAULTS: z.string().default('').transform((text, ctx) => {
     try {
       return parseFaults(text);
@@ -93,3 +90,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
   }
   return { ...parsed.data, ...overrides };
 }
+
+/** DATABASE_URL, or the local database the dev launcher uses by default: for every process that connects. */
+export const databaseUrl = (config: Pick<Config, 'DATABASE_URL'>) => config.DATABASE_URL ?? LOCAL_DATABASE_URL;

@@ -4,7 +4,7 @@ import type { Pool } from './db/pool';
 import type { WorkRunner } from './jobs/work';
 import type { TierBudgets } from './ledger/grants';
 import type { Limits } from './ledger/entities';
-import type { Fault } from './jobs/faults';
+import type { Fault } from './domain/faults';
 import { sweepExpiredHolds } from './ledger/holds';
 import type { Logger } from './logger';
 import { BILLING_ROWS_MAX_DEFAULT, BILLING_SHARDS_DEFAULT } from './domain/billing';

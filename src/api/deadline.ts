@@ -1,5 +1,5 @@
 /** How long an API call waits on a workflow by default (SLUICE_API_WAIT_MS) before it answers 202. */
-export const API_WAIT_MS_DEFAULT = 15_000;
+export { API_WAIT_MS_DEFAULT } from '../domain/settings';
 
 /**
  * A call whose workflow has not answered within the API's deadline: the work goes

@@ -19,14 +19,11 @@ import { MARKETS_PAGE_MAX } from '../ledger/markets';
  * column's width) is defined next to that SQL and listed here under the same name.
  */
 
-/** Writes (every non-GET /v1 request) per caller per window: the defaults of SLUICE_WRITE_RATE_MAX / _WINDOW_MS. */
-export const WRITE_RATE_MAX_DEFAULT = 1000;
-export const WRITE_RATE_WINDOW_MS_DEFAULT = 10_000;
+/** Writes (every non-GET /v1 request) per caller per window, and the largest body: the defaults, kept with config's (src/domain/settings.ts). */
+export { BODY_LIMIT_BYTES_DEFAULT, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from '../domain/settings';
 /** Callers the in-memory rate limiter tracks at once (least recently seen forgotten first). */
 export const RATE_LIMIT_CALLERS_MAX = 10_000;
 
-/** The largest request body: the default of SLUICE_BODY_LIMIT_BYTES. */
-export const BODY_LIMIT_BYTES_DEFAULT = 65_536;
 
 export { IDEMPOTENCY_KEY_CHARS_MAX };
 

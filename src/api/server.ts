@@ -1,6 +1,5 @@
-import type { Config } from '../config';
+import { databaseUrl, type Config } from '../config';
 import { createPool } from '../db/pool';
-import { LOCAL_DATABASE_URL } from '../dev/database';
 import { createLogger } from '../logger';
 import { connectClient } from '../temporal/connection';
 import { buildApp } from './app';
@@ -8,7 +7,7 @@ import { buildApp } from './app';
 /** Runs the HTTP API until SIGINT/SIGTERM, then closes it, the Temporal client and the pool. */
 export async function runApi(config: Config): Promise<void> {
   const logger = createLogger(config.LOG_LEVEL, 'sluice-api');
-  const pool = createPool(config.DATABASE_URL ?? LOCAL_DATABASE_URL);
+  const pool = createPool(databaseUrl(config));
   const temporal = await connectClient(config.TEMPORAL_ADDRESS, config.TEMPORAL_NAMESPACE);
   const app = await buildApp({
     pool,

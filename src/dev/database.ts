@@ -3,8 +3,10 @@ import { dirname, join, resolve } from 'node:path';
 import pg from 'pg';
 import { ensureDatabase, withDatabase } from '../db/pool';
 
-/** The local server tried when DATABASE_URL is unset (trust auth on this machine kind). */
-export const LOCAL_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/sluice';
+import { LOCAL_DATABASE_URL } from '../domain/settings';
+
+/** The local server tried when DATABASE_URL is unset (src/domain/settings.ts). */
+export { LOCAL_DATABASE_URL };
 export const EMBEDDED_PORT = 54329;
 
 /** Adds the traverse bit for others (not read) to each ancestor of `dir` that lacks it. */

@@ -8,7 +8,7 @@ import { SluiceError } from '../domain/errors';
  * contra account, so any stripe may go negative and the world's balance is the sum of
  * its stripes.
  */
-export const WORLD_STRIPES_DEFAULT = 8;
+export { WORLD_STRIPES_DEFAULT } from '../domain/settings';
 
 /**
  * Makes sure every currency with a world account has at least `stripes` stripes. Run

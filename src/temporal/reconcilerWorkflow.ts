@@ -3,8 +3,8 @@ import { reconcilerWorkflow } from '../../workflows/reconciler';
 import { checkpointWorkflow } from '../../workflows/checkpoints';
 import { WORKFLOW_TASK_TIMEOUT } from './timeouts';
 
-/** Between two rounds of the reconciler, by default: a stranded hold waits at most about this long. */
-export const RECONCILE_INTERVAL_MS_DEFAULT = 10_000;
+/** Between two rounds of the reconciler, by default (src/domain/settings.ts). */
+export { RECONCILE_INTERVAL_MS_DEFAULT } from '../domain/settings';
 
 export const reconcilerWorkflowId = (taskQueue: string) => `reconciler-${taskQueue}`;
 

@@ -2,7 +2,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Browser, Page } from 'playwright-core';
 import { tickAt } from '../../src/domain/crown';
-import { parseFaults } from '../../src/jobs/faults';
+import { parseFaults } from '../../src/domain/faults';
 import { launchChromium, screenshot } from '../support/browser';
 import { testParties, until } from '../support/parties';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';

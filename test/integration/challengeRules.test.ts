@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseFaults } from '../../src/jobs/faults';
+import { parseFaults } from '../../src/domain/faults';
 import { lifecycleWorkflowId } from '../../src/domain/entities';
 import { ASSESS_EVERY_MS_DEFAULT } from '../../src/domain/challengeRules';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';

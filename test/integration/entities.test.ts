@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { Pool } from '../../src/db/pool';
 import { runAudit } from '../../src/audit';
-import { parseFaults } from '../../src/jobs/faults';
+import { parseFaults } from '../../src/domain/faults';
 import { creationWorkflowId, SUBACCOUNT_CAP_DEFAULT, lifecycleWorkflowId, subaccountEventKey, webhookWorkflowId, type SubaccountEvent } from '../../src/domain/entities';
 import { sluiceErrorFromDatabase } from '../../src/domain/errors';
 import { beginElimination, settleElimination } from '../../src/ledger/entities';

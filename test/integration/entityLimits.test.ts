@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { SUBACCOUNT_CAP_DEFAULT } from '../../src/domain/entities';
 import { ROLLBACK_RETRY_AFTER_S } from '../../src/ledger/entities';
-import { parseFaults } from '../../src/jobs/faults';
+import { parseFaults } from '../../src/domain/faults';
 import { until } from '../support/parties';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 

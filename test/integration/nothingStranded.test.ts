@@ -1,5 +1,5 @@
 import { runAudit, WORKFLOWS_CHECK } from '../../src/audit';
-import { parseFaults } from '../../src/jobs/faults';
+import { parseFaults } from '../../src/domain/faults';
 import { jobWorkflowId } from '../../src/domain/grants';
 import { paymentWorkflowId } from '../../src/domain/payments';
 import { creationWorkflowId } from '../../src/domain/entities';

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseFaults } from '../../src/jobs/faults';
+import { parseFaults } from '../../src/domain/faults';
 import { TICK_LAG_BUCKETS_SECONDS } from '../../src/api/ledgerMetrics';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 import { sleep, testParties } from '../support/parties';

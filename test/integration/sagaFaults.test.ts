@@ -1,7 +1,7 @@
 import { runAudit } from '../../src/audit';
 import { CREATION_COMPENSATIONS, ELIMINATION_STEPS, SAGA_STEPS } from '../../src/domain/entities';
 import { GRANT_COMPENSATIONS, GRANT_STEPS, jobWorkflowId } from '../../src/domain/grants';
-import { parseFaults, type FaultStep } from '../../src/jobs/faults';
+import { parseFaults, type FaultStep } from '../../src/domain/faults';
 import { jobsAccountTotals, poolTotals } from '../../src/ledger/pool';
 import { createWorker } from '../../src/worker';
 import { subaccountEliminationWorkflow } from '../../workflows/entities';

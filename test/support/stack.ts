@@ -7,7 +7,7 @@ import { BODY_LIMIT_BYTES_DEFAULT } from '../../src/api/limits';
 import { connectClient } from '../../src/temporal/connection';
 import { createWorker } from '../../src/worker';
 import type { TierBudgets } from '../../src/ledger/grants';
-import type { Fault } from '../../src/jobs/faults';
+import type { Fault } from '../../src/domain/faults';
 import { createTestDatabase, type TestDatabase, type TestDatabaseOptions } from './db';
 import { quietTemporalRuntime } from './temporalRuntime';
 

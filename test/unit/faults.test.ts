@@ -1,4 +1,4 @@
-import { FAULT_STEPS, faultFor, faultIsFinal, parseFaults } from '../../src/jobs/faults';
+import { FAULT_STEPS, faultFor, faultIsFinal, parseFaults } from '../../src/domain/faults';
 
 describe('fault injection configuration', () => {
   test('names every step and compensation of the sagas, with a subject and a kind', () => {

@@ -40,17 +40,9 @@ const FORBIDDEN_PACKAGES: { where: string; packages: RegExp; rule: string }[] = 
  * whose arrow is gone (delete it then).
  */
 const KNOWN_UPWARD: Record<string, string> = {
-  'src/config.ts -> ./jobs/faults': 'parseFaults validates SLUICE_FAULTS; move the parser to src/domain',
-  'src/config.ts -> ./temporal/reconcilerWorkflow': 'RECONCILE_INTERVAL_MS_DEFAULT; move the default to src/domain',
-  'src/config.ts -> ./api/deadline': 'API_WAIT_MS_DEFAULT; move the default to src/domain',
-  'src/config.ts -> ./ledger/world': 'WORLD_STRIPES_DEFAULT; move the default to src/domain',
-  'src/config.ts -> ./api/limits': 'the write-rate and body-limit defaults; move them to src/domain',
   'src/db/migrate.ts -> ../ledger/world': 'migrate() also makes the world stripes; split schema (db) from ledger setup (ledger) and move its ten callers',
   'src/db/migrate.ts -> ../ledger/pool': 'migrate() also makes and seeds the pool stripes; as above',
-  'src/api/server.ts -> ../dev/database': 'the server resolves its database through the dev launcher; move that to src/db or the caller',
   'src/domain/searchAttributes.ts -> @temporalio/common': 'the typed keys and builders; plain data stays in domain, the Temporal-typed part must move where workflows can still reach it',
-  'scripts/record-histories.ts -> ../test/support/db': 'the history recorder borrows the test database helper',
-  'scripts/record-histories.ts -> ../test/support/globalSetup': 'the history recorder borrows freePort',
 };
 
 type Import = { file: string; spec: string; typeOnly: boolean; line: number };

@@ -1,5 +1,5 @@
-import { CREATION_COMPENSATIONS, ELIMINATION_STEPS, SAGA_STEPS } from '../domain/entities';
-import { GRANT_COMPENSATIONS, GRANT_STEPS } from '../domain/grants';
+import { CREATION_COMPENSATIONS, ELIMINATION_STEPS, SAGA_STEPS } from './entities';
+import { GRANT_COMPENSATIONS, GRANT_STEPS } from './grants';
 
 /**
  * Fault injection (tests and demos only): `SLUICE_FAULTS` names the activities that
