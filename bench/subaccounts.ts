@@ -46,7 +46,7 @@ import { migrate } from '../src/db/migrate';
 import { createPool, withDatabase, type Pool } from '../src/db/pool';
 import { creationWorkflowId, subaccountId, type CreationResult } from '../src/domain/entities';
 import { paymentWorkflowId, type PaymentReceipt, type PaymentRequest } from '../src/domain/payments';
-import { paymentVisibility, subaccountCreationVisibility } from '../src/domain/searchAttributes';
+import { paymentVisibility, subaccountCreationVisibility } from '../workflows/searchAttributes';
 import { freePort } from '../src/dev/ports';
 import { createAccount, getAccount } from '../src/ledger/accounts';
 import { DASHBOARD_ROWS_MAX, entityDashboard, registerEntity } from '../src/ledger/entities';

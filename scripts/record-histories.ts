@@ -18,7 +18,7 @@ import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-uti
 import type { temporal } from '@temporalio/proto';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { paymentWorkflowId, refundWorkflowId, type PaymentRequest, type RefundRequest } from '../src/domain/payments';
-import { paymentVisibility, refundVisibility, subaccountCreationVisibility, subaccountEliminationVisibility } from '../src/domain/searchAttributes';
+import { paymentVisibility, refundVisibility, subaccountCreationVisibility, subaccountEliminationVisibility } from '../workflows/searchAttributes';
 import { streamWorkflowId, type StreamReceipt, type StreamRequest } from '../src/domain/streams';
 import { createAccount } from '../src/ledger/accounts';
 import { createParty } from '../src/ledger/parties';

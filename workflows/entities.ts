@@ -31,7 +31,7 @@ import {
   subaccountChallengeVisibility,
   subaccountEliminationVisibility,
   webhookVisibility,
-} from '../src/domain/searchAttributes';
+} from './searchAttributes';
 import { streamWorkflowId, type StreamReceipt } from '../src/domain/streams';
 import { ASSESSMENTS_PER_RUN_MAX } from '../src/domain/challengeRules';
 import { cancelStreamSignal } from './definitions';

@@ -1,7 +1,7 @@
 import { ApplicationFailure, CancellationScope, CancelledFailure, condition, isCancellation, patched, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { utcDay, type GrantView, type JobRequest } from '../src/domain/grants';
-import { SA_STATUS } from '../src/domain/searchAttributes';
+import { SA_STATUS } from './searchAttributes';
 import { OPERATOR } from '../src/domain/streams';
 import { cancelJobSignal, jobDecidedUpdate, jobPaymentUpdate, jobViewQuery, type CancelJob } from './definitions';
 import { isFinalRefusal } from './failures';

@@ -1,7 +1,7 @@
 import { CancellationScope, patched, proxyActivities, upsertSearchAttributes } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import type { PaymentReceipt, PaymentRequest, RefundReceipt, RefundRequest } from '../src/domain/payments';
-import { SA_STATUS } from '../src/domain/searchAttributes';
+import { SA_STATUS } from './searchAttributes';
 import { LEDGER_STEP_TIMEOUTS } from './ledgerTimeouts';
 
 // A payment is one idempotent activity; retries are safe and bounded, business

@@ -1,7 +1,7 @@
 import { allHandlersFinished, ApplicationFailure, CancellationScope, condition, isCancellation, continueAsNew, getExternalWorkflowHandle, patched, proxyActivities, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { Activities } from '../activities';
 import { BILLING_SHARDS_DEFAULT, billingClockWorkflowId, shardOf, type HaltReason } from '../src/domain/billing';
-import { SA_STATUS } from '../src/domain/searchAttributes';
+import { SA_STATUS } from './searchAttributes';
 import { effectiveGraceMs, OPERATOR, tickDueAtMs, type CloseReason, type StreamProgress, type StreamReceipt, type StreamRequest, type TickOutcome } from '../src/domain/streams';
 import {
   billingDueSignal,

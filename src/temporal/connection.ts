@@ -1,5 +1,5 @@
 import { Client, Connection } from '@temporalio/client';
-import { SEARCH_ATTRIBUTES } from '../domain/searchAttributes';
+import { SEARCH_ATTRIBUTES } from '../../workflows/searchAttributes';
 
 export async function connectClient(address: string, namespace: string): Promise<Client> {
   const connection = await Connection.connect({ address });

@@ -1,6 +1,6 @@
 import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
 import { jobWorkflowId, type GrantView, type JobRequest } from '../domain/grants';
-import { jobVisibility } from '../domain/searchAttributes';
+import { jobVisibility } from '../../workflows/searchAttributes';
 import { jobDecidedUpdate } from '../../workflows/definitions';
 import { grantJobWorkflow } from '../../workflows/job';
 import { WORKFLOW_TASK_TIMEOUT } from './timeouts';

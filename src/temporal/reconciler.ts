@@ -7,7 +7,7 @@ import { cancelGrantInLedger } from '../ledger/grants';
 import { closeSessionInLedger } from '../ledger/sessions';
 import { failStrandedCreation } from '../ledger/entities';
 import { subaccountEliminationWorkflow } from '../../workflows/entities';
-import { subaccountEliminationVisibility } from '../domain/searchAttributes';
+import { subaccountEliminationVisibility } from '../../workflows/searchAttributes';
 
 export interface ReconcileDeps {
   pool: Pool;

@@ -1,6 +1,6 @@
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import type { Workflow, WorkflowResultType } from '@temporalio/common';
-import type { Visibility } from '../domain/searchAttributes';
+import type { Visibility } from '../../workflows/searchAttributes';
 import { WORKFLOW_TASK_TIMEOUT } from './timeouts';
 
 /**

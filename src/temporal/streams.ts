@@ -1,5 +1,5 @@
 import { WithStartWorkflowOperation, type Client } from '@temporalio/client';
-import { streamVisibility } from '../domain/searchAttributes';
+import { streamVisibility } from '../../workflows/searchAttributes';
 import { streamWorkflowId, type StreamReceipt, type StreamRequest } from '../domain/streams';
 import { streamOpenedUpdate } from '../../workflows/definitions';
 import { sluiceErrorFromTemporal } from './failures';

@@ -4,7 +4,7 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { createActivities } from '../../activities';
 import { paymentWorkflowId } from '../../src/domain/payments';
-import { SA_STATUS } from '../../src/domain/searchAttributes';
+import { SA_STATUS } from '../../workflows/searchAttributes';
 import { createAccount, getAccount } from '../../src/ledger/accounts';
 import { createParty } from '../../src/ledger/parties';
 import { deposit, transfer } from '../../src/ledger/transfers';

@@ -1,7 +1,7 @@
 import { temporal } from '@temporalio/proto';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
-import { SEARCH_ATTRIBUTES } from '../../src/domain/searchAttributes';
+import { SEARCH_ATTRIBUTES } from '../../workflows/searchAttributes';
 import { resolveTool, sdkExecutable, TEMPORAL_TEST_SERVER } from '../../src/temporal/tools';
 import { quietTemporalRuntime } from './temporalRuntime';
 

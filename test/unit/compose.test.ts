@@ -8,7 +8,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parse } from 'yaml';
 import { ConfigSchema } from '../../src/config';
-import { SEARCH_ATTRIBUTES } from '../../src/domain/searchAttributes';
+import { SEARCH_ATTRIBUTES } from '../../workflows/searchAttributes';
 import { createMetrics } from '../../src/api/metrics';
 import type { Queryable } from '../../src/db/pool';
 

@@ -42,7 +42,6 @@ const FORBIDDEN_PACKAGES: { where: string; packages: RegExp; rule: string }[] = 
 const KNOWN_UPWARD: Record<string, string> = {
   'src/db/migrate.ts -> ../ledger/world': 'migrate() also makes the world stripes; split schema (db) from ledger setup (ledger) and move its ten callers',
   'src/db/migrate.ts -> ../ledger/pool': 'migrate() also makes and seeds the pool stripes; as above',
-  'src/domain/searchAttributes.ts -> @temporalio/common': 'the typed keys and builders; plain data stays in domain, the Temporal-typed part must move where workflows can still reach it',
 };
 
 type Import = { file: string; spec: string; typeOnly: boolean; line: number };

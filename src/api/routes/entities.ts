@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { creationWorkflowId, eliminationWorkflowId, SUBACCOUNT_SEPARATOR, SUBACCOUNT_STATUSES, type Subaccount } from '../../domain/entities';
 import { forbidden, SluiceError } from '../../domain/errors';
-import { subaccountCreationVisibility, subaccountEliminationVisibility } from '../../domain/searchAttributes';
+import { subaccountCreationVisibility, subaccountEliminationVisibility } from '../../../workflows/searchAttributes';
 import { capReached, creationLimits, creationsRateLimited, entityDashboard, getEntity, getSubaccount, listDeliveries, listSubaccounts, registerEntity } from '../../ledger/entities';
 import { CREATIONS_PER_HOUR_DEFAULT, SUBACCOUNT_CAP_DEFAULT } from '../../domain/entities';
 import { sluiceErrorFromTemporal } from '../../temporal/failures';

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { forbidden } from '../../domain/errors';
 import { paymentWorkflowId, refundWorkflowId, type PaymentRequest } from '../../domain/payments';
-import { paymentVisibility, refundVisibility } from '../../domain/searchAttributes';
+import { paymentVisibility, refundVisibility } from '../../../workflows/searchAttributes';
 import { getAccount } from '../../ledger/accounts';
 import { assertSamePayment, findPayment, getPayment } from '../../ledger/payments';
 import { paymentWorkflow, refundWorkflow } from '../../../workflows/payment';

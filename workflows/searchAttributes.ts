@@ -1,5 +1,5 @@
 import { defineSearchAttributeKey, SearchAttributeType, type SearchAttributePair } from '@temporalio/common';
-import { parseSubaccountId } from './entities';
+import { parseSubaccountId } from '../src/domain/entities';
 
 /**
  * Search attributes that make Sluice workflows findable in the Temporal UI
