@@ -27,7 +27,7 @@ import { Client } from '@temporalio/client';
 import { Command } from 'commander';
 import { buildApp } from '../src/api/app';
 import { BODY_LIMIT_BYTES_DEFAULT } from '../src/api/limits';
-import { migrate } from '../src/db/migrate';
+import { migrateLedger } from '../src/ledger/setup';
 import { createPool, withDatabase, type Pool } from '../src/db/pool';
 import { apply, CROWN_UNITS_PER_TICK, crownIntervals, crownTime, holdersOf, NO_OFFER, tickAt, tickShares, type RateEvent, type SellerState, type StepCounter, type Window } from '../src/domain/crown';
 import { prng } from '../src/domain/simulation';
@@ -277,7 +277,7 @@ async function main(): Promise<void> {
   let route: RouteResult;
   try {
     const url = withDatabase(o.databaseUrl, name);
-    await migrate(url);
+    await migrateLedger(url);
     route = await routePhase(o, d, url);
   } finally {
     await dropBenchDatabase(o.databaseUrl, name);

@@ -18,7 +18,7 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Command } from 'commander';
 import { runAudit, WORKFLOWS_CHECK } from '../src/audit';
-import { migrate } from '../src/db/migrate';
+import { migrateLedger } from '../src/ledger/setup';
 import { createPool, withDatabase, type Pool } from '../src/db/pool';
 import { SluiceError } from '../src/domain/errors';
 import { createAccount } from '../src/ledger/accounts';
@@ -62,7 +62,7 @@ interface LedgerRun {
 /** Parties and funded accounts for both ledger runs (not measured: plain SQL for the parties). */
 async function setUpLedger(url: string, pool: Pool, clients: number): Promise<{ hot: string; payers: string[]; pairs: [string, string][] }> {
   log('migrations, parties, accounts and deposits');
-  await migrate(url);
+  await migrateLedger(url);
   const payers = Array.from({ length: HOT_PAYERS }, (_, i) => `payer-${String(i).padStart(4, '0')}`);
   const pairs = Array.from({ length: clients }, (_, i): [string, string] => [`pair-${i}-a`, `pair-${i}-b`]);
   const ids = ['hot', ...payers, ...pairs.flat()];

@@ -35,7 +35,7 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Command } from 'commander';
 import { formatAudit, runAudit, type AuditReport } from '../src/audit';
-import { migrate } from '../src/db/migrate';
+import { migrateLedger } from '../src/ledger/setup';
 import { createPool, withDatabase, withTransaction, type Pool } from '../src/db/pool';
 import { SluiceError } from '../src/domain/errors';
 import { DEFAULT_TIER_BUDGETS, utcDay, type GrantMode, type JobRequest, type Tier } from '../src/domain/grants';
@@ -104,7 +104,7 @@ interface Payer {
 
 async function setUp(url: string, pool: Pool, o: Options): Promise<Payer[]> {
   log(`migrations (pool seeded with ${o.poolUnits} units over ${o.stripes} stripes), ${o.payers} payers`);
-  await migrate(url, { poolSeedUnits: o.poolUnits, poolStripes: o.stripes });
+  await migrateLedger(url, { poolSeedUnits: o.poolUnits, poolStripes: o.stripes });
   const payers = Array.from({ length: o.payers }, (_, i): Payer => {
     const id = `bench-${String(i).padStart(6, '0')}`;
     return { id, accountId: `${id}.w`, tier: PAYER_TIERS[i % PAYER_TIERS.length]! };

@@ -77,7 +77,7 @@ import { tsToMs } from '@temporalio/common/lib/time';
 import { bundleWorkflowCode, NativeConnection, Worker } from '@temporalio/worker';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pg from 'pg';
-import { migrate } from '../src/db/migrate';
+import { migrateLedger } from '../src/ledger/setup';
 import { createPool, withDatabase, type Pool } from '../src/db/pool';
 import { BILLING_ROWS_MAX_DEFAULT, BILLING_SHARDS_DEFAULT, billingClockWorkflowId } from '../src/domain/billing';
 import { streamWorkflowId, type StreamReceipt, type StreamRequest } from '../src/domain/streams';
@@ -1348,7 +1348,7 @@ async function main(): Promise<void> {
     await createBenchDatabase(o.databaseUrl, name);
     created = true;
     log('migrations, payers, payees, deposits');
-    await migrate(url);
+    await migrateLedger(url);
     pool = createPool(url, o.poolSize);
     instrumentPool(pool);
     const latencyPairs = runLatency ? await setUpPairs(pool, `lat-${runId}`, o.latencyStreams, o.streamsPerPair) : [];

@@ -42,7 +42,7 @@ import { Client, Connection } from '@temporalio/client';
 import type { NativeConnection, Worker } from '@temporalio/worker';
 import { Command } from 'commander';
 import { formatAudit, runAudit, type AuditReport } from '../src/audit';
-import { migrate } from '../src/db/migrate';
+import { migrateLedger } from '../src/ledger/setup';
 import { createPool, withDatabase, type Pool } from '../src/db/pool';
 import { creationWorkflowId, subaccountId, type CreationResult } from '../src/domain/entities';
 import { paymentWorkflowId, type PaymentReceipt, type PaymentRequest } from '../src/domain/payments';
@@ -120,7 +120,7 @@ function parseOptions(): Options {
 
 async function setUp(url: string, pool: Pool, o: Options): Promise<void> {
   log(`migrations, ${o.entities + 2} entities, a payer and a payee, deposits`);
-  await migrate(url);
+  await migrateLedger(url);
   // Each creation holds the collateral and moves the funding out of the main account:
   // every entity gets twice what its creations take, so none runs dry.
   const entities: [string, number][] = [

@@ -28,7 +28,7 @@ import { startDevServer, type DevServer } from '../src/temporal/devServer';
 import { sluiceErrorFromTemporal } from '../src/temporal/failures';
 import { describeTool, resolveTool, TEMPORAL_CLI } from '../src/temporal/tools';
 import { createWorker, WORKFLOWS_PATH } from '../src/worker';
-import { createScratchDatabase, type ScratchDatabase } from '../src/db/scratch';
+import { createScratchDatabase, type ScratchDatabase } from '../src/ledger/scratch';
 import { freePort } from '../src/dev/ports';
 import { paymentWorkflow, refundWorkflow } from '../workflows';
 import { billingDueSignal, cancelStreamSignal, closeSessionUpdate, jobPaymentUpdate, pauseStreamUpdate, resumeStreamUpdate, sessionRequestUpdate, streamHaltedSignal } from '../workflows/definitions';

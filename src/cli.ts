@@ -2,7 +2,7 @@
 import { Command, Option } from 'commander';
 import { databaseUrl, loadConfig, type Config } from './config';
 import { createPool, redactUrl } from './db/pool';
-import { migrate } from './db/migrate';
+import { migrateLedger } from './ledger/setup';
 import { ensureTemporalTools } from './temporal/tools';
 import { streamCommands } from './cli/streams';
 import { entityCommands } from './cli/entities';
@@ -71,7 +71,7 @@ program
   .action(async () => {
     const config = loadConfig();
     const url = databaseUrl(config);
-    const applied = await migrate(url, { readonlyRole: config.SLUICE_READONLY_ROLE, poolSeedUnits: config.SLUICE_POOL_SEED_UNITS });
+    const applied = await migrateLedger(url, { readonlyRole: config.SLUICE_READONLY_ROLE, poolSeedUnits: config.SLUICE_POOL_SEED_UNITS });
     console.log(`${applied.length ? `applied migrations ${applied.join(', ')}` : 'migrations up to date'} (database ${redactUrl(url)})`);
   });
 

@@ -1,9 +1,6 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
-import { ConfigSchema } from '../config';
-import { ensureWorldStripes } from '../ledger/world';
-import { ensurePoolStripes, POOL_SEED_UNITS_DEFAULT, seedPool } from '../ledger/pool';
 
 const MIGRATIONS_DIR = join(__dirname, 'migrations');
 // one migrator at a time per database (the launcher, tests and workers may race)
@@ -22,24 +19,22 @@ export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
     .map((file) => ({ version: Number(file.slice(0, 3)), name: file.replace(/\.sql$/, ''), sql: readFileSync(join(dir, file), 'utf8') }));
 }
 
-/**
- * Applies the versioned migrations not yet applied, each in its own transaction,
- * then makes sure the read-only role can read everything. Returns the versions applied.
- */
 export interface MigrateOptions {
   readonlyRole?: string;
-  /** Units the free-tier pool is seeded with, once (a keyed deposit; later runs leave it). */
-  poolSeedUnits?: number;
-  /** Stripe accounts the pool is held as, at least (default: SLUICE_POOL_STRIPES, else 8; more are added, none taken away). */
-  poolStripes?: number;
-  /** Stripe accounts each currency's world account is held as, at least (default: SLUICE_WORLD_STRIPES, else 8). */
-  worldStripes?: number;
+  /**
+   * Run once the schema is current, on the same connection and under the same lock
+   * (the ledger's setup: its stripe accounts and the pool's seed, src/ledger/setup.ts).
+   */
+  afterSchema?: (client: pg.Client) => Promise<void>;
 }
 
+/**
+ * Applies the versioned migrations not yet applied, each in its own transaction,
+ * then makes sure the read-only role can read everything, then runs `afterSchema`.
+ * Returns the versions applied.
+ */
 export async function migrate(url: string, options: MigrateOptions = {}): Promise<number[]> {
-  const { readonlyRole = 'sluice_readonly', poolSeedUnits = POOL_SEED_UNITS_DEFAULT } = options;
-  const poolStripes = options.poolStripes ?? ConfigSchema.shape.SLUICE_POOL_STRIPES.parse(process.env.SLUICE_POOL_STRIPES);
-  const worldStripes = options.worldStripes ?? ConfigSchema.shape.SLUICE_WORLD_STRIPES.parse(process.env.SLUICE_WORLD_STRIPES);
+  const { readonlyRole = 'sluice_readonly' } = options;
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
@@ -63,9 +58,7 @@ export async function migrate(url: string, options: MigrateOptions = {}): Promis
       }
     }
     await grantReadonly(client, readonlyRole);
-    await ensureWorldStripes(client, worldStripes);
-    await ensurePoolStripes(client, poolStripes);
-    await seedPool(client, poolSeedUnits);
+    await options.afterSchema?.(client);
     return applied;
   } finally {
     await client.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_ID]).catch(() => undefined);

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Config } from '../config';
-import { migrate } from '../db/migrate';
+import { migrateLedger } from '../ledger/setup';
 import { redactUrl } from '../db/pool';
 import { connectClient, registerSearchAttributes, waitForTemporal } from '../temporal/connection';
 import { startDevServer } from '../temporal/devServer';
@@ -81,7 +81,7 @@ export async function launch(config: Config, opts: LaunchOptions): Promise<void>
     const db = await resolveDatabase({ databaseUrl: config.DATABASE_URL, dataDir, log });
     if (db.stop) stops.push({ name: 'embedded PostgreSQL', stop: db.stop });
     log(`PostgreSQL (${db.source}): ${redactUrl(db.url)}`);
-    const applied = await migrate(db.url, { readonlyRole: config.SLUICE_READONLY_ROLE, poolSeedUnits: config.SLUICE_POOL_SEED_UNITS });
+    const applied = await migrateLedger(db.url, { readonlyRole: config.SLUICE_READONLY_ROLE, poolSeedUnits: config.SLUICE_POOL_SEED_UNITS });
     log(applied.length ? `migrations applied: ${applied.join(', ')}` : 'migrations: up to date');
 
     const uiUrl = `http://127.0.0.1:${config.TEMPORAL_UI_PORT}`;

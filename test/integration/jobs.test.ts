@@ -2,7 +2,7 @@ import pg from 'pg';
 import { buildApp } from '../../src/api/app';
 import { jobWorkflowId } from '../../src/domain/grants';
 import { runAudit } from '../../src/audit';
-import { migrate } from '../../src/db/migrate';
+import { migrateLedger } from '../../src/ledger/setup';
 import { closeGrant } from '../../src/ledger/grants';
 import { createLogger } from '../../src/logger';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
@@ -341,7 +341,7 @@ describe('grant jobs', () => {
 
   test('migrating again with another seed amount leaves the pool seed alone', async () => {
     const before = await pool();
-    expect(await migrate(stack.db.url, { poolSeedUnits: 5 })).toEqual([]);
+    expect(await migrateLedger(stack.db.url, { poolSeedUnits: 5 })).toEqual([]);
     expect(await pool()).toMatchObject({ balance: before.balance, held: before.held });
     // the one seed, spread over the stripes (keys pool:seed, pool:seed:1 ..), not repeated
     const seeds = await stack.db.pool.query(`select count(*)::int as n, sum(amount)::int as amount from transfers where idempotency_key like 'pool:seed%'`);

@@ -5,7 +5,7 @@
  * prints what it saw as one JSON line.
  */
 import pg from 'pg';
-import { migrate } from '../../src/db/migrate';
+import { migrateLedger } from '../../src/ledger/setup';
 import { resolveDatabase } from '../../src/dev/database';
 
 async function main(dataDir: string) {
@@ -13,7 +13,7 @@ async function main(dataDir: string) {
   // port 1 never answers: the local server is "absent"
   const db = await resolveDatabase({ localUrl: 'postgres://postgres@127.0.0.1:1/sluice', dataDir, log: (l) => lines.push(l) });
   try {
-    const applied = await migrate(db.url);
+    const applied = await migrateLedger(db.url);
     const client = new pg.Client({ connectionString: db.url });
     await client.connect();
     const { rows } = await client.query(`select id, kind, balance from accounts order by id`);

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { createPool, withDatabase, type Pool } from './pool';
-import { migrate } from './migrate';
+import { createPool, withDatabase, type Pool } from '../db/pool';
+import { migrateLedger } from './setup';
 
-/** A fresh, migrated database of its own, for a test file or the history recorder; `drop()` removes it. */
+/** A fresh, migrated database of its own, a ledger migrated and set up, for a test file or the history recorder; `drop()` removes it. */
 export interface ScratchDatabase {
   url: string;
   pool: Pool;
@@ -36,7 +36,7 @@ export async function createScratchDatabase(serverUrl: string, options: ScratchO
   if (options.durableCommits === false) await admin.query(`alter database ${name} set synchronous_commit = off`);
   await admin.end();
   const url = withDatabase(serverUrl, name);
-  await migrate(url, { poolSeedUnits: options.poolSeedUnits, poolStripes: options.poolStripes });
+  await migrateLedger(url, { poolSeedUnits: options.poolSeedUnits, poolStripes: options.poolStripes });
   const pool = createPool(url, 20);
   return {
     url,
