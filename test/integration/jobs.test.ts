@@ -6,6 +6,7 @@ import { migrateLedger } from '../../src/ledger/setup';
 import { closeGrant } from '../../src/ledger/grants';
 import { createLogger } from '../../src/logger';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
+import { testParties } from '../support/parties';
 
 /**
  * Grant jobs end to end on a real Temporal dev server and a real database: each mode
@@ -14,17 +15,8 @@ import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack
  */
 let stack: TestStack;
 let admin: ReturnType<typeof api>;
-const keys: Record<string, string> = {};
-const as = (party: string) => api(stack.app, keys[party]);
-
-async function party(id: string, funds: number, tier?: string) {
-  const res = await admin.post('/v1/parties', { id, name: id });
-  keys[id] = res.body.apiKey;
-  await as(id).post('/v1/accounts', { id: `${id}.w` });
-  if (funds) await admin.post('/v1/deposits', { accountId: `${id}.w`, amount: funds }, `fund-${id}`);
-  if (tier) expect((await admin.post(`/v1/parties/${id}/tier`, { tier })).status).toBe(200);
-}
-const balance = async (id: string) => (await admin.get(`/v1/accounts/${id}`)).body;
+// parties with a wallet `<id>.w`, funded and tiered by the admin (test/support/parties.ts)
+const { keys, as, party, account: balance } = testParties(() => stack);
 const pool = async () => (await admin.get('/v1/pool')).body;
 const job = (by: string, body: Record<string, unknown>) => as(by).post('/v1/jobs', { accountId: `${by}.w`, work: { description: 'resize images' }, ...body });
 const result = (jobId: string) => stack.client.workflow.getHandle(jobWorkflowId(jobId)).result();

@@ -1,6 +1,7 @@
 import { runAudit } from '../../src/audit';
 import { sessionWorkflowId } from '../../src/domain/sessions';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
+import { testParties } from '../support/parties';
 
 /**
  * Sessions end to end on a real Temporal dev server and a real database, mirroring
@@ -10,17 +11,8 @@ import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack
  */
 let stack: TestStack;
 let admin: ReturnType<typeof api>;
-const keys: Record<string, string> = {};
-const as = (party: string) => api(stack.app, keys[party]);
-
-async function party(id: string, funds: number, tier?: string) {
-  const res = await admin.post('/v1/parties', { id, name: id });
-  keys[id] = res.body.apiKey;
-  await as(id).post('/v1/accounts', { id: `${id}.w` });
-  if (funds) await admin.post('/v1/deposits', { accountId: `${id}.w`, amount: funds }, `fund-${id}`);
-  if (tier) expect((await admin.post(`/v1/parties/${id}/tier`, { tier })).status).toBe(200);
-}
-const balance = async (id: string) => (await admin.get(`/v1/accounts/${encodeURIComponent(id)}`)).body;
+// parties with a wallet `<id>.w`, funded and tiered by the admin (test/support/parties.ts)
+const { as, party, account: balance } = testParties(() => stack);
 const pool = async () => (await admin.get('/v1/pool')).body;
 const open = (by: string, sessionId: string, amount: number) => as(by).post('/v1/sessions', { sessionId, accountId: `${by}.w`, amount });
 const send = (by: string, sessionId: string, requestId: string, estimatedCost: number, simulate: Record<string, unknown> = {}) =>
