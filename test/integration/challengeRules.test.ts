@@ -4,6 +4,7 @@ import { parseFaults } from '../../src/domain/faults';
 import { lifecycleWorkflowId } from '../../src/domain/entities';
 import { ASSESS_EVERY_MS_DEFAULT } from '../../src/domain/challengeRules';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
+import { scrapeMetrics } from '../support/metrics';
 import { until } from '../support/parties';
 
 /**
@@ -44,16 +45,7 @@ afterAll(async () => {
   await new Promise((r) => receiver?.close(r));
 });
 
-async function scrape(): Promise<Map<string, number>> {
-  const res = await stack.app.inject({ method: 'GET', url: '/metrics' });
-  expect(res.statusCode).toBe(200);
-  const samples = new Map<string, number>();
-  for (const line of res.body.split('\n')) {
-    const m = /^([a-z_:][a-z0-9_:]*(?:\{[^}]*\})?) (\S+)$/.exec(line);
-    if (m) samples.set(m[1]!, Number(m[2]));
-  }
-  return samples;
-}
+const scrape = () => scrapeMetrics(stack.app);
 
 const entityBody = (id: string, rules: Record<string, unknown>) => ({ id, name: id, collateral: 10, funding: 50, webhookUrls: [hookUrl], ...rules });
 

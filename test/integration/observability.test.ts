@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { parseFaults } from '../../src/domain/faults';
 import { TICK_LAG_BUCKETS_SECONDS } from '../../src/api/ledgerMetrics';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
+import { scrapeMetrics } from '../support/metrics';
 import { sleep, testParties } from '../support/parties';
 
 /**
@@ -76,17 +77,7 @@ async function registerEntity(entity: string): Promise<void> {
 }
 const createSubaccount = (entity: string, requestId: string) => as(entity).post(`/v1/entities/${entity}/subaccounts`, { requestId });
 
-/** Prometheus text → sample value by full series (`name{labels}`). */
-async function scrape(): Promise<Map<string, number>> {
-  const res = await stack.app.inject({ method: 'GET', url: '/metrics' });
-  expect(res.statusCode).toBe(200);
-  const samples = new Map<string, number>();
-  for (const line of res.body.split('\n')) {
-    const m = /^([a-z_:][a-z0-9_:]*(?:\{[^}]*\})?) (\S+)$/.exec(line);
-    if (m) samples.set(m[1]!, Number(m[2]));
-  }
-  return samples;
-}
+const scrape = () => scrapeMetrics(stack.app);
 const value = (s: Map<string, number>, series: string) => s.get(series) ?? 0;
 
 test('search attributes list a payer’s open streams and an entity’s failed creations; each workflow carries a memo', async () => {
