@@ -35,7 +35,7 @@ import {
 import { streamWorkflowId, type StreamReceipt } from '../src/domain/streams';
 import { ASSESSMENTS_PER_RUN_MAX } from '../src/domain/challengeRules';
 import { cancelStreamSignal } from './definitions';
-import { LEDGER_STEP_TIMEOUTS } from './ledgerTimeouts';
+import { LEDGER_STEP_OPTIONS, LEDGER_STEP_TIMEOUTS } from './ledgerTimeouts';
 
 // Saga steps: a few quick retries, then the saga compensates.
 const STEP_RETRY = { initialInterval: '100 milliseconds', backoffCoefficient: 2, maximumAttempts: 3 } as const;
@@ -56,10 +56,7 @@ const localSteps = proxyLocalActivities<Activities>({
   localRetryThreshold: '10 milliseconds',
 });
 // Compensations and settlements are idempotent transactions: retried until they commit.
-const ledger = proxyActivities<Activities>({
-  ...LEDGER_STEP_TIMEOUTS,
-  retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
-});
+const ledger = proxyActivities<Activities>(LEDGER_STEP_OPTIONS);
 /** Reading the webhook URLs before announcing: bounded, so a database outage delays a saga by seconds at most. */
 const LOOKUP_OPTIONS = { startToCloseTimeout: '5 seconds', retry: { initialInterval: '200 milliseconds', maximumAttempts: 2 } } as const;
 const lookup = proxyActivities<Activities>(LOOKUP_OPTIONS);

@@ -5,22 +5,14 @@ import { SA_STATUS } from './searchAttributes';
 import { OPERATOR } from '../src/domain/streams';
 import { cancelJobSignal, jobDecidedUpdate, jobPaymentUpdate, jobViewQuery, type CancelJob } from './definitions';
 import { isFinalRefusal } from './failures';
-import { LEDGER_STEP_TIMEOUTS } from './ledgerTimeouts';
+import { GRANT_WORK_OPTIONS, LEDGER_STEP_OPTIONS, WORK_ATTEMPTS_MAX } from './ledgerTimeouts';
 
 // Ledger steps are idempotent transactions keyed by the job id: retry until they commit.
-const { openGrant, payForGrant, settleGrant, releaseGrantReservation, refundGrantPayment, closeGrant } = proxyActivities<Activities>({
-  ...LEDGER_STEP_TIMEOUTS,
-  retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
-});
+const { openGrant, payForGrant, settleGrant, releaseGrantReservation, refundGrantPayment, closeGrant } = proxyActivities<Activities>(LEDGER_STEP_OPTIONS);
 
 /** Attempts of the work before the job fails and compensates. */
-export const WORK_ATTEMPTS_MAX = 3;
-const { performJobWork } = proxyActivities<Activities>({
-  startToCloseTimeout: '10 minutes',
-  // the work heartbeats: a worker that dies mid-work costs seconds (and one attempt), not the ten minutes
-  heartbeatTimeout: '5 seconds',
-  retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumAttempts: WORK_ATTEMPTS_MAX },
-});
+export { WORK_ATTEMPTS_MAX };
+const { performJobWork } = proxyActivities<Activities>(GRANT_WORK_OPTIONS);
 
 /**
  * Patch: a settlement the ledger refuses for good fails the job and compensates it

@@ -14,3 +14,23 @@ export const LEDGER_STEP_TIMEOUTS = {
   heartbeatTimeout: '3 seconds',
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 } as const;
+
+/**
+ * A ledger step retried until it commits (it is idempotent by key): quickly at first,
+ * then every 10 s at most, never given up on. Used by every workflow's ledger steps.
+ */
+export const LEDGER_STEP_OPTIONS = {
+  ...LEDGER_STEP_TIMEOUTS,
+  retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
+} as const;
+
+/** Attempts of a grant's work (a job's or a session request's) before it fails and compensates. */
+export const WORK_ATTEMPTS_MAX = 3;
+
+/** The work of a grant: it heartbeats, so a worker that dies mid-work costs seconds (and one attempt), not the ten minutes. */
+export const GRANT_WORK_OPTIONS = {
+  startToCloseTimeout: '10 minutes',
+  heartbeatTimeout: '5 seconds',
+  retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumAttempts: WORK_ATTEMPTS_MAX },
+} as const;
+

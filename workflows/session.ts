@@ -4,21 +4,13 @@ import { utcDay, type GrantView, type JobRequest } from '../src/domain/grants';
 import { SESSION_REQUESTS_MAX, sameRequestTerms, sessionJobId, type SessionOpening, type SessionRequestTerms, type SessionView } from '../src/domain/sessions';
 import { closeSessionUpdate, sessionOpenedUpdate, sessionRequestUpdate } from './definitions';
 import { isFinalRefusal } from './failures';
-import { LEDGER_STEP_TIMEOUTS } from './ledgerTimeouts';
+import { GRANT_WORK_OPTIONS, LEDGER_STEP_OPTIONS } from './ledgerTimeouts';
 
 // Ledger steps are idempotent transactions keyed by the session and request ids: retry until they commit.
-const { openSession, openSessionRequest, settleGrant, releaseGrantReservation, refundGrantPayment, closeGrant, closeSession } = proxyActivities<Activities>({
-  ...LEDGER_STEP_TIMEOUTS,
-  retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
-});
+const { openSession, openSessionRequest, settleGrant, releaseGrantReservation, refundGrantPayment, closeGrant, closeSession } = proxyActivities<Activities>(LEDGER_STEP_OPTIONS);
 
-/** Attempts of a request's work before it fails and compensates (as a job's). */
-export const SESSION_WORK_ATTEMPTS_MAX = 3;
-const { performJobWork } = proxyActivities<Activities>({
-  startToCloseTimeout: '10 minutes',
-  heartbeatTimeout: '5 seconds',
-  retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumAttempts: SESSION_WORK_ATTEMPTS_MAX },
-});
+// a request's work: a job's, with a job's attempts before it fails and compensates
+const { performJobWork } = proxyActivities<Activities>(GRANT_WORK_OPTIONS);
 
 /** The failure a ledger refusal crossed Temporal as (its type the error code), for an update to answer with. */
 function refusalOf(error: unknown): ApplicationFailure {

@@ -16,13 +16,10 @@ import {
   type StreamView,
 } from './definitions';
 import { isFinalRefusal } from './failures';
-import { LEDGER_STEP_TIMEOUTS } from './ledgerTimeouts';
+import { LEDGER_STEP_OPTIONS } from './ledgerTimeouts';
 
 // Billing is one idempotent transaction per tick: retry it until it commits.
-const { openStream, billTick, closeStream, pauseStream, resumeStream } = proxyActivities<Activities>({
-  ...LEDGER_STEP_TIMEOUTS,
-  retry: { initialInterval: '200 milliseconds', backoffCoefficient: 2, maximumInterval: '10 seconds' },
-});
+const { openStream, billTick, closeStream, pauseStream, resumeStream } = proxyActivities<Activities>(LEDGER_STEP_OPTIONS);
 
 
 /** Ticks per run before continue-as-new keeps the history bounded. */
