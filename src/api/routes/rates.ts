@@ -23,6 +23,23 @@ const Market = z.object({ id: z.string(), direction: Direction, createdAt: z.str
 
 /** A crown interval with its times: a person reads when, not a tick number. */
 const Interval = z.object({ start: z.number().int(), end: z.number().int(), startAt: z.string(), endAt: z.string(), holders: z.array(z.string()), bestRate: z.number().int().nullable() });
+/** The window a crown answer covers, in ticks and as times (GET /v1/crown and its timeline). */
+const WindowView = z.object({
+  market: z.string(),
+  direction: Direction,
+  from: z.number().int(),
+  to: z.number().int(),
+  fromAt: z.string().describe('when tick `from` begins (board ticks are seconds since the epoch)'),
+  toAt: z.string(),
+});
+const windowView = (market: string, direction: z.infer<typeof Direction>, w: { from: number; to: number }): z.infer<typeof WindowView> => ({
+  market,
+  direction,
+  from: w.from,
+  to: w.to,
+  fromAt: timeOfTick(w.from),
+  toAt: timeOfTick(w.to),
+});
 const withTimes = (iv: CrownInterval) => ({ ...iv, startAt: timeOfTick(iv.start), endAt: timeOfTick(iv.end) });
 
 /** A crown window from the query: [from, to), by default the last hour up to the current tick; refused when empty or too long. */
@@ -142,13 +159,7 @@ export function rateRoutes(app: Api) {
       summary: "A market's crown time per seller over ticks [from, to) (default: the last hour), the intervals, and the holders now",
       querystring: z.object({ market: MarketParam, from: QueryTick.optional(), to: QueryTick.optional() }),
       response: {
-        200: z.object({
-          market: z.string(),
-          direction: Direction,
-          from: z.number().int(),
-          to: z.number().int(),
-          fromAt: z.string().describe('when tick `from` begins (board ticks are seconds since the epoch)'),
-          toAt: z.string(),
+        200: WindowView.extend({
           crownTime: z.record(z.string(), z.number()).describe('ticks per seller (a shared tick split evenly, so possibly fractional)'),
           crownUnits: z.record(z.string(), z.number().int()).describe(`the same, exact: ${CROWN_UNITS_PER_TICK} units to a tick`),
           unitsPerTick: z.number().int(),
@@ -167,12 +178,7 @@ export function rateRoutes(app: Api) {
       // the default window ends with the current tick: its last interval already says who holds the crown now
       const now = intervals.find((iv) => iv.start <= nowTick && nowTick < iv.end) ?? (await holdersAt(pool, market, nowTick));
       return {
-        market,
-        direction,
-        from,
-        to,
-        fromAt: timeOfTick(from),
-        toAt: timeOfTick(to),
+        ...windowView(market, direction, { from, to }),
         crownTime: Object.fromEntries(Object.entries(crownUnits).map(([seller, units]) => [seller, crownTicks(units)])),
         crownUnits,
         unitsPerTick: CROWN_UNITS_PER_TICK,
@@ -195,13 +201,7 @@ export function rateRoutes(app: Api) {
         limit: S.PageLimit('GET /v1/crown/timeline'),
       }),
       response: {
-        200: z.object({
-          market: z.string(),
-          direction: Direction,
-          from: z.number().int(),
-          to: z.number().int(),
-          fromAt: z.string(),
-          toAt: z.string(),
+        200: WindowView.extend({
           intervals: z.array(Interval).describe('maximal runs of ticks with the same holders, in order; together, the pages tile [from, to)'),
           next: z.number().int().optional().describe('pass as `after` for the next page; left out on the last'),
         }),
@@ -213,12 +213,7 @@ export function rateRoutes(app: Api) {
       const { from, to } = crownWindow(req.query, tickAt(Date.now()));
       const page = await crownTimelinePage(pool, market, { from, to }, after, limit);
       return {
-        market,
-        direction: page.direction,
-        from,
-        to,
-        fromAt: timeOfTick(from),
-        toAt: timeOfTick(to),
+        ...windowView(market, page.direction, { from, to }),
         intervals: page.intervals.map(withTimes),
         ...(page.next !== null && { next: page.next }),
       };
