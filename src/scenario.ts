@@ -7,11 +7,10 @@ import { readFile } from 'node:fs/promises';
 import { parseDocument } from 'yaml';
 import { z } from 'zod';
 import { AMOUNT_UNITS_MAX } from './domain/money';
+// the API's own bounds on a tick interval, a liveness timeout and a grace: a scenario the API would refuse is refused here first
+import { TICK_INTERVAL_MS_MAX, TICK_INTERVAL_MS_MIN } from './api/limits';
 import { scenarioFromFlags, ROUND_MS_DEFAULT, type Scenario, type ScenarioEvent, type ScenarioMix } from './domain/simulation';
 
-/** The API refuses a shorter tick interval, liveness timeout or grace (TICK_INTERVAL_MS_MIN in src/api/routes/streams.ts). */
-const API_INTERVAL_MS_MIN = 100;
-const API_INTERVAL_MS_MAX = 86_400_000;
 const ROUNDS_MAX = 100_000;
 const PARTIES_MAX = 1_000;
 const PER_ROUND_MAX = 100;
@@ -23,7 +22,7 @@ const Name = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,31}$/, 'must be 1 to 32 lo
 const Round = z.number().int().min(0);
 const Units = z.number().int().positive().max(AMOUNT_UNITS_MAX);
 const Share = z.number().min(0).max(1);
-const Interval = z.number().int().min(API_INTERVAL_MS_MIN).max(API_INTERVAL_MS_MAX);
+const Interval = z.number().int().min(TICK_INTERVAL_MS_MIN).max(TICK_INTERVAL_MS_MAX);
 const range = (value: z.ZodNumber) =>
   z.strictObject({ min: value, max: value }).refine((r) => r.min <= r.max, { message: 'max must be at least min', path: ['max'] });
 
@@ -85,7 +84,7 @@ export const ScenarioFileSchema = z
       buyers: z.array(z.strictObject({ name: Name, fundsUnits: z.number().int().min(0).max(AMOUNT_UNITS_MAX) })).min(1).max(PARTIES_MAX),
       sellers: z.array(z.strictObject({ name: Name })).min(1).max(PARTIES_MAX),
     }),
-    liveness: z.strictObject({ timeoutMs: Interval, graceMs: z.number().int().min(API_INTERVAL_MS_MIN).max(7 * API_INTERVAL_MS_MAX) }).optional(),
+    liveness: z.strictObject({ timeoutMs: Interval, graceMs: z.number().int().min(TICK_INTERVAL_MS_MIN).max(7 * TICK_INTERVAL_MS_MAX) }).optional(),
     mix: Mix.optional(),
     partitions: z.array(z.strictObject({ parties: z.array(z.string()).min(1), fromRound: Round, toRound: Round })).default([]),
     events: z.array(Event).max(EVENTS_MAX).default([]),

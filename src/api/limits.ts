@@ -48,6 +48,9 @@ export const PAGE_ROWS_MAX = {
   'GET /v1/grants': JOB_GRANTS_PAGE_MAX,
 } as const;
 
+/** A stream's tick interval (and its liveness timeout and grace, which are counted in the same unit), in ms. */
+export const TICK_INTERVAL_MS_MIN = 100;
+export const TICK_INTERVAL_MS_MAX = 86_400_000;
 /** Items of one POST /v1/streams/batch. */
 export const STREAM_BATCH_ITEMS_MAX = 100;
 /** Live members of one distribution stream (and members named in one request). */

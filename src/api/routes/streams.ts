@@ -18,7 +18,7 @@ import { listStreamTicks } from '../../ledger/streamTicks';
 import { workflowStatus } from '../../temporal/reconciler';
 import type { Api } from '../app';
 import * as S from '../schemas';
-import { PAGE_ROWS_MAX, STREAM_BATCH_ITEMS_MAX, STREAM_MEMBERS_MAX } from '../limits';
+import { PAGE_ROWS_MAX, STREAM_BATCH_ITEMS_MAX, STREAM_MEMBERS_MAX, TICK_INTERVAL_MS_MAX, TICK_INTERVAL_MS_MIN } from '../limits';
 
 const errors = S.WriteErrors;
 const readErrors = S.ReadErrors;
@@ -26,8 +26,6 @@ const readErrors = S.ReadErrors;
 export const MemberInput = z.object({ accountId: S.AccountId, weight: z.number().int().min(1).max(1_000_000) });
 export const MembersInput = z.array(MemberInput).min(1).max(STREAM_MEMBERS_MAX);
 
-export const TICK_INTERVAL_MS_MIN = 100;
-export const TICK_INTERVAL_MS_MAX = 86_400_000;
 
 const OpenStreamBody = z.object({
   ref: S.Ref.optional().describe('the stream\'s ref (workflow stream-<ref>): sending the same open again returns the same stream. Required, or an Idempotency-Key header'),
