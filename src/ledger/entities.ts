@@ -206,6 +206,8 @@ export interface CreationLimits {
   lastHour: number;
   /** Seconds until the hourly limit lets one more creation through; 0 below the limit. */
   slotFreesInS: number;
+  /** When the hourly limit lets one more creation through (exact, so every read of it agrees); null below the limit. */
+  slotFreesAt: Date | null;
   /** Live (pending) slots of failed creations whose sagas are undoing them: each frees its slot within seconds. */
   rollingBack: number;
 }
@@ -219,14 +221,15 @@ export interface CreationLimits {
  */
 export async function creationLimits(db: Queryable, entity: Pick<EntityRow, 'id' | 'subaccount_cap' | 'creations_per_hour'>, defaults: Limits): Promise<CreationLimits> {
   const perHour = entity.creations_per_hour ?? defaults.perHour;
-  const { rows } = await db.query<{ live: number; rolling_back: number; last_hour: number; slot_frees_in_s: number | null }>(
+  const { rows } = await db.query<{ live: number; rolling_back: number; last_hour: number; slot_frees_in_s: number | null; slot_frees_at: Date | null }>(
     `with hour as (
        select created_at from subaccounts where entity_id = $1 and status <> 'failed' and created_at > now() - interval '1 hour')
      select (select count(*)::int from subaccounts where entity_id = $1 and status = any($2)) as live,
             (select count(*)::int from subaccounts where entity_id = $1 and status = 'pending' and rolling_back_at is not null) as rolling_back,
             (select count(*)::int from hour) as last_hour,
-            (select ceil(extract(epoch from h.created_at + interval '1 hour' - now()))::int
-               from hour h order by h.created_at desc offset $3 - 1 limit 1) as slot_frees_in_s`,
+            frees.at as slot_frees_at,
+            ceil(extract(epoch from frees.at - now()))::int as slot_frees_in_s
+       from (select (select h.created_at + interval '1 hour' from hour h order by h.created_at desc offset $3 - 1 limit 1) as at) frees`,
     [entity.id, LIVE_STATUSES, perHour],
   );
   const r = rows[0]!;
@@ -236,6 +239,7 @@ export async function creationLimits(db: Queryable, entity: Pick<EntityRow, 'id'
     live: r.live,
     lastHour: r.last_hour,
     slotFreesInS: r.last_hour >= perHour ? Math.max(1, r.slot_frees_in_s ?? 1) : 0,
+    slotFreesAt: r.last_hour >= perHour ? r.slot_frees_at : null,
     rollingBack: r.rolling_back,
   };
 }

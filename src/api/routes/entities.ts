@@ -167,7 +167,7 @@ export function entityRoutes(app: Api) {
         id: e.id, mainAccountId: e.main_account_id, collateral: e.collateral, funding: e.funding, webhookUrls: e.webhook_urls, challengeMs: e.challenge_ms, challengeMinBps: e.challenge_min_bps,
         ...(e.max_drawdown_bps !== null && { maxDrawdownBps: e.max_drawdown_bps }), ...(e.inactivity_ms !== null && { inactivityMs: e.inactivity_ms }), assessEveryMs: e.assess_every_ms, nextSeq: e.next_seq,
         subaccountCap: l.cap, creationsPerHour: l.perHour, liveSubaccounts: l.live, rollingBack: l.rollingBack, creationsLastHour: l.lastHour,
-        ...(l.slotFreesInS > 0 && { nextCreationAt: new Date(Date.now() + l.slotFreesInS * 1000).toISOString() }),
+        ...(l.slotFreesAt && { nextCreationAt: l.slotFreesAt.toISOString() }),
       };
     },
   });
