@@ -36,6 +36,7 @@ import { streamWorkflowId, type StreamReceipt } from '../src/domain/streams';
 import { ASSESSMENTS_PER_RUN_MAX } from '../src/domain/challengeRules';
 import { cancelStreamSignal } from './definitions';
 import { LEDGER_STEP_OPTIONS, LEDGER_STEP_TIMEOUTS } from './ledgerTimeouts';
+import { Saga } from './saga';
 
 // Saga steps: a few quick retries, then the saga compensates.
 const STEP_RETRY = { initialInterval: '100 milliseconds', backoffCoefficient: 2, maximumAttempts: 3 } as const;
@@ -231,15 +232,15 @@ async function createSubaccount(input: { entityId: string; requestId: string }):
     const live = sub.status === 'active' || sub.status === 'challenge';
     return local && live ? concludeLive(sub, targets) : { subaccount: sub, compensated: [] };
   }
-  const compensations: Array<{ name: string; run: () => Promise<boolean> }> = [];
+  const saga = new Saga();
   let step: SagaStep = 'hold_collateral';
   try {
     betweenSteps();
-    compensations.push({ name: 'release_collateral', run: () => ledger.releaseCollateral(id) });
+    saga.add('release_collateral', () => ledger.releaseCollateral(id));
     await runStep(() => forward.holdCollateral(id));
     step = 'fund';
     betweenSteps();
-    compensations.push({ name: 'unfund', run: () => ledger.unfundSubaccount(id) });
+    saga.add('unfund', () => ledger.unfundSubaccount(id));
     await runStep(() => forward.fundSubaccount(id));
     step = 'activate';
     betweenSteps();
@@ -248,8 +249,9 @@ async function createSubaccount(input: { entityId: string; requestId: string }):
     const cancelled = cancelledFromOutside(error);
     const failure = cancelled ? OUTSIDE_CANCEL_FAILURE : failureOf(error);
     return shieldedIf(cancelled, async () => {
-      const compensated: string[] = [];
-      for (const c of compensations.reverse()) if (await c.run()) compensated.push(c.name);
+      // a failed step's compensations run in the saga's own scope, as they always have (shielding
+      // them would change the commands of a run cancelled while it compensated: that needs a patch)
+      const compensated = await saga.compensate({ shielded: cancelled });
       const failed = await ledger.markSubaccountFailed({ id, step, failure: failure.message });
       compensated.push('mark_failed');
       if (failed.status === 'failed') await announce('subaccount.failed', failed, targets); // not one its elimination took over

@@ -6,6 +6,7 @@ import { OPERATOR } from '../src/domain/streams';
 import { cancelJobSignal, jobDecidedUpdate, jobPaymentUpdate, jobViewQuery, type CancelJob } from './definitions';
 import { isFinalRefusal } from './failures';
 import { GRANT_WORK_OPTIONS, LEDGER_STEP_OPTIONS, WORK_ATTEMPTS_MAX } from './ledgerTimeouts';
+import { Saga } from './saga';
 
 // Ledger steps are idempotent transactions keyed by the job id: retry until they commit.
 const { openGrant, payForGrant, settleGrant, releaseGrantReservation, refundGrantPayment, closeGrant } = proxyActivities<Activities>(LEDGER_STEP_OPTIONS);
@@ -83,11 +84,12 @@ export async function grantJobWorkflow(request: JobRequest): Promise<GrantView> 
     return g;
   };
 
-  // each compensation is registered before its step, and is a no-op if the step never committed
-  const compensations: Array<() => Promise<unknown>> = [() => releaseGrantReservation(request.jobId)];
+  const saga = new Saga();
+  saga.add('release_reservation', () => releaseGrantReservation(request.jobId));
   setStatus(await ledger(() => openGrant(request, utcDay(Date.now()))));
   if (grant!.status !== 'reserved' && grant!.status !== 'awaiting_payment') return grant!; // a job already over (its workflow ran before)
-  if (grant!.status === 'awaiting_payment') compensations.push(() => refundGrantPayment(request.jobId));
+  // before the payment, which the payment update makes
+  if (grant!.status === 'awaiting_payment') saga.add('refund_payment', () => refundGrantPayment(request.jobId));
 
   let outcome: { actualCost: number } | { status: 'cancelled' | 'failed'; failure: string; closedBy: string; reason: string };
   try {
@@ -124,7 +126,7 @@ export async function grantJobWorkflow(request: JobRequest): Promise<GrantView> 
   const closed = await ledger(async () => {
     closing = true;
     await condition(() => paying === undefined); // compensate what a payment in flight commits, too
-    for (const compensate of compensations.reverse()) await compensate();
+    await saga.compensate();
     return setStatus(await closeGrant({ jobId: request.jobId, status, failure, closedBy, reason }));
   });
   // a Temporal cancellation ends the workflow as cancelled (the UI shows it so), once compensated

@@ -5,6 +5,7 @@ import { SESSION_REQUESTS_MAX, sameRequestTerms, sessionJobId, type SessionOpeni
 import { closeSessionUpdate, sessionOpenedUpdate, sessionRequestUpdate } from './definitions';
 import { isFinalRefusal } from './failures';
 import { GRANT_WORK_OPTIONS, LEDGER_STEP_OPTIONS } from './ledgerTimeouts';
+import { Saga } from './saga';
 
 // Ledger steps are idempotent transactions keyed by the session and request ids: retry until they commit.
 const { openSession, openSessionRequest, settleGrant, releaseGrantReservation, refundGrantPayment, closeGrant, closeSession } = proxyActivities<Activities>(LEDGER_STEP_OPTIONS);
@@ -51,8 +52,10 @@ export async function sessionWorkflow(opening: SessionOpening): Promise<SessionV
       await condition(() => opened !== undefined);
       const jobId = sessionJobId(sessionId, terms.requestId);
       const job: JobRequest = { jobId, payer: opening.payer, payerAccountId: opened!.accountId, estimatedCost: terms.estimatedCost, requestHash: terms.requestHash, work: terms.work, paymentTimeoutMs: 0 };
-      // registered before the step that reserves and pays (one transaction), each a no-op if it never committed
-      const compensations: Array<() => Promise<unknown>> = [() => releaseGrantReservation(jobId), () => refundGrantPayment(jobId)];
+      // both before the one step that reserves and pays (one transaction)
+      const saga = new Saga();
+      saga.add('release_reservation', () => releaseGrantReservation(jobId));
+      saga.add('refund_payment', () => refundGrantPayment(jobId));
       const reserved = await openSessionRequest(sessionId, terms, utcDay(Date.now()));
       if (reserved.status !== 'reserved') return reserved; // already resolved (sent again after its end)
       let failure: { reason: string; failure: string } | undefined;
@@ -68,7 +71,7 @@ export async function sessionWorkflow(opening: SessionOpening): Promise<SessionV
         if (isCancellation(error)) throw error;
         failure ??= { reason: 'work_failed', failure: messageOf(error) };
       }
-      for (const compensate of compensations.reverse()) await compensate();
+      await saga.compensate();
       return closeGrant({ jobId, status: 'failed', failure: failure!.failure, closedBy: 'system', reason: failure!.reason });
     });
 
