@@ -4,7 +4,7 @@ import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { SluiceError, sluiceErrorFromDatabase, type ErrorCode } from '../domain/errors';
 import { isConnectionLost } from '../db/pool';
 import { isTemporalUnavailable, sluiceErrorFromTemporal } from '../temporal/failures';
-import { StillRunning, stillRunningBody } from './deadline';
+import { StillRunning } from '../services/deadline';
 import { docUrlFor } from './errorReference';
 import { plainIssue, type RequestPart, type SchemaIssue } from './validation';
 
@@ -69,6 +69,9 @@ const isOutage = (error: unknown) => isConnectionLost(error) || isTemporalUnavai
 const outageBody = () => body('unavailable', 'a service Sluice depends on is unavailable for a moment; retry the same request (with the same idempotency key)');
 
 /** An error's answer, where it is not a bug: the caller's error (its 4xx) or an outage (503, with Retry-After). */
+/** The 202 answer for a call still running. */
+const stillRunningBody = (e: StillRunning) => ({ status: 'PENDING', statusUrl: e.statusUrl, message: e.message, ...e.details });
+
 export interface Answer {
   status: number;
   body: ReturnType<typeof body> | ReturnType<typeof stillRunningBody>;

@@ -31,6 +31,12 @@ export async function appendEvent(db: Queryable, event: EventInput): Promise<voi
   await db.query({ name: 'event-insert', text: EVENT_INSERT_SQL, values: eventValues(event) });
 }
 
+/** The payload of the first event of `type` about `subject` (a stream's stream.routed), if there is one. */
+export async function firstEventPayload<P extends Record<string, unknown>>(db: Queryable, type: string, subject: string): Promise<P | undefined> {
+  const { rows } = await db.query<{ payload: P }>('select payload from events where type = $1 and subject = $2 order by id limit 1', [type, subject]);
+  return rows[0]?.payload;
+}
+
 export const EVENTS_PAGE_MAX = 1000;
 
 /**

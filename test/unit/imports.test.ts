@@ -18,8 +18,9 @@ const LAYERS: { name: string; holds: string[] }[] = [
   { name: 'db', holds: ['src/db/'] },
   { name: 'ledger', holds: ['src/ledger/'] },
   { name: 'runtime', holds: ['src/jobs/', 'src/webhooks/', 'src/temporal/', 'activities/', 'workflows/'] },
-  // services the front doors share: the auditor, the worker's wiring
-  { name: 'services', holds: ['src/audit', 'src/worker.ts'] },
+  // the services the front doors share: src/services/ (the one place that starts and talks
+  // to workflows and composes ledger calls), the auditor, the worker's wiring
+  { name: 'services', holds: ['src/services/', 'src/audit', 'src/worker.ts'] },
   // the front doors: the HTTP API and the CLI's commands and client
   { name: 'front doors', holds: ['src/api/', 'src/cli/'] },
   // programs that drive the front doors: the dev launcher starts the API, the simulator calls it

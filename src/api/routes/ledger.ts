@@ -6,7 +6,7 @@ import { assertNotManaged, captureHold, getHold, placeHold, releaseHold } from '
 import { createParty } from '../../ledger/parties';
 import { runAudit } from '../../audit';
 import { deposit, transfer, withdraw } from '../../ledger/transfers';
-import { ownAccount, scopedKey, type Actor } from '../auth';
+import { ownAccount, scopedKey, type Actor } from '../../services/actors';
 import type { Api } from '../app';
 import * as S from '../schemas';
 import { SUBACCOUNT_SEPARATOR } from '../../domain/entities';

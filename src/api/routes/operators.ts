@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { forbidden } from '../../domain/errors';
 import { withTransaction } from '../../db/pool';
 import { grantOperator, listGrants, OPERATOR_SCOPES, revokeOperator } from '../../ledger/operators';
-import type { Actor } from '../auth';
+import type { Actor } from '../../services/actors';
 import type { Api } from '../app';
 import * as S from '../schemas';
 

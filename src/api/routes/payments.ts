@@ -6,8 +6,8 @@ import { getAccount } from '../../ledger/accounts';
 import { assertSamePayment, findPayment, getPayment } from '../../ledger/payments';
 import { paymentWorkflow, refundWorkflow } from '../../../workflows/payment';
 import { runWorkflowOnce } from '../../temporal/runOnce';
-import { ownAccount, type Actor } from '../auth';
-import { API_WAIT_MS_DEFAULT, StillRunning, withinDeadline } from '../deadline';
+import { ownAccount, type Actor } from '../../services/actors';
+import { API_WAIT_MS_DEFAULT, StillRunning, withinDeadline } from '../../services/deadline';
 import type { Api } from '../app';
 import * as S from '../schemas';
 

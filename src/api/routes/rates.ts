@@ -3,7 +3,7 @@ import { CROWN_TICK_MAX, CROWN_UNITS_PER_TICK, crownTicks, DIRECTIONS, tickAt, t
 import { forbidden, SluiceError } from '../../domain/errors';
 import { createMarket, DEFAULT_MARKET, listMarkets } from '../../ledger/markets';
 import { crownOver, crownTimelinePage, holdersAt, listRateEvents, payCrownRewards, postRateEvent } from '../../ledger/rates';
-import type { Actor } from '../auth';
+import type { Actor } from '../../services/actors';
 import type { Api } from '../app';
 import * as S from '../schemas';
 import { CROWN_INTERVALS_SHOWN_MAX, CROWN_WINDOW_TICKS_MAX } from '../limits';

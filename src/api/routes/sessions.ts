@@ -6,8 +6,8 @@ import { findSessionRequest, sessionClosed, sessionIdTaken, sessionPayer, sessio
 import { startSessionWorkflow } from '../../temporal/sessions';
 import { sluiceErrorFromTemporal } from '../../temporal/failures';
 import { closeSessionUpdate, sessionRequestUpdate } from '../../../workflows/definitions';
-import { idOfKey, ownAccount, type Actor } from '../auth';
-import { API_WAIT_MS_DEFAULT, StillRunning, withinDeadline } from '../deadline';
+import { idOfKey, ownAccount, type Actor } from '../../services/actors';
+import { API_WAIT_MS_DEFAULT, StillRunning, withinDeadline } from '../../services/deadline';
 import type { Api } from '../app';
 import * as S from '../schemas';
 import { Work } from './jobs';

@@ -16,9 +16,6 @@ export class StillRunning extends Error {
   }
 }
 
-/** The 202 answer for a call still running. */
-export const stillRunningBody = (e: StillRunning) => ({ status: 'PENDING', statusUrl: e.statusUrl, message: e.message, ...e.details });
-
 /** `work`, or StillRunning once `ms` have passed without it (the work itself is not stopped). */
 export async function withinDeadline<T>(work: Promise<T>, ms: number, pending: () => StillRunning): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

@@ -5,7 +5,7 @@ import type { Account } from '../ledger/accounts';
 import { getAccount } from '../ledger/accounts';
 import { assertGrantAllows, assertOperator, findGrant, type OperatorScope } from '../ledger/operators';
 import { getStreamWithHistory, type StreamRow } from '../ledger/streams';
-import type { Actor } from './auth';
+import type { Actor } from './actors';
 
 /**
  * Who may do what to a stream, in one place:
