@@ -1,7 +1,7 @@
 import type { PoolClient } from '../db/pool';
 import { dueTicks, planBilling, type BillingPlan, type DueStream, type DueTick, type HaltReason, type SeenAt } from '../domain/billing';
 import { effectiveGraceMs, tickKey } from '../domain/streams';
-import type { StreamRow } from './streams';
+import type { StreamRow } from './streams/rows';
 
 /** A direct stream row locked for billing, with its opening in epoch milliseconds (the schedule's origin). */
 export type LockedStream = StreamRow & { opened_ms: string };

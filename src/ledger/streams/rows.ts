@@ -1,7 +1,7 @@
-import type { Pool, PoolClient, Queryable } from '../db/pool';
-import { withTransaction } from '../db/pool';
-import { notFound, SluiceError, sluiceErrorFromDatabase } from '../domain/errors';
-import { assertUnits } from '../domain/money';
+import type { Pool, PoolClient, Queryable } from '../../db/pool';
+import { withTransaction } from '../../db/pool';
+import { notFound, SluiceError, sluiceErrorFromDatabase } from '../../domain/errors';
+import { assertUnits } from '../../domain/money';
 import {
   effectiveGraceMs,
   escrowKey,
@@ -24,16 +24,16 @@ import {
   type StreamRequest,
   type StreamStatus,
   type TickOutcome,
-} from '../domain/streams';
-import { distributeTick } from '../domain/distribution';
-import { haltAfter, shardKeyOf, type HaltReason } from '../domain/billing';
-import { billDueIn, livenessSince, type LockedStream } from './tickBatch';
-import { lockAccounts } from './accounts';
-import { appendEvent, eventValues } from './events';
-import { captureHoldIn, placeHoldIn, releaseHoldIfOpen, toHold, type Hold } from './holds';
-import { spendOperatorAllowance } from './operators';
-import { assertCanDebit, postTransfer, type AlongWithTransfer } from './transfers';
-import { assertPageRows } from './paging';
+} from '../../domain/streams';
+import { distributeTick } from '../../domain/distribution';
+import { haltAfter, shardKeyOf, type HaltReason } from '../../domain/billing';
+import { billDueIn, livenessSince, type LockedStream } from '../tickBatch';
+import { lockAccounts } from '../accounts';
+import { appendEvent, eventValues } from '../events';
+import { captureHoldIn, placeHoldIn, releaseHoldIfOpen, toHold, type Hold } from '../holds';
+import { spendOperatorAllowance } from '../operators';
+import { assertCanDebit, postTransfer, type AlongWithTransfer } from '../transfers';
+import { assertPageRows } from '../paging';
 
 export interface StreamRow {
   ref: string;
