@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import type { Pool, PoolClient, Queryable } from '../db/pool';
-import { withTransaction } from '../db/pool';
+import type { Pool, PoolClient, Queryable } from '../../db/pool';
+import { withTransaction } from '../../db/pool';
 import {
   collateralKey,
   collateralReleaseKey,
@@ -15,8 +15,8 @@ import {
   type SagaStep,
   type Subaccount,
   type SubaccountStatus,
-} from '../domain/entities';
-import { notFound, SluiceError } from '../domain/errors';
+} from '../../domain/entities';
+import { notFound, SluiceError } from '../../domain/errors';
 import {
   ASSESS_EVERY_MS_DEFAULT,
   assessRules,
@@ -24,16 +24,16 @@ import {
   nextHighWaterMark,
   type ChallengeRules,
   type RuleBreach,
-} from '../domain/challengeRules';
-import { BUMP_COUNTER_SQL, bumpCounter } from './metricCounters';
-import { createAccount, getAccount, lockAccounts } from './accounts';
-import { appendEvent } from './events';
-import { subaccountFigures } from './subaccountFigures';
-import { placeHoldIn, releaseHoldIfOpen } from './holds';
-import { createParty } from './parties';
-import { postTransfer } from './transfers';
-import { pageRows } from './paging';
-import { readTail } from './tails';
+} from '../../domain/challengeRules';
+import { BUMP_COUNTER_SQL, bumpCounter } from '../metricCounters';
+import { createAccount, getAccount, lockAccounts } from '../accounts';
+import { appendEvent } from '../events';
+import { subaccountFigures } from '../subaccountFigures';
+import { placeHoldIn, releaseHoldIfOpen } from '../holds';
+import { createParty } from '../parties';
+import { postTransfer } from '../transfers';
+import { pageRows } from '../paging';
+import { readTail } from '../tails';
 
 /**
  * Entities and their subaccounts (DESIGN §4): each function is one transaction,
