@@ -3,7 +3,7 @@ import { withTransaction } from '../db/pool';
 import { haltAfter, type HaltReason } from '../domain/billing';
 import { SluiceError, sluiceErrorFromDatabase } from '../domain/errors';
 import { effectiveGraceMs } from '../domain/streams';
-import { billTick } from './streams';
+import { billTick } from './streams/ticks';
 import { billDueIn, type BatchResult, type LockedStream } from './tickBatch';
 
 export interface BillDueOptions {

@@ -7,7 +7,8 @@ import { depositKey, DISTRIBUTION_MEMBERS_MAX, type DistributionMember, type Str
 import { lockAccounts } from './accounts';
 import { appendEvent } from './events';
 import { idempotent } from './idempotency';
-import { findStream, insertMembers, receiptOf, streamParties, type StreamControl, type StreamRow } from './streams';
+import { insertMembers } from './streams/lifecycle';
+import { findStream, receiptOf, streamParties, type StreamControl, type StreamRow } from './streams/rows';
 import { postTransfer } from './transfers';
 
 /**
@@ -37,7 +38,7 @@ async function lockOpenStream(client: PoolClient, ref: string): Promise<StreamRo
  * Logs a control and touches the stream row, in one statement. Every control comes
  * through here, so every one leaves a new row version: a tick that waited on the
  * stream's lock sees from it that what it read beside the row (members, hold) may
- * have changed, and reads again (lockStreamForTick in ledger/streams.ts).
+ * have changed, and reads again (lockStreamForTick in ledger/streams/ticks.ts).
  */
 async function recordControl(client: PoolClient, s: StreamRow, action: StreamControl['action'], actor: Actor, details: Record<string, unknown>): Promise<void> {
   await client.query(
