@@ -24,42 +24,38 @@
  */
 import { performance } from 'node:perf_hooks';
 import { Client } from '@temporalio/client';
-import { Command } from 'commander';
 import { buildApp } from '../src/api/app';
 import { BODY_LIMIT_BYTES_DEFAULT } from '../src/api/limits';
 import { migrateLedger } from '../src/ledger/setup';
-import { createPool, withDatabase, type Pool } from '../src/db/pool';
+import { createPool, type Pool } from '../src/db/pool';
 import { apply, CROWN_UNITS_PER_TICK, crownIntervals, crownTime, holdersOf, NO_OFFER, tickAt, tickShares, type RateEvent, type SellerState, type StepCounter, type Window } from '../src/domain/crown';
 import { prng } from '../src/domain/simulation';
 import { createLogger } from '../src/logger';
-import { benchDatabaseName, checkpoint, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, percentile, runBench, withServerAndJson } from './support';
+import { checkpoint, withBenchDatabase } from './support/database';
+import { percentile } from './support/measure';
+import { benchCommand, integerAtLeast, parseBenchOptions, shownOptions, type BenchOptions } from './support/options';
+import { printJson, printTable, type Row } from './support/report';
+import { log, runBench } from './support/runner';
 
-interface Options {
+interface Options extends BenchOptions {
   ticks: number;
   events: number;
   history: number;
   sellers: number;
   reads: number;
   seed: number;
-  databaseUrl: string;
-  json: boolean;
 }
 
-function parseOptions(): Options {
-  return withServerAndJson(
-    new Command()
-      .name('bench:crown')
-      .description('the crown replay against an event-driven naive scan, and GET /v1/crown against reading its rows, same data, one run')
+const parseOptions = () =>
+  parseBenchOptions<Options>(
+    benchCommand('bench:crown', 'the crown replay against an event-driven naive scan, and GET /v1/crown against reading its rows, same data, one run')
       .option('--ticks <n>', 'window length in ticks', integerAtLeast(1), 1_000_000)
       .option('--events <n>', 'rate and state events inside the window', integerAtLeast(0), 10_000)
       .option('--history <n>', 'events before the window (what the state as the window opens is read from)', integerAtLeast(0), 10_000)
       .option('--sellers <n>', 'sellers posting them', integerAtLeast(1), 50)
       .option('--reads <n>', 'timed reads of each kind (the median counts)', integerAtLeast(1), 21)
       .option('--seed <n>', 'PRNG seed (the same seed, the same data)', integerAtLeast(0), 1),
-  )
-    .parse()
-    .opts<Options>();
-}
+  );
 
 interface Data {
   window: Window;
@@ -240,7 +236,7 @@ async function routePhase(o: Options, d: Data, url: string): Promise<RouteResult
   }
 }
 
-type Report = Omit<Options, 'databaseUrl' | 'json'> & {
+type Report = Omit<Options, keyof BenchOptions> & {
   replay: ReplayResult;
   route: RouteResult;
   ok: boolean;
@@ -248,10 +244,10 @@ type Report = Omit<Options, 'databaseUrl' | 'json'> & {
 
 const ROUTE_RATIO_TARGET = 1.5;
 
-function printTable(r: Report): void {
+function printResults(r: Report): void {
   const { replay: p, route: q } = r;
   const agreement = (diff: string[], credited: string) => (diff.length === 0 ? `ok (${credited}, same crown units each)` : `FAIL: ${diff.length} sellers differ (${diff.slice(0, 5).join(', ')})`);
-  const rows: Array<[string, string]> = [
+  const rows: Row[] = [
     ['ticks / events / sellers', `${r.ticks} / ${r.events} in the window, ${r.history} before / ${r.sellers}`],
     ['generator', `${p.generatorMs.toFixed(2)} ms (median of ${r.reads}; ${p.generatorSteps} steps)`],
     ['event-driven naive scan', `${p.naiveMs.toFixed(2)} ms (median of ${r.reads})`],
@@ -260,8 +256,7 @@ function printTable(r: Report): void {
     ['select of the rows', `${q.selectMs.toFixed(2)} ms (median of ${r.reads}; ${q.rowsRead} rows)`],
     ['route agreement', q.intervalsAgree ? agreement(q.sellersDiffering, 'as the generator') : 'FAIL: the route counts other intervals'],
   ];
-  const width = Math.max(...rows.map(([k]) => k.length));
-  for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+  printTable(rows);
   console.log(`ratio naive/generator: ${p.ratio.toFixed(1)}`);
   console.log(`ratio GET /v1/crown/select: ${q.ratio.toFixed(2)} (target <= ${ROUTE_RATIO_TARGET})`);
 }
@@ -272,21 +267,14 @@ async function main(): Promise<void> {
   log(`${o.ticks} ticks, ${o.events} events in the window and ${o.history} before, ${o.sellers} sellers`);
   log('generator and event-driven naive scan');
   const replay = replayPhase(o, d);
-  const name = benchDatabaseName();
-  await createBenchDatabase(o.databaseUrl, name);
-  let route: RouteResult;
-  try {
-    const url = withDatabase(o.databaseUrl, name);
+  const route = await withBenchDatabase(o.databaseUrl, async (url) => {
     await migrateLedger(url);
-    route = await routePhase(o, d, url);
-  } finally {
-    await dropBenchDatabase(o.databaseUrl, name);
-  }
+    return routePhase(o, d, url);
+  });
   const ok = replay.sellersDiffering.length === 0 && route.sellersDiffering.length === 0 && route.intervalsAgree;
-  const { databaseUrl: _url, json: _json, ...shown } = o;
-  const report: Report = { ...shown, replay, route, ok };
-  if (o.json) console.log(JSON.stringify(report, null, 2));
-  else printTable(report);
+  const report: Report = { ...shownOptions(o), replay, route, ok };
+  if (o.json) printJson(report);
+  else printResults(report);
   if (!ok) process.exitCode = 1;
 }
 

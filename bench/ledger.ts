@@ -16,15 +16,18 @@
  */
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { Command } from 'commander';
 import { runAudit, WORKFLOWS_CHECK } from '../src/audit';
 import { migrateLedger } from '../src/ledger/setup';
-import { createPool, withDatabase, type Pool } from '../src/db/pool';
+import { createPool, type Pool } from '../src/db/pool';
 import { SluiceError } from '../src/domain/errors';
 import { createAccount } from '../src/ledger/accounts';
 import { deposit, transfer } from '../src/ledger/transfers';
-import { benchDatabaseName, checkpoint, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, mapConcurrently, onServer, pgbenchVersion, runBench, runPgbench, withServerAndJson } from './support';
-
+import { checkpoint, serverVersion, withBenchDatabase } from './support/database';
+import { mapConcurrently } from './support/measure';
+import { benchCommand, integerAtLeast, parseBenchOptions, type BenchOptions } from './support/options';
+import { pgbenchVersion, runPgbench } from './support/pgbench';
+import { printJson, printLines, type Row } from './support/report';
+import { abortOnInterrupt, log, runBench } from './support/runner';
 
 // Generous enough that no account runs dry during a run (transfers move 1..100
 // units), small enough that the world's negative sum stays a safe integer.
@@ -33,24 +36,17 @@ const TRANSFER_UNITS_MAX = 100;
 // accounts that pay the hot one: enough that the payers themselves rarely collide
 const HOT_PAYERS = 100;
 
-interface Options {
+interface Options extends BenchOptions {
   clients: number;
   seconds: number;
-  databaseUrl: string;
-  json: boolean;
 }
 
-function parseOptions(): Options {
-  return withServerAndJson(
-    new Command()
-      .name('bench:ledger')
-      .description('ledger transfers/s against pgbench tpcb-like tps: one hot row (scale 1) and spread rows (scale = clients), same server, same fresh database')
+const parseOptions = () =>
+  parseBenchOptions<Options>(
+    benchCommand('bench:ledger', 'ledger transfers/s against pgbench tpcb-like tps: one hot row (scale 1) and spread rows (scale = clients), same server, same fresh database')
       .option('--clients <n>', 'concurrent clients (pgbench -c, ledger pool size and loops)', integerAtLeast(1), 8)
       .option('--seconds <n>', 'duration of each measured phase', integerAtLeast(1), 10),
-  )
-    .parse()
-    .opts<Options>();
-}
+  );
 
 interface LedgerRun {
   committed: number;
@@ -125,71 +121,65 @@ async function checkBooks(pool: Pool, counted: number): Promise<Books> {
 
 async function main(): Promise<void> {
   const o = parseOptions();
-  const serverUrl = o.databaseUrl;
-  const name = benchDatabaseName();
-  const url = withDatabase(serverUrl, name);
-  const abort = new AbortController();
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => abort.abort());
-
-  const [version, [server]] = await Promise.all([pgbenchVersion(), onServer<{ server_version: string }>(serverUrl, 'show server_version')]);
+  const abort = abortOnInterrupt();
+  const [version, server] = await Promise.all([pgbenchVersion(), serverVersion(o.databaseUrl)]);
   if (version === null) throw new Error('pgbench not found: bench:ledger measures against it (Debian: postgresql-client)');
-  await createBenchDatabase(serverUrl, name);
-  let pool: Pool | undefined;
-  try {
+  await withBenchDatabase(o.databaseUrl, async (url) => {
     const threads = Math.min(o.clients, 2);
     const pgbenchHot = await runPgbench(url, { clients: o.clients, threads, seconds: o.seconds, scale: 1 }, abort.signal);
     const pgbenchSpread = await runPgbench(url, { clients: o.clients, threads, seconds: o.seconds, scale: o.clients }, abort.signal);
 
-    pool = createPool(url, o.clients);
-    const { hot, payers, pairs } = await setUpLedger(url, pool, o.clients);
-    // open all connections before the clock starts: pgbench's tps excludes connection time too
-    (await Promise.all(Array.from({ length: o.clients }, () => pool!.connect()))).forEach((c) => c.release());
-    await checkpoint(url);
-    const ledgerHot = await driveLedger(pool, 'hot', o, () => [payers[Math.floor(Math.random() * payers.length)]!, hot], abort.signal);
-    await checkpoint(url);
-    // each client moves money back and forth within its own pair: no two clients share a row
-    const flip = new Array<boolean>(o.clients).fill(false);
-    const ledgerSpread = await driveLedger(pool, 'spread', o, (c) => {
-      flip[c] = !flip[c];
-      const [a, b] = pairs[c]!;
-      return flip[c] ? [a, b] : [b, a];
-    }, abort.signal);
-    const books = await checkBooks(pool, ledgerHot.committed + ledgerSpread.committed);
+    const pool = createPool(url, o.clients);
+    try {
+      const { hot, payers, pairs } = await setUpLedger(url, pool, o.clients);
+      // open all connections before the clock starts: pgbench's tps excludes connection time too
+      (await Promise.all(Array.from({ length: o.clients }, () => pool.connect()))).forEach((c) => c.release());
+      await checkpoint(url);
+      const ledgerHot = await driveLedger(pool, 'hot', o, () => [payers[Math.floor(Math.random() * payers.length)]!, hot], abort.signal);
+      await checkpoint(url);
+      // each client moves money back and forth within its own pair: no two clients share a row
+      const flip = new Array<boolean>(o.clients).fill(false);
+      const ledgerSpread = await driveLedger(pool, 'spread', o, (c) => {
+        flip[c] = !flip[c];
+        const [a, b] = pairs[c]!;
+        return flip[c] ? [a, b] : [b, a];
+      }, abort.signal);
+      const books = await checkBooks(pool, ledgerHot.committed + ledgerSpread.committed);
 
-    const report = {
-      pgbench: version,
-      postgresql: server!.server_version,
-      clients: o.clients,
-      pgbenchThreads: threads,
-      seconds: o.seconds,
-      hot: { pgbenchScale1Tps: pgbenchHot.tps, ledger: ledgerHot, ratio: ledgerHot.tps / pgbenchHot.tps },
-      spread: { pgbenchScaleTps: pgbenchSpread.tps, pgbenchScale: o.clients, ledger: ledgerSpread, ratio: ledgerSpread.tps / pgbenchSpread.tps },
-      books,
-    };
-    if (o.json) console.log(JSON.stringify(report, null, 2));
-    else {
-      const refusedText = (r: Record<string, number>) => Object.entries(r).map(([k, n]) => `${k} ${n}`).join(', ') || '0';
-      const lines: [string, string][] = [
-        ['pgbench', report.pgbench],
-        ['postgresql', report.postgresql],
-        ['clients', String(o.clients)],
-        ['pgbench threads', String(threads)],
-        ['seconds', String(o.seconds)],
-        ['hot pgbench tps (scale 1)', pgbenchHot.tps.toFixed(1)],
-        ['hot ledger transfers/s (one account credited by all)', `${ledgerHot.tps.toFixed(1)} (${ledgerHot.committed} in ${ledgerHot.elapsedSeconds.toFixed(2)} s, refused ${refusedText(ledgerHot.refused)})`],
-        ['hot ratio ledger/pgbench', report.hot.ratio.toFixed(2)],
-        [`spread pgbench tps (scale ${o.clients})`, pgbenchSpread.tps.toFixed(1)],
-        ['spread ledger transfers/s (a pair of accounts per client)', `${ledgerSpread.tps.toFixed(1)} (${ledgerSpread.committed} in ${ledgerSpread.elapsedSeconds.toFixed(2)} s, refused ${refusedText(ledgerSpread.refused)})`],
-        ['spread ratio ledger/pgbench', report.spread.ratio.toFixed(2)],
-        ['books', `${books.ok ? 'ok' : 'FAILED'} (auditor ${books.failedChecks.length ? `failed: ${books.failedChecks.join(', ')}` : 'green'}, ${books.transfersInDb} transfers in db, ${books.transfersCounted} counted)`],
-      ];
-      for (const [k, v] of lines) console.log(`${k}: ${v}`);
+      const report = {
+        pgbench: version,
+        postgresql: server,
+        clients: o.clients,
+        pgbenchThreads: threads,
+        seconds: o.seconds,
+        hot: { pgbenchScale1Tps: pgbenchHot.tps, ledger: ledgerHot, ratio: ledgerHot.tps / pgbenchHot.tps },
+        spread: { pgbenchScaleTps: pgbenchSpread.tps, pgbenchScale: o.clients, ledger: ledgerSpread, ratio: ledgerSpread.tps / pgbenchSpread.tps },
+        books,
+      };
+      if (o.json) printJson(report);
+      else {
+        const refusedText = (r: Record<string, number>) => Object.entries(r).map(([k, n]) => `${k} ${n}`).join(', ') || '0';
+        const rows: Row[] = [
+          ['pgbench', report.pgbench],
+          ['postgresql', report.postgresql],
+          ['clients', String(o.clients)],
+          ['pgbench threads', String(threads)],
+          ['seconds', String(o.seconds)],
+          ['hot pgbench tps (scale 1)', pgbenchHot.tps.toFixed(1)],
+          ['hot ledger transfers/s (one account credited by all)', `${ledgerHot.tps.toFixed(1)} (${ledgerHot.committed} in ${ledgerHot.elapsedSeconds.toFixed(2)} s, refused ${refusedText(ledgerHot.refused)})`],
+          ['hot ratio ledger/pgbench', report.hot.ratio.toFixed(2)],
+          [`spread pgbench tps (scale ${o.clients})`, pgbenchSpread.tps.toFixed(1)],
+          ['spread ledger transfers/s (a pair of accounts per client)', `${ledgerSpread.tps.toFixed(1)} (${ledgerSpread.committed} in ${ledgerSpread.elapsedSeconds.toFixed(2)} s, refused ${refusedText(ledgerSpread.refused)})`],
+          ['spread ratio ledger/pgbench', report.spread.ratio.toFixed(2)],
+          ['books', `${books.ok ? 'ok' : 'FAILED'} (auditor ${books.failedChecks.length ? `failed: ${books.failedChecks.join(', ')}` : 'green'}, ${books.transfersInDb} transfers in db, ${books.transfersCounted} counted)`],
+        ];
+        printLines(rows);
+      }
+      if (!books.ok) process.exitCode = 1;
+    } finally {
+      await pool.end();
     }
-    if (!books.ok) process.exitCode = 1;
-  } finally {
-    await pool?.end();
-    await dropBenchDatabase(serverUrl, name);
-  }
+  });
 }
 
 runBench(main);

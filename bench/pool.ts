@@ -33,10 +33,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { Command } from 'commander';
 import { formatAudit, runAudit, type AuditReport } from '../src/audit';
 import { migrateLedger } from '../src/ledger/setup';
-import { createPool, withDatabase, withTransaction, type Pool } from '../src/db/pool';
+import { createPool, withTransaction, type Pool } from '../src/db/pool';
 import { SluiceError } from '../src/domain/errors';
 import { DEFAULT_TIER_BUDGETS, utcDay, type GrantMode, type JobRequest, type Tier } from '../src/domain/grants';
 import { prng } from '../src/domain/simulation';
@@ -46,8 +45,11 @@ import { createParty } from '../src/ledger/parties';
 import { poolState, RESERVE_WAITING } from '../src/ledger/pool';
 import { EVENT_INSERT_SQL } from '../src/ledger/events';
 import { deposit, postTransfer } from '../src/ledger/transfers';
-import { benchDatabaseName, checkpoint, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, pgbenchVersion, runBench, runPgbenchScript, withServerAndJson } from './support';
-
+import { checkpoint, onServer, serverVersion, withBenchDatabase } from './support/database';
+import { benchCommand, integerAtLeast, parseBenchOptions, shownOptions, type BenchOptions } from './support/options';
+import { pgbenchVersion, runPgbenchScript } from './support/pgbench';
+import { printJson, printTable, type Row } from './support/report';
+import { abortOnInterrupt, log, runBench } from './support/runner';
 
 // Sized so that most jobs place a hold (what is measured) and both limits still bind.
 // 'new' (0) and 'established' (50) would make most jobs gates that reserve nothing;
@@ -59,7 +61,7 @@ const PAYER_TIERS: Tier[] = ['trusted', 'elite'];
 const BUDGETS = DEFAULT_TIER_BUDGETS;
 const MODES: GrantMode[] = ['free', 'partial', 'gate'];
 
-interface Options {
+interface Options extends BenchOptions {
   reservations: number;
   payers: number;
   concurrency: number;
@@ -69,30 +71,25 @@ interface Options {
   estimateMax: number;
   seed: number;
   seconds: number;
-  databaseUrl: string;
-  json: boolean;
 }
 
-function parseOptions(): Options {
-  const command = withServerAndJson(
-    new Command()
-    .name('bench:pool')
-    .description('free-tier pool reservations/s against pgbench single-row updates/s, same server, same fresh database')
-    .option('--reservations <n>', 'grant jobs run at once (the pool holds they place are the reservations)', integerAtLeast(1), 1000)
-    .option('--payers <n>', 'payers the jobs are spread over (tiers trusted, elite in turn)', integerAtLeast(1), 50)
-    // createPool's default max: the pool an API process reserves through
-    .option('--concurrency <n>', 'pg pool size for the reservations, and pgbench -c', integerAtLeast(1), 10)
-    .option('--pool-units <n>', 'units the free-tier pool is seeded with', integerAtLeast(0), 15000)
-    .option('--stripes <n>', 'stripe accounts the pool is held as (SLUICE_POOL_STRIPES; 1 is the single hot row)', integerAtLeast(1), 8)
-    .option('--estimate-min <n>', 'smallest estimated cost of a job', integerAtLeast(1), 1)
-    .option('--estimate-max <n>', 'largest estimated cost of a job', integerAtLeast(1), 40)
-    .option('--seed <n>', 'PRNG seed for payers and estimates (the same seed, the same jobs)', integerAtLeast(0), 1)
-    .option('--seconds <n>', 'duration of the pgbench phase', integerAtLeast(1), 10),
-  ).parse();
-  const o = command.opts<Options>();
-  if (o.estimateMin > o.estimateMax) command.error('error: --estimate-min must not exceed --estimate-max');
-  return o;
-}
+const parseOptions = () =>
+  parseBenchOptions<Options>(
+    benchCommand('bench:pool', 'free-tier pool reservations/s against pgbench single-row updates/s, same server, same fresh database')
+      .option('--reservations <n>', 'grant jobs run at once (the pool holds they place are the reservations)', integerAtLeast(1), 1000)
+      .option('--payers <n>', 'payers the jobs are spread over (tiers trusted, elite in turn)', integerAtLeast(1), 50)
+      // createPool's default max: the pool an API process reserves through
+      .option('--concurrency <n>', 'pg pool size for the reservations, and pgbench -c', integerAtLeast(1), 10)
+      .option('--pool-units <n>', 'units the free-tier pool is seeded with', integerAtLeast(0), 15000)
+      .option('--stripes <n>', 'stripe accounts the pool is held as (SLUICE_POOL_STRIPES; 1 is the single hot row)', integerAtLeast(1), 8)
+      .option('--estimate-min <n>', 'smallest estimated cost of a job', integerAtLeast(1), 1)
+      .option('--estimate-max <n>', 'largest estimated cost of a job', integerAtLeast(1), 40)
+      .option('--seed <n>', 'PRNG seed for payers and estimates (the same seed, the same jobs)', integerAtLeast(0), 1)
+      .option('--seconds <n>', 'duration of the pgbench phase', integerAtLeast(1), 10),
+    (o, command) => {
+      if (o.estimateMin > o.estimateMax) command.error('error: --estimate-min must not exceed --estimate-max');
+    },
+  );
 
 // ------------------------------------------------------------------ reservations
 
@@ -326,7 +323,7 @@ async function pgbenchOwnStatements(url: string, pool: Pool, payers: Payer[], o:
 // ------------------------------------------------------------------ report
 
 // `reservations` is the result; its count is `reservations.attempted`
-type Report = Omit<Options, 'databaseUrl' | 'json' | 'reservations'> & {
+type Report = Omit<Options, keyof BenchOptions | 'reservations'> & {
   pgbenchVersion: string | null;
   postgresVersion: string;
   budgets: Record<Tier, number>;
@@ -340,11 +337,11 @@ type Report = Omit<Options, 'databaseUrl' | 'json' | 'reservations'> & {
   checks: Checks;
 };
 
-function printTable(r: Report): void {
+function printResults(r: Report): void {
   const c = r.checks;
   const errors = Object.entries(r.reservations.errors);
   const res = r.reservations;
-  const rows: [string, string][] = [
+  const rows: Row[] = [
     ['pgbench', r.pgbenchVersion ?? 'not found'],
     ['postgresql', r.postgresVersion],
     ['jobs', `${res.attempted} by ${r.payers} payers, estimates ${r.estimateMin}..${r.estimateMax}, seed ${r.seed}; partial ones paid`],
@@ -367,8 +364,7 @@ function printTable(r: Report): void {
     ['counts', `${c.counts.ok ? 'ok' : 'FAILED'} (in db: ${MODES.map((m) => `${m} ${c.counts.inDb[m]}`).join(', ')}; reserved ${c.counts.reservedInDb})`],
     ['audit', `${c.audit.ok ? 'PASS' : 'FAIL'} (${c.audit.checks.filter((x) => x.ok).length}/${c.audit.checks.length} checks)`],
   ];
-  const width = Math.max(...rows.map(([k]) => k.length));
-  for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+  printTable(rows);
   for (const g of c.overGrantRows.slice(0, 20)) console.log(`  over budget: ${g.payer} on ${g.day} used ${g.used} of ${g.budget}`);
   if (!c.audit.ok) console.log(formatAudit(c.audit));
   console.log(`ratio reservations/pgbench: ${r.ratio === null ? 'n/a' : r.ratio.toFixed(2)}`);
@@ -380,47 +376,40 @@ function printTable(r: Report): void {
 
 async function main(): Promise<void> {
   const o = parseOptions();
-  const serverUrl = o.databaseUrl;
-  const name = benchDatabaseName();
-  const url = withDatabase(serverUrl, name);
-
   // Ctrl-C or a kill stops pgbench, and still drops the database.
-  const abort = new AbortController();
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => abort.abort());
+  const abort = abortOnInterrupt();
+  const [version, server] = await Promise.all([pgbenchVersion(), serverVersion(o.databaseUrl)]);
 
-  const [version, [server]] = await Promise.all([pgbenchVersion(), onServer<{ server_version: string }>(serverUrl, 'show server_version')]);
+  await withBenchDatabase(o.databaseUrl, async (url) => {
+    const pool = createPool(url, o.concurrency);
+    try {
+      const payers = await setUp(url, pool, o);
+      const reservations = await reserveAll(pool, planJobs(payers, o), o, abort.signal);
+      const checks = await check(pool, payers, reservations);
+      // without pgbench the reservations and the checks still stand: no baseline, not a failure
+      if (version === null) log('pgbench not found: no baseline, ratio n/a');
+      const tps = version === null ? null : await pgbenchSingleRow(url, o, abort.signal);
+      const ownTps = version === null ? null : await pgbenchOwnStatements(url, pool, payers, o, abort.signal);
 
-  await createBenchDatabase(serverUrl, name);
-  let pool: Pool | undefined;
-  try {
-    pool = createPool(url, o.concurrency);
-    const payers = await setUp(url, pool, o);
-    const reservations = await reserveAll(pool, planJobs(payers, o), o, abort.signal);
-    const checks = await check(pool, payers, reservations);
-    // without pgbench the reservations and the checks still stand: no baseline, not a failure
-    if (version === null) log('pgbench not found: no baseline, ratio n/a');
-    const tps = version === null ? null : await pgbenchSingleRow(url, o, abort.signal);
-    const ownTps = version === null ? null : await pgbenchOwnStatements(url, pool, payers, o, abort.signal);
-
-    const { databaseUrl: _url, json: _json, reservations: _count, ...shown } = o;
-    const report: Report = {
-      ...shown,
-      pgbenchVersion: version,
-      postgresVersion: server!.server_version,
-      budgets: BUDGETS,
-      reservations,
-      pgbench: tps === null || ownTps === null ? null : { tps, ownStatementsTps: ownTps },
-      ratio: tps === null ? null : reservations.perSecond / tps,
-      ownStatementsRatio: ownTps === null ? null : reservations.perSecond / ownTps,
-      checks,
-    };
-    if (o.json) console.log(JSON.stringify(report, null, 2));
-    else printTable(report);
-    if (!checks.ok) process.exitCode = 1;
-  } finally {
-    await pool?.end();
-    await dropBenchDatabase(serverUrl, name);
-  }
+      const { reservations: _count, ...shown } = shownOptions(o);
+      const report: Report = {
+        ...shown,
+        pgbenchVersion: version,
+        postgresVersion: server,
+        budgets: BUDGETS,
+        reservations,
+        pgbench: tps === null || ownTps === null ? null : { tps, ownStatementsTps: ownTps },
+        ratio: tps === null ? null : reservations.perSecond / tps,
+        ownStatementsRatio: ownTps === null ? null : reservations.perSecond / ownTps,
+        checks,
+      };
+      if (o.json) printJson(report);
+      else printResults(report);
+      if (!checks.ok) process.exitCode = 1;
+    } finally {
+      await pool.end();
+    }
+  });
 }
 
 runBench(main);

@@ -75,7 +75,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, Connection, WithStartWorkflowOperation, WorkflowUpdateRPCTimeoutOrCancelledError } from '@temporalio/client';
 import { tsToMs } from '@temporalio/common/lib/time';
 import { bundleWorkflowCode, NativeConnection, Worker } from '@temporalio/worker';
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { InvalidArgumentError, Option } from 'commander';
 import pg from 'pg';
 import { migrateLedger } from '../src/ledger/setup';
 import { createPool, withDatabase, type Pool } from '../src/db/pool';
@@ -91,24 +91,12 @@ import { createWorker } from '../src/worker';
 import { freePort } from '../src/dev/ports';
 import { billingDueSignal, cancelStreamSignal } from '../workflows/definitions';
 import { bareOpenedUpdate, bareTickWorkflow, bareWorkflowId, type BareActivities } from './bareTickWorkflow';
-import { endOfRun, interruptibleRun, killWithThisProcess, stopTemporal } from './temporalRun';
-import {
-  benchDatabaseName,
-  createBenchDatabase,
-  dropBenchDatabase,
-  integerAtLeast,
-  log,
-  mapConcurrently,
-  onServer,
-  phaseProgress,
-  phasesDone,
-  type PgbenchRun,
-  type Quantiles,
-  quantiles,
-  runBench,
-  runPgbench,
-  withServerAndJson,
-} from './support';
+import { benchDatabaseName, createBenchDatabase, dropBenchDatabase, onServer } from './support/database';
+import { mapConcurrently, type Quantiles, quantiles } from './support/measure';
+import { benchCommand, integerAtLeast, parseBenchOptions, type BenchOptions } from './support/options';
+import { runPgbench, type PgbenchRun } from './support/pgbench';
+import { log, phaseProgress, phasesDone, runBench } from './support/runner';
+import { endOfRun, interruptibleRun, killWithThisProcess, stopTemporal } from './support/stack';
 
 // A tick bills 1 unit; the escrow (maxTotal) is far above what a run bills, so no
 // stream completes on its own. Each payer is funded for all its escrows.
@@ -120,7 +108,7 @@ const BARE_INTERVAL_MS = 86_400_000;
 
 // ------------------------------------------------------------------ options
 
-interface Options {
+interface Options extends BenchOptions {
   quick: boolean;
   only?: 'capacity' | 'latency';
   capacityStreams: number;
@@ -145,8 +133,6 @@ interface Options {
   pgbenchScale?: number;
   timerShiftMs?: number;
   dynamicConfig: Record<string, unknown>;
-  databaseUrl: string;
-  json: boolean;
 }
 
 /** --quick: a smoke run of about a minute (each option given explicitly still wins). */
@@ -162,10 +148,8 @@ const QUICK: Partial<Options> = {
 };
 
 function parseOptions(): Options {
-  const command = withServerAndJson(
-    new Command()
-      .name('bench:streams')
-      .description('billing clock: billed ticks/s against pgbench tps, tick lag and cancel latency, stream opens against bare workflow starts')
+  return parseBenchOptions<Options>(
+    benchCommand('bench:streams', 'billing clock: billed ticks/s against pgbench tps, tick lag and cancel latency, stream opens against bare workflow starts')
       .option('--quick', 'a small smoke run (~1 minute)', false)
       .addOption(new Option('--only <phase>', 'run one phase only').choices(['capacity', 'latency']))
       .option('--capacity-streams <n>', 'streams offered to the capacity phase', integerAtLeast(1), 5000)
@@ -207,14 +191,13 @@ function parseOptions(): Options {
         }
         return { ...acc, [v.slice(0, eq)]: value };
       }, {}),
-  ).parse();
-  const o = command.opts<Options>();
-  if (o.quick) {
-    for (const [key, value] of Object.entries(QUICK)) {
-      if (command.getOptionValueSource(key) === 'default') (o as unknown as Record<string, unknown>)[key] = value;
-    }
-  }
-  return o;
+    (o, command) => {
+      if (!o.quick) return;
+      for (const [key, value] of Object.entries(QUICK)) {
+        if (command.getOptionValueSource(key) === 'default') (o as unknown as Record<string, unknown>)[key] = value;
+      }
+    },
+  );
 }
 
 // ------------------------------------------------------------------ instrumentation

@@ -36,31 +36,28 @@
  * dashboard figures that disagree with what was created, the auditor's verdict. The database sluice_bench_* is dropped at the end, also on
  * failure or Ctrl-C.
  */
-import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { Client, Connection } from '@temporalio/client';
-import type { NativeConnection, Worker } from '@temporalio/worker';
-import { Command } from 'commander';
+import type { Client } from '@temporalio/client';
 import { formatAudit, runAudit, type AuditReport } from '../src/audit';
 import { migrateLedger } from '../src/ledger/setup';
-import { createPool, withDatabase, type Pool } from '../src/db/pool';
+import { createPool, type Pool } from '../src/db/pool';
 import { creationWorkflowId, subaccountId, type CreationResult } from '../src/domain/entities';
 import { paymentWorkflowId, type PaymentReceipt, type PaymentRequest } from '../src/domain/payments';
 import { paymentVisibility, subaccountCreationVisibility } from '../workflows/searchAttributes';
-import { freePort } from '../src/dev/ports';
 import { createAccount, getAccount } from '../src/ledger/accounts';
 import { DASHBOARD_ROWS_MAX, entityDashboard, registerEntity } from '../src/ledger/entities';
 import { createParty } from '../src/ledger/parties';
 import { deposit } from '../src/ledger/transfers';
-import { startDevServer, type DevServer } from '../src/temporal/devServer';
 import { runWorkflowOnce } from '../src/temporal/runOnce';
-import { resolveTool, TEMPORAL_CLI } from '../src/temporal/tools';
 import { createWorker } from '../src/worker';
 import { subaccountCreationWorkflow } from '../workflows/entities';
 import { paymentWorkflow } from '../workflows/payment';
-import { endOfRun, interruptibleRun, killWithThisProcess, stopTemporal } from './temporalRun';
-import { benchDatabaseName, createBenchDatabase, dropBenchDatabase, integerAtLeast, log, onServer, percentile, type Quantiles, quantiles, runBench, withServerAndJson } from './support';
-
+import { serverVersion, withBenchDatabase } from './support/database';
+import { percentile, type Rate, rateOf, timeConcurrently } from './support/measure';
+import { benchCommand, integerAtLeast, parseBenchOptions, shownOptions, type BenchOptions } from './support/options';
+import { fixed, printJson, printTable, type Row } from './support/report';
+import { log, runBench } from './support/runner';
+import { interruptibleRun, TemporalStack, temporalCli } from './support/stack';
 
 const NAMESPACE = 'default';
 const TASK_QUEUE = 'bench-subaccounts';
@@ -82,23 +79,18 @@ const PAYEE = 'bench-payee';
 const multiEntity = (i: number) => `bench-multi-${i}`;
 const mainAccount = (entityId: string) => `${entityId}.main`;
 
-interface Options {
+interface Options extends BenchOptions {
   subaccounts: number;
   entities: number;
   perEntity: number;
   concurrency: number;
   payments: number;
   dashboardReads: number;
-  databaseUrl: string;
-  json: boolean;
 }
 
-function parseOptions(): Options {
-  return (
-    withServerAndJson(
-      new Command()
-      .name('bench:subaccounts')
-      .description('subaccount creations/s against one-shot payments/s, and the entity dashboard against a one-account read, same stack, fresh database')
+const parseOptions = () =>
+  parseBenchOptions<Options>(
+    benchCommand('bench:subaccounts', 'subaccount creations/s against one-shot payments/s, and the entity dashboard against a one-account read, same stack, fresh database')
       .option('--subaccounts <n>', 'subaccounts created for one entity (phase A)', integerAtLeast(1), 500)
       .option('--entities <n>', 'entities creating in parallel (phase B)', integerAtLeast(1), 10)
       // 10 × 50: phase B creates as many as phase A, so the two differ only in how
@@ -107,14 +99,7 @@ function parseOptions(): Options {
       .option('--concurrency <n>', 'workflows in flight at once (creations and payments alike)', integerAtLeast(1), 20)
       .option('--payments <n>', 'one-shot payments, the baseline (half before the creations, half after)', integerAtLeast(2), 500)
       .option('--dashboard-reads <n>', 'timed reads of the dashboard, and of one account', integerAtLeast(1), 50),
-    )
-      .parse()
-      .opts<Options>()
   );
-}
-
-// ------------------------------------------------------------------ statistics
-
 
 // ------------------------------------------------------------------ setup
 
@@ -179,47 +164,10 @@ function pay(s: Stack, ref: string): Promise<PaymentReceipt> {
   });
 }
 
-/**
- * Runs `fn` over `items` in their order, at most `concurrency` at a time, each call
- * timed. The first failure (or Ctrl-C) stops the lanes from taking more; the calls
- * already in flight are awaited, so nothing runs on behind the report.
- */
-async function runLimited<T, R>(items: T[], concurrency: number, signal: AbortSignal, fn: (item: T) => Promise<R>) {
-  const results = new Array<{ value: R; ms: number }>(items.length);
-  let next = 0;
-  let failure: { error: unknown } | undefined;
-  const lane = async () => {
-    while (next < items.length && !failure && !signal.aborted) {
-      const i = next++;
-      const t = performance.now();
-      try {
-        results[i] = { value: await fn(items[i]!), ms: performance.now() - t };
-      } catch (error) {
-        failure ??= { error };
-      }
-    }
-  };
-  const started = performance.now();
-  await Promise.all(Array.from({ length: Math.min(concurrency, items.length) }, lane));
-  if (failure) throw failure.error;
-  signal.throwIfAborted();
-  return { results, seconds: (performance.now() - started) / 1000 };
-}
+/** A phase's workflows: their rate, and each one's start to result, queueing on the server and the worker included. */
+type PhaseResult = Rate;
 
-interface PhaseResult {
-  count: number;
-  seconds: number;
-  perSecond: number;
-  /** Start to result of each workflow, queueing on the server and the worker included. */
-  latencyMs: Quantiles;
-}
-
-const phaseResult = (run: { results: { ms: number }[]; seconds: number }): PhaseResult => ({
-  count: run.results.length,
-  seconds: run.seconds,
-  perSecond: run.results.length / run.seconds,
-  latencyMs: quantiles(run.results.map((r) => r.ms)),
-});
+const phaseResult = (run: { results: { ms: number }[]; seconds: number }): PhaseResult => rateOf(run.results.map((r) => r.ms), run.seconds);
 
 interface Creation {
   entityId: string;
@@ -232,7 +180,7 @@ const creationPlan = (entities: string[], count: number): Creation[] =>
 
 async function creationPhase(s: Stack, label: string, plan: Creation[]) {
   log(`${label}: ${plan.length} creations, ${s.o.concurrency} at a time`);
-  const run = await runLimited(plan, s.o.concurrency, s.signal, (c) => createSubaccount(s, c.entityId, c.requestId));
+  const run = await timeConcurrently(plan, s.o.concurrency, (c) => createSubaccount(s, c.entityId, c.requestId), s.signal);
   const result = phaseResult(run);
   log(`${label}: ${result.perSecond.toFixed(1)} creations/s (${result.count} in ${result.seconds.toFixed(2)} s)`);
   return { result, created: plan.map((c, i) => ({ ...c, result: run.results[i]!.value })) };
@@ -240,7 +188,7 @@ async function creationPhase(s: Stack, label: string, plan: Creation[]) {
 
 async function paymentPhase(s: Stack, label: string, refs: string[]) {
   log(`${label}: ${refs.length} payments, ${s.o.concurrency} at a time`);
-  const run = await runLimited(refs, s.o.concurrency, s.signal, (ref) => pay(s, ref));
+  const run = await timeConcurrently(refs, s.o.concurrency, (ref) => pay(s, ref), s.signal);
   const result = phaseResult(run);
   log(`${label}: ${result.perSecond.toFixed(1)} payments/s (${result.count} in ${result.seconds.toFixed(2)} s)`);
   return { result, receipts: run.results.map((r) => r.value), ms: run.results.map((r) => r.ms) };
@@ -248,9 +196,10 @@ async function paymentPhase(s: Stack, label: string, refs: string[]) {
 
 /** Both halves of the baseline as one phase: all payments over the summed time, latencies pooled. */
 function pooled(halves: { result: PhaseResult; ms: number[] }[]): PhaseResult {
-  const count = halves.reduce((a, h) => a + h.result.count, 0);
-  const seconds = halves.reduce((a, h) => a + h.result.seconds, 0);
-  return { count, seconds, perSecond: count / seconds, latencyMs: quantiles(halves.flatMap((h) => h.ms)) };
+  return rateOf(
+    halves.flatMap((h) => h.ms),
+    halves.reduce((a, h) => a + h.result.seconds, 0),
+  );
 }
 
 // ------------------------------------------------------------------ dashboard
@@ -370,7 +319,7 @@ async function check(
 // ------------------------------------------------------------------ report
 
 // `payments` is the baseline's result; its count is `payments.count`
-type Report = Omit<Options, 'databaseUrl' | 'json' | 'payments'> & {
+type Report = Omit<Options, keyof BenchOptions | 'payments'> & {
   temporalCli: string;
   postgresVersion: string;
   collateral: number;
@@ -385,16 +334,16 @@ type Report = Omit<Options, 'databaseUrl' | 'json' | 'payments'> & {
   checks: Checks;
 };
 
-const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : 'n/a');
-const f2 = (n: number) => (Number.isFinite(n) ? n.toFixed(2) : 'n/a');
+const f1 = (n: number) => fixed(n, 1);
+const f2 = (n: number) => fixed(n, 2);
 const rate = (p: PhaseResult, what: string) => `${f1(p.perSecond)} ${what}/s (${p.count} in ${p.seconds.toFixed(2)} s)`;
 const latency = (p: PhaseResult) => `${p.latencyMs.p50.toFixed(0)} / ${p.latencyMs.p99.toFixed(0)} ms (max ${p.latencyMs.max.toFixed(0)})`;
 const read = (t: ReadTiming) => `${f2(t.medianMs)} ms median, p90 ${f2(t.p90Ms)} ms (${t.reads} reads)`;
 
-function printTable(r: Report): void {
+function printResults(r: Report): void {
   const c = r.checks;
   const failedEntities = c.entities.filter((e) => !e.ok);
-  const rows: [string, string][] = [
+  const rows: Row[] = [
     ['temporal cli', r.temporalCli],
     ['postgresql', r.postgresVersion],
     ['worker', 'src/worker.ts createWorker (SDK defaults), pg pool 10'],
@@ -421,8 +370,7 @@ function printTable(r: Report): void {
     ['dashboard figures', c.dashboardFiguresOk ? 'ok' : 'FAILED'],
     ['audit', `${c.audit.ok ? 'PASS' : 'FAIL'} (${c.audit.checks.filter((x) => x.ok).length}/${c.audit.checks.length} checks)`],
   ];
-  const width = Math.max(...rows.map(([k]) => k.length));
-  for (const [k, v] of rows) console.log(`${k.padEnd(width)}  ${v}`);
+  printTable(rows);
   for (const e of failedEntities) {
     console.log(`  ${e.entity}: ${e.notActive} not active, ids ${e.idsOk ? 'ok' : 'WRONG'}, main held ${e.mainHeld} (expected ${e.expectedHeld})`);
   }
@@ -436,94 +384,70 @@ function printTable(r: Report): void {
 
 async function main(): Promise<void> {
   const o = parseOptions();
-  const name = benchDatabaseName();
-  const url = withDatabase(o.databaseUrl, name);
-
   // Ctrl-C or a kill ends the run and still stops everything and drops the database
   const run = interruptibleRun();
+  const cli = temporalCli();
+  const server = await serverVersion(o.databaseUrl);
 
-  const cli = resolveTool(TEMPORAL_CLI);
-  if (!cli.path) throw new Error('the Temporal CLI could not be found or installed (try `npm run tools`)');
-  const [server] = await onServer<{ server_version: string }>(o.databaseUrl, 'show server_version');
-
-  let devServer: DevServer | undefined;
-  let pool: Pool | undefined;
-  let worker: Worker | undefined;
-  let running: Promise<void> | undefined;
-  let workerConnection: { close(): Promise<void> } | undefined;
-  let clientConnection: Connection | undefined;
-  let created = false;
-  try {
-    await createBenchDatabase(o.databaseUrl, name);
-    created = true;
+  await withBenchDatabase(o.databaseUrl, async (url) => {
     // the pool `sluice worker` runs its activities on (createPool's default size)
-    pool = createPool(url);
-    await setUp(url, pool, o);
+    const pool = createPool(url);
+    const temporal = new TemporalStack(run.signal);
+    try {
+      await setUp(url, pool, o);
 
-    log(`starting an in-memory Temporal dev server (${cli.version})`);
-    devServer = await startDevServer({ cliPath: cli.path, port: await freePort() });
-    killWithThisProcess(devServer);
-    run.signal.throwIfAborted();
+      const devServer = await temporal.startDevServer(cli);
+      log(`worker on ${TASK_QUEUE}: bundling workflows`);
+      const { worker, connection } = await createWorker({ pool, address: devServer.address, namespace: NAMESPACE, taskQueue: TASK_QUEUE });
+      temporal.run(worker, connection);
+      const stack: Stack = { client: await temporal.connectClient(NAMESPACE), pool, o, signal: run.signal };
 
-    log(`worker on ${TASK_QUEUE}: bundling workflows`);
-    ({ worker, connection: workerConnection } = await createWorker({ pool, address: devServer.address, namespace: NAMESPACE, taskQueue: TASK_QUEUE }));
-    running = worker.run();
-    const ended = endOfRun(running, run.signal);
+      const body = async () => {
+        log(`warm-up: ${WARMUP} creations and ${WARMUP} payments`);
+        const warmCreations = await timeConcurrently(creationPlan([WARMUP_ENTITY], WARMUP), WARMUP, (c) => createSubaccount(stack, c.entityId, c.requestId), run.signal);
+        await timeConcurrently(Array.from({ length: WARMUP }, (_, i) => `warmup-${i}`), WARMUP, (ref) => pay(stack, ref), run.signal);
+        // Nothing is timed yet, and a stack that cannot create once is not worth measuring. A
+        // refused payment fails its workflow (the run throws); a failed saga returns its failure.
+        const warmFailure = warmCreations.results.find((r) => r.value.subaccount?.status !== 'active');
+        if (warmFailure) throw new Error(`warm-up creation did not succeed: ${JSON.stringify(warmFailure.value)}`);
 
-    clientConnection = await Connection.connect({ address: devServer.address });
-    const stack: Stack = { client: new Client({ connection: clientConnection, namespace: NAMESPACE }), pool, o, signal: run.signal };
+        const half = Math.floor(o.payments / 2);
+        const refs = Array.from({ length: o.payments }, (_, i) => `bench-${i}`);
+        const before = await paymentPhase(stack, 'P payments [1/2]', refs.slice(0, half));
+        const one = await creationPhase(stack, 'A one entity', creationPlan([SOLO], o.subaccounts));
+        const many = await creationPhase(stack, `B ${o.entities} entities`, creationPlan(Array.from({ length: o.entities }, (_, i) => multiEntity(i)), o.perEntity));
+        const after = await paymentPhase(stack, 'P payments [2/2]', refs.slice(half));
 
-    const body = async () => {
-      log(`warm-up: ${WARMUP} creations and ${WARMUP} payments`);
-      const warmCreations = await runLimited(creationPlan([WARMUP_ENTITY], WARMUP), WARMUP, run.signal, (c) => createSubaccount(stack, c.entityId, c.requestId));
-      await runLimited(Array.from({ length: WARMUP }, (_, i) => `warmup-${i}`), WARMUP, run.signal, (ref) => pay(stack, ref));
-      // Nothing is timed yet, and a stack that cannot create once is not worth measuring. A
-      // refused payment fails its workflow (runLimited throws); a failed saga returns its failure.
-      const warmFailure = warmCreations.results.find((r) => r.value.subaccount?.status !== 'active');
-      if (warmFailure) throw new Error(`warm-up creation did not succeed: ${JSON.stringify(warmFailure.value)}`);
+        const dashboard = await dashboardPhase(stack);
+        const checks = await check(stack, [...one.created, ...many.created], [...before.receipts, ...after.receipts], dashboard.figuresOk);
+        return { one: one.result, many: many.result, payments: { ...pooled([before, after]), before: before.result, after: after.result }, dashboard, checks };
+      };
+      const r = await temporal.untilEnded(body());
 
-      const half = Math.floor(o.payments / 2);
-      const refs = Array.from({ length: o.payments }, (_, i) => `bench-${i}`);
-      const before = await paymentPhase(stack, 'P payments [1/2]', refs.slice(0, half));
-      const one = await creationPhase(stack, 'A one entity', creationPlan([SOLO], o.subaccounts));
-      const many = await creationPhase(stack, `B ${o.entities} entities`, creationPlan(Array.from({ length: o.entities }, (_, i) => multiEntity(i)), o.perEntity));
-      const after = await paymentPhase(stack, 'P payments [2/2]', refs.slice(half));
-
-      const dashboard = await dashboardPhase(stack);
-      const checks = await check(stack, [...one.created, ...many.created], [...before.receipts, ...after.receipts], dashboard.figuresOk);
-      return { one: one.result, many: many.result, payments: { ...pooled([before, after]), before: before.result, after: after.result }, dashboard, checks };
-    };
-    const r = await Promise.race([body(), ended]).catch((error: unknown) => {
-      log(`failed: ${error instanceof Error ? error.message : String(error)}; stopping everything`);
-      throw error;
-    });
-
-    const { databaseUrl: _url, json: _json, payments: _count, ...shown } = o;
-    const report: Report = {
-      ...shown,
-      temporalCli: cli.version,
-      postgresVersion: server!.server_version,
-      collateral: COLLATERAL,
-      funding: FUNDING,
-      oneEntity: r.one,
-      manyEntities: r.many,
-      payments: r.payments,
-      ratioOneEntity: r.one.perSecond / r.payments.perSecond,
-      ratioManyEntities: r.many.perSecond / r.payments.perSecond,
-      dashboard: r.dashboard,
-      checks: r.checks,
-    };
-    if (o.json) console.log(JSON.stringify(report, (_k, v) => (typeof v === 'number' && !Number.isFinite(v) ? null : v), 2));
-    else printTable(report);
-    if (!r.checks.ok) process.exitCode = 1;
-  } finally {
-    run.stopping(); // from here, a call failing as its connection closes is noted, not fatal
-    await stopTemporal({ worker, running, workerConnection, clientConnection, devServer });
-    await pool?.end().catch(() => undefined);
-    if (created) {
-      await dropBenchDatabase(o.databaseUrl, name);
+      const { payments: _count, ...shown } = shownOptions(o);
+      const report: Report = {
+        ...shown,
+        temporalCli: cli.version,
+        postgresVersion: server,
+        collateral: COLLATERAL,
+        funding: FUNDING,
+        oneEntity: r.one,
+        manyEntities: r.many,
+        payments: r.payments,
+        ratioOneEntity: r.one.perSecond / r.payments.perSecond,
+        ratioManyEntities: r.many.perSecond / r.payments.perSecond,
+        dashboard: r.dashboard,
+        checks: r.checks,
+      };
+      if (o.json) printJson(report);
+      else printResults(report);
+      if (!r.checks.ok) process.exitCode = 1;
+    } finally {
+      run.stopping(); // from here, a call failing as its connection closes is noted, not fatal
+      await temporal.stop();
+      await pool.end().catch(() => undefined);
     }
-  }
+  });
 }
 
 runBench(main);
