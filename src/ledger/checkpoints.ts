@@ -2,7 +2,7 @@ import type { Queryable } from '../db/pool';
 import { LIVE_STATUSES } from '../domain/entities';
 import { notFound, SluiceError } from '../domain/errors';
 import { LEDGER_POINTS_MAX, type LedgerPoint } from '../domain/checkpoints';
-import { subaccountFigures } from './subaccountFigures';
+import { subaccountFigures } from './entities/dashboard';
 
 /**
  * The debt ledger (DESIGN §4, migration 024): rounds of checkpoints of every live
