@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
-import { SluiceError, sluiceErrorFromDatabase, type ErrorCode } from '../domain/errors';
+import type { ErrorCode } from '../domain/errors';
 import { isConnectionLost } from '../db/pool';
-import { isTemporalUnavailable, sluiceErrorFromTemporal } from '../temporal/failures';
+import { asSluiceError, isTemporalUnavailable } from '../temporal/failures';
 import { StillRunning } from '../services/deadline';
 import { docUrlFor } from './errorReference';
 import { plainIssue, type RequestPart, type SchemaIssue } from './validation';
@@ -37,10 +37,6 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   invalid_state: 409,
 };
 
-/** The caller's error inside `error`, whichever layer raised it (the API, an activity across Temporal, a database guard). */
-export const asSluiceError = (error: unknown): SluiceError | undefined =>
-  error instanceof SluiceError ? error : (sluiceErrorFromTemporal(error) ?? sluiceErrorFromDatabase(error));
-
 const body = (code: string, message: string, details: Record<string, unknown> = {}, param?: string) => ({ error: { code, message, details, ...(param ? { param } : {}) } });
 
 /** The HTTP status of a code, counting the two that are no caller's error. */
@@ -68,7 +64,6 @@ export const OUTAGE_RETRY_AFTER_S = 1;
 const isOutage = (error: unknown) => isConnectionLost(error) || isTemporalUnavailable(error);
 const outageBody = () => body('unavailable', 'a service Sluice depends on is unavailable for a moment; retry the same request (with the same idempotency key)');
 
-/** An error's answer, where it is not a bug: the caller's error (its 4xx) or an outage (503, with Retry-After). */
 /** The 202 answer for a call still running. */
 const stillRunningBody = (e: StillRunning) => ({ status: 'PENDING', statusUrl: e.statusUrl, message: e.message, ...e.details });
 

@@ -1,3 +1,4 @@
+import { SluiceError } from './errors';
 /** One-shot payments: the shapes shared by the API, the workflow and the activities. */
 export interface PaymentRequest {
   ref: string;
@@ -40,3 +41,17 @@ export interface RefundReceipt {
 
 export const paymentWorkflowId = (ref: string) => `payment-${ref}`;
 export const refundWorkflowId = (ref: string, refundKey: string) => `refund-${ref}-${refundKey}`;
+
+/**
+ * Same ref, different payer, payee or amount: the ref is taken. The service checks it
+ * before a payment's workflow starts; the ledger again under the payment's lock.
+ */
+export function assertSamePayment(existing: PaymentReceipt, request: PaymentRequest): void {
+  if (
+    existing.payerAccountId !== request.payerAccountId ||
+    existing.payeeAccountId !== request.payeeAccountId ||
+    existing.amount !== request.amount
+  ) {
+    throw new SluiceError('payment_conflict', `payment ref ${request.ref} was already used for a different payment`, { ref: request.ref });
+  }
+}

@@ -1,7 +1,7 @@
 import type { Pool, Queryable } from '../db/pool';
 import { withTransaction } from '../db/pool';
 import { notFound, SluiceError } from '../domain/errors';
-import type { PaymentReceipt, PaymentRequest, RefundReceipt, RefundRequest } from '../domain/payments';
+import { assertSamePayment, type PaymentReceipt, type PaymentRequest, type RefundReceipt, type RefundRequest } from '../domain/payments';
 import { appendEvent } from './events';
 import { idempotent } from './idempotency';
 import { postTransfer } from './transfers';
@@ -46,17 +46,6 @@ export async function getPayment(db: Queryable, ref: string): Promise<PaymentRec
   const found = await findPayment(db, ref);
   if (!found) throw notFound('payment', ref);
   return found;
-}
-
-/** Same ref, different payer, payee or amount: the ref is taken. */
-export function assertSamePayment(existing: PaymentReceipt, request: PaymentRequest): void {
-  if (
-    existing.payerAccountId !== request.payerAccountId ||
-    existing.payeeAccountId !== request.payeeAccountId ||
-    existing.amount !== request.amount
-  ) {
-    throw new SluiceError('payment_conflict', `payment ref ${request.ref} was already used for a different payment`, { ref: request.ref });
-  }
 }
 
 /**

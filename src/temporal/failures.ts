@@ -1,4 +1,4 @@
-import { isErrorCode, SluiceError } from '../domain/errors';
+import { isErrorCode, SluiceError, sluiceErrorFromDatabase } from '../domain/errors';
 
 /**
  * A business error raised in an activity travels back as a chain
@@ -29,3 +29,7 @@ export function isTemporalUnavailable(error: unknown): boolean {
   }
   return false;
 }
+
+/** The caller's error inside `error`, whichever layer raised it (a service, an activity across Temporal, a database guard). */
+export const asSluiceError = (error: unknown): SluiceError | undefined =>
+  error instanceof SluiceError ? error : (sluiceErrorFromTemporal(error) ?? sluiceErrorFromDatabase(error));

@@ -1,15 +1,5 @@
 import { z } from 'zod';
-import { forbidden, SluiceError } from '../../domain/errors';
-import { streamWorkflowId } from '../../domain/streams';
-import { getAccount } from '../../ledger/accounts';
-import { acceptRate, changeRate, depositToStream, joinDistribution, leaveDistribution } from '../../ledger/streamControls';
-import { findStreamWithHistory, receiptOf } from '../../ledger/streams';
-import { pauseStreamUpdate, resumeStreamUpdate } from '../../../workflows/definitions';
-import { ownAccount, scopedKey } from '../../services/actors';
-import { asSluiceError } from '../errors';
-import { API_WAIT_MS_DEFAULT, StillRunning, withinDeadline } from '../../services/deadline';
-import { workflowStatus } from '../../temporal/reconciler';
-import { membersOf, streamActor, visibleStream } from '../../services/streamAccess';
+import { streamControlService } from '../../services/streamControls';
 import type { Api } from '../app';
 import * as S from '../schemas';
 import { MembersInput } from './streams';
@@ -18,13 +8,11 @@ const errors = S.WriteErrors;
 
 /**
  * The controls of an open stream: top-up, pause/resume, rate change, and a
- * distribution's membership. Who may call each is decided in streamAccess.ts;
- * a control on a closed stream, pausing a paused one or resuming a running one
- * is a 409 `invalid_state`.
+ * distribution's membership (src/services/streamControls.ts). A control on a closed
+ * stream, pausing a paused one or resuming a running one is a 409 `invalid_state`.
  */
 export function streamControlRoutes(app: Api) {
-  const { pool, temporal } = app.deps;
-  const waitMs = app.deps.waitMs ?? API_WAIT_MS_DEFAULT;
+  const controls = streamControlService(app.deps);
 
   app.post('/v1/streams/:ref/deposits', {
     schema: {
@@ -46,15 +34,11 @@ export function streamControlRoutes(app: Api) {
         ...errors,
       },
     },
-    handler: async (req, reply) => {
-      const from = await ownAccount(pool, req.actor, req.body.fromAccountId);
-      const by = req.actor.kind === 'admin' ? 'admin' : req.actor.party;
-      const receipt = await depositToStream(pool, { ref: req.params.ref, key: scopedKey(req.actor, req.headers['idempotency-key']), fromAccountId: from.id, amount: req.body.amount, by });
-      return reply.status(201).send({ ref: receipt.ref, status: receipt.status, amount: req.body.amount, fromAccountId: from.id, maxTotal: receipt.maxTotal, deposited: receipt.deposited ?? 0 });
-    },
+    handler: async (req, reply) =>
+      reply.status(201).send(await controls.deposit(req.actor, req.params.ref, { ...req.body, idempotencyKey: req.headers['idempotency-key'] })),
   });
 
-  for (const [action, update] of [['pause', pauseStreamUpdate], ['resume', resumeStreamUpdate]] as const) {
+  for (const action of ['pause', 'resume'] as const) {
     app.post(`/v1/streams/:ref/${action}`, {
       schema: {
         tags: ['stream controls'],
@@ -65,24 +49,7 @@ export function streamControlRoutes(app: Api) {
         params: S.RefParam,
         response: { 200: S.StreamReceipt, 202: S.StillRunning, ...errors },
       },
-      handler: async (req) => {
-        const row = await visibleStream(pool, req.actor, req.params.ref);
-        const actor = await streamActor(pool, req.actor, row, 'pause');
-        if (row.status !== 'open') throw new SluiceError('invalid_state', `stream ${row.ref} is closed`, { ref: row.ref });
-        const workflowId = streamWorkflowId(row.ref);
-        const updated = temporal.workflow.getHandle(workflowId).executeUpdate(update, { args: [actor] }).catch(async (error: unknown) => {
-          if (asSluiceError(error)) throw error;
-          // the run ended between the read above and the update: the stream closed meanwhile
-          if ((await findStreamWithHistory(pool, row.ref))?.status !== 'open') throw new SluiceError('invalid_state', `stream ${row.ref} is closed`, { ref: row.ref });
-          // open, with no workflow to pause it: the reconciler settles it (a cancel does now)
-          if ((await workflowStatus(temporal, workflowId)) !== 'RUNNING') {
-            throw new SluiceError('invalid_state', `stream ${row.ref} has no running workflow to ${action} it: cancel it (it settles through the ledger) or let the reconciler close it`, { ref: row.ref, workflowId });
-          }
-          throw error;
-        });
-        await withinDeadline(updated, waitMs, () => new StillRunning(`/v1/streams/${row.ref}`, { ref: row.ref, workflowId }));
-        return receiptOf(pool, row.ref);
-      },
+      handler: async (req) => controls.pauseOrResume(req.actor, req.params.ref, action),
     });
   }
 
@@ -95,9 +62,7 @@ export function streamControlRoutes(app: Api) {
       response: { 200: S.StreamReceipt, 202: S.StreamReceipt, ...errors },
     },
     handler: async (req, reply) => {
-      const row = await visibleStream(pool, req.actor, req.params.ref);
-      const actor = await streamActor(pool, req.actor, row, 'payer');
-      const receipt = await changeRate(pool, { ref: row.ref, ratePerTick: req.body.ratePerTick, ...actor });
+      const receipt = await controls.changeRate(req.actor, req.params.ref, req.body.ratePerTick);
       return reply.status(receipt.proposedRatePerTick !== undefined ? 202 : 200).send(receipt);
     },
   });
@@ -110,11 +75,7 @@ export function streamControlRoutes(app: Api) {
       body: z.object({ ratePerTick: S.Units }),
       response: { 200: S.StreamReceipt, ...errors },
     },
-    handler: async (req) => {
-      const row = await visibleStream(pool, req.actor, req.params.ref);
-      if (req.actor.kind === 'party' && req.actor.party !== row.payee) throw forbidden(`only the payee of stream ${row.ref} accepts a rate`);
-      return acceptRate(pool, { ref: row.ref, ratePerTick: req.body.ratePerTick, by: req.actor.kind === 'admin' ? 'admin' : req.actor.party });
-    },
+    handler: async (req) => controls.acceptRate(req.actor, req.params.ref, req.body.ratePerTick),
   });
 
   app.post('/v1/streams/:ref/members', {
@@ -125,12 +86,7 @@ export function streamControlRoutes(app: Api) {
       body: z.object({ members: MembersInput }),
       response: { 200: S.StreamReceipt, ...errors },
     },
-    handler: async (req) => {
-      const row = await visibleStream(pool, req.actor, req.params.ref);
-      const actor = await streamActor(pool, req.actor, row, 'payer');
-      const members = await membersOf(pool, req.body.members, await getAccount(pool, row.payer_account_id));
-      return joinDistribution(pool, { ref: row.ref, members, ...actor });
-    },
+    handler: async (req) => controls.join(req.actor, req.params.ref, req.body.members),
   });
 
   app.post('/v1/streams/:ref/members/:accountId/leave', {
@@ -140,12 +96,6 @@ export function streamControlRoutes(app: Api) {
       params: S.RefParam.extend({ accountId: S.AccountId }),
       response: { 200: S.StreamReceipt, ...errors },
     },
-    handler: async (req) => {
-      const row = await visibleStream(pool, req.actor, req.params.ref);
-      const member = row.members?.find((m) => m.accountId === req.params.accountId);
-      const by = req.actor.kind === 'admin' ? 'admin' : req.actor.party;
-      if (req.actor.kind === 'party' && by !== row.payer && by !== member?.party) throw forbidden(`only the payer or the member itself takes ${req.params.accountId} out`);
-      return leaveDistribution(pool, { ref: row.ref, accountId: req.params.accountId, by });
-    },
+    handler: async (req) => controls.leave(req.actor, req.params.ref, req.params.accountId),
   });
 }
