@@ -222,6 +222,19 @@ export const AuditReport = z.object({
 
 export const Tier = z.enum(TIERS);
 
+/** A job's (and a session request's) work. */
+export const Work = z.object({
+  description: z.string().min(1).max(500).regex(/^[^\u0000]*$/, 'no NUL characters'),
+  simulate: z
+    .object({
+      actualCost: z.number().int().min(0).max(1e15).optional(),
+      failTimes: z.union([z.number().int().min(0).max(100), z.literal('always')]).optional(),
+      durationMs: z.number().int().min(0).max(60_000).optional(),
+    })
+    .optional()
+    .describe('what the default (simulated) work does: its actual cost, failing attempts, duration'),
+});
+
 export const Grant = z.object({
   jobId: z.string(),
   payer: z.string(),

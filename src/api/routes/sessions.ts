@@ -10,7 +10,6 @@ import { idOfKey, ownAccount, type Actor } from '../../services/actors';
 import { API_WAIT_MS_DEFAULT, StillRunning, withinDeadline } from '../../services/deadline';
 import type { Api } from '../app';
 import * as S from '../schemas';
-import { Work } from './jobs';
 
 const errors = S.WriteErrors;
 
@@ -56,7 +55,7 @@ const RequestBody = z.object({
   requestId: RequestId.describe('the request id within the session: sending it again returns the same request'),
   estimatedCost: S.Units.describe('decided free, partial or gate on this, before the work runs'),
   requestHash: z.string().regex(/^[A-Za-z0-9:_-]{1,128}$/).optional().describe('identifies the request (default: sha256 of the work)'),
-  work: Work,
+  work: S.Work,
 });
 
 /**
