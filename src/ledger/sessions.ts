@@ -59,10 +59,16 @@ async function findSession(db: Queryable, sessionId: string, lock = false): Prom
   return rows[0];
 }
 
-const sameOpening = (row: SessionRow, o: SessionOpening) => row.payer === o.payer && row.payer_account_id === o.payerAccountId && row.funded === o.amountUnits;
+/** The terms that make a session: the same session id with other terms is another session, never this one. */
+export const sameOpening = (s: Pick<SessionView, 'payer' | 'payerAccountId' | 'funded'>, o: SessionOpening) =>
+  s.payer === o.payer && s.payerAccountId === o.payerAccountId && s.funded === o.amountUnits;
 
 /** A session id taken by other terms is a conflict (409), never that session. */
 export const sessionIdTaken = (sessionId: string) => new SluiceError('ref_conflict', `session id ${sessionId} is already used by another session`, { sessionId });
+
+/** A request id sent again with other terms (sameRequestTerms) is a conflict (409), never that request. */
+export const requestTermsTaken = (sessionId: string, requestId: string) =>
+  new SluiceError('ref_conflict', `request ${requestId} of session ${sessionId} was sent with other terms`, { sessionId, requestId });
 
 export const sessionClosed = (sessionId: string) =>
   new SluiceError('invalid_state', `session ${sessionId} is closed: it takes no requests`, { sessionId, status: 'closed' });
@@ -77,8 +83,9 @@ export function openSession(pool: Pool, o: SessionOpening): Promise<SessionView>
   return withTransaction(pool, async (client) => {
     const existing = await findSession(client, o.sessionId);
     if (existing) {
-      if (!sameOpening(existing, o)) throw sessionIdTaken(o.sessionId);
-      return sessionView(client, o.sessionId);
+      const view = await sessionView(client, o.sessionId);
+      if (!sameOpening(view, o)) throw sessionIdTaken(o.sessionId);
+      return view;
     }
     const accountId = sessionAccountId(o.sessionId);
     try {
@@ -123,9 +130,7 @@ export function openSessionRequest(pool: Pool, input: { sessionId: string; terms
     const { existing, budget, poolAvailable, poolStripes } = await readBudget(client, { payer: s.payer, jobId, day: input.day, budgets: input.budgets });
     if (existing) {
       if (existing.session_id !== sessionId || existing.request_id !== terms.requestId) throw new SluiceError('ref_conflict', `job id ${jobId} is already used by a job`, { jobId });
-      if (!sameRequestTerms({ estimatedCost: existing.estimated_cost, requestHash: existing.request_hash }, terms)) {
-        throw new SluiceError('ref_conflict', `request ${terms.requestId} of session ${sessionId} was sent with other terms`, { sessionId, requestId: terms.requestId });
-      }
+      if (!sameRequestTerms({ estimatedCost: existing.estimated_cost, requestHash: existing.request_hash }, terms)) throw requestTermsTaken(sessionId, terms.requestId);
       return toGrantView(existing);
     }
     if (s.status !== 'open') throw sessionClosed(sessionId);

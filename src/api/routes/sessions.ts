@@ -1,13 +1,6 @@
-import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { forbidden, SluiceError } from '../../domain/errors';
-import { SESSION_ID_PATTERN, SESSION_REQUEST_ID_PATTERN, SESSION_REQUESTS_MAX, sameRequestTerms, sessionWorkflowId, type SessionOpening, type SessionRequestTerms } from '../../domain/sessions';
-import { findSessionRequest, sessionClosed, sessionIdTaken, sessionPayer, sessionView } from '../../ledger/sessions';
-import { startSessionWorkflow } from '../../temporal/sessions';
-import { sluiceErrorFromTemporal } from '../../temporal/failures';
-import { closeSessionUpdate, sessionRequestUpdate } from '../../../workflows/definitions';
-import { idOfKey, ownAccount, type Actor } from '../../services/actors';
-import { API_WAIT_MS_DEFAULT, StillRunning, withinDeadline } from '../../services/deadline';
+import { SESSION_ID_PATTERN, SESSION_REQUEST_ID_PATTERN, SESSION_REQUESTS_MAX } from '../../domain/sessions';
+import { sessionService } from '../../services/sessions';
 import type { Api } from '../app';
 import * as S from '../schemas';
 
@@ -64,21 +57,7 @@ const RequestBody = z.object({
  * the balance, worked, settled on its actual cost), close it for what remains.
  */
 export function sessionRoutes(app: Api) {
-  const { pool, temporal, taskQueue } = app.deps;
-  const waitMs = app.deps.waitMs ?? API_WAIT_MS_DEFAULT;
-
-  /** A session is its payer's (and the admin's) to see and act on. */
-  const visibleSession = async (actor: Actor, sessionId: string) => {
-    const payer = await sessionPayer(pool, sessionId);
-    if (payer === undefined) throw new SluiceError('not_found', `session ${sessionId} not found`, { session: sessionId });
-    if (actor.kind === 'party' && actor.party !== payer) throw forbidden(`session ${sessionId} is not yours`);
-  };
-  const still = (sessionId: string) => () => new StillRunning(`/v1/sessions/${sessionId}`, { sessionId, workflowId: sessionWorkflowId(sessionId) });
-  /** An update's refusal (the validator's, or the ledger's through an activity) as the caller's error it is. */
-  const asCallerError = (error: unknown) => {
-    if (error instanceof StillRunning) return error;
-    return sluiceErrorFromTemporal(error) ?? error;
-  };
+  const sessions = sessionService(app.deps);
 
   app.post('/v1/sessions', {
     schema: {
@@ -89,30 +68,8 @@ export function sessionRoutes(app: Api) {
       response: { 201: Session, 200: Session, 202: S.StillRunning, ...errors },
     },
     handler: async (req, reply) => {
-      const account = await ownAccount(pool, req.actor, req.body.accountId);
-      if (account.kind !== 'user' && account.kind !== 'entity' && account.kind !== 'subaccount') {
-        throw new SluiceError('invalid_request', `a session cannot be funded from the ${account.kind} account`, { account: account.id });
-      }
-      const key = req.headers['idempotency-key'];
-      const sessionId = req.body.sessionId ?? (key !== undefined ? idOfKey(req.actor, key) : undefined);
-      if (sessionId === undefined) {
-        throw new SluiceError('invalid_request', 'give the session a sessionId, or send an Idempotency-Key header: a retried open must find the session it opened, not fund a second one', { param: 'sessionId' });
-      }
-      const opening: SessionOpening = { sessionId, payer: account.ownerId, payerAccountId: account.id, amountUnits: req.body.amount };
-      const same = (v: { payer: string; payerAccountId: string; funded: number }) => v.payer === opening.payer && v.payerAccountId === opening.payerAccountId && v.funded === opening.amountUnits;
-      if (await sessionPayer(pool, sessionId)) {
-        const existing = await sessionView(pool, sessionId, true);
-        if (!same(existing)) throw sessionIdTaken(sessionId);
-        return reply.status(200).send(existing);
-      }
-      try {
-        const opened = await withinDeadline(startSessionWorkflow(temporal, taskQueue, opening), waitMs, still(sessionId));
-        // a concurrent open with this id may have started the workflow: what it funded is its session
-        if (!same(opened)) throw sessionIdTaken(sessionId);
-        return reply.status(201).send(await sessionView(pool, sessionId, true));
-      } catch (error) {
-        throw asCallerError(error);
-      }
+      const { created, session } = await sessions.open(req.actor, req.body, req.headers['idempotency-key']);
+      return reply.status(created ? 201 : 200).send(session);
     },
   });
 
@@ -123,10 +80,7 @@ export function sessionRoutes(app: Api) {
       params: SessionIdParam,
       response: { 200: Session, ...S.ReadErrors },
     },
-    handler: async (req) => {
-      await visibleSession(req.actor, req.params.id);
-      return sessionView(pool, req.params.id, true);
-    },
+    handler: async (req) => sessions.view(req.actor, req.params.id),
   });
 
   app.post('/v1/sessions/:id/requests', {
@@ -139,24 +93,8 @@ export function sessionRoutes(app: Api) {
       response: { 201: S.Grant, 200: S.Grant, 202: S.StillRunning, ...errors },
     },
     handler: async (req, reply) => {
-      const sessionId = req.params.id;
-      await visibleSession(req.actor, sessionId);
-      const { requestId, estimatedCost, work } = req.body;
-      const terms: SessionRequestTerms = { requestId, estimatedCost, work, requestHash: req.body.requestHash ?? createHash('sha256').update(JSON.stringify(work)).digest('hex') };
-      const taken = await findSessionRequest(pool, sessionId, requestId);
-      if (taken && !sameRequestTerms(taken, terms)) {
-        throw new SluiceError('ref_conflict', `request ${requestId} of session ${sessionId} was sent with other terms`, { sessionId, requestId });
-      }
-      // sent again after its end: its grant answers
-      if (taken && taken.status !== 'reserved' && taken.status !== 'awaiting_payment') return reply.status(200).send(taken);
-      if (!taken && (await sessionView(pool, sessionId)).status === 'closed') throw sessionClosed(sessionId);
-      try {
-        const handle = temporal.workflow.getHandle(sessionWorkflowId(sessionId));
-        const outcome = await withinDeadline(handle.executeUpdate(sessionRequestUpdate, { args: [terms] }), waitMs, still(sessionId));
-        return reply.status(taken ? 200 : 201).send(outcome);
-      } catch (error) {
-        throw asCallerError(error);
-      }
+      const { created, grant } = await sessions.request(req.actor, req.params.id, req.body);
+      return reply.status(created ? 201 : 200).send(grant);
     },
   });
 
@@ -167,19 +105,6 @@ export function sessionRoutes(app: Api) {
       params: SessionIdParam,
       response: { 200: Session, 202: S.StillRunning, ...errors },
     },
-    handler: async (req) => {
-      const sessionId = req.params.id;
-      await visibleSession(req.actor, sessionId);
-      if ((await sessionView(pool, sessionId)).status === 'open') {
-        try {
-          const handle = temporal.workflow.getHandle(sessionWorkflowId(sessionId));
-          await withinDeadline(handle.executeUpdate(closeSessionUpdate), waitMs, still(sessionId));
-        } catch (error) {
-          // closed meanwhile (the run completed between our read and the update): the ledger answers
-          if ((await sessionView(pool, sessionId)).status !== 'closed') throw asCallerError(error);
-        }
-      }
-      return sessionView(pool, sessionId, true);
-    },
+    handler: async (req) => sessions.close(req.actor, req.params.id),
   });
 }
