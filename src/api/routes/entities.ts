@@ -1,22 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { creationWorkflowId, eliminationWorkflowId, SUBACCOUNT_SEPARATOR, SUBACCOUNT_STATUSES, type Subaccount } from '../../domain/entities';
-import { forbidden, SluiceError } from '../../domain/errors';
-import { subaccountCreationVisibility, subaccountEliminationVisibility } from '../../../workflows/searchAttributes';
-import { capReached, creationLimits, creationsRateLimited, entityDashboard, getEntity, getSubaccount, listDeliveries, listSubaccounts, registerEntity } from '../../ledger/entities';
-import { CREATIONS_PER_HOUR_DEFAULT, SUBACCOUNT_CAP_DEFAULT } from '../../domain/entities';
-import { sluiceErrorFromTemporal } from '../../temporal/failures';
-import { listEntities } from '../../ledger/entityList';
-import { entityLedger, takeCheckpoints } from '../../ledger/checkpoints';
-import { DAY_MS, LEDGER_POINTS_MAX } from '../../domain/checkpoints';
-import { runWorkflowOnce } from '../../temporal/runOnce';
-import { subaccountCreationWorkflow, subaccountEliminationWorkflow } from '../../../workflows/entities';
-import { actorName, idOfKey, type Actor } from '../../services/actors';
-import { API_WAIT_MS_DEFAULT, StillRunning, withinDeadline } from '../../services/deadline';
+import { SUBACCOUNT_SEPARATOR, SUBACCOUNT_STATUSES } from '../../domain/entities';
+import { LEDGER_POINTS_MAX } from '../../domain/checkpoints';
+import { ASSESS_EVERY_MS_DEFAULT, CHALLENGE_MIN_BPS_DEFAULT, RULE_NAMES } from '../../domain/challengeRules';
+import { entityService } from '../../services/entities';
 import type { Api } from '../app';
 import * as S from '../schemas';
 import { PAGE_ROWS_MAX, WEBHOOK_URL_CHARS_MAX, WEBHOOK_URLS_MAX } from '../limits';
-import { ASSESS_EVERY_MS_DEFAULT, CHALLENGE_MIN_BPS_DEFAULT, RULE_NAMES } from '../../domain/challengeRules';
 
 const errors = { ...S.WriteErrors, 429: S.ErrorBody };
 const readErrors = S.ReadErrors;
@@ -59,19 +48,7 @@ const ASSESS_EVERY_MS_MIN = 1000;
 const DAY = 86_400_000;
 
 export function entityRoutes(app: Api) {
-  const { pool, temporal, taskQueue } = app.deps;
-  const waitMs = app.deps.waitMs ?? API_WAIT_MS_DEFAULT;
-  const limits = app.deps.subaccountLimits ?? { cap: SUBACCOUNT_CAP_DEFAULT, perHour: CREATIONS_PER_HOUR_DEFAULT };
-
-  /** An entity acts on its own subaccounts only; the admin on all. */
-  const ownEntity = (actor: Actor, entityId: string) => {
-    if (actor.kind === 'party' && actor.party !== entityId) throw forbidden(`entity ${entityId} is not yours`);
-  };
-  const ownSubaccount = async (actor: Actor, id: string): Promise<Subaccount> => {
-    const sub = await getSubaccount(pool, id);
-    ownEntity(actor, sub.entityId);
-    return sub;
-  };
+  const entities = entityService(app.deps);
 
   app.post('/v1/entities', {
     config: { auth: 'admin' },
@@ -105,7 +82,7 @@ export function entityRoutes(app: Api) {
       }),
       response: { 201: z.object({ id: z.string(), apiKey: z.string(), webhookSecret: z.string(), mainAccountId: z.string() }), ...errors },
     },
-    handler: async (req, reply) => reply.status(201).send(await registerEntity(pool, req.body)),
+    handler: async (req, reply) => reply.status(201).send(await entities.register(req.body)),
   });
 
   app.get('/v1/entities', {
@@ -125,10 +102,7 @@ export function entityRoutes(app: Api) {
         ...readErrors,
       },
     },
-    handler: async (req) => {
-      const entities = await listEntities(pool, req.query);
-      return { entities, ...(entities.length === req.query.limit && { next: entities.at(-1)!.id }) };
-    },
+    handler: async (req) => entities.list(req.query),
   });
 
   app.get('/v1/entities/:id', {
@@ -159,17 +133,7 @@ export function entityRoutes(app: Api) {
         ...readErrors,
       },
     },
-    handler: async (req) => {
-      ownEntity(req.actor, req.params.id);
-      const e = await getEntity(pool, req.params.id);
-      const l = await creationLimits(pool, e, limits);
-      return {
-        id: e.id, mainAccountId: e.main_account_id, collateral: e.collateral, funding: e.funding, webhookUrls: e.webhook_urls, challengeMs: e.challenge_ms, challengeMinBps: e.challenge_min_bps,
-        ...(e.max_drawdown_bps !== null && { maxDrawdownBps: e.max_drawdown_bps }), ...(e.inactivity_ms !== null && { inactivityMs: e.inactivity_ms }), assessEveryMs: e.assess_every_ms, nextSeq: e.next_seq,
-        subaccountCap: l.cap, creationsPerHour: l.perHour, liveSubaccounts: l.live, rollingBack: l.rollingBack, creationsLastHour: l.lastHour,
-        ...(l.slotFreesAt && { nextCreationAt: l.slotFreesAt.toISOString() }),
-      };
-    },
+    handler: async (req) => entities.get(req.actor, req.params.id),
   });
 
   app.post('/v1/entities/:id/subaccounts', {
@@ -181,53 +145,18 @@ export function entityRoutes(app: Api) {
       body: z.object({ requestId: S.Ref.optional().describe('the same request id (or Idempotency-Key) returns the same creation') }).default({}),
       response: { 201: z.object({ subaccount: Subaccount, compensated: z.array(z.string()) }), 202: S.StillRunning, ...errors },
     },
-    handler: async (req, reply) => {
-      ownEntity(req.actor, req.params.id);
-      await getEntity(pool, req.params.id);
-      // a request id (or an Idempotency-Key) makes a re-sent request the same creation
-      const key = req.headers['idempotency-key'];
-      const requestId = req.body?.requestId ?? (key !== undefined ? idOfKey(req.actor, key) : randomBytes(8).toString('hex'));
-      // once per request: a re-send attaches to the run in flight or reads the outcome
-      // of the finished one (no second saga, no second webhook); only a refused
-      // allocation (the run failed, nothing allocated) may run again
-      const workflowId = creationWorkflowId(req.params.id, requestId);
-      const creation = runWorkflowOnce(temporal, subaccountCreationWorkflow, {
-        workflowId,
-        taskQueue,
-        args: [{ entityId: req.params.id, requestId }],
-        visibility: subaccountCreationVisibility({ entityId: req.params.id, requestId }),
-      });
-      const result = await withinDeadline(creation, waitMs, () =>
-        new StillRunning(`/v1/entities/${req.params.id}/subaccounts`, { entityId: req.params.id, requestId, workflowId }),
-      ).catch(async (error: unknown) => {
-        // a refused allocation, said with where the entity stands now: when the next hourly
-        // slot frees, or how many slots at the cap are rolling back (also Retry-After)
-        const refused = sluiceErrorFromTemporal(error);
-        if (refused?.code !== 'rate_limited' && refused?.code !== 'limit_exceeded') throw error;
-        const l = await creationLimits(pool, await getEntity(pool, req.params.id), limits);
-        const worded = refused.code === 'rate_limited' ? creationsRateLimited(req.params.id, l.lastHour, l.perHour, Math.max(1, l.slotFreesInS)) : capReached(req.params.id, l);
-        throw new SluiceError(refused.code, worded.message, { ...refused.details, ...worded.details });
-      });
-      if (result.error) {
-        throw new SluiceError('creation_failed', result.error.message, { failedStep: result.failedStep, compensated: result.compensated, subaccount: result.subaccount ?? null });
-      }
-      return reply.status(201).send({ subaccount: result.subaccount!, compensated: result.compensated });
-    },
+    handler: async (req, reply) =>
+      reply.status(201).send(await entities.createSubaccount(req.actor, req.params.id, { requestId: req.body?.requestId, idempotencyKey: req.headers['idempotency-key'] })),
   });
 
   app.get('/v1/entities/:id/subaccounts', {
     schema: { tags: ['entities'], summary: "An entity's subaccounts by number, a page at a time", params: z.object({ id: S.PartyId }), querystring: z.object({ after: SeqCursor, limit: S.PageLimit('GET /v1/entities/:id/subaccounts') }), response: { 200: z.object({ subaccounts: z.array(Subaccount) }), ...readErrors } },
-    handler: async (req) => {
-      ownEntity(req.actor, req.params.id);
-      // an unknown entity is a 404, as on its dashboard, not an empty page
-      await getEntity(pool, req.params.id);
-      return { subaccounts: await listSubaccounts(pool, req.params.id, req.query) };
-    },
+    handler: async (req) => entities.subaccounts(req.actor, req.params.id, req.query),
   });
 
   app.get('/v1/subaccounts/:id', {
     schema: { tags: ['entities'], summary: 'A subaccount (its entity or the admin)', params: SubaccountParam, response: { 200: Subaccount, ...readErrors } },
-    handler: async (req) => ownSubaccount(req.actor, req.params.id),
+    handler: async (req) => entities.subaccount(req.actor, req.params.id),
   });
 
   app.post('/v1/subaccounts/:id/eliminate', {
@@ -242,23 +171,7 @@ export function entityRoutes(app: Api) {
         ...errors,
       },
     },
-    handler: async (req) => {
-      const sub = await ownSubaccount(req.actor, req.params.id);
-      if (sub.status === 'eliminated') return { subaccount: sub, swept: 0, collateralReleased: false, streams: [] };
-      if (sub.status !== 'active' && sub.status !== 'challenge' && sub.status !== 'eliminating') {
-        throw new SluiceError('invalid_request', `subaccount ${sub.id} is ${sub.status}; only a live subaccount can be eliminated`, { status: sub.status });
-      }
-      const elimination = { id: sub.id, reason: req.body?.reason ?? 'eliminated on request', by: actorName(req.actor) };
-      const workflowId = eliminationWorkflowId(sub.id);
-      const eliminated = temporal.workflow.execute(subaccountEliminationWorkflow, {
-        workflowId,
-        taskQueue,
-        args: [elimination],
-        workflowIdConflictPolicy: 'USE_EXISTING',
-        ...subaccountEliminationVisibility(elimination),
-      });
-      return withinDeadline(eliminated, waitMs, () => new StillRunning(`/v1/subaccounts/${sub.id}`, { subaccount: sub.id, workflowId }));
-    },
+    handler: async (req) => entities.eliminate(req.actor, req.params.id, req.body?.reason),
   });
 
   const LedgerPoint = z.object({
@@ -283,13 +196,7 @@ export function entityRoutes(app: Api) {
       }),
       response: { 200: z.object({ entity: z.string(), subaccount: z.string().optional(), step: z.number().int(), points: z.array(LedgerPoint) }), ...readErrors },
     },
-    handler: async (req) => {
-      ownEntity(req.actor, req.params.id);
-      const to = req.query.to ? new Date(req.query.to) : new Date();
-      const from = req.query.from ? new Date(req.query.from) : new Date(to.getTime() - 30 * DAY_MS);
-      const points = await entityLedger(pool, req.params.id, { from, to, stepS: req.query.step, subaccount: req.query.subaccount });
-      return { entity: req.params.id, ...(req.query.subaccount && { subaccount: req.query.subaccount }), step: req.query.step, points };
-    },
+    handler: async (req) => entities.ledger(req.actor, req.params.id, req.query),
   });
 
   app.post('/v1/entities/:id/checkpoints', {
@@ -299,11 +206,7 @@ export function entityRoutes(app: Api) {
       params: z.object({ id: S.PartyId }),
       response: { 201: z.object({ entity: z.string(), at: z.string(), subaccounts: z.number().int() }), ...errors },
     },
-    handler: async (req, reply) => {
-      ownEntity(req.actor, req.params.id);
-      await getEntity(pool, req.params.id);
-      return reply.status(201).send({ entity: req.params.id, ...(await takeCheckpoints(pool, { entityId: req.params.id, at: new Date() })) });
-    },
+    handler: async (req, reply) => reply.status(201).send(await entities.checkpoint(req.actor, req.params.id)),
   });
 
   app.get('/v1/entities/:id/dashboard', {
@@ -347,10 +250,7 @@ export function entityRoutes(app: Api) {
         ...readErrors,
       },
     },
-    handler: async (req) => {
-      ownEntity(req.actor, req.params.id);
-      return entityDashboard(pool, req.params.id, req.query);
-    },
+    handler: async (req) => entities.dashboard(req.actor, req.params.id, req.query),
   });
 
   app.get('/v1/entities/:id/deliveries', {
@@ -366,10 +266,6 @@ export function entityRoutes(app: Api) {
         ...readErrors,
       },
     },
-    handler: async (req) => {
-      ownEntity(req.actor, req.params.id);
-      await getEntity(pool, req.params.id);
-      return { deliveries: await listDeliveries(pool, req.params.id, req.query) };
-    },
+    handler: async (req) => entities.deliveries(req.actor, req.params.id, req.query),
   });
 }
