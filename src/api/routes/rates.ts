@@ -1,9 +1,7 @@
 import { z } from 'zod';
-import { CROWN_TICK_MAX, CROWN_UNITS_PER_TICK, crownTicks, DIRECTIONS, tickAt, timeOfTick, type CrownInterval } from '../../domain/crown';
-import { forbidden, SluiceError } from '../../domain/errors';
-import { createMarket, DEFAULT_MARKET, listMarkets } from '../../ledger/markets';
-import { crownOver, crownTimelinePage, holdersAt, listRateEvents, payCrownRewards, postRateEvent } from '../../ledger/rates';
-import type { Actor } from '../../services/actors';
+import { CROWN_TICK_MAX, CROWN_UNITS_PER_TICK, DIRECTIONS } from '../../domain/crown';
+import { DEFAULT_MARKET } from '../../ledger/markets';
+import { rateService } from '../../services/rates';
 import type { Api } from '../app';
 import * as S from '../schemas';
 import { CROWN_INTERVALS_SHOWN_MAX, CROWN_WINDOW_TICKS_MAX } from '../limits';
@@ -32,24 +30,6 @@ const WindowView = z.object({
   fromAt: z.string().describe('when tick `from` begins (board ticks are seconds since the epoch)'),
   toAt: z.string(),
 });
-const windowView = (market: string, direction: z.infer<typeof Direction>, w: { from: number; to: number }): z.infer<typeof WindowView> => ({
-  market,
-  direction,
-  from: w.from,
-  to: w.to,
-  fromAt: timeOfTick(w.from),
-  toAt: timeOfTick(w.to),
-});
-const withTimes = (iv: CrownInterval) => ({ ...iv, startAt: timeOfTick(iv.start), endAt: timeOfTick(iv.end) });
-
-/** A crown window from the query: [from, to), by default the last hour up to the current tick; refused when empty or too long. */
-function crownWindow(query: { from?: number; to?: number }, nowTick: number) {
-  const to = query.to ?? nowTick + 1;
-  const from = query.from ?? Math.max(0, to - 3600);
-  if (from >= to) throw new SluiceError('invalid_request', `from (${from}) must be before to (${to})`);
-  if (to - from > CROWN_WINDOW_TICKS_MAX) throw new SluiceError('invalid_request', `a window is at most ${CROWN_WINDOW_TICKS_MAX} ticks`);
-  return { from, to };
-}
 
 const RateEvent = z.object({
   id: z.number().int(),
@@ -63,10 +43,7 @@ const RateEvent = z.object({
 });
 
 export function rateRoutes(app: Api) {
-  const { pool } = app.deps;
-  const ownSeller = (actor: Actor, seller: string) => {
-    if (actor.kind === 'party' && actor.party !== seller) throw forbidden(`a seller posts its own rates (${seller} is not you)`);
-  };
+  const rates = rateService(app.deps, { windowTicksMax: CROWN_WINDOW_TICKS_MAX, intervalsShownMax: CROWN_INTERVALS_SHOWN_MAX });
 
   app.post('/v1/sellers/:id/rates', {
     schema: {
@@ -76,11 +53,7 @@ export function rateRoutes(app: Api) {
       body: z.object({ ratePerTick: z.number().int().min(0).max(1e15), atTick: Tick.optional(), accountId: S.AccountId.optional(), market: MarketParam }),
       response: { 201: RateEvent, ...errors },
     },
-    handler: async (req, reply) => {
-      ownSeller(req.actor, req.params.id);
-      const event = await postRateEvent(pool, { seller: req.params.id, market: req.body.market, tick: req.body.atTick, accountId: req.body.accountId, rate: req.body.ratePerTick });
-      return reply.status(201).send(event);
-    },
+    handler: async (req, reply) => reply.status(201).send(await rates.postRate(req.actor, req.params.id, req.body)),
   });
 
   app.post('/v1/sellers/:id/state', {
@@ -93,11 +66,7 @@ export function rateRoutes(app: Api) {
         .refine((b) => b.active !== undefined || b.busy !== undefined, 'give active, busy or both'),
       response: { 201: RateEvent, ...errors },
     },
-    handler: async (req, reply) => {
-      ownSeller(req.actor, req.params.id);
-      const event = await postRateEvent(pool, { seller: req.params.id, market: req.body.market, tick: req.body.atTick, active: req.body.active, busy: req.body.busy });
-      return reply.status(201).send(event);
-    },
+    handler: async (req, reply) => reply.status(201).send(await rates.postState(req.actor, req.params.id, req.body)),
   });
 
   app.get('/v1/rates/events', {
@@ -107,7 +76,7 @@ export function rateRoutes(app: Api) {
       querystring: z.object({ after: S.PageAfter, limit: S.PageLimit('GET /v1/rates/events') }),
       response: { 200: z.object({ events: z.array(RateEvent) }), ...readErrors },
     },
-    handler: async (req) => ({ events: await listRateEvents(pool, req.query.after, req.query.limit) }),
+    handler: async (req) => rates.events(req.query),
   });
 
   app.post('/v1/markets', {
@@ -118,7 +87,7 @@ export function rateRoutes(app: Api) {
       body: z.object({ id: MarketId, direction: Direction }),
       response: { 201: Market, ...errors },
     },
-    handler: async (req, reply) => reply.status(201).send(await createMarket(pool, req.body)),
+    handler: async (req, reply) => reply.status(201).send(await rates.openMarket(req.body)),
   });
 
   app.get('/v1/markets', {
@@ -128,10 +97,7 @@ export function rateRoutes(app: Api) {
       querystring: z.object({ after: MarketId.optional().describe('the last id of the previous page (its next)'), limit: S.PageLimit('GET /v1/markets') }),
       response: { 200: z.object({ markets: z.array(Market), next: z.string().optional().describe('pass as `after` for the next page; left out on the last') }), ...readErrors },
     },
-    handler: async (req) => {
-      const markets = await listMarkets(pool, req.query.after ?? '', req.query.limit);
-      return { markets, ...(markets.length === req.query.limit && { next: markets.at(-1)!.id }) };
-    },
+    handler: async (req) => rates.markets(req.query),
   });
 
   app.post('/v1/crown/rewards', {
@@ -145,12 +111,7 @@ export function rateRoutes(app: Api) {
         ...errors,
       },
     },
-    handler: async (req) => {
-      const { from, to, budget } = req.body;
-      if (from >= to) throw new SluiceError('invalid_request', `from (${from}) must be before to (${to})`);
-      if (to - from > CROWN_WINDOW_TICKS_MAX) throw new SluiceError('invalid_request', `a window is at most ${CROWN_WINDOW_TICKS_MAX} ticks`);
-      return payCrownRewards(pool, { window: { from, to }, budget });
-    },
+    handler: async (req) => rates.payRewards(req.body),
   });
 
   app.get('/v1/crown', {
@@ -170,23 +131,7 @@ export function rateRoutes(app: Api) {
         ...readErrors,
       },
     },
-    handler: async (req) => {
-      const { market } = req.query;
-      const nowTick = tickAt(Date.now());
-      const { from, to } = crownWindow(req.query, nowTick);
-      const { direction, crownTime: crownUnits, intervals } = await crownOver(pool, market, { from, to });
-      // the default window ends with the current tick: its last interval already says who holds the crown now
-      const now = intervals.find((iv) => iv.start <= nowTick && nowTick < iv.end) ?? (await holdersAt(pool, market, nowTick));
-      return {
-        ...windowView(market, direction, { from, to }),
-        crownTime: Object.fromEntries(Object.entries(crownUnits).map(([seller, units]) => [seller, crownTicks(units)])),
-        crownUnits,
-        unitsPerTick: CROWN_UNITS_PER_TICK,
-        intervalCount: intervals.length,
-        intervals: intervals.slice(0, CROWN_INTERVALS_SHOWN_MAX).map(withTimes),
-        current: { tick: nowTick, at: timeOfTick(nowTick), holders: now.holders, bestRate: now.bestRate },
-      };
-    },
+    handler: async (req) => rates.crown(req.query),
   });
 
   app.get('/v1/crown/timeline', {
@@ -208,15 +153,6 @@ export function rateRoutes(app: Api) {
         ...readErrors,
       },
     },
-    handler: async (req) => {
-      const { market, after, limit } = req.query;
-      const { from, to } = crownWindow(req.query, tickAt(Date.now()));
-      const page = await crownTimelinePage(pool, market, { from, to }, after, limit);
-      return {
-        ...windowView(market, page.direction, { from, to }),
-        intervals: page.intervals.map(withTimes),
-        ...(page.next !== null && { next: page.next }),
-      };
-    },
+    handler: async (req) => rates.timeline(req.query),
   });
 }
