@@ -1,4 +1,4 @@
-import type { PoolClient, Queryable } from '../db/pool';
+import { withTransaction, type Pool, type PoolClient, type Queryable } from '../db/pool';
 import { forbidden, SluiceError } from '../domain/errors';
 import { appendEvent } from './events';
 import { pageRows } from './paging';
@@ -69,6 +69,13 @@ export async function revokeOperator(client: PoolClient, input: { payer: string;
   if (rowCount) await appendEvent(client, { type: 'operator.revoked', subject: `${input.payer}/${input.operator}`, payload: { ...input }, parties: [input.payer, input.operator] });
   return grant;
 }
+
+/** grantOperator in a transaction of its own: the grant and its event commit together. */
+export const commitOperatorGrant = (pool: Pool, input: { payer: string; operator: string; scopes: OperatorScope[]; dailyLimit: number }) =>
+  withTransaction(pool, (client) => grantOperator(client, input));
+
+/** revokeOperator in a transaction of its own: the revocation and its event commit together. */
+export const commitOperatorRevocation = (pool: Pool, input: { payer: string; operator: string }) => withTransaction(pool, (client) => revokeOperator(client, input));
 
 export async function findGrant(db: Queryable, payer: string, operator: string): Promise<OperatorGrant | undefined> {
   const { rows } = await db.query<GrantRow>(`${SELECT_GRANTS} where g.payer = $1 and g.operator = $2`, [payer, operator]);

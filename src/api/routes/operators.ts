@@ -1,8 +1,6 @@
 import { z } from 'zod';
-import { forbidden } from '../../domain/errors';
-import { withTransaction } from '../../db/pool';
-import { grantOperator, listGrants, OPERATOR_SCOPES, revokeOperator } from '../../ledger/operators';
-import type { Actor } from '../../services/actors';
+import { OPERATOR_SCOPES } from '../../ledger/operators';
+import { operatorService } from '../../services/operators';
 import type { Api } from '../app';
 import * as S from '../schemas';
 
@@ -19,18 +17,13 @@ const Grant = z.object({
   spentToday: z.number().int().describe("committed today (UTC) by the streams the operator opened: their maxTotal"),
 });
 
-/** A party manages its own operators (the admin anyone's). */
-const assertSelf = (actor: Actor, party: string) => {
-  if (actor.kind === 'party' && actor.party !== party) throw forbidden(`only ${party} manages its operators`);
-};
-
 /**
  * Operators: a payer lets another party open, pause or cancel streams for it, with
  * a daily limit on what the streams it opens commit. Every stream action an operator
  * takes records the operator and the payer it acted for.
  */
 export function operatorRoutes(app: Api) {
-  const { pool } = app.deps;
+  const operators = operatorService(app.deps);
 
   app.post('/v1/parties/:id/operators', {
     schema: {
@@ -44,11 +37,7 @@ export function operatorRoutes(app: Api) {
       }),
       response: { 201: Grant, ...errors },
     },
-    handler: async (req, reply) => {
-      assertSelf(req.actor, req.params.id);
-      const grant = await withTransaction(pool, (c) => grantOperator(c, { payer: req.params.id, operator: req.body.operator, scopes: [...new Set(req.body.scopes)], dailyLimit: req.body.dailyLimit }));
-      return reply.status(201).send(grant);
-    },
+    handler: async (req, reply) => reply.status(201).send(await operators.grant(req.actor, req.params.id, req.body)),
   });
 
   app.post('/v1/parties/:id/operators/:operator/revoke', {
@@ -58,10 +47,7 @@ export function operatorRoutes(app: Api) {
       params: z.object({ id: S.PartyId, operator: S.PartyId }),
       response: { 200: Grant, ...errors },
     },
-    handler: async (req) => {
-      assertSelf(req.actor, req.params.id);
-      return withTransaction(pool, (c) => revokeOperator(c, { payer: req.params.id, operator: req.params.operator }));
-    },
+    handler: async (req) => operators.revoke(req.actor, req.params.id, req.params.operator),
   });
 
   app.get('/v1/parties/:id/operators', {
@@ -72,12 +58,6 @@ export function operatorRoutes(app: Api) {
       querystring: z.object({ as: z.enum(['payer', 'operator']).default('payer'), after: S.PartyId.optional().describe('the other party of the last grant of the previous page'), limit: S.PageLimit('GET /v1/parties/:id/operators') }),
       response: { 200: z.object({ grants: z.array(Grant), next: z.string().optional().describe('pass as `after` for the next page; left out on the last') }), ...readErrors },
     },
-    handler: async (req) => {
-      assertSelf(req.actor, req.params.id);
-      const asOperator = req.query.as === 'operator';
-      const grants = await listGrants(pool, req.params.id, { asOperator, after: req.query.after, limit: req.query.limit });
-      const last = grants.at(-1);
-      return { grants, ...(last && grants.length === req.query.limit && { next: asOperator ? last.payer : last.operator }) };
-    },
+    handler: async (req) => operators.list(req.actor, req.params.id, req.query),
   });
 }
