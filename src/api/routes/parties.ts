@@ -1,12 +1,13 @@
 import { z } from 'zod';
-import { listParties, PARTIES_PAGE_MAX } from '../../ledger/partyList';
+import { PARTIES_PAGE_MAX } from '../../ledger/partyList';
+import { accountService } from '../../services/accounts';
 import { PAGE_ROWS_DEFAULT } from '../limits';
 import type { Api } from '../app';
 import * as S from '../schemas';
 
 /** GET /v1/parties: who is registered, for the admin (POST /v1/parties is in ledger.ts). */
 export function partyRoutes(app: Api) {
-  const { pool } = app.deps;
+  const accounts = accountService(app.deps);
   const limit = Math.min(PAGE_ROWS_DEFAULT, PARTIES_PAGE_MAX);
 
   app.get('/v1/parties', {
@@ -29,9 +30,6 @@ export function partyRoutes(app: Api) {
         403: S.ErrorBody,
       },
     },
-    handler: async (req) => {
-      const parties = await listParties(pool, req.query);
-      return { parties, ...(parties.length === req.query.limit && { next: parties.at(-1)!.id }) };
-    },
+    handler: async (req) => accounts.parties(req.query),
   });
 }

@@ -1,7 +1,5 @@
 import { z } from 'zod';
-import { SluiceError } from '../../domain/errors';
-import type { HeldOpenFilter } from '../../ledger/heldOpen';
-import { reconcile } from '../../temporal/reconciler';
+import { reconcileService } from '../../services/reconcile';
 import type { Api } from '../app';
 import * as S from '../schemas';
 
@@ -22,7 +20,7 @@ const Reconciled = z.object({
  * SLUICE_RECONCILE_INTERVAL_MS, now, for everything or for one stream, job or subaccount.
  */
 export function reconcileRoutes(app: Api) {
-  const { pool, temporal, taskQueue } = app.deps;
+  const checks = reconcileService(app.deps);
 
   app.post('/v1/reconcile', {
     config: { auth: 'admin' },
@@ -37,17 +35,6 @@ export function reconcileRoutes(app: Api) {
         .default({}),
       response: { 200: z.object({ heldOpen: z.number().int(), stranded: z.array(Reconciled) }), ...errors },
     },
-    handler: async (req) => {
-      const named = Object.entries(req.body ?? {}).filter(([, v]) => v !== undefined);
-      if (named.length > 1) throw new SluiceError('invalid_request', 'name at most one of stream, job, subaccount');
-      const [what, id] = named[0] ?? [];
-      const only: HeldOpenFilter | undefined =
-        what === 'stream' ? { kinds: ['stream'], id } : what === 'job' ? { kinds: ['job'], id } : what === 'subaccount' ? { kinds: ['creation', 'elimination'], id } : undefined;
-      const report = await reconcile({ pool, temporal, taskQueue }, only);
-      if (only && report.heldOpen > 0 && report.stranded.length === 0) {
-        throw new SluiceError('invalid_state', `${what} ${id}'s workflow is running: it settles itself (cancel it instead)`, { [what!]: id });
-      }
-      return report;
-    },
+    handler: async (req) => checks.reconcile(req.body ?? {}),
   });
 }
