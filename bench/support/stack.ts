@@ -52,13 +52,13 @@ export function temporalCli(): { path: string; version: string } {
 }
 
 /** If this process dies anyway, the dev server goes with it. */
-export function killWithThisProcess(devServer: DevServer): void {
+function killWithThisProcess(devServer: DevServer): void {
   const serverProcess = devServer.process;
   process.once('exit', () => serverProcess.exitCode === null && serverProcess.signalCode === null && serverProcess.kill('SIGKILL'));
 }
 
 /** Rejects as soon as the worker stops (a worker that dies mid-run ends the run) or the run is aborted; race the run's body against it. */
-export function endOfRun(running: Promise<void>, signal: AbortSignal): Promise<never> {
+function endOfRun(running: Promise<void>, signal: AbortSignal): Promise<never> {
   const workerDown = running.then(
     () => {
       throw new Error('the worker stopped');
@@ -74,23 +74,6 @@ export function endOfRun(running: Promise<void>, signal: AbortSignal): Promise<n
   const ended = Promise.race([workerDown, aborted]);
   ended.catch(() => undefined);
   return ended;
-}
-
-/** Stops what was started, in reverse order, each step tolerating what failed before it. */
-export async function stopTemporal(parts: {
-  worker?: Worker;
-  running?: Promise<void>;
-  workerConnection?: { close(): Promise<void> };
-  clientConnection?: Connection;
-  devServer?: DevServer;
-}): Promise<void> {
-  if (parts.worker && parts.running) {
-    if (parts.worker.getState() === 'RUNNING') parts.worker.shutdown();
-    await parts.running.catch(() => undefined);
-  }
-  await parts.workerConnection?.close().catch(() => undefined);
-  await parts.clientConnection?.close().catch(() => undefined);
-  await parts.devServer?.stop();
 }
 
 interface RunningWorker {

@@ -11,12 +11,12 @@
  * Keep it in step with workflows/stream.ts: the ratio is only fair while both loops
  * make the same Temporal calls.
  *
- * Bundled with the real workflows through bench/workflows.ts.
+ * Bundled with the real workflows through bench/streams/workflows.ts.
  */
 import { condition, defineSignal, defineUpdate, patched, proxyActivities, setHandler } from '@temporalio/workflow';
-import { tickDueAtMs } from '../src/domain/streams';
+import { tickDueAtMs } from '../../src/domain/streams';
 
-/** The no-op activities (bench/streams.ts implements them, in memory). */
+/** The no-op activities (bench/streams/calls.ts implements them, in memory). */
 export interface BareActivities {
   /** Records that tick `n` of `id` ran; returns the time it ran (ms). */
   noopTick(id: string, n: number): Promise<number>;
