@@ -70,6 +70,18 @@ export interface StreamRequest {
   livenessTimeoutMs?: number;
   /** Silent longer than this: the stream closes with reason `partition`. */
   graceMs?: number;
+  /** Opened to payee "best": how it was routed, recorded (stream.routed) in the opening's own transaction. */
+  route?: StreamRoute;
+}
+
+/** How a stream opened to payee "best" was routed: the market, its direction, the crown's holders at that tick, and the one paid at its rate. */
+export interface StreamRoute {
+  market: string;
+  direction: 'ask' | 'bid';
+  seller: string;
+  tick: number;
+  holders: string[];
+  bestRate: number;
 }
 
 /** What the workflow carries across continue-as-new. */

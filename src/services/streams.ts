@@ -1,8 +1,8 @@
 import { forbidden, SluiceError } from '../domain/errors';
 import { routeChoice, tickAt, type Direction } from '../domain/crown';
-import { accruedUnbilled, moneyLeft, streamWorkflowId, tickDueAtMs, type StreamReceipt, type StreamRequest } from '../domain/streams';
+import { accruedUnbilled, moneyLeft, streamWorkflowId, tickDueAtMs, type StreamReceipt, type StreamRequest, type StreamRoute } from '../domain/streams';
 import { getAccount } from '../ledger/accounts';
-import { appendEvent, firstEventPayload } from '../ledger/events';
+import { firstEventPayload } from '../ledger/events';
 import { DEFAULT_MARKET } from '../ledger/markets';
 import { holdersAt } from '../ledger/rates';
 import { closeStream, findStreamWithHistory, listStreams, recordHeartbeat, toReceipt, type StreamRow } from '../ledger/streams';
@@ -31,16 +31,6 @@ export interface OpenStreamInput {
   graceMs?: number;
   rateConsent: 'payer' | 'payee';
   lowBalanceTicks?: number;
-}
-
-/** How a stream opened to payee "best" was routed: the market, its direction and the holder paid. */
-export interface StreamRoute {
-  market: string;
-  direction: Direction;
-  seller: string;
-  tick: number;
-  holders: string[];
-  bestRate: number;
 }
 
 export type BatchItem = ({ op: 'open' } & OpenStreamInput & { ref: string }) | { op: 'cancel'; ref: string; reason?: string };
@@ -127,7 +117,7 @@ export function streamService(deps: ServiceDeps) {
    * stream pays the holder's own rate; the buyer's `ratePerTick` is the most it will
    * pay, in either direction (money never moves past what the payer agreed to).
    */
-  const routeToBest = async (payer: string, market: string, limitPerTick: number): Promise<StreamRoute & { accountId: string }> => {
+  const routeToBest = async (payer: string, market: string, limitPerTick: number): Promise<{ route: StreamRoute; accountId: string }> => {
     const tick = tickAt(Date.now());
     const now = await holdersAt(pool, market, tick);
     const seller = routeChoice(tick, now.holders, (h) => Boolean(now.accounts[h]) && h !== payer);
@@ -137,7 +127,7 @@ export function streamService(deps: ServiceDeps) {
     if (now.bestRate! > limitPerTick) {
       throw new SluiceError('limit_exceeded', `the best offer is ${now.bestRate} per tick, above your ratePerTick ${limitPerTick}`, { market, tick, bestRate: now.bestRate, ratePerTick: limitPerTick });
     }
-    return { market, direction: now.direction, seller, accountId: now.accounts[seller]!, tick, holders: now.holders, bestRate: now.bestRate! };
+    return { route: { market, direction: now.direction, seller, tick, holders: now.holders, bestRate: now.bestRate! }, accountId: now.accounts[seller]! };
   };
 
   /** How a stream opened to payee "best" was routed (its stream.routed event), for a repeated request. */
@@ -188,11 +178,12 @@ export function streamService(deps: ServiceDeps) {
       if (existing.status === 'failed') throw failedToOpen(toReceipt(existing));
       return { created: false, receipt: routed ? { ...toReceipt(existing), route: routed } : toReceipt(existing) };
     }
-    const route = best ? await routeToBest(payer.ownerId, market, terms.ratePerTick) : undefined;
-    const payee = members ? undefined : await payableAccount(pool, payer, route?.accountId ?? toAccountId!);
+    const routed = best ? await routeToBest(payer.ownerId, market, terms.ratePerTick) : undefined;
+    const payee = members ? undefined : await payableAccount(pool, payer, routed?.accountId ?? toAccountId!);
     const request: StreamRequest = {
       ...terms,
-      ...(route && { ratePerTick: route.bestRate }),
+      // the stream pays the holder's own rate; its route is written in the opening's transaction
+      ...(routed && { ratePerTick: routed.route.bestRate, route: routed.route }),
       ref,
       payer: payer.ownerId,
       payerAccountId: payer.id,
@@ -206,10 +197,7 @@ export function streamService(deps: ServiceDeps) {
       new StillRunning(`/v1/streams/${ref}`, { ref, workflowId: streamWorkflowId(ref) }),
     );
     if (receipt.status === 'FAILED') throw failedToOpen(receipt);
-    if (!route) return { created: true, receipt };
-    const { accountId: _a, ...routed } = route;
-    await appendEvent(pool, { type: 'stream.routed', subject: ref, payload: { ref, ...routed }, parties: [request.payer, request.payee!] });
-    return { created: true, receipt: { ...receipt, route: routed } };
+    return { created: true, receipt: request.route ? { ...receipt, route: request.route } : receipt };
   };
 
   /**

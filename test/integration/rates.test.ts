@@ -112,6 +112,12 @@ describe('the rate board', () => {
     expect((await admin.get('/v1/accounts/s3.w')).body.balance).toBe(2);
     const routed = await stack.db.pool.query(`select payload from events where type = 'stream.routed' and subject = 'to-best'`);
     expect(routed.rows[0].payload).toMatchObject({ ref: 'to-best', seller: 's3' });
+    // the route is part of the opening: written by the transaction that opened the stream (its xid), right after stream.opened
+    const opening = await stack.db.pool.query<{ type: string; xid: string }>(
+      `select type, xid::text from events where subject = 'to-best' and type in ('stream.opened', 'stream.routed') order by id`,
+    );
+    expect(opening.rows.map((r) => r.type)).toEqual(['stream.opened', 'stream.routed']);
+    expect(opening.rows[0]!.xid).toBe(opening.rows[1]!.xid);
     expect((await as('buyer').post('/v1/streams', { ref: 'best-both', fromAccountId: 'buyer.w', toAccountId: 's1.w', payee: 'best', ratePerTick: 2, maxTotal: 20, tickIntervalMs: 60_000 })).status).toBe(400);
     // the same request again answers with the stream it opened (and its route), whatever the crown does meanwhile
     expect((await as('s1').post('/v1/sellers/s1/rates', { ratePerTick: 1 })).status).toBe(201);

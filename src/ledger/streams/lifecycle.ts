@@ -61,7 +61,10 @@ export async function openStream(pool: Pool, request: StreamRequest): Promise<St
           : undefined;
       const opened = (await insertStream(client, request, { holdId: hold?.id }))!;
       if (request.members) await insertMembers(client, request.ref, request.members);
-      await appendEvent(client, { type: 'stream.opened', subject: request.ref, payload: { ...request }, parties: streamParties(request, request.members) });
+      const { route, ...opening } = request;
+      await appendEvent(client, { type: 'stream.opened', subject: request.ref, payload: { ...opening }, parties: streamParties(request, request.members) });
+      // routed to payee "best": which holder, at which tick, is part of the opening (a repeat reads it back)
+      if (route) await appendEvent(client, { type: 'stream.routed', subject: request.ref, payload: { ref: request.ref, ...route }, parties: streamParties(request, request.members) });
       const first = await billTickIn(client, (await lockStreamForTick(client, opened.ref, 1))!, 1);
       if (first.kind === 'insufficient_funds') throw new SluiceError('insufficient_funds', 'the payer cannot pay the first tick');
       return receiptOf(client, request.ref);
