@@ -1,5 +1,6 @@
 import type { Pool, PoolClient, Queryable } from '../db/pool';
 import { withTransaction } from '../db/pool';
+import { compile, params, sql, type Sql } from '../db/sql';
 import { SluiceError } from '../domain/errors';
 import { assertUnits } from '../domain/money';
 import { getAccount, lockAccounts, toAccount, worldAccountId, type Account, type AccountRow } from './accounts';
@@ -72,14 +73,14 @@ export function assertCanDebit(account: Account, amount: number): void {
 
 /**
  * More writes that belong to the same statement as the transfer: common table
- * expressions that may read the inserted row as `t` and number their parameters from
- * $15 (`name` keeps the prepared statement apart). A stream tick records itself this
- * way, one round trip instead of two.
+ * expressions that may read the inserted row as `t`, written with the sql tag and
+ * their own named parameters (src/db/sql.ts numbers them where they are composed).
+ * `name` keeps the prepared statement apart: the same name, the same `ctes` text. A
+ * stream tick records itself this way, one round trip instead of two.
  */
 export interface AlongWithTransfer {
   name: string;
-  ctes: string;
-  values: unknown[];
+  ctes: Sql;
 }
 
 /**
@@ -133,23 +134,26 @@ export async function postTransfer(
   // description is stored as the result of the idempotency key (inserted earlier in
   // this transaction, row `input.key`) and returned, so a replay returns exactly it.
   const store = opts.storeAsKeyResult === true;
+  const v = params({
+    key, kind, debit: debit.id, credit: credit.id, amount, holdId: holdId ?? null, paymentRef: paymentRef ?? null, streamRef: streamRef ?? null,
+    tick: tick ?? null, jobId: jobId ?? null, subaccountId: subaccountId ?? null, memo: memo ?? null,
+    described: JSON.stringify(described), parties: [...new Set([debit.ownerId, credit.ownerId])],
+  });
   const { rows } = await client.query({
     name: `post-transfer${along ? `:${along.name}` : ''}${store ? ':keyed' : ''}`,
-    text: `with t as (
+    ...compile(sql`with t as (
              insert into transfers (idempotency_key, kind, debit_account_id, credit_account_id, amount,
                                     hold_id, payment_ref, stream_ref, tick, job_id, subaccount_id, memo)
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) returning *),
+             values (${v.key}, ${v.kind}, ${v.debit}, ${v.credit}, ${v.amount}, ${v.holdId}, ${v.paymentRef}, ${v.streamRef}, ${v.tick}, ${v.jobId}, ${v.subaccountId}, ${v.memo}) returning *),
            p as (
-             select t.id, $13::jsonb || jsonb_build_object('id', t.id, 'createdAt', to_char(t.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')) as payload
+             select t.id, ${v.described}::jsonb || jsonb_build_object('id', t.id, 'createdAt', to_char(t.created_at at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')) as payload
                from t),
            e as (
              insert into events (type, subject, payload, parties)
-             select 'transfer.posted', p.id::text, p.payload, $14 from p)${store ? `,
-           r as (update idempotency_keys k set result = p.payload from p where k.key = $1 returning k.result)` : ''}${along ? `,
-           ${along.ctes}` : ''}
-           select t.*${store ? ', (select result from r) as stored_result' : ''} from t`,
-    values: [key, kind, debit.id, credit.id, amount, holdId ?? null, paymentRef ?? null, streamRef ?? null, tick ?? null, jobId ?? null,
-      subaccountId ?? null, memo ?? null, JSON.stringify(described), [...new Set([debit.ownerId, credit.ownerId])], ...(along?.values ?? [])],
+             select 'transfer.posted', p.id::text, p.payload, ${v.parties} from p)${store ? sql`,
+           r as (update idempotency_keys k set result = p.payload from p where k.key = ${v.key} returning k.result)` : sql``}${along ? sql`,
+           ${along.ctes}` : sql``}
+           select t.*${store ? sql`, (select result from r) as stored_result` : sql``} from t`),
   });
   if (store && !rows[0].stored_result) throw new Error(`idempotency key ${key} is not this transaction's to store a result under`);
   return store ? (rows[0].stored_result as Transfer) : toTransfer(rows[0]);

@@ -1,5 +1,6 @@
 import type { Pool, PoolClient, Queryable } from '../../db/pool';
 import { withTransaction } from '../../db/pool';
+import { compile, params, sql } from '../../db/sql';
 import { notFound, SluiceError } from '../../domain/errors';
 import { isLowBalance, moneyLeft, silenceMs, splitKey, tickAmount, tickKey, type TickOutcome } from '../../domain/streams';
 import { distributeTick } from '../../domain/distribution';
@@ -106,7 +107,9 @@ export async function billTickIn(client: PoolClient, ctx: TickContext, tick: num
   const ticksBilled = s.ticks_billed + 1;
   // the schedule the workflow's timer follows (domain/streams.ts), for the tick-lag metric
   const dueAt = new Date(dueAtMs);
-  const tickEvent = eventValues({ type: 'stream.tick', subject: s.ref, payload: { ref: s.ref, tick, amount, paid }, parties: streamParties(s, ctx.members) });
+  const [eventType, eventSubject, eventPayload, eventParties] = eventValues({ type: 'stream.tick', subject: s.ref, payload: { ref: s.ref, tick, amount, paid }, parties: streamParties(s, ctx.members) });
+  // the tick row, the stream's totals and the stream.tick event, by name in both statements below
+  const p = params({ ref: s.ref, tick, amount, payerSeen, payeeSeen, dueAt, eventType, eventSubject, eventPayload, eventParties });
   let fundsLeft: number | undefined;
   if (s.kind === 'distribution') {
     const members = ctx.members ?? [];
@@ -114,20 +117,18 @@ export async function billTickIn(client: PoolClient, ctx: TickContext, tick: num
     fundsLeft = await billSplitIn(client, ctx, tick, amount, members);
     await client.query({
       name: 'stream-split-tick',
-      text: `with k as (insert into stream_ticks (stream_ref, tick, amount, payer_seen_at, payee_seen_at, due_at) values ($1, $2, $3, $4, $5, $10)),
-                  u as (update streams set paid = paid + $3, ticks_billed = ticks_billed + 1, last_tick = greatest(last_tick, $2), last_billed_at = now() where ref = $1)
-             insert into events (type, subject, payload, parties) values ($6, $7, $8, $9)`,
-      values: [s.ref, tick, amount, payerSeen, payeeSeen, ...tickEvent, dueAt],
+      ...compile(sql`with k as (insert into stream_ticks (stream_ref, tick, amount, payer_seen_at, payee_seen_at, due_at) values (${p.ref}, ${p.tick}, ${p.amount}, ${p.payerSeen}, ${p.payeeSeen}, ${p.dueAt})),
+                  u as (update streams set paid = paid + ${p.amount}, ticks_billed = ticks_billed + 1, last_tick = greatest(last_tick, ${p.tick}), last_billed_at = now() where ref = ${p.ref})
+             insert into events (type, subject, payload, parties) values (${p.eventType}, ${p.eventSubject}, ${p.eventPayload}, ${p.eventParties})`),
     });
   } else {
     const refs = { key: tickKey(s.ref, tick), kind: 'stream_tick', amount, streamRef: s.ref, tick };
     // the tick row, the stream's totals and the event ride in the transfer's own statement
     const along: AlongWithTransfer = {
       name: 'stream-tick',
-      ctes: `k as (insert into stream_ticks (stream_ref, tick, amount, transfer_id, payer_seen_at, payee_seen_at, due_at) select $15, $16, $17, t.id, $18, $19, $24 from t),
-             u as (update streams set paid = paid + $17, ticks_billed = ticks_billed + 1, last_tick = greatest(last_tick, $16), last_billed_at = now() where ref = $15),
-             v as (insert into events (type, subject, payload, parties) select $20, $21, $22::jsonb || jsonb_build_object('transfer', t.id), $23 from t)`,
-      values: [s.ref, tick, amount, payerSeen, payeeSeen, ...tickEvent, dueAt],
+      ctes: sql`k as (insert into stream_ticks (stream_ref, tick, amount, transfer_id, payer_seen_at, payee_seen_at, due_at) select ${p.ref}, ${p.tick}, ${p.amount}, t.id, ${p.payerSeen}, ${p.payeeSeen}, ${p.dueAt} from t),
+             u as (update streams set paid = paid + ${p.amount}, ticks_billed = ticks_billed + 1, last_tick = greatest(last_tick, ${p.tick}), last_billed_at = now() where ref = ${p.ref}),
+             v as (insert into events (type, subject, payload, parties) select ${p.eventType}, ${p.eventSubject}, ${p.eventPayload}::jsonb || jsonb_build_object('transfer', t.id), ${p.eventParties} from t)`,
     };
     if (s.mode === 'escrow') {
       await captureHoldIn(client, { ...refs, holdId: s.hold_id!, toAccountId: s.payee_account_id! }, ctx.hold, along);
