@@ -1,4 +1,5 @@
 import type { Queryable } from '../db/pool';
+import { compile, params, sql } from '../db/sql';
 import { LIVE_STATUSES } from '../domain/entities';
 import { notFound, SluiceError } from '../domain/errors';
 import { LEDGER_POINTS_MAX, type LedgerPoint } from '../domain/checkpoints';
@@ -22,12 +23,12 @@ export interface CheckpointRound {
  * (a retried activity, a second request in the same millisecond) adds nothing.
  */
 export async function takeCheckpoints(db: Queryable, opts: { entityId?: string; at: Date }): Promise<CheckpointRound> {
+  const p = params({ entityId: opts.entityId ?? null, at: opts.at, live: LIVE_STATUSES });
   const { rowCount } = await db.query(
-    `insert into subaccount_checkpoints (subaccount_id, entity_id, at, balance, held, paid, received)
-     select f.id, f.entity_id, $2, f.balance, f.held, f.paid, f.received
-       from (${subaccountFigures('($1::text is null or s.entity_id = $1) and s.status = any($3)')}) f
-     on conflict (subaccount_id, at) do nothing`,
-    [opts.entityId ?? null, opts.at, LIVE_STATUSES],
+    compile(sql`insert into subaccount_checkpoints (subaccount_id, entity_id, at, balance, held, paid, received)
+     select f.id, f.entity_id, ${p.at}, f.balance, f.held, f.paid, f.received
+       from (${subaccountFigures(sql`(${p.entityId}::text is null or s.entity_id = ${p.entityId}) and s.status = any(${p.live})`)}) f
+     on conflict (subaccount_id, at) do nothing`),
   );
   return { at: opts.at.toISOString(), subaccounts: rowCount ?? 0 };
 }

@@ -1,5 +1,6 @@
 import type { Pool, PoolClient, Queryable } from '../db/pool';
 import { withTransaction } from '../db/pool';
+import { compile, params, sql, type Param } from '../db/sql';
 import { notFound, SluiceError } from '../domain/errors';
 import {
   absorbKey,
@@ -22,7 +23,7 @@ import {
 import { lockAccounts } from './accounts';
 import { appendEvent } from './events';
 import { captureHoldIn, releaseHoldIn } from './holds';
-import { creditStripe, grantHolds, jobsAccountOf, POOL_TOTALS_SQL, poolTotals, lockPoolStripes, reserveAcrossStripes, reserveOnOneStripe, stripeKey, type PoolHold } from './pool';
+import { creditStripe, grantHolds, jobsAccountOf, POOL_TOTALS, poolTotals, lockPoolStripes, reserveAcrossStripes, reserveOnOneStripe, stripeKey, type PoolHold } from './pool';
 import { postTransfer } from './transfers';
 import { assertPageRows } from './paging';
 
@@ -146,14 +147,15 @@ export async function listGrants(db: Queryable, q: { payer?: string; after?: str
   return rows.map(toGrantView);
 }
 
-// A payer's budget, each reading written once ($1 the payer, $2 the UTC day): its tier
-// (`new` until set), and its usage that day, what its grants of the day reserved and did
-// not give back (as the grants trigger counts it).
-const PAYER_TIER_SQL = `coalesce((select tier from payer_tiers where party_id = $1), 'new')`;
-const DAY_USAGE_SQL = `(select coalesce(sum(reserved - returned), 0)::bigint from grants where payer = $1 and day = $2::date)`;
+// A payer's budget, each reading written once: its tier (`new` until set), and its
+// usage on a UTC day, what its grants of the day reserved and did not give back (as
+// the grants trigger counts it).
+const payerTier = (payer: Param) => sql`coalesce((select tier from payer_tiers where party_id = ${payer}), 'new')`;
+const dayUsage = (payer: Param, day: Param) => sql`(select coalesce(sum(reserved - returned), 0)::bigint from grants where payer = ${payer} and day = ${day}::date)`;
 
 export async function tierOf(db: Queryable, party: string): Promise<Tier> {
-  const { rows } = await db.query<{ tier: Tier }>(`select ${PAYER_TIER_SQL} as tier`, [party]);
+  const p = params({ party });
+  const { rows } = await db.query<{ tier: Tier }>(compile(sql`select ${payerTier(p.party)} as tier`));
   return rows[0]!.tier;
 }
 
@@ -173,7 +175,8 @@ export async function setTier(db: Queryable, party: string, tier: Tier): Promise
 
 /** What a payer has used of its budget on a UTC day: what its grants of that day reserved and did not give back. */
 export async function usageOn(db: Queryable, payer: string, day: string): Promise<number> {
-  const { rows } = await db.query<{ used: number }>(`select ${DAY_USAGE_SQL} as used`, [payer, day]);
+  const p = params({ payer, day });
+  const { rows } = await db.query<{ used: number }>(compile(sql`select ${dayUsage(p.payer, p.day)} as used`));
   return rows[0]!.used;
 }
 
@@ -187,7 +190,8 @@ export interface Budget {
 export const budgetOf = (tier: Tier, used: number, budgets: TierBudgets): Budget => ({ tier, daily: budgets[tier], used, remaining: Math.max(0, budgets[tier] - used) });
 
 export async function budgetOn(db: Queryable, payer: string, day: string, budgets: TierBudgets): Promise<Budget> {
-  const { rows } = await db.query<{ tier: Tier; used: number }>(`select ${PAYER_TIER_SQL} as tier, ${DAY_USAGE_SQL} as used`, [payer, day]);
+  const p = params({ payer, day });
+  const { rows } = await db.query<{ tier: Tier; used: number }>(compile(sql`select ${payerTier(p.payer)} as tier, ${dayUsage(p.payer, p.day)} as used`));
   return budgetOf(rows[0]!.tier, rows[0]!.used, budgets);
 }
 
@@ -201,17 +205,22 @@ export async function previewDecision(db: Queryable, input: { payer: string; est
   return { decision, budget, pool };
 }
 
+/** The reservation's read under the payer's lock (readBudget): the grant, the budget and the pool, in one statement. */
+const readBudgetSql = (v: { payer: Param; day: Param; jobId: Param }) =>
+  sql`select ${payerTier(v.payer)} as tier, ${dayUsage(v.payer, v.day)} as used,
+                  (select to_jsonb(g) || jsonb_build_object('day', to_char(g.day, 'YYYY-MM-DD')) from grants g where g.job_id = ${v.jobId}) as grant,
+                  p.balance - p.held as pool_available, p.stripes as pool_stripes
+             from (${POOL_TOTALS}) p`;
+
 /**
  * The statements of a reservation's transaction, by name: the code below runs them,
  * and bench:pool replays them from pgbench's C client to measure what they cost
- * without this process (bench/pool.ts).
+ * without this process (bench/pool.ts), binding their parameters by number: readBudget's
+ * are $1 the payer, $2 the day, $3 the job (the order they first appear in its text).
  */
 export const GRANT_SQL = {
   lockBudget: 'select 1 from parties where id = $1 for no key update',
-  readBudget: `select ${PAYER_TIER_SQL} as tier, ${DAY_USAGE_SQL} as used,
-                  (select to_jsonb(g) || jsonb_build_object('day', to_char(g.day, 'YYYY-MM-DD')) from grants g where g.job_id = $3) as grant,
-                  p.balance - p.held as pool_available, p.stripes as pool_stripes
-             from (${POOL_TOTALS_SQL}) p`,
+  readBudget: compile(readBudgetSql(params({ payer: null, day: null, jobId: null }))).text,
   insert: `insert into grants as g (job_id, payer, payer_account_id, request_hash, work, estimated_cost, decision, tier, advisory_absorb,
                            status, day, budget, reserved, reserved_at, jobs_account_id)
        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::date, $12, $13, case when $10 = 'reserved' then clock_timestamp() end, $14)
@@ -233,8 +242,7 @@ export async function lockBudget(client: PoolClient, payer: string): Promise<voi
 export async function readBudget(client: PoolClient, input: { payer: string; jobId: string; day: string; budgets: TierBudgets }) {
   const { rows } = await client.query<{ grant: GrantRow | null; tier: Tier; used: number; pool_available: number; pool_stripes: number }>({
     name: 'grant-read-budget',
-    text: GRANT_SQL.readBudget,
-    values: [input.payer, input.day, input.jobId],
+    ...compile(readBudgetSql(params({ payer: input.payer, day: input.day, jobId: input.jobId }))),
   });
   const r = rows[0]!;
   return { existing: r.grant ? grantFromJson(r.grant) : undefined, budget: budgetOf(r.tier, r.used, input.budgets), poolAvailable: r.pool_available, poolStripes: r.pool_stripes };

@@ -1,4 +1,5 @@
 import type { PoolClient, Queryable } from '../db/pool';
+import { compile, sql } from '../db/sql';
 import { worldAccountId } from './accounts';
 import { placeHoldIn } from './holds';
 import { postTransfer } from './transfers';
@@ -109,12 +110,12 @@ export interface PoolState {
 }
 
 /** The pool's figures as one row (stripes, balance, held): the sums over its stripes. */
-export const POOL_TOTALS_SQL = `select count(*)::int as stripes, coalesce(sum(balance), 0)::bigint as balance, coalesce(sum(held), 0)::bigint as held
+export const POOL_TOTALS = sql`select count(*)::int as stripes, coalesce(sum(balance), 0)::bigint as balance, coalesce(sum(held), 0)::bigint as held
                                   from accounts where kind = 'pool'`;
 
 /** The pool's figures: the sums over its stripes, read (not locked) in one snapshot; 0 stripes before the migrations. */
 export async function poolTotals(db: Queryable): Promise<{ stripes: number; balance: number; held: number; available: number }> {
-  const { rows } = await db.query<{ stripes: number; balance: number; held: number }>({ name: 'pool-totals', text: POOL_TOTALS_SQL });
+  const { rows } = await db.query<{ stripes: number; balance: number; held: number }>({ name: 'pool-totals', ...compile(POOL_TOTALS) });
   const { stripes, balance, held } = rows[0]!;
   return { stripes, balance, held, available: balance - held };
 }

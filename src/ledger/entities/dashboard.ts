@@ -1,4 +1,5 @@
 import type { Queryable } from '../../db/pool';
+import { compile, params, sql, type Sql } from '../../db/sql';
 import { SUBACCOUNT_STATUSES, type SubaccountStatus } from '../../domain/entities';
 import { notFound } from '../../domain/errors';
 import { pageRows } from '../paging';
@@ -12,9 +13,9 @@ import { pageRows } from '../paging';
  * Each subaccount's figures as the dashboard and the debt ledger both read them, in one
  * place: its balance and held (its account's), its open streams either way, what it has
  * paid (as a stream's payer) and received (as a payee). `where` selects the subaccounts,
- * a condition on `s` (its values bound by the caller's query).
+ * a condition on `s` with its own parameters (composed by name, src/db/sql.ts).
  */
-export const subaccountFigures = (where: string) => `
+export const subaccountFigures = (where: Sql) => sql`
   select s.id, s.entity_id, s.seq, s.status, s.account_id, s.hold_id,
          coalesce(a.balance, 0) as balance, coalesce(a.held, 0) as held,
          coalesce(o.open, 0) + coalesce(i.open, 0) as open_streams, coalesce(o.paid, 0) as paid, coalesce(i.paid, 0) as received
@@ -62,9 +63,10 @@ export interface Dashboard {
  */
 export async function entityDashboard(db: Queryable, entityId: string, opts: { after?: number; limit?: number } = {}): Promise<Dashboard> {
   const limit = pageRows(opts.limit, DASHBOARD_ROWS_MAX);
+  const p = params({ entityId, after: opts.after ?? 0, limit });
   const { rows } = await db.query(
-    `with subs as (${subaccountFigures('s.entity_id = $1')}),
-     page as (select * from subs where seq > $2 order by seq limit $3 + 1)
+    compile(sql`with subs as (${subaccountFigures(sql`s.entity_id = ${p.entityId}`)}),
+     page as (select * from subs where seq > ${p.after} order by seq limit ${p.limit} + 1)
      select (select jsonb_agg(jsonb_build_object('id', id, 'seq', seq, 'status', status, 'accountId', account_id, 'balance', balance,
                                                  'held', held, 'openStreams', open_streams, 'paid', paid, 'received', received) order by seq)
                from page) as rows,
@@ -75,8 +77,7 @@ export async function entityDashboard(db: Queryable, entityId: string, opts: { a
                from subs left join holds h on h.id = subs.hold_id) as totals,
             m.balance as main_balance, m.held as main_held
        from entities e join accounts m on m.id = e.main_account_id
-      where e.id = $1`,
-    [entityId, opts.after ?? 0, limit],
+      where e.id = ${p.entityId}`),
   );
   const r = rows[0];
   if (!r) throw notFound('entity', entityId);
