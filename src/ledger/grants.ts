@@ -40,10 +40,12 @@ import { assertPageRows } from './paging';
  * it refuses a day over budget even from a writer that forgot the payer lock (a
  * second writer waits for the first to commit, then sees its row).
  *
- * The pool is K stripe accounts (src/ledger/pool.ts): a reservation takes one stripe
- * that holds enough without waiting for a locked one, and only when none does takes
- * every stripe and spills across them; each stripe's accounts CHECK refuses it below
- * zero.
+ * The pool is K stripe accounts (src/ledger/pool.ts). A reservation the pool does not
+ * bind takes one stripe that holds enough: an unlocked one (SKIP LOCKED) when there is
+ * one, else it waits for one locked stripe that holds enough, holding no other
+ * stripe. Only a reservation the pool binds, or one no single stripe can hold, takes
+ * every stripe (in id order) and spills across them. Each stripe's accounts CHECK
+ * refuses it below zero.
  */
 export type TierBudgets = Record<Tier, number>;
 
@@ -264,12 +266,15 @@ const grantFromJson = (j: GrantRow): GrantRow => ({
  *
  * The first decision is taken on the stripes' sum as this transaction's snapshot saw
  * it. A decision that reserves and that the pool does not bind (it absorbs what it
- * would from a bottomless pool) is placed on one unlocked stripe that holds it all:
- * the common case, which waits for no other reservation. A decision the pool binds,
- * or one no unlocked stripe can hold (stripes locked or fragmented, or the snapshot
- * out of date), takes every stripe, is made again on their exact sum and spills across
- * them, so a grant cut short by the pool always takes exactly what the pool had left
- * (one that finds nothing to take decides on that exact sum and frees the stripes).
+ * would from a bottomless pool) is placed on one stripe that holds it all
+ * (reserveOnOneStripe): an unlocked one in the common case, which waits for no other
+ * reservation; when every stripe that holds it is locked, the first of them in the
+ * job's order, waited for while holding no other stripe. A decision the pool binds,
+ * or one no single stripe can hold (the pool fragmented, the snapshot out of date, or
+ * the stripe waited for drained meanwhile), takes every stripe, is made again on
+ * their exact sum and spills across them, so a grant cut short by the pool always
+ * takes exactly what the pool had left (one that finds nothing to take decides on
+ * that exact sum and frees the stripes).
  * A decision that reserves nothing (the advisory of a partial or gate job) is the one
  * made on the snapshot: a consistent state of the pool, and no money moves on it.
  */
