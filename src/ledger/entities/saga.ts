@@ -65,7 +65,10 @@ export function allocateSubaccount(pool: Pool, input: { entityId: string; reques
  * The slot is the creation saga's to undo: pending, or `challenge`/`active` when the
  * activation committed but was reported failed (its reply lost, its retries
  * refused). An `eliminating` slot belongs to its elimination; an ended one is done.
- * Every compensation asks this same question, so they agree on what to undo.
+ * The compensations of the steps after allocation (releaseCollateral,
+ * unfundSubaccount, markSubaccountFailed) all ask this same question, so they agree
+ * on what to undo; the allocation's own (markAllocationFailed) and the reconciler's
+ * (failStrandedCreation) ask narrower ones, a bare pending slot and a pending slot.
  */
 const sagaOwns = (sub: SubaccountRow) => sub.status === 'pending' || sub.status === 'challenge' || sub.status === 'active';
 
