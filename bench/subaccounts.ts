@@ -48,7 +48,7 @@ import { createAccount, getAccount } from '../src/ledger/accounts';
 import { DASHBOARD_ROWS_MAX, entityDashboard, registerEntity } from '../src/ledger/entities';
 import { createParty } from '../src/ledger/parties';
 import { deposit } from '../src/ledger/transfers';
-import { runWorkflowOnce } from '../src/temporal/runOnce';
+import { runWorkflowOnce } from '../src/services/starts';
 import { createWorker } from '../src/worker';
 import { subaccountCreationWorkflow } from '../workflows/entities';
 import { paymentWorkflow } from '../workflows/payment';

@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { WithStartWorkflowOperation, WorkflowUpdateRPCTimeoutOrCancelledError } from '@temporalio/client';
 import { streamWorkflowId, type StreamReceipt } from '../../src/domain/streams';
-import { startStreamWorkflow } from '../../src/temporal/streams';
+import { startStreamWorkflow } from '../../src/services/starts';
 import { cancelStreamSignal } from '../../workflows/definitions';
 import { mapConcurrently, type Rate, rateOf } from '../support/measure';
 import { bareOpenedUpdate, bareTickWorkflow, bareWorkflowId, type BareActivities } from './bareTickWorkflow';

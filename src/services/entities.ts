@@ -17,7 +17,7 @@ import {
 } from '../ledger/entities';
 import { listEntities } from '../ledger/entityList';
 import { sluiceErrorFromTemporal } from '../temporal/failures';
-import { runWorkflowOnce } from '../temporal/runOnce';
+import { runWorkflowOnce } from './starts';
 import { subaccountCreationWorkflow, subaccountEliminationWorkflow } from '../../workflows/entities';
 import { subaccountCreationVisibility, subaccountEliminationVisibility } from '../../workflows/searchAttributes';
 import { actorName, idOfKey, type Actor } from './actors';

@@ -5,7 +5,7 @@ import { costOfUnits, DEFAULT_TIER_BUDGETS, jobWorkflowId, paymentState, PRICE_P
 import { cancelGrantInLedger, findGrant, getGrant, listGrants, noPayment, previewDecision, setTier, toGrantView } from '../ledger/grants';
 import { poolState } from '../ledger/pool';
 import { sluiceErrorFromTemporal } from '../temporal/failures';
-import { startJobWorkflow } from '../temporal/jobs';
+import { startJobWorkflow } from './starts';
 import { workflowStatus } from '../temporal/reconciler';
 import { cancelJobSignal, jobPaymentUpdate } from '../../workflows/definitions';
 import { actorName, idOfKey, ownAccount, type Actor } from './actors';

@@ -2,7 +2,7 @@ import { forbidden } from '../domain/errors';
 import { assertSamePayment, paymentWorkflowId, refundWorkflowId, type PaymentReceipt, type PaymentRequest, type RefundReceipt } from '../domain/payments';
 import { getAccount } from '../ledger/accounts';
 import { findPayment, getPayment } from '../ledger/payments';
-import { runWorkflowOnce } from '../temporal/runOnce';
+import { runWorkflowOnce } from './starts';
 import { paymentWorkflow, refundWorkflow } from '../../workflows/payment';
 import { paymentVisibility, refundVisibility } from '../../workflows/searchAttributes';
 import { ownAccount, type Actor } from './actors';

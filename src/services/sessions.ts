@@ -3,7 +3,7 @@ import type { GrantView, JobWork } from '../domain/grants';
 import { sameRequestTerms, sessionWorkflowId, type SessionOpening, type SessionRequestTerms } from '../domain/sessions';
 import { findSessionRequest, sameOpening, sessionClosed, sessionIdTaken, sessionPayer, sessionView, requestTermsTaken } from '../ledger/sessions';
 import { sluiceErrorFromTemporal } from '../temporal/failures';
-import { startSessionWorkflow } from '../temporal/sessions';
+import { startSessionWorkflow } from './starts';
 import { closeSessionUpdate, sessionRequestUpdate } from '../../workflows/definitions';
 import { idOfKey, ownAccount, type Actor } from './actors';
 import { StillRunning, withinDeadline } from './deadline';

@@ -8,7 +8,7 @@ import { holdersAt } from '../ledger/rates';
 import { closeStream, findStreamWithHistory, listStreams, recordHeartbeat, toReceipt, type StreamRow } from '../ledger/streams';
 import { listStreamTicks } from '../ledger/streamTicks';
 import { workflowStatus } from '../temporal/reconciler';
-import { startStreamWorkflow } from '../temporal/streams';
+import { startStreamWorkflow } from './starts';
 import { cancelStreamSignal } from '../../workflows/definitions';
 import { idOfKey, type Actor } from './actors';
 import { StillRunning, withinDeadline } from './deadline';

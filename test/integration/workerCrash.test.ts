@@ -9,7 +9,7 @@ import { createAccount, getAccount } from '../../src/ledger/accounts';
 import { createParty } from '../../src/ledger/parties';
 import { deposit } from '../../src/ledger/transfers';
 import { connectClient } from '../../src/temporal/connection';
-import { startStreamWorkflow } from '../../src/temporal/streams';
+import { startStreamWorkflow } from '../../src/services/starts';
 import { streamWorkflow } from '../../workflows';
 import { cancelStreamSignal, streamOpenedUpdate } from '../../workflows/definitions';
 import { createTestDatabase, type TestDatabase } from '../support/db';

@@ -1,7 +1,7 @@
 import { sessionJobId, sessionWorkflowId, type SessionOpening, type SessionRequestTerms, type SessionView } from '../../src/domain/sessions';
 import type { GrantView } from '../../src/domain/grants';
 import { sluiceErrorFromTemporal } from '../../src/temporal/failures';
-import { startSessionWorkflow } from '../../src/temporal/sessions';
+import { startSessionWorkflow } from '../../src/services/starts';
 import { closeSessionUpdate, sessionRequestUpdate } from '../../workflows/definitions';
 import { WORK_ATTEMPTS_MAX } from '../../workflows/ledgerTimeouts';
 import { within } from '../support/timeSkipping';

@@ -2,7 +2,7 @@ import type { temporal } from '@temporalio/proto';
 import { BILLING_SHARDS_DEFAULT, billingClockWorkflowId, shardOf } from '../../src/domain/billing';
 import { streamWorkflowId, type StreamReceipt, type StreamRequest } from '../../src/domain/streams';
 import { sluiceErrorFromTemporal } from '../../src/temporal/failures';
-import { startStreamWorkflow } from '../../src/temporal/streams';
+import { startStreamWorkflow } from '../../src/services/starts';
 import { billingDueSignal, cancelStreamSignal, pauseStreamUpdate, resumeStreamUpdate, streamHaltedSignal, streamViewQuery } from '../../workflows/definitions';
 import type { StreamWorkflowOptions } from '../../workflows/stream';
 import { within } from '../support/timeSkipping';
