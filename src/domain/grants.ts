@@ -169,6 +169,18 @@ export interface JobRequest {
   paymentTimeoutMs: number;
 }
 
+/**
+ * The terms that make a job the same job: its payer, the account it pays from, its
+ * estimate and its work (hashed). The service checks them before and after the
+ * workflow starts (a second caller may attach to a run started with other terms); the
+ * ledger again under the payer's lock as it records the grant.
+ */
+export const sameJobTerms = (g: Pick<GrantView, 'payer' | 'payerAccountId' | 'estimatedCost' | 'requestHash'>, r: JobRequest) =>
+  g.payer === r.payer && g.payerAccountId === r.payerAccountId && g.estimatedCost === r.estimatedCost && g.requestHash === r.requestHash;
+
+/** The same job id sent with other terms. */
+export const jobIdTaken = (jobId: string) => new SluiceError('ref_conflict', `job id ${jobId} is already used by another job`, { jobId });
+
 export type GrantStatus = 'awaiting_payment' | 'reserved' | 'settled' | 'cancelled' | 'failed';
 
 /** A job's grant as the API and the workflow see it. */

@@ -19,6 +19,8 @@ import {
   type GrantView,
   type JobRequest,
   type Tier,
+  jobIdTaken,
+  sameJobTerms,
 } from '../domain/grants';
 import { lockAccounts } from './accounts';
 import { appendEvent } from './events';
@@ -320,9 +322,6 @@ async function lockGrant(client: PoolClient, jobId: string, accountsOf: (g: Gran
   return { g, holds };
 }
 
-const sameJob = (row: GrantRow, r: JobRequest) =>
-  row.payer === r.payer && row.payer_account_id === r.payerAccountId && row.estimated_cost === r.estimatedCost && row.request_hash === r.requestHash;
-
 /**
  * Decides a job and records its grant, in one transaction. `free`: reserves at
  * once, the pool hold and the day's budget together. `partial`/`gate`: records
@@ -335,7 +334,7 @@ export function openGrant(pool: Pool, input: { request: JobRequest; day: string;
     await lockBudget(client, r.payer);
     const { existing, budget, poolAvailable, poolStripes } = await readBudget(client, { payer: r.payer, jobId: r.jobId, day: input.day, budgets: input.budgets });
     if (existing) {
-      if (!sameJob(existing, r)) throw new SluiceError('ref_conflict', `job id ${r.jobId} is already used by another job`, { jobId: r.jobId });
+      if (!sameJobTerms(toGrantView(existing), r)) throw jobIdTaken(r.jobId);
       return toGrantView(existing);
     }
     const { decision: d } = await decideAndReserve(

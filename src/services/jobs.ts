@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { CancelledFailure, WorkflowUpdateFailedError } from '@temporalio/client';
 import { forbidden, SluiceError } from '../domain/errors';
-import { costOfUnits, DEFAULT_TIER_BUDGETS, jobWorkflowId, paymentState, PRICE_PER_UNIT_DEFAULT, utcDay, type GrantView, type JobRequest, type JobWork, type Tier } from '../domain/grants';
+import { costOfUnits, DEFAULT_TIER_BUDGETS, jobIdTaken, jobWorkflowId, paymentState, sameJobTerms, PRICE_PER_UNIT_DEFAULT, utcDay, type GrantView, type JobRequest, type JobWork, type Tier } from '../domain/grants';
 import { cancelGrantInLedger, findGrant, getGrant, listGrants, noPayment, previewDecision, setTier, toGrantView } from '../ledger/grants';
 import { poolState } from '../ledger/pool';
 import { sluiceErrorFromTemporal } from '../temporal/failures';
@@ -30,9 +30,6 @@ export interface StartJobInput {
 export const requestHashOf = (work: JobWork) => createHash('sha256').update(JSON.stringify(work)).digest('hex');
 
 /** The terms that make a job: the same job id with other terms is another job (409), never this one's grant. */
-const sameTerms = (g: GrantView, r: JobRequest) =>
-  g.payer === r.payer && g.payerAccountId === r.payerAccountId && g.estimatedCost === r.estimatedCost && g.requestHash === r.requestHash;
-const jobIdTaken = (jobId: string) => new SluiceError('ref_conflict', `job id ${jobId} is already used by another job`, { jobId });
 
 /** Grant jobs and the free-tier pool: starting, paying and cancelling a job, its grant, estimates and tiers. */
 export function jobService(deps: ServiceDeps) {
@@ -97,7 +94,7 @@ export function jobService(deps: ServiceDeps) {
     const existing = await findGrant(pool, jobId);
     if (existing) {
       const grant = toGrantView(existing);
-      if (!sameTerms(grant, request)) throw jobIdTaken(jobId);
+      if (!sameJobTerms(grant, request)) throw jobIdTaken(jobId);
       return { created: false, grant };
     }
     let decided: GrantView;
@@ -110,7 +107,7 @@ export function jobService(deps: ServiceDeps) {
       decided = toGrantView(ended);
     }
     // a concurrent request with this job id may have started the workflow: what it decided is its job, not this one
-    if (!sameTerms(decided, request)) throw jobIdTaken(jobId);
+    if (!sameJobTerms(decided, request)) throw jobIdTaken(jobId);
     return { created: true, grant: decided };
   };
 

@@ -283,10 +283,7 @@ export function streamService(deps: ServiceDeps) {
   /** A party reports it is alive (its own heartbeat only). */
   const heartbeat = async (actor: Actor, party: string) => {
     if (actor.kind === 'party' && actor.party !== party) throw forbidden('a party reports its own heartbeat');
-    return { party, lastSeenAt: await recordHeartbeat(pool, party).catch((e: { code?: string }) => {
-      if (e.code === '23503') throw new SluiceError('not_found', `party ${party} not found`);
-      throw e;
-    }) };
+    return { party, lastSeenAt: await recordHeartbeat(pool, party) };
   };
 
   return { open, cancel, batch, list, view, ticks, heartbeat };

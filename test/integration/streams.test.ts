@@ -118,6 +118,18 @@ describe('streams on a real Temporal dev server', () => {
     expect(await account('poor.w')).toMatchObject({ balance: 3, held: 0 });
   });
 
+  test("a heartbeat is a party's own; the admin's for a party that does not exist is a 404 and records nothing", async () => {
+    const own = await as('buyer').post('/v1/parties/buyer/heartbeat');
+    expect(own.status).toBe(200);
+    expect(own.body).toMatchObject({ party: 'buyer', lastSeenAt: expect.any(String) });
+    expect((await as('buyer').post('/v1/parties/seller/heartbeat')).status).toBe(403);
+    const ghost = await admin.post('/v1/parties/ghost/heartbeat');
+    expect(ghost.status).toBe(404);
+    expect(ghost.body.error).toMatchObject({ code: 'not_found', message: 'party ghost not found' });
+    const rows = await stack.db.pool.query(`select 1 from party_heartbeats where party_id = 'ghost' union all select 1 from party_heartbeat_log where party_id = 'ghost'`);
+    expect(rows.rowCount).toBe(0);
+  });
+
   test('a stream the payer cannot pay at open fails at once and charges nothing', async () => {
     const before = await account('poor.w');
     const res = await open('poor', { ref: 'st-fail', ratePerTick: 1, maxTotal: 50 });

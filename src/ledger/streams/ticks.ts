@@ -224,13 +224,19 @@ export const HEARTBEAT_HISTORY_MS = 3_600_000;
  * time; each heartbeat trims the party's own history past HEARTBEAT_HISTORY_MS.
  */
 export async function recordHeartbeat(db: Queryable, party: string): Promise<string> {
-  const { rows } = await db.query<{ last_seen_at: Date }>({
-    name: 'record-heartbeat',
-    text: `with logged as (insert into party_heartbeat_log (party_id, seen_at) values ($1, now()) on conflict do nothing),
-                trimmed as (delete from party_heartbeat_log where party_id = $1 and seen_at < now() - make_interval(secs => $2 / 1000.0))
-           insert into party_heartbeats (party_id, last_seen_at) values ($1, now())
-           on conflict (party_id) do update set last_seen_at = excluded.last_seen_at returning last_seen_at`,
-    values: [party, HEARTBEAT_HISTORY_MS],
-  });
+  const { rows } = await db
+    .query<{ last_seen_at: Date }>({
+      name: 'record-heartbeat',
+      text: `with logged as (insert into party_heartbeat_log (party_id, seen_at) values ($1, now()) on conflict do nothing),
+                  trimmed as (delete from party_heartbeat_log where party_id = $1 and seen_at < now() - make_interval(secs => $2 / 1000.0))
+             insert into party_heartbeats (party_id, last_seen_at) values ($1, now())
+             on conflict (party_id) do update set last_seen_at = excluded.last_seen_at returning last_seen_at`,
+      values: [party, HEARTBEAT_HISTORY_MS],
+    })
+    .catch((error: unknown) => {
+      // the heartbeat rows reference the party: an unknown one is the caller's 404
+      if ((error as { code?: string }).code === '23503') throw notFound('party', party);
+      throw error;
+    });
   return rows[0]!.last_seen_at.toISOString();
 }
