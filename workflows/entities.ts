@@ -196,6 +196,17 @@ const shieldedIf = <T>(shielded: boolean, fn: () => Promise<T>): Promise<T> => (
  */
 export const SAGA_LOCAL_STEPS_PATCH = 'saga-local-steps';
 
+/**
+ * Patch: a step that fails (not a cancellation) has its compensations, the slot's
+ * `failed` mark and the announcement run in a scope a cancellation cannot reach, as a
+ * cancellation's own do (SAGA_OUTSIDE_CANCEL_PATCH): a Temporal cancellation arriving
+ * while they run no longer stops them, and the run completes with the step's failure.
+ * Runs before ran them in the saga's own scope: such a cancellation asked the running
+ * compensation to stop, scheduled none of the rest and ended the run cancelled with the
+ * slot pending (the reconciler settles those).
+ */
+export const SAGA_SHIELDED_COMPENSATIONS_PATCH = 'saga-shielded-compensations';
+
 async function createSubaccount(input: { entityId: string; requestId: string }): Promise<CreationResult> {
   const local = patched(SAGA_LOCAL_STEPS_PATCH);
   const forward = local ? localSteps : steps;
@@ -248,10 +259,12 @@ async function createSubaccount(input: { entityId: string; requestId: string }):
   } catch (error) {
     const cancelled = cancelledFromOutside(error);
     const failure = cancelled ? OUTSIDE_CANCEL_FAILURE : failureOf(error);
-    return shieldedIf(cancelled, async () => {
-      // a failed step's compensations run in the saga's own scope, as they always have (shielding
-      // them would change the commands of a run cancelled while it compensated: that needs a patch)
-      const compensated = await saga.compensate({ shielded: cancelled });
+    // a failed step's compensations (and the slot's mark and announcement after them) run out of a
+    // cancellation's reach too since SAGA_SHIELDED_COMPENSATIONS_PATCH; asked only on that path (a
+    // cancellation's own were shielded already), so its marker is in the histories of failed steps only
+    const shielded = cancelled || patched(SAGA_SHIELDED_COMPENSATIONS_PATCH);
+    return shieldedIf(shielded, async () => {
+      const compensated = await saga.compensate({ shielded });
       const failed = await ledger.markSubaccountFailed({ id, step, failure: failure.message });
       compensated.push('mark_failed');
       if (failed.status === 'failed') await announce('subaccount.failed', failed, targets); // not one its elimination took over

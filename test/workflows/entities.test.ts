@@ -14,13 +14,14 @@ import type { StreamReceipt } from '../../src/domain/streams';
 import { subaccountCreationWorkflow, subaccountEliminationWorkflow, subaccountLifecycleWorkflow } from '../../workflows';
 import { ELIMINATION_ROUNDS_MAX } from '../../workflows/entities';
 import { within } from '../support/timeSkipping';
-import { failureOf, refusal, startStubbedWorkflows, statusOf, uniqueId, until, type Stubs, type StubbedWorkflows } from './stubs';
+import { failureOf, gate, heldUntil, refusal, startStubbedWorkflows, statusOf, uniqueId, until, type Stubs, type StubbedWorkflows } from './stubs';
 
 /**
  * The subaccount workflows with stubbed ledger steps: the creation saga's success,
  * its refusals, each step failing with the compensations registered before it run in
  * reverse (and only those), a Temporal cancellation between its steps compensated out
- * of the cancellation's reach; the lifecycle's verdicts; the elimination's rounds.
+ * of the cancellation's reach, and one arriving while a failed step's compensations run
+ * not stopping them; the lifecycle's verdicts; the elimination's rounds.
  */
 let w: StubbedWorkflows;
 beforeAll(async () => {
@@ -170,6 +171,52 @@ describe('subaccountCreationWorkflow', () => {
     expect(namesOf(entityId)).toEqual(['allocateSubaccount', 'holdCollateral', 'holdCollateral', 'releaseCollateral', 'markSubaccountFailed', 'webhookTargets']);
     const events = (await handle.fetchHistory()).events ?? [];
     expect(events.some((e) => e.workflowExecutionCancelRequestedEventAttributes)).toBe(true);
+    expect(await statusOf(handle)).toBe('FAILED');
+  });
+
+  test('cancelled through Temporal while a failed step compensates: every compensation runs to its end, last first, the slot is marked failed and announced; the run completes with the step failure', async () => {
+    const entityId = uniqueId('ent');
+    const workflowId = creationWorkflowId(entityId, 'r1');
+    const held = gate();
+    const ended: string[] = [];
+    w.stub(
+      ledger(entityId, {
+        activateSubaccount: () => { throw refusal('injected_fault', 'activate refused'); },
+        unfundSubaccount: async () => {
+          await heldUntil(held.opened); // the first compensation, held while the cancellation comes in
+          ended.push('unfundSubaccount');
+          return true;
+        },
+        releaseCollateral: () => {
+          ended.push('releaseCollateral');
+          return true;
+        },
+      }),
+    );
+    const handle = await w.plain.workflow.start(subaccountCreationWorkflow, { workflowId, taskQueue: w.taskQueue, args: [{ entityId, requestId: 'r1' }] });
+    await until(() => w.names(workflowId).includes('unfundSubaccount'), 'the first compensation');
+    await handle.cancel();
+    // the run has taken the cancellation (a workflow task completed after it) while the compensation is still held
+    await until(async () => {
+      const events = (await handle.fetchHistory()).events ?? [];
+      const at = events.findIndex((e) => e.workflowExecutionCancelRequestedEventAttributes);
+      return at >= 0 && events.slice(at).some((e) => e.workflowTaskCompletedEventAttributes);
+    }, 'the cancellation taken');
+    expect(ended).toEqual([]);
+    held.open();
+    expect(await within(30_000, handle.result(), entityId)).toEqual({
+      subaccount: subOf(entityId, 'failed', { failedStep: 'activate', failure: 'activate refused' }),
+      failedStep: 'activate',
+      error: { code: 'injected_fault', message: 'activate refused' },
+      compensated: ['unfund', 'release_collateral', 'mark_failed'],
+    });
+    expect(ended).toEqual(['unfundSubaccount', 'releaseCollateral']);
+    const calls = w.calls(workflowId);
+    expect(calls.map((c) => c.name)).toEqual([...FORWARD, 'unfundSubaccount', 'releaseCollateral', 'markSubaccountFailed', 'webhookTargets']);
+    expect(calls.at(-2)!.args).toEqual([{ id: `${entityId}/1`, step: 'activate', failure: 'activate refused' }]);
+    const events = (await handle.fetchHistory()).events ?? [];
+    expect(events.some((e) => e.workflowExecutionCancelRequestedEventAttributes)).toBe(true);
+    expect(events.some((e) => e.activityTaskCancelRequestedEventAttributes)).toBe(false); // no compensation was asked to stop
     expect(await statusOf(handle)).toBe('FAILED');
   });
 
