@@ -11,6 +11,7 @@ import { cancelJobSignal, jobPaymentUpdate } from '../../workflows/definitions';
 import { actorName, idOfKey, ownAccount, type Actor } from './actors';
 import { StillRunning, withinDeadline } from './deadline';
 import { waitMsOf, type ServiceDeps } from './deps';
+import { sendUpdate } from './updates';
 
 /** How long a partial or gate job waits for its payment when neither the caller nor SLUICE_JOB_PAYMENT_TIMEOUT_MS says. */
 export const JOB_PAYMENT_TIMEOUT_MS_DEFAULT = 3_600_000;
@@ -118,10 +119,11 @@ export function jobService(deps: ServiceDeps) {
     if (state === 'paid') return grant;
     if (state === 'refused') throw noPayment(grant);
     try {
-      const paid = temporal.workflow.getHandle(jobWorkflowId(grant.jobId)).executeUpdate(jobPaymentUpdate);
+      const handle = temporal.workflow.getHandle(jobWorkflowId(grant.jobId));
+      const paid = sendUpdate(() => handle.executeUpdate(jobPaymentUpdate), waitMs, { jobId: grant.jobId });
       return await withinDeadline(paid, waitMs, stillRunning(grant.jobId));
     } catch (error) {
-      if (error instanceof StillRunning) throw error;
+      if (error instanceof StillRunning || error instanceof SluiceError) throw error;
       const known = sluiceErrorFromTemporal(error);
       if (known) throw known;
       // refused by a workflow that was being cancelled: the job takes no payment

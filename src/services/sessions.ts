@@ -8,6 +8,7 @@ import { closeSessionUpdate, sessionRequestUpdate } from '../../workflows/defini
 import { idOfKey, ownAccount, type Actor } from './actors';
 import { StillRunning, withinDeadline } from './deadline';
 import { waitMsOf, type ServiceDeps } from './deps';
+import { sendUpdate } from './updates';
 import { requestHashOf } from './jobs';
 
 /** What a caller asks for to open a session (POST /v1/sessions). */
@@ -96,7 +97,7 @@ export function sessionService(deps: ServiceDeps) {
     if (!taken && (await sessionView(pool, sessionId)).status === 'closed') throw sessionClosed(sessionId);
     try {
       const handle = temporal.workflow.getHandle(sessionWorkflowId(sessionId));
-      const grant = await withinDeadline(handle.executeUpdate(sessionRequestUpdate, { args: [terms] }), waitMs, stillRunning(sessionId));
+      const grant = await withinDeadline(sendUpdate(() => handle.executeUpdate(sessionRequestUpdate, { args: [terms] }), waitMs, { sessionId, requestId: terms.requestId }), waitMs, stillRunning(sessionId));
       return { created: !taken, grant };
     } catch (error) {
       throw asCallerError(error);
@@ -109,7 +110,7 @@ export function sessionService(deps: ServiceDeps) {
     if ((await sessionView(pool, sessionId)).status === 'open') {
       try {
         const handle = temporal.workflow.getHandle(sessionWorkflowId(sessionId));
-        await withinDeadline(handle.executeUpdate(closeSessionUpdate), waitMs, stillRunning(sessionId));
+        await withinDeadline(sendUpdate(() => handle.executeUpdate(closeSessionUpdate), waitMs, { sessionId }), waitMs, stillRunning(sessionId));
       } catch (error) {
         // closed meanwhile (the run completed between our read and the update): the ledger answers
         if ((await sessionView(pool, sessionId)).status !== 'closed') throw asCallerError(error);

@@ -9,6 +9,7 @@ import { pauseStreamUpdate, resumeStreamUpdate } from '../../workflows/definitio
 import { actorName, ownAccount, scopedKey, type Actor } from './actors';
 import { StillRunning, withinDeadline } from './deadline';
 import { waitMsOf, type ServiceDeps } from './deps';
+import { sendUpdate } from './updates';
 import { membersOf, streamActor, visibleStream } from './streamAccess';
 
 /**
@@ -35,7 +36,8 @@ export function streamControlService(deps: ServiceDeps) {
     if (row.status !== 'open') throw new SluiceError('invalid_state', `stream ${row.ref} is closed`, { ref: row.ref });
     const workflowId = streamWorkflowId(row.ref);
     const update = action === 'pause' ? pauseStreamUpdate : resumeStreamUpdate;
-    const updated = temporal.workflow.getHandle(workflowId).executeUpdate(update, { args: [by] }).catch(async (error: unknown) => {
+    const handle = temporal.workflow.getHandle(workflowId);
+    const updated = sendUpdate(() => handle.executeUpdate(update, { args: [by] }), waitMs, { ref: row.ref }).catch(async (error: unknown) => {
       if (asSluiceError(error)) throw error;
       // the run ended between the read above and the update: the stream closed meanwhile
       if ((await findStreamWithHistory(pool, row.ref))?.status !== 'open') throw new SluiceError('invalid_state', `stream ${row.ref} is closed`, { ref: row.ref });

@@ -33,3 +33,21 @@ export function isTemporalUnavailable(error: unknown): boolean {
 /** The caller's error inside `error`, whichever layer raised it (a service, an activity across Temporal, a database guard). */
 export const asSluiceError = (error: unknown): SluiceError | undefined =>
   error instanceof SluiceError ? error : (sluiceErrorFromTemporal(error) ?? sluiceErrorFromDatabase(error));
+
+/** gRPC status RESOURCE_EXHAUSTED: the server refused the call for a limit it keeps. */
+const GRPC_RESOURCE_EXHAUSTED = 8;
+
+/**
+ * Temporal gave an update back without running it: refused at the workflow's limit on
+ * updates in flight (RESOURCE_EXHAUSTED, 10 by default), or admitted and then aborted
+ * before the workflow accepted it (UNAVAILABLE "update was aborted": a workflow task
+ * that failed or timed out under load). Either way the workflow never saw it, so the
+ * same update may be sent again.
+ */
+export function updateNotRun(error: unknown): 'limit' | 'aborted' | undefined {
+  for (let e: any = error, depth = 0; e && depth < 8; e = e.cause, depth++) {
+    if (e.code === GRPC_RESOURCE_EXHAUSTED) return 'limit';
+    if (e.code === GRPC_UNAVAILABLE && /update was aborted/i.test(String(e.details ?? e.message ?? ''))) return 'aborted';
+  }
+  return undefined;
+}
