@@ -13,6 +13,13 @@ import { API_WAIT_MS_DEFAULT, BODY_LIMIT_BYTES_DEFAULT, LOCAL_DATABASE_URL, RECO
  */
 const port = z.coerce.number().int().min(0).max(65535);
 
+/** The admin key a fresh checkout runs with: known to everyone, so refused outside development (adminKeyRefusal). */
+export const DEV_ADMIN_KEY = 'sluice-dev-admin-key';
+/** How long a whole request (headers and body) may take to arrive before it is answered 408. */
+export const REQUEST_TIMEOUT_MS_DEFAULT = 30_000;
+/** How long an idle keep-alive connection is kept open: above the 60 s idle timeout of common load balancers, so they close first. */
+export const KEEP_ALIVE_TIMEOUT_MS_DEFAULT = 72_000;
+
 export const ConfigSchema = z.object({
   /** PostgreSQL. Unset: the launcher tries 127.0.0.1:5432, then an embedded server. */
   DATABASE_URL: z.string().url().optional(),
@@ -27,11 +34,17 @@ export const ConfigSchema = z.object({
   SLUICE_API_HOST: z.string().min(1).default('127.0.0.1'),
   SLUICE_API_PORT: port.default(3000),
   /** The admin key (pool, deposits, parties). The dev default is for local use only. */
-  SLUICE_ADMIN_KEY: z.string().min(16).default('sluice-dev-admin-key'),
+  SLUICE_ADMIN_KEY: z.string().min(16).default(DEV_ADMIN_KEY),
+  /** `true`: a development stack (set by `npm start`'s launcher for its children), which may run with the dev admin key on any address. */
+  SLUICE_DEV_MODE: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
   SLUICE_DATA_DIR: z.string().min(1).default('.data'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   /** Largest JSON body the API accepts (413 above it). */
   SLUICE_BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).max(10_485_760).default(BODY_LIMIT_BYTES_DEFAULT),
+  /** A request whose headers and body have not all arrived within this answers 408 request_timeout and is closed. */
+  SLUICE_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(300_000).default(REQUEST_TIMEOUT_MS_DEFAULT),
+  /** How long an idle keep-alive connection stays open between requests. */
+  SLUICE_KEEP_ALIVE_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).default(KEEP_ALIVE_TIMEOUT_MS_DEFAULT),
   /** Writes (non-GET /v1 requests) one caller may make per window; more answer 429 with Retry-After. */
   SLUICE_WRITE_RATE_MAX: z.coerce.number().int().min(1).max(1_000_000).default(WRITE_RATE_MAX_DEFAULT),
   /** The window of SLUICE_WRITE_RATE_MAX, in milliseconds. */
@@ -93,3 +106,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
 
 /** DATABASE_URL, or the local database the dev launcher uses by default: for every process that connects. */
 export const databaseUrl = (config: Pick<Config, 'DATABASE_URL'>) => config.DATABASE_URL ?? LOCAL_DATABASE_URL;
+
+/** Addresses only this machine can reach: the dev admin key is harmless there. */
+export const isLoopbackHost = (host: string) => host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+
+/**
+ * Why the service must not start with this admin key, or undefined when it may:
+ * the dev default is published in the repository, so it is refused unless the API
+ * listens on loopback only or the stack is explicitly a development one.
+ */
+export function adminKeyRefusal({ adminKey, apiHost, devMode }: { adminKey: string; apiHost: string; devMode: boolean }): string | undefined {
+  if (adminKey !== DEV_ADMIN_KEY || devMode || isLoopbackHost(apiHost)) return undefined;
+  return (
+    `SLUICE_ADMIN_KEY is the published development key and the API listens on ${apiHost}, beyond this machine: ` +
+    'set SLUICE_ADMIN_KEY to a secret of your own (e.g. `openssl rand -hex 24`), or bind SLUICE_API_HOST to 127.0.0.1, ' +
+    'or set SLUICE_DEV_MODE=true for a development stack'
+  );
+}

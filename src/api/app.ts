@@ -1,3 +1,4 @@
+import fastifyHelmet from '@fastify/helmet';
 import fastifyRateLimit from '@fastify/rate-limit';
 import fastifySwagger from '@fastify/swagger';
 import fastifySwaggerUi from '@fastify/swagger-ui';
@@ -28,6 +29,8 @@ import { entityRoutes } from './routes/entities';
 import { rateRoutes } from './routes/rates';
 import { consoleRoutes } from './console';
 import type { TierBudgets } from '../ledger/grants';
+import { API_WAIT_MS_DEFAULT } from '../domain/settings';
+import { KEEP_ALIVE_TIMEOUT_MS_DEFAULT, REQUEST_TIMEOUT_MS_DEFAULT } from '../config';
 
 export interface ApiDeps {
   pool: Pool;
@@ -56,6 +59,49 @@ export interface ApiDeps {
   waitMs?: number;
   /** Where the built console is (default dist/console). */
   consoleDir?: string;
+  /** A request not wholly arrived within this is answered 408 (SLUICE_REQUEST_TIMEOUT_MS). */
+  requestTimeoutMs?: number;
+  /** An idle keep-alive connection is closed after this (SLUICE_KEEP_ALIVE_TIMEOUT_MS). */
+  keepAliveTimeoutMs?: number;
+}
+
+/**
+ * The Content-Security-Policy of every response. The console is a Vite build served
+ * from this origin: its script, stylesheet and API calls are all 'self', and no
+ * inline script. Its progress bars set a `style` attribute (console/src/streamPage.ts),
+ * so inline style *attributes* are allowed, never <style> elements or inline script.
+ */
+const CSP_DIRECTIVES = {
+  'default-src': ["'self'"],
+  'base-uri': ["'self'"],
+  'script-src': ["'self'"],
+  'style-src': ["'self'"],
+  'style-src-attr': ["'unsafe-inline'"],
+  'img-src': ["'self'"],
+  'font-src': ["'self'"],
+  'connect-src': ["'self'"],
+  'object-src': ["'none'"],
+  'form-action': ["'self'"],
+  'frame-ancestors': ["'none'"],
+};
+/** The Swagger UI at /docs (its own files, no inline script) styles with inline styles and draws icons as data: images. */
+const DOCS_CSP_DIRECTIVES = { ...CSP_DIRECTIVES, 'style-src': ["'self'", "'unsafe-inline'"], 'img-src': ["'self'", 'data:'] };
+
+/**
+ * The server's clocks: a request must wholly arrive within requestTimeoutMs (else
+ * 408, by clientErrorHandler); an idle socket is dropped only once a request could
+ * have arrived and its handler waited its longest (waitMs) on a workflow.
+ */
+export function httpTimeouts(deps: Pick<ApiDeps, 'requestTimeoutMs' | 'keepAliveTimeoutMs' | 'waitMs'>) {
+  const requestTimeoutMs = deps.requestTimeoutMs ?? REQUEST_TIMEOUT_MS_DEFAULT;
+  return {
+    requestTimeoutMs,
+    keepAliveTimeoutMs: deps.keepAliveTimeoutMs ?? KEEP_ALIVE_TIMEOUT_MS_DEFAULT,
+    connectionTimeoutMs: requestTimeoutMs + (deps.waitMs ?? API_WAIT_MS_DEFAULT) + 10_000,
+    // Node checks request deadlines every this often (its default of 30 s would let a
+    // 30 s timeout fire at up to 60 s)
+    checkIntervalMs: Math.min(1_000, requestTimeoutMs),
+  };
 }
 
 /** Writes are rate-limited; reads are not (see the README's Limits). */
@@ -106,9 +152,14 @@ const callerOf = (req: FastifyRequest) => (!req.actor ? `ip:${req.ip}` : req.act
 export type Api = FastifyInstance<any, any, any, any, ZodTypeProvider> & { deps: ApiDeps };
 
 export async function buildApp(deps: ApiDeps): Promise<Api> {
+  const timeouts = httpTimeouts(deps);
   const app = Fastify({
     loggerInstance: deps.logger,
     bodyLimit: deps.bodyLimitBytes,
+    requestTimeout: timeouts.requestTimeoutMs,
+    connectionTimeout: timeouts.connectionTimeoutMs,
+    keepAliveTimeout: timeouts.keepAliveTimeoutMs,
+    http: { connectionsCheckingInterval: timeouts.checkIntervalMs, headersTimeout: timeouts.requestTimeoutMs, requestTimeout: timeouts.requestTimeoutMs },
     // ids in paths (accounts, payment refs) run to 128 characters; the router's default
     // of 100 would refuse valid ones before the schemas see them
     routerOptions: { maxParamLength: 256 },
@@ -125,6 +176,17 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
     reply.header('x-request-id', req.id);
   });
   app.decorate('deps', deps);
+  // Security headers on every response, before any hook that may refuse (a 401, a 429,
+  // a 404): the CSP above, framing refused twice over (frame-ancestors and
+  // X-Frame-Options for older browsers), nosniff and no Referer. HSTS is left to the
+  // TLS terminator in front, which knows the domain's policy.
+  await app.register(fastifyHelmet, {
+    global: true,
+    contentSecurityPolicy: { useDefaults: false, directives: CSP_DIRECTIVES },
+    frameguard: { action: 'deny' },
+    referrerPolicy: { policy: 'no-referrer' },
+    strictTransportSecurity: false,
+  });
   // Fastify validates a missing body as null: as undefined instead, so a body schema's
   // default (a cancel's `{}`) applies to a request that sent none (see the JSON parser below)
   app.setValidatorCompiler((route) => {
@@ -190,7 +252,9 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
 
   // the docs UI's own routes are public
   app.addHook('onRoute', (route) => {
-    if (route.url.startsWith('/docs')) route.config = { ...(route.config as object), auth: 'public' };
+    if (!route.url.startsWith('/docs')) return;
+    // and their own CSP (set in config, where @fastify/helmet reads a route's options)
+    route.config = { ...(route.config as object), auth: 'public', helmet: { contentSecurityPolicy: { useDefaults: false, directives: DOCS_CSP_DIRECTIVES } } } as typeof route.config;
   });
 
   await app.register(fastifySwagger, {

@@ -1,4 +1,4 @@
-import { databaseUrl, type Config } from '../config';
+import { adminKeyRefusal, databaseUrl, type Config } from '../config';
 import { createPool } from '../db/pool';
 import { createLogger } from '../logger';
 import { connectClient } from '../temporal/connection';
@@ -6,6 +6,9 @@ import { buildApp } from './app';
 
 /** Runs the HTTP API until SIGINT/SIGTERM, then closes it, the Temporal client and the pool. */
 export async function runApi(config: Config): Promise<void> {
+  // before anything is opened: the process exits 1 with this message (src/cli.ts)
+  const refusal = adminKeyRefusal({ adminKey: config.SLUICE_ADMIN_KEY, apiHost: config.SLUICE_API_HOST, devMode: config.SLUICE_DEV_MODE });
+  if (refusal) throw new Error(refusal);
   const logger = createLogger(config.LOG_LEVEL, 'sluice-api');
   const pool = createPool(databaseUrl(config));
   const temporal = await connectClient(config.TEMPORAL_ADDRESS, config.TEMPORAL_NAMESPACE);
@@ -25,6 +28,8 @@ export async function runApi(config: Config): Promise<void> {
     namespace: config.TEMPORAL_NAMESPACE,
     billingShards: config.SLUICE_BILLING_SHARDS,
     waitMs: config.SLUICE_API_WAIT_MS,
+    requestTimeoutMs: config.SLUICE_REQUEST_TIMEOUT_MS,
+    keepAliveTimeoutMs: config.SLUICE_KEEP_ALIVE_TIMEOUT_MS,
   });
   await app.listen({ host: config.SLUICE_API_HOST, port: config.SLUICE_API_PORT });
   await new Promise<void>((resolve) => {

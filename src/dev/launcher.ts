@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { Config } from '../config';
+import { DEV_ADMIN_KEY, type Config } from '../config';
 import { migrateLedger } from '../ledger/setup';
 import { redactUrl } from '../db/pool';
 import { connectClient, registerSearchAttributes, waitForTemporal } from '../temporal/connection';
@@ -112,7 +112,8 @@ export async function launch(config: Config, opts: LaunchOptions): Promise<void>
     if (await apiAnswers(apiUrl)) {
       log(`API: reusing ${apiUrl} (and the worker that came with it)`);
     } else {
-      const env = { ...process.env, DATABASE_URL: db.url };
+      // a development stack: its API may take the dev admin key even on a non-loopback SLUICE_API_HOST
+      const env = { ...process.env, DATABASE_URL: db.url, SLUICE_DEV_MODE: 'true' };
       const logDir = join(dataDir, 'logs');
       const worker = spawnSluice('worker', env, logDir);
       stops.push({ name: 'worker', stop: () => stopChild(worker.child, 'worker', log) });
@@ -140,7 +141,7 @@ export async function launch(config: Config, opts: LaunchOptions): Promise<void>
       });
       log(`demo done in ${((Date.now() - demoStartedMs) / 1000).toFixed(1)} s`);
     }
-    log(`API        ${apiUrl}/v1   (admin key: SLUICE_ADMIN_KEY${config.SLUICE_ADMIN_KEY === 'sluice-dev-admin-key' ? ' = sluice-dev-admin-key' : ''})`);
+    log(`API        ${apiUrl}/v1   (admin key: SLUICE_ADMIN_KEY${config.SLUICE_ADMIN_KEY === DEV_ADMIN_KEY ? ` = ${DEV_ADMIN_KEY}` : ''})`);
     log(`API docs   ${apiUrl}/docs`);
     log(`console    ${apiUrl}/console/   ${isConsoleBuilt() ? '(paste the admin key or a party key)' : '(not built: npm run build:console)'}`);
     log(`metrics    ${apiUrl}/metrics`);
