@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parse } from 'yaml';
-import { ConfigSchema } from '../../src/config';
+import { adminKeyRefusal, ConfigSchema, DEV_ADMIN_KEY } from '../../src/config';
 import { SEARCH_ATTRIBUTES } from '../../workflows/searchAttributes';
 import { createMetrics } from '../../src/api/metrics';
 import type { Queryable } from '../../src/db/pool';
@@ -244,6 +244,15 @@ describe('docker-compose.yml', () => {
       expect(() => resolvedEnv(name, {})).toThrow(/SLUICE_ADMIN_KEY.*set an admin key/);
       expect(() => resolvedEnv(name, { SLUICE_ADMIN_KEY: '' })).toThrow(/SLUICE_ADMIN_KEY/);
     }
+  });
+
+  test('the API binds beyond loopback and is no dev stack, so it refuses the dev admin key and takes an operator-chosen one', () => {
+    const refusalWith = (key: string) => {
+      const config = ConfigSchema.parse(resolvedEnv('api', { SLUICE_ADMIN_KEY: key }));
+      return adminKeyRefusal({ adminKey: config.SLUICE_ADMIN_KEY, apiHost: config.SLUICE_API_HOST, devMode: config.SLUICE_DEV_MODE });
+    };
+    expect(refusalWith(DEV_ADMIN_KEY)).toMatch(/SLUICE_ADMIN_KEY is the published development key/);
+    expect(refusalWith(ADMIN_KEY)).toBeUndefined();
   });
 
   test('the shared app environment is written once and identical for migrate, worker and api', () => {
