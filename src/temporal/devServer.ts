@@ -37,7 +37,18 @@ export const PRECISE_TIMERS = {
   'history.transferProcessorMaxPollRPS': 1000,
 };
 
-/** Starts `temporal server start-dev` (with PRECISE_TIMERS unless overridden) and waits until its frontend answers. */
+/**
+ * A session takes its requests as updates of its one workflow, many at once. Temporal
+ * admits 10 updates in flight per workflow by default and gives the rest back unrun
+ * (the API sends them again for a while, then answers 429): 50 lets a session work
+ * that many requests at once (deploy/temporal/dynamicconfig.yaml sets the same for the
+ * compose stack).
+ */
+export const UPDATE_LIMITS = {
+  'history.maxInFlightUpdates': 50,
+};
+
+/** Starts `temporal server start-dev` (with PRECISE_TIMERS and UPDATE_LIMITS unless overridden) and waits until its frontend answers. */
 export async function startDevServer(opts: DevServerOptions): Promise<DevServer> {
   const args = ['server', 'start-dev', '--ip', '127.0.0.1', '--port', String(opts.port), '--log-level', opts.logLevel ?? 'error'];
   args.push('--namespace', opts.namespace ?? 'default', ...devServerSearchAttributeFlags());
@@ -45,7 +56,7 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
     mkdirSync(dirname(opts.dbFile), { recursive: true });
     args.push('--db-filename', opts.dbFile);
   }
-  for (const [key, value] of Object.entries({ ...PRECISE_TIMERS, ...opts.dynamicConfig })) args.push('--dynamic-config-value', `${key}=${JSON.stringify(value)}`);
+  for (const [key, value] of Object.entries({ ...PRECISE_TIMERS, ...UPDATE_LIMITS, ...opts.dynamicConfig })) args.push('--dynamic-config-value', `${key}=${JSON.stringify(value)}`);
   if (opts.uiPort) args.push('--ui-port', String(opts.uiPort));
   else args.push('--headless');
   const child = spawn(opts.cliPath, args, { stdio: ['ignore', opts.inheritOutput ? 'inherit' : 'ignore', 'inherit'] });
