@@ -150,6 +150,9 @@ test('/metrics counters move by what happened: ticks and their lag, open streams
 
   // every webhook event of this test is delivered: its first attempt refused, the second accepted
   await delivered([`subaccount.active:${entity}/1`, `subaccount.failed:${entity}/2`]);
+  // and each attempt recorded: the receiver sees a request before its delivery row commits
+  for (let i = 0; i < 150 && (await as(entity).get(`/v1/entities/${entity}/deliveries`)).body.deliveries.length < 4; i++) await sleep(100);
+  expect((await as(entity).get(`/v1/entities/${entity}/deliveries`)).body.deliveries).toHaveLength(4);
 
   const after = await scrape();
   const moved = (series: string) => value(after, series) - value(before, series);
