@@ -6,7 +6,7 @@ import { isErrorCode, SluiceError, sluiceErrorFromDatabase } from '../domain/err
  * This walks the cause chain and rebuilds the SluiceError, or returns undefined.
  */
 export function sluiceErrorFromTemporal(error: unknown): SluiceError | undefined {
-  for (let e: any = error, depth = 0; e && depth < 8; e = e.cause, depth++) {
+  for (const e of causes(error)) {
     if (e.name === 'ApplicationFailure' && isErrorCode(e.type)) {
       const details = Array.isArray(e.details) && e.details[0] && typeof e.details[0] === 'object' ? e.details[0] : {};
       return new SluiceError(e.type, e.message, details);
@@ -24,9 +24,7 @@ const GRPC_UNAVAILABLE = 14;
  * gRPC status as its cause.
  */
 export function isTemporalUnavailable(error: unknown): boolean {
-  for (let e: any = error, depth = 0; e && depth < 8; e = e.cause, depth++) {
-    if (e.code === GRPC_UNAVAILABLE && typeof e.details === 'string') return true;
-  }
+  for (const e of causes(error)) if (e.code === GRPC_UNAVAILABLE && typeof e.details === 'string') return true;
   return false;
 }
 
@@ -45,9 +43,14 @@ const GRPC_RESOURCE_EXHAUSTED = 8;
  * same update may be sent again.
  */
 export function updateNotRun(error: unknown): 'limit' | 'aborted' | undefined {
-  for (let e: any = error, depth = 0; e && depth < 8; e = e.cause, depth++) {
+  for (const e of causes(error)) {
     if (e.code === GRPC_RESOURCE_EXHAUSTED) return 'limit';
     if (e.code === GRPC_UNAVAILABLE && /update was aborted/i.test(String(e.details ?? e.message ?? ''))) return 'aborted';
   }
   return undefined;
+}
+
+/** An error and its causes, outermost first: the client wraps what the server or an activity said a few levels deep (at most 8 are read). */
+function* causes(error: unknown): Generator<any> {
+  for (let e: any = error, depth = 0; e && depth < 8; e = e.cause, depth++) yield e;
 }
