@@ -32,3 +32,28 @@ describe('the logger censors credentials', () => {
     expect(parsed.res.body).toEqual({ id: 'acme', apiKey: '[redacted]', webhookSecret: '[redacted]', mainAccountId: 'acme.main' });
   });
 });
+
+describe('an error in a log line', () => {
+  test('a tangled error (a cycle through its fields, a getter that throws) is written with its fields and its chain of causes', () => {
+    // what a Temporal client error is like: a gRPC status as cause, handles that point back at the error
+    const status = Object.assign(new Error('14 UNAVAILABLE: Connection dropped'), { code: 14, details: 'Connection dropped' });
+    const error = Object.assign(new Error('Update-With-Start failed', { cause: status }), { handle: {} as Record<string, unknown> });
+    error.handle.error = error;
+    Object.defineProperty(error, 'metadata', { enumerable: true, get: () => { throw new Error('not readable'); } });
+    const lines: string[] = [];
+    createLogger('info', 'test', { write: (line: string) => void lines.push(line) }).error({ err: error }, 'unhandled error');
+    const { err } = JSON.parse(lines[0]!);
+    expect(err).toMatchObject({ type: 'Error', message: 'Update-With-Start failed', causes: [{ type: 'Error', message: '14 UNAVAILABLE: Connection dropped', code: 14, details: 'Connection dropped' }] });
+    expect(err.stack).toContain('logger.test.ts');
+    expect(lines[0]).not.toContain('unable to serialize');
+  });
+
+  test('an error keeps its code; a thrown string is its message', () => {
+    const lines: string[] = [];
+    const log = createLogger('info', 'test', { write: (line: string) => void lines.push(line) });
+    log.error({ err: Object.assign(new TypeError('bad'), { code: 'ERR_X' }) }, 'one');
+    log.error({ err: 'just a string' }, 'two');
+    expect(JSON.parse(lines[0]!).err).toMatchObject({ type: 'TypeError', name: 'TypeError', message: 'bad', code: 'ERR_X' });
+    expect(JSON.parse(lines[1]!).err).toEqual({ message: 'just a string' });
+  });
+});
