@@ -67,6 +67,15 @@ export async function withTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClie
   }
 }
 
+/**
+ * Runs `fn` in the caller's transaction when given a client, or in a transaction of
+ * its own when given the pool: a write of several statements (a row and its event) is
+ * one transaction either way.
+ */
+export function inTransaction<T>(db: Queryable, fn: (client: PoolClient) => Promise<T>): Promise<T> {
+  return db instanceof pg.Pool ? withTransaction(db, fn) : fn(db as PoolClient);
+}
+
 /** Database URL with another database name (tests and the launcher create databases). */
 export function withDatabase(url: string, database: string): string {
   const parsed = new URL(url);

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { Queryable, PoolClient } from '../db/pool';
+import { inTransaction, type PoolClient, type Queryable } from '../db/pool';
 import { notFound, SluiceError } from '../domain/errors';
 import { appendEvent } from './events';
 import { pageRows } from './paging';
@@ -41,30 +41,36 @@ export const toAccount = (r: AccountRow): Account => ({
 
 export const newAccountId = (ownerId: string) => `${ownerId}.${randomBytes(5).toString('hex')}`;
 
-export async function createAccount(
+/** The currency of an account opened without one. */
+export const DEFAULT_CURRENCY = 'UNIT';
+
+/** Inserts an account and its account.created event, in one transaction (the caller's, or its own). */
+export function createAccount(
   db: Queryable,
   input: { id?: string; ownerId: string; kind: AccountKind; currency?: string },
 ): Promise<Account> {
   const id = input.id ?? newAccountId(input.ownerId);
-  try {
-    const { rows } = await db.query<AccountRow>(
-      `insert into accounts (id, owner_id, kind, currency) values ($1, $2, $3, $4) returning *`,
-      [id, input.ownerId, input.kind, input.currency ?? 'UNIT'],
-    );
-    const account = toAccount(rows[0]!);
-    await appendEvent(db, {
-      type: 'account.created',
-      subject: id,
-      payload: { account: id, owner: input.ownerId, kind: input.kind, currency: account.currency },
-      parties: [input.ownerId],
-    });
-    return account;
-  } catch (error) {
-    const e = error as { code?: string; constraint?: string };
-    if (e.code === '23505') throw new SluiceError('already_exists', `account ${id} already exists`, { account: id });
-    if (e.code === '23503') throw notFound('party', input.ownerId);
-    throw error;
-  }
+  return inTransaction(db, async (client) => {
+    try {
+      const { rows } = await client.query<AccountRow>(
+        `insert into accounts (id, owner_id, kind, currency) values ($1, $2, $3, $4) returning *`,
+        [id, input.ownerId, input.kind, input.currency ?? DEFAULT_CURRENCY],
+      );
+      const account = toAccount(rows[0]!);
+      await appendEvent(client, {
+        type: 'account.created',
+        subject: id,
+        payload: { account: id, owner: input.ownerId, kind: input.kind, currency: account.currency },
+        parties: [input.ownerId],
+      });
+      return account;
+    } catch (error) {
+      const e = error as { code?: string; constraint?: string };
+      if (e.code === '23505') throw new SluiceError('already_exists', `account ${id} already exists`, { account: id });
+      if (e.code === '23503') throw notFound('party', input.ownerId);
+      throw error;
+    }
+  });
 }
 
 export async function getAccount(db: Queryable, id: string): Promise<Account> {
@@ -170,7 +176,7 @@ export async function lockAccounts(client: PoolClient, ids: string[]): Promise<M
 }
 
 /** Releases open holds past their expiry (status `expired`). The caller holds the account locks. */
-async function expireOverdueHolds(db: Queryable, accountIds: string[]): Promise<number> {
+async function expireOverdueHolds(db: PoolClient, accountIds: string[]): Promise<number> {
   const { rows } = await db.query<{ id: number; account_id: string; released: number; owner_id: string }>(
     `with expired as (
        update holds set released = amount - captured, status = 'expired', resolved_at = now()

@@ -1,4 +1,4 @@
-import type { Queryable } from '../db/pool';
+import type { PoolClient, Queryable } from '../db/pool';
 import { pageRows } from './paging';
 import { readTail } from './tails';
 
@@ -27,7 +27,7 @@ export function eventValues(event: EventInput): [string, string, string, string[
 export const EVENT_INSERT_SQL = 'insert into events (type, subject, payload, parties) values ($1, $2, $3, $4)';
 
 /** Appends an event. Call it inside the transaction that made the change it reports. */
-export async function appendEvent(db: Queryable, event: EventInput): Promise<void> {
+export async function appendEvent(db: PoolClient, event: EventInput): Promise<void> {
   await db.query({ name: 'event-insert', text: EVENT_INSERT_SQL, values: eventValues(event) });
 }
 

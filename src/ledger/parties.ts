@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import type { Queryable } from '../db/pool';
+import { inTransaction, type Queryable } from '../db/pool';
 import { SluiceError } from '../domain/errors';
 import { appendEvent } from './events';
 
@@ -12,16 +12,19 @@ export interface NewParty {
   apiKey: string;
 }
 
-export async function createParty(db: Queryable, input: { id: string; name: string }): Promise<NewParty> {
+/** Inserts a party and its party.created event, in one transaction (the caller's, or its own). */
+export function createParty(db: Queryable, input: { id: string; name: string }): Promise<NewParty> {
   const apiKey = `sk_${input.id}_${randomBytes(24).toString('base64url')}`;
-  try {
-    await db.query('insert into parties (id, name, api_key_hash) values ($1, $2, $3)', [input.id, input.name, hashApiKey(apiKey)]);
-  } catch (error) {
-    if ((error as { code?: string }).code === '23505') throw new SluiceError('already_exists', `party ${input.id} already exists`, { party: input.id });
-    throw error;
-  }
-  await appendEvent(db, { type: 'party.created', subject: input.id, payload: { party: input.id, name: input.name }, parties: [input.id] });
-  return { id: input.id, name: input.name, apiKey };
+  return inTransaction(db, async (client) => {
+    try {
+      await client.query('insert into parties (id, name, api_key_hash) values ($1, $2, $3)', [input.id, input.name, hashApiKey(apiKey)]);
+    } catch (error) {
+      if ((error as { code?: string }).code === '23505') throw new SluiceError('already_exists', `party ${input.id} already exists`, { party: input.id });
+      throw error;
+    }
+    await appendEvent(client, { type: 'party.created', subject: input.id, payload: { party: input.id, name: input.name }, parties: [input.id] });
+    return { id: input.id, name: input.name, apiKey };
+  });
 }
 
 /** The party an API key belongs to, or undefined. Keys are compared by hash. */

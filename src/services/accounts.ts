@@ -1,6 +1,6 @@
 import { SUBACCOUNT_SEPARATOR } from '../domain/entities';
 import { forbidden, SluiceError } from '../domain/errors';
-import { createAccount, getAccount, listAccounts } from '../ledger/accounts';
+import { createAccount, DEFAULT_CURRENCY, getAccount, listAccounts, type Account } from '../ledger/accounts';
 import { listEvents } from '../ledger/events';
 import * as holds from '../ledger/holds';
 import { createParty } from '../ledger/parties';
@@ -33,8 +33,14 @@ export function accountService(deps: ServiceDeps) {
     return { parties: rows, ...(rows.length === page.limit && { next: rows.at(-1)!.id }) };
   };
 
-  /** Opens an account: a party opens user accounts for itself only; the admin names the owner and may name the kind. */
-  const openAccount = async (actor: Actor, input: { id?: string; currency?: string; ownerId?: string; kind?: 'user' | 'entity' | 'pool' | 'escrow' }) => {
+  /**
+   * Opens an account: a party opens user accounts for itself only; the admin names the
+   * owner and may name the kind. An id
+   * that already names the same account (owner, kind, currency) answers that account,
+   * `created` false: a retry of a creation whose answer was lost finds what it made.
+   * The id taken on other terms is a 409.
+   */
+  const openAccount = async (actor: Actor, input: { id?: string; currency?: string; ownerId?: string; kind?: 'user' | 'entity' | 'pool' | 'escrow' }): Promise<{ created: boolean; account: Account }> => {
     if (actor.kind === 'party' && ((input.ownerId && input.ownerId !== actor.party) || (input.kind && input.kind !== 'user'))) {
       throw forbidden('a party opens user accounts for itself only');
     }
@@ -44,7 +50,15 @@ export function accountService(deps: ServiceDeps) {
     if (input.id?.includes(SUBACCOUNT_SEPARATOR)) {
       throw new SluiceError('invalid_request', `account ids may not contain '${SUBACCOUNT_SEPARATOR}': it is reserved for subaccounts`, { id: input.id });
     }
-    return createAccount(pool, { id: input.id, ownerId, kind: input.kind ?? 'user', currency: input.currency });
+    const terms = { id: input.id, ownerId, kind: input.kind ?? 'user', currency: input.currency ?? DEFAULT_CURRENCY } as const;
+    try {
+      return { created: true, account: await createAccount(pool, terms) };
+    } catch (error) {
+      if (!(error instanceof SluiceError && error.code === 'already_exists' && terms.id !== undefined)) throw error;
+      const existing = await getAccount(pool, terms.id);
+      if (existing.ownerId !== terms.ownerId || existing.kind !== terms.kind || existing.currency !== terms.currency) throw error;
+      return { created: false, account: existing };
+    }
   };
 
   /** The caller's accounts by id, a page at a time (the admin names the owner). */

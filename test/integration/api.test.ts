@@ -134,7 +134,7 @@ const BAD_INPUT: Record<Route, Case[]> = {
     { what: 'a lowercase currency', body: { id: 'alice.x', currency: 'eur' }, status: 400 },
     { what: 'a kind that does not exist', body: { id: 'alice.x', kind: 'vault' }, status: 400 },
     { what: 'the world kind', as: 'admin', body: { id: 'alice.x', ownerId: 'alice', kind: 'world' }, status: 400 },
-    { what: 'an id already taken', body: { id: 'alice.wallet' }, status: 409, code: 'already_exists' },
+    { what: 'an id already taken in another currency', body: { id: 'alice.wallet', currency: 'EUR' }, status: 409, code: 'already_exists' },
     { what: "another party's id already taken", body: { id: 'bob.wallet' }, status: 409, code: 'already_exists' },
     { what: 'no owner (admin)', as: 'admin', body: { id: 'orphan' }, status: 400, code: 'invalid_request' },
     { what: 'an unknown owner (admin)', as: 'admin', body: { id: 'orphan', ownerId: 'nobody' }, status: 404, code: 'not_found' },

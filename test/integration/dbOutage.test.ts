@@ -66,6 +66,53 @@ describe('a lost database connection', () => {
     expect((await db.pool.query('select count(*)::int as n from outage_probe')).rows[0].n).toBe(2);
   });
 
+  test("a connection cut between an account's row and its event: nothing is left, the API answers 503; the retry opens it once, and a retry of that answers the same account", async () => {
+    // the cut, inside the transaction: the account.created event's insert terminates its own backend, after counting itself
+    await db.pool.query('create sequence cut_attempts');
+    await db.pool.query(`create function cut_account_event() returns trigger language plpgsql as $$
+      begin
+        if new.type = 'account.created' and new.subject = 'cutter.w' then
+          perform nextval('cut_attempts');
+          perform pg_terminate_backend(pg_backend_pid());
+        end if;
+        return new;
+      end $$`);
+    await db.pool.query('create trigger cut_account_event before insert on events for each row execute function cut_account_event()');
+    const connection = Connection.lazy({ address: '127.0.0.1:1' });
+    const app = await buildApp({ pool: db.pool, temporal: new Client({ connection }), taskQueue: 'unused', adminKey: ADMIN_KEY, bodyLimitBytes: 65_536, logger: createLogger('silent') });
+    const accountRows = async () => (await db.pool.query(`select count(*)::int as n from accounts where id = 'cutter.w'`)).rows[0].n;
+    const eventRows = async () => (await db.pool.query(`select count(*)::int as n from events where type = 'account.created' and subject = 'cutter.w'`)).rows[0].n;
+    try {
+      const party = await api(app, ADMIN_KEY).post('/v1/parties', { id: 'cutter', name: 'Cutter' });
+      expect(party.status).toBe(201);
+      const cutter = api(app, party.body.apiKey);
+      const cut = await cutter.post('/v1/accounts', { id: 'cutter.w' });
+      // the cut happened (each attempt of the transaction reached the event and lost its connection there)
+      expect(Number((await db.pool.query('select last_value from cut_attempts')).rows[0].last_value)).toBeGreaterThanOrEqual(1);
+      expect(cut.status).toBe(503);
+      expect(cut.body.error.code).toBe('unavailable');
+      // the account went with its event: no row without its event
+      expect([await accountRows(), await eventRows()]).toEqual([0, 0]);
+
+      await db.pool.query('drop trigger cut_account_event on events');
+      const retried = await cutter.post('/v1/accounts', { id: 'cutter.w' });
+      expect(retried.status).toBe(201);
+      expect(retried.body).toMatchObject({ id: 'cutter.w', ownerId: 'cutter', kind: 'user', currency: 'UNIT', balance: 0 });
+      // a retry of a creation whose answer was lost finds the account, and writes nothing
+      const again = await cutter.post('/v1/accounts', { id: 'cutter.w' });
+      expect(again.status).toBe(200);
+      expect(again.body).toEqual(retried.body);
+      expect([await accountRows(), await eventRows()]).toEqual([1, 1]);
+      // the id on other terms is taken
+      const otherCurrency = await cutter.post('/v1/accounts', { id: 'cutter.w', currency: 'EUR' });
+      expect(otherCurrency.status).toBe(409);
+      expect(otherCurrency.body.error).toMatchObject({ code: 'already_exists', details: { account: 'cutter.w' } });
+    } finally {
+      await app.close();
+      await connection.close();
+    }
+  });
+
   test('the API answers a Temporal it cannot reach with 503 unavailable and Retry-After, not 500, and nothing moves', async () => {
     const port = await freePort(); // nothing listens there
     // the client's own retries, cut short (by default they try for about 20 s)

@@ -2,6 +2,7 @@ import pg from 'pg';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { recordDelivery } from '../../src/ledger/entities';
 import { appendEvent, listEvents } from '../../src/ledger/events';
+import { withTransaction } from '../../src/db/pool';
 import { postRateEvent } from '../../src/ledger/rates';
 import { tickAt } from '../../src/domain/crown';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
@@ -373,12 +374,13 @@ describe('cursors', () => {
 
   test("subject and type narrow the event tail; a party's filter still sees only its own events; the cursor pages the narrowed tail", async () => {
     const db = stack.db.pool;
-    // interleaved: two subjects, two types, one subject also written for another party only
+    const append = (event: Parameters<typeof appendEvent>[1]) => withTransaction(db, (client) => appendEvent(client, event));
+    // interleaved: two subjects, two types, one subject also written for another party only, each its own transaction
     for (let i = 0; i < 5; i++) {
-      await appendEvent(db, { type: 'filter.a', subject: 'flt-one', payload: { i }, parties: [TAILER] });
-      await appendEvent(db, { type: 'filter.b', subject: 'flt-one', payload: { i }, parties: [TAILER] });
-      await appendEvent(db, { type: 'filter.a', subject: 'flt-two', payload: { i }, parties: [TAILER] });
-      await appendEvent(db, { type: 'filter.a', subject: 'flt-one', payload: { i, hidden: true }, parties: [SELLER] });
+      await append({ type: 'filter.a', subject: 'flt-one', payload: { i }, parties: [TAILER] });
+      await append({ type: 'filter.b', subject: 'flt-one', payload: { i }, parties: [TAILER] });
+      await append({ type: 'filter.a', subject: 'flt-two', payload: { i }, parties: [TAILER] });
+      await append({ type: 'filter.a', subject: 'flt-one', payload: { i, hidden: true }, parties: [SELLER] });
     }
     await untilTailsCaughtUp(db);
     /** Every page of a filtered tail, passing back only the cursor it was given (2 rows a page). */

@@ -33,9 +33,12 @@ export function ledgerRoutes(app: Api) {
         ownerId: S.PartyId.optional(),
         kind: z.enum(['user', 'entity', 'pool', 'escrow']).optional(),
       }),
-      response: { 201: S.Account, ...errors },
+      response: { 201: S.Account.describe('the account, opened'), 200: S.Account.describe('the account this id already names, on the same terms (a retried creation)'), ...errors },
     },
-    handler: async (req, reply) => reply.status(201).send(await accounts.openAccount(req.actor, req.body)),
+    handler: async (req, reply) => {
+      const { created, account } = await accounts.openAccount(req.actor, req.body);
+      return reply.status(created ? 201 : 200).send(account);
+    },
   });
 
   app.get('/v1/accounts', {
