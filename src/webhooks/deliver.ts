@@ -1,7 +1,7 @@
 import type { Pool } from '../db/pool';
 import type { SubaccountEvent } from '../domain/entities';
 import { getEntity, recordDelivery } from '../ledger/entities';
-import { SIGNATURE_HEADER, signWebhook } from './signature';
+import { deliveryIdOf, signWebhook } from './signature';
 
 export const DELIVERY_TIMEOUT_MS = 10_000;
 
@@ -12,7 +12,8 @@ export interface DeliveryLog {
 
 /**
  * One delivery attempt of a subaccount event to one URL (the activity behind
- * webhook delivery): signed with the entity's secret, logged with its outcome
+ * webhook delivery): signed with the entity's secret under the delivery's id (the
+ * same on every attempt, so the receiver can tell a retry from a new event), logged with its outcome
  * whatever happens, and thrown on anything but a 2xx so Temporal retries it with
  * backoff. Only the receiver's answer decides a retry: an attempt the database could
  * not record is logged and the answer stands, so an accepted event is not sent
@@ -33,7 +34,7 @@ export async function deliverWebhook(pool: Pool, event: SubaccountEvent, url: st
   try {
     const res = await fetch(url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', [SIGNATURE_HEADER]: signWebhook(entity.webhook_secret, body, Date.now()), 'sluice-event': event.key },
+      headers: { 'content-type': 'application/json', ...signWebhook({ secrets: [entity.webhook_secret], deliveryId: deliveryIdOf(event.key, url), body, nowMs: Date.now() }), 'sluice-event': event.key },
       body,
       signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS),
     });

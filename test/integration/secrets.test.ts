@@ -1,9 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createLogger } from '../../src/logger';
 import { installTemporalLogging } from '../../src/temporal/logging';
-import { SIGNATURE_HEADER, verifyWebhook } from '../../src/webhooks/signature';
+import { verifyWebhook } from '../../src/webhooks/signature';
 import { testParties, until } from '../support/parties';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 import { installTemporalRuntime } from '../support/temporalRuntime';
@@ -31,7 +31,7 @@ const ENTITY = `acme-${randomBytes(4).toString('hex')}`;
 let stack: TestStack;
 let receiver: Server;
 let hookUrl: string;
-const deliveries: Array<{ body: string; signature: string }> = [];
+const deliveries: Array<{ body: string; headers: IncomingHttpHeaders }> = [];
 let refuseNext = 1; // the first delivery fails: the worker logs the failed attempt and retries
 
 const { keys, party } = testParties(() => stack);
@@ -43,7 +43,7 @@ beforeAll(async () => {
     req.on('data', (c) => (body += c));
     req.on('end', () => {
       if (refuseNext-- > 0) return void res.writeHead(503).end();
-      deliveries.push({ body, signature: String(req.headers[SIGNATURE_HEADER]) });
+      deliveries.push({ body, headers: req.headers });
       res.writeHead(204).end();
     });
   });
@@ -80,7 +80,7 @@ const secrets = () => ({ 'alice API key': keys.alice!, 'acme API key': acme.apiK
 test('the webhook was signed with the secret (the secret was in use while the logs were captured)', () => {
   expect(deliveries).toHaveLength(1);
   expect(JSON.parse(deliveries[0]!.body)).toMatchObject({ entityId: ENTITY, subaccount: { id: `${ENTITY}/1` } });
-  expect(verifyWebhook(acme.webhookSecret, deliveries[0]!.signature, deliveries[0]!.body)).toMatchObject({ ok: true });
+  expect(verifyWebhook({ secrets: acme.webhookSecret, headers: deliveries[0]!.headers, body: deliveries[0]!.body })).toMatchObject({ ok: true });
 });
 
 test('API keys are stored hashed: no key appears in any table, and each party has the hash of its own', async () => {
