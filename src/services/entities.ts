@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { DAY_MS } from '../domain/checkpoints';
 import { creationWorkflowId, CREATIONS_PER_HOUR_DEFAULT, eliminationWorkflowId, SUBACCOUNT_CAP_DEFAULT, type Subaccount } from '../domain/entities';
-import { forbidden, SluiceError } from '../domain/errors';
+import { forbidden, notFound, SluiceError } from '../domain/errors';
 import { entityLedger, takeCheckpoints } from '../ledger/checkpoints';
 import {
   capReached,
@@ -13,8 +13,11 @@ import {
   listDeliveries,
   listSubaccounts,
   registerEntity,
+  retireWebhookSecret,
+  rotateWebhookSecret,
   type EntityInput,
 } from '../ledger/entities';
+import { deliveryIdOf } from '../webhooks/signature';
 import { listEntities } from '../ledger/entityList';
 import { sluiceErrorFromTemporal } from '../temporal/failures';
 import { runWorkflowOnce } from './starts';
@@ -62,6 +65,7 @@ export function entityService(deps: ServiceDeps) {
       collateral: e.collateral,
       funding: e.funding,
       webhookUrls: e.webhook_urls,
+      ...(e.webhook_secret_overlap_until && { webhookSecretOverlapUntil: e.webhook_secret_overlap_until.toISOString() }),
       challengeMs: e.challenge_ms,
       challengeMinBps: e.challenge_min_bps,
       ...(e.max_drawdown_bps !== null && { maxDrawdownBps: e.max_drawdown_bps }),
@@ -157,8 +161,25 @@ export function entityService(deps: ServiceDeps) {
 
   const deliveries = async (actor: Actor, entityId: string, page: { after: number; limit: number }) => {
     await knownEntity(actor, entityId);
-    return { deliveries: await listDeliveries(pool, entityId, page) };
+    const deliveries = await listDeliveries(pool, entityId, page);
+    return { deliveries: deliveries.map((d) => ({ ...d, deliveryId: deliveryIdOf(d.eventKey, d.url) })) };
   };
 
-  return { register, list, get, createSubaccount, subaccounts, subaccount: ownSubaccount, eliminate, ledger, checkpoint, dashboard, deliveries };
+  /**
+   * An entity's own secrets: another party's entity answers as a missing one (404),
+   * so a key cannot learn which entities exist by rotating them.
+   */
+  const secretsOf = (actor: Actor, entityId: string) => {
+    if (actor.kind === 'party' && actor.party !== entityId) throw notFound('entity', entityId);
+  };
+  const rotateSecret = (actor: Actor, entityId: string, input: { overlapS: number }) => {
+    secretsOf(actor, entityId);
+    return rotateWebhookSecret(pool, entityId, input);
+  };
+  const retireSecret = (actor: Actor, entityId: string) => {
+    secretsOf(actor, entityId);
+    return retireWebhookSecret(pool, entityId);
+  };
+
+  return { register, list, get, createSubaccount, subaccounts, subaccount: ownSubaccount, eliminate, ledger, checkpoint, dashboard, deliveries, rotateSecret, retireSecret };
 }

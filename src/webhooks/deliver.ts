@@ -1,6 +1,6 @@
 import type { Pool } from '../db/pool';
 import type { SubaccountEvent } from '../domain/entities';
-import { getEntity, recordDelivery } from '../ledger/entities';
+import { recordDelivery, signingSecrets } from '../ledger/entities';
 import { deliveryIdOf, signWebhook } from './signature';
 
 export const DELIVERY_TIMEOUT_MS = 10_000;
@@ -12,15 +12,16 @@ export interface DeliveryLog {
 
 /**
  * One delivery attempt of a subaccount event to one URL (the activity behind
- * webhook delivery): signed with the entity's secret under the delivery's id (the
- * same on every attempt, so the receiver can tell a retry from a new event), logged with its outcome
+ * webhook delivery): signed with the entity's secrets as they stand at this attempt
+ * (two during a rotation's overlap), under the delivery's id (the same on every
+ * attempt, so the receiver can tell a retry from a new event), logged with its outcome
  * whatever happens, and thrown on anything but a 2xx so Temporal retries it with
  * backoff. Only the receiver's answer decides a retry: an attempt the database could
  * not record is logged and the answer stands, so an accepted event is not sent
- * again. The secret never leaves this function (not logged, not recorded).
+ * again. The secrets never leave this function (not logged, not recorded).
  */
 export async function deliverWebhook(pool: Pool, event: SubaccountEvent, url: string, attempt: number, log: DeliveryLog = console): Promise<{ statusCode: number }> {
-  const entity = await getEntity(pool, event.entityId);
+  const secrets = await signingSecrets(pool, event.entityId);
   const body = JSON.stringify(event);
   const attemptOf = (outcome: { statusCode?: number; ok: boolean; error?: string }) => ({ entityId: event.entityId, eventKey: event.key, eventType: event.type, url, attempt, ...outcome });
   const record = async (outcome: { statusCode?: number; ok: boolean; error?: string }) => {
@@ -34,7 +35,7 @@ export async function deliverWebhook(pool: Pool, event: SubaccountEvent, url: st
   try {
     const res = await fetch(url, {
       method: 'POST',
-      headers: { 'content-type': 'application/json', ...signWebhook({ secrets: [entity.webhook_secret], deliveryId: deliveryIdOf(event.key, url), body, nowMs: Date.now() }), 'sluice-event': event.key },
+      headers: { 'content-type': 'application/json', ...signWebhook({ secrets, deliveryId: deliveryIdOf(event.key, url), body, nowMs: Date.now() }), 'sluice-event': event.key },
       body,
       signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS),
     });

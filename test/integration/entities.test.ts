@@ -9,7 +9,7 @@ import { sluiceErrorFromDatabase } from '../../src/domain/errors';
 import { beginElimination, settleElimination } from '../../src/ledger/entities';
 import { openStream } from '../../src/ledger/streams';
 import { deliverWebhook } from '../../src/webhooks/deliver';
-import { deliveryIdOf, verifyWebhook } from '../../src/webhooks/signature';
+import { DELIVERY_HEADER, deliveryIdOf, verifyWebhook } from '../../src/webhooks/signature';
 import { subaccountEliminationWorkflow } from '../../workflows/entities';
 import { ADMIN_KEY, api, sameAnswer, startTestStack, type TestStack } from '../support/stack';
 import { until } from '../support/parties';
@@ -436,6 +436,8 @@ describe('entities and subaccounts', () => {
     const accepted = hooksFor('hooky/1', 'subaccount.active')[0]!;
     expect(verifyWebhook({ secrets: secrets.hooky!, headers: accepted.headers, body: accepted.body }).ok).toBe(true);
     const log = (await as('hooky').get('/v1/entities/hooky/deliveries')).body.deliveries;
+    // the three attempts are one delivery: one id, the one the accepted attempt carried
+    expect(log.map((d: any) => d.deliveryId)).toEqual(Array(3).fill(accepted.headers[DELIVERY_HEADER]));
     expect(log.map((d: any) => [d.attempt, d.ok, d.statusCode ?? null])).toEqual([
       [1, false, 503],
       [2, false, 503],

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { SUBACCOUNT_SEPARATOR, SUBACCOUNT_STATUSES } from '../../domain/entities';
 import { LEDGER_POINTS_MAX } from '../../domain/checkpoints';
 import { ASSESS_EVERY_MS_DEFAULT, CHALLENGE_MIN_BPS_DEFAULT, RULE_NAMES } from '../../domain/challengeRules';
+import { OVERLAP_S_DEFAULT, OVERLAP_S_MAX, OVERLAP_S_MIN } from '../../ledger/entities';
 import { entityService } from '../../services/entities';
 import type { Api } from '../app';
 import * as S from '../schemas';
@@ -117,6 +118,7 @@ export function entityRoutes(app: Api) {
           collateral: z.number().int(),
           funding: z.number().int(),
           webhookUrls: z.array(z.string()),
+          webhookSecretOverlapUntil: z.string().optional().describe("during a rotation's overlap: when the previous webhook secret stops signing (left out otherwise)"),
           challengeMs: z.number().int(),
           challengeMinBps: z.number().int(),
           maxDrawdownBps: z.number().int().optional(),
@@ -261,11 +263,40 @@ export function entityRoutes(app: Api) {
       querystring: z.object({ after: S.PageAfter, limit: S.PageLimit('GET /v1/entities/:id/deliveries') }),
       response: {
         200: z.object({
-          deliveries: z.array(z.object({ id: z.number().int(), eventKey: z.string(), eventType: z.string(), url: z.string(), attempt: z.number().int(), statusCode: z.number().int().optional(), ok: z.boolean(), error: z.string().optional(), at: z.string() })),
+          deliveries: z.array(z.object({ id: z.number().int(), deliveryId: z.string().describe('the sluice-delivery header: the same on every attempt of one event to one URL'), eventKey: z.string(), eventType: z.string(), url: z.string(), attempt: z.number().int(), statusCode: z.number().int().optional(), ok: z.boolean(), error: z.string().optional(), at: z.string() })),
         }),
         ...readErrors,
       },
     },
     handler: async (req) => entities.deliveries(req.actor, req.params.id, req.query),
+  });
+
+  app.post('/v1/entities/:id/webhook-secret/rotate', {
+    schema: {
+      tags: ['entities'],
+      summary:
+        'Rotate the webhook secret (itself or the admin): the new secret, shown once; deliveries are signed with it and the previous one (two v1 values) until retired or overlapUntil. Rotating during an overlap replaces the new secret and keeps the previous one',
+      params: z.object({ id: S.PartyId }),
+      body: z
+        .object({
+          overlapS: z.number().int().min(OVERLAP_S_MIN).max(OVERLAP_S_MAX).default(OVERLAP_S_DEFAULT).describe(`seconds the previous secret keeps signing unless retired first (default ${OVERLAP_S_DEFAULT}, a day)`),
+        })
+        .default({ overlapS: OVERLAP_S_DEFAULT }),
+      response: {
+        201: z.object({ id: z.string(), webhookSecret: z.string().describe('shown once: no later answer holds it'), overlapUntil: z.string().describe('when the previous secret stops signing, unless retired first') }),
+        ...errors,
+      },
+    },
+    handler: async (req, reply) => reply.status(201).send(await entities.rotateSecret(req.actor, req.params.id, { overlapS: req.body?.overlapS ?? OVERLAP_S_DEFAULT })),
+  });
+
+  app.post('/v1/entities/:id/webhook-secret/retire', {
+    schema: {
+      tags: ['entities'],
+      summary: 'End the overlap of a webhook secret rotation now (itself or the admin): only the current secret signs from here on; without an overlap it changes nothing (retired: false)',
+      params: z.object({ id: S.PartyId }),
+      response: { 200: z.object({ id: z.string(), retired: z.boolean().describe('false: there was no overlap to end') }), ...errors },
+    },
+    handler: async (req) => entities.retireSecret(req.actor, req.params.id),
   });
 }

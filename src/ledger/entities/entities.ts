@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import type { Pool, PoolClient, Queryable } from '../../db/pool';
 import { withTransaction } from '../../db/pool';
 import { creationWorkflowId, LIVE_STATUSES, type Subaccount, type SubaccountStatus } from '../../domain/entities';
@@ -8,6 +7,7 @@ import { createAccount } from '../accounts';
 import { appendEvent } from '../events';
 import { createParty } from '../parties';
 import { pageRows } from '../paging';
+import { newWebhookSecret } from './webhookSecrets';
 
 /**
  * Entities and their subaccounts (DESIGN §4): the rows, an entity's registration, the
@@ -18,13 +18,18 @@ import { pageRows } from '../paging';
  * keeps the cap and the id sequence exact under load.
  */
 
+/**
+ * An entity's row without its webhook secrets: they are read by signing alone
+ * (webhookSecrets.ts), so no other read of an entity carries them.
+ */
 export interface EntityRow {
   id: string;
   main_account_id: string;
   collateral: number;
   funding: number;
   webhook_urls: string[];
-  webhook_secret: string;
+  /** While a rotation's overlap lasts: when the previous secret stops signing (null otherwise). */
+  webhook_secret_overlap_until: Date | null;
   challenge_ms: number;
   challenge_min_bps: number;
   max_drawdown_bps: number | null;
@@ -35,6 +40,11 @@ export interface EntityRow {
   next_seq: number;
   created_at: Date;
 }
+
+/** The columns of EntityRow: every column of entities but the secrets (an overlap that has ended reads as none). */
+export const ENTITY_COLUMNS = `id, main_account_id, collateral, funding, webhook_urls, challenge_ms, challenge_min_bps, max_drawdown_bps, inactivity_ms,
+  assess_every_ms, subaccount_cap, creations_per_hour, next_seq, created_at,
+  case when webhook_secret_previous_until > now() then webhook_secret_previous_until end as webhook_secret_overlap_until`;
 
 export interface SubaccountRow {
   id: string;
@@ -94,7 +104,7 @@ export function registerEntity(pool: Pool, input: EntityInput) {
   return withTransaction(pool, async (client) => {
     const party = await createParty(client, { id: input.id, name: input.name });
     const account = await createAccount(client, { id: `${input.id}.main`, ownerId: input.id, kind: 'entity' });
-    const webhookSecret = `whsec_${randomBytes(24).toString('base64url')}`;
+    const webhookSecret = newWebhookSecret();
     await client.query(
       `insert into entities (id, main_account_id, collateral, funding, webhook_urls, webhook_secret, challenge_ms, challenge_min_bps, subaccount_cap, creations_per_hour,
                              max_drawdown_bps, inactivity_ms, assess_every_ms)
@@ -108,7 +118,7 @@ export function registerEntity(pool: Pool, input: EntityInput) {
 }
 
 export async function getEntity(db: Queryable, id: string): Promise<EntityRow> {
-  const { rows } = await db.query<EntityRow>('select * from entities where id = $1', [id]);
+  const { rows } = await db.query<EntityRow>(`select ${ENTITY_COLUMNS} from entities where id = $1`, [id]);
   if (!rows[0]) throw notFound('entity', id);
   return rows[0];
 }

@@ -7,7 +7,7 @@ import { createAccount, lockAccounts } from '../accounts';
 import { appendEvent } from '../events';
 import { placeHoldIn, releaseHoldIfOpen } from '../holds';
 import { postTransfer } from '../transfers';
-import { capReached, creationLimits, creationsRateLimited, getEntity, lockSubaccount, toSubaccount, type EntityRow, type Limits, type SubaccountRow } from './entities';
+import { capReached, creationLimits, creationsRateLimited, ENTITY_COLUMNS, getEntity, lockSubaccount, toSubaccount, type EntityRow, type Limits, type SubaccountRow } from './entities';
 
 /**
  * The ledger steps of the subaccount-creation saga (workflows/entities.ts): allocate a
@@ -24,7 +24,7 @@ import { capReached, creationLimits, creationsRateLimited, getEntity, lockSubacc
  */
 export function allocateSubaccount(pool: Pool, input: { entityId: string; requestId: string; limits: Limits }): Promise<Subaccount> {
   return withTransaction(pool, async (client) => {
-    const { rows: er } = await client.query<EntityRow>('select * from entities where id = $1 for no key update', [input.entityId]);
+    const { rows: er } = await client.query<EntityRow>(`select ${ENTITY_COLUMNS} from entities where id = $1 for no key update`, [input.entityId]);
     const entity = er[0];
     if (!entity) throw notFound('entity', input.entityId);
     // the request id is the entity's own: another entity's request of the same id is another request
