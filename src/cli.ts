@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 import { Command, Option } from 'commander';
-import { databaseUrl, loadConfig, type Config } from './config';
+import { databaseUrl, loadConfig, migrationDatabaseUrl, roleOptions, type Config } from './config';
 import { createPool, redactUrl } from './db/pool';
 import { migrateLedger } from './ledger/setup';
 import { ensureTemporalTools } from './temporal/tools';
@@ -40,6 +40,12 @@ program
     installTemporalLogging(log, temporalLevel(config.LOG_LEVEL));
     const pool = createPool(databaseUrl(config));
     // started by the launcher: leave with it, never outlive it as an orphan
+    const { runtimeRoleRefusal } = await import('./db/roles');
+    const refusal = await runtimeRoleRefusal(pool, config.SLUICE_DEV_MODE);
+    if (refusal) {
+      await pool.end();
+      throw new Error(refusal);
+    }
     process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
     await runWorker(
       { pool, address: config.TEMPORAL_ADDRESS, namespace: config.TEMPORAL_NAMESPACE, taskQueue: config.SLUICE_TASK_QUEUE,
@@ -67,11 +73,11 @@ program
 
 program
   .command('migrate')
-  .description('apply the database migrations to DATABASE_URL')
+  .description("apply the database migrations as the tables' owner (SLUICE_MIGRATION_DATABASE_URL, else DATABASE_URL) and grant the runtime and read-only roles")
   .action(async () => {
     const config = loadConfig();
-    const url = databaseUrl(config);
-    const applied = await migrateLedger(url, { readonlyRole: config.SLUICE_READONLY_ROLE, poolSeedUnits: config.SLUICE_POOL_SEED_UNITS });
+    const url = migrationDatabaseUrl(config);
+    const applied = await migrateLedger(url, { ...roleOptions(config), poolSeedUnits: config.SLUICE_POOL_SEED_UNITS });
     console.log(`${applied.length ? `applied migrations ${applied.join(', ')}` : 'migrations up to date'} (database ${redactUrl(url)})`);
   });
 

@@ -3,7 +3,7 @@ import { parseTierBudgets, POOL_SEED_UNITS_DEFAULT, POOL_STRIPES_DEFAULT, PRICE_
 import { CREATIONS_PER_HOUR_DEFAULT, SUBACCOUNT_CAP_DEFAULT } from './domain/entities';
 import { parseFaults } from './domain/faults';
 import { BILLING_ROWS_MAX_DEFAULT, BILLING_SHARDS_DEFAULT } from './domain/billing';
-import { API_WAIT_MS_DEFAULT, BODY_LIMIT_BYTES_DEFAULT, LOCAL_DATABASE_URL, RECONCILE_INTERVAL_MS_DEFAULT, WORLD_STRIPES_DEFAULT, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './domain/settings';
+import { API_WAIT_MS_DEFAULT, BODY_LIMIT_BYTES_DEFAULT, LOCAL_DATABASE_URL, READONLY_ROLE_DEFAULT, RECONCILE_INTERVAL_MS_DEFAULT, RUNTIME_ROLE_DEFAULT, WORLD_STRIPES_DEFAULT, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './domain/settings';
 
 
 /**
@@ -20,11 +20,23 @@ export const REQUEST_TIMEOUT_MS_DEFAULT = 30_000;
 /** How long an idle keep-alive connection is kept open: above the 60 s idle timeout of common load balancers, so they close first. */
 export const KEEP_ALIVE_TIMEOUT_MS_DEFAULT = 72_000;
 
+/** A PostgreSQL role name the migrations may create. */
+const role = z.string().regex(/^[a-z_][a-z0-9_]*$/);
+
 export const ConfigSchema = z.object({
-  /** PostgreSQL. Unset: the launcher tries 127.0.0.1:5432, then an embedded server. */
+  /**
+   * PostgreSQL, as the API and the worker connect: as the runtime role (SLUICE_RUNTIME_ROLE), never a superuser
+   * or the tables' owner (runtimeRoleRefusal). Unset: the launcher tries 127.0.0.1:5432, then an embedded server.
+   */
   DATABASE_URL: z.string().url().optional(),
-  /** Read-only role used by tail readers and dashboards (created by the migrations). */
-  SLUICE_READONLY_ROLE: z.string().regex(/^[a-z_][a-z0-9_]*$/).default('sluice_readonly'),
+  /** PostgreSQL as the owner, for `sluice migrate` (default DATABASE_URL): the migrations create the tables and grant the roles. */
+  SLUICE_MIGRATION_DATABASE_URL: z.string().url().optional(),
+  /** The role the API and the worker run as (created and granted by the migrations, src/db/roles.ts). */
+  SLUICE_RUNTIME_ROLE: role.default(RUNTIME_ROLE_DEFAULT),
+  /** The runtime role's password, set by the migrations (a server with password auth); unset: left as it is. */
+  SLUICE_RUNTIME_PASSWORD: z.string().min(8).optional(),
+  /** Read-only role used by tail readers and dashboards (created by the migrations; never reads a secret). */
+  SLUICE_READONLY_ROLE: role.default(READONLY_ROLE_DEFAULT),
   TEMPORAL_ADDRESS: z.string().min(1).default('127.0.0.1:7233'),
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
   TEMPORAL_UI_PORT: port.default(8233),
@@ -112,6 +124,16 @@ export const isLoopbackHost = (host: string) => host === 'localhost' || host ===
 
 /**
  * Why the service must not start with this admin key, or undefined when it may:
+/** The owner's URL the migrations run as: SLUICE_MIGRATION_DATABASE_URL, else DATABASE_URL (or the local default). */
+export const migrationDatabaseUrl = (config: Pick<Config, 'DATABASE_URL' | 'SLUICE_MIGRATION_DATABASE_URL'>) => config.SLUICE_MIGRATION_DATABASE_URL ?? databaseUrl(config);
+
+/** The roles the migrations grant, from the settings. */
+export const roleOptions = (config: Pick<Config, 'SLUICE_RUNTIME_ROLE' | 'SLUICE_RUNTIME_PASSWORD' | 'SLUICE_READONLY_ROLE'>) => ({
+  runtimeRole: config.SLUICE_RUNTIME_ROLE,
+  runtimePassword: config.SLUICE_RUNTIME_PASSWORD,
+  readonlyRole: config.SLUICE_READONLY_ROLE,
+});
+
  * the dev default is published in the repository, so it is refused unless the API
  * listens on loopback only or the stack is explicitly a development one.
  */

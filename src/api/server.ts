@@ -1,5 +1,6 @@
 import { adminKeyRefusal, databaseUrl, type Config } from '../config';
 import { createPool } from '../db/pool';
+import { runtimeRoleRefusal } from '../db/roles';
 import { createLogger } from '../logger';
 import { connectClient } from '../temporal/connection';
 import { buildApp } from './app';
@@ -13,6 +14,11 @@ export async function runApi(config: Config): Promise<void> {
   const pool = createPool(databaseUrl(config));
   const temporal = await connectClient(config.TEMPORAL_ADDRESS, config.TEMPORAL_NAMESPACE);
   const app = await buildApp({
+  const roleRefusal = await runtimeRoleRefusal(pool, config.SLUICE_DEV_MODE);
+  if (roleRefusal) {
+    await pool.end();
+    throw new Error(roleRefusal);
+  }
     pool,
     temporal,
     taskQueue: config.SLUICE_TASK_QUEUE,

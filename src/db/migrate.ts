@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
+import { grantRoles, type RoleOptions } from './roles';
 
 const MIGRATIONS_DIR = join(__dirname, 'migrations');
 // one migrator at a time per database (the launcher, tests and workers may race)
@@ -19,8 +20,7 @@ export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
     .map((file) => ({ version: Number(file.slice(0, 3)), name: file.replace(/\.sql$/, ''), sql: readFileSync(join(dir, file), 'utf8') }));
 }
 
-export interface MigrateOptions {
-  readonlyRole?: string;
+export interface MigrateOptions extends RoleOptions {
   /**
    * Run once the schema is current, on the same connection and under the same lock
    * (the ledger's setup: its stripe accounts and the pool's seed, src/ledger/setup.ts).
@@ -30,11 +30,11 @@ export interface MigrateOptions {
 
 /**
  * Applies the versioned migrations not yet applied, each in its own transaction,
- * then makes sure the read-only role can read everything, then runs `afterSchema`.
+ * then grants the runtime and read-only roles what they may do (src/db/roles.ts),
+ * then runs `afterSchema`.
  * Returns the versions applied.
  */
 export async function migrate(url: string, options: MigrateOptions = {}): Promise<number[]> {
-  const { readonlyRole = 'sluice_readonly' } = options;
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
@@ -57,31 +57,11 @@ export async function migrate(url: string, options: MigrateOptions = {}): Promis
         throw new Error(`migration ${m.name} failed: ${(error as Error).message}`);
       }
     }
-    await grantReadonly(client, readonlyRole);
+    await grantRoles(client, options);
     await options.afterSchema?.(client);
     return applied;
   } finally {
     await client.query('select pg_advisory_unlock($1)', [MIGRATION_LOCK_ID]).catch(() => undefined);
     await client.end();
   }
-}
-
-/**
- * The read-only role: may connect and SELECT, nothing else (no DML, no DDL). Roles
- * are cluster-wide, so creating it tolerates a concurrent creator.
- */
-async function grantReadonly(client: pg.Client, role: string): Promise<void> {
-  const ident = pg.escapeIdentifier(role);
-  const db = pg.escapeIdentifier((await client.query<{ db: string }>('select current_database() as db')).rows[0]!.db);
-  await client.query(`do $$ begin
-      if not exists (select 1 from pg_roles where rolname = ${pg.escapeLiteral(role)}) then
-        create role ${ident} login nosuperuser nocreatedb nocreaterole noinherit;
-      end if;
-    exception when unique_violation or duplicate_object then null;
-    end $$`);
-  await client.query(`grant connect on database ${db} to ${ident}`);
-  await client.query(`grant usage on schema public to ${ident}`);
-  await client.query(`revoke create on schema public from ${ident}`);
-  await client.query(`grant select on all tables in schema public to ${ident}`);
-  await client.query(`alter default privileges in schema public grant select on tables to ${ident}`);
 }

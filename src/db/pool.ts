@@ -83,6 +83,14 @@ export function withDatabase(url: string, database: string): string {
   return parsed.toString();
 }
 
+/** Database URL of another role on the same server and database (the runtime role's, from the owner's); `password` replaces the owner's, if any. */
+export function withRole(url: string, role: string, password?: string): string {
+  const parsed = new URL(url);
+  parsed.username = encodeURIComponent(role);
+  parsed.password = password === undefined ? '' : encodeURIComponent(password);
+  return parsed.toString();
+}
+
 /** A database URL fit to print: its password, if any, replaced by `***`. */
 export function redactUrl(url: string): string {
   const parsed = new URL(url);

@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { DEV_ADMIN_KEY, type Config } from '../config';
+import { DEV_ADMIN_KEY, roleOptions, type Config } from '../config';
 import { migrateLedger } from '../ledger/setup';
-import { redactUrl } from '../db/pool';
+import { redactUrl, withRole } from '../db/pool';
 import { connectClient, registerSearchAttributes, waitForTemporal } from '../temporal/connection';
 import { startDevServer } from '../temporal/devServer';
 import { describeTool, resolveTool, TEMPORAL_CLI } from '../temporal/tools';
@@ -81,7 +81,12 @@ export async function launch(config: Config, opts: LaunchOptions): Promise<void>
     const db = await resolveDatabase({ databaseUrl: config.DATABASE_URL, dataDir, log });
     if (db.stop) stops.push({ name: 'embedded PostgreSQL', stop: db.stop });
     log(`PostgreSQL (${db.source}): ${redactUrl(db.url)}`);
-    const applied = await migrateLedger(db.url, { readonlyRole: config.SLUICE_READONLY_ROLE, poolSeedUnits: config.SLUICE_POOL_SEED_UNITS });
+    // the migrations run as the database's owner (the URL found or given); the worker and the API as the runtime role,
+    // which takes the owner's password on a server that asks for one (the embedded server's is the development default)
+    const ownerPassword = decodeURIComponent(new URL(db.url).password) || undefined;
+    const roles = { ...roleOptions(config), runtimePassword: config.SLUICE_RUNTIME_PASSWORD ?? ownerPassword };
+    const applied = await migrateLedger(config.SLUICE_MIGRATION_DATABASE_URL ?? db.url, { ...roles, poolSeedUnits: config.SLUICE_POOL_SEED_UNITS });
+    const runtimeUrl = withRole(db.url, roles.runtimeRole, roles.runtimePassword);
     log(applied.length ? `migrations applied: ${applied.join(', ')}` : 'migrations: up to date');
 
     const uiUrl = `http://127.0.0.1:${config.TEMPORAL_UI_PORT}`;
@@ -113,7 +118,7 @@ export async function launch(config: Config, opts: LaunchOptions): Promise<void>
       log(`API: reusing ${apiUrl} (and the worker that came with it)`);
     } else {
       // a development stack: its API may take the dev admin key even on a non-loopback SLUICE_API_HOST
-      const env = { ...process.env, DATABASE_URL: db.url, SLUICE_DEV_MODE: 'true' };
+      const env = { ...process.env, DATABASE_URL: runtimeUrl, SLUICE_DEV_MODE: 'true' };
       const logDir = join(dataDir, 'logs');
       const worker = spawnSluice('worker', env, logDir);
       stops.push({ name: 'worker', stop: () => stopChild(worker.child, 'worker', log) });

@@ -23,3 +23,8 @@ export const LOCAL_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/sluice';
 
 /** World stripe accounts per currency (SLUICE_WORLD_STRIPES; migration 017). */
 export const WORLD_STRIPES_DEFAULT = 8;
+
+/** The database role the API and the worker run as (src/db/roles.ts). */
+export const RUNTIME_ROLE_DEFAULT = 'sluice_app';
+/** The database role for reading the ledger from outside: tails, dashboards, reporting. */
+export const READONLY_ROLE_DEFAULT = 'sluice_readonly';

@@ -1,12 +1,17 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { createPool, withDatabase, type Pool } from '../db/pool';
+import { createPool, withDatabase, withRole, type Pool } from '../db/pool';
+import { RUNTIME_ROLE_DEFAULT } from '../db/roles';
 import { migrateLedger } from './setup';
 
 /** A fresh, migrated database of its own, a ledger migrated and set up, for a test file or the history recorder; `drop()` removes it. */
 export interface ScratchDatabase {
+  /** The owner's URL and pool (the migrations ran as it): for setting up and inspecting what a test needs. */
   url: string;
   pool: Pool;
+  /** The runtime role's URL and pool (src/db/roles.ts): what the API and the worker connect as. */
+  runtimeUrl: string;
+  runtimePool: Pool;
   drop(): Promise<void>;
 }
 
@@ -38,11 +43,16 @@ export async function createScratchDatabase(serverUrl: string, options: ScratchO
   const url = withDatabase(serverUrl, name);
   await migrateLedger(url, { poolSeedUnits: options.poolSeedUnits, poolStripes: options.poolStripes });
   const pool = createPool(url, 20);
+  const runtimeUrl = withRole(url, RUNTIME_ROLE_DEFAULT);
+  const runtimePool = createPool(runtimeUrl, 20);
   return {
     url,
     pool,
+    runtimeUrl,
+    runtimePool,
     async drop() {
       await pool.end();
+      await runtimePool.end();
       const c = new pg.Client({ connectionString: serverUrl });
       await c.connect();
       await c.query(`drop database if exists ${name} with (force)`);

@@ -1,10 +1,10 @@
 import { ConfigSchema } from '../config';
 import { migrate } from '../db/migrate';
+import type { RoleOptions } from '../db/roles';
 import { ensurePoolStripes, POOL_SEED_UNITS_DEFAULT, seedPool } from './pool';
 import { ensureWorldStripes } from './world';
 
-export interface LedgerSetupOptions {
-  readonlyRole?: string;
+export interface LedgerSetupOptions extends RoleOptions {
   /** Units the free-tier pool is seeded with, once (a keyed deposit; later runs leave it). */
   poolSeedUnits?: number;
   /** Stripe accounts the pool is held as, at least (default: SLUICE_POOL_STRIPES, else 8; more are added, none taken away). */
@@ -23,6 +23,8 @@ export async function migrateLedger(url: string, options: LedgerSetupOptions = {
   const worldStripes = options.worldStripes ?? ConfigSchema.shape.SLUICE_WORLD_STRIPES.parse(process.env.SLUICE_WORLD_STRIPES);
   return migrate(url, {
     readonlyRole: options.readonlyRole,
+    runtimeRole: options.runtimeRole,
+    runtimePassword: options.runtimePassword,
     afterSchema: async (client) => {
       await ensureWorldStripes(client, worldStripes);
       await ensurePoolStripes(client, poolStripes);

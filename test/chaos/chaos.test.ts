@@ -100,7 +100,7 @@ beforeAll(async () => {
   // enough pool and budget for a long run's free jobs: a job decided otherwise than its payer's mode is a finding
   db = await createTestDatabase({ poolSeedUnits: 10_000_000 });
   client = await connectClient(server.address, 'default');
-  app = await buildApp({ pool: db.pool, temporal: client, taskQueue, budgets: parseTierBudgets(TIER_BUDGETS), adminKey: ADMIN_KEY, bodyLimitBytes: 65_536, logger: createLogger(process.env.TEST_LOG_LEVEL ?? 'error', 'sluice', { write: (line: string) => void apiErrors.push(line) }) });
+  app = await buildApp({ pool: db.runtimePool, temporal: client, taskQueue, budgets: parseTierBudgets(TIER_BUDGETS), adminKey: ADMIN_KEY, bodyLimitBytes: 65_536, logger: createLogger(process.env.TEST_LOG_LEVEL ?? 'error', 'sluice', { write: (line: string) => void apiErrors.push(line) }) });
   receiver = createServer((req, res) => {
     let body = '';
     req.on('data', (c) => (body += c));
@@ -112,7 +112,7 @@ beforeAll(async () => {
   });
   await new Promise<void>((r) => receiver.listen(0, '127.0.0.1', r));
   hookUrl = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/hooks`;
-  worker = new WorkerProcess({ databaseUrl: db.url, temporalAddress: server.address, taskQueue, env: { SLUICE_TIER_BUDGETS: TIER_BUDGETS, SLUICE_RECONCILE_INTERVAL_MS: String(RECONCILE_INTERVAL_MS) } });
+  worker = new WorkerProcess({ databaseUrl: db.runtimeUrl, temporalAddress: server.address, taskQueue, env: { SLUICE_TIER_BUDGETS: TIER_BUDGETS, SLUICE_RECONCILE_INTERVAL_MS: String(RECONCILE_INTERVAL_MS) } });
 });
 
 afterAll(async () => {

@@ -3,6 +3,7 @@ import { Client, Connection, defaultGrpcRetryOptions, makeGrpcRetryInterceptor }
 import { freePort } from '../../src/dev/ports';
 import { buildApp } from '../../src/api/app';
 import { createPool, withTransaction } from '../../src/db/pool';
+import { RUNTIME_ROLE_DEFAULT } from '../../src/db/roles';
 import { createLogger } from '../../src/logger';
 import { createTestDatabase, SERVER_URL, type TestDatabase } from '../support/db';
 import { ADMIN_KEY, api } from '../support/stack';
@@ -69,6 +70,7 @@ describe('a lost database connection', () => {
   test("a connection cut between an account's row and its event: nothing is left, the API answers 503; the retry opens it once, and a retry of that answers the same account", async () => {
     // the cut, inside the transaction: the account.created event's insert terminates its own backend, after counting itself
     await db.pool.query('create sequence cut_attempts');
+    await db.pool.query(`grant usage on sequence cut_attempts to ${RUNTIME_ROLE_DEFAULT}`);
     await db.pool.query(`create function cut_account_event() returns trigger language plpgsql as $$
       begin
         if new.type = 'account.created' and new.subject = 'cutter.w' then
@@ -79,7 +81,7 @@ describe('a lost database connection', () => {
       end $$`);
     await db.pool.query('create trigger cut_account_event before insert on events for each row execute function cut_account_event()');
     const connection = Connection.lazy({ address: '127.0.0.1:1' });
-    const app = await buildApp({ pool: db.pool, temporal: new Client({ connection }), taskQueue: 'unused', adminKey: ADMIN_KEY, bodyLimitBytes: 65_536, logger: createLogger('silent') });
+    const app = await buildApp({ pool: db.runtimePool, temporal: new Client({ connection }), taskQueue: 'unused', adminKey: ADMIN_KEY, bodyLimitBytes: 65_536, logger: createLogger('silent') });
     const accountRows = async () => (await db.pool.query(`select count(*)::int as n from accounts where id = 'cutter.w'`)).rows[0].n;
     const eventRows = async () => (await db.pool.query(`select count(*)::int as n from events where type = 'account.created' and subject = 'cutter.w'`)).rows[0].n;
     try {
@@ -117,7 +119,7 @@ describe('a lost database connection', () => {
     const port = await freePort(); // nothing listens there
     // the client's own retries, cut short (by default they try for about 20 s)
     const connection = Connection.lazy({ address: `127.0.0.1:${port}`, interceptors: [makeGrpcRetryInterceptor(defaultGrpcRetryOptions({ maxAttempts: 2 }))] });
-    const app = await buildApp({ pool: db.pool, temporal: new Client({ connection }), taskQueue: 'unused', adminKey: ADMIN_KEY, bodyLimitBytes: 65_536, logger: createLogger('silent') });
+    const app = await buildApp({ pool: db.runtimePool, temporal: new Client({ connection }), taskQueue: 'unused', adminKey: ADMIN_KEY, bodyLimitBytes: 65_536, logger: createLogger('silent') });
     try {
       const admin = api(app, ADMIN_KEY);
       for (const id of ['tpayer', 'tpayee']) {

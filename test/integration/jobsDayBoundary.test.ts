@@ -66,7 +66,7 @@ beforeAll(async () => {
   await deposit(db.pool, { key: 'seed-dayp', accountId: ACCOUNT, amount: FUNDS });
   await setTier(db.pool, PAYER, 'established'); // 50 a day
 
-  worker = await startBundleWorker(env, taskQueue, createActivities({ pool: db.pool }));
+  worker = await startBundleWorker(env, taskQueue, createActivities({ pool: db.runtimePool }));
 });
 
 afterAll(async () => {

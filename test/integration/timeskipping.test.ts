@@ -41,7 +41,7 @@ beforeAll(async () => {
   await createAccount(db.pool, { id: 'bob.wallet', ownerId: 'bob', kind: 'user' });
   await deposit(db.pool, { key: 'seed-alice', accountId: 'alice.wallet', amount: 1000 });
 
-  worker = await startBundleWorker(env, taskQueue, createActivities({ pool: db.pool }));
+  worker = await startBundleWorker(env, taskQueue, createActivities({ pool: db.runtimePool }));
 });
 
 afterAll(async () => {

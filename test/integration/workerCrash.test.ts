@@ -182,7 +182,7 @@ beforeAll(async () => {
   await createAccount(db.pool, { id: 'buyer.w', ownerId: 'buyer', kind: 'user' });
   await createAccount(db.pool, { id: 'seller.w', ownerId: 'seller', kind: 'user' });
   await deposit(db.pool, { key: 'fund-buyer', accountId: 'buyer.w', amount: STREAMS * MAX_TOTAL });
-  worker = new WorkerProcess({ databaseUrl: db.url, temporalAddress: process.env.SLUICE_TEST_TEMPORAL_ADDRESS, taskQueue });
+  worker = new WorkerProcess({ databaseUrl: db.runtimeUrl, temporalAddress: process.env.SLUICE_TEST_TEMPORAL_ADDRESS, taskQueue });
 });
 
 afterAll(async () => {

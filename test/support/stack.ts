@@ -75,13 +75,13 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
   const taskQueue = `test-${randomBytes(4).toString('hex')}`;
   const client = await connectClient(address, 'default');
   const { worker, connection } = await createWorker({
-    pool: db.pool, address, namespace: 'default', taskQueue, workflowBundlePath: bundle, budgets: options.budgets, faults: options.faults, reconcileIntervalMs: options.reconcileIntervalMs,
+    pool: db.runtimePool, address, namespace: 'default', taskQueue, workflowBundlePath: bundle, budgets: options.budgets, faults: options.faults, reconcileIntervalMs: options.reconcileIntervalMs,
     // no daily debt-ledger round lands in a test's snapshots at midnight (checkpoints.test.ts runs the workflow on a skipped clock)
     dailyCheckpoints: false,
   });
   const running = worker.run();
   const app = await buildApp({
-    pool: db.pool,
+    pool: db.runtimePool,
     temporal: client,
     taskQueue,
     adminKey: ADMIN_KEY,
