@@ -6,6 +6,7 @@ import type { TierBudgets } from './ledger/grants';
 import type { Limits } from './ledger/entities';
 import type { Fault } from './domain/faults';
 import { sweepExpiredHolds } from './ledger/holds';
+import { foldCounterDeltas } from './ledger/metricCounters';
 import type { Logger } from './logger';
 import { BILLING_ROWS_MAX_DEFAULT, BILLING_SHARDS_DEFAULT } from './domain/billing';
 import { ensureBillingClocks, type BillingClockSettings } from './temporal/billingClock';
@@ -88,10 +89,12 @@ export const HOLD_SWEEP_INTERVAL_MS = 30_000;
 /** Runs a worker until it is shut down (SIGINT/SIGTERM are handled by the SDK). */
 export async function runWorker(deps: WorkerDeps, log: Logger): Promise<void> {
   const { worker, connection, temporal } = await createWorker(deps);
-  // expired holds are released lazily on the next movement; the sweep frees the rest
+  // expired holds are released lazily on the next movement; the sweep frees the rest,
+  // folds the metric counters' deltas (so they stay few when nothing scrapes /metrics)
   // and a billing clock or reconciler terminated from outside is started again
   const sweep = setInterval(() => {
     sweepExpiredHolds(deps.pool).catch((error) => log.warn({ err: error }, 'hold sweep failed'));
+    foldCounterDeltas(deps.pool).catch((error) => log.warn({ err: error }, 'metric counter fold failed'));
     ensureStandingWorkflows(temporal, deps).catch((error) => log.warn({ err: error }, 'billing clock and reconciler check failed'));
   }, HOLD_SWEEP_INTERVAL_MS);
   log.info({ taskQueue: deps.taskQueue, namespace: deps.namespace, address: deps.address }, 'worker started');

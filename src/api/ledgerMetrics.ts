@@ -1,6 +1,6 @@
 import client from 'prom-client';
 import { poolTotals } from '../ledger/pool';
-import { readCounters, type CounterMetric } from '../ledger/metricCounters';
+import { readCounters, type CounterMetric, type CounterValue } from '../ledger/metricCounters';
 import type { Queryable } from '../db/pool';
 
 /**
@@ -8,20 +8,24 @@ import type { Queryable } from '../db/pool';
  *
  * Why here and not counters in the worker: ticks, compensations, webhook attempts
  * and grant decisions happen in the worker's activities, but the database is their
- * truth. Every one of them is an append-only row committed in the same transaction
- * as the money it describes, so counting rows is exact: an activity retried after
- * its commit (a lost reply) or a worker that crashed after committing counts once,
- * a restarted worker does not reset anything, and any number of workers on one task
+ * truth. Each is counted in the same transaction as the row it counts
+ * (src/ledger/metricCounters.ts; triggers of migration 029 for ticks, streams, grants
+ * and failed subaccounts), so the counts are exact: an activity retried after its
+ * commit (a lost reply) or a worker that crashed after committing counts once, a
+ * restarted worker does not reset anything, and any number of workers on one task
  * queue need no aggregation. One endpoint (the API's /metrics) serves them all; the
- * worker has no port to scrape. The cost is a few aggregate queries per scrape,
- * measured in the notes; each reads an indexed or bounded set except the tick
- * table, which is scanned once for the tick count and lag histogram.
+ * worker has no port to scrape.
  *
- * Counters read this way are still counters: the rows they count are never deleted,
- * so each value only grows, and `rate()`/`increase()` work as usual.
+ * A scrape costs O(1) in the size of the ledger: two small reads, the counters (a few
+ * rows per metric and label set, plus the deltas since the last fold) and the pool's
+ * stripe accounts (by a partial index); never a scan of the tables the figures count.
+ * test/integration/metricsCost.test.ts proves it on grown tables.
+ *
+ * The counters only grow, so `rate()`/`increase()` work as usual; the open-streams
+ * gauge is the difference of two of them (streams that entered and left `open`).
  */
 
-/** Tick lag buckets (seconds): a tick is due on the stream's schedule and billed when its timer fires. */
+/** Tick lag buckets (seconds): a tick is due on the stream's schedule and billed when its timer fires. The ledger's tick_lag_bounds() (migration 029) has the same bounds; metricsCost.test.ts checks. */
 export const TICK_LAG_BUCKETS_SECONDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
 
 /** The names this module exposes (the dashboard test checks every panel's metric against them). */
@@ -40,9 +44,23 @@ export const LEDGER_METRIC_NAMES = [
 ] as const;
 
 const SAGA_COMPENSATIONS = ['release_collateral', 'unfund', 'mark_failed'] as const;
+const STREAM_MODES = ['escrow', 'payg'] as const;
+const STREAM_KINDS = ['direct', 'distribution'] as const;
 
 export function registerLedgerMetrics(registry: client.Registry, db: Queryable): void {
   const registers = [registry];
+  // One read of the counters per scrape: the registry collects its metrics
+  // concurrently, so every collector after the first joins the read in flight.
+  let countersInFlight: Promise<CounterValue[]> | undefined;
+  const counters = () =>
+    (countersInFlight ??= readCounters(db).finally(() => {
+      countersInFlight = undefined;
+    }));
+  /** A counter's value by labels, those named in `labels` (a missing one is 0). */
+  const counted = async (metric: CounterMetric) => (await counters()).filter((r) => r.metric === metric);
+  const sumOf = (rows: CounterValue[], labels: Record<string, string> = {}) =>
+    rows.filter((r) => Object.entries(labels).every(([k, v]) => r.labels[k] === v)).reduce((n, r) => n + r.value, 0);
+
   new client.Gauge({
     name: 'sluice_pool_units',
     help: 'The free-tier pool (the sum of its stripe accounts): balance, held (open reservations) and available, in minor units',
@@ -59,15 +77,14 @@ export function registerLedgerMetrics(registry: client.Registry, db: Queryable):
 
   new client.Counter({
     name: 'sluice_ticks_billed_total',
-    help: 'Stream ticks billed (one stream_ticks row each, committed with its money)',
+    help: 'Stream ticks billed (one stream_ticks row each, counted in the transaction that bills it)',
     registers,
     async collect() {
-      const { rows } = await db.query<{ n: number }>('select count(*)::bigint as n from stream_ticks');
-      setCounter(this, {}, rows[0]!.n);
+      setCounter(this, {}, sumOf(await counted('ticks_billed')));
     },
   });
 
-  registry.registerMetric(tickLagHistogram(db) as never);
+  registry.registerMetric(tickLagHistogram(async () => ({ buckets: await counted('tick_lag_bucket'), micros: sumOf(await counted('tick_lag_micros')) })) as never);
 
   new client.Gauge({
     name: 'sluice_open_streams',
@@ -75,14 +92,11 @@ export function registerLedgerMetrics(registry: client.Registry, db: Queryable):
     labelNames: ['mode', 'kind'] as const,
     registers,
     async collect() {
-      const { rows } = await db.query<{ mode: string; kind: string; n: number }>(
-        `select m.mode, k.kind, count(s.ref)::bigint as n
-           from (values ('escrow'), ('payg')) m(mode) cross join (values ('direct'), ('distribution')) k(kind)
-           left join streams s on s.status = 'open' and s.mode = m.mode and s.kind = k.kind
-          group by 1, 2`,
-      );
+      const [opened, closed] = [await counted('streams_opened'), await counted('streams_closed')];
       this.reset();
-      for (const r of rows) this.set({ mode: r.mode, kind: r.kind }, r.n);
+      for (const mode of STREAM_MODES) {
+        for (const kind of STREAM_KINDS) this.set({ mode, kind }, sumOf(opened, { mode, kind }) - sumOf(closed, { mode, kind }));
+      }
     },
   });
 
@@ -92,40 +106,22 @@ export function registerLedgerMetrics(registry: client.Registry, db: Queryable):
     labelNames: ['compensation', 'failed_step'] as const,
     registers,
     async collect() {
-      // a failed slot's compensations each leave their mark: its collateral hold
-      // released, its unfund transfer (keyed, domain/entities.ts unfundKey), its status
-      const { rows } = await db.query<{ failed_step: string; release_collateral: number; unfund: number; mark_failed: number }>(
-        `select coalesce(s.failed_step, 'unknown') as failed_step,
-                count(*) filter (where h.status = 'released')::bigint as release_collateral,
-                count(t.id)::bigint as unfund,
-                count(*)::bigint as mark_failed
-           from subaccounts s
-           left join holds h on h.id = s.hold_id
-           left join transfers t on t.idempotency_key = 'sub:' || s.id || ':unfund'
-          where s.status = 'failed'
-          group by 1`,
-      );
+      const rows = await counted('saga_compensations');
       this.reset();
-      for (const r of rows) for (const c of SAGA_COMPENSATIONS) this.inc({ compensation: c, failed_step: r.failed_step }, r[c]);
+      // every compensation of a step that failed, at 0 when it had nothing to undo
+      for (const failedStep of new Set(rows.map((r) => r.labels.failed_step ?? 'unknown'))) {
+        for (const c of SAGA_COMPENSATIONS) this.inc({ compensation: c, failed_step: failedStep }, sumOf(rows, { compensation: c, failed_step: failedStep }));
+      }
     },
   });
 
-  // both webhook counters come from one query per scrape: the registry collects its
-  // metrics concurrently, so the second caller joins the first's query in flight
-  let deliveriesInFlight: Promise<{ attempts: number; failures: number }> | undefined;
-  const deliveries = () =>
-    (deliveriesInFlight ??= db
-      .query<{ attempts: number; failures: number }>('select count(*)::bigint as attempts, count(*) filter (where not ok)::bigint as failures from webhook_deliveries')
-      .then(({ rows }) => rows[0]!)
-      .finally(() => {
-        deliveriesInFlight = undefined;
-      }));
+  // the webhook log's counter (bumped with each logged attempt) read two ways
   new client.Counter({
     name: 'sluice_webhook_delivery_attempts_total',
     help: 'Webhook delivery attempts (every attempt is logged in webhook_deliveries)',
     registers,
     async collect() {
-      setCounter(this, {}, (await deliveries()).attempts);
+      setCounter(this, {}, sumOf(await counted('webhook_deliveries')));
     },
   });
   new client.Counter({
@@ -133,17 +129,10 @@ export function registerLedgerMetrics(registry: client.Registry, db: Queryable):
     help: 'Webhook delivery attempts that failed (no answer, or not a 2xx); Temporal retried each with backoff',
     registers,
     async collect() {
-      setCounter(this, {}, (await deliveries()).failures);
+      setCounter(this, {}, sumOf(await counted('webhook_deliveries'), { outcome: 'failed' }));
     },
   });
 
-  // the counters kept in the ledger (metric_counters, migration 025): one small read per
-  // scrape for all three, a few rows whatever the volume, joined like the webhook pair
-  let countersInFlight: ReturnType<typeof readCounters> | undefined;
-  const counters = () =>
-    (countersInFlight ??= readCounters(db).finally(() => {
-      countersInFlight = undefined;
-    }));
   const ledgerCounter = (name: string, help: string, metric: CounterMetric, labelNames: readonly string[]) =>
     new client.Counter({
       name,
@@ -151,7 +140,7 @@ export function registerLedgerMetrics(registry: client.Registry, db: Queryable):
       labelNames,
       registers,
       async collect() {
-        const rows = (await counters()).filter((r) => r.metric === metric);
+        const rows = await counted(metric);
         this.reset();
         for (const r of rows) this.inc(Object.fromEntries(labelNames.map((l) => [l, r.labels[l] ?? ''])), r.value);
       },
@@ -164,20 +153,7 @@ export function registerLedgerMetrics(registry: client.Registry, db: Queryable):
     ['reason', 'rule'],
   );
   ledgerCounter('sluice_webhook_deliveries_total', 'Webhook delivery attempts, by outcome (delivered, failed)', 'webhook_deliveries', ['outcome']);
-
-  new client.Counter({
-    name: 'sluice_grant_decisions_total',
-    help: 'Grant jobs decided, by mode (free, partial, gate)',
-    labelNames: ['mode'] as const,
-    registers,
-    async collect() {
-      const { rows } = await db.query<{ mode: string; n: number }>(
-        `select m.mode, count(g.job_id)::bigint as n from (values ('free'), ('partial'), ('gate')) m(mode) left join grants g on g.decision = m.mode group by 1`,
-      );
-      this.reset();
-      for (const r of rows) this.inc({ mode: r.mode }, r.n);
-    },
-  });
+  ledgerCounter('sluice_grant_decisions_total', 'Grant jobs decided, by mode (free, partial, gate)', 'grant_decisions', ['mode']);
 }
 
 function setCounter<T extends string>(counter: client.Counter<T>, labels: Partial<Record<T, string>>, value: number): void {
@@ -187,12 +163,13 @@ function setCounter<T extends string>(counter: client.Counter<T>, labels: Partia
 
 /**
  * `sluice_tick_lag_seconds`: seconds between a tick's due time and its billing, as a
- * Prometheus histogram computed from the tick rows (prom-client's Histogram only
- * observes in-process, so this is a registry metric of its own). A small negative lag
- * (the worker's clock a little ahead of the database's) counts as 0; ticks billed
- * before due_at existed are left out.
+ * Prometheus histogram from the ledger's counters (prom-client's Histogram only
+ * observes in-process, so this is a registry metric of its own). The ledger counts each
+ * tick in one bucket, the first bound at or above its lag (migration 029); the
+ * cumulative buckets are summed here. A small negative lag (the worker's clock a little
+ * ahead of the database's) counts as 0; ticks billed before due_at existed are left out.
  */
-function tickLagHistogram(db: Queryable) {
+function tickLagHistogram(read: () => Promise<{ buckets: CounterValue[]; micros: number }>) {
   const name = 'sluice_tick_lag_seconds';
   return {
     name,
@@ -201,23 +178,21 @@ function tickLagHistogram(db: Queryable) {
     aggregator: 'sum',
     reset() {},
     async get() {
-      const filters = TICK_LAG_BUCKETS_SECONDS.map((_, i) => `count(*) filter (where lag <= $${i + 1})::bigint as b${i}`).join(', ');
-      const { rows } = await db.query<Record<string, number>>(
-        `select ${filters}, count(*)::bigint as n, coalesce(sum(lag), 0)::float8 as total
-           from (select greatest(0, extract(epoch from billed_at - due_at))::float8 as lag from stream_ticks where due_at is not null) l`,
-        TICK_LAG_BUCKETS_SECONDS,
-      );
-      const r = rows[0]!;
+      const { buckets, micros } = await read();
+      const inBucket = (le: string) => buckets.filter((b) => b.labels.le === le).reduce((n, b) => n + b.value, 0);
+      let cumulative = 0;
+      const values = TICK_LAG_BUCKETS_SECONDS.map((le) => ({ metricName: `${name}_bucket`, labels: { le }, value: (cumulative += inBucket(String(le))) }));
+      const count = cumulative + inBucket('+Inf');
       return {
         name,
         help: this.help,
         type: this.type,
         aggregator: this.aggregator,
         values: [
-          ...TICK_LAG_BUCKETS_SECONDS.map((le, i) => ({ metricName: `${name}_bucket`, labels: { le }, value: r[`b${i}`]! })),
-          { metricName: `${name}_bucket`, labels: { le: '+Inf' }, value: r.n! },
-          { metricName: `${name}_sum`, labels: {}, value: r.total! },
-          { metricName: `${name}_count`, labels: {}, value: r.n! },
+          ...values,
+          { metricName: `${name}_bucket`, labels: { le: '+Inf' }, value: count },
+          { metricName: `${name}_sum`, labels: {}, value: micros / 1e6 },
+          { metricName: `${name}_count`, labels: {}, value: count },
         ],
       };
     },

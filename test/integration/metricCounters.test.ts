@@ -73,3 +73,27 @@ test('40 transactions bump two counters in opposite orders, pausing between: non
   await bumpCounter(db.pool, a.metric, a.labels);
   expect(value(await readCounters(db.pool), 'delivered')).toBe(41);
 });
+
+test('reads at once on many connections, while bumps go on, each see every bump committed before they began: a fold in flight never hides what it moved', async () => {
+  const metric = 'webhook_deliveries';
+  const labels = { outcome: 'failed' };
+  const total = async () => (await readCounters(db.pool)).filter((c) => c.metric === metric && c.labels.outcome === 'failed').reduce((n, c) => n + c.value, 0);
+  const committed = await total();
+  let bumped = 0;
+  for (let round = 0; round < 10; round++) {
+    // 30 new deltas, then 12 reads and 12 more bumps at once: two reads' folds contend
+    // for the same delta rows (folding and summing in one statement, the loser
+    // answered from its older snapshot without the rows the winner had moved)
+    for (let i = 0; i < 30; i++) await bumpCounter(db.pool, metric, labels);
+    bumped += 30;
+    const floor = committed + bumped;
+    const results = await Promise.all([
+      ...Array.from({ length: 12 }, () => total()),
+      ...Array.from({ length: 12 }, () => bumpCounter(db.pool, metric, labels).then(() => undefined)),
+    ]);
+    bumped += 12;
+    const reads = results.filter((r): r is number => r !== undefined);
+    expect({ round, short: reads.filter((n) => n < floor || n > committed + bumped) }).toEqual({ round, short: [] });
+  }
+  expect(await total()).toBe(committed + bumped);
+});

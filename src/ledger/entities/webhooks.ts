@@ -1,23 +1,20 @@
 import type { Queryable } from '../../db/pool';
-import { BUMP_COUNTER_SQL } from '../metricCounters';
 import { pageRows } from '../paging';
 import { readTail } from '../tails';
 
 /**
  * The ledger side of webhook delivery (src/webhooks/deliver.ts): every attempt logged
- * in webhook_deliveries and counted in the same statement, and an entity's log read
- * back in commit order.
+ * in webhook_deliveries (a trigger counts it in the same transaction, migration 029),
+ * and an entity's log read back in commit order.
  */
 
 export async function recordDelivery(
   db: Queryable,
   d: { entityId: string; eventKey: string; eventType: string; url: string; attempt: number; statusCode?: number; ok: boolean; error?: string },
 ): Promise<void> {
-  // the attempt and its count in one statement: both or neither
   await db.query(
-    `with logged as (insert into webhook_deliveries (entity_id, event_key, event_type, url, attempt, status_code, ok, error) values ($1, $2, $3, $4, $5, $6, $7, $8) returning 1)
-     ${BUMP_COUNTER_SQL} select 'webhook_deliveries', jsonb_build_object('outcome', $9::text), 1 from logged`,
-    [d.entityId, d.eventKey, d.eventType, d.url, d.attempt, d.statusCode ?? null, d.ok, d.error ?? null, d.ok ? 'delivered' : 'failed'],
+    `insert into webhook_deliveries (entity_id, event_key, event_type, url, attempt, status_code, ok, error) values ($1, $2, $3, $4, $5, $6, $7, $8)`,
+    [d.entityId, d.eventKey, d.eventType, d.url, d.attempt, d.statusCode ?? null, d.ok, d.error ?? null],
   );
 }
 
