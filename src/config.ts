@@ -47,6 +47,11 @@ export const ConfigSchema = z.object({
   SLUICE_API_PORT: port.default(3000),
   /** The admin key (pool, deposits, parties). The dev default is for local use only. */
   SLUICE_ADMIN_KEY: z.string().min(16).default(DEV_ADMIN_KEY),
+  /**
+   * The token Prometheus sends to read /metrics (`Authorization: Bearer <token>`). Unset, /metrics is open, which
+   * only a loopback or development API may be (metricsTokenRefusal).
+   */
+  SLUICE_METRICS_TOKEN: z.string().min(16).optional(),
   /** `true`: a development stack (set by `npm start`'s launcher for its children), which may run with the dev admin key on any address. */
   SLUICE_DEV_MODE: z.enum(['true', 'false']).default('false').transform((v) => v === 'true'),
   SLUICE_DATA_DIR: z.string().min(1).default('.data'),
@@ -119,11 +124,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
 /** DATABASE_URL, or the local database the dev launcher uses by default: for every process that connects. */
 export const databaseUrl = (config: Pick<Config, 'DATABASE_URL'>) => config.DATABASE_URL ?? LOCAL_DATABASE_URL;
 
-/** Addresses only this machine can reach: the dev admin key is harmless there. */
-export const isLoopbackHost = (host: string) => host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-
-/**
- * Why the service must not start with this admin key, or undefined when it may:
 /** The owner's URL the migrations run as: SLUICE_MIGRATION_DATABASE_URL, else DATABASE_URL (or the local default). */
 export const migrationDatabaseUrl = (config: Pick<Config, 'DATABASE_URL' | 'SLUICE_MIGRATION_DATABASE_URL'>) => config.SLUICE_MIGRATION_DATABASE_URL ?? databaseUrl(config);
 
@@ -134,6 +134,11 @@ export const roleOptions = (config: Pick<Config, 'SLUICE_RUNTIME_ROLE' | 'SLUICE
   readonlyRole: config.SLUICE_READONLY_ROLE,
 });
 
+/** Addresses only this machine can reach: the dev admin key is harmless there. */
+export const isLoopbackHost = (host: string) => host === 'localhost' || host === '::1' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+
+/**
+ * Why the service must not start with this admin key, or undefined when it may:
  * the dev default is published in the repository, so it is refused unless the API
  * listens on loopback only or the stack is explicitly a development one.
  */
@@ -143,5 +148,20 @@ export function adminKeyRefusal({ adminKey, apiHost, devMode }: { adminKey: stri
     `SLUICE_ADMIN_KEY is the published development key and the API listens on ${apiHost}, beyond this machine: ` +
     'set SLUICE_ADMIN_KEY to a secret of your own (e.g. `openssl rand -hex 24`), or bind SLUICE_API_HOST to 127.0.0.1, ' +
     'or set SLUICE_DEV_MODE=true for a development stack'
+  );
+}
+
+/**
+ * Why the API must not start without a metrics token, or undefined when it may: each
+ * scrape of /metrics reads the database and tells the ledger's volumes, so it is open
+ * only where the dev admin key would be accepted too (adminKeyRefusal): on loopback or
+ * in a development stack.
+ */
+export function metricsTokenRefusal({ metricsToken, apiHost, devMode }: { metricsToken: string | undefined; apiHost: string; devMode: boolean }): string | undefined {
+  if (metricsToken !== undefined || devMode || isLoopbackHost(apiHost)) return undefined;
+  return (
+    `SLUICE_METRICS_TOKEN is not set and the API listens on ${apiHost}, beyond this machine, where /metrics would be open to anyone: ` +
+    'set SLUICE_METRICS_TOKEN to a secret of your own (e.g. `openssl rand -hex 24`) and give Prometheus the same one (authorization.credentials_file), ' +
+    'or bind SLUICE_API_HOST to 127.0.0.1, or set SLUICE_DEV_MODE=true for a development stack'
   );
 }

@@ -16,6 +16,7 @@ import { clientErrorHandler, errorHandler, notFoundHandler, requestIdOf, statusO
 import { errorReferenceHtml } from './errorReference';
 import { withExample } from './openapiExamples';
 import { createMetrics } from './metrics';
+import { metricsAccess } from './metricsAccess';
 import { ledgerRoutes } from './routes/ledger';
 import { partyRoutes } from './routes/parties';
 import { paymentRoutes } from './routes/payments';
@@ -63,6 +64,8 @@ export interface ApiDeps {
   requestTimeoutMs?: number;
   /** An idle keep-alive connection is closed after this (SLUICE_KEEP_ALIVE_TIMEOUT_MS). */
   keepAliveTimeoutMs?: number;
+  /** The token /metrics takes (SLUICE_METRICS_TOKEN); left out, /metrics is open (src/api/metricsAccess.ts). */
+  metricsToken?: string;
 }
 
 /**
@@ -289,7 +292,8 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
     await deps.pool.query('select 1');
     return { status: 'ok' };
   });
-  app.get('/metrics', { config: { auth: 'public' }, schema: { hide: true } }, async (_req, reply) => {
+  // no API key: /metrics takes its own token, checked by its own hook
+  app.get('/metrics', { config: { auth: 'public' }, schema: { hide: true }, onRequest: metricsAccess(deps.metricsToken) }, async (_req, reply) => {
     reply.header('content-type', metrics.registry.contentType);
     return metrics.registry.metrics();
   });

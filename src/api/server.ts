@@ -1,4 +1,4 @@
-import { adminKeyRefusal, databaseUrl, type Config } from '../config';
+import { adminKeyRefusal, databaseUrl, metricsTokenRefusal, type Config } from '../config';
 import { createPool } from '../db/pool';
 import { runtimeRoleRefusal } from '../db/roles';
 import { createLogger } from '../logger';
@@ -8,21 +8,24 @@ import { buildApp } from './app';
 /** Runs the HTTP API until SIGINT/SIGTERM, then closes it, the Temporal client and the pool. */
 export async function runApi(config: Config): Promise<void> {
   // before anything is opened: the process exits 1 with this message (src/cli.ts)
-  const refusal = adminKeyRefusal({ adminKey: config.SLUICE_ADMIN_KEY, apiHost: config.SLUICE_API_HOST, devMode: config.SLUICE_DEV_MODE });
+  const refusal =
+    adminKeyRefusal({ adminKey: config.SLUICE_ADMIN_KEY, apiHost: config.SLUICE_API_HOST, devMode: config.SLUICE_DEV_MODE }) ??
+    metricsTokenRefusal({ metricsToken: config.SLUICE_METRICS_TOKEN, apiHost: config.SLUICE_API_HOST, devMode: config.SLUICE_DEV_MODE });
   if (refusal) throw new Error(refusal);
   const logger = createLogger(config.LOG_LEVEL, 'sluice-api');
   const pool = createPool(databaseUrl(config));
-  const temporal = await connectClient(config.TEMPORAL_ADDRESS, config.TEMPORAL_NAMESPACE);
-  const app = await buildApp({
   const roleRefusal = await runtimeRoleRefusal(pool, config.SLUICE_DEV_MODE);
   if (roleRefusal) {
     await pool.end();
     throw new Error(roleRefusal);
   }
+  const temporal = await connectClient(config.TEMPORAL_ADDRESS, config.TEMPORAL_NAMESPACE);
+  const app = await buildApp({
     pool,
     temporal,
     taskQueue: config.SLUICE_TASK_QUEUE,
     adminKey: config.SLUICE_ADMIN_KEY,
+    metricsToken: config.SLUICE_METRICS_TOKEN,
     bodyLimitBytes: config.SLUICE_BODY_LIMIT_BYTES,
     logger,
     budgets: config.SLUICE_TIER_BUDGETS,

@@ -1,5 +1,6 @@
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 import { untilTailsCaughtUp } from '../support/tails';
+import { METRICS_AUTH, scrapeText } from '../support/metrics';
 import { buildFixture, CATALOG, closeLeftovers, databaseSnapshot, ERROR_SHAPE, openApiPath, registeredRoutes, type Fixture, type Req } from '../support/routeCatalog';
 
 /**
@@ -509,7 +510,7 @@ describe('OpenAPI document', () => {
 // ---------------------------------------------------------------- 5. metrics
 
 describe('metrics', () => {
-  const scrape = async () => (await stack.app.inject({ method: 'GET', url: '/metrics' })).body;
+  const scrape = () => scrapeText(stack.app);
   const requests = (text: string, labels: Record<string, string>) => {
     const line = text
       .split('\n')
@@ -542,7 +543,8 @@ test('the server root sends a browser to the console, and answers a program with
   const index = root.json();
   expect(index).toMatchObject({ name: 'sluice', docs: '/docs', openapi: '/openapi.json', console: '/console/', health: '/healthz', metrics: '/metrics' });
   for (const path of [index.docs, index.openapi, index.health, index.metrics, index.errors]) {
-    const res = await stack.app.inject({ method: 'GET', url: path });
+    // /metrics with the scrape token it takes (metricsCost.test.ts: without it, 401)
+    const res = await stack.app.inject({ method: 'GET', url: path, headers: path === index.metrics ? METRICS_AUTH : {} });
     expect({ path, status: res.statusCode < 400 }).toEqual({ path, status: true });
   }
 });

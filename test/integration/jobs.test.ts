@@ -7,6 +7,7 @@ import { closeGrant } from '../../src/ledger/grants';
 import { createLogger } from '../../src/logger';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 import { testParties } from '../support/parties';
+import { scrapeText } from '../support/metrics';
 
 /**
  * Grant jobs end to end on a real Temporal dev server and a real database: each mode
@@ -342,11 +343,10 @@ describe('grant jobs', () => {
 
   test('/metrics reports the pool balance, held and available', async () => {
     const p = await pool();
-    const res = await stack.app.inject({ method: 'GET', url: '/metrics' });
-    expect(res.statusCode).toBe(200);
-    expect(res.body).toContain(`sluice_pool_units{state="balance"} ${p.balance}`);
-    expect(res.body).toContain(`sluice_pool_units{state="held"} ${p.held}`);
-    expect(res.body).toContain(`sluice_pool_units{state="available"} ${p.available}`);
+    const text = await scrapeText(stack.app);
+    expect(text).toContain(`sluice_pool_units{state="balance"} ${p.balance}`);
+    expect(text).toContain(`sluice_pool_units{state="held"} ${p.held}`);
+    expect(text).toContain(`sluice_pool_units{state="available"} ${p.available}`);
   });
 
   test('the auditor is green after all of it', async () => {

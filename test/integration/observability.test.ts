@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { parseFaults } from '../../src/domain/faults';
 import { TICK_LAG_BUCKETS_SECONDS } from '../../src/api/ledgerMetrics';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
-import { scrapeMetrics } from '../support/metrics';
+import { figuresBesideTruth, scrapeMetrics } from '../support/metrics';
 import { sleep, testParties } from '../support/parties';
 
 /**
@@ -171,3 +171,12 @@ test('/metrics counters move by what happened: ticks and their lag, open streams
   expect(moved('sluice_grant_decisions_total{mode="partial"}')).toBe(0);
   for (const c of ['unfund', 'release_collateral', 'mark_failed']) expect(moved(`sluice_saga_compensations_total{compensation="${c}",failed_step="fund"}`)).toBe(1);
 }, 90_000);
+
+test('after the workload, every business figure /metrics serves equals the count of the rows it stands for (counters kept as things happen, not counted at scrape)', async () => {
+  const { served, truth } = await figuresBesideTruth(stack.app, stack.db.pool);
+  expect(served).toEqual(truth);
+  // the workload above reached every figure: a comparison of zeros would prove nothing
+  for (const series of ['sluice_ticks_billed_total', 'sluice_tick_lag_seconds_count', 'sluice_webhook_delivery_failures_total', 'sluice_grant_decisions_total{mode="gate"}', 'sluice_saga_compensations_total{compensation="unfund",failed_step="fund"}']) {
+    expect({ series, counted: truth[series]! > 0 }).toEqual({ series, counted: true });
+  }
+}, 30_000);

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { ADMIN_KEY, api, type TestStack } from './stack';
+import { ADMIN_KEY, api, METRICS_TOKEN, type TestStack } from './stack';
 
 /**
  * Every HTTP route of the app, declared once: a request its natural caller may send,
@@ -17,7 +17,7 @@ import { ADMIN_KEY, api, type TestStack } from './stack';
  */
 
 export type Method = 'GET' | 'POST';
-export type Who = 'admin' | 'alice' | 'bob' | 'carol' | 'dave' | 'acme' | 'nobody' | 'wrong-key';
+export type Who = 'admin' | 'alice' | 'bob' | 'carol' | 'dave' | 'acme' | 'nobody' | 'wrong-key' | 'scraper';
 /** The callers the matrix tries on every route (after the natural caller). */
 export type CallerKind = 'none' | 'wrong' | 'other' | 'admin';
 export const CALLER_KINDS: CallerKind[] = ['none', 'wrong', 'other', 'admin'];
@@ -56,6 +56,8 @@ export interface RouteEntry {
    * one up: a hold released, a stream cancelled).
    */
   expect: Record<CallerKind, number>;
+  /** The natural caller's status where it is not the admin's (GET /metrics: only the scrape token opens it). */
+  natural?: number;
   /** POST /v1/streams/batch answers 200 and refuses per item: the items' statuses per caller kind. */
   items?: Partial<Record<CallerKind, number>>;
 }
@@ -77,7 +79,8 @@ export const ROUTE_CATALOG: RouteEntry[] = [
   // ---- public
   { route: 'GET /', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
   { route: 'GET /healthz', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
-  { route: 'GET /metrics', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
+  // the scrape token (SLUICE_METRICS_TOKEN) and nothing else: no API key, not even the admin's
+  { route: 'GET /metrics', keyed: false, body: false, valid: { as: 'scraper' }, natural: 200, expect: { none: 401, wrong: 401, other: 401, admin: 401 } },
   { route: 'GET /openapi.json', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
   { route: 'GET /errors', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
   { route: 'GET /docs', keyed: false, body: false, valid: { as: 'nobody' }, expect: PUBLIC },
@@ -308,6 +311,7 @@ export async function buildFixture(stack: TestStack) {
   const authHeader = (as: Who): Record<string, string> => {
     if (as === 'nobody') return {};
     if (as === 'wrong-key') return { authorization: `Bearer ${WRONG_KEY}` };
+    if (as === 'scraper') return { authorization: `Bearer ${METRICS_TOKEN}` };
     return { authorization: `Bearer ${as === 'admin' ? ADMIN_KEY : keys[as]}` };
   };
 

@@ -31,6 +31,8 @@ export function sameAnswer(res: { status: number; body: any }): { status: number
 }
 
 export const ADMIN_KEY = 'test-admin-key-0123456789';
+/** The token the test API's /metrics takes (SLUICE_METRICS_TOKEN). */
+export const METRICS_TOKEN = 'test-metrics-token-0123456789';
 
 export interface TestStack {
   db: TestDatabase;
@@ -85,6 +87,7 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     temporal: client,
     taskQueue,
     adminKey: ADMIN_KEY,
+    metricsToken: METRICS_TOKEN,
     bodyLimitBytes: options.bodyLimitBytes ?? BODY_LIMIT_BYTES_DEFAULT,
     logger: options.logger ?? createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
     budgets: options.budgets,
