@@ -7,7 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parse } from 'yaml';
-import { adminKeyRefusal, ConfigSchema, DEV_ADMIN_KEY } from '../../src/config';
+import { adminKeyRefusal, ConfigSchema, DEV_ADMIN_KEY, metricsTokenRefusal } from '../../src/config';
 import { SEARCH_ATTRIBUTES } from '../../workflows/searchAttributes';
 import { createMetrics } from '../../src/api/metrics';
 import type { Queryable } from '../../src/db/pool';
@@ -38,10 +38,12 @@ interface RawService {
   volumes?: (string | { type?: string; source?: string; target?: string })[];
   deploy?: { replicas?: number };
   restart?: string;
+  configs?: (string | { source: string; target?: string })[];
 }
 interface ComposeFile {
   services: Record<string, RawService>;
   volumes?: Record<string, unknown>;
+  configs?: Record<string, { content?: string; file?: string }>;
 }
 
 // docker compose resolves `<<` merge keys, so the parser must too
@@ -113,6 +115,9 @@ function resolvedEnv(name: string, vars: Record<string, string | undefined>): En
 
 const CONFIG_KEYS = Object.keys(ConfigSchema.shape) as (keyof typeof ConfigSchema.shape)[];
 const ADMIN_KEY = 'a-real-admin-key-0123456789abcdef';
+const METRICS_TOKEN = 'a-real-metrics-token-0123456789abcdef';
+/** The secrets an operator supplies to `docker compose up`. */
+const SECRETS = { SLUICE_ADMIN_KEY: ADMIN_KEY, SLUICE_METRICS_TOKEN: METRICS_TOKEN };
 
 // ---- services --------------------------------------------------------------------------
 
@@ -164,7 +169,7 @@ describe('docker-compose.yml', () => {
   });
 
   test('the API listens on all interfaces at the container port it publishes', () => {
-    const env = resolvedEnv('api', { SLUICE_ADMIN_KEY: ADMIN_KEY });
+    const env = resolvedEnv('api', SECRETS);
     expect(env.SLUICE_API_HOST).toBe('0.0.0.0');
     expect(portsOf('api').map((p) => p.target)).toContain(Number(env.SLUICE_API_PORT));
   });
@@ -223,9 +228,9 @@ describe('docker-compose.yml', () => {
     }
   });
 
-  test('the app environment is valid for ConfigSchema once an admin key is supplied', () => {
+  test('the app environment is valid for ConfigSchema once an admin key and a metrics token are supplied', () => {
     for (const name of APP_SERVICES) {
-      const parsed = ConfigSchema.safeParse(resolvedEnv(name, { SLUICE_ADMIN_KEY: ADMIN_KEY }));
+      const parsed = ConfigSchema.safeParse(resolvedEnv(name, SECRETS));
       if (!parsed.success) throw new Error(`${name}: ${JSON.stringify(parsed.error.issues)}`);
       expect(parsed.data).toMatchObject({
         DATABASE_URL: 'postgres://sluice:sluice@postgres:5432/sluice',
@@ -235,6 +240,7 @@ describe('docker-compose.yml', () => {
         SLUICE_API_HOST: '0.0.0.0',
         SLUICE_API_PORT: 3000,
         SLUICE_ADMIN_KEY: ADMIN_KEY,
+        SLUICE_METRICS_TOKEN: METRICS_TOKEN,
       });
     }
   });
@@ -248,11 +254,26 @@ describe('docker-compose.yml', () => {
 
   test('the API binds beyond loopback and is no dev stack, so it refuses the dev admin key and takes an operator-chosen one', () => {
     const refusalWith = (key: string) => {
-      const config = ConfigSchema.parse(resolvedEnv('api', { SLUICE_ADMIN_KEY: key }));
+      const config = ConfigSchema.parse(resolvedEnv('api', { ...SECRETS, SLUICE_ADMIN_KEY: key }));
       return adminKeyRefusal({ adminKey: config.SLUICE_ADMIN_KEY, apiHost: config.SLUICE_API_HOST, devMode: config.SLUICE_DEV_MODE });
     };
     expect(refusalWith(DEV_ADMIN_KEY)).toMatch(/SLUICE_ADMIN_KEY is the published development key/);
     expect(refusalWith(ADMIN_KEY)).toBeUndefined();
+  });
+
+  test('the stack refuses to start without SLUICE_METRICS_TOKEN, and the API (0.0.0.0, no dev mode) would refuse to start without one', () => {
+    for (const name of APP_SERVICES) {
+      expect(() => resolvedEnv(name, { SLUICE_ADMIN_KEY: ADMIN_KEY })).toThrow(/SLUICE_METRICS_TOKEN.*set a metrics token/);
+      expect(() => resolvedEnv(name, { SLUICE_ADMIN_KEY: ADMIN_KEY, SLUICE_METRICS_TOKEN: '' })).toThrow(/SLUICE_METRICS_TOKEN/);
+    }
+    // the API's own refusal, were the variable dropped from the compose file
+    const { SLUICE_METRICS_TOKEN: _token, ...withoutToken } = resolvedEnv('api', SECRETS);
+    const refusalWith = (env: Env) => {
+      const config = ConfigSchema.parse(env);
+      return metricsTokenRefusal({ metricsToken: config.SLUICE_METRICS_TOKEN, apiHost: config.SLUICE_API_HOST, devMode: config.SLUICE_DEV_MODE });
+    };
+    expect(refusalWith(withoutToken)).toMatch(/SLUICE_METRICS_TOKEN is not set and the API listens on 0\.0\.0\.0/);
+    expect(refusalWith(resolvedEnv('api', SECRETS))).toBeUndefined();
   });
 
   test('the shared app environment is written once and identical for migrate, worker and api', () => {
@@ -341,6 +362,22 @@ describe('metrics: Prometheus scrape config and the Grafana dashboard', () => {
     const job = config.scrape_configs.find((j) => j.static_configs.some((c) => c.targets.includes(`api:${envOf('api').SLUICE_API_PORT}`)));
     expect(job).toBeDefined();
     expect(job!.metrics_path ?? '/metrics').toBe('/metrics');
+  });
+
+  test("prometheus sends the API's metrics token: a bearer credentials file that compose fills from the same SLUICE_METRICS_TOKEN", () => {
+    const config = parse(readFileSync(mounted('prometheus', '/etc/prometheus/prometheus.yml'), 'utf8')) as {
+      scrape_configs: { static_configs: { targets: string[] }[]; authorization?: { type?: string; credentials?: string; credentials_file?: string } }[];
+    };
+    const job = config.scrape_configs.find((j) => j.static_configs.some((c) => c.targets.includes(`api:${envOf('api').SLUICE_API_PORT}`)))!;
+    // a file, never the token written into the repository's config
+    expect(job.authorization).toEqual({ type: 'Bearer', credentials_file: expect.any(String) });
+    const mount = (service('prometheus').configs ?? []).find((c) => typeof c === 'object' && c.target === job.authorization!.credentials_file);
+    expect(mount).toBeDefined();
+    const source = compose.configs?.[(mount as { source: string }).source];
+    // the file's content and the API's token are one value, whatever the operator chose
+    const vars = { ...SECRETS, SLUICE_METRICS_TOKEN: 'chosen-by-the-operator-0123456789' };
+    expect(interpolate(source?.content ?? '', vars)).toBe(resolvedEnv('api', vars).SLUICE_METRICS_TOKEN);
+    expect(() => interpolate(source?.content ?? '', { SLUICE_ADMIN_KEY: ADMIN_KEY })).toThrow(/SLUICE_METRICS_TOKEN/);
   });
 
   test('grafana provisions the Prometheus datasource the panels name and loads the dashboard file', () => {
