@@ -1,12 +1,12 @@
 import { SUBACCOUNT_SEPARATOR } from '../domain/entities';
-import { forbidden, SluiceError } from '../domain/errors';
+import { forbidden, notFound, SluiceError } from '../domain/errors';
 import { createAccount, DEFAULT_CURRENCY, getAccount, listAccounts, type Account } from '../ledger/accounts';
 import { listEvents } from '../ledger/events';
 import * as holds from '../ledger/holds';
 import { createParty } from '../ledger/parties';
 import { listParties } from '../ledger/partyList';
 import * as transfers from '../ledger/transfers';
-import { ownAccount, scopedKey, type Actor } from './actors';
+import { mayUseAccount, ownAccount, partyParam, scopedKey, type Actor } from './actors';
 import type { ServiceDeps } from './deps';
 
 /** Money in or out of the outside world (a deposit, a withdrawal). */
@@ -61,10 +61,10 @@ export function accountService(deps: ServiceDeps) {
     }
   };
 
-  /** The caller's accounts by id, a page at a time (the admin names the owner). */
+  /** The caller's accounts by id, a page at a time (the admin names the owner; a party naming another is refused). */
   const accounts = async (actor: Actor, q: { ownerId?: string; after?: string; limit: number }) => {
-    const owner = actor.kind === 'party' ? actor.party : q.ownerId;
-    if (!owner) throw new SluiceError('invalid_request', 'the admin must name the ownerId');
+    const owner = partyParam(actor, { name: 'ownerId', in: 'query' }, q.ownerId);
+    if (!owner) throw new SluiceError('invalid_request', 'the admin must name the ownerId', { param: 'ownerId' });
     const rows = await listAccounts(pool, owner, q);
     return { accounts: rows, ...(rows.length === q.limit && { next: rows.at(-1)!.id }) };
   };
@@ -93,10 +93,10 @@ export function accountService(deps: ServiceDeps) {
     });
   };
 
-  /** A hold, read by the owner of the held account (the admin any). */
+  /** A hold, read by the owner of the held account (the admin any); to another party it is not found, as a missing one. */
   const hold = async (actor: Actor, holdId: number) => {
     const found = await holds.getHold(pool, holdId);
-    await ownAccount(pool, actor, found.accountId);
+    if (!mayUseAccount(actor, await getAccount(pool, found.accountId))) throw notFound('hold', String(holdId));
     return found;
   };
 

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { DAY_MS } from '../domain/checkpoints';
 import { creationWorkflowId, CREATIONS_PER_HOUR_DEFAULT, eliminationWorkflowId, SUBACCOUNT_CAP_DEFAULT, type Subaccount } from '../domain/entities';
-import { forbidden, notFound, SluiceError } from '../domain/errors';
+import { notFound, SluiceError } from '../domain/errors';
 import { entityLedger, takeCheckpoints } from '../ledger/checkpoints';
 import {
   capReached,
@@ -33,9 +33,9 @@ export function entityService(deps: ServiceDeps) {
   const waitMs = waitMsOf(deps);
   const limits = deps.subaccountLimits ?? { cap: SUBACCOUNT_CAP_DEFAULT, perHour: CREATIONS_PER_HOUR_DEFAULT };
 
-  /** An entity acts on its own subaccounts only; the admin on all. */
+  /** An entity acts on its own subaccounts only; the admin on all. Another entity is not found, as a missing one. */
   const ownEntity = (actor: Actor, entityId: string) => {
-    if (actor.kind === 'party' && actor.party !== entityId) throw forbidden(`entity ${entityId} is not yours`);
+    if (actor.kind === 'party' && actor.party !== entityId) throw notFound('entity', entityId);
   };
   /** An entity the actor may act on, which must exist (an unknown one is a 404, not an empty answer). */
   const knownEntity = async (actor: Actor, entityId: string) => {
@@ -44,7 +44,7 @@ export function entityService(deps: ServiceDeps) {
   };
   const ownSubaccount = async (actor: Actor, id: string): Promise<Subaccount> => {
     const sub = await getSubaccount(pool, id);
-    ownEntity(actor, sub.entityId);
+    if (actor.kind === 'party' && actor.party !== sub.entityId) throw notFound('subaccount', id);
     return sub;
   };
 
@@ -165,13 +165,8 @@ export function entityService(deps: ServiceDeps) {
     return { deliveries: deliveries.map((d) => ({ ...d, deliveryId: deliveryIdOf(d.eventKey, d.url) })) };
   };
 
-  /**
-   * An entity's own secrets: another party's entity answers as a missing one (404),
-   * so a key cannot learn which entities exist by rotating them.
-   */
-  const secretsOf = (actor: Actor, entityId: string) => {
-    if (actor.kind === 'party' && actor.party !== entityId) throw notFound('entity', entityId);
-  };
+  /** An entity's own secrets: another party's entity answers as a missing one (404), as every entity route does (ownEntity). */
+  const secretsOf = ownEntity;
   const rotateSecret = (actor: Actor, entityId: string, input: { overlapS: number }) => {
     secretsOf(actor, entityId);
     return rotateWebhookSecret(pool, entityId, input);

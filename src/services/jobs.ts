@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { CancelledFailure, WorkflowUpdateFailedError } from '@temporalio/client';
-import { forbidden, SluiceError } from '../domain/errors';
+import { notFound, SluiceError } from '../domain/errors';
 import { costOfUnits, DEFAULT_TIER_BUDGETS, jobIdTaken, jobWorkflowId, paymentState, sameJobTerms, PRICE_PER_UNIT_DEFAULT, utcDay, type GrantView, type JobRequest, type JobWork, type Tier } from '../domain/grants';
 import { cancelGrantInLedger, findGrant, getGrant, listGrants, noPayment, previewDecision, setTier, toGrantView } from '../ledger/grants';
 import { poolState } from '../ledger/pool';
@@ -8,7 +8,7 @@ import { sluiceErrorFromTemporal } from '../temporal/failures';
 import { startJobWorkflow } from './starts';
 import { workflowStatus } from '../temporal/reconciler';
 import { cancelJobSignal, jobPaymentUpdate } from '../../workflows/definitions';
-import { actorName, idOfKey, ownAccount, type Actor } from './actors';
+import { actorName, idOfKey, ownAccount, partyParam, type Actor } from './actors';
 import { StillRunning, withinDeadline } from './deadline';
 import { waitMsOf, type ServiceDeps } from './deps';
 import { sendUpdate } from './updates';
@@ -42,10 +42,10 @@ export function jobService(deps: ServiceDeps) {
 
   const stillRunning = (jobId: string) => () => new StillRunning(`/v1/jobs/${jobId}`, { jobId, workflowId: jobWorkflowId(jobId) });
 
-  /** A job is the payer's (and the admin's) to see and act on. */
+  /** A job is the payer's (and the admin's) to see and act on; another party's is not found, as a missing one. */
   const visibleJob = async (actor: Actor, jobId: string): Promise<GrantView> => {
     const grant = await getGrant(pool, jobId);
-    if (actor.kind === 'party' && actor.party !== grant.payer) throw forbidden(`job ${jobId} is not yours`);
+    if (actor.kind === 'party' && actor.party !== grant.payer) throw notFound('job', jobId);
     return grant;
   };
 
@@ -60,9 +60,8 @@ export function jobService(deps: ServiceDeps) {
 
   /** What a job of `units` would cost and get now (reserves nothing); a party estimates for itself, the admin names the payer. */
   const estimate = async (actor: Actor, q: { units: number; payer?: string }) => {
-    const payer = actor.kind === 'party' ? actor.party : q.payer;
-    if (!payer) throw new SluiceError('invalid_request', 'the admin names the payer: ?payer=<party>');
-    if (actor.kind === 'party' && q.payer && q.payer !== payer) throw forbidden('a party estimates for itself');
+    const payer = partyParam(actor, { name: 'payer', in: 'query' }, q.payer);
+    if (!payer) throw new SluiceError('invalid_request', 'the admin names the payer: ?payer=<party>', { param: 'payer' });
     const estimatedCost = costOfUnits(q.units, pricePerUnit);
     const preview = await previewDecision(pool, { payer, estimatedCost, day: utcDay(Date.now()), budgets });
     return { units: q.units, pricePerUnit, estimatedCost, payer, ...preview, tierBudgets: budgets };

@@ -1,4 +1,4 @@
-import { forbidden } from '../domain/errors';
+import { notFound } from '../domain/errors';
 import { commitOperatorGrant, commitOperatorRevocation, listGrants, type OperatorScope } from '../ledger/operators';
 import type { Actor } from './actors';
 import type { ServiceDeps } from './deps';
@@ -11,8 +11,9 @@ import type { ServiceDeps } from './deps';
 export function operatorService(deps: ServiceDeps) {
   const { pool } = deps;
 
+  /** A party's operators are its own to see and manage: to another party, that party is not found (as a missing one). */
   const assertSelf = (actor: Actor, party: string) => {
-    if (actor.kind === 'party' && actor.party !== party) throw forbidden(`only ${party} manages its operators`);
+    if (actor.kind === 'party' && actor.party !== party) throw notFound('party', party);
   };
 
   /** Grants (or re-grants) `operator` its scopes for `payer`; a scope named twice counts once. */

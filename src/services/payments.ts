@@ -1,4 +1,4 @@
-import { forbidden } from '../domain/errors';
+import { forbidden, notFound } from '../domain/errors';
 import { assertSamePayment, paymentWorkflowId, refundWorkflowId, type PaymentReceipt, type PaymentRequest, type RefundReceipt } from '../domain/payments';
 import { getAccount } from '../ledger/accounts';
 import { findPayment, getPayment } from '../ledger/payments';
@@ -39,10 +39,10 @@ export function paymentService(deps: ServiceDeps) {
     return receipt;
   };
 
-  /** Payer, payee or admin may read a payment. */
+  /** Payer, payee or admin may read a payment; to anyone else it is not found, as a missing one. */
   const get = async (actor: Actor, ref: string): Promise<PaymentReceipt> => {
     const payment = await getPayment(pool, ref);
-    if (actor.kind === 'party' && actor.party !== payment.payer && actor.party !== payment.payee) throw forbidden(`payment ${ref} is not yours`);
+    if (actor.kind === 'party' && actor.party !== payment.payer && actor.party !== payment.payee) throw notFound('payment', ref);
     return payment;
   };
 

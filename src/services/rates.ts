@@ -2,7 +2,7 @@ import { CROWN_UNITS_PER_TICK, crownTicks, tickAt, timeOfTick, type CrownInterva
 import { forbidden, SluiceError } from '../domain/errors';
 import { createMarket, listMarkets } from '../ledger/markets';
 import { crownOver, crownTimelinePage, holdersAt, listRateEvents, payCrownRewards, postRateEvent } from '../ledger/rates';
-import type { Actor } from './actors';
+import { ownAccount, type Actor } from './actors';
 import type { ServiceDeps } from './deps';
 
 /** The API's limits on a crown read (src/api/limits.ts holds them; a service may not import the API). */
@@ -56,6 +56,8 @@ export function rateService(deps: ServiceDeps, limits: CrownLimits) {
   /** A seller's price per tick from `atTick` (default: now), and where routed streams pay it. */
   const postRate = async (actor: Actor, seller: string, input: { ratePerTick: number; atTick?: number; accountId?: string; market: string }) => {
     ownSeller(actor, seller);
+    // an account of another party is not found, as a missing one (the ledger refuses the admin naming one not the seller's)
+    if (input.accountId !== undefined) await ownAccount(pool, actor, input.accountId);
     return postRateEvent(pool, { seller, market: input.market, tick: input.atTick, accountId: input.accountId, rate: input.ratePerTick });
   };
 

@@ -1,4 +1,4 @@
-import { forbidden, SluiceError } from '../domain/errors';
+import { notFound, SluiceError } from '../domain/errors';
 import type { GrantView, JobWork } from '../domain/grants';
 import { sameRequestTerms, sessionWorkflowId, type SessionOpening, type SessionRequestTerms } from '../domain/sessions';
 import { findSessionRequest, sameOpening, sessionClosed, sessionIdTaken, sessionPayer, sessionView, requestTermsTaken } from '../ledger/sessions';
@@ -40,11 +40,10 @@ export function sessionService(deps: ServiceDeps) {
 
   const stillRunning = (sessionId: string) => () => new StillRunning(`/v1/sessions/${sessionId}`, { sessionId, workflowId: sessionWorkflowId(sessionId) });
 
-  /** A session is its payer's (and the admin's) to see and act on. */
+  /** A session is its payer's (and the admin's) to see and act on; another party's is not found, as a missing one. */
   const visibleSession = async (actor: Actor, sessionId: string) => {
     const payer = await sessionPayer(pool, sessionId);
-    if (payer === undefined) throw new SluiceError('not_found', `session ${sessionId} not found`, { session: sessionId });
-    if (actor.kind === 'party' && actor.party !== payer) throw forbidden(`session ${sessionId} is not yours`);
+    if (payer === undefined || (actor.kind === 'party' && actor.party !== payer)) throw notFound('session', sessionId);
   };
 
   /**

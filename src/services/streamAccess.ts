@@ -1,5 +1,5 @@
 import type { Pool } from '../db/pool';
-import { forbidden, SluiceError } from '../domain/errors';
+import { forbidden, notFound, SluiceError } from '../domain/errors';
 import type { DistributionMember } from '../domain/streams';
 import type { Account } from '../ledger/accounts';
 import { getAccount } from '../ledger/accounts';
@@ -15,6 +15,8 @@ import type { Actor } from './actors';
  * - change its rate: its payer or the admin (the payee agrees to a proposal);
  * - top it up: anyone, from an account of its own.
  * An operator's action records the operator as who did it and the payer as for whom.
+ * A stream the caller may not see is not found, exactly as a missing one; one it sees
+ * but may not change is refused (403).
  */
 export interface StreamActor {
   by: string;
@@ -30,7 +32,7 @@ export async function visibleStream(pool: Pool, actor: Actor, ref: string): Prom
   if (p === row.payer || p === row.payee || row.members?.some((m) => m.party === p)) return row;
   const grant = await findGrant(pool, row.payer, p);
   if (grant && !grant.revokedAt) return row;
-  throw forbidden(`stream ${ref} is not yours`);
+  throw notFound('stream', ref);
 }
 
 /**
@@ -53,7 +55,7 @@ export async function payerAccountFor(pool: Pool, actor: Actor, accountId: strin
   const account = await getAccount(pool, accountId);
   if (actor.kind === 'admin' || account.ownerId === actor.party) return { account };
   const grant = await findGrant(pool, account.ownerId, actor.party);
-  if (!grant) throw forbidden(`account ${accountId} belongs to another party`);
+  if (!grant) throw notFound('account', accountId);
   assertGrantAllows(grant, actor.party, account.ownerId, 'open');
   return { account, openedBy: actor.party };
 }

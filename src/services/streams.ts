@@ -1,4 +1,4 @@
-import { forbidden, SluiceError } from '../domain/errors';
+import { notFound, SluiceError } from '../domain/errors';
 import { routeChoice, tickAt, type Direction } from '../domain/crown';
 import { accruedUnbilled, moneyLeft, streamWorkflowId, tickDueAtMs, type StreamReceipt, type StreamRequest, type StreamRoute } from '../domain/streams';
 import { getAccount } from '../ledger/accounts';
@@ -282,7 +282,8 @@ export function streamService(deps: ServiceDeps) {
 
   /** A party reports it is alive (its own heartbeat only). */
   const heartbeat = async (actor: Actor, party: string) => {
-    if (actor.kind === 'party' && actor.party !== party) throw forbidden('a party reports its own heartbeat');
+    // another party's liveness is not the caller's to see: that party is not found, as a missing one
+    if (actor.kind === 'party' && actor.party !== party) throw notFound('party', party);
     return { party, lastSeenAt: await recordHeartbeat(pool, party) };
   };
 

@@ -80,8 +80,8 @@ test("an entity's series sums its latest round at each step; a subaccount's is i
 });
 
 test('the refusals: another entity, a window backwards, too many points, an unknown subaccount', async () => {
-  expect((await as('other').get('/v1/entities/dl/ledger')).status).toBe(403);
-  expect((await as('other').post('/v1/entities/dl/checkpoints')).status).toBe(403);
+  expect((await as('other').get('/v1/entities/dl/ledger')).status).toBe(404);
+  expect((await as('other').post('/v1/entities/dl/checkpoints')).status).toBe(404);
   const backwards = await as('dl').get('/v1/entities/dl/ledger?from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z');
   expect(backwards.status).toBe(400);
   expect(backwards.body.error).toMatchObject({ code: 'invalid_request', param: 'from' });

@@ -99,14 +99,14 @@ test('deposit and transfer move money once per idempotency key; accounts show an
   expect(moved).toMatchObject({ code: 0, json: { kind: 'transfer', debitAccountId: 'cll-alice.w', creditAccountId: 'cll-bob.w', amount: 250 } });
   expect(await sluice(aliceKey.value, 'transfer', 'cll-alice.w', 'cll-bob.w', '250', '--idempotency-key', 'cll-t1')).toMatchObject({ code: 0 });
   expect([await balance('cll-alice.w'), await balance('cll-bob.w')]).toEqual([750, 250]);
-  // from another party's account: the API's 403, exit 1, nothing moved
-  expect(await sluice(aliceKey.value, 'transfer', 'cll-bob.w', 'cll-alice.w', '5')).toMatchObject({ code: 1, stderr: expect.stringContaining('error 403 forbidden') });
+  // from another party's account: the API's 404 (not found, as a missing one), exit 1, nothing moved
+  expect(await sluice(aliceKey.value, 'transfer', 'cll-bob.w', 'cll-alice.w', '5')).toMatchObject({ code: 1, stderr: expect.stringContaining('error 404 not_found') });
 
   const shown = await sluice(aliceKey.value, 'accounts', 'show', 'cll-alice.w');
   expect(shown.stdout).toMatch(/^account: cll-alice\.w \(user, [A-Z]+\)\nowner: cll-alice\nbalance: 750\nheld: 0\navailable: 750\ncreated: (\d+ s ago|just now) \(\S+Z\)\n$/);
   expect((await json(aliceKey.value, 'accounts', 'create', 'cll-alice.spare')).json).toMatchObject({ id: 'cll-alice.spare', ownerId: 'cll-alice', balance: 0 });
   expect((await json(ADMIN_KEY, 'accounts', 'create', 'cll-bob.spare', '--owner', 'cll-bob')).json).toMatchObject({ id: 'cll-bob.spare', ownerId: 'cll-bob' });
-  expect(await sluice(aliceKey.value, 'accounts', 'show', 'cll-bob.w')).toMatchObject({ code: 1, stderr: expect.stringContaining('error 403 forbidden') });
+  expect(await sluice(aliceKey.value, 'accounts', 'show', 'cll-bob.w')).toMatchObject({ code: 1, stderr: expect.stringContaining('error 404 not_found') });
   expect((await runAudit(stack.db.pool)).ok).toBe(true);
 }, 60_000);
 

@@ -125,8 +125,8 @@ test('entities: register, show, create subaccounts, list, dashboard and eliminat
   expect(eliminated.stdout).toContain('subaccount clo-ent/2: eliminated');
   expect(eliminated.stdout).toContain('swept 50 to the entity, collateral released, 0 streams closed');
   expect(await balance('clo-ent.main')).toEqual({ balance: 950, held: 100 });
-  // another party's key: the API's 403, exit 1
-  expect(await sluice(keys['clo-payer']!, 'entities', 'show', 'clo-ent')).toMatchObject({ code: 1, stderr: expect.stringContaining('error 403 forbidden') });
+  // another party's key: the API's 404 (another's entity is not found, as a missing one), exit 1
+  expect(await sluice(keys['clo-payer']!, 'entities', 'show', 'clo-ent')).toMatchObject({ code: 1, stderr: expect.stringContaining('error 404 not_found') });
   expect((await runAudit(stack.db.pool)).ok).toBe(true);
 }, 60_000);
 

@@ -481,11 +481,11 @@ describe('entities and subaccounts', () => {
   });
 
   test('an entity cannot create, read or eliminate another entity’s subaccounts; bad ids are clear 4xx', async () => {
-    expect((await as('busy').post('/v1/entities/acme/subaccounts', {})).status).toBe(403);
-    expect((await as('busy').get('/v1/subaccounts/acme%2F1')).status).toBe(403);
-    expect((await as('busy').post('/v1/subaccounts/acme%2F1/eliminate', {})).status).toBe(403);
-    expect((await as('busy').get('/v1/entities/acme/dashboard')).status).toBe(403);
-    expect((await as('busy').get('/v1/entities/acme/deliveries')).status).toBe(403);
+    expect((await as('busy').post('/v1/entities/acme/subaccounts', {})).status).toBe(404);
+    expect((await as('busy').get('/v1/subaccounts/acme%2F1')).status).toBe(404);
+    expect((await as('busy').post('/v1/subaccounts/acme%2F1/eliminate', {})).status).toBe(404);
+    expect((await as('busy').get('/v1/entities/acme/dashboard')).status).toBe(404);
+    expect((await as('busy').get('/v1/entities/acme/deliveries')).status).toBe(404);
     expect((await admin.post('/v1/entities', { id: 'a/b', name: 'x', collateral: 1, funding: 1 })).status).toBe(400);
     expect((await as('busy').post('/v1/accounts', { id: 'busy/99' })).status).toBe(400);
     expect((await admin.get('/v1/subaccounts/acme%2F999')).status).toBe(404);

@@ -88,7 +88,7 @@ describe('payments through a real Temporal dev server', () => {
 
   test('a payment is visible to its payer and payee only', async () => {
     const carol = await admin.post('/v1/parties', { id: 'carol', name: 'Carol' });
-    expect((await api(stack.app, carol.body.apiKey).get('/v1/payments/order-1')).status).toBe(403);
+    expect((await api(stack.app, carol.body.apiKey).get('/v1/payments/order-1')).status).toBe(404);
     expect((await bob.get('/v1/payments/order-1')).status).toBe(200);
     expect((await admin.get('/v1/payments/nope')).status).toBe(404);
   });

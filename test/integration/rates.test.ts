@@ -73,7 +73,8 @@ describe('the rate board', () => {
     expect((await as('s1').post('/v1/sellers/s1/rates', { ratePerTick: 1, atTick: 5 })).status).toBe(400);
     expect((await as('s1').post('/v1/sellers/s1/rates', { ratePerTick: -1 })).status).toBe(400);
     expect((await as('s1').post('/v1/sellers/s1/state', {})).status).toBe(400);
-    expect((await as('s1').post('/v1/sellers/s1/rates', { ratePerTick: 3, accountId: 's2.w' })).status).toBe(403);
+    // another party's account is not found, as a missing one
+    expect((await as('s1').post('/v1/sellers/s1/rates', { ratePerTick: 3, accountId: 's2.w' })).status).toBe(404);
     expect((await admin.get(`/v1/crown?from=${base + 5}&to=${base}`)).status).toBe(400);
   });
 

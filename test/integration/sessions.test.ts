@@ -155,9 +155,9 @@ describe('sessions', () => {
   });
 
   test('another party can neither see nor use a session; a session account moves through nothing else', async () => {
-    expect((await as('est').get('/v1/sessions/s-tru')).status).toBe(403);
-    expect((await send('est', 's-tru', 'r-x', 5)).status).toBe(403);
-    expect((await as('est').post('/v1/sessions/s-tru/close')).status).toBe(403);
+    expect((await as('est').get('/v1/sessions/s-tru')).status).toBe(404);
+    expect((await send('est', 's-tru', 'r-x', 5)).status).toBe(404);
+    expect((await as('est').post('/v1/sessions/s-tru/close')).status).toBe(404);
     expect((await admin.get('/v1/sessions/nope')).status).toBe(404);
     // not even the admin moves a session's balance outside its steps
     const moved = await admin.post('/v1/payments', { ref: 'steal-1', fromAccountId: 'session:s-tru', toAccountId: 'est.w', amount: 1 });

@@ -90,7 +90,7 @@ describe('top-ups: POST /v1/streams/:ref/deposits', () => {
     await as('buyer').post('/v1/streams/sc-dep/cancel', {});
   });
 
-  test('a third party tops up from its own account: the money moves to the payer, then into the hold; from an account not its own is 403; bad amounts are 400', async () => {
+  test('a third party tops up from its own account: the money moves to the payer, then into the hold; from an account not its own is 404 (not found, as a missing one); bad amounts are 400', async () => {
     const buyer0 = await account('buyer.w');
     const friend0 = await account('friend.w');
     await open('buyer', { ref: 'sc-dep3', ratePerTick: 10, maxTotal: 100, tickIntervalMs: 60_000 });
@@ -108,8 +108,8 @@ describe('top-ups: POST /v1/streams/:ref/deposits', () => {
 
     // someone else's account
     const stolen = await as('mallory').post('/v1/streams/sc-dep3/deposits', { fromAccountId: 'buyer.w', amount: 5 }, 'steal');
-    expect(stolen.status).toBe(403);
-    expect((await as('mallory').post('/v1/streams/sc-dep3/deposits', { fromAccountId: 'friend.w', amount: 5 }, 'steal-2')).status).toBe(403);
+    expect(stolen.status).toBe(404);
+    expect((await as('mallory').post('/v1/streams/sc-dep3/deposits', { fromAccountId: 'friend.w', amount: 5 }, 'steal-2')).status).toBe(404);
     for (const amount of [0, -5, 1.5, '5']) {
       const bad = await as('buyer').post('/v1/streams/sc-dep3/deposits', { fromAccountId: 'buyer.w', amount }, `bad-${amount}`);
       expect(bad.status).toBe(400);
@@ -192,7 +192,8 @@ describe('pause and resume', () => {
 
     // the payee and a stranger may not pause
     expect((await as('seller').post('/v1/streams/sc-pause/pause')).status).toBe(403);
-    expect((await as('mallory').post('/v1/streams/sc-pause/pause')).status).toBe(403);
+    // the payee sees the stream and is refused; a stranger does not see it at all
+    expect((await as('mallory').post('/v1/streams/sc-pause/pause')).status).toBe(404);
     // a running stream cannot be resumed
     const notPaused = await as('buyer').post('/v1/streams/sc-pause/resume');
     expect(notPaused.status).toBe(409);
@@ -323,7 +324,7 @@ describe('rate changes', () => {
     await untilTicks('sc-rate', 2);
     const byPayee = await as('seller').post('/v1/streams/sc-rate/rate', { ratePerTick: 100 });
     expect(byPayee.status).toBe(403);
-    expect((await as('mallory').post('/v1/streams/sc-rate/rate', { ratePerTick: 100 })).status).toBe(403);
+    expect((await as('mallory').post('/v1/streams/sc-rate/rate', { ratePerTick: 100 })).status).toBe(404);
     for (const ratePerTick of [0, -1, 2.5]) expect((await as('buyer').post('/v1/streams/sc-rate/rate', { ratePerTick })).status).toBe(400);
 
     const changed = await as('buyer').post('/v1/streams/sc-rate/rate', { ratePerTick: 9 });
@@ -367,7 +368,7 @@ describe('rate changes', () => {
     expect((await tickTransfersOf('sc-consent')).every((t) => t.amount === 3)).toBe(true);
 
     expect((await as('buyer').post('/v1/streams/sc-consent/rate/accept', { ratePerTick: 8 })).status).toBe(403);
-    expect((await as('mallory').post('/v1/streams/sc-consent/rate/accept', { ratePerTick: 8 })).status).toBe(403);
+    expect((await as('mallory').post('/v1/streams/sc-consent/rate/accept', { ratePerTick: 8 })).status).toBe(404);
     expect((await as('seller').post('/v1/streams/sc-consent/rate', { ratePerTick: 1 })).status).toBe(403);
     const wrong = await as('seller').post('/v1/streams/sc-consent/rate/accept', { ratePerTick: 7 });
     expect(wrong.status).toBe(409);
