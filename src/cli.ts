@@ -8,6 +8,7 @@ import { streamCommands } from './cli/streams';
 import { entityCommands } from './cli/entities';
 import { jobCommands } from './cli/jobs';
 import { ledgerCommands } from './cli/ledger';
+import { keyCommands } from './cli/keys';
 import { loginCommands } from './cli/login';
 import { sessionCommands } from './cli/sessions';
 
@@ -163,6 +164,7 @@ program
 
 loginCommands(program, loadConfig);
 ledgerCommands(program, loadConfig);
+keyCommands(program, loadConfig);
 streamCommands(program, loadConfig);
 entityCommands(program, loadConfig);
 jobCommands(program, loadConfig);

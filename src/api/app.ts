@@ -19,6 +19,7 @@ import { createMetrics } from './metrics';
 import { metricsAccess } from './metricsAccess';
 import { ledgerRoutes } from './routes/ledger';
 import { partyRoutes } from './routes/parties';
+import { keyRoutes } from './routes/keys';
 import { paymentRoutes } from './routes/payments';
 import { streamRoutes } from './routes/streams';
 import { streamControlRoutes } from './routes/streamControls';
@@ -301,6 +302,7 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
 
   ledgerRoutes(app);
   partyRoutes(app);
+  keyRoutes(app);
   paymentRoutes(app);
   streamRoutes(app);
   streamControlRoutes(app);

@@ -2,7 +2,7 @@ import { timingSafeEqual, createHash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import type { Pool } from '../db/pool';
 import { forbidden, SluiceError } from '../domain/errors';
-import { partyForKey } from '../ledger/parties';
+import { partyForKey } from '../ledger/apiKeys';
 import type { Actor } from '../services/actors';
 
 declare module 'fastify' {
@@ -38,9 +38,10 @@ export function createAuthenticator(pool: Pool, adminKey: string) {
       request.actor = { kind: 'admin' };
       return;
     }
-    const party = key.length <= 200 ? await partyForKey(pool, key) : undefined;
-    if (!party) throw new SluiceError('unauthorized', 'unknown API key');
+    // a revoked key is no key: refused here, on every route, from the moment its revocation commits
+    const owner = key.length <= 200 ? await partyForKey(pool, key) : undefined;
+    if (!owner) throw new SluiceError('unauthorized', 'unknown API key');
     if (required === 'admin') throw forbidden('this route needs the admin key');
-    request.actor = { kind: 'party', party };
+    request.actor = { kind: 'party', party: owner.party, keyId: owner.keyId };
   };
 }

@@ -11,6 +11,7 @@ import { PARTIES_PAGE_MAX } from '../ledger/partyList';
 import { ENTITIES_PAGE_MAX } from '../ledger/entityList';
 import { CROWN_TIMELINE_PAGE_MAX, RATE_EVENTS_PAGE_MAX } from '../ledger/rates';
 import { MARKETS_PAGE_MAX } from '../ledger/markets';
+import { API_KEYS_ACTIVE_MAX, API_KEYS_PAGE_MAX } from '../ledger/apiKeys';
 
 /**
  * Every limit the HTTP API puts on a caller, each named with its unit, in one
@@ -46,7 +47,12 @@ export const PAGE_ROWS_MAX = {
   'GET /v1/streams': STREAMS_PAGE_MAX,
   'GET /v1/streams/:ref/ticks': STREAM_TICKS_PAGE_MAX,
   'GET /v1/grants': JOB_GRANTS_PAGE_MAX,
+  'GET /v1/keys': API_KEYS_PAGE_MAX,
+  'GET /v1/parties/:id/keys': API_KEYS_PAGE_MAX,
 } as const;
+
+/** Active API keys a party holds at once (a third is 422 limit_exceeded: revoke one first); migration 027 keeps it. */
+export { API_KEYS_ACTIVE_MAX };
 
 /** A stream's tick interval (and its liveness timeout and grace, which are counted in the same unit), in ms. */
 export const TICK_INTERVAL_MS_MIN = 100;

@@ -48,12 +48,12 @@ export const PageAfter = QueryInt(0, Number.MAX_SAFE_INTEGER).default(0);
 
 export const IdParam = z.object({ id: AccountId });
 // decimal digits only: Number() would also read '0x1', ' 1' or '1.0' as hold 1
-export const HoldIdParam = z.object({
-  id: z
-    .string()
-    .regex(/^[1-9][0-9]{0,15}$/, 'a positive decimal integer')
-    .pipe(z.coerce.number<string>().int().max(Number.MAX_SAFE_INTEGER)),
-});
+/** A row's serial id in a path (a hold's, an API key's). */
+export const SerialId = z
+  .string()
+  .regex(/^[1-9][0-9]{0,15}$/, 'a positive decimal integer')
+  .pipe(z.coerce.number<string>().int().max(Number.MAX_SAFE_INTEGER));
+export const HoldIdParam = z.object({ id: SerialId });
 export const RefParam = z.object({ ref: Ref });
 
 export const Account = z.object({

@@ -21,7 +21,7 @@ export function ledgerCommands(program: Command, config: () => Config): void {
         o,
         (p) =>
           `${fields([['party', p.id], ['name', p.name], ['api key', p.apiKey]])}\n` +
-          // only the key's hash is stored: a lost key means a new party, so say so now
+          // only the key's hash is stored: a lost key is replaced by the admin (sluice keys create --party), so say so now
           'Keep the API key now: it will not be shown again.',
         'POST',
         '/v1/parties',

@@ -86,7 +86,7 @@ test('the other party is refused on every route that names a resource of its own
   // a route open to any party answers with the caller's own view: these are the only ones
   const openToAnyParty = ROUTE_CATALOG.filter((e) => e.route.includes(' /v1/') && e.expect.other < 400).map((e) => e.route);
   expect(openToAnyParty.sort()).toEqual(
-    ['GET /v1/accounts', 'GET /v1/console/config', 'GET /v1/grants', 'GET /v1/streams', 'GET /v1/crown', 'GET /v1/crown/timeline', 'GET /v1/markets', 'GET /v1/estimate', 'GET /v1/events', 'GET /v1/pool', 'GET /v1/rates/events', 'POST /v1/streams/batch'].sort(),
+    ['GET /v1/console/config', 'GET /v1/grants', 'GET /v1/streams', 'GET /v1/crown', 'GET /v1/crown/timeline', 'GET /v1/markets', 'GET /v1/estimate', 'GET /v1/events', 'GET /v1/pool', 'GET /v1/rates/events', 'POST /v1/streams/batch', 'GET /v1/keys', 'POST /v1/keys'].sort(),
   );
   // every /v1 route needs a key
   expect(ROUTE_CATALOG.filter((e) => e.route.includes(' /v1/') && (e.expect.none !== 401 || e.expect.wrong !== 401))).toEqual([]);

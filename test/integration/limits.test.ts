@@ -188,6 +188,8 @@ describe('page sizes', () => {
     'GET /v1/streams': '/v1/streams?limit=',
     'GET /v1/streams/:ref/ticks': `/v1/streams/${ref('ticks')}/ticks?limit=`,
     'GET /v1/grants': '/v1/grants?limit=',
+    'GET /v1/keys': '/v1/keys?limit=',
+    'GET /v1/parties/:id/keys': '/v1/parties/alice/keys?limit=',
   };
 
   beforeAll(async () => {

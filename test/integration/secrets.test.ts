@@ -98,10 +98,10 @@ test('API keys are stored hashed: no key appears in any table, and each party ha
   // the webhook secret signs every delivery, so it is kept, in its entity's row only
   expect(where).toEqual({ 'acme webhook secret': ['entities'] });
   const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
-  const { rows: parties } = await stack.db.pool.query(`select id, api_key_hash from parties where api_key_hash is not null order by id`);
+  const { rows: parties } = await stack.db.pool.query(`select party_id, key_hash from api_keys order by party_id`);
   expect(parties).toEqual([
-    { id: ENTITY, api_key_hash: sha256(acme.apiKey) },
-    { id: 'alice', api_key_hash: sha256(keys.alice!) },
+    { party_id: ENTITY, key_hash: sha256(acme.apiKey) },
+    { party_id: 'alice', key_hash: sha256(keys.alice!) },
   ]);
 });
 

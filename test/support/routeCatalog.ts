@@ -63,8 +63,13 @@ export interface RouteEntry {
 }
 
 const PUBLIC = { none: 200, wrong: 200, other: 200, admin: 200 };
-/** A route on a party's own resource: the other party is refused. */
-const OWN = (ok: number) => ({ none: 401, wrong: 401, other: 403, admin: ok });
+/**
+ * A route on a resource the other party may not see (an account, a stream, a job…
+ * addressed by id): it is not found, exactly as a missing one (notFound.test.ts).
+ */
+const OWN = (ok: number) => ({ none: 401, wrong: 401, other: 404, admin: ok });
+/** A route on a resource the other party may see but not change (a seller's rates are public): refused. */
+const SEEN = (ok: number) => ({ none: 401, wrong: 401, other: 403, admin: ok });
 /** A route on a party's own secret: another party is answered as if the resource did not exist. */
 const OWN_SECRET = (ok: number) => ({ none: 401, wrong: 401, other: 404, admin: ok });
 /** A route any party may call (it answers with the caller's own view). */
@@ -99,9 +104,20 @@ export const ROUTE_CATALOG: RouteEntry[] = [
   // ---- parties, accounts, money, holds, audit, events
   { route: 'POST /v1/parties', keyed: false, body: true, valid: { as: 'admin', body: { id: '{newParty}', name: 'Dave' } }, expect: ADMIN_ONLY(201) },
   { route: 'GET /v1/parties', keyed: false, body: false, valid: { as: 'admin', url: '/v1/parties?limit=10' }, expect: ADMIN_ONLY(200) },
-  { route: 'POST /v1/accounts', keyed: false, body: true, valid: { as: 'alice', body: { id: '{newAccount}', ownerId: 'alice' } }, expect: OWN(201) },
-  // a party lists its own accounts whatever ownerId says
-  { route: 'GET /v1/accounts', keyed: false, body: false, valid: { as: 'alice', url: '/v1/accounts?ownerId=alice' }, expect: ANY_PARTY(200) },
+
+  // ---- API keys: a party's own under /v1/keys (another party's key is not found), any party's for the admin
+  // alice's second key; carol's second; the admin names a party of its own ({keyParty}), so no one passes 2 active keys
+  { route: 'POST /v1/keys', keyed: false, body: true, valid: { as: 'alice', body: {} }, asAdmin: { body: { party: '{keyParty}' } }, expect: ANY_PARTY(201) },
+  { route: 'GET /v1/keys', keyed: false, body: false, valid: { as: 'alice', url: '/v1/keys?limit=10' }, expect: ANY_PARTY(200) },
+  // bob's second key, revoked by bob (he still calls with his first); revoking again is the same answer
+  { route: 'POST /v1/keys/:id/revoke', keyed: false, body: false, valid: { as: 'bob', url: '/v1/keys/{bobKey}/revoke' }, expect: OWN(200) },
+  { route: 'POST /v1/parties/:id/keys', keyed: false, body: false, valid: { as: 'admin', url: '/v1/parties/{keyParty2}/keys' }, expect: ADMIN_ONLY(201) },
+  { route: 'GET /v1/parties/:id/keys', keyed: false, body: false, valid: { as: 'admin', url: '/v1/parties/alice/keys?limit=10' }, expect: ADMIN_ONLY(200) },
+  { route: 'POST /v1/parties/:id/keys/:keyId/revoke', keyed: false, body: false, valid: { as: 'admin', url: '/v1/parties/bob/keys/{bobKey}/revoke' }, expect: ADMIN_ONLY(200) },
+  // a party opens accounts for itself: carol naming alice as the owner is refused
+  { route: 'POST /v1/accounts', keyed: false, body: true, valid: { as: 'alice', body: { id: '{newAccount}', ownerId: 'alice' } }, expect: SEEN(201) },
+  // a party lists its own accounts: ownerId may name itself, another party is refused (403), never ignored
+  { route: 'GET /v1/accounts', keyed: false, body: false, valid: { as: 'alice', url: '/v1/accounts?ownerId=alice' }, expect: SEEN(200) },
   { route: 'GET /v1/accounts/:id', keyed: false, body: false, valid: { as: 'alice', url: '/v1/accounts/alice.wallet' }, expect: OWN(200) },
   { route: 'POST /v1/deposits', keyed: true, body: true, valid: { as: 'admin', body: { accountId: 'alice.wallet', amount: 10 } }, expect: ADMIN_ONLY(201) },
   { route: 'POST /v1/withdrawals', keyed: true, body: true, valid: { as: 'admin', body: { accountId: 'alice.wallet', amount: 10 } }, expect: ADMIN_ONLY(201) },
@@ -153,7 +169,8 @@ export const ROUTE_CATALOG: RouteEntry[] = [
     valid: { as: 'alice', body: { items: [{ op: 'open', ref: '{newRef}', ...STREAM }] } },
     // the batch answers 200; each item is refused or done on its own
     expect: { none: 401, wrong: 401, other: 200, admin: 200 },
-    items: { other: 403, admin: 201 },
+    // carol opens from alice.spend: an account it may not see, not found
+    items: { other: 404, admin: 201 },
   },
   // a party lists the streams it is a party to (carol's list is empty, not refused)
   { route: 'GET /v1/streams', keyed: false, body: false, valid: { as: 'alice', url: '/v1/streams?limit=10' }, expect: ANY_PARTY(200) },
@@ -251,8 +268,9 @@ export const ROUTE_CATALOG: RouteEntry[] = [
   { route: 'POST /v1/entities/:id/webhook-secret/retire', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/{entity}/webhook-secret/retire' }, expect: OWN_SECRET(200) },
 
   // ---- rate board and the crown
-  { route: 'POST /v1/sellers/:id/rates', keyed: false, body: true, valid: { as: 'bob', url: '/v1/sellers/bob/rates', body: { ratePerTick: 5, accountId: 'bob.wallet' } }, expect: OWN(201) },
-  { route: 'POST /v1/sellers/:id/state', keyed: false, body: true, valid: { as: 'bob', url: '/v1/sellers/bob/state', body: { active: true } }, expect: OWN(201) },
+  // a seller's rates are public (GET /v1/rates/events): another party sees the seller, and is refused its rates
+  { route: 'POST /v1/sellers/:id/rates', keyed: false, body: true, valid: { as: 'bob', url: '/v1/sellers/bob/rates', body: { ratePerTick: 5, accountId: 'bob.wallet' } }, expect: SEEN(201) },
+  { route: 'POST /v1/sellers/:id/state', keyed: false, body: true, valid: { as: 'bob', url: '/v1/sellers/bob/state', body: { active: true } }, expect: SEEN(201) },
   { route: 'GET /v1/rates/events', keyed: false, body: false, valid: { as: 'alice' }, expect: ANY_PARTY(200) },
   { route: 'POST /v1/crown/rewards', keyed: false, body: true, valid: { as: 'admin', body: { from: 0, to: 1, budget: 1 } }, expect: ADMIN_ONLY(200) },
   { route: 'GET /v1/crown', keyed: false, body: false, valid: { as: 'alice' }, expect: ANY_PARTY(200) },
@@ -410,6 +428,13 @@ export async function buildFixture(stack: TestStack) {
   const members = ['bob.wallet', 'bob.extra', 'dave.wallet'].map((accountId) => ({ accountId, weight: 1 }));
   await open('dist', { toAccountId: undefined, members });
 
+  // keys: bob's second (to revoke), and two parties of the admin's key routes
+  tokens.bobKey = ok('bob key', await as('bob').post('/v1/keys', {})).id;
+  for (const name of ['keyParty', 'keyParty2']) {
+    tokens[name] = `k${run}-${name.toLowerCase()}`;
+    ok(name, await admin.post('/v1/parties', { id: tokens[name], name }));
+  }
+
   // operators: dave may act for alice
   ok('grant', await as('alice').post('/v1/parties/alice/operators', { operator: 'dave', scopes: ['open', 'pause', 'cancel'], dailyLimit: 100 }));
 
@@ -463,10 +488,12 @@ export async function databaseSnapshot(stack: TestStack): Promise<string> {
                from (select metric, labels, value from metric_counters union all select metric, labels, value from metric_counter_deltas) u
               group by metric, labels) c`,
   );
+  // a key's last use is when a request came with it (refused or not), kept to the minute: not something a request changed
+  const ROWS: Record<string, string> = { api_keys: '(select id, party_id, key_hash, prefix, created_at, revoked_at from api_keys)' };
   const parts = await Promise.all(
     tables.filter(({ name }) => !COUNTERS.includes(name)).map(async ({ name }) => {
       const { rows } = await stack.db.pool.query<{ n: number; digest: string | null }>(
-        `select count(*)::int as n, md5(string_agg(t::text, E'\\n' order by t::text)) as digest from "${name}" t`,
+        `select count(*)::int as n, md5(string_agg(t::text, E'\\n' order by t::text)) as digest from ${ROWS[name] ?? `"${name}"`} t`,
       );
       return `${name}:${rows[0]!.n}:${rows[0]!.digest}`;
     }),
