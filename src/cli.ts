@@ -56,6 +56,8 @@ program
         billing: { shards: config.SLUICE_BILLING_SHARDS, rowsMax: config.SLUICE_BILLING_ROWS_MAX },
         reconcileIntervalMs: config.SLUICE_RECONCILE_INTERVAL_MS,
         dailyCheckpoints: config.SLUICE_DAILY_CHECKPOINTS,
+        version: { deploymentName: config.SLUICE_WORKER_DEPLOYMENT, buildId: config.SLUICE_WORKER_BUILD_ID },
+        devMode: config.SLUICE_DEV_MODE,
       },
       log,
     );

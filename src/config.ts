@@ -43,6 +43,14 @@ export const ConfigSchema = z.object({
   /** The Temporal Web UI as a browser reaches it, for the console's links (default http://127.0.0.1:<TEMPORAL_UI_PORT>). */
   SLUICE_TEMPORAL_UI_URL: z.string().url().optional(),
   SLUICE_TASK_QUEUE: z.string().min(1).default('sluice'),
+  /** The worker's Temporal Worker Deployment (worker versioning, src/temporal/deployments.ts): every worker of the task queue names the same one. */
+  SLUICE_WORKER_DEPLOYMENT: z.string().min(1).max(200).regex(/^[^:]+$/, 'no colon: Temporal writes a version as <deployment>:<build id>').default('sluice'),
+  /**
+   * This worker's build id within the deployment. Unset (the default and the advice): derived from the code, the package
+   * version and a hash of the workflow bundle (workflowBuildId), so replicas of one image agree and a change to any
+   * workflow is a new version; one set by hand must change whenever the workflows do, or new code joins an old version.
+   */
+  SLUICE_WORKER_BUILD_ID: z.string().min(1).max(200).optional(),
   SLUICE_API_HOST: z.string().min(1).default('127.0.0.1'),
   SLUICE_API_PORT: port.default(3000),
   /** The admin key (pool, deposits, parties). The dev default is for local use only. */

@@ -1,4 +1,5 @@
-import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { readFileSync } from 'node:fs';
+import { bundleWorkflowCode, NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
 import type { Pool } from './db/pool';
 import type { WorkRunner } from './jobs/work';
@@ -13,6 +14,8 @@ import { ensureBillingClocks, type BillingClockSettings } from './temporal/billi
 import { connectClient } from './temporal/connection';
 import { ensureCheckpoints, ensureReconciler, RECONCILE_INTERVAL_MS_DEFAULT } from './temporal/reconcilerWorkflow';
 import type { Client } from '@temporalio/client';
+import { promoteCommand, promoteOnStart, versionName, workflowBuildId, type WorkerVersion } from './temporal/deployments';
+import { version as PACKAGE_VERSION } from '../package.json';
 
 export interface WorkerDeps {
   pool: Pool;
@@ -35,6 +38,14 @@ export interface WorkerDeps {
   reconcileIntervalMs?: number;
   /** Start the debt ledger's daily round (default true; a test stack leaves it out, so no round lands mid-test at midnight). */
   dailyCheckpoints?: boolean;
+  /**
+   * Worker versioning (SLUICE_WORKER_DEPLOYMENT, SLUICE_WORKER_BUILD_ID): the worker polls as this version of
+   * the deployment; a build id left out is derived from the workflow bundle. Left out: an unversioned worker
+   * (the test stacks, each on a task queue of its own).
+   */
+  version?: { deploymentName: string; buildId?: string };
+  /** A development stack: the worker makes its version current as it starts (src/temporal/deployments.ts promoteOnStart). */
+  devMode?: boolean;
 }
 
 export const billingSettings = (deps: Pick<WorkerDeps, 'billing'>): BillingClockSettings => ({
@@ -47,13 +58,19 @@ export const STICKY_QUEUE_TIMEOUT = '3 seconds';
 
 export const WORKFLOWS_PATH = require.resolve('../workflows');
 
-export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; connection: { close(): Promise<void> }; temporal: Client }> {
+export interface CreatedWorker {
+  worker: Worker;
+  connection: { close(): Promise<void> };
+  temporal: Client;
+  /** The version it polls as (undefined: unversioned). */
+  version?: WorkerVersion;
+}
+
+export async function createWorker(deps: WorkerDeps): Promise<CreatedWorker> {
   const native = await NativeConnection.connect({ address: deps.address });
   // the reconciler's activity and the standing workflows' starts talk to Temporal as a client
   const temporal = await connectClient(deps.address, deps.namespace);
-  const workflowSource: Pick<WorkerOptions, 'workflowBundle' | 'workflowsPath'> = deps.workflowBundlePath
-    ? { workflowBundle: { codePath: deps.workflowBundlePath } }
-    : { workflowsPath: WORKFLOWS_PATH };
+  const { workflowSource, version } = await versionedWorkflows(deps);
   const worker = await Worker.create({
     connection: native,
     namespace: deps.namespace,
@@ -62,6 +79,8 @@ export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; 
     ...workflowSource,
     // a worker killed with workflows cached: their next tasks go to any worker after this, not after 10 s
     stickyQueueScheduleToStartTimeout: STICKY_QUEUE_TIMEOUT,
+    // a workflow type's own behavior (workflows/versioning.ts) comes first; PINNED for one that has none
+    ...(version && { workerDeploymentOptions: { version, useWorkerVersioning: true, defaultVersioningBehavior: 'PINNED' } }),
   });
   await ensureStandingWorkflows(temporal, deps);
   const connection = {
@@ -70,7 +89,21 @@ export async function createWorker(deps: WorkerDeps): Promise<{ worker: Worker; 
       await temporal.connection.close();
     },
   };
-  return { worker, connection, temporal };
+  return { worker, connection, temporal, version };
+}
+
+/**
+ * The workflow code a worker runs and, when versioned, the version it runs as. A derived
+ * build id hashes the very code the worker loads, so the worker bundles it here (what
+ * Worker.create would otherwise do from workflowsPath).
+ */
+async function versionedWorkflows(deps: Pick<WorkerDeps, 'workflowBundlePath' | 'version'>): Promise<{ workflowSource: Pick<WorkerOptions, 'workflowBundle' | 'workflowsPath'>; version?: WorkerVersion }> {
+  if (!deps.version) {
+    return { workflowSource: deps.workflowBundlePath ? { workflowBundle: { codePath: deps.workflowBundlePath } } : { workflowsPath: WORKFLOWS_PATH } };
+  }
+  const code = deps.workflowBundlePath ? readFileSync(deps.workflowBundlePath, 'utf8') : (await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH })).code;
+  const buildId = deps.version.buildId ?? workflowBuildId(PACKAGE_VERSION, code);
+  return { workflowSource: { workflowBundle: { code } }, version: { deploymentName: deps.version.deploymentName, buildId } };
 }
 
 /**
@@ -88,7 +121,7 @@ export const HOLD_SWEEP_INTERVAL_MS = 30_000;
 
 /** Runs a worker until it is shut down (SIGINT/SIGTERM are handled by the SDK). */
 export async function runWorker(deps: WorkerDeps, log: Logger): Promise<void> {
-  const { worker, connection, temporal } = await createWorker(deps);
+  const { worker, connection, temporal, version } = await createWorker(deps);
   // expired holds are released lazily on the next movement; the sweep frees the rest,
   // folds the metric counters' deltas (so they stay few when nothing scrapes /metrics)
   // and a billing clock or reconciler terminated from outside is started again
@@ -97,11 +130,26 @@ export async function runWorker(deps: WorkerDeps, log: Logger): Promise<void> {
     foldCounterDeltas(deps.pool).catch((error) => log.warn({ err: error }, 'metric counter fold failed'));
     ensureStandingWorkflows(temporal, deps).catch((error) => log.warn({ err: error }, 'billing clock and reconciler check failed'));
   }, HOLD_SWEEP_INTERVAL_MS);
-  log.info({ taskQueue: deps.taskQueue, namespace: deps.namespace, address: deps.address }, 'worker started');
+  log.info({ taskQueue: deps.taskQueue, namespace: deps.namespace, address: deps.address, version: version && versionName(version) }, 'worker started');
+  const running = worker.run();
+  if (version) announceVersion(temporal, version, deps, log).catch((error) => log.error({ err: error }, 'worker version: could not read or set the current version'));
   try {
-    await worker.run();
+    await running;
   } finally {
     clearInterval(sweep);
     await connection.close();
   }
+}
+
+/** Once polling: makes the version current where promoteOnStart does, or says how the operator promotes it. */
+async function announceVersion(temporal: Client, version: WorkerVersion, deps: Pick<WorkerDeps, 'address' | 'devMode'>, log: Logger): Promise<void> {
+  const outcome = await promoteOnStart(temporal, version, deps.devMode ?? false);
+  if (typeof outcome === 'string') {
+    log.info({ version: versionName(version) }, `worker version ${outcome}: new workflows start on it`);
+    return;
+  }
+  log.warn(
+    { version: versionName(version), current: `${version.deploymentName}:${outcome.current}` },
+    `worker version is not current: new workflows start on the current version until this one is promoted: ${promoteCommand(version, deps.address)}`,
+  );
 }

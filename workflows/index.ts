@@ -7,3 +7,5 @@ export { subaccountCreationWorkflow, subaccountEliminationWorkflow, subaccountLi
 export { billingClockWorkflow } from './billingClock';
 export { reconcilerWorkflow } from './reconciler';
 export { checkpointWorkflow } from './checkpoints';
+// how each of them moves between worker versions (a rolling deploy)
+import './versioning';
