@@ -3,7 +3,7 @@ import { parseTierBudgets, POOL_SEED_UNITS_DEFAULT, POOL_STRIPES_DEFAULT, PRICE_
 import { CREATIONS_PER_HOUR_DEFAULT, SUBACCOUNT_CAP_DEFAULT } from './domain/entities';
 import { parseFaults } from './domain/faults';
 import { BILLING_ROWS_MAX_DEFAULT, BILLING_SHARDS_DEFAULT } from './domain/billing';
-import { API_WAIT_MS_DEFAULT, BODY_LIMIT_BYTES_DEFAULT, LOCAL_DATABASE_URL, READONLY_ROLE_DEFAULT, RECONCILE_INTERVAL_MS_DEFAULT, RUNTIME_ROLE_DEFAULT, WORLD_STRIPES_DEFAULT, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './domain/settings';
+import { API_WAIT_MS_DEFAULT, BODY_LIMIT_BYTES_DEFAULT, LOCAL_DATABASE_URL, READ_RATE_MAX_DEFAULT, READ_RATE_WINDOW_MS_DEFAULT, READONLY_ROLE_DEFAULT, RECONCILE_INTERVAL_MS_DEFAULT, RUNTIME_ROLE_DEFAULT, WORLD_STRIPES_DEFAULT, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './domain/settings';
 
 
 /**
@@ -74,6 +74,10 @@ export const ConfigSchema = z.object({
   SLUICE_WRITE_RATE_MAX: z.coerce.number().int().min(1).max(1_000_000).default(WRITE_RATE_MAX_DEFAULT),
   /** The window of SLUICE_WRITE_RATE_MAX, in milliseconds. */
   SLUICE_WRITE_RATE_WINDOW_MS: z.coerce.number().int().min(1000).max(3_600_000).default(WRITE_RATE_WINDOW_MS_DEFAULT),
+  /** Reads (GET /v1 requests) one caller may make per window; more answer 429 with Retry-After. */
+  SLUICE_READ_RATE_MAX: z.coerce.number().int().min(1).max(1_000_000).default(READ_RATE_MAX_DEFAULT),
+  /** The window of SLUICE_READ_RATE_MAX, in milliseconds. */
+  SLUICE_READ_RATE_WINDOW_MS: z.coerce.number().int().min(1000).max(3_600_000).default(READ_RATE_WINDOW_MS_DEFAULT),
   /** Units the free-tier pool is seeded with when the database is first migrated. */
   SLUICE_POOL_SEED_UNITS: z.coerce.number().int().min(0).max(1e15).default(POOL_SEED_UNITS_DEFAULT),
   /** Stripe accounts the free-tier pool is held as, so concurrent reservations do not queue on one row (added at migration, never removed). */

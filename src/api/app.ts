@@ -11,7 +11,7 @@ import { createAuthenticator } from './auth';
 import { SluiceError } from '../domain/errors';
 import { ErrorBody } from './schemas';
 import type { Limits } from '../ledger/entities';
-import { RATE_LIMIT_CALLERS_MAX, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './limits';
+import { bucketKey, bucketOf, callerOf, overLimit, postgresRateStore, rateLimitsOf, type Bucket, type RateLimit } from './rateLimits';
 import { clientErrorHandler, errorHandler, notFoundHandler, requestIdOf, statusOfCode } from './errors';
 import { errorReferenceHtml } from './errorReference';
 import { withExample } from './openapiExamples';
@@ -48,7 +48,9 @@ export interface ApiDeps {
   /** Minor units one unit of work costs (SLUICE_PRICE_PER_UNIT); default 1. */
   pricePerUnit?: number;
   /** Writes per caller per window (SLUICE_WRITE_RATE_MAX / _WINDOW_MS); default WRITE_RATE_*_DEFAULT. */
-  writeRate?: { max: number; windowMs: number };
+  writeRate?: RateLimit;
+  /** Reads per caller per window (SLUICE_READ_RATE_MAX / _WINDOW_MS); default READ_RATE_*_DEFAULT. */
+  readRate?: RateLimit;
   /** The worker's default subaccount limits (SLUICE_SUBACCOUNT_CAP, _CREATIONS_PER_HOUR), for the entity view and Retry-After. */
   subaccountLimits?: Limits;
   /** The Temporal Web UI's base URL, for the console's links to workflows (left out: no links). */
@@ -108,9 +110,7 @@ export function httpTimeouts(deps: Pick<ApiDeps, 'requestTimeoutMs' | 'keepAlive
   };
 }
 
-/** Writes are rate-limited; reads are not (see the README's Limits). */
-const isWriteTo = (method: string | string[], url: string) => method !== 'GET' && method !== 'HEAD' && url.startsWith('/v1/');
-const isWrite = (req: FastifyRequest) => isWriteTo(req.method, req.url);
+const isWriteTo = (method: string | string[], url: string) => bucketOf(method, url) === 'writes';
 
 /**
  * What the app itself may answer on a route, whatever its handler does: a write may
@@ -118,7 +118,7 @@ const isWrite = (req: FastifyRequest) => isWriteTo(req.method, req.url);
  * (429); a path parameter longer than the router takes is 414.
  */
 function appStatuses(method: string | string[], url: string): Record<number, typeof ErrorBody> {
-  const statuses = [...(isWriteTo(method, url) ? [413, 415, 429] : []), ...(url.includes('/:') ? [414] : [])];
+  const statuses = [...(isWriteTo(method, url) ? [413, 415] : []), ...(bucketOf(method, url) ? [429] : []), ...(url.includes('/:') ? [414] : [])];
   return Object.fromEntries(statuses.map((status) => [status, ErrorBody]));
 }
 
@@ -149,9 +149,6 @@ function describedResponses(responses: Record<string, unknown>): Record<string, 
     }),
   );
 }
-
-/** Whom a request counts against: its party, the admin, or (no valid key) its IP address. */
-const callerOf = (req: FastifyRequest) => (!req.actor ? `ip:${req.ip}` : req.actor.kind === 'admin' ? 'admin' : `party:${req.actor.party}`);
 
 export type Api = FastifyInstance<any, any, any, any, ZodTypeProvider> & { deps: ApiDeps };
 
@@ -202,23 +199,22 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
   app.setNotFoundHandler(notFoundHandler);
   app.decorateRequest('actor', null as never);
 
-  // One bucket per caller for every write route together, in this process's memory:
-  // several API instances would need a shared store (the plugin takes Redis).
-  const writeRate = deps.writeRate ?? { max: WRITE_RATE_MAX_DEFAULT, windowMs: WRITE_RATE_WINDOW_MS_DEFAULT };
-  await app.register(fastifyRateLimit, {
-    global: false,
-    max: writeRate.max,
-    timeWindow: writeRate.windowMs,
-    cache: RATE_LIMIT_CALLERS_MAX,
-    keyGenerator: callerOf,
-    errorResponseBuilder: (_req, ctx) =>
-      new SluiceError('rate_limited', `too many writes: at most ${ctx.max} per ${writeRate.windowMs} ms per caller; retry in ${ctx.after}`, {
-        limit: ctx.max,
-        windowMs: writeRate.windowMs,
-        retryAfterSeconds: Math.ceil(ctx.ttl / 1000),
-      }),
-  });
-  const limitWrites = app.rateLimit();
+  // Two buckets per caller, writes and reads, each over every route of its kind together,
+  // counted in PostgreSQL so that every API process enforces one limit (rateLimits.ts)
+  const limits = rateLimitsOf(deps);
+  await app.register(fastifyRateLimit, { global: false, store: postgresRateStore(deps.pool, deps.logger) });
+  const limiters = Object.fromEntries(
+    (['writes', 'reads'] as const).map((bucket) => {
+      const limit = limits[bucket];
+      const limiter = app.rateLimit({
+        max: limit.max,
+        timeWindow: limit.windowMs,
+        keyGenerator: (req) => bucketKey(bucket, limit, callerOf(req)),
+        errorResponseBuilder: (_req, ctx) => overLimit(bucket, limit, ctx.ttl),
+      });
+      return [bucket, limiter];
+    }),
+  ) as Record<Bucket, ReturnType<typeof app.rateLimit>>;
   // and the OpenAPI document says so (before @fastify/swagger reads the routes): the
   // statuses the app answers around any handler, and a sentence for every status
   app.addHook('onRoute', (route) => {
@@ -233,7 +229,8 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
   // parsing, starts nothing and uses no idempotency key.
   app.addHook('onRequest', async (req, reply) => {
     const refused = await authenticate(req).then(() => undefined, (error: unknown) => error);
-    if (isWrite(req)) await limitWrites.call(app, req, reply);
+    const bucket = bucketOf(req.method, req.url);
+    if (bucket) await limiters[bucket].call(app, req, reply);
     if (refused) throw refused;
   });
 

@@ -20,10 +20,8 @@ import { API_KEYS_ACTIVE_MAX, API_KEYS_PAGE_MAX } from '../ledger/apiKeys';
  * column's width) is defined next to that SQL and listed here under the same name.
  */
 
-/** Writes (every non-GET /v1 request) per caller per window, and the largest body: the defaults, kept with config's (src/domain/settings.ts). */
-export { BODY_LIMIT_BYTES_DEFAULT, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from '../domain/settings';
-/** Callers the in-memory rate limiter tracks at once (least recently seen forgotten first). */
-export const RATE_LIMIT_CALLERS_MAX = 10_000;
+/** Writes (every non-GET /v1 request) and reads (GET /v1) per caller per window, and the largest body: the defaults, kept with config's (src/domain/settings.ts). */
+export { BODY_LIMIT_BYTES_DEFAULT, READ_RATE_MAX_DEFAULT, READ_RATE_WINDOW_MS_DEFAULT, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from '../domain/settings';
 
 
 export { IDEMPOTENCY_KEY_CHARS_MAX };

@@ -32,6 +32,7 @@ export async function runApi(config: Config): Promise<void> {
     jobPaymentTimeoutMs: config.SLUICE_JOB_PAYMENT_TIMEOUT_MS,
     pricePerUnit: config.SLUICE_PRICE_PER_UNIT,
     writeRate: { max: config.SLUICE_WRITE_RATE_MAX, windowMs: config.SLUICE_WRITE_RATE_WINDOW_MS },
+    readRate: { max: config.SLUICE_READ_RATE_MAX, windowMs: config.SLUICE_READ_RATE_WINDOW_MS },
     subaccountLimits: { cap: config.SLUICE_SUBACCOUNT_CAP, perHour: config.SLUICE_SUBACCOUNT_CREATIONS_PER_HOUR },
     temporalUiUrl: config.SLUICE_TEMPORAL_UI_URL ?? `http://127.0.0.1:${config.TEMPORAL_UI_PORT}`,
     namespace: config.TEMPORAL_NAMESPACE,

@@ -8,6 +8,9 @@
 /** Writes (every non-GET /v1 request) per caller per window: the defaults of SLUICE_WRITE_RATE_MAX / _WINDOW_MS. */
 export const WRITE_RATE_MAX_DEFAULT = 1000;
 export const WRITE_RATE_WINDOW_MS_DEFAULT = 10_000;
+/** Reads (every GET /v1 request) per caller per window: the defaults of SLUICE_READ_RATE_MAX / _WINDOW_MS (a console polls a few a second). */
+export const READ_RATE_MAX_DEFAULT = 5000;
+export const READ_RATE_WINDOW_MS_DEFAULT = 10_000;
 
 /** The largest request body: the default of SLUICE_BODY_LIMIT_BYTES. */
 export const BODY_LIMIT_BYTES_DEFAULT = 65_536;

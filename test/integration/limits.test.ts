@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import { buildApp, type Api } from '../../src/api/app';
+import { countHits, pruneRateWindows } from '../../src/db/rateWindows';
 import {
   BODY_LIMIT_BYTES_DEFAULT,
   IDEMPOTENCY_KEY_CHARS_MAX,
@@ -13,6 +14,7 @@ import {
 } from '../../src/api/limits';
 import { loadConfig } from '../../src/config';
 import { paymentWorkflowId } from '../../src/domain/payments';
+import { startServiceProcess } from '../support/apiProcess';
 import { ADMIN_KEY, api, startTestStack, type TestStack } from '../support/stack';
 import { sleep, testParties } from '../support/parties';
 import { databaseSnapshot } from '../support/routeCatalog';
@@ -37,7 +39,7 @@ const snapshot = () => databaseSnapshot(stack);
 
 /** Another API on the same database and task queue with other limits; closed by the test. */
 const apps: Api[] = [];
-async function apiWith(changes: { writeRate?: { max: number; windowMs: number }; bodyLimitBytes?: number }): Promise<Api> {
+async function apiWith(changes: { writeRate?: { max: number; windowMs: number }; readRate?: { max: number; windowMs: number }; bodyLimitBytes?: number }): Promise<Api> {
   const app = await buildApp({ ...stack.app.deps, ...changes });
   apps.push(app);
   return app;
@@ -52,6 +54,72 @@ afterEach(async () => {
   await Promise.all(apps.splice(0).map((a) => a.close()));
 });
 afterAll(async () => stack?.stop());
+
+describe('reads per caller, and a batch counted per item', () => {
+  test('the read past the limit is 429 rate_limited with Retry-After; another party still reads, and health and metrics are not counted', async () => {
+    const limited = await apiWith({ readRate: { max: 3, windowMs: 60_000 } });
+    const bob = api(limited, keys.bob);
+    for (let i = 0; i < 3; i++) expect((await bob.get('/v1/accounts/bob.w')).status).toBe(200);
+    const res = await limited.inject({ method: 'GET', url: '/v1/accounts/bob.w', headers: { authorization: `Bearer ${keys.bob}` } });
+    expect(res.statusCode).toBe(429);
+    expect(res.json().error).toMatchObject({ code: 'rate_limited', message: expect.stringContaining('too many reads: at most 3 per 60000 ms'), details: { limit: 3, windowMs: 60_000 } });
+    expect(Number(res.headers['retry-after'])).toBeGreaterThanOrEqual(1);
+    expect((await api(limited, keys.alice).get('/v1/accounts/alice.w')).status).toBe(200);
+    for (let i = 0; i < 5; i++) expect((await limited.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
+    // writes are another bucket: bob still writes
+    expect((await bob.post('/v1/parties/bob/heartbeat')).status).toBe(200);
+  });
+
+  test('each item of a batch is a write: a batch past the limit is refused whole (429) and opens nothing; one within it leaves the rest of the window', async () => {
+    const limited = await apiWith({ writeRate: { max: 4, windowMs: 60_000 } });
+    const alice = api(limited, keys.alice);
+    const open = (i: number, tag: string) => ({ op: 'open', ref: ref(`batch-${tag}-${i}`), fromAccountId: 'alice.w', toAccountId: 'bob.w', ratePerTick: 1, maxTotal: 5, tickIntervalMs: 3_600_000 });
+    const before = await snapshot();
+    const tooMany = await alice.post('/v1/streams/batch', { items: [0, 1, 2, 3, 4].map((i) => open(i, 'over')) });
+    expect(tooMany.status).toBe(429);
+    expect(tooMany.body.error).toMatchObject({ code: 'rate_limited', details: { limit: 4 } });
+    expect(await snapshot()).toBe(before);
+    expect((await q(`select count(*)::int as n from streams where ref like $1`, [ref('batch-over-%')]))[0].n).toBe(0);
+
+    // a fresh window: a batch of three takes three of four, so one write is left
+    const other = await apiWith({ writeRate: { max: 4, windowMs: 59_000 } });
+    const within = await api(other, keys.alice).post('/v1/streams/batch', { items: [0, 1, 2].map((i) => open(i, 'within')) });
+    expect(within.status).toBe(200);
+    expect(within.body.succeeded).toBe(3);
+    expect((await api(other, keys.alice).post('/v1/parties/alice/heartbeat')).status).toBe(200);
+    expect((await api(other, keys.alice).post('/v1/parties/alice/heartbeat')).status).toBe(429);
+    const closing = await admin().post('/v1/streams/batch', { items: [0, 1, 2].map((i) => ({ op: 'cancel', ref: ref(`batch-within-${i}`) })) });
+    expect(closing.body.succeeded).toBe(3);
+  });
+});
+
+describe('one limit for every API process', () => {
+  test('two API processes on one database count a caller together: the sixth write is 429 whichever process takes it', async () => {
+    const env = { SLUICE_WRITE_RATE_MAX: '5', SLUICE_WRITE_RATE_WINDOW_MS: '60000' };
+    const [one, two] = await Promise.all([startServiceProcess('api', stack.db.runtimeUrl, env), startServiceProcess('api', stack.db.runtimeUrl, env)]);
+    try {
+      await Promise.all([one.ready, two.ready]);
+      const beat = (url: string) => fetch(`${url}/v1/parties/bob/heartbeat`, { method: 'POST', headers: { authorization: `Bearer ${keys.bob}` } });
+      const statuses: number[] = [];
+      for (let i = 0; i < 8; i++) statuses.push((await beat(i % 2 === 0 ? one.url : two.url)).status);
+      // each process alone would have let all 8 through (4 each, under its 5)
+      expect(statuses).toEqual([200, 200, 200, 200, 200, 429, 429, 429]);
+      const refused = await beat(two.url);
+      expect(refused.headers.get('retry-after')).toMatch(/^\d+$/);
+      expect(((await refused.json()) as { error: unknown }).error).toMatchObject({ code: 'rate_limited', details: { limit: 5, windowMs: 60_000 } });
+    } finally {
+      await Promise.all([one.stop(), two.stop()]);
+    }
+  }, 120_000);
+
+  test('windows of callers gone quiet are pruned; a window still running is kept', async () => {
+    await countHits(stack.db.pool, 'writes/1/1000/ip:203.0.113.9', 1000, 1);
+    await stack.db.pool.query(`update rate_windows set started_at = now() - interval '3 hours' where key = 'writes/1/1000/ip:203.0.113.9'`);
+    await countHits(stack.db.pool, 'writes/1/1000/ip:203.0.113.10', 1000, 1);
+    expect(await pruneRateWindows(stack.db.pool, 2 * 3_600_000)).toBe(1);
+    expect((await q(`select key from rate_windows where key like 'writes/1/1000/ip:203.0.113.%'`)).map((r) => r.key)).toEqual(['writes/1/1000/ip:203.0.113.10']);
+  });
+});
 
 describe('writes per caller', () => {
   const transfer = (app: Api, key: string | undefined, amount: number, idem: string) =>
@@ -90,7 +158,7 @@ describe('writes per caller', () => {
     expect(again.body.amount).toBe(3);
   });
 
-  test('the limit is per party: another party and the admin still write, and reads are not limited', async () => {
+  test('the limit is per party: another party and the admin still write, and reads count in a bucket of their own', async () => {
     const limited = await apiWith({ writeRate: { max: 2, windowMs: 60_000 } });
     const alice = api(limited, keys.alice);
     for (let i = 0; i < 2; i++) expect((await alice.post('/v1/parties/alice/heartbeat')).status).toBe(200);
@@ -123,15 +191,17 @@ describe('writes per caller', () => {
     expect((await bob.post('/v1/parties/bob/heartbeat')).status).toBe(200);
   });
 
-  test('the OpenAPI document gives every write, and no read, its 429 and 413 answers', async () => {
+  test('the OpenAPI document gives every write its 429 and 413 answers, every read its 429 alone, and the routes outside /v1 neither', async () => {
     const doc = (await admin().get('/openapi.json')).body;
-    const answers: Record<string, boolean> = {};
+    const answers: Record<string, { 429: boolean; 413: boolean }> = {};
     for (const [path, ops] of Object.entries<any>(doc.paths)) {
-      for (const [method, op] of Object.entries<any>(ops)) answers[`${method} ${path}`] = Boolean(op.responses['429'] && op.responses['413']);
+      for (const [method, op] of Object.entries<any>(ops)) answers[`${method} ${path}`] = { 429: Boolean(op.responses['429']), 413: Boolean(op.responses['413']) };
     }
     const writes = Object.keys(answers).filter((r) => r.startsWith('post /v1/'));
     expect(writes.length).toBeGreaterThan(30);
-    for (const [route, has] of Object.entries(answers)) expect({ route, has }).toEqual({ route, has: route.startsWith('post /v1/') });
+    for (const [route, has] of Object.entries(answers)) {
+      expect({ route, has }).toEqual({ route, has: { 429: route.includes(' /v1/'), 413: route.startsWith('post /v1/') } });
+    }
   });
 
   test('the limit is configured by SLUICE_WRITE_RATE_MAX per SLUICE_WRITE_RATE_WINDOW_MS, with generous defaults', () => {

@@ -1,12 +1,10 @@
-import { spawn } from 'node:child_process';
-import { join, resolve } from 'node:path';
 import pg from 'pg';
-import { freePort } from '../../src/dev/ports';
 import { withRole } from '../../src/db/pool';
 import { READONLY_ROLE_DEFAULT, SECRET_COLUMNS } from '../../src/db/roles';
 import { createParty } from '../../src/ledger/parties';
 import { createAccount } from '../../src/ledger/accounts';
 import { deposit } from '../../src/ledger/transfers';
+import { startServiceProcess } from '../support/apiProcess';
 import { createTestDatabase, type TestDatabase } from '../support/db';
 
 /**
@@ -116,53 +114,22 @@ test('every column that looks like a credential is a secret column, and every se
 });
 
 describe('the API and the worker refuse to run as a superuser or the owner', () => {
-  const ROOT = resolve(__dirname, '../..');
-  /** Runs `sluice <command>` with the test database under `url`: its exit code and stderr, or what it printed once /healthz answered. */
-  async function run(command: 'api' | 'worker', url: string): Promise<{ code: number | null; stderr: string }> {
-    const port = await freePort();
-    const env: NodeJS.ProcessEnv = {
-      ...process.env,
-      DATABASE_URL: url,
-      SLUICE_DEV_MODE: 'false',
-      SLUICE_ADMIN_KEY: 'roles-test-admin-key-0123456789',
-      SLUICE_API_HOST: '127.0.0.1',
-      SLUICE_API_PORT: String(port),
-      TEMPORAL_ADDRESS: process.env.SLUICE_TEST_TEMPORAL_ADDRESS,
-      SLUICE_TASK_QUEUE: 'roles-test',
-      SLUICE_DAILY_CHECKPOINTS: 'false',
-      LOG_LEVEL: 'silent',
-    };
-    const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'src', 'cli.ts'), command], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stderr = '';
-    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-    const exited = new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
-    // the API that starts is asked for /healthz and then stopped; one that is refused exits by itself
-    const answered = (async () => {
-      if (command !== 'api') return;
-      for (;;) {
-        if (child.exitCode !== null) return;
-        const ok = await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false);
-        if (ok) return void child.kill('SIGTERM');
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    })();
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    const code = await exited;
-    clearTimeout(timer);
-    await answered;
-    return { code, stderr };
-  }
-
   test.each(['api', 'worker'] as const)('%s as the superuser the migrations ran as: exit 1, the message names the role and the fix', async (command) => {
-    const { code, stderr } = await run(command, db.url);
+    const service = await startServiceProcess(command, db.url);
+    const { code, stderr } = await service.exited;
     expect(code).toBe(1);
     expect(stderr).toContain(`DATABASE_URL connects as ${new URL(db.url).username}, a superuser`);
     expect(stderr).toContain('connect the API and the worker as the runtime role (SLUICE_RUNTIME_ROLE, default sluice_app');
   }, 70_000);
 
   test('the API as the runtime role starts and answers', async () => {
-    const { code, stderr } = await run('api', db.runtimeUrl);
-    expect(stderr).not.toContain('DATABASE_URL connects as');
-    expect(code).toBe(0);
+    const service = await startServiceProcess('api', db.runtimeUrl);
+    try {
+      await service.ready;
+      expect((await fetch(`${service.url}/healthz`)).status).toBe(200);
+    } finally {
+      await service.stop();
+    }
+    expect((await service.exited).stderr).not.toContain('DATABASE_URL connects as');
   }, 70_000);
 });

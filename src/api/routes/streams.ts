@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { SluiceError } from '../../domain/errors';
 import { streamService } from '../../services/streams';
 import { answerFor, internalBody } from '../errors';
+import { chargeWrites, rateLimitsOf } from '../rateLimits';
 import type { Api } from '../app';
 import * as S from '../schemas';
 import { PAGE_ROWS_MAX, STREAM_BATCH_ITEMS_MAX, STREAM_MEMBERS_MAX, TICK_INTERVAL_MS_MAX, TICK_INTERVAL_MS_MIN } from '../limits';
@@ -52,6 +53,8 @@ export function streamRoutes(app: Api) {
     z.object({ op: z.literal('cancel'), ref: S.Ref, reason: S.Memo.optional() }),
   ]);
   app.post('/v1/streams/batch', {
+    // each item is a write: the limiter counted the request as one on arrival, the rest are counted here before any runs
+    preHandler: async (req) => chargeWrites(app.deps.pool, req, rateLimitsOf(app.deps).writes, req.body.items.length - 1),
     schema: {
       tags: ['streams'],
       summary: `Open or cancel up to ${STREAM_BATCH_ITEMS_MAX} streams in one call; each item succeeds or fails on its own`,
