@@ -5,6 +5,7 @@ import { buildApp, type Api } from '../../src/api/app';
 import { createLogger, type Logger } from '../../src/logger';
 import { BODY_LIMIT_BYTES_DEFAULT } from '../../src/api/limits';
 import { connectClient } from '../../src/temporal/connection';
+import { setCurrentVersion, type WorkerVersion } from '../../src/temporal/deployments';
 import { createWorker } from '../../src/worker';
 import type { TierBudgets } from '../../src/ledger/grants';
 import type { Fault } from '../../src/domain/faults';
@@ -39,6 +40,8 @@ export interface TestStack {
   client: Client;
   worker: Worker;
   taskQueue: string;
+  /** The worker's version (the workerDeployment option), else undefined. */
+  workerVersion?: WorkerVersion;
   app: Api;
   stop(): Promise<void>;
 }
@@ -66,6 +69,8 @@ export interface TestStackOptions extends TestDatabaseOptions {
   reconcileIntervalMs?: number;
   /** How long the API waits on a workflow before answering 202 (default TEST_API_WAIT_MS). */
   waitMs?: number;
+  /** A versioned worker (worker versioning) of this deployment, made current once it polls; default: unversioned. */
+  workerDeployment?: string;
 }
 
 export async function startTestStack(options: TestStackOptions = {}): Promise<TestStack> {
@@ -76,12 +81,14 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
   const db = await createTestDatabase(options);
   const taskQueue = `test-${randomBytes(4).toString('hex')}`;
   const client = await connectClient(address, 'default');
-  const { worker, connection } = await createWorker({
+  const { worker, connection, version } = await createWorker({
     pool: db.runtimePool, address, namespace: 'default', taskQueue, workflowBundlePath: bundle, budgets: options.budgets, faults: options.faults, reconcileIntervalMs: options.reconcileIntervalMs,
     // no daily debt-ledger round lands in a test's snapshots at midnight (checkpoints.test.ts runs the workflow on a skipped clock)
     dailyCheckpoints: false,
+    version: options.workerDeployment ? { deploymentName: options.workerDeployment } : undefined,
   });
   const running = worker.run();
+  if (version) await setCurrentVersion(client, version);
   const app = await buildApp({
     pool: db.runtimePool,
     temporal: client,
@@ -101,6 +108,7 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     client,
     worker,
     taskQueue,
+    workerVersion: version,
     app,
     async stop() {
       await app.close();
