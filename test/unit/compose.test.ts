@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import { parse } from 'yaml';
 import { adminKeyRefusal, ConfigSchema, DEV_ADMIN_KEY, metricsTokenRefusal } from '../../src/config';
 import { SEARCH_ATTRIBUTES } from '../../workflows/searchAttributes';
+import { workflowBuildId } from '../../src/temporal/deployments';
 import { createMetrics } from '../../src/api/metrics';
 import type { Queryable } from '../../src/db/pool';
 
@@ -114,6 +115,11 @@ function resolvedEnv(name: string, vars: Record<string, string | undefined>): En
 }
 
 const CONFIG_KEYS = Object.keys(ConfigSchema.shape) as (keyof typeof ConfigSchema.shape)[];
+/** Settings without a default the compose file leaves unset on purpose. */
+const UNSET_ON_PURPOSE: string[] = [
+  // derived from the image's workflow code (src/temporal/deployments.ts workflowBuildId): a fixed one would outlive a code change
+  'SLUICE_WORKER_BUILD_ID',
+];
 const ADMIN_KEY = 'a-real-admin-key-0123456789abcdef';
 const METRICS_TOKEN = 'a-real-metrics-token-0123456789abcdef';
 /** The secrets an operator supplies to `docker compose up`. */
@@ -223,7 +229,7 @@ describe('docker-compose.yml', () => {
     expect(withoutDefault).toContain('DATABASE_URL');
     for (const name of APP_SERVICES) {
       const env = envOf(name);
-      const unset = withoutDefault.filter((k) => !env[k]);
+      const unset = withoutDefault.filter((k) => !env[k] && !UNSET_ON_PURPOSE.includes(k));
       expect({ service: name, unset }).toEqual({ service: name, unset: [] });
     }
   });
@@ -304,6 +310,17 @@ describe('docker-compose.yml', () => {
     // replicas cannot share a fixed container name or host port
     expect(service('worker').ports ?? []).toEqual([]);
     expect(service('worker')).not.toHaveProperty('container_name');
+  });
+
+  test('the two workers are one worker version: one deployment, and a build id both derive from the same workflow code', () => {
+    const env = ConfigSchema.parse(resolvedEnv('worker', SECRETS));
+    expect(env.SLUICE_WORKER_DEPLOYMENT).toBe('sluice');
+    // no build id in the file: each replica derives it from the image's workflow bundle, so the two agree,
+    // and a new image (a rolling deploy) is a new version; one id written here would outlive a code change
+    expect(env.SLUICE_WORKER_BUILD_ID).toBeUndefined();
+    const bundle = 'the workflow bundle of one image';
+    expect(workflowBuildId('0.1.0', bundle)).toBe(workflowBuildId('0.1.0', bundle));
+    expect(workflowBuildId('0.1.0', `${bundle} `)).not.toBe(workflowBuildId('0.1.0', bundle));
   });
 
   test('temporal-setup registers every Sluice search attribute (SluiceKind, SluicePayer, SluicePayee, SluiceStatus, SluiceEntity) as Keyword once Temporal is healthy', () => {
