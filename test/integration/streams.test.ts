@@ -122,7 +122,8 @@ describe('streams on a real Temporal dev server', () => {
     const own = await as('buyer').post('/v1/parties/buyer/heartbeat');
     expect(own.status).toBe(200);
     expect(own.body).toMatchObject({ party: 'buyer', lastSeenAt: expect.any(String) });
-    expect((await as('buyer').post('/v1/parties/seller/heartbeat')).status).toBe(403);
+    // another party's heartbeat is not found, as a missing party's
+    expect((await as('buyer').post('/v1/parties/seller/heartbeat')).status).toBe(404);
     const ghost = await admin.post('/v1/parties/ghost/heartbeat');
     expect(ghost.status).toBe(404);
     expect(ghost.body.error).toMatchObject({ code: 'not_found', message: 'party ghost not found' });
@@ -170,12 +171,12 @@ describe('streams on a real Temporal dev server', () => {
     expect(await handle.query(streamViewQuery)).toMatchObject({ status: 'CONFIRMED', paid: 1000 });
   });
 
-  test('only the payer and payee see or close a stream', async () => {
+  test('only the payer and payee see or close a stream: to anyone else it, its payer account and its parties are not found (404)', async () => {
     await open('buyer', { ref: 'st-private', ratePerTick: 1, maxTotal: 100, tickIntervalMs: 60_000 });
-    expect((await as('mallory').get('/v1/streams/st-private')).status).toBe(403);
-    expect((await as('mallory').post('/v1/streams/st-private/cancel', {})).status).toBe(403);
-    expect((await as('mallory').post('/v1/streams', { ref: 'st-mallory', fromAccountId: 'buyer.w', toAccountId: 'mallory.w', ratePerTick: 1, maxTotal: 9, tickIntervalMs: 300 })).status).toBe(403);
-    expect((await as('mallory').post('/v1/parties/buyer/heartbeat')).status).toBe(403);
+    expect((await as('mallory').get('/v1/streams/st-private')).status).toBe(404);
+    expect((await as('mallory').post('/v1/streams/st-private/cancel', {})).status).toBe(404);
+    expect((await as('mallory').post('/v1/streams', { ref: 'st-mallory', fromAccountId: 'buyer.w', toAccountId: 'mallory.w', ratePerTick: 1, maxTotal: 9, tickIntervalMs: 300 })).status).toBe(404);
+    expect((await as('mallory').post('/v1/parties/buyer/heartbeat')).status).toBe(404);
     await as('buyer').post('/v1/streams/st-private/cancel', {});
   });
 
