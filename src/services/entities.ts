@@ -165,14 +165,12 @@ export function entityService(deps: ServiceDeps) {
     return { deliveries: deliveries.map((d) => ({ ...d, deliveryId: deliveryIdOf(d.eventKey, d.url) })) };
   };
 
-  /** An entity's own secrets: another party's entity answers as a missing one (404), as every entity route does (ownEntity). */
-  const secretsOf = ownEntity;
   const rotateSecret = (actor: Actor, entityId: string, input: { overlapS: number }) => {
-    secretsOf(actor, entityId);
+    ownEntity(actor, entityId);
     return rotateWebhookSecret(pool, entityId, input);
   };
   const retireSecret = (actor: Actor, entityId: string) => {
-    secretsOf(actor, entityId);
+    ownEntity(actor, entityId);
     return retireWebhookSecret(pool, entityId);
   };
 

@@ -70,8 +70,6 @@ const PUBLIC = { none: 200, wrong: 200, other: 200, admin: 200 };
 const OWN = (ok: number) => ({ none: 401, wrong: 401, other: 404, admin: ok });
 /** A route on a resource the other party may see but not change (a seller's rates are public): refused. */
 const SEEN = (ok: number) => ({ none: 401, wrong: 401, other: 403, admin: ok });
-/** A route on a party's own secret: another party is answered as if the resource did not exist. */
-const OWN_SECRET = (ok: number) => ({ none: 401, wrong: 401, other: 404, admin: ok });
 /** A route any party may call (it answers with the caller's own view). */
 const ANY_PARTY = (ok: number) => ({ none: 401, wrong: 401, other: ok, admin: ok });
 /** An admin-only route. */
@@ -261,11 +259,11 @@ export const ROUTE_CATALOG: RouteEntry[] = [
   { route: 'GET /v1/entities/:id/ledger', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/{entity}/ledger?step=604800' }, expect: OWN(200) },
   // not money: a round of checkpoints taken twice is two rounds of figures, so it takes no key
   { route: 'POST /v1/entities/:id/checkpoints', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/{entity}/checkpoints' }, expect: OWN(201) },
-  // an entity's webhook secret: another party's entity answers as a missing one (404). No Idempotency-Key: a
+  // an entity's webhook secret. No Idempotency-Key: a
   // replayed answer would have to keep the secret to repeat it, and a second rotation loses nothing (it keeps
   // the previous secret and replaces the new one); a retire is a no-op the second time
-  { route: 'POST /v1/entities/:id/webhook-secret/rotate', keyed: false, body: true, valid: { as: 'acme', url: '/v1/entities/{entity}/webhook-secret/rotate', body: { overlapS: 3600 } }, expect: OWN_SECRET(201) },
-  { route: 'POST /v1/entities/:id/webhook-secret/retire', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/{entity}/webhook-secret/retire' }, expect: OWN_SECRET(200) },
+  { route: 'POST /v1/entities/:id/webhook-secret/rotate', keyed: false, body: true, valid: { as: 'acme', url: '/v1/entities/{entity}/webhook-secret/rotate', body: { overlapS: 3600 } }, expect: OWN(201) },
+  { route: 'POST /v1/entities/:id/webhook-secret/retire', keyed: false, body: false, valid: { as: 'acme', url: '/v1/entities/{entity}/webhook-secret/retire' }, expect: OWN(200) },
 
   // ---- rate board and the crown
   // a seller's rates are public (GET /v1/rates/events): another party sees the seller, and is refused its rates
