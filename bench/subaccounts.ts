@@ -36,6 +36,7 @@
  * dashboard figures that disagree with what was created, the auditor's verdict. The database sluice_bench_* is dropped at the end, also on
  * failure or Ctrl-C.
  */
+import { setCurrentVersion } from '../src/temporal/deployments';
 import { performance } from 'node:perf_hooks';
 import type { Client } from '@temporalio/client';
 import { formatAudit, runAudit, type AuditReport } from '../src/audit';
@@ -398,9 +399,12 @@ async function main(): Promise<void> {
 
       const devServer = await temporal.startDevServer(cli);
       log(`worker on ${TASK_QUEUE}: bundling workflows`);
-      const { worker, connection } = await createWorker({ pool, address: devServer.address, namespace: NAMESPACE, taskQueue: TASK_QUEUE });
+      const { worker, connection, version } = await createWorker({ pool, address: devServer.address, namespace: NAMESPACE, taskQueue: TASK_QUEUE });
       temporal.run(worker, connection);
-      const stack: Stack = { client: await temporal.connectClient(NAMESPACE), pool, o, signal: run.signal };
+      const client = await temporal.connectClient(NAMESPACE);
+      // the worker is a version of a deployment of its own: current before any workflow starts
+      await setCurrentVersion(client, version!);
+      const stack: Stack = { client, pool, o, signal: run.signal };
 
       const body = async () => {
         log(`warm-up: ${WARMUP} creations and ${WARMUP} payments`);

@@ -11,6 +11,7 @@
  * Re-record only after an intended, incompatible workflow change; see
  * test/histories/README.md.
  */
+import { setCurrentVersion } from '../src/temporal/deployments';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { WithStartWorkflowOperation, WorkflowFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
@@ -201,10 +202,12 @@ async function main(): Promise<void> {
     // failed, rec-job-settle-refused's settlement is refused for good, rec-cancel's collateral step and
     // rec-elim's close_streams step fail twice (each workflow sits between its steps long enough to be cancelled there)
     const faults = parseFaults('activate@rec-ent/2=always,allocate@rec-alloc=after,settle@rec-job-settle-refused=always,hold_collateral@rec-cancel=2,close_streams@rec-elim=2');
-    const { worker, connection } = await createWorker({ pool: db.pool, address: server.address, namespace: 'default', taskQueue: TASK_QUEUE, faults });
+    const { worker, connection, version } = await createWorker({ pool: db.pool, address: server.address, namespace: 'default', taskQueue: TASK_QUEUE, faults });
     const files: string[] = [];
     try {
       await worker.runUntil(async () => {
+        // the worker is a version of a deployment of its own: current before any workflow starts
+        await setCurrentVersion(client!, version!);
         // 1. paymentWorkflow, the happy path: settle, upsert SluiceStatus, return the receipt
         const paid = await startPayment(client!, { ref: 'rec-1', payerAccountId: 'alice.wallet', payeeAccountId: 'bob.wallet', amount: 250, memo: 'gpu minutes' });
         const receipt = await paid.result();

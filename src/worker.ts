@@ -40,8 +40,10 @@ export interface WorkerDeps {
   dailyCheckpoints?: boolean;
   /**
    * Worker versioning (SLUICE_WORKER_DEPLOYMENT, SLUICE_WORKER_BUILD_ID): the worker polls as this version of
-   * the deployment; a build id left out is derived from the workflow bundle. Left out: an unversioned worker
-   * (the test stacks, each on a task queue of its own).
+   * the deployment; a build id left out is derived from the workflow bundle. Left out: a deployment named
+   * after the task queue (the test stacks and the benches, each on a task queue of its own). Every worker is
+   * versioned: the bundle declares each workflow type's versioning behavior (workflows/versioning.ts), and a
+   * Temporal server refuses that from an unversioned worker (its workflow tasks time out, one after another).
    */
   version?: { deploymentName: string; buildId?: string };
   /** A development stack: the worker makes its version current as it starts (src/temporal/deployments.ts promoteOnStart). */
@@ -70,12 +72,12 @@ export async function createWorker(deps: WorkerDeps): Promise<CreatedWorker> {
   const native = await NativeConnection.connect({ address: deps.address });
   // the reconciler's activity and the standing workflows' starts talk to Temporal as a client
   const temporal = await connectClient(deps.address, deps.namespace);
-  const { workflowSource, version } = await versionedWorkflows(deps);
+  const { workflowSource, version } = await versionedWorkflows({ ...deps, version: deps.version ?? { deploymentName: deps.taskQueue } });
   const worker = await Worker.create({
     connection: native,
     namespace: deps.namespace,
     taskQueue: deps.taskQueue,
-    activities: createActivities({ pool: deps.pool, budgets: deps.budgets, work: deps.work, limits: deps.limits, faults: deps.faults, temporal, taskQueue: deps.taskQueue }),
+    activities: createActivities({ pool: deps.pool, budgets: deps.budgets, work: deps.work, limits: deps.limits, streamQuotas: deps.streamQuotas, faults: deps.faults, temporal, taskQueue: deps.taskQueue }),
     ...workflowSource,
     // a worker killed with workflows cached: their next tasks go to any worker after this, not after 10 s
     stickyQueueScheduleToStartTimeout: STICKY_QUEUE_TIMEOUT,
@@ -93,14 +95,11 @@ export async function createWorker(deps: WorkerDeps): Promise<CreatedWorker> {
 }
 
 /**
- * The workflow code a worker runs and, when versioned, the version it runs as. A derived
- * build id hashes the very code the worker loads, so the worker bundles it here (what
- * Worker.create would otherwise do from workflowsPath).
+ * The workflow code a worker runs and the version it runs as. A derived build id hashes
+ * the very code the worker loads, so the worker bundles it here (what Worker.create
+ * would otherwise do from workflowsPath).
  */
-async function versionedWorkflows(deps: Pick<WorkerDeps, 'workflowBundlePath' | 'version'>): Promise<{ workflowSource: Pick<WorkerOptions, 'workflowBundle' | 'workflowsPath'>; version?: WorkerVersion }> {
-  if (!deps.version) {
-    return { workflowSource: deps.workflowBundlePath ? { workflowBundle: { codePath: deps.workflowBundlePath } } : { workflowsPath: WORKFLOWS_PATH } };
-  }
+async function versionedWorkflows(deps: Pick<WorkerDeps, 'workflowBundlePath'> & { version: NonNullable<WorkerDeps['version']> }): Promise<{ workflowSource: Pick<WorkerOptions, 'workflowBundle'>; version: WorkerVersion }> {
   const code = deps.workflowBundlePath ? readFileSync(deps.workflowBundlePath, 'utf8') : (await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH })).code;
   const buildId = deps.version.buildId ?? workflowBuildId(PACKAGE_VERSION, code);
   return { workflowSource: { workflowBundle: { code } }, version: { deploymentName: deps.version.deploymentName, buildId } };

@@ -4,6 +4,7 @@
  * verified after the workers stop, and the report. See bench/streams.ts for what each
  * phase measures.
  */
+import { setCurrentVersion } from '../../src/temporal/deployments';
 import { randomBytes } from 'node:crypto';
 import { rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -83,7 +84,7 @@ export async function main(): Promise<void> {
       const taskQueue = `bench-streams-${runId}`;
       const bareQueue = `${taskQueue}-bare`;
       log(`worker on ${taskQueue} (createWorker: real activities, ${o.shards} billing clock shards); bare worker on ${bareQueue}`);
-      const { worker, connection } = await createWorker({
+      const { worker, connection, version } = await createWorker({
         pool,
         address: devServer.address,
         namespace: NAMESPACE,
@@ -95,8 +96,11 @@ export async function main(): Promise<void> {
       const bareConnection = await NativeConnection.connect({ address: devServer.address });
       temporal.run(await Worker.create({ connection: bareConnection, namespace: NAMESPACE, taskQueue: bareQueue, activities: bareActivities, workflowBundle: { code } }), bareConnection);
 
+      const client = await temporal.connectClient(NAMESPACE);
+      // the worker is a version of a deployment of its own: current before any stream starts
+      await setCurrentVersion(client, version!);
       const stack: Stack = {
-        client: await temporal.connectClient(NAMESPACE),
+        client,
         taskQueue,
         bareQueue,
         pool,
