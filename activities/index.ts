@@ -1,3 +1,4 @@
+import { DEFAULT_TIER_STREAM_QUOTAS, type TierStreamQuotas } from '../src/domain/streamQuotas';
 import { takeCheckpoints } from '../src/ledger/checkpoints';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { DEFAULT_TIER_BUDGETS, type JobRequest } from '../src/domain/grants';
@@ -49,6 +50,8 @@ export interface ActivityDeps {
   work?: WorkRunner;
   /** Subaccount cap and hourly creation limit per entity. */
   limits?: Limits;
+  /** Open streams and the shortest tick per payer tier (config SLUICE_TIER_STREAM_QUOTAS). */
+  streamQuotas?: TierStreamQuotas;
   /** Injected saga faults (SLUICE_FAULTS); none in production. */
   faults?: Fault[];
   /** Temporal, for the reconciler (which asks whether a workflow still runs) and its task queue. */
@@ -129,6 +132,7 @@ export function createActivities({
   budgets = DEFAULT_TIER_BUDGETS,
   work = simulatedWork,
   limits = { cap: SUBACCOUNT_CAP_DEFAULT, perHour: CREATIONS_PER_HOUR_DEFAULT },
+  streamQuotas = DEFAULT_TIER_STREAM_QUOTAS,
   faults = [],
   temporal,
   taskQueue,
@@ -139,7 +143,7 @@ export function createActivities({
   return {
     settlePayment: ledger((request: PaymentRequest) => settlePayment(pool, request)),
     refundPayment: ledger((request: RefundRequest) => refundPayment(pool, request)),
-    openStream: ledger((request: StreamRequest) => openStream(pool, request)),
+    openStream: ledger((request: StreamRequest) => openStream(pool, request, streamQuotas)),
     billTick: ledger((ref: string, tick: number) => billTick(pool, ref, tick)),
     /** A billing session of a clock's shard: every tick due by now, in set-based batches, and the next ones as they come due (SESSION_MS). */
     billDue: (input: BillDueOptions) => whileHeartbeating(() => billDueSession(pool, { sessionMs: BILLING_SESSION_MS, ...input }, { onRound: () => Context.current().heartbeat() })),

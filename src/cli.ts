@@ -40,18 +40,19 @@ program
     const log = createLogger(config.LOG_LEVEL, 'sluice-worker');
     installTemporalLogging(log, temporalLevel(config.LOG_LEVEL));
     const pool = createPool(databaseUrl(config));
-    // started by the launcher: leave with it, never outlive it as an orphan
     const { runtimeRoleRefusal } = await import('./db/roles');
     const refusal = await runtimeRoleRefusal(pool, config.SLUICE_DEV_MODE);
     if (refusal) {
       await pool.end();
       throw new Error(refusal);
     }
+    // started by the launcher: leave with it, never outlive it as an orphan
     process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
     await runWorker(
       { pool, address: config.TEMPORAL_ADDRESS, namespace: config.TEMPORAL_NAMESPACE, taskQueue: config.SLUICE_TASK_QUEUE,
         budgets: config.SLUICE_TIER_BUDGETS,
         limits: { cap: config.SLUICE_SUBACCOUNT_CAP, perHour: config.SLUICE_SUBACCOUNT_CREATIONS_PER_HOUR },
+        streamQuotas: config.SLUICE_TIER_STREAM_QUOTAS,
         faults: config.SLUICE_FAULTS,
         billing: { shards: config.SLUICE_BILLING_SHARDS, rowsMax: config.SLUICE_BILLING_ROWS_MAX },
         reconcileIntervalMs: config.SLUICE_RECONCILE_INTERVAL_MS,

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { parseTierBudgets, POOL_SEED_UNITS_DEFAULT, POOL_STRIPES_DEFAULT, PRICE_PER_UNIT_DEFAULT } from './domain/grants';
 import { CREATIONS_PER_HOUR_DEFAULT, SUBACCOUNT_CAP_DEFAULT } from './domain/entities';
 import { parseFaults } from './domain/faults';
+import { parseTierStreamQuotas } from './domain/streamQuotas';
 import { BILLING_ROWS_MAX_DEFAULT, BILLING_SHARDS_DEFAULT } from './domain/billing';
 import { API_WAIT_MS_DEFAULT, BODY_LIMIT_BYTES_DEFAULT, LOCAL_DATABASE_URL, READ_RATE_MAX_DEFAULT, READ_RATE_WINDOW_MS_DEFAULT, READONLY_ROLE_DEFAULT, RECONCILE_INTERVAL_MS_DEFAULT, RUNTIME_ROLE_DEFAULT, WORLD_STRIPES_DEFAULT, WRITE_RATE_MAX_DEFAULT, WRITE_RATE_WINDOW_MS_DEFAULT } from './domain/settings';
 
@@ -88,6 +89,18 @@ export const ConfigSchema = z.object({
   SLUICE_TIER_BUDGETS: z.string().default('').transform((text, ctx) => {
     try {
       return parseTierBudgets(text);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message });
+      return z.NEVER;
+    }
+  }),
+  /**
+   * Per payer tier: the streams a party may pay at once and the shortest tick interval, as
+   * `tier=openStreams/tickIntervalMsMin,…` (e.g. `new=10/1000`); a tier left out keeps its default.
+   */
+  SLUICE_TIER_STREAM_QUOTAS: z.string().default('').transform((text, ctx) => {
+    try {
+      return parseTierStreamQuotas(text);
     } catch (error) {
       ctx.addIssue({ code: 'custom', message: (error as Error).message });
       return z.NEVER;

@@ -6,6 +6,7 @@ import type { WorkRunner } from './jobs/work';
 import type { TierBudgets } from './ledger/grants';
 import type { Limits } from './ledger/entities';
 import type { Fault } from './domain/faults';
+import type { TierStreamQuotas } from './domain/streamQuotas';
 import { sweepExpiredHolds } from './ledger/holds';
 import { foldCounterDeltas } from './ledger/metricCounters';
 import type { Logger } from './logger';
@@ -30,6 +31,8 @@ export interface WorkerDeps {
   work?: WorkRunner;
   /** Subaccount cap and hourly creations per entity. */
   limits?: Limits;
+  /** Open streams and the shortest tick per payer tier (config SLUICE_TIER_STREAM_QUOTAS); default DEFAULT_TIER_STREAM_QUOTAS. */
+  streamQuotas?: TierStreamQuotas;
   /** Injected saga faults (tests and demos). */
   faults?: Fault[];
   /** The billing clock (SLUICE_BILLING_SHARDS, SLUICE_BILLING_ROWS_MAX). */

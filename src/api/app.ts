@@ -9,6 +9,7 @@ import type { Pool } from '../db/pool';
 import type { Logger } from '../logger';
 import { createAuthenticator } from './auth';
 import { SluiceError } from '../domain/errors';
+import type { TierStreamQuotas } from '../domain/streamQuotas';
 import { ErrorBody } from './schemas';
 import type { Limits } from '../ledger/entities';
 import { bucketKey, bucketOf, callerOf, overLimit, postgresRateStore, rateLimitsOf, type Bucket, type RateLimit } from './rateLimits';
@@ -47,6 +48,8 @@ export interface ApiDeps {
   jobPaymentTimeoutMs?: number;
   /** Minor units one unit of work costs (SLUICE_PRICE_PER_UNIT); default 1. */
   pricePerUnit?: number;
+  /** Open streams and the shortest tick per payer tier (SLUICE_TIER_STREAM_QUOTAS; the worker's too). */
+  streamQuotas?: TierStreamQuotas;
   /** Writes per caller per window (SLUICE_WRITE_RATE_MAX / _WINDOW_MS); default WRITE_RATE_*_DEFAULT. */
   writeRate?: RateLimit;
   /** Reads per caller per window (SLUICE_READ_RATE_MAX / _WINDOW_MS); default READ_RATE_*_DEFAULT. */

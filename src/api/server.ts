@@ -31,6 +31,7 @@ export async function runApi(config: Config): Promise<void> {
     budgets: config.SLUICE_TIER_BUDGETS,
     jobPaymentTimeoutMs: config.SLUICE_JOB_PAYMENT_TIMEOUT_MS,
     pricePerUnit: config.SLUICE_PRICE_PER_UNIT,
+    streamQuotas: config.SLUICE_TIER_STREAM_QUOTAS,
     writeRate: { max: config.SLUICE_WRITE_RATE_MAX, windowMs: config.SLUICE_WRITE_RATE_WINDOW_MS },
     readRate: { max: config.SLUICE_READ_RATE_MAX, windowMs: config.SLUICE_READ_RATE_WINDOW_MS },
     subaccountLimits: { cap: config.SLUICE_SUBACCOUNT_CAP, perHour: config.SLUICE_SUBACCOUNT_CREATIONS_PER_HOUR },

@@ -3,6 +3,7 @@ import type { Pool } from '../db/pool';
 import type { TierBudgets } from '../ledger/grants';
 import type { Limits } from '../ledger/entities';
 import { API_WAIT_MS_DEFAULT } from '../domain/settings';
+import type { TierStreamQuotas } from '../domain/streamQuotas';
 
 /** What the services run on: the database, Temporal, and the settings they share with the worker. */
 export interface ServiceDeps {
@@ -21,6 +22,8 @@ export interface ServiceDeps {
   pricePerUnit?: number;
   /** The worker's default subaccount limits (SLUICE_SUBACCOUNT_CAP, _CREATIONS_PER_HOUR), for the entity view and Retry-After. */
   subaccountLimits?: Limits;
+  /** Open streams and the shortest tick per payer tier (SLUICE_TIER_STREAM_QUOTAS; the worker's too): an opening over them is refused before a workflow starts. */
+  streamQuotas?: TierStreamQuotas;
 }
 
 export const waitMsOf = (deps: ServiceDeps) => deps.waitMs ?? API_WAIT_MS_DEFAULT;

@@ -1,11 +1,12 @@
 import { notFound, SluiceError } from '../domain/errors';
+import { DEFAULT_TIER_STREAM_QUOTAS, streamQuotaRefusal } from '../domain/streamQuotas';
 import { routeChoice, tickAt, type Direction } from '../domain/crown';
 import { accruedUnbilled, moneyLeft, streamWorkflowId, tickDueAtMs, type StreamReceipt, type StreamRequest, type StreamRoute } from '../domain/streams';
 import { getAccount } from '../ledger/accounts';
 import { firstEventPayload } from '../ledger/events';
 import { DEFAULT_MARKET } from '../ledger/markets';
 import { holdersAt } from '../ledger/rates';
-import { closeStream, findStreamWithHistory, listStreams, recordHeartbeat, toReceipt, type StreamRow } from '../ledger/streams';
+import { closeStream, findStreamWithHistory, listStreams, openStreamsOf, recordHeartbeat, toReceipt, type StreamRow } from '../ledger/streams';
 import { listStreamTicks } from '../ledger/streamTicks';
 import { workflowStatus } from '../temporal/reconciler';
 import { startStreamWorkflow } from './starts';
@@ -178,6 +179,9 @@ export function streamService(deps: ServiceDeps) {
       if (existing.status === 'failed') throw failedToOpen(toReceipt(existing));
       return { created: false, receipt: routed ? { ...toReceipt(existing), route: routed } : toReceipt(existing) };
     }
+    // over its tier's quota: refused before a workflow starts (the ledger checks again under the payer's lock)
+    const overQuota = streamQuotaRefusal(deps.streamQuotas ?? DEFAULT_TIER_STREAM_QUOTAS, { payer: payer.ownerId, tickIntervalMs: terms.tickIntervalMs, ...(await openStreamsOf(pool, payer.ownerId)) });
+    if (overQuota) throw overQuota;
     const routed = best ? await routeToBest(payer.ownerId, market, terms.ratePerTick) : undefined;
     const payee = members ? undefined : await payableAccount(pool, payer, routed?.accountId ?? toAccountId!);
     const request: StreamRequest = {

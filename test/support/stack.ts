@@ -1,3 +1,4 @@
+import type { TierStreamQuotas } from '../../src/domain/streamQuotas';
 import { randomBytes } from 'node:crypto';
 import type { Client } from '@temporalio/client';
 import type { Worker } from '@temporalio/worker';
@@ -55,6 +56,8 @@ export interface TestStackOptions extends TestDatabaseOptions {
   budgets?: TierBudgets;
   /** Injected saga faults for the worker. */
   faults?: Fault[];
+  /** Open streams and the shortest tick per payer tier, for the worker and the API. */
+  streamQuotas?: TierStreamQuotas;
   /** Minor units one unit of work costs, for the API. */
   pricePerUnit?: number;
   /** Writes per caller per window (default: the product's, SLUICE_WRITE_RATE_*). */
@@ -82,7 +85,7 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
   const taskQueue = `test-${randomBytes(4).toString('hex')}`;
   const client = await connectClient(address, 'default');
   const { worker, connection, version } = await createWorker({
-    pool: db.runtimePool, address, namespace: 'default', taskQueue, workflowBundlePath: bundle, budgets: options.budgets, faults: options.faults, reconcileIntervalMs: options.reconcileIntervalMs,
+    pool: db.runtimePool, address, namespace: 'default', taskQueue, workflowBundlePath: bundle, budgets: options.budgets, faults: options.faults, streamQuotas: options.streamQuotas, reconcileIntervalMs: options.reconcileIntervalMs,
     // no daily debt-ledger round lands in a test's snapshots at midnight (checkpoints.test.ts runs the workflow on a skipped clock)
     dailyCheckpoints: false,
     version: options.workerDeployment ? { deploymentName: options.workerDeployment } : undefined,
@@ -98,6 +101,7 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     bodyLimitBytes: options.bodyLimitBytes ?? BODY_LIMIT_BYTES_DEFAULT,
     logger: options.logger ?? createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
     budgets: options.budgets,
+    streamQuotas: options.streamQuotas,
     pricePerUnit: options.pricePerUnit,
     writeRate: options.writeRate,
     temporalUiUrl: options.temporalUiUrl,

@@ -1,6 +1,7 @@
 /**
  * The streams ledger, by concern: rows.ts (the stream row, its reads and its receipt),
- * ticks.ts (billing one tick, heartbeats), lifecycle.ts (open, members, close). This
+ * ticks.ts (billing one tick, heartbeats), lifecycle.ts (open, members, close), quotas.ts
+ * (a payer's open streams against its tier's quota). This
  * is its public face; the modules of src/ledger import the one they need.
  */
 export {
@@ -20,3 +21,4 @@ export {
 } from './rows';
 export { billTick, recordHeartbeat, HEARTBEAT_HISTORY_MS } from './ticks';
 export { closeStream, insertMembers, openStream, CLOSE_SETTLE_TICKS_MAX } from './lifecycle';
+export { openStreamsOf } from './quotas';

@@ -2,6 +2,7 @@ import type { Pool, PoolClient } from '../../db/pool';
 import { withTransaction } from '../../db/pool';
 import { notFound, SluiceError, sluiceErrorFromDatabase } from '../../domain/errors';
 import { assertUnits } from '../../domain/money';
+import { DEFAULT_TIER_STREAM_QUOTAS, type TierStreamQuotas } from '../../domain/streamQuotas';
 import {
   effectiveGraceMs,
   escrowKey,
@@ -20,6 +21,7 @@ import { lockAccounts } from '../accounts';
 import { appendEvent } from '../events';
 import { placeHoldIn, releaseHoldIfOpen } from '../holds';
 import { spendOperatorAllowance } from '../operators';
+import { assertStreamQuota } from './quotas';
 import { findStream, findStreamWithHistory, getStream, receiptOf, streamParties, toReceipt, type StreamRow } from './rows';
 import { billTickIn, lockStreamForTick } from './ticks';
 
@@ -36,13 +38,15 @@ import { billTickIn, lockStreamForTick } from './ticks';
  * the payer cannot pay for charges nothing. Such a stream is recorded as failed.
  * Re-opening the same ref returns the stream as it is.
  */
-export async function openStream(pool: Pool, request: StreamRequest): Promise<StreamReceipt> {
+export async function openStream(pool: Pool, request: StreamRequest, quotas: TierStreamQuotas = DEFAULT_TIER_STREAM_QUOTAS): Promise<StreamReceipt> {
   assertUnits(request.ratePerTick, 'ratePerTick');
   if (request.maxTotal !== undefined) assertUnits(request.maxTotal, 'maxTotal');
   try {
     return await withTransaction(pool, async (client) => {
       const existing = await findStream(client, request.ref, true);
       if (existing) return toReceipt(existing);
+      // the payer's quota, under its party row (lock order step 1: the ref named no row, so no stream row is held yet)
+      await assertStreamQuota(client, quotas, { payer: request.payer, tickIntervalMs: request.tickIntervalMs });
       // every account the opening touches, locked at once lowest id first (the order the
       // billing clock and every transfer use): locking the payer for the hold and the
       // payee later for tick 1 deadlocked with a batch holding the payee
