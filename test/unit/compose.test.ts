@@ -4,6 +4,7 @@
  * for, what they publish, and that the environment handed to the Sluice image is
  * exactly what src/config.ts accepts.
  */
+import { RUNTIME_ROLE_DEFAULT } from '../../src/domain/settings';
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parse } from 'yaml';
@@ -120,10 +121,13 @@ const UNSET_ON_PURPOSE: string[] = [
   // derived from the image's workflow code (src/temporal/deployments.ts workflowBuildId): a fixed one would outlive a code change
   'SLUICE_WORKER_BUILD_ID',
 ];
+/** Settings only the migrate service holds: the owner's credentials and the runtime role's password it sets. */
+const MIGRATE_ONLY = ['SLUICE_MIGRATION_DATABASE_URL', 'SLUICE_RUNTIME_PASSWORD'];
 const ADMIN_KEY = 'a-real-admin-key-0123456789abcdef';
 const METRICS_TOKEN = 'a-real-metrics-token-0123456789abcdef';
+const RUNTIME_PASSWORD = 'a-real-runtime-password-0123456789';
 /** The secrets an operator supplies to `docker compose up`. */
-const SECRETS = { SLUICE_ADMIN_KEY: ADMIN_KEY, SLUICE_METRICS_TOKEN: METRICS_TOKEN };
+const SECRETS = { SLUICE_ADMIN_KEY: ADMIN_KEY, SLUICE_METRICS_TOKEN: METRICS_TOKEN, SLUICE_RUNTIME_PASSWORD: RUNTIME_PASSWORD };
 
 // ---- services --------------------------------------------------------------------------
 
@@ -196,17 +200,26 @@ describe('docker-compose.yml', () => {
     expect(APP_SERVICES.map((n) => asArray(service(n).command))).toEqual([['migrate'], ['worker'], ['api']]);
   });
 
-  test('every app service reaches PostgreSQL and Temporal through the compose services', () => {
+  test('every app service reaches PostgreSQL and Temporal through the compose services, the worker and the API as the runtime role, only migrate as the owner', () => {
     const pg = envOf('postgres');
     for (const name of APP_SERVICES) {
-      const env = envOf(name);
+      const env = resolvedEnv(name, SECRETS);
       const db = new URL(env.DATABASE_URL!);
       expect(db.protocol).toMatch(/^postgres(ql)?:$/);
       expect(db.hostname).toBe('postgres');
       expect(db.port || '5432').toBe('5432');
-      expect(decodeURIComponent(db.username)).toBe(pg.POSTGRES_USER);
-      expect(decodeURIComponent(db.password)).toBe(pg.POSTGRES_PASSWORD);
+      expect(decodeURIComponent(db.username)).toBe(RUNTIME_ROLE_DEFAULT);
+      expect(decodeURIComponent(db.password)).toBe(RUNTIME_PASSWORD);
       expect(db.pathname).toBe(`/${pg.POSTGRES_DB}`);
+      if (name === 'migrate') {
+        const owner = new URL(env.SLUICE_MIGRATION_DATABASE_URL!);
+        expect([decodeURIComponent(owner.username), decodeURIComponent(owner.password), owner.hostname, owner.pathname]).toEqual([pg.POSTGRES_USER, pg.POSTGRES_PASSWORD, 'postgres', `/${pg.POSTGRES_DB}`]);
+        // the role it creates takes the password the others connect with
+        expect(env.SLUICE_RUNTIME_PASSWORD).toBe(RUNTIME_PASSWORD);
+      } else {
+        expect(env.SLUICE_MIGRATION_DATABASE_URL).toBeUndefined();
+        expect(env.SLUICE_RUNTIME_PASSWORD).toBeUndefined();
+      }
       expect(env.TEMPORAL_ADDRESS).toBe('temporal:7233');
       expect(env.TEMPORAL_NAMESPACE).toBe('default');
       expect(env.SLUICE_TASK_QUEUE).toBe('sluice');
@@ -229,17 +242,17 @@ describe('docker-compose.yml', () => {
     expect(withoutDefault).toContain('DATABASE_URL');
     for (const name of APP_SERVICES) {
       const env = envOf(name);
-      const unset = withoutDefault.filter((k) => !env[k] && !UNSET_ON_PURPOSE.includes(k));
+      const unset = withoutDefault.filter((k) => !env[k] && !UNSET_ON_PURPOSE.includes(k) && (name === 'migrate' || !MIGRATE_ONLY.includes(k)));
       expect({ service: name, unset }).toEqual({ service: name, unset: [] });
     }
   });
 
-  test('the app environment is valid for ConfigSchema once an admin key and a metrics token are supplied', () => {
+  test('the app environment is valid for ConfigSchema once an admin key, a metrics token and the runtime password are supplied', () => {
     for (const name of APP_SERVICES) {
       const parsed = ConfigSchema.safeParse(resolvedEnv(name, SECRETS));
       if (!parsed.success) throw new Error(`${name}: ${JSON.stringify(parsed.error.issues)}`);
       expect(parsed.data).toMatchObject({
-        DATABASE_URL: 'postgres://sluice:sluice@postgres:5432/sluice',
+        DATABASE_URL: `postgres://${RUNTIME_ROLE_DEFAULT}:${RUNTIME_PASSWORD}@postgres:5432/sluice`,
         TEMPORAL_ADDRESS: 'temporal:7233',
         TEMPORAL_NAMESPACE: 'default',
         SLUICE_TASK_QUEUE: 'sluice',
@@ -253,8 +266,8 @@ describe('docker-compose.yml', () => {
 
   test('the stack refuses to start without SLUICE_ADMIN_KEY (no built-in admin key)', () => {
     for (const name of APP_SERVICES) {
-      expect(() => resolvedEnv(name, {})).toThrow(/SLUICE_ADMIN_KEY.*set an admin key/);
-      expect(() => resolvedEnv(name, { SLUICE_ADMIN_KEY: '' })).toThrow(/SLUICE_ADMIN_KEY/);
+      expect(() => resolvedEnv(name, { SLUICE_RUNTIME_PASSWORD: RUNTIME_PASSWORD })).toThrow(/SLUICE_ADMIN_KEY.*set an admin key/);
+      expect(() => resolvedEnv(name, { SLUICE_RUNTIME_PASSWORD: RUNTIME_PASSWORD, SLUICE_ADMIN_KEY: '' })).toThrow(/SLUICE_ADMIN_KEY/);
     }
   });
 
@@ -269,8 +282,8 @@ describe('docker-compose.yml', () => {
 
   test('the stack refuses to start without SLUICE_METRICS_TOKEN, and the API (0.0.0.0, no dev mode) would refuse to start without one', () => {
     for (const name of APP_SERVICES) {
-      expect(() => resolvedEnv(name, { SLUICE_ADMIN_KEY: ADMIN_KEY })).toThrow(/SLUICE_METRICS_TOKEN.*set a metrics token/);
-      expect(() => resolvedEnv(name, { SLUICE_ADMIN_KEY: ADMIN_KEY, SLUICE_METRICS_TOKEN: '' })).toThrow(/SLUICE_METRICS_TOKEN/);
+      expect(() => resolvedEnv(name, { SLUICE_RUNTIME_PASSWORD: RUNTIME_PASSWORD, SLUICE_ADMIN_KEY: ADMIN_KEY })).toThrow(/SLUICE_METRICS_TOKEN.*set a metrics token/);
+      expect(() => resolvedEnv(name, { SLUICE_RUNTIME_PASSWORD: RUNTIME_PASSWORD, SLUICE_ADMIN_KEY: ADMIN_KEY, SLUICE_METRICS_TOKEN: '' })).toThrow(/SLUICE_METRICS_TOKEN/);
     }
     // the API's own refusal, were the variable dropped from the compose file
     const { SLUICE_METRICS_TOKEN: _token, ...withoutToken } = resolvedEnv('api', SECRETS);
@@ -282,10 +295,17 @@ describe('docker-compose.yml', () => {
     expect(refusalWith(resolvedEnv('api', SECRETS))).toBeUndefined();
   });
 
-  test('the shared app environment is written once and identical for migrate, worker and api', () => {
+  test('the shared app environment is written once: worker and api have it alone, migrate it and the owner settings', () => {
     expect(COMPOSE_TEXT.match(/^\s*DATABASE_URL\s*:/gm)).toHaveLength(1);
-    expect(envOf('worker')).toEqual(envOf('migrate'));
-    expect(envOf('api')).toEqual(envOf('migrate'));
+    expect(envOf('api')).toEqual(envOf('worker'));
+    const { SLUICE_MIGRATION_DATABASE_URL: _owner, SLUICE_RUNTIME_PASSWORD: _password, ...shared } = envOf('migrate');
+    expect(shared).toEqual(envOf('worker'));
+  });
+
+  test('the stack refuses to start without SLUICE_RUNTIME_PASSWORD (the runtime role has no built-in password)', () => {
+    const { SLUICE_RUNTIME_PASSWORD: _omitted, ...others } = SECRETS;
+    expect(() => resolvedEnv('api', others)).toThrow(/SLUICE_RUNTIME_PASSWORD/);
+    expect(() => resolvedEnv('migrate', others)).toThrow(/SLUICE_RUNTIME_PASSWORD/);
   });
 
   // ---- start-up order ------------------------------------------------------------------
