@@ -111,7 +111,7 @@ export async function worldAccountId(db: Queryable, currency: string): Promise<s
  *   0. its idempotency key (the key row is inserted first: a repeat queues there),
  *      and an advisory lock that serialises a whole kind of writer (the rate board);
  *   1. the domain rows the movement is about, each kind in this order: a payer's
- *      party row (its daily budget, grants), an entity row (allocation) or a
+ *      party row (its daily budget, grants; its stream quota, when a stream opens), an entity row (allocation) or a
  *      subaccount row, a session row (after its payer's party row: a request's
  *      budget, then its session), a grant row, a stream row by ref (controls, ticks, closes; the
  *      billing clock takes many, SKIP LOCKED, so it never waits for one), a payment
