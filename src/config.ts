@@ -21,6 +21,17 @@ export const REQUEST_TIMEOUT_MS_DEFAULT = 30_000;
 /** How long an idle keep-alive connection is kept open: above the 60 s idle timeout of common load balancers, so they close first. */
 export const KEEP_ALIVE_TIMEOUT_MS_DEFAULT = 72_000;
 
+/** A setting written as text and read by `parse`, whose error message is the setting's issue. */
+const parsedText = <T>(parse: (text: string) => T) =>
+  z.string().default('').transform((text, ctx) => {
+    try {
+      return parse(text);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message });
+      return z.NEVER;
+    }
+  });
+
 /** A PostgreSQL role name the migrations may create. */
 const role = z.string().regex(/^[a-z_][a-z0-9_]*$/);
 
@@ -86,26 +97,12 @@ export const ConfigSchema = z.object({
   /** Stripe accounts each currency's world account is held as, so concurrent deposits and withdrawals do not queue on one row (added at migration, never removed). */
   SLUICE_WORLD_STRIPES: z.coerce.number().int().min(1).max(256).default(WORLD_STRIPES_DEFAULT),
   /** Daily pool budgets per tier, e.g. `established=50,trusted=200` (unnamed tiers keep their default). */
-  SLUICE_TIER_BUDGETS: z.string().default('').transform((text, ctx) => {
-    try {
-      return parseTierBudgets(text);
-    } catch (error) {
-      ctx.addIssue({ code: 'custom', message: (error as Error).message });
-      return z.NEVER;
-    }
-  }),
+  SLUICE_TIER_BUDGETS: parsedText(parseTierBudgets),
   /**
    * Per payer tier: the streams a party may pay at once and the shortest tick interval, as
    * `tier=openStreams/tickIntervalMsMin,…` (e.g. `new=10/1000`); a tier left out keeps its default.
    */
-  SLUICE_TIER_STREAM_QUOTAS: z.string().default('').transform((text, ctx) => {
-    try {
-      return parseTierStreamQuotas(text);
-    } catch (error) {
-      ctx.addIssue({ code: 'custom', message: (error as Error).message });
-      return z.NEVER;
-    }
-  }),
+  SLUICE_TIER_STREAM_QUOTAS: parsedText(parseTierStreamQuotas),
   /** Minor units one unit of work costs: a job's estimated cost is units × this (GET /v1/estimate, POST /v1/jobs). */
   SLUICE_PRICE_PER_UNIT: z.coerce.number().int().min(1).max(1e9).default(PRICE_PER_UNIT_DEFAULT),
   /** How long a partial or gate job waits for its payment before it cancels itself (default 1 hour). */
@@ -125,14 +122,7 @@ export const ConfigSchema = z.object({
   /** How long an API call waits on a workflow (an open's first tick, a cancel's receipt) before it answers 202 with a status URL. */
   SLUICE_API_WAIT_MS: z.coerce.number().int().min(100).max(120_000).default(API_WAIT_MS_DEFAULT),
   /** Fault injection for the sagas' steps and compensations, e.g. `fund=always,hold_collateral@acme=2,settle@job-7=after` (tests and demos only; src/domain/faults.ts). */
-  SLUICE_FAULTS: z.string().default('').transform((text, ctx) => {
-    try {
-      return parseFaults(text);
-    } catch (error) {
-      ctx.addIssue({ code: 'custom', message: (error as Error).message });
-      return z.NEVER;
-    }
-  }),
+  SLUICE_FAULTS: parsedText(parseFaults),
 });
 
 export type Config = z.infer<typeof ConfigSchema>;
