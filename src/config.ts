@@ -82,6 +82,14 @@ export const ConfigSchema = z.object({
   SLUICE_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(300_000).default(REQUEST_TIMEOUT_MS_DEFAULT),
   /** How long an idle keep-alive connection stays open between requests. */
   SLUICE_KEEP_ALIVE_TIMEOUT_MS: z.coerce.number().int().min(1_000).max(600_000).default(KEEP_ALIVE_TIMEOUT_MS_DEFAULT),
+  /**
+   * The proxies in front of the API whose X-Forwarded-For it believes (a caller without a key is
+   * rate-limited by its address): unset, none; a number, that many hops; else addresses or CIDRs, comma-separated.
+   */
+  SLUICE_TRUST_PROXY: z
+    .string()
+    .optional()
+    .transform((v) => (v === undefined || v === '' ? undefined : /^\d+$/.test(v) ? Number(v) : v.split(',').map((a) => a.trim()))),
   /** Writes (non-GET /v1 requests) one caller may make per window; more answer 429 with Retry-After. */
   SLUICE_WRITE_RATE_MAX: z.coerce.number().int().min(1).max(1_000_000).default(WRITE_RATE_MAX_DEFAULT),
   /** The window of SLUICE_WRITE_RATE_MAX, in milliseconds. */

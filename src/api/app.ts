@@ -54,6 +54,8 @@ export interface ApiDeps {
   writeRate?: RateLimit;
   /** Reads per caller per window (SLUICE_READ_RATE_MAX / _WINDOW_MS); default READ_RATE_*_DEFAULT. */
   readRate?: RateLimit;
+  /** The proxies whose X-Forwarded-For the API believes (SLUICE_TRUST_PROXY): a hop count or addresses; default none. */
+  trustProxy?: number | string[];
   /** The worker's default subaccount limits (SLUICE_SUBACCOUNT_CAP, _CREATIONS_PER_HOUR), for the entity view and Retry-After. */
   subaccountLimits?: Limits;
   /** The Temporal Web UI's base URL, for the console's links to workflows (left out: no links). */
@@ -153,12 +155,17 @@ function describedResponses(responses: Record<string, unknown>): Record<string, 
   );
 }
 
+/** SLUICE_TRUST_PROXY as Fastify takes it: a hop count is the hops nearest the API, addresses are themselves. */
+const trustedProxies = (trust: number | string[]) => (typeof trust === 'number' ? (_address: string, hop: number) => hop < trust : trust);
+
 export type Api = FastifyInstance<any, any, any, any, ZodTypeProvider> & { deps: ApiDeps };
 
 export async function buildApp(deps: ApiDeps): Promise<Api> {
   const timeouts = httpTimeouts(deps);
   const app = Fastify({
     loggerInstance: deps.logger,
+    // behind a proxy (compose's gateway) the client's address is the one the proxy forwards
+    ...(deps.trustProxy !== undefined && { trustProxy: trustedProxies(deps.trustProxy) }),
     bodyLimit: deps.bodyLimitBytes,
     requestTimeout: timeouts.requestTimeoutMs,
     connectionTimeout: timeouts.connectionTimeoutMs,

@@ -34,6 +34,7 @@ export async function runApi(config: Config): Promise<void> {
     streamQuotas: config.SLUICE_TIER_STREAM_QUOTAS,
     writeRate: { max: config.SLUICE_WRITE_RATE_MAX, windowMs: config.SLUICE_WRITE_RATE_WINDOW_MS },
     readRate: { max: config.SLUICE_READ_RATE_MAX, windowMs: config.SLUICE_READ_RATE_WINDOW_MS },
+    trustProxy: config.SLUICE_TRUST_PROXY,
     subaccountLimits: { cap: config.SLUICE_SUBACCOUNT_CAP, perHour: config.SLUICE_SUBACCOUNT_CREATIONS_PER_HOUR },
     temporalUiUrl: config.SLUICE_TEMPORAL_UI_URL ?? `http://127.0.0.1:${config.TEMPORAL_UI_PORT}`,
     namespace: config.TEMPORAL_NAMESPACE,

@@ -39,7 +39,7 @@ const snapshot = () => databaseSnapshot(stack);
 
 /** Another API on the same database and task queue with other limits; closed by the test. */
 const apps: Api[] = [];
-async function apiWith(changes: { writeRate?: { max: number; windowMs: number }; readRate?: { max: number; windowMs: number }; bodyLimitBytes?: number }): Promise<Api> {
+async function apiWith(changes: { writeRate?: { max: number; windowMs: number }; readRate?: { max: number; windowMs: number }; bodyLimitBytes?: number; trustProxy?: number }): Promise<Api> {
   const app = await buildApp({ ...stack.app.deps, ...changes });
   apps.push(app);
   return app;
@@ -179,6 +179,18 @@ describe('writes per caller', () => {
     expect((await api(limited).post('/v1/parties/alice/heartbeat')).status).toBe(429);
     // a party calling from the same address has a bucket of its own
     expect((await api(limited, keys.alice).post('/v1/parties/alice/heartbeat')).status).toBe(200);
+  });
+
+  test('behind a proxy (SLUICE_TRUST_PROXY=1) callers without a key count against the address it forwards; without it, against the proxy', async () => {
+    const beat = (app: Api, forwardedFor: string) => app.inject({ method: 'POST', url: '/v1/parties/nobody/heartbeat', headers: { 'x-forwarded-for': forwardedFor } });
+    const proxied = await apiWith({ writeRate: { max: 1, windowMs: 60_000 }, trustProxy: 1 });
+    expect((await beat(proxied, '198.51.100.1')).statusCode).toBe(401);
+    expect((await beat(proxied, '198.51.100.1')).statusCode).toBe(429);
+    expect((await beat(proxied, '198.51.100.2')).statusCode).toBe(401);
+    const direct = await apiWith({ writeRate: { max: 1, windowMs: 59_000 } });
+    expect((await beat(direct, '198.51.100.3')).statusCode).toBe(401);
+    // the header is not believed: both come from the one address that connected
+    expect((await beat(direct, '198.51.100.4')).statusCode).toBe(429);
   });
 
   test('after Retry-After seconds the caller writes again', async () => {

@@ -12,6 +12,7 @@ import { adminKeyRefusal, ConfigSchema, DEV_ADMIN_KEY, metricsTokenRefusal } fro
 import { SEARCH_ATTRIBUTES } from '../../workflows/searchAttributes';
 import { workflowBuildId } from '../../src/temporal/deployments';
 import { createMetrics } from '../../src/api/metrics';
+import { LEDGER_METRIC_NAMES } from '../../src/api/ledgerMetrics';
 import type { Queryable } from '../../src/db/pool';
 
 const ROOT = resolve(__dirname, '../..');
@@ -80,6 +81,13 @@ function dependsOn(name: string): Record<string, DependsOn> {
   return Object.fromEntries(Object.entries(raw).map(([d, v]) => [d, { condition: v.condition ?? 'service_started' }]));
 }
 
+/** The file of this repository a service mounts at `target`. */
+function mounted(name: string, target: string): string {
+  const volume = (service(name).volumes ?? []).find((v): v is string => typeof v === 'string' && v.split(':')[1] === target);
+  expect(volume).toBeDefined();
+  return join(ROOT, volume!.split(':')[0]!);
+}
+
 function portsOf(name: string): Port[] {
   return (service(name).ports ?? []).map((p) => {
     if (typeof p === 'object') return { hostIp: p.host_ip, published: Number(p.published ?? p.target), target: Number(p.target) };
@@ -132,9 +140,9 @@ const SECRETS = { SLUICE_ADMIN_KEY: ADMIN_KEY, SLUICE_METRICS_TOKEN: METRICS_TOK
 // ---- services --------------------------------------------------------------------------
 
 describe('docker-compose.yml', () => {
-  test('defines postgres, temporal, temporal-setup, temporal-ui, migrate, worker, api, prometheus and grafana', () => {
+  test('defines postgres, temporal-db, temporal, temporal-setup, temporal-ui, migrate, worker, api, gateway, prometheus and grafana', () => {
     expect(Object.keys(compose.services).sort()).toEqual(
-      ['api', 'grafana', 'migrate', 'postgres', 'prometheus', 'temporal', 'temporal-setup', 'temporal-ui', 'worker'].sort(),
+      ['api', 'gateway', 'grafana', 'migrate', 'postgres', 'prometheus', 'temporal', 'temporal-db', 'temporal-setup', 'temporal-ui', 'worker'].sort(),
     );
   });
 
@@ -148,17 +156,20 @@ describe('docker-compose.yml', () => {
     expect(Object.keys(compose.volumes ?? {})).toContain(source);
   });
 
-  test('temporal uses the compose postgres (postgres12 plugin, same credentials) and starts only once it is healthy', () => {
+  test("temporal runs on a PostgreSQL of its own (temporal-db: postgres12 plugin, its credentials, its volume), not the ledger's, with a chosen history shard count", () => {
     const temporal = envOf('temporal');
-    const pg = envOf('postgres');
+    const db = envOf('temporal-db');
     expect(service('temporal').image).toMatch(/^temporalio\/auto-setup:/);
+    expect(service('temporal-db').image).toBe('postgres:15');
     expect(temporal.DB).toBe('postgres12');
-    expect(temporal.POSTGRES_SEEDS).toBe('postgres');
-    expect(Object.keys(compose.services)).toContain(temporal.POSTGRES_SEEDS);
+    expect(temporal.POSTGRES_SEEDS).toBe('temporal-db');
     expect(temporal.DB_PORT).toBe('5432');
-    expect(temporal.POSTGRES_USER).toBe(pg.POSTGRES_USER);
-    expect(temporal.POSTGRES_PWD).toBe(pg.POSTGRES_PASSWORD);
-    expect(dependsOn('temporal').postgres).toEqual({ condition: 'service_healthy' });
+    expect([temporal.POSTGRES_USER, temporal.POSTGRES_PWD]).toEqual([db.POSTGRES_USER, db.POSTGRES_PASSWORD]);
+    expect(temporal.POSTGRES_USER).not.toBe(envOf('postgres').POSTGRES_USER);
+    expect(dependsOn('temporal')).toEqual({ 'temporal-db': { condition: 'service_healthy' } });
+    expect(Number(temporal.NUM_HISTORY_SHARDS)).toBeGreaterThanOrEqual(4);
+    const volumeOf = (name: string) => (service(name).volumes ?? []).map((v) => (typeof v === 'string' ? v.split(':')[0] : v.source));
+    expect(volumeOf('temporal-db')).not.toEqual(expect.arrayContaining(volumeOf('postgres')));
   });
 
   test('the Temporal UI talks to the temporal service', () => {
@@ -172,16 +183,27 @@ describe('docker-compose.yml', () => {
     }
   });
 
-  test('publishes Temporal gRPC on 7233, the Temporal UI on 8233 and the API on 3000', () => {
+  test('publishes Temporal gRPC on 7233, the Temporal UI on 8233 and the API (its gateway) on 3000', () => {
     expect(portsOf('temporal')).toContainEqual(expect.objectContaining({ published: 7233, target: 7233 }));
     expect(portsOf('temporal-ui')).toContainEqual(expect.objectContaining({ published: 8233, target: 8080 }));
-    expect(portsOf('api')).toContainEqual(expect.objectContaining({ published: 3000, target: 3000 }));
+    expect(portsOf('gateway')).toContainEqual(expect.objectContaining({ published: 3000, target: 3000 }));
   });
 
-  test('the API listens on all interfaces at the container port it publishes', () => {
+  test('two API replicas, listening on all interfaces, reached through the gateway, which forwards the client address they trust one hop of', () => {
     const env = resolvedEnv('api', SECRETS);
     expect(env.SLUICE_API_HOST).toBe('0.0.0.0');
-    expect(portsOf('api').map((p) => p.target)).toContain(Number(env.SLUICE_API_PORT));
+    expect(service('api').deploy?.replicas).toBe(2);
+    // replicas cannot share a host port: only the gateway publishes one
+    expect(service('api').ports ?? []).toEqual([]);
+    expect(ConfigSchema.parse(env).SLUICE_TRUST_PROXY).toBe(1);
+    expect(service('gateway').image).toMatch(/^nginx:\d+\.\d+\.\d+(-alpine)?$/);
+    expect(dependsOn('gateway').api).toEqual({ condition: 'service_healthy' });
+    const nginx = readFileSync(mounted('gateway', '/etc/nginx/nginx.conf'), 'utf8');
+    expect(nginx).toMatch(new RegExp(`listen ${portsOf('gateway')[0]!.target};`));
+    // a name in a variable is resolved again through Docker's DNS, so every replica is found
+    expect(nginx).toMatch(/resolver 127\.0\.0\.11/);
+    expect(nginx).toContain(`set $api http://api:${env.SLUICE_API_PORT};`);
+    expect(nginx).toMatch(/proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;/);
   });
 
   // ---- the Sluice image --------------------------------------------------------------
@@ -367,11 +389,6 @@ describe('docker-compose.yml', () => {
 
 describe('metrics: Prometheus scrape config and the Grafana dashboard', () => {
   /** A volume's host file, by its target inside the container. */
-  const mounted = (name: string, target: string) => {
-    const volume = (service(name).volumes ?? []).find((v): v is string => typeof v === 'string' && v.split(':')[1] === target);
-    expect(volume).toBeDefined();
-    return join(ROOT, volume!.split(':')[0]!);
-  };
   const dashboardPath = join(ROOT, 'deploy/grafana/sluice-dashboard.json');
   const dashboard = JSON.parse(readFileSync(dashboardPath, 'utf8')) as { uid: string; panels: { title: string; datasource: { uid: string }; targets: { expr: string }[] }[] };
   const exprs = dashboard.panels.flatMap((p) => p.targets.map((t) => t.expr));
@@ -391,21 +408,21 @@ describe('metrics: Prometheus scrape config and the Grafana dashboard', () => {
     return names;
   };
 
-  test('prometheus scrapes the API at api:3000/metrics with the mounted config', () => {
+  test("prometheus scrapes every API replica's /metrics, found by DNS, with the mounted config", () => {
     expect(service('prometheus').image).toMatch(/^prom\/prometheus:v\d+\.\d+\.\d+$/);
     const config = parse(readFileSync(mounted('prometheus', '/etc/prometheus/prometheus.yml'), 'utf8')) as {
-      scrape_configs: { job_name: string; metrics_path?: string; static_configs: { targets: string[] }[] }[];
+      scrape_configs: { job_name: string; metrics_path?: string; dns_sd_configs?: { names: string[]; type: string; port: number }[] }[];
     };
-    const job = config.scrape_configs.find((j) => j.static_configs.some((c) => c.targets.includes(`api:${envOf('api').SLUICE_API_PORT}`)));
+    const job = config.scrape_configs.find((j) => (j.dns_sd_configs ?? []).some((c) => c.names.includes('api') && c.type === 'A' && c.port === Number(envOf('api').SLUICE_API_PORT)));
     expect(job).toBeDefined();
     expect(job!.metrics_path ?? '/metrics').toBe('/metrics');
   });
 
   test("prometheus sends the API's metrics token: a bearer credentials file that compose fills from the same SLUICE_METRICS_TOKEN", () => {
     const config = parse(readFileSync(mounted('prometheus', '/etc/prometheus/prometheus.yml'), 'utf8')) as {
-      scrape_configs: { static_configs: { targets: string[] }[]; authorization?: { type?: string; credentials?: string; credentials_file?: string } }[];
+      scrape_configs: { dns_sd_configs?: { names: string[] }[]; authorization?: { type?: string; credentials?: string; credentials_file?: string } }[];
     };
-    const job = config.scrape_configs.find((j) => j.static_configs.some((c) => c.targets.includes(`api:${envOf('api').SLUICE_API_PORT}`)))!;
+    const job = config.scrape_configs.find((j) => (j.dns_sd_configs ?? []).some((c) => c.names.includes('api')))!;
     // a file, never the token written into the repository's config
     expect(job.authorization).toEqual({ type: 'Bearer', credentials_file: expect.any(String) });
     const mount = (service('prometheus').configs ?? []).find((c) => typeof c === 'object' && c.target === job.authorization!.credentials_file);
@@ -432,6 +449,15 @@ describe('metrics: Prometheus scrape config and the Grafana dashboard', () => {
     for (const metric of ['sluice_ticks_billed_total', 'sluice_tick_lag_seconds_bucket', 'sluice_open_streams', 'sluice_saga_compensations_total',
       'sluice_webhook_delivery_attempts_total', 'sluice_webhook_delivery_failures_total', 'sluice_pool_units', 'sluice_grant_decisions_total']) {
       expect(exprs.some((e) => e.includes(metric))).toBe(true);
+    }
+  });
+
+  test("the dashboard takes the ledger's figures once, however many replicas report them: max across instances, never a sum", () => {
+    const ledger = exprs.filter((e) => LEDGER_METRIC_NAMES.some((m) => e.includes(m)));
+    expect(ledger.length).toBeGreaterThanOrEqual(8);
+    for (const e of ledger) {
+      expect({ e, sums: /\bsum\b/.test(e) }).toEqual({ e, sums: false });
+      expect(e).toMatch(/\bmax\b/);
     }
   });
 
