@@ -31,8 +31,8 @@ export function workflowBuildId(packageVersion: string, bundleCode: string): str
   return `${packageVersion}-${createHash('sha256').update(bundleCode).digest('hex').slice(0, 12)}`;
 }
 
-/** Until the server knows the version: a worker of it has polled (a version exists only once polled). */
-export async function waitForVersion(client: Client, version: WorkerVersion, timeoutMs = 30_000): Promise<void> {
+/** Until the server knows the version: a worker of it has polled (a version exists only once polled; on a loaded machine that takes a while). */
+export async function waitForVersion(client: Client, version: WorkerVersion, timeoutMs = 120_000): Promise<void> {
   await until(timeoutMs, `version ${versionName(version)} registered`, async () => {
     const info = await describeDeployment(client, version.deploymentName);
     return (info?.versionSummaries ?? []).some((s) => s.deploymentVersion?.buildId === version.buildId);
@@ -57,7 +57,8 @@ export async function setCurrentVersion(client: Client, version: WorkerVersion, 
   if ((await currentBuildId(client, version.deploymentName)) !== version.buildId) {
     await client.workflowService.setWorkerDeploymentCurrentVersion({ namespace, deploymentName: version.deploymentName, buildId: version.buildId, conflictToken, identity });
   }
-  await until(30_000, `version ${versionName(version)} current on every task queue`, async () => {
+  // the server propagates the routing to each task queue in the background: seconds, more on a loaded machine
+  await until(120_000, `version ${versionName(version)} current on every task queue`, async () => {
     const info = await describeDeployment(client, version.deploymentName);
     return (
       info?.routingConfig?.currentDeploymentVersion?.buildId === version.buildId &&

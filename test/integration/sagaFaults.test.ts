@@ -1,3 +1,4 @@
+import { setCurrentVersion } from '../../src/temporal/deployments';
 import { runAudit } from '../../src/audit';
 import { CREATION_COMPENSATIONS, ELIMINATION_STEPS, SAGA_STEPS } from '../../src/domain/entities';
 import { GRANT_COMPENSATIONS, GRANT_STEPS, jobWorkflowId } from '../../src/domain/grants';
@@ -161,6 +162,8 @@ beforeAll(async () => {
   const taskQueue = `${stack.taskQueue}-clean`;
   const w = await createWorker({ pool: stack.db.pool, address: process.env.SLUICE_TEST_TEMPORAL_ADDRESS!, namespace: 'default', taskQueue, workflowBundlePath: process.env.SLUICE_TEST_WORKFLOW_BUNDLE!, dailyCheckpoints: false });
   clean = { ...w, taskQueue, running: w.worker.run() };
+  // a version of a deployment of its own (every worker is one): current before the tests start workflows on it
+  await setCurrentVersion(stack.client, w.version!);
 });
 afterAll(async () => {
   clean.worker.shutdown();

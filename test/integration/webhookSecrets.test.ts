@@ -102,8 +102,10 @@ describe('webhook secrets', () => {
     expect(handled).toEqual([{ event: JSON.parse(attempt.body), deliveryId: deliveryIdOf(eventKey, documentedUrl) }]);
     expect(attempt.headers[DELIVERY_HEADER]).toBe(deliveryIdOf(eventKey, captureUrl));
     expect(v1Count(attempt)).toBe(1);
-    const log = (await entityApi.get(`/v1/entities/${ENTITY}/deliveries`)).body.deliveries;
-    expect(log.filter((d: any) => d.ok).map((d: any) => [d.url, d.deliveryId]).sort()).toEqual(
+    // a receiver sees the request before its attempt's row commits: wait for both rows
+    const delivered = async () => (await entityApi.get(`/v1/entities/${ENTITY}/deliveries`)).body.deliveries.filter((d: any) => d.ok);
+    for (const until = Date.now() + 30_000; (await delivered()).length < 2 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 100));
+    expect((await delivered()).map((d: any) => [d.url, d.deliveryId]).sort()).toEqual(
       [
         [documentedUrl, deliveryIdOf(eventKey, documentedUrl)],
         [captureUrl, deliveryIdOf(eventKey, captureUrl)],
