@@ -92,3 +92,39 @@ export function subaccountEliminationVisibility(e: { id: string; reason: string;
 export function webhookVisibility(e: { key: string; type: string; entityId: string; subaccount: { id: string } }): Visibility {
   return visibility(pairs('webhook', [[SA_ENTITY, e.entityId]]), `webhook ${e.type} for ${e.subaccount.id} to ${e.entityId}'s URLs`, { entity: e.entityId, subaccount: e.subaccount.id, event: e.key });
 }
+
+/** A prepaid session: its payer pays `amountUnits` into the session's balance at the opening. */
+export function sessionVisibility(s: { sessionId: string; payer: string; payerAccountId: string; amountUnits: number }): Visibility {
+  return visibility(pairs('session', [[SA_PAYER, s.payer]]), `session ${s.sessionId} for ${s.payer}, funded ${s.amountUnits} from ${s.payerAccountId}`, {
+    payer: s.payer,
+    payerAccountId: s.payerAccountId,
+    amount: s.amountUnits,
+  });
+}
+
+/*
+ * The worker's standing workflows, one per task queue (per shard for the clock). Their
+ * continued runs keep the memo and search attributes (Temporal carries them over) but
+ * not the static summary, which the SDK's continueAsNew cannot set: the UI shows it on
+ * the first run.
+ */
+
+export function billingClockVisibility(c: { taskQueue: string; shard: number; shards: number; rowsMax: number }): Visibility {
+  return visibility(pairs('billing_clock', []), `billing clock on ${c.taskQueue}, shard ${c.shard} of ${c.shards}: bills the shard's due stream ticks`, {
+    taskQueue: c.taskQueue,
+    shard: c.shard,
+    shards: c.shards,
+    rowsMax: c.rowsMax,
+  });
+}
+
+export function reconcilerVisibility(r: { taskQueue: string; intervalMs: number }): Visibility {
+  return visibility(pairs('reconciler', []), `reconciler on ${r.taskQueue}, every ${r.intervalMs} ms: restarts the workflows the database holds open`, {
+    taskQueue: r.taskQueue,
+    intervalMs: r.intervalMs,
+  });
+}
+
+export function checkpointsVisibility(c: { taskQueue: string }): Visibility {
+  return visibility(pairs('checkpoints', []), `daily debt-ledger checkpoints on ${c.taskQueue}`, { taskQueue: c.taskQueue });
+}

@@ -7,7 +7,7 @@ import { sluiceErrorFromTemporal } from '../temporal/failures';
 import { WORKFLOW_TASK_TIMEOUT } from '../temporal/timeouts';
 import { jobDecidedUpdate, sessionOpenedUpdate, streamOpenedUpdate } from '../../workflows/definitions';
 import { grantJobWorkflow } from '../../workflows/job';
-import { jobVisibility, streamVisibility, type Visibility } from '../../workflows/searchAttributes';
+import { jobVisibility, sessionVisibility, streamVisibility, type Visibility } from '../../workflows/searchAttributes';
 import { sessionWorkflow } from '../../workflows/session';
 import { streamWorkflow, type StreamWorkflowOptions } from '../../workflows/stream';
 
@@ -77,7 +77,7 @@ export async function startJobWorkflow(client: Client, taskQueue: string, reques
 /**
  * Opens a session the one way Sluice does it: update-with-start on `session-<id>`,
  * the update completing once the balance is funded (or failing as the ledger refused
- * it). Attaches to a run already going. A run that failed (its funding refused) may
+ * it), with the search attributes and summary that list a payer's sessions. Attaches to a run already going. A run that failed (its funding refused) may
  * be started again under the same id; one that completed (closed) may not.
  */
 export async function startSessionWorkflow(client: Client, taskQueue: string, opening: SessionOpening): Promise<SessionView> {
@@ -88,6 +88,7 @@ export async function startSessionWorkflow(client: Client, taskQueue: string, op
     workflowIdConflictPolicy: 'USE_EXISTING',
     workflowTaskTimeout: WORKFLOW_TASK_TIMEOUT,
     workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
+    ...sessionVisibility(opening),
   });
   return client.workflow.executeUpdateWithStart(sessionOpenedUpdate, { startWorkflowOperation });
 }

@@ -1,6 +1,7 @@
 import type { Client } from '@temporalio/client';
 import { billingClockWorkflowId } from '../domain/billing';
 import { billingClockWorkflow } from '../../workflows/billingClock';
+import { billingClockVisibility } from '../../workflows/searchAttributes';
 import { WORKFLOW_TASK_TIMEOUT } from './timeouts';
 
 export interface BillingClockSettings {
@@ -24,6 +25,7 @@ export async function ensureBillingClocks(client: Client, taskQueue: string, set
         args: [{ shard, shards: settings.shards, rowsMax: settings.rowsMax }],
         workflowIdConflictPolicy: 'USE_EXISTING',
         workflowTaskTimeout: WORKFLOW_TASK_TIMEOUT,
+        ...billingClockVisibility({ taskQueue, shard, shards: settings.shards, rowsMax: settings.rowsMax }),
       }),
     ),
   );

@@ -1,6 +1,7 @@
 import type { Client } from '@temporalio/client';
 import { reconcilerWorkflow } from '../../workflows/reconciler';
 import { checkpointWorkflow } from '../../workflows/checkpoints';
+import { checkpointsVisibility, reconcilerVisibility } from '../../workflows/searchAttributes';
 import { WORKFLOW_TASK_TIMEOUT } from './timeouts';
 
 /** Between two rounds of the reconciler, by default (src/domain/settings.ts). */
@@ -16,6 +17,7 @@ export async function ensureReconciler(client: Client, taskQueue: string, interv
     args: [{ intervalMs }],
     workflowIdConflictPolicy: 'USE_EXISTING',
     workflowTaskTimeout: WORKFLOW_TASK_TIMEOUT,
+    ...reconcilerVisibility({ taskQueue, intervalMs }),
   });
 }
 
@@ -29,5 +31,6 @@ export async function ensureCheckpoints(client: Client, taskQueue: string): Prom
     args: [],
     workflowIdConflictPolicy: 'USE_EXISTING',
     workflowTaskTimeout: WORKFLOW_TASK_TIMEOUT,
+    ...checkpointsVisibility({ taskQueue }),
   });
 }

@@ -204,6 +204,15 @@ describe('sessions', () => {
     expect(closed.body).toMatchObject({ status: 'closed', balance: 0, refunded: 300, totals: { requests: 1, settled: 1, running: 0 } });
   });
 
+  test('the Temporal UI shows who funded a session with how much on the workflow itself, not only in its memo', async () => {
+    expect((await open('est', 's-ui', 20)).status).toBe(201);
+    const described = await stack.client.workflow.getHandle(sessionWorkflowId('s-ui')).describe();
+    expect(await described.staticSummary()).toBe('session s-ui for est, funded 20 from est.w');
+    expect(await described.staticDetails()).toContain('**amount**: 20');
+    expect(described.memo).toMatchObject({ summary: 'session s-ui for est, funded 20 from est.w', payer: 'est' });
+    await admin.post('/v1/sessions/s-ui/close');
+  });
+
   test('the auditor is green, with its session checks', async () => {
     await Promise.all(['s-tru', 's-fresh', 's-poor'].map((id) => admin.post(`/v1/sessions/${id}/close`)));
     const report = await runAudit(stack.db.pool);
