@@ -119,11 +119,13 @@ const isWriteTo = (method: string | string[], url: string) => bucketOf(method, u
 
 /**
  * What the app itself may answer on a route, whatever its handler does: a write may
- * be too large (413), of a media type other than JSON (415) or over the rate limit
- * (429); a path parameter longer than the router takes is 414.
+ * be too large (413), of a media type other than JSON (415); any /v1 request may be
+ * over its rate limit (429), not wholly arrive in time (408) or meet PostgreSQL or
+ * Temporal down (503); a path parameter longer than the router takes is 414.
  */
 function appStatuses(method: string | string[], url: string): Record<number, typeof ErrorBody> {
-  const statuses = [...(isWriteTo(method, url) ? [413, 415] : []), ...(bucketOf(method, url) ? [429] : []), ...(url.includes('/:') ? [414] : [])];
+  const v1 = bucketOf(method, url) !== undefined;
+  const statuses = [...(isWriteTo(method, url) ? [413, 415] : []), ...(v1 ? [408, 429, 503] : []), ...(url.includes('/:') ? [414] : [])];
   return Object.fromEntries(statuses.map((status) => [status, ErrorBody]));
 }
 
@@ -141,7 +143,9 @@ const STATUS_TEXT: Record<number, string> = {
   414: 'A path parameter is longer than the router accepts',
   415: 'The body is not JSON (send Content-Type: application/json)',
   422: "Refused by the ledger's rules (funds, limits, currencies)",
-  429: 'Too many writes from this caller: retry after Retry-After seconds',
+  408: 'The request did not wholly arrive in time (SLUICE_REQUEST_TIMEOUT_MS): send it again',
+  429: 'Too many reads or writes from this caller (each counted apart): retry after Retry-After seconds',
+  503: 'PostgreSQL or Temporal is unavailable for a moment: retry after Retry-After seconds, with the same idempotency key',
 };
 
 /** Each response schema with its status's sentence, unless it carries its own description. */
@@ -212,7 +216,10 @@ export async function buildApp(deps: ApiDeps): Promise<Api> {
   // Two buckets per caller, writes and reads, each over every route of its kind together,
   // counted in PostgreSQL so that every API process enforces one limit (rateLimits.ts)
   const limits = rateLimitsOf(deps);
-  await app.register(fastifyRateLimit, { global: false, store: postgresRateStore(deps.pool, deps.logger) });
+  // A store that cannot reach PostgreSQL lets the request through (skipOnError): whatever it
+  // asks of the ledger then meets the same outage and is answered 503, and what needs no
+  // database (a refused key's 401) is answered as ever
+  await app.register(fastifyRateLimit, { global: false, skipOnError: true, store: postgresRateStore(deps.pool, deps.logger) });
   const limiters = Object.fromEntries(
     (['writes', 'reads'] as const).map((bucket) => {
       const limit = limits[bucket];

@@ -203,17 +203,25 @@ describe('writes per caller', () => {
     expect((await bob.post('/v1/parties/bob/heartbeat')).status).toBe(200);
   });
 
-  test('the OpenAPI document gives every write its 429 and 413 answers, every read its 429 alone, and the routes outside /v1 neither', async () => {
+  test('the OpenAPI document gives every write its 429 and 413 answers, every read its 429 alone, every /v1 route its 408 and 503, and the routes outside /v1 none of 408, 413, 429', async () => {
     const doc = (await admin().get('/openapi.json')).body;
-    const answers: Record<string, { 429: boolean; 413: boolean }> = {};
+    const answers: Record<string, { 408: boolean; 429: boolean; 413: boolean }> = {};
     for (const [path, ops] of Object.entries<any>(doc.paths)) {
-      for (const [method, op] of Object.entries<any>(ops)) answers[`${method} ${path}`] = { 429: Boolean(op.responses['429']), 413: Boolean(op.responses['413']) };
+      for (const [method, op] of Object.entries<any>(ops)) {
+        answers[`${method} ${path}`] = { 408: Boolean(op.responses['408']), 429: Boolean(op.responses['429']), 413: Boolean(op.responses['413']) };
+        // an outage of PostgreSQL or Temporal can meet any /v1 request
+        if (path.startsWith('/v1/')) expect({ route: `${method} ${path}`, has503: Boolean(op.responses['503']) }).toEqual({ route: `${method} ${path}`, has503: true });
+      }
     }
     const writes = Object.keys(answers).filter((r) => r.startsWith('post /v1/'));
     expect(writes.length).toBeGreaterThan(30);
     for (const [route, has] of Object.entries(answers)) {
-      expect({ route, has }).toEqual({ route, has: { 429: route.includes(' /v1/'), 413: route.startsWith('post /v1/') } });
+      const v1 = route.includes(' /v1/');
+      expect({ route, has }).toEqual({ route, has: { 408: v1, 429: v1, 413: route.startsWith('post /v1/') } });
     }
+    // the 429's sentence covers reads as well as writes
+    expect(doc.paths['/v1/pool'].get.responses['429'].description).toMatch(/reads or writes/);
+    expect(doc.paths['/v1/pool'].get.responses['503'].description).toMatch(/PostgreSQL or Temporal/);
   });
 
   test('the limit is configured by SLUICE_WRITE_RATE_MAX per SLUICE_WRITE_RATE_WINDOW_MS, with generous defaults', () => {
