@@ -1,4 +1,8 @@
-import { join } from 'node:path';
+import { execFile } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
 import { planScenario, planSimulation, type Command } from '../../src/domain/simulation';
 import { loadScenario } from '../../src/scenario';
 import type { Caller } from '../../src/cli/client';
@@ -298,4 +302,61 @@ test('a scenario file (scenarios/small-market.yaml) runs end to end: its parties
   expect(result.parties.find((p) => p.party === ids.party('gpu'))!.cancelledByPayee).toBeGreaterThanOrEqual(1);
   expect(result.streamsOpened + result.streamsFailedToOpen).toBe(opens.length);
   console.log(`simulate scenario: ${JSON.stringify({ streams: opens.length, reasons: result.closeReasons, closedAtEnd: result.closedAtEnd })}`);
+});
+
+/**
+ * Moves units between two balances with no transfer behind them (the ledger's triggers,
+ * which would refuse it, off), committed so the API's auditor sees it; the sum stays zero.
+ */
+async function moveWithoutTransfer(from: string, to: string, units: number) {
+  const c = await stack.db.pool.connect();
+  try {
+    await c.query('begin');
+    await c.query('set local session_replication_role = replica');
+    await c.query(`update accounts set balance = balance + case id when $2 then $3::bigint else -$3::bigint end where id in ($1, $2)`, [from, to, units]);
+    await c.query('commit');
+  } catch (error) {
+    await c.query('rollback');
+    throw error;
+  } finally {
+    c.release();
+  }
+}
+
+// last in the file: it corrupts the books (and puts them back) while the CLI runs
+test('sluice simulate, run as the CLI, exits 1 and names the failing check when the auditor finds a violation', async () => {
+  const call = injectCaller();
+  const auditOk = async () => (await call('GET', '/v1/audit', undefined, ADMIN_KEY)).body.ok;
+  // two parties of the test's own, outside the simulation: a funded one and an empty one
+  for (const id of ['simbad-a', 'simbad-b']) {
+    const party = await call('POST', '/v1/parties', { id, name: id }, ADMIN_KEY);
+    expect(party.status).toBe(201);
+    expect((await call('POST', '/v1/accounts', { id: `${id}.w` }, party.body.apiKey)).status).toBe(201);
+  }
+  expect((await call('POST', '/v1/deposits', { accountId: 'simbad-a.w', amount: 100 }, ADMIN_KEY, 'simbad-fund')).status).toBe(201);
+  expect(await auditOk()).toBe(true);
+
+  const base = await stack.app.listen({ port: 0, host: '127.0.0.1' });
+  const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'silent', SLUICE_ADMIN_KEY: ADMIN_KEY, XDG_CONFIG_HOME: mkdtempSync(join(tmpdir(), 'sluice-simulate-config-')) };
+  for (const name of ['SLUICE_API_URL', 'SLUICE_API_KEY', 'SLUICE_API_HOST', 'SLUICE_API_PORT']) delete env[name];
+  await moveWithoutTransfer('simbad-a.w', 'simbad-b.w', 5);
+  let ran: { code: number; stdout: string; stderr: string };
+  try {
+    const args = ['--import', 'tsx', resolve(__dirname, '../../src/cli.ts'), 'simulate', '--buyers', '2', '--sellers', '2', '--rounds', '4', '--round-ms', '50', '--seed', '7', '--api', base];
+    ran = await promisify(execFile)(process.execPath, args, { env }).then(
+      ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+      (error: { code: number; stdout: string; stderr: string }) => ({ code: error.code, stdout: error.stdout, stderr: error.stderr }),
+    );
+  } finally {
+    await moveWithoutTransfer('simbad-b.w', 'simbad-a.w', 5);
+  }
+  // the run finished and printed its report (a crash exits 1 too, with no report): the verdict names the one check the move breaks
+  expect([ran.code, ran.stdout.split('\n').filter((l) => l.startsWith('auditor:')), ran.stderr]).toEqual([
+    1,
+    ['auditor: FAIL (conservation.balance_is_sum_of_transfers)'],
+    expect.not.stringContaining('sluice:'),
+  ]);
+  expect(ran.stdout).toMatch(/^simulation sim7-[0-9a-f]{4} \(the flags' market, 4 rounds of 50 ms\)/);
+  // the books are put back: the auditor is green again for whatever runs after
+  expect(await auditOk()).toBe(true);
 });
