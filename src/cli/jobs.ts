@@ -64,20 +64,27 @@ export function jobCommands(program: Command, config: () => Config): void {
     .option('--reason <text>')
     .action((id: string, o: Common & { reason?: string }) => show(api, o, jobSummary, 'POST', `/v1/jobs/${enc(id)}/cancel`, o.reason ? { reason: o.reason } : {}));
 
-  withOutput(program.command('crown').description('who holds the crown now, and crown time per seller over a window of ticks [from, to)'))
+  withOutput(program.command('crown').description("who holds a market's crown now, and crown time per seller over a window of ticks [from, to) (a tick is a second)"))
+    .option('--market <id>', 'the market (default: `default`)')
     .option('--from <tick>', 'first tick (default: an hour before --to)', int)
     .option('--to <tick>', 'end tick, excluded (default: now)', int)
-    .action((o: Common & { from?: number; to?: number }) => {
-      const q = new URLSearchParams({ ...(o.from !== undefined && { from: String(o.from) }), ...(o.to !== undefined && { to: String(o.to) }) });
+    .action((o: Common & { market?: string; from?: number; to?: number }) => {
+      const q = new URLSearchParams({
+        ...(o.market !== undefined && { market: o.market }),
+        ...(o.from !== undefined && { from: String(o.from) }),
+        ...(o.to !== undefined && { to: String(o.to) }),
+      });
       return show(
         api,
         o,
         (c) => {
           const sellers = Object.entries(c.crownTime as Record<string, number>).sort(([, a], [, b]) => b - a);
           const window = c.to - c.from;
+          // times, not board tick numbers (seconds since the epoch, which nobody reads)
           return [
-            `holders now (tick ${c.current.tick}): ${c.current.holders.join(', ') || 'nobody'}${c.current.bestRate !== null ? ` at ${c.current.bestRate} per tick` : ''}`,
-            `window [${c.from}, ${c.to}): ${plural(window, 'tick')}, ${plural(c.intervalCount, 'interval')}`,
+            `market: ${c.market} (${c.direction}: ${c.direction === 'bid' ? 'highest' : 'lowest'} rate wins)`,
+            `holders now (${c.current.at}): ${c.current.holders.join(', ') || 'nobody'}${c.current.bestRate !== null ? ` at ${c.current.bestRate} per tick` : ''}`,
+            `window ${c.fromAt} to ${c.toAt}: ${plural(window, 'tick')}, ${plural(c.intervalCount, 'interval')}`,
             table(['SELLER', 'CROWN TICKS', 'SHARE'], sellers.map(([s, t]) => [s, Number.isInteger(t) ? t : t.toFixed(3), `${((100 * t) / window).toFixed(1)}%`])),
           ].join('\n');
         },

@@ -157,10 +157,18 @@ test('jobs: estimate, start, status, pay and cancel; crown: holders and crown ti
   expect((await seller.post('/v1/sellers/clo-seller/state', { active: true, atTick: base + 100 })).status).toBe(201);
   const window = ['--from', String(base), '--to', String(base + 150)];
   const crown = (await sluice(key, 'crown', ...window)).stdout.split('\n');
-  expect(crown[0]).toMatch(/^holders now \(tick \d+\): nobody$/);
-  expect(crown[1]).toBe(`window [${base}, ${base + 150}): 150 ticks, 2 intervals`);
-  expect(crown[2]).toMatch(/^SELLER +CROWN TICKS +SHARE$/);
-  expect(crown[3]).toMatch(/^clo-seller +50 +33\.3%$/);
+  expect(crown[0]).toBe('market: default (ask: lowest rate wins)');
+  // times, not board tick numbers
+  expect(crown[1]).toMatch(/^holders now \(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z\): nobody$/);
+  expect(crown[2]).toBe(`window ${new Date(base * 1000).toISOString()} to ${new Date((base + 150) * 1000).toISOString()}: 150 ticks, 2 intervals`);
+  expect(crown[3]).toMatch(/^SELLER +CROWN TICKS +SHARE$/);
+  expect(crown[4]).toMatch(/^clo-seller +50 +33\.3%$/);
+  expect(crown.join('\n')).not.toContain(String(base));
+  // --market reads another market's crown: the seller posted to the default one only
+  expect((await api(stack.app, ADMIN_KEY).post('/v1/markets', { id: 'clo-bids', direction: 'bid' })).status).toBe(201);
+  const bids = (await sluice(key, 'crown', '--market', 'clo-bids', ...window)).stdout.split('\n');
+  expect(bids[0]).toBe('market: clo-bids (bid: highest rate wins)');
+  expect(bids.slice(3)).not.toContainEqual(expect.stringContaining('clo-seller'));
   expect((await json(key, 'crown', ...window)).json.crownTime).toEqual({ 'clo-seller': 50 });
   expect((await runAudit(stack.db.pool)).ok).toBe(true);
 }, 90_000);
