@@ -53,9 +53,19 @@ export async function currentBuildId(client: Client, deploymentName: string): Pr
 export async function setCurrentVersion(client: Client, version: WorkerVersion, identity = 'sluice'): Promise<void> {
   await waitForVersion(client, version);
   const { namespace } = client.options;
-  const { conflictToken } = await client.workflowService.describeWorkerDeployment({ namespace, deploymentName: version.deploymentName });
   if ((await currentBuildId(client, version.deploymentName)) !== version.buildId) {
-    await client.workflowService.setWorkerDeploymentCurrentVersion({ namespace, deploymentName: version.deploymentName, buildId: version.buildId, conflictToken, identity });
+    // the server refuses a version whose pollers have not yet reached every task queue the current one
+    // serves (they register one by one as the worker starts): asked again until they have
+    await until(120_000, `version ${versionName(version)} accepted as current`, async () => {
+      try {
+        const { conflictToken: token } = await client.workflowService.describeWorkerDeployment({ namespace, deploymentName: version.deploymentName });
+        await client.workflowService.setWorkerDeploymentCurrentVersion({ namespace, deploymentName: version.deploymentName, buildId: version.buildId, conflictToken: token, identity });
+        return true;
+      } catch (error) {
+        if (/missing active task queues/.test(String((error as Error).message))) return false;
+        throw error;
+      }
+    });
   }
   // the server propagates the routing to each task queue in the background: seconds, more on a loaded machine
   await until(120_000, `version ${versionName(version)} current on every task queue`, async () => {

@@ -64,7 +64,8 @@ test('streams watch prints a line per change until the stream completes, then th
   expect((await payer.post('/v1/streams/clo-w1/pause')).status).toBe(200);
   const watch = spawnSluice(keys['clo-payer']!, 'streams', 'watch', 'clo-w1', '--every-ms', '50');
   await watch.firstLine;
-  expect((await payer.post('/v1/streams/clo-w1/resume')).status).toBe(200);
+  const resumed = await payer.post('/v1/streams/clo-w1/resume');
+  expect({ status: resumed.status, body: resumed.body }).toMatchObject({ status: 200 });
   const watched = await watch.exited;
   expect(watched.code).toBe(0);
   const lines = watched.stdout.trim().split('\n');
