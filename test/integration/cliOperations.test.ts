@@ -58,7 +58,7 @@ afterAll(() => stack.stop());
 
 test('streams watch prints a line per change until the stream completes, then the receipt; --json prints the views', async () => {
   const payer = as('clo-payer');
-  const open = (ref: string) => payer.post('/v1/streams', { ref, fromAccountId: 'clo-payer.w', toAccountId: 'clo-payee.w', ratePerTick: 10, maxTotal: 40, tickIntervalMs: 300 });
+  const open = (ref: string) => payer.post('/v1/streams', { ref, fromAccountId: 'clo-payer.w', toAccountId: 'clo-payee.w', ratePerTick: 10, maxTotal: 40, tickIntervalMs: 1500 });
   // the stream waits, paused, until the watch has printed its first line: however slowly the CLI starts, it sees the stream open
   expect((await open('clo-w1')).status).toBe(201);
   expect((await payer.post('/v1/streams/clo-w1/pause')).status).toBe(200);
