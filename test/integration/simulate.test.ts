@@ -3,6 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { withTransaction } from '../../src/db/pool';
 import { planScenario, planSimulation, type Command } from '../../src/domain/simulation';
 import { loadScenario } from '../../src/scenario';
 import type { Caller } from '../../src/cli/client';
@@ -309,18 +310,10 @@ test('a scenario file (scenarios/small-market.yaml) runs end to end: its parties
  * which would refuse it, off), committed so the API's auditor sees it; the sum stays zero.
  */
 async function moveWithoutTransfer(from: string, to: string, units: number) {
-  const c = await stack.db.pool.connect();
-  try {
-    await c.query('begin');
+  await withTransaction(stack.db.pool, async (c) => {
     await c.query('set local session_replication_role = replica');
     await c.query(`update accounts set balance = balance + case id when $2 then $3::bigint else -$3::bigint end where id in ($1, $2)`, [from, to, units]);
-    await c.query('commit');
-  } catch (error) {
-    await c.query('rollback');
-    throw error;
-  } finally {
-    c.release();
-  }
+  });
 }
 
 // last in the file: it corrupts the books (and puts them back) while the CLI runs
