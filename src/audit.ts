@@ -42,11 +42,12 @@ const CHECKS: Array<{ name: string; description: string; sql: string; params?: (
   },
   {
     name: 'conservation.balance_is_sum_of_transfers',
-    description: 'every balance equals its credits minus its debits (each transfer debits what it credits)',
+    description:
+      'every balance equals its credits minus its debits (each transfer debits what it credits): its live transfers plus the totals its archived months carried forward',
     sql: `select a.id, a.balance, coalesce(c.s, 0) - coalesce(d.s, 0) as from_transfers
             from accounts a
-            left join (select credit_account_id as id, sum(amount) as s from transfers group by 1) c on c.id = a.id
-            left join (select debit_account_id as id, sum(amount) as s from transfers group by 1) d on d.id = a.id
+            left join (select credit_account_id as id, sum(amount) as s from transfer_totals group by 1) c on c.id = a.id
+            left join (select debit_account_id as id, sum(amount) as s from transfer_totals group by 1) d on d.id = a.id
            where a.balance <> coalesce(c.s, 0) - coalesce(d.s, 0)`,
   },
   {
@@ -72,23 +73,27 @@ const CHECKS: Array<{ name: string; description: string; sql: string; params?: (
     description: "every stream's paid total equals the sum of its ticks and of its tick transfers (a distribution's: its split transfers)",
     sql: `select s.ref, s.paid, coalesce(t.s, 0) as ticks_total, coalesce(x.s, 0) as transfers_total
             from streams s
-            left join (select stream_ref, sum(amount) as s from stream_ticks group by 1) t on t.stream_ref = s.ref
-            left join (select stream_ref, sum(amount) as s from transfers where kind in ('stream_tick', 'stream_split') group by 1) x on x.stream_ref = s.ref
+            left join (select stream_ref, sum(amount) as s from stream_tick_totals group by 1) t on t.stream_ref = s.ref
+            left join (select stream_ref, sum(amount) as s from transfer_totals where kind in ('stream_tick', 'stream_split') group by 1) x on x.stream_ref = s.ref
            where s.paid <> coalesce(t.s, 0) or s.paid <> coalesce(x.s, 0)`,
   },
   {
     name: 'streams.tick_billed_once',
-    description: 'each tick number of a stream is billed at most once (a distribution: each member at most once per tick)',
+    description:
+      'each tick number of a stream is billed at most once (a distribution: each member at most once per tick), and none again after its month was archived',
+    // an archived month was proven before it left (sluice retention audits first); what it carried forward is its last tick
     sql: `select stream_ref, tick, null as member, count(*) as times from transfers where kind = 'stream_tick' group by 1, 2 having count(*) > 1
           union all
-          select stream_ref, tick, credit_account_id, count(*) from transfers where kind = 'stream_split' group by 1, 2, 3 having count(*) > 1`,
+          select stream_ref, tick, credit_account_id, count(*) from transfers where kind = 'stream_split' group by 1, 2, 3 having count(*) > 1
+          union all
+          select k.stream_ref, k.tick, null, 2 from stream_ticks k join stream_ticks_carried c on c.stream_ref = k.stream_ref where k.tick <= c.last_tick`,
   },
   {
     name: 'streams.split_matches_members',
     description: "a distribution's members received, each, the sum of its split transfers, and all together what the stream paid",
     sql: `select m.stream_ref, m.account_id, m.received, coalesce(x.s, 0) as transfers_total
             from stream_members m
-            left join (select stream_ref, credit_account_id, sum(amount) as s from transfers where kind = 'stream_split' group by 1, 2) x
+            left join (select stream_ref, credit_account_id, sum(amount) as s from transfer_totals where kind = 'stream_split' group by 1, 2) x
               on x.stream_ref = m.stream_ref and x.credit_account_id = m.account_id
            where m.received <> coalesce(x.s, 0)
           union all
@@ -177,7 +182,7 @@ const CHECKS: Array<{ name: string; description: string; sql: string; params?: (
                               coalesce(sum(t.amount) filter (where t.kind = 'pool_credit'), 0) as credit,
                               count(*) filter (where case when t.kind in ('job_payment', 'job_absorb') then t.credit_account_id
                                                           else t.debit_account_id end <> j.jobs_account_id) as elsewhere
-                         from transfers t join grants j on j.job_id = t.job_id group by 1) t on t.job_id = g.job_id
+                         from transfer_totals t join grants j on j.job_id = t.job_id group by 1) t on t.job_id = g.job_id
            where g.paid <> coalesce(t.payment, 0) or g.refunded <> coalesce(t.refund, 0) or g.absorbed <> coalesce(t.absorb, 0)
               or g.credited <> coalesce(t.credit, 0) or coalesce(t.elsewhere, 0) > 0
               or (g.status = 'settled' and g.credited <> (g.paid - g.refunded) / 10)`,
@@ -194,9 +199,9 @@ const CHECKS: Array<{ name: string; description: string; sql: string; params?: (
                               sum(amount) filter (where kind = 'pool_credit' and credit) as credits,
                               sum(amount) filter (where kind = 'job_absorb' and not credit) as absorbed,
                               count(*) filter (where not ((kind in ('deposit', 'pool_credit') and credit) or (kind = 'job_absorb' and not credit))) as other
-                         from (select credit_account_id as account_id, kind, amount, true as credit from transfers
+                         from (select credit_account_id as account_id, kind, amount, true as credit from transfer_totals
                                union all
-                               select debit_account_id, kind, amount, false from transfers) m
+                               select debit_account_id, kind, amount, false from transfer_totals) m
                         where account_id in (select id from accounts where kind = 'pool')
                         group by account_id) t on t.account_id = a.id
            where a.kind = 'pool'
@@ -214,7 +219,7 @@ const CHECKS: Array<{ name: string; description: string; sql: string; params?: (
             left join (select case when kind = 'session_fund' then credit_account_id else debit_account_id end as account_id,
                               sum(amount) filter (where kind = 'session_fund') as fund,
                               sum(amount) filter (where kind = 'session_refund') as refund
-                         from transfers where kind in ('session_fund', 'session_refund') group by 1) t on t.account_id = s.account_id
+                         from transfer_totals where kind in ('session_fund', 'session_refund') group by 1) t on t.account_id = s.account_id
            where a.balance <> s.funded - coalesce(g.debited, 0) - s.refunded or a.balance < 0 or a.held <> 0
               or coalesce(t.fund, 0) <> s.funded or coalesce(t.refund, 0) <> s.refunded`,
   },

@@ -158,6 +158,38 @@ program
   });
 
 program
+  .command('retention')
+  .description(
+    "as the tables' owner (SLUICE_MIGRATION_DATABASE_URL, else DATABASE_URL): make the monthly partitions ahead, expire request " +
+      'idempotency keys past SLUICE_IDEMPOTENCY_WINDOW_DAYS, and archive the months beyond SLUICE_RETENTION_MONTHS after a green audit',
+  )
+  .option('--before <month>', 'archive the months before this one (YYYY-MM) instead')
+  .option('--dry-run', 'say what would be done, change nothing')
+  .action(async (opts: { before?: string; dryRun?: boolean }) => {
+    const config = loadConfig();
+    const { runRetention, formatRetention } = await import('./retention');
+    const url = migrationDatabaseUrl(config);
+    console.log(`retention on ${redactUrl(url)}${opts.dryRun ? ' (dry run)' : ''}`);
+    const pool = createPool(url, 2);
+    try {
+      const report = await runRetention(pool, {
+        keepMonths: config.SLUICE_RETENTION_MONTHS,
+        idempotencyWindowDays: config.SLUICE_IDEMPOTENCY_WINDOW_DAYS,
+        before: opts.before,
+        dryRun: opts.dryRun,
+      });
+      console.log(formatRetention(report));
+    } catch (error) {
+      const { SluiceError } = await import('./domain/errors');
+      if (!(error instanceof SluiceError)) throw error;
+      console.error(`sluice retention: ${error.message}`);
+      process.exitCode = 1;
+    } finally {
+      await pool.end();
+    }
+  });
+
+program
   .command('tools')
   .description('find (or install into .tools/) the Temporal CLI and the time-skipping test server, and print them')
   .action(() => {

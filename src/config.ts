@@ -129,6 +129,10 @@ export const ConfigSchema = z.object({
   SLUICE_DAILY_CHECKPOINTS: z.enum(['true', 'false']).default('true').transform((v) => v === 'true'),
   /** How long an API call waits on a workflow (an open's first tick, a cancel's receipt) before it answers 202 with a status URL. */
   SLUICE_API_WAIT_MS: z.coerce.number().int().min(100).max(120_000).default(API_WAIT_MS_DEFAULT),
+  /** Months `sluice retention` keeps live, the current one included; older months are archived (docs/operations.md). */
+  SLUICE_RETENTION_MONTHS: z.coerce.number().int().min(1).max(1200).default(12),
+  /** Days a request's idempotency key answers its replays; `sluice retention` deletes older keys. */
+  SLUICE_IDEMPOTENCY_WINDOW_DAYS: z.coerce.number().int().min(1).max(36_500).default(30),
   /** Fault injection for the sagas' steps and compensations, e.g. `fund=always,hold_collateral@acme=2,settle@job-7=after` (tests and demos only; src/domain/faults.ts). */
   SLUICE_FAULTS: parsedText(parseFaults),
 });

@@ -45,6 +45,12 @@ const RUNTIME_TABLES: Record<string, { privileges: string; insertColumns?: strin
   rate_events: { privileges: 'select, insert' },
   refunds: { privileges: 'select, insert' },
   schema_migrations: { privileges: 'select' },
+  // retention (migration 031): a claim is written with its transfer and ended only by
+  // archiving its month (the owner), as are the totals carried forward
+  transfer_claims: { privileges: 'select, insert' },
+  transfers_carried: { privileges: 'select' },
+  stream_ticks_carried: { privileges: 'select' },
+  archived_partitions: { privileges: 'select' },
 };
 
 /** The ledger's trigger functions that write balances: they run as their owner, so the runtime role needs no UPDATE on accounts. */
@@ -67,9 +73,21 @@ async function ensureRole(client: pg.ClientBase, role: string): Promise<void> {
     end $$`);
 }
 
-/** The tables of the public schema. */
+/**
+ * The tables of the public schema, a partitioned table as one (its partitions are
+ * reached through it, and granting one directly would open a side door to its rows).
+ */
 async function tablesOf(client: pg.ClientBase): Promise<string[]> {
-  const { rows } = await client.query<{ name: string }>(`select tablename as name from pg_tables where schemaname = 'public' order by 1`);
+  const { rows } = await client.query<{ name: string }>(
+    `select c.relname as name from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = 'public' and c.relkind in ('r', 'p') and not c.relispartition order by 1`,
+  );
+  return rows.map((r) => r.name);
+}
+
+/** The views of the public schema: read-only by nature, each read as its owner. */
+async function viewsOf(client: pg.ClientBase): Promise<string[]> {
+  const { rows } = await client.query<{ name: string }>(`select viewname as name from pg_views where schemaname = 'public' order by 1`);
   return rows.map((r) => r.name);
 }
 
@@ -87,6 +105,7 @@ export async function grantRoles(client: pg.ClientBase, options: RoleOptions = {
   const readonly = options.readonlyRole ?? READONLY_ROLE_DEFAULT;
   const db = pg.escapeIdentifier((await client.query<{ db: string }>('select current_database() as db')).rows[0]!.db);
   const tables = await tablesOf(client);
+  const views = await viewsOf(client);
   for (const role of [runtime, readonly]) {
     await ensureRole(client, role);
     const r = pg.escapeIdentifier(role);
@@ -95,6 +114,10 @@ export async function grantRoles(client: pg.ClientBase, options: RoleOptions = {
     await client.query(`revoke create on schema public from ${r}`);
     // from nothing each time: a grant taken back here (a table made append-only) is taken back on every database
     for (const table of tables) await client.query(`revoke all on table ${pg.escapeIdentifier(table)} from ${r}`);
+    for (const view of views) {
+      await client.query(`revoke all on table ${pg.escapeIdentifier(view)} from ${r}`);
+      await client.query(`grant select on table ${pg.escapeIdentifier(view)} to ${r}`);
+    }
   }
   if (options.runtimePassword !== undefined) await client.query(`alter role ${pg.escapeIdentifier(runtime)} password ${pg.escapeLiteral(options.runtimePassword)}`);
 

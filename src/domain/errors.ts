@@ -63,7 +63,23 @@ const CALLER_CONSTRAINTS: Record<string, ErrorCode> = {
 };
 
 export function sluiceErrorFromDatabase(error: unknown): SluiceError | undefined {
-  const e = error as { code?: string; constraint?: string; message?: string } | undefined;
+  const e = error as { code?: string; constraint?: string; message?: string; detail?: string } | undefined;
+  if (e?.code === '23505' && e.constraint === 'transfer_claims_pkey') return keyClaimedBefore(e);
   const code = e?.code === '23514' && e.constraint ? CALLER_CONSTRAINTS[e.constraint] : undefined;
   return code && new SluiceError(code, e!.message ?? code, { constraint: e!.constraint });
+}
+
+/**
+ * A transfer's idempotency key is claimed for as long as its transfer is live
+ * (migration 031), longer than the request key that answers a replay (which expires,
+ * docs/operations.md): a request whose key expired but whose transfer is still live
+ * is refused, not posted twice.
+ */
+function keyClaimedBefore(e: { message?: string; detail?: string }): SluiceError {
+  const key = /\(claim\)=\((.*)\) already exists/.exec(e.detail ?? '')?.[1];
+  return new SluiceError(
+    'idempotency_conflict',
+    key ? `idempotency key ${key} was used by an earlier transfer, whose stored answer has expired` : (e.message ?? 'idempotency key used before'),
+    { constraint: 'transfer_claims_pkey' },
+  );
 }

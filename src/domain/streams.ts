@@ -161,6 +161,7 @@ export type TickOutcome =
   | { kind: 'paused'; tick: number };
 
 export const streamWorkflowId = (ref: string) => `stream-${ref}`;
+/** A tick's key, the only one the database lets it have (migration 031, transfers_keyed_by_tick): claiming it claims the tick. */
 export const tickKey = (ref: string, tick: number) => `stream:${ref}:tick:${tick}`;
 export const escrowKey = (ref: string) => `stream:${ref}:escrow`;
 export const releaseKey = (ref: string) => `stream:${ref}:release`;
@@ -172,6 +173,7 @@ export const DISTRIBUTION_MEMBERS_MAX = 100;
 export const LOW_BALANCE_TICKS_DEFAULT = 3;
 
 export const depositKey = (ref: string, key: string) => `stream:${ref}:deposit:${key}`;
+/** A distribution member's tick's key, likewise the only one it may have (transfers_keyed_by_tick). */
 export const splitKey = (ref: string, tick: number, accountId: string) => `stream:${ref}:tick:${tick}:${accountId}`;
 
 /** Tick n bills the rate, or what is left under the cap (if any), whichever is smaller. */

@@ -70,7 +70,13 @@ export async function jobsAccountTotals(db: Queryable): Promise<{ balance: numbe
  */
 export async function seedPool(client: PoolClient, units: number): Promise<boolean> {
   if (units <= 0) return false;
-  const { rowCount } = await client.query('select 1 from transfers where idempotency_key = $1', [POOL_SEED_KEY]);
+  // seeded: its seed is live, or was archived (then stripe 0's first deposit is carried forward)
+  const { rowCount } = await client.query(
+    `select 1 from transfers where idempotency_key = $1
+      union all
+     select 1 from transfers_carried where kind = 'deposit' and credit_account_id = $2`,
+    [POOL_SEED_KEY, POOL_ACCOUNT],
+  );
   if (rowCount) return false;
   const { rows } = await client.query<{ id: string }>(`select id from accounts where kind = 'pool' order by id`);
   const stripes = [POOL_ACCOUNT, ...rows.map((r) => r.id).filter((id) => id !== POOL_ACCOUNT)];

@@ -19,8 +19,9 @@ export interface BatchResult {
  * the plan decides on, lets src/domain/billing.ts decide each tick in due order,
  * and writes the whole plan in one statement: the transfers (whose statement-level
  * trigger moves each account once), the tick rows, the skips, the events and the
- * streams' totals. Keys stay per tick (`stream:<ref>:tick:<n>`, the unique tick
- * transfer and stream_ticks' primary key), so nothing is ever billed twice.
+ * streams' totals. A tick is keyed by the tick (`stream:<ref>:tick:<n>`, a check of
+ * the database), and the database claims each key once (transfer_claims, migration
+ * 031), so nothing is ever billed twice.
  */
 export async function billDueIn(client: PoolClient, locked: LockedStream[], asOfMs: number, rowsMax: number): Promise<BatchResult> {
   if (locked.length === 0) return { billed: 0, skipped: 0, halted: [] };

@@ -165,12 +165,12 @@ const CORRUPTIONS: Corruption[] = [
   {
     check: 'streams.tick_billed_once',
     what: "a stream's tick 1 billed a second time, its paid total and tick row following (the books otherwise agree)",
-    guard: { drop: [`drop index transfers_one_per_stream_tick`], refusedWith: '23505' },
+    guard: { drop: [`alter table transfers disable trigger transfers_claimed`], refusedWith: '23505' },
     corrupt: async (c) => {
       // triggers on: the second transfer moves the balances as a real one would
       await c.query(
         `insert into transfers (idempotency_key, kind, debit_account_id, credit_account_id, amount, stream_ref, tick)
-         values ('s2-tick-1-again', 'stream_tick', 'p.w', 'q.w', 10, '${S2}', 1)`,
+         values ('stream:${S2}:tick:1', 'stream_tick', 'p.w', 'q.w', 10, '${S2}', 1)`,
       );
       await triggersOff(c);
       await c.query(`update stream_ticks set amount = amount + 10 where stream_ref = '${S2}' and tick = 1`);

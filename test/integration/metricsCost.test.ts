@@ -90,11 +90,18 @@ interface Access {
   idx_tup_fetch: number;
 }
 
-/** This transaction's reads of each table so far (pg_stat_xact_user_tables: this backend, this transaction, no other's). */
+/**
+ * This transaction's reads of each table so far (pg_stat_xact_user_tables: this backend, this transaction, no other's).
+ * A partitioned table (migration 031) is read through its partitions, so its reads are theirs, summed.
+ */
 async function reads(client: PoolClient, tables: string[]): Promise<Record<string, Access>> {
   const { rows } = await client.query<{ relname: string } & Record<keyof Access, string>>(
-    `select relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0) as idx_scan, coalesce(idx_tup_fetch, 0) as idx_tup_fetch
-       from pg_stat_xact_user_tables where schemaname = 'public' and relname = any($1)`,
+    `select t.name as relname, sum(s.seq_scan) as seq_scan, sum(s.seq_tup_read) as seq_tup_read,
+            sum(coalesce(s.idx_scan, 0)) as idx_scan, sum(coalesce(s.idx_tup_fetch, 0)) as idx_tup_fetch
+       from unnest($1::text[]) t(name)
+       join lateral (select ('public.' || t.name)::regclass as relid union select relid from pg_partition_tree(('public.' || t.name)::regclass)) p on true
+       join pg_stat_xact_user_tables s on s.relid = p.relid
+      group by t.name`,
     [tables],
   );
   return Object.fromEntries(

@@ -19,8 +19,9 @@ const LAYERS: { name: string; holds: string[] }[] = [
   { name: 'ledger', holds: ['src/ledger/'] },
   { name: 'runtime', holds: ['src/jobs/', 'src/webhooks/', 'src/temporal/', 'activities/', 'workflows/'] },
   // the services the front doors share: src/services/ (the one place that starts and talks
-  // to workflows and composes ledger calls), the auditor, the worker's wiring
-  { name: 'services', holds: ['src/services/', 'src/audit', 'src/worker.ts'] },
+  // to workflows and composes ledger calls), the auditor, retention (which audits before it
+  // archives), the worker's wiring
+  { name: 'services', holds: ['src/services/', 'src/audit', 'src/retention.ts', 'src/worker.ts'] },
   // the front doors: the HTTP API and the CLI's commands and client
   { name: 'front doors', holds: ['src/api/', 'src/cli/'] },
   // programs that drive the front doors: the dev launcher starts the API, the simulator calls it

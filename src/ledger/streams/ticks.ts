@@ -82,8 +82,9 @@ export async function lockStreamForTick(client: PoolClient, ref: string, tick: n
 
 /**
  * Bills tick `tick` inside the caller's transaction, the stream row locked by
- * lockStreamForTick. Exactly once: the key `stream:<ref>:tick:<n>`, the stream_ticks
- * primary key and a unique index on transfers all refuse a second billing of the
+ * lockStreamForTick. Exactly once: the tick's key `stream:<ref>:tick:<n>` (the only
+ * key a tick may have) is claimed once by the database (transfer_claims; an archived month's ticks by
+ * the stream's carried-forward last tick), which refuses a second billing of the
  * same tick. Nothing is written before the funds are checked, so an
  * `insufficient_funds` thrown from here leaves the transaction clean. A paused stream
  * bills nothing and keeps the tick's number for after the resume.
