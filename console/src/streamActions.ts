@@ -17,7 +17,14 @@ export function streamActions(ctx: Context, ref: string) {
   const outcome = h('p', { class: 'outcome', hidden: true });
   const el = h('section', { class: 'card', 'data-test': 'actions' }, h('h2', {}, 'Actions'), controls, outcome);
   let state = '';
-  let busy = false;
+  /**
+   * The actions whose request is on its way, by their button's data-test. Only the same
+   * action waits for its own answer (its button is disabled, also when the panel is rebuilt
+   * meanwhile): a top-up while a slow resume is still answering goes through at once.
+   */
+  const inFlight = new Set<string>();
+  const setEnabled = (action: string) =>
+    controls.querySelectorAll<HTMLButtonElement>(`[data-test="${action}"]`).forEach((b) => (b.disabled = inFlight.has(action)));
 
   const say = (text: string) => {
     outcome.hidden = false;
@@ -31,29 +38,34 @@ export function streamActions(ctx: Context, ref: string) {
     outcome.replaceChildren(...Array.from(errorNote(error, 'action-error').childNodes));
   };
 
-  /** Asks, then calls; whatever the answer, the page reads the stream again. */
-  async function act(confirmation: Confirmation, call: () => Promise<string>) {
-    if (busy || !(await confirmAction(confirmation))) return;
-    busy = true;
+  /** Asks, then calls (`action` names the button that asked); whatever the answer, the page reads the stream again. */
+  async function act(action: string, confirmation: Confirmation, call: () => Promise<string>) {
+    if (inFlight.has(action) || !(await confirmAction(confirmation))) return;
+    inFlight.add(action);
+    setEnabled(action);
     outcome.hidden = true;
     try {
       say(await call());
     } catch (error) {
       fail(error);
     } finally {
-      busy = false;
+      inFlight.delete(action);
+      setEnabled(action);
       ctx.refresh();
     }
   }
 
   const button = (label: string, test: string, onclick: () => void, tone?: 'danger' | 'secondary') =>
-    h('button', { type: 'button', class: tone, 'data-test': test, onclick }, label);
+    h('button', { type: 'button', class: tone, 'data-test': test, onclick, disabled: inFlight.has(test) }, label);
+  /** A form's submit button, held like the others while its request is on its way. */
+  const submit = (label: string, test: string) => h('button', { type: 'submit', 'data-test': test, disabled: inFlight.has(test) }, label);
 
   function pauseOrResume(s: StreamView) {
     const paused = s.status === 'PAUSED';
     const action = paused ? 'resume' : 'pause';
     return button(paused ? 'Resume' : 'Pause', `action-${action}`, () =>
       act(
+        `action-${action}`,
         paused
           ? { title: `Resume stream ${ref}?`, body: `Ticks start again at ${units(s.ratePerTick)} per tick; the tick numbering goes on.`, confirm: 'Resume', dismiss: 'Keep it paused' }
           : { title: `Pause stream ${ref}?`, body: 'No tick is billed until it is resumed; nothing already owed is lost.', confirm: 'Pause', dismiss: 'Keep it streaming' },
@@ -69,6 +81,7 @@ export function streamActions(ctx: Context, ref: string) {
   const cancel = (s: StreamView) =>
     button('Cancel stream', 'action-cancel', () =>
       act(
+        'action-cancel',
         {
           title: `Cancel stream ${ref}?`,
           body: `It closes now: the ticks due are billed and what is left of its money stays with ${s.payer}. A cancelled stream cannot be reopened.`,
@@ -103,6 +116,7 @@ export function streamActions(ctx: Context, ref: string) {
         if (n === undefined) return fail('A top-up is a whole number of minor units, above 0.');
         if (!from.value) return fail('No account of yours to top up from.');
         void act(
+          'action-topup',
           { title: `Top up stream ${ref} by ${units(n)}?`, body: `${units(n)} moves from ${from.value} into the stream's escrow, and its cap grows by as much (now ${units(s.maxTotal)}).`, confirm: 'Top up', dismiss: 'Back' },
           async () => {
             // one key per confirmed top-up: a retry of this request is this top-up, not a second one
@@ -112,7 +126,7 @@ export function streamActions(ctx: Context, ref: string) {
           },
         );
       },
-    }, h('label', {}, 'Top up'), amount, h('label', {}, 'from'), from, h('button', { type: 'submit', 'data-test': 'action-topup' }, 'Top up…'));
+    }, h('label', {}, 'Top up'), amount, h('label', {}, 'from'), from, submit('Top up…', 'action-topup'));
   }
 
   function rate(s: StreamView) {
@@ -124,6 +138,7 @@ export function streamActions(ctx: Context, ref: string) {
         const n = amountOf(input);
         if (n === undefined) return fail('A rate is a whole number of minor units per tick, above 0.');
         void act(
+          'action-rate',
           { title: `Change the rate of ${ref}?`, body: `From ${units(s.ratePerTick)} to ${units(n)} per tick, from the next tick on.`, confirm: 'Change the rate', dismiss: 'Back' },
           async () => {
             const { status } = await post(`${path}/rate`, { ratePerTick: n });
@@ -133,7 +148,7 @@ export function streamActions(ctx: Context, ref: string) {
           },
         );
       },
-    }, h('label', {}, 'Rate per tick'), input, h('button', { type: 'submit', 'data-test': 'action-rate' }, 'Change rate…'));
+    }, h('label', {}, 'Rate per tick'), input, submit('Change rate…', 'action-rate'));
   }
 
   /**

@@ -393,6 +393,46 @@ describe('the operator console in headless Chromium', () => {
     expect(await figure('stream-funds')).toBeGreaterThan(before.depletion.funds + 400);
   });
 
+  test('an action still on its way holds only its own button: a top-up goes through while the pause waits for its answer', async () => {
+    // the pause's request is held in the browser until released: an API that is slow to answer it
+    let reached = false;
+    let release = () => {};
+    const held = new Promise<void>((r) => (release = r));
+    await page.route('**/v1/streams/console-actions/pause', async (route) => {
+      reached = true;
+      await held;
+      await route.continue();
+    });
+    try {
+      await page.locator('[data-test=action-pause]').click();
+      await answerConfirm(true);
+      await until('the pause held on its way', async () => (reached ? true : undefined));
+      expect(await page.locator('[data-test=action-pause]').isDisabled()).toBe(true);
+
+      await page.locator('[data-test=topup-amount]').fill('100');
+      await page.locator('[data-test=action-topup]').click();
+      expect(await text('confirm')).toContain('100 moves from alice.w');
+      await answerConfirm(true);
+      await page.locator('[data-test=action-done]', { hasText: 'Topped up by 100' }).waitFor();
+      expect(await view('console-actions')).toMatchObject({ status: 'STREAMING', maxTotal: 5_600, deposited: 600 });
+      // the top-up's new cap rebuilt the panel: the pause, still unanswered, stays held
+      await until('the new cap on screen', async () => ((await text('stream-cap')) === '5,600' ? true : undefined));
+      expect(await page.locator('[data-test=action-pause]').isDisabled()).toBe(true);
+    } finally {
+      release();
+    }
+    await page.locator('[data-test=action-resume]').waitFor();
+    expect(await text('action-done')).toBe('Paused: no ticks until it is resumed.');
+    expect(await view('console-actions')).toMatchObject({ status: 'PAUSED', maxTotal: 5_600 });
+    await page.unroute('**/v1/streams/console-actions/pause');
+
+    await page.locator('[data-test=action-resume]').click();
+    await answerConfirm(true);
+    await page.locator('[data-test=action-pause]').waitFor();
+    expect(await page.locator('[data-test=action-pause]').isDisabled()).toBe(false);
+    expect(await view('console-actions')).toMatchObject({ status: 'STREAMING' });
+  });
+
   test('a rate change applies from the next tick, as the API reports', async () => {
     await page.locator('[data-test=rate-input]').fill('20');
     await page.locator('[data-test=action-rate]').click();
