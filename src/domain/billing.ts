@@ -5,7 +5,7 @@
  * The result is by construction the same as billing each tick alone in due order:
  * the plan walks the ticks one by one in that order, over the state they would see.
  */
-import { isLowBalance, moneyLeft, tickAmount, tickDueAtMs, type StreamMode, type TickOutcome } from './streams';
+import { isLowBalance, moneyLeft, silenceMs, tickAmount, tickDueAtMs, type StreamMode, type TickOutcome } from './streams';
 
 /** Billing shards unless configured (SLUICE_BILLING_SHARDS). */
 export const BILLING_SHARDS_DEFAULT = 2;
@@ -189,7 +189,7 @@ export function planBilling(input: {
     let seen: { payerMs: number; payeeMs: number } | undefined;
     if (s.livenessTimeoutMs !== null) {
       seen = input.seenAt(s.ref, due.tick);
-      const silentMs = Math.max(0, due.dueAtMs - Math.min(seen.payerMs, seen.payeeMs));
+      const silentMs = silenceMs(due.dueAtMs, seen.payerMs, seen.payeeMs);
       if (silentMs >= s.livenessTimeoutMs) {
         plan.skips.push({ ref: s.ref, tick: due.tick, silentMs });
         out.lastTick = due.tick;

@@ -210,9 +210,12 @@ export function moneyLeft(o: { mode: StreamMode; ratePerTick: number; maxTotal: 
 /** stream.low_balance is due once a tick leaves the money for `lowBalanceTicks` ticks or fewer. */
 export const isLowBalance = (ticksLeft: number, lowBalanceTicks: number) => ticksLeft <= lowBalanceTicks;
 
-/** How long the quieter party has been silent, given when each was last seen. */
+/** How long one party last seen at `seenMs` has been silent at `nowMs` (0 for a party seen since). */
+export const unseenMs = (nowMs: number, seenMs: number) => Math.max(0, nowMs - seenMs);
+
+/** How long the quieter party has been silent, given when each was last seen: a tick is skipped when this reaches the liveness timeout. */
 export function silenceMs(nowMs: number, payerSeenMs: number, payeeSeenMs: number): number {
-  return Math.max(0, nowMs - Math.min(payerSeenMs, payeeSeenMs));
+  return Math.max(unseenMs(nowMs, payerSeenMs), unseenMs(nowMs, payeeSeenMs));
 }
 
 /**

@@ -2,6 +2,7 @@ import type { PoolClient } from '../db/pool';
 import { dueTicks, planBilling, type BillingPlan, type DueStream, type DueTick, type HaltReason, type SeenAt } from '../domain/billing';
 import { effectiveGraceMs, tickKey } from '../domain/streams';
 import type { StreamRow } from './streams/rows';
+import { awaitHeartbeatsInFlight, livenessSince, silentParties } from './streams/heartbeats';
 
 /** A direct stream row locked for billing, with its opening in epoch milliseconds (the schedule's origin). */
 export type LockedStream = StreamRow & { opened_ms: string };
@@ -68,15 +69,17 @@ export async function billDueIn(client: PoolClient, locked: LockedStream[], asOf
 /**
  * When each party of a liveness-checked stream was last seen at each due tick: its
  * latest heartbeat at or before the due time (party_heartbeat_log), or the stream's
- * opening or latest resume, whichever is later. One round trip for the whole batch.
+ * opening or latest resume, whichever is later. One round trip for the whole batch;
+ * two more when a tick would be skipped (the wait for heartbeats in flight, a second read).
  */
 async function heartbeatsAtDueTimes(client: PoolClient, locked: LockedStream[], streams: DueStream[], dueAll: DueTick[]): Promise<SeenAt> {
   const watched = new Set(streams.filter((s) => s.livenessTimeoutMs !== null).map((s) => s.ref));
   const seen = new Map<string, { payerMs: number; payeeMs: number }>();
+  const keyOf = (ref: string, tick: number) => `${ref}\u0000${tick}`;
   if (watched.size === 0) return () => ({ payerMs: 0, payeeMs: 0 });
   const rowOf = new Map(locked.map((s) => [s.ref, s]));
   const due = dueAll.filter((d) => watched.has(d.ref));
-  const { rows } = await client.query<{ ref: string; tick: number; payer_ms: string; payee_ms: string }>({
+  const read = () => client.query<{ ref: string; tick: number; payer_ms: string; payee_ms: string }>({
     name: 'tick-batch-heartbeats',
     text: `select d.ref, d.tick,
                   epoch_ms(greatest(d.since, (select max(h.seen_at) from party_heartbeat_log h where h.party_id = d.payer and h.seen_at <= d.due_at))) as payer_ms,
@@ -92,12 +95,21 @@ async function heartbeatsAtDueTimes(client: PoolClient, locked: LockedStream[], 
       due.map((d) => d.dueAtMs),
     ],
   });
-  for (const r of rows) seen.set(`${r.ref}\u0000${r.tick}`, { payerMs: Number(r.payer_ms), payeeMs: Number(r.payee_ms) });
-  return (ref, tick) => seen.get(`${ref}\u0000${tick}`)!;
+  const remember = (rows: { ref: string; tick: number; payer_ms: string; payee_ms: string }[]) => {
+    for (const r of rows) seen.set(keyOf(r.ref, r.tick), { payerMs: Number(r.payer_ms), payeeMs: Number(r.payee_ms) });
+  };
+  remember((await read()).rows);
+  // ticks about to be skipped: wait for their parties' heartbeats still committing, then read again
+  const silent = due.flatMap((d) => {
+    const at = seen.get(keyOf(d.ref, d.tick))!;
+    return silentParties(rowOf.get(d.ref)!, d.dueAtMs, at.payerMs, at.payeeMs);
+  });
+  if (silent.length > 0) {
+    await awaitHeartbeatsInFlight(client, silent);
+    remember((await read()).rows);
+  }
+  return (ref, tick) => seen.get(keyOf(ref, tick))!;
 }
-
-/** A resume restarts the liveness clock: both parties count as seen at the opening or the latest resume. */
-export const livenessSince = (s: Pick<StreamRow, 'opened_at' | 'resumed_at'>): Date => (s.resumed_at && s.resumed_at > s.opened_at ? s.resumed_at : s.opened_at);
 
 const msToTimestamp = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 

@@ -1,5 +1,6 @@
 import fc from 'fast-check';
 import { accruedUnbilled, moneyLeft, silenceMs, tickAmount, tickDueAtMs, ticksDueBy } from '../../src/domain/streams';
+import { silentParties } from '../../src/ledger/streams/heartbeats';
 
 const rate = fc.integer({ min: 1, max: 1_000 });
 
@@ -95,6 +96,15 @@ describe('silenceMs', () => {
         expect(s).toBeGreaterThanOrEqual(0);
         expect(s).toBeGreaterThanOrEqual(nowMs - payerSeenMs);
         expect(s).toBeGreaterThanOrEqual(nowMs - payeeSeenMs);
+      }),
+    );
+  });
+
+  test('a tick waits for heartbeats in flight exactly when the skip rule would skip it: silentParties lists a party iff silenceMs reaches the timeout', () => {
+    fc.assert(
+      fc.property(fc.nat(1e9), fc.nat(1e9), fc.nat(1e9), fc.integer({ min: 1, max: 1e6 }), (dueAtMs, payerSeenMs, payeeSeenMs, timeoutMs) => {
+        const listed = silentParties({ payer: 'a', payee: 'b', liveness_timeout_ms: timeoutMs }, dueAtMs, payerSeenMs, payeeSeenMs);
+        expect(listed.length > 0).toBe(silenceMs(dueAtMs, payerSeenMs, payeeSeenMs) >= timeoutMs);
       }),
     );
   });

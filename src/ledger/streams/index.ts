@@ -19,6 +19,7 @@ export {
   type StreamListQuery,
   type StreamRow,
 } from './rows';
-export { billTick, recordHeartbeat, HEARTBEAT_HISTORY_MS } from './ticks';
+export { billTick } from './ticks';
+export { recordHeartbeat, HEARTBEAT_HISTORY_MS } from './heartbeats';
 export { closeStream, insertMembers, openStream, CLOSE_SETTLE_TICKS_MAX } from './lifecycle';
 export { openStreamsOf } from './quotas';

@@ -1,10 +1,10 @@
-import type { Pool, PoolClient, Queryable } from '../../db/pool';
+import type { Pool, PoolClient } from '../../db/pool';
 import { withTransaction } from '../../db/pool';
 import { compile, params, sql } from '../../db/sql';
 import { notFound, SluiceError } from '../../domain/errors';
 import { isLowBalance, moneyLeft, silenceMs, splitKey, tickAmount, tickKey, type TickOutcome } from '../../domain/streams';
 import { distributeTick } from '../../domain/distribution';
-import { livenessSince } from '../tickBatch';
+import { awaitHeartbeatsInFlight, livenessSince, silentParties } from './heartbeats';
 import { lockAccounts } from '../accounts';
 import { appendEvent, eventValues } from '../events';
 import { captureHoldIn, toHold, type Hold } from '../holds';
@@ -62,13 +62,19 @@ export async function lockStreamForTick(client: PoolClient, ref: string, tick: n
   // the snapshot's says so; read again, under the lock now held (rare: one round
   // trip in the common case).
   if (rows[0] && rows[0].row_xmin !== rows[0].snapshot_xmin) ({ rows } = await lock());
-  const r = rows[0];
-  if (!r) return undefined;
-  const { due_ms, prior_amount, payer_hb, payee_hb, hold, members, row_xmin: _x, snapshot_xmin: _s, ...stream } = r;
+  if (!rows[0]) return undefined;
   // a resume restarts the liveness clock: nobody owes heartbeats while the stream
   // stands still, and after it both parties have a full timeout to be seen again
-  const since = livenessSince(stream);
+  const since = livenessSince(rows[0]);
   const seen = (hb: Date | null) => (hb && hb > since ? hb : since);
+  // a tick about to be skipped first waits for the parties' heartbeats still committing, then reads again
+  const silent = silentParties(rows[0], Number(rows[0].due_ms), seen(rows[0].payer_hb).getTime(), seen(rows[0].payee_hb).getTime());
+  if (silent.length > 0) {
+    await awaitHeartbeatsInFlight(client, silent);
+    ({ rows } = await lock());
+  }
+  const r = rows[0]!;
+  const { due_ms, prior_amount, payer_hb, payee_hb, hold, members, row_xmin: _x, snapshot_xmin: _s, ...stream } = r;
   return {
     stream,
     dueAtMs: Number(due_ms),
@@ -216,28 +222,3 @@ export function billTick(pool: Pool, ref: string, tick: number): Promise<TickOut
   });
 }
 
-/** How long heartbeats are kept: a tick billed later than this after it came due (a longer outage) counts its parties as unseen. */
-export const HEARTBEAT_HISTORY_MS = 3_600_000;
-
-/**
- * A party says it is alive; streams use it to tell a partition from a quiet peer.
- * The history (party_heartbeat_log) lets a tick billed late be judged at its due
- * time; each heartbeat trims the party's own history past HEARTBEAT_HISTORY_MS.
- */
-export async function recordHeartbeat(db: Queryable, party: string): Promise<string> {
-  const { rows } = await db
-    .query<{ last_seen_at: Date }>({
-      name: 'record-heartbeat',
-      text: `with logged as (insert into party_heartbeat_log (party_id, seen_at) values ($1, now()) on conflict do nothing),
-                  trimmed as (delete from party_heartbeat_log where party_id = $1 and seen_at < now() - make_interval(secs => $2 / 1000.0))
-             insert into party_heartbeats (party_id, last_seen_at) values ($1, now())
-             on conflict (party_id) do update set last_seen_at = excluded.last_seen_at returning last_seen_at`,
-      values: [party, HEARTBEAT_HISTORY_MS],
-    })
-    .catch((error: unknown) => {
-      // the heartbeat rows reference the party: an unknown one is the caller's 404
-      if ((error as { code?: string }).code === '23503') throw notFound('party', party);
-      throw error;
-    });
-  return rows[0]!.last_seen_at.toISOString();
-}
