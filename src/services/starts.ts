@@ -46,8 +46,9 @@ export async function startStreamWorkflow(client: Client, taskQueue: string, req
 async function rethrowRunFailure(operation: WithStartWorkflowOperation<typeof streamWorkflow>): Promise<void> {
   const handle = await operation.workflowHandle().catch(() => undefined);
   if (!handle) return;
-  const { status } = await handle.describe();
-  if (status.name !== 'FAILED') return;
+  // a describe that fails too (the server as busy as it was for the update) leaves the update's own error to answer
+  const described = await handle.describe().catch(() => undefined);
+  if (described?.status.name !== 'FAILED') return;
   await handle.result().catch((failed: unknown) => {
     if (sluiceErrorFromTemporal(failed)) throw failed;
   });

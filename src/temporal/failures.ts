@@ -17,14 +17,19 @@ export function sluiceErrorFromTemporal(error: unknown): SluiceError | undefined
 
 /** gRPC status UNAVAILABLE: the server cannot be reached or is shutting down. */
 const GRPC_UNAVAILABLE = 14;
+/** gRPC status DEADLINE_EXCEEDED: the call's deadline passed before the server answered. */
+const GRPC_DEADLINE_EXCEEDED = 4;
 
 /**
- * Temporal could not be reached (restarting, the connection cut), after the
- * client's own retries gave up: an outage. The client's ServiceError carries the
- * gRPC status as its cause.
+ * Temporal could not be reached (restarting, the connection cut) or did not answer
+ * within the call's deadline (a server overloaded), after the client's own retries
+ * gave up: an outage, not a bug. Every call Sluice makes is keyed (a workflow id, a
+ * ref, an idempotency key), so the same request may be sent again. The client's
+ * ServiceError (or WorkflowUpdateRPCTimeoutOrCancelledError) carries the gRPC status
+ * as its cause.
  */
 export function isTemporalUnavailable(error: unknown): boolean {
-  for (const e of causes(error)) if (e.code === GRPC_UNAVAILABLE && typeof e.details === 'string') return true;
+  for (const e of causes(error)) if ((e.code === GRPC_UNAVAILABLE || e.code === GRPC_DEADLINE_EXCEEDED) && typeof e.details === 'string') return true;
   return false;
 }
 
