@@ -68,13 +68,35 @@ export async function setCurrentVersion(client: Client, version: WorkerVersion, 
     });
   }
   // the server propagates the routing to each task queue in the background: seconds, more on a loaded machine
+  const setAt = Date.now();
   await until(120_000, `version ${versionName(version)} current on every task queue`, async () => {
     const info = await describeDeployment(client, version.deploymentName);
-    return (
-      info?.routingConfig?.currentDeploymentVersion?.buildId === version.buildId &&
-      info.routingConfigUpdateState !== temporal.api.enums.v1.RoutingConfigUpdateState.ROUTING_CONFIG_UPDATE_STATE_IN_PROGRESS
-    );
+    if (info?.routingConfig?.currentDeploymentVersion?.buildId !== version.buildId) return false;
+    if (info.routingConfigUpdateState !== temporal.api.enums.v1.RoutingConfigUpdateState.ROUTING_CONFIG_UPDATE_STATE_IN_PROGRESS) return true;
+    // The server may leave the state IN_PROGRESS for good once the routing has reached every task queue
+    // (its completion signal lost: temporalio/temporal#11842, seen here on a loaded server). Past the time a
+    // propagation takes, the task queues themselves are asked which version they route new work to.
+    return Date.now() - setAt > PROPAGATION_GRACE_MS && (await routedByEveryTaskQueue(client, version));
   });
+}
+
+/** How long the deployment's own propagation state is trusted alone (a propagation takes seconds). */
+const PROPAGATION_GRACE_MS = 15_000;
+
+/** Whether every task queue the version polls says it routes new work to that version. */
+export async function routedByEveryTaskQueue(client: Client, version: WorkerVersion): Promise<boolean> {
+  const { namespace } = client.options;
+  const { workerDeploymentVersionInfo: info } = await client.workflowService.describeWorkerDeploymentVersion({
+    namespace,
+    deploymentVersion: { deploymentName: version.deploymentName, buildId: version.buildId },
+  });
+  const queues = info?.taskQueueInfos ?? [];
+  if (queues.length === 0) return false;
+  for (const q of queues) {
+    const { versioningInfo } = await client.workflowService.describeTaskQueue({ namespace, taskQueue: { name: q.name }, taskQueueType: q.type ?? undefined });
+    if (versioningInfo?.currentDeploymentVersion?.buildId !== version.buildId) return false;
+  }
+  return true;
 }
 
 /**

@@ -8,7 +8,7 @@ import { bundleWorkflowCode, Worker } from '@temporalio/worker';
 import { DeterminismViolationError } from '@temporalio/workflow';
 import { BILLING_SHARDS_DEFAULT, billingClockWorkflowId } from '../../src/domain/billing';
 import { streamWorkflowId } from '../../src/domain/streams';
-import { setCurrentVersion, versionName, waitForVersion, workflowBuildId, type WorkerVersion } from '../../src/temporal/deployments';
+import { routedByEveryTaskQueue, setCurrentVersion, versionName, waitForVersion, workflowBuildId, type WorkerVersion } from '../../src/temporal/deployments';
 import { version as PACKAGE_VERSION } from '../../package.json';
 import { reconcilerWorkflowId } from '../../src/temporal/reconcilerWorkflow';
 import { createWorker, type CreatedWorker } from '../../src/worker';
@@ -45,6 +45,11 @@ let versionA: WorkerVersion;
 let versionB: WorkerVersion;
 const deploymentName = `sluice-test-${randomBytes(4).toString('hex')}`;
 const { as, party, account, untilTicks } = testParties(() => stack);
+// setCurrentVersion (src/temporal/deployments.ts) waits up to 120 s for each of its three
+// stages (the version registered, accepted as current, routed on every task queue): on a
+// loaded shared dev server a setup or test that calls it may take that long, and one that
+// never finishes fails with its stage's own message rather than jest's hook timeout
+const DEPLOY_STEPS_MS = 3 * 120_000 + 60_000;
 
 beforeAll(async () => {
   stack = await startTestStack({ workerDeployment: deploymentName, reconcileIntervalMs: 1_000 });
@@ -56,7 +61,7 @@ beforeAll(async () => {
   mkdirSync(join(tmpdir(), 'sluice-test'), { recursive: true });
   nextBundlePath = join(tmpdir(), 'sluice-test', `next-version-bundle-${process.pid}.js`);
   writeFileSync(nextBundlePath, code);
-});
+}, DEPLOY_STEPS_MS);
 
 afterAll(async () => {
   if (next?.worker.getState() === 'RUNNING') next.worker.shutdown();
@@ -95,6 +100,9 @@ describe('a rolling deploy: two worker versions on one task queue while streams 
     await waitForVersion(client, versionB);
 
     await setCurrentVersion(client, versionB);
+    // what setCurrentVersion asks the task queues when the server's propagation state is stuck: B routes, A no longer
+    expect(await routedByEveryTaskQueue(client, versionB)).toBe(true);
+    expect(await routedByEveryTaskQueue(client, versionA)).toBe(false);
     const ticksAtPromotion = new Map<string, number>();
     for (const ref of OLD_STREAMS) ticksAtPromotion.set(ref, (await as('buyer').get(`/v1/streams/${ref}`)).body.ticks);
     for (const ref of NEW_STREAMS) expect(await open(ref)).toMatchObject({ status: 201 });
@@ -168,7 +176,7 @@ describe('a rolling deploy: two worker versions on one task queue while streams 
     }
     expect(await account('buyer.w')).toMatchObject({ balance: FUNDS - paid, held: 0 });
     expect((await account('seller.w')).balance).toBe(paid);
-  }, 180_000);
+  }, DEPLOY_STEPS_MS + 60_000);
 
   test("the check has teeth: B's code replaying a stream A ran is a non-determinism error, A's own code replays it", async () => {
     const history = await client.workflow.getHandle(streamWorkflowId(OLD_STREAMS[0]!)).fetchHistory();
