@@ -64,7 +64,7 @@ export interface TestStackOptions extends TestDatabaseOptions {
   writeRate?: { max: number; windowMs: number };
   /** The API's body limit (default: the product's, SLUICE_BODY_LIMIT_BYTES). */
   bodyLimitBytes?: number;
-  /** The API's logger (default: silent, or TEST_LOG_LEVEL). */
+  /** The API's logger (default: errors only, so a 500 in any test says why in the run's output; or TEST_LOG_LEVEL). */
   logger?: Logger;
   /** The Temporal UI base URL the API gives the console. */
   temporalUiUrl?: string;
@@ -99,7 +99,7 @@ export async function startTestStack(options: TestStackOptions = {}): Promise<Te
     adminKey: ADMIN_KEY,
     metricsToken: METRICS_TOKEN,
     bodyLimitBytes: options.bodyLimitBytes ?? BODY_LIMIT_BYTES_DEFAULT,
-    logger: options.logger ?? createLogger(process.env.TEST_LOG_LEVEL ?? 'silent'),
+    logger: options.logger ?? createLogger(process.env.TEST_LOG_LEVEL ?? 'error'),
     budgets: options.budgets,
     streamQuotas: options.streamQuotas,
     pricePerUnit: options.pricePerUnit,
