@@ -10,7 +10,8 @@ import { SluiceError } from '../domain/errors';
  * was given never misses a committed row and never sees one twice, however the ids
  * of concurrent writers commit. The price is latency: a row shows once the oldest
  * writing transaction of this database that began before it has ended (the horizon
- * is tail_horizon(), migration 014: transactions of other databases do not hold it).
+ * is tail_horizon(), migrations 014 and 032: transactions of other databases do not
+ * hold it).
  *
  * The cursor the API hands out stays the id of the last row returned: `after = n`
  * means after the row with id n, wherever that row sits in commit order; 0 means
@@ -39,6 +40,9 @@ export interface TailPage {
 
 /** One page of a tail, oldest first in commit order. */
 export async function readTail<Row extends { id: number }>(db: Queryable, page: TailPage): Promise<Row[]> {
+  // The horizon first, in a statement of its own: it is placed on a snapshot taken
+  // inside tail_horizon(), so the page must be read by a later statement (migration 032).
+  const { rows: horizon } = await db.query<{ h: string }>({ name: 'tail-horizon', text: 'select tail_horizon()::text as h' });
   const values: unknown[] = [];
   const param = (value: unknown) => `$${values.push(value)}`;
   const after = param(page.after);
@@ -54,7 +58,7 @@ export async function readTail<Row extends { id: number }>(db: Queryable, page: 
        from cursor left join lateral (
          select ${page.columns} from ${page.table} t
           where (t.xid, t.id) > (cursor.xid, cursor.id)
-            and t.xid < (select tail_horizon())
+            and t.xid < ${param(horizon[0]!.h)}::xid8
             ${narrow}
           order by t.xid, t.id
           limit ${param(page.limit)}) page on true`,

@@ -355,6 +355,53 @@ describe('the horizon is this database\'s', () => {
       await Promise.all([elsewhere.end(), here.end()]);
     }
   });
+
+  test("another database's transaction ending while a page is read never hides a row the tail already showed", async () => {
+    // Each round: another database's writer takes an xid, then this database commits an
+    // event (a greater xid) and the tail shows it; then the other writer commits while
+    // a reader keeps reading. A horizon that placed the ended writer as this database's
+    // would hide the event from a read whose snapshot still saw it in flight.
+    const ROUNDS = 200;
+    const elsewhere = new pg.Client({ connectionString: SERVER_URL });
+    const here = new pg.Client({ connectionString: stack.db.url });
+    await Promise.all([elsewhere.connect(), here.connect()]);
+    const before = (await listEvents(stack.db.pool, { after: 0, limit: 1_000 })).at(-1)?.id ?? 0;
+    let reads = 0;
+    let endedDuringRead = 0;
+    const misses: string[] = [];
+    try {
+      for (let round = 0; round < ROUNDS; round++) {
+        await elsewhere.query('begin');
+        await elsewhere.query('select pg_current_xact_id()');
+        const tag = `ended-elsewhere-${round}`;
+        await withTransaction(stack.db.pool, (client) => appendEvent(client, { type: 'tail.ended', subject: tag, payload: {}, parties: [] }));
+        await untilTailsCaughtUp(stack.db.pool);
+        let ended = false;
+        let inFlight = 0;
+        const reader = (async () => {
+          for (let readsAfterEnd = 0; readsAfterEnd < 3; ) {
+            inFlight++;
+            const page = await listEvents(stack.db.pool, { after: before, limit: 1_000, type: 'tail.ended' });
+            inFlight--;
+            reads++;
+            if (!page.some((e) => e.subject === tag)) misses.push(`${tag} (read ${reads})`);
+            if (ended) readsAfterEnd++;
+          }
+        })();
+        await sleep(round % 4);
+        if (inFlight > 0) endedDuringRead++;
+        await elsewhere.query('commit');
+        ended = true;
+        await reader;
+      }
+    } finally {
+      await elsewhere.query('rollback').catch(() => undefined);
+      await Promise.all([elsewhere.end(), here.end()]);
+    }
+    // the ends landed while reads were on their way (else the test proves nothing)
+    expect(endedDuringRead).toBeGreaterThan(ROUNDS / 4);
+    expect({ reads: reads >= ROUNDS * 3, misses }).toEqual({ reads: true, misses: [] });
+  });
 });
 
 describe('cursors', () => {
