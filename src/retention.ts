@@ -43,6 +43,9 @@ export interface RetentionReport {
 
 const monthPattern = /^\d{4}-(0[1-9]|1[0-2])$/;
 
+/** The request idempotency keys past their window ($1 days): what a run deletes and a dry run counts. */
+const EXPIRED_KEYS = 'from idempotency_keys where created_at < now() - make_interval(days => $1)';
+
 /** The live months (first days, `YYYY-MM`) with a partition of any partitioned table before `cutoff`, oldest first. */
 async function monthsBefore(db: Queryable, cutoff: string): Promise<string[]> {
   const { rows } = await db.query<{ month: string }>(
@@ -93,9 +96,7 @@ export async function runRetention(pool: Pool, options: RetentionOptions): Promi
     await Promise.all(PARTITIONED_TABLES.map(async (t) => [t, await countRows(pool, `${t}_default`)] as const)),
   ) as RetentionReport['stranded'];
   if (dryRun) {
-    const { rows } = await pool.query<{ n: number }>(`select count(*)::int as n from idempotency_keys where created_at < now() - make_interval(days => $1)`, [
-      options.idempotencyWindowDays,
-    ]);
+    const { rows } = await pool.query<{ n: number }>(`select count(*)::int as n ${EXPIRED_KEYS}`, [options.idempotencyWindowDays]);
     const archived: ArchivedMonth[] = [];
     for (const month of months) {
       const counts = { month } as ArchivedMonth;
@@ -108,7 +109,7 @@ export async function runRetention(pool: Pool, options: RetentionOptions): Promi
     return { dryRun, partitionsMade: await missingAhead(pool), keysExpired: rows[0]!.n, archived, stranded };
   }
   const partitionsMade = await ensurePartitionsAhead(pool);
-  const { rowCount } = await pool.query(`delete from idempotency_keys where created_at < now() - make_interval(days => $1)`, [options.idempotencyWindowDays]);
+  const { rowCount } = await pool.query(`delete ${EXPIRED_KEYS}`, [options.idempotencyWindowDays]);
   const archived: ArchivedMonth[] = [];
   for (const month of months) {
     const counts = await withTransaction(pool, async (client) => {
