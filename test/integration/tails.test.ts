@@ -374,14 +374,14 @@ describe('the horizon is this database\'s', () => {
         await elsewhere.query('begin');
         await elsewhere.query('select pg_current_xact_id()');
         const tag = `ended-elsewhere-${round}`;
-        await withTransaction(stack.db.pool, (client) => appendEvent(client, { type: 'tail.ended', subject: tag, payload: {}, parties: [] }));
+        await eventsTail.append(here, tag);
         await untilTailsCaughtUp(stack.db.pool);
         let ended = false;
         let inFlight = 0;
         const reader = (async () => {
           for (let readsAfterEnd = 0; readsAfterEnd < 3; ) {
             inFlight++;
-            const page = await listEvents(stack.db.pool, { after: before, limit: 1_000, type: 'tail.ended' });
+            const page = await listEvents(stack.db.pool, { after: before, limit: 1_000, type: 'tail.test' });
             inFlight--;
             reads++;
             if (!page.some((e) => e.subject === tag)) misses.push(`${tag} (read ${reads})`);
